@@ -1,0 +1,25 @@
+//! Outpost's pure core.
+//!
+//! Everything here is a pure function or a state machine: no files, no sockets, no clocks, no
+//! async runtime. Time comes in as an argument (`now`), bytes come in as slices or as generic
+//! `Read + Seek` values that the caller opened. The `nodes` binary and the `actors` crate do the
+//! I/O and call into this crate.
+//!
+//! * [`control`]: WAPT-style control files (parse, write, errors with line numbers).
+//! * [`version`] and [`request`]: version order and package requests (`name(>=1.2)`).
+//! * [`entry`]: the typed view of a control used for resolution, and the host filters.
+//! * [`resolver`]: snapshot entries + host → plan and statuses.
+//! * [`pki`]: the organisation CA, roles, certificates, encrypted keys, chain checks.
+//! * [`package`]: Outpost packages: the signed manifest, building and verifying.
+//! * [`wapt`]: reading WAPT's signed controls, package archives and indexes.
+
+pub mod control;
+pub mod der;
+pub mod entry;
+pub mod package;
+pub mod pki;
+pub mod request;
+pub mod resolver;
+pub mod time_fmt;
+pub mod version;
+pub mod wapt;
