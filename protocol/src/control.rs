@@ -64,6 +64,9 @@ pub enum ControlError {
     /// No field at all.
     #[error("no field found: the control is empty")]
     Empty,
+    /// A field given as data (not parsed from text) that a control cannot hold.
+    #[error("field {key:?}: {reason}")]
+    InvalidField { key: String, reason: &'static str },
     /// More bytes than [`MAX_CONTROL_BYTES`].
     #[error("the control is {size} bytes; the limit is {MAX_CONTROL_BYTES}")]
     TooLarge { size: usize },
@@ -79,7 +82,7 @@ impl ControlError {
             | Self::InvalidUtf8 { line }
             | Self::NotAnInteger { line, .. }
             | Self::SecondRecord { line } => Some(*line),
-            Self::Empty | Self::TooLarge { .. } => None,
+            Self::Empty | Self::TooLarge { .. } | Self::InvalidField { .. } => None,
         }
     }
 }
@@ -106,6 +109,27 @@ impl Control {
     /// Parses bytes holding one record, checking they are UTF-8 first.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ControlError> {
         Self::parse(utf8(bytes)?)
+    }
+
+    /// Builds a control from fields given as data (a decoded manifest), refusing what text
+    /// could not hold: keys that are empty, not lower-case, or hold `:` or spaces at either
+    /// end; values with blank or untrimmed lines; repeated keys.
+    pub fn from_fields(fields: Vec<(String, String)>) -> Result<Self, ControlError> {
+        let mut control = Control::new();
+        for (key, value) in fields {
+            let bad = |reason| ControlError::InvalidField { key: key.clone(), reason };
+            if key.is_empty() || key.trim() != key || key.contains([':', '\n', '\r']) || key.to_lowercase() != key {
+                return Err(bad("not a valid field name"));
+            }
+            if normalise_value(&value) != value {
+                return Err(bad("the value has blank or untrimmed lines"));
+            }
+            if control.get(&key).is_some() {
+                return Err(bad("repeated"));
+            }
+            control.fields.push((key, value));
+        }
+        Ok(control)
     }
 
     /// The value of `key` (lower-case), if present.

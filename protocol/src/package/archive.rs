@@ -1,0 +1,244 @@
+//! Reading and verifying a package archive.
+//!
+//! [`PackageArchive::open`] reads the structure: every member name is checked (no absolute
+//! path, no `..`, only known `OUTPOST/` members), the manifest is decoded, and the members must
+//! be exactly the manifest's files. Nothing is trusted yet. [`PackageArchive::verify`] then
+//! checks the certificate chain and usages, the signature over the manifest bytes, and every
+//! byte of every file, and only then returns a [`Verified`] archive.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Seek};
+
+use rustls_pki_types::CertificateDer;
+use zip::ZipArchive;
+
+use super::build::{CERTIFICATES_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER};
+use super::manifest::{Manifest, ManifestError, PathError, RESERVED_DIR, check_path, hex};
+use crate::pki::{CertInfo, ChainError, Purpose, TrustStore, cert_info, parse_pem_certificates};
+use crate::signing::{self, Domain, SignatureError};
+use crate::verified::Verified;
+
+/// Largest certificate chain member accepted.
+pub const MAX_CERTIFICATES_BYTES: u64 = 64 * 1024;
+const BUFFER: usize = 1024 * 1024;
+
+/// Why a package is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// Not a readable zip (truncated, damaged, not a package).
+    #[error("not a valid package archive (truncated or damaged?): {0}")]
+    Archive(String),
+    /// A member the format needs is absent.
+    #[error("the archive has no {0} member: it is not an Outpost package (WAPT packages are converted with `outpost wapt import`)")]
+    MissingMember(&'static str),
+    /// A member name that is unsafe or not allowed.
+    #[error("archive member: {0}")]
+    Path(#[from] PathError),
+    /// A member not listed in the manifest.
+    #[error("archive member {0:?} is not listed in the signed manifest")]
+    Unlisted(String),
+    /// A listed file absent from the archive.
+    #[error("file {0:?} is listed in the manifest but missing from the archive")]
+    Missing(String),
+    /// The same name twice.
+    #[error("archive member {0:?} appears twice")]
+    Duplicate(String),
+    /// A member larger than its limit.
+    #[error("archive member {name} is {size} bytes; the limit is {limit}")]
+    TooLarge { name: &'static str, size: u64, limit: u64 },
+    /// The manifest does not decode.
+    #[error("manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The certificates do not parse.
+    #[error("{CERTIFICATES_MEMBER}: {0}")]
+    Certificates(ChainError),
+    /// The chain or usages are refused.
+    #[error("signer: {0}")]
+    Chain(ChainError),
+    /// The manifest names another certificate.
+    #[error("the manifest names signer certificate {named}, but the archive carries {carried}")]
+    SignerMismatch { named: String, carried: String },
+    /// The signature does not verify.
+    #[error("signature: {0} (the package was changed after signing, or is damaged)")]
+    Signature(#[from] SignatureError),
+    /// A file's content differs from the manifest.
+    #[error("file {path:?} does not match the signed manifest: {what}")]
+    Content { path: String, what: String },
+    /// Reading failed.
+    #[error("reading {path:?}: {source}")]
+    Read { path: String, source: io::Error },
+}
+
+/// An opened, not yet verified package archive.
+#[derive(Debug)]
+pub struct PackageArchive<R> {
+    zip: ZipArchive<R>,
+    manifest_bytes: Vec<u8>,
+    signature: Vec<u8>,
+    chain: Vec<CertificateDer<'static>>,
+    manifest: Manifest,
+}
+
+impl<R: Read + Seek> PackageArchive<R> {
+    /// Opens an archive and checks its structure (not its signature or content).
+    pub fn open(reader: R) -> Result<Self, PackageError> {
+        let mut zip = ZipArchive::new(reader).map_err(|e| PackageError::Archive(e.to_string()))?;
+        let mut payload = BTreeSet::new();
+        let mut reserved = BTreeSet::new();
+        for index in 0..zip.len() {
+            let member = zip.by_index_raw(index).map_err(|e| PackageError::Archive(e.to_string()))?;
+            let name = member.name().map_err(|e| PackageError::Archive(e.to_string()))?.to_string();
+            if member.enclosed_name().is_none() {
+                return Err(PathError::Unsafe(name).into());
+            }
+            let known = [MANIFEST_MEMBER, SIGNATURE_MEMBER, CERTIFICATES_MEMBER];
+            let fresh = if let Some(k) = known.iter().find(|k| **k == name) {
+                reserved.insert(*k)
+            } else if name == RESERVED_DIR || name.starts_with(&format!("{RESERVED_DIR}/")) {
+                return Err(PackageError::Unlisted(name));
+            } else {
+                check_path(&name)?;
+                if member.is_dir() || member.is_symlink() {
+                    return Err(PackageError::Unlisted(name));
+                }
+                payload.insert(name.clone())
+            };
+            if !fresh {
+                return Err(PackageError::Duplicate(name));
+            }
+        }
+        let manifest_bytes = read_member(&mut zip, MANIFEST_MEMBER, super::manifest::MAX_MANIFEST_BYTES as u64)?;
+        let signature = read_member(&mut zip, SIGNATURE_MEMBER, 1024)?;
+        let chain_pem = read_member(&mut zip, CERTIFICATES_MEMBER, MAX_CERTIFICATES_BYTES)?;
+        let chain_text = String::from_utf8_lossy(&chain_pem);
+        let chain = parse_pem_certificates(&chain_text).map_err(PackageError::Certificates)?;
+        let manifest = Manifest::decode(&manifest_bytes)?;
+        for file in &manifest.files {
+            if !payload.remove(&file.path) {
+                return Err(PackageError::Missing(file.path.clone()));
+            }
+        }
+        if let Some(extra) = payload.into_iter().next() {
+            return Err(PackageError::Unlisted(extra));
+        }
+        Ok(Self { zip, manifest_bytes, signature, chain, manifest })
+    }
+
+    /// The manifest, not yet verified.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The exact manifest bytes that are signed.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// BLAKE3 of the manifest bytes: the package's identity.
+    pub fn hash(&self) -> [u8; 32] {
+        Manifest::hash(&self.manifest_bytes)
+    }
+
+    /// The certificates carried, signer first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// What the signer's certificate says (not verified).
+    pub fn signer(&self) -> Result<CertInfo, ChainError> {
+        cert_info(&self.chain[0])
+    }
+
+    /// Checks the chain (to `trust`, at `now`), the usages (package signing, and code signing
+    /// when the package has hooks) and the signature over the manifest bytes.
+    pub fn verify_signature(&self, trust: &TrustStore, now: i64) -> Result<CertInfo, PackageError> {
+        let leaf = cert_info(&self.chain[0]).map_err(PackageError::Certificates)?;
+        let named = self.manifest.control.get_or_empty("signer_fingerprint");
+        if named != leaf.fingerprint {
+            return Err(PackageError::SignerMismatch { named: named.to_string(), carried: leaf.fingerprint });
+        }
+        let mut purposes = vec![Purpose::PackageSigning];
+        if self.manifest.has_hooks() {
+            purposes.push(Purpose::CodeSigning);
+        }
+        let info = trust.verify(&self.chain, now, &purposes).map_err(PackageError::Chain)?;
+        signing::verify(&info.public_key, Domain::PackageManifest, &self.manifest_bytes, &self.signature)?;
+        Ok(info)
+    }
+
+    /// Reads every file and checks its size, mode and BLAKE3 against the manifest.
+    /// `progress` is called with the number of bytes checked so far.
+    pub fn verify_contents(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), PackageError> {
+        let mut buffer = vec![0u8; BUFFER];
+        let mut done = 0u64;
+        for file in &self.manifest.files {
+            let content = |what: String| PackageError::Content { path: file.path.clone(), what };
+            let mut member = self.zip.by_name(&file.path).map_err(|e| content(e.to_string()))?;
+            if member.size() != file.size {
+                return Err(content(format!("{} bytes in the archive, {} signed", member.size(), file.size)));
+            }
+            if let Some(mode) = member.unix_mode()
+                && mode & 0o777 != file.mode
+            {
+                return Err(content(format!("mode {:o}, {:o} signed", mode & 0o777, file.mode)));
+            }
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            loop {
+                let n = match member.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(content(format!("damaged data ({e})"))),
+                };
+                size += n as u64;
+                if size > file.size {
+                    return Err(content(format!("longer than the {} signed bytes", file.size)));
+                }
+                hasher.update(&buffer[..n]);
+                done += n as u64;
+                progress(done);
+            }
+            if size != file.size {
+                return Err(content(format!("{size} bytes, {} signed", file.size)));
+            }
+            let hash = hasher.finalize();
+            if hash.as_bytes() != &file.blake3 {
+                return Err(content(format!("BLAKE3 {}, {} signed", hex(hash.as_bytes()), hex(&file.blake3))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the signature and every byte; returns the verified archive and the signer.
+    pub fn verify(
+        mut self,
+        trust: &TrustStore,
+        now: i64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Verified<Self>, CertInfo), PackageError> {
+        let signer = self.verify_signature(trust, now)?;
+        self.verify_contents(progress)?;
+        Ok((Verified::new(self), signer))
+    }
+}
+
+fn read_member<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    name: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, PackageError> {
+    let member = zip.by_name(name).map_err(|_| PackageError::MissingMember(name))?;
+    if member.size() > limit {
+        return Err(PackageError::TooLarge { name, size: member.size(), limit });
+    }
+    let mut bytes = Vec::new();
+    member
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| PackageError::Read { path: name.to_string(), source })?;
+    if bytes.len() as u64 > limit {
+        return Err(PackageError::TooLarge { name, size: bytes.len() as u64, limit });
+    }
+    Ok(bytes)
+}

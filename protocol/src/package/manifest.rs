@@ -1,0 +1,279 @@
+//! The package manifest: control fields plus every file's path, size, mode and BLAKE3 hash.
+//!
+//! On the wire and on disk it is a versioned postcard enum ([`ManifestWire`]); the signature
+//! covers those exact bytes, which are kept beside the parsed value. Its BLAKE3 hash is the
+//! package's identity in snapshots.
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::Control;
+use crate::entry::{EntryError, PackageEntry};
+
+/// Largest manifest accepted, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+/// Most files in a package.
+pub const MAX_FILES: usize = 200_000;
+/// Longest file path inside a package, in bytes.
+pub const MAX_PATH_BYTES: usize = 1024;
+/// Hook scripts agents run, at the package root. A package holding one needs a certificate
+/// with the code-signing usage.
+pub const HOOK_FILES: [&str; 2] = ["setup.sh", "setup.ps1"];
+/// The folder inside package archives that holds the manifest, signature and certificates.
+pub const RESERVED_DIR: &str = "OUTPOST";
+
+/// Manifest as encoded. Only ever add variants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManifestWire {
+    /// Version 1.
+    V1(ManifestV1),
+}
+
+/// Version 1 of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestV1 {
+    /// Control fields in order (including `signer`, `signer_fingerprint`, `signature_date`).
+    pub control: Vec<(String, String)>,
+    /// Files, sorted by path.
+    pub files: Vec<FileV1>,
+}
+
+/// One file of a version-1 manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileV1 {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits (`0o644`, `0o755`).
+    pub mode: u32,
+    /// BLAKE3 of the content.
+    pub blake3: [u8; 32],
+}
+
+/// A file of a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// BLAKE3 of the content.
+    #[serde(serialize_with = "hex_serde")]
+    pub blake3: [u8; 32],
+}
+
+/// The manifest as the rest of Outpost uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Control fields.
+    pub control: Control,
+    /// Files, sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
+/// Why manifest bytes are refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Over [`MAX_MANIFEST_BYTES`].
+    #[error("the manifest is {0} bytes; the limit is {MAX_MANIFEST_BYTES}")]
+    TooLarge(usize),
+    /// Not a manifest encoding this version of Outpost knows.
+    #[error("the manifest cannot be decoded ({0}); it is damaged or from a newer Outpost")]
+    Decode(String),
+    /// Over [`MAX_FILES`].
+    #[error("the manifest lists {0} files; the limit is {MAX_FILES}")]
+    TooManyFiles(usize),
+    /// A path that is not safe or not canonical.
+    #[error("{0}")]
+    Path(#[from] PathError),
+    /// Paths not sorted or repeated.
+    #[error("the manifest lists {0:?} twice or out of order")]
+    Order(String),
+    /// Control fields that do not describe a package.
+    #[error("control: {0}")]
+    Control(#[from] EntryError),
+}
+
+/// Why a path cannot be a file of a package.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Absolute, with a drive letter, or with `..`.
+    #[error("unsafe path {0:?}: absolute paths and '..' are not allowed")]
+    Unsafe(String),
+    /// Empty components, backslashes, control characters, too long.
+    #[error("invalid path {path:?}: {reason}")]
+    Invalid { path: String, reason: &'static str },
+    /// Inside the reserved folder.
+    #[error("path {0:?} is inside the reserved OUTPOST/ folder")]
+    Reserved(String),
+}
+
+impl Manifest {
+    /// The hook scripts this package carries.
+    pub fn hooks(&self) -> Vec<&str> {
+        self.files.iter().map(|f| f.path.as_str()).filter(|p| HOOK_FILES.contains(p)).collect()
+    }
+
+    /// True when the package carries hook scripts.
+    pub fn has_hooks(&self) -> bool {
+        !self.hooks().is_empty()
+    }
+
+    /// The typed entry of the control.
+    pub fn entry(&self) -> Result<PackageEntry, EntryError> {
+        PackageEntry::from_control(&self.control)
+    }
+
+    /// Total size of the files.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Encodes the manifest (the bytes that are signed).
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = ManifestWire::V1(ManifestV1 {
+            control: self.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            files: self
+                .files
+                .iter()
+                .map(|f| FileV1 { path: f.path.clone(), size: f.size, mode: f.mode, blake3: f.blake3 })
+                .collect(),
+        });
+        postcard::to_stdvec(&wire).expect("encoding to a Vec cannot fail")
+    }
+
+    /// Decodes and checks manifest bytes: limits, safe and sorted paths, a valid control.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge(bytes.len()));
+        }
+        let (wire, rest): (ManifestWire, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ManifestError::Decode(format!("{} trailing bytes", rest.len())));
+        }
+        let ManifestWire::V1(v1) = wire;
+        if v1.files.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles(v1.files.len()));
+        }
+        let mut files = Vec::with_capacity(v1.files.len());
+        for f in v1.files {
+            check_path(&f.path)?;
+            if files.last().is_some_and(|p: &FileEntry| p.path >= f.path) {
+                return Err(ManifestError::Order(f.path));
+            }
+            files.push(FileEntry { path: f.path, size: f.size, mode: f.mode & 0o777, blake3: f.blake3 });
+        }
+        let control = Control::from_fields(v1.control).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        PackageEntry::from_control(&control)?;
+        Ok(Self { control, files })
+    }
+
+    /// BLAKE3 of the encoded manifest: the package's identity.
+    pub fn hash(encoded: &[u8]) -> [u8; 32] {
+        *blake3::hash(encoded).as_bytes()
+    }
+}
+
+/// Checks that `path` is a canonical, safe relative path for a package file.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    let invalid = |reason| PathError::Invalid { path: path.to_string(), reason };
+    if path.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(invalid("it is longer than 1024 bytes"));
+    }
+    if path.starts_with('/') || path.as_bytes().get(1) == Some(&b':') {
+        return Err(PathError::Unsafe(path.to_string()));
+    }
+    if path.contains('\\') {
+        return Err(invalid("it contains a backslash (use '/' between folders)"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid("it contains control characters"));
+    }
+    for part in path.split('/') {
+        match part {
+            ".." => return Err(PathError::Unsafe(path.to_string())),
+            "" | "." => return Err(invalid("it has an empty or '.' folder name")),
+            _ => {}
+        }
+    }
+    if path == RESERVED_DIR || path.starts_with(&format!("{RESERVED_DIR}/")) {
+        return Err(PathError::Reserved(path.to_string()));
+    }
+    Ok(())
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_serde<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let control = Control::parse(
+            "package: a\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n",
+        )
+        .unwrap();
+        Manifest {
+            control,
+            files: vec![
+                FileEntry { path: "bin/a".into(), size: 3, mode: 0o755, blake3: [1; 32] },
+                FileEntry { path: "setup.sh".into(), size: 10, mode: 0o755, blake3: [2; 32] },
+            ],
+        }
+    }
+
+    #[test]
+    fn encodes_and_decodes() {
+        let m = manifest();
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        assert_eq!(m.hooks(), vec!["setup.sh"]);
+        assert_eq!(m.total_size(), 13);
+    }
+
+    #[test]
+    fn refuses_bad_manifests() {
+        let bytes = manifest().encode();
+        assert!(matches!(Manifest::decode(&bytes[..bytes.len() - 1]), Err(ManifestError::Decode(_))));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(Manifest::decode(&longer), Err(ManifestError::Decode(_))));
+        assert!(matches!(Manifest::decode(&[7, 0]), Err(ManifestError::Decode(_))), "unknown version");
+        let mut m = manifest();
+        m.files.reverse();
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Order(_))));
+        let mut m = manifest();
+        m.files[0].path = "../etc/passwd".into();
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Path(PathError::Unsafe(_)))));
+        let mut m = manifest();
+        m.control.remove("version");
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Control(_))));
+    }
+
+    #[test]
+    fn path_rules() {
+        for ok in ["a", "a/b.txt", "WAPT/icon.png", "dir/.hidden", "é/ü"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        for unsafe_path in ["/etc/passwd", "../x", "a/../../x", "a/..", "C:/x", "c:x"] {
+            assert!(matches!(check_path(unsafe_path), Err(PathError::Unsafe(_))), "{unsafe_path}");
+        }
+        for bad in ["", "a//b", "a/./b", "a\\b", "a/", "x\ny"] {
+            assert!(matches!(check_path(bad), Err(PathError::Invalid { .. })), "{bad}");
+        }
+        assert!(matches!(check_path("OUTPOST/manifest"), Err(PathError::Reserved(_))));
+    }
+}

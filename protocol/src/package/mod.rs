@@ -1,0 +1,17 @@
+//! Outpost packages: a signed manifest (control fields + every file's BLAKE3, size and mode)
+//! and the files, in a zip archive.
+//!
+//! * [`manifest`]: the manifest and its versioned encoding, path rules.
+//! * [`build`]: building and signing a package.
+//! * [`archive`]: opening and verifying one.
+
+pub mod archive;
+pub mod build;
+pub mod manifest;
+
+pub use archive::{PackageArchive, PackageError};
+pub use build::{BuildError, BuildOutput, FileSource, Signer, SourceEntry, build, file_name};
+pub use manifest::{FileEntry, HOOK_FILES, Manifest, ManifestError, PathError, check_path};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use std::collections::BTreeMap;
+use std::io::{self, Cursor, Read, Write};
+
+use super::build::write_package;
+use super::*;
+use crate::control::Control;
+use crate::pki::{self, ChainError, IssueRequest, Issued, Right, Role, TrustStore};
+
+const NOW: i64 = 1_790_000_000;
+
+struct Mem(BTreeMap<String, Vec<u8>>);
+
+impl FileSource for Mem {
+    fn open(&mut self, path: &str) -> io::Result<Box<dyn Read + '_>> {
+        self.0.get(path).map(|b| Box::new(b.as_slice()) as Box<dyn Read>).ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+}
+
+impl Mem {
+    fn new(files: &[(&str, &[u8])]) -> Self {
+        Self(files.iter().map(|(p, b)| (p.to_string(), b.to_vec())).collect())
+    }
+    fn entries(&self) -> Vec<SourceEntry> {
+        self.0.iter().map(|(p, b)| SourceEntry { path: p.clone(), size: b.len() as u64, mode: 0o644 }).collect()
+    }
+}
+
+struct Pki {
+    ca: Issued,
+    trust: TrustStore,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca = pki::create_ca("Test Org", NOW, 3650).unwrap();
+        let trust = TrustStore::new(vec![ca.cert.clone()]).unwrap();
+        Self { ca, trust }
+    }
+    fn signer(&self, role: Role, days: u32) -> Signer {
+        let rights = if role == Role::Admin { vec![Right::Modify] } else { vec![] };
+        let req = IssueRequest { role, name: format!("{role} one"), rights, alt_names: vec![], days };
+        let issued = pki::issue(&self.ca.cert, &self.ca.key, &req, NOW).unwrap();
+        Signer::new(issued.key, vec![issued.cert], NOW).unwrap()
+    }
+}
+
+fn control(extra: &str) -> Control {
+    Control::parse(&format!(
+        "package: tis-demo\nversion: 1.2-3\narchitecture: all\nsection: base\npriority: optional\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn build_bytes(files: &mut Mem, signer: &Signer, at: i64) -> (Vec<u8>, BuildOutput) {
+    let mut out = Cursor::new(Vec::new());
+    let built = build(&mut out, &control(""), files.entries(), files, signer, at, &mut |_| {}).unwrap();
+    (out.into_inner(), built)
+}
+
+fn sample() -> Mem {
+    Mem::new(&[("setup.sh", b"#!/bin/sh\necho hi\n"), ("data/a.txt", b"hello"), ("data/big.bin", &[7u8; 300_000])])
+}
+
+#[test]
+fn builds_verifies_and_is_reproducible() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let mut files = sample();
+    let (bytes, built) = build_bytes(&mut files, &signer, NOW);
+    assert_eq!(built.file_name, "tis-demo_1.2-3.outpost");
+    assert_eq!(built.manifest.files.len(), 3);
+    assert_eq!(built.manifest.control.get("signer"), Some("signer one"));
+    assert_eq!(built.manifest.control.get("signature_date"), Some("2026-09-21T14:13:20Z"));
+
+    let (again, _) = build_bytes(&mut files, &signer, NOW);
+    assert_eq!(bytes, again, "same input and date give the same bytes");
+    let (later, later_built) = build_bytes(&mut files, &signer, NOW + 60);
+    assert_ne!(bytes, later);
+    assert_eq!(later_built.manifest.files, built.manifest.files, "only the signature date differs");
+
+    let archive = PackageArchive::open(Cursor::new(bytes)).unwrap();
+    assert_eq!(archive.hash(), built.manifest_hash);
+    let mut seen = 0;
+    let (verified, who) = archive.verify(&pki.trust, NOW, &mut |n| seen = n).unwrap();
+    assert_eq!(who.role, Some(Role::Signer));
+    assert_eq!(seen, 300_000 + 5 + 18);
+    assert_eq!(verified.manifest().hooks(), vec!["setup.sh"]);
+}
+
+#[test]
+fn hooks_need_code_signing() {
+    let pki = Pki::new();
+    let deployer = pki.signer(Role::Deployer, 30);
+    let mut out = Cursor::new(Vec::new());
+    let mut files = sample();
+    let err = build(&mut out, &control(""), files.entries(), &mut files, &deployer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::NeedsCodeSigning { .. }), "{err}");
+    assert!(err.to_string().contains("setup.sh"));
+
+    // A package written around the check is refused when verified.
+    let mut c = control("");
+    c.set("signer_fingerprint", &deployer.info().fingerprint);
+    let mut entries = files.entries();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = Cursor::new(Vec::new());
+    write_package(&mut out, c, &entries, &mut files, &deployer, &mut |_| {}).unwrap();
+    let archive = PackageArchive::open(Cursor::new(out.into_inner())).unwrap();
+    let err = archive.verify_signature(&pki.trust, NOW).unwrap_err();
+    assert!(matches!(err, PackageError::Chain(ChainError::MissingUsage { .. })), "{err}");
+    assert!(err.to_string().contains("code-signing"), "{err}");
+
+    // Without hooks a deployer (or an admin with modify) may sign.
+    let mut plain = Mem::new(&[("a.txt", b"x")]);
+    for signer in [&deployer, &pki.signer(Role::Admin, 30)] {
+        let (bytes, _) = build_bytes(&mut plain, signer, NOW);
+        PackageArchive::open(Cursor::new(bytes)).unwrap().verify(&pki.trust, NOW, &mut |_| {}).unwrap();
+    }
+}
+
+#[test]
+fn roles_that_cannot_sign_are_refused() {
+    let pki = Pki::new();
+    for role in [Role::Server, Role::Edge, Role::Host] {
+        let req = IssueRequest { role, name: "n.example".into(), rights: vec![], alt_names: vec![], days: 30 };
+        let issued = pki::issue(&pki.ca.cert, &pki.ca.key, &req, NOW).unwrap();
+        let err = Signer::new(issued.key, vec![issued.cert], NOW).unwrap_err();
+        assert!(err.to_string().contains("package-signing"), "{role}: {err}");
+    }
+    let a = pki.signer(Role::Signer, 30);
+    let req = IssueRequest { role: Role::Signer, name: "b".into(), rights: vec![], alt_names: vec![], days: 30 };
+    let b = pki::issue(&pki.ca.cert, &pki.ca.key, &req, NOW).unwrap();
+    let err = Signer::new(b.key, a.chain.clone(), NOW).unwrap_err();
+    assert!(matches!(err, BuildError::KeyMismatch { .. }));
+}
+
+#[test]
+fn expired_or_foreign_signers_are_refused() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let (bytes, _) = build_bytes(&mut sample(), &signer, NOW);
+    let later = NOW + 40 * 86_400;
+    let err = PackageArchive::open(Cursor::new(bytes.clone())).unwrap().verify_signature(&pki.trust, later).unwrap_err();
+    assert!(matches!(err, PackageError::Chain(ChainError::Expired { .. })), "{err}");
+    let other = Pki::new();
+    let err = PackageArchive::open(Cursor::new(bytes)).unwrap().verify_signature(&other.trust, NOW).unwrap_err();
+    assert!(matches!(err, PackageError::Chain(ChainError::UnknownIssuer { .. })), "{err}");
+    let mut out = Cursor::new(Vec::new());
+    let mut files = sample();
+    let err = build(&mut out, &control(""), files.entries(), &mut files, &signer, later, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+/// Rewrites an archive member by member, letting `edit` change names and contents.
+fn rewrite(bytes: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..zip.len() {
+        let mut m = zip.by_index(i).unwrap();
+        let name = m.name().unwrap().to_string();
+        let mode = m.unix_mode().unwrap_or(0o644);
+        let mut data = Vec::new();
+        m.read_to_end(&mut data).unwrap();
+        if let Some((name, data)) = edit(&name, data) {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode & 0o777);
+            out.start_file(name, opts).unwrap();
+            out.write_all(&data).unwrap();
+        }
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn tampering_is_detected() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let (bytes, _) = build_bytes(&mut sample(), &signer, NOW);
+    let verify = |b: Vec<u8>| -> Result<(), PackageError> {
+        PackageArchive::open(Cursor::new(b))?.verify(&pki.trust, NOW, &mut |_| {}).map(|_| ())
+    };
+
+    let changed = rewrite(&bytes, |n, mut d| {
+        if n == "data/a.txt" {
+            d[0] ^= 1;
+        }
+        Some((n.into(), d))
+    });
+    let err = verify(changed).unwrap_err();
+    assert!(matches!(&err, PackageError::Content { path, .. } if path == "data/a.txt"), "{err}");
+
+    let manifest_changed = rewrite(&bytes, |n, mut d| {
+        if n == "OUTPOST/manifest" {
+            let last = d.len() - 1;
+            d[last] ^= 1;
+        }
+        Some((n.into(), d))
+    });
+    assert!(matches!(verify(manifest_changed).unwrap_err(), PackageError::Signature(_)));
+
+    let extra = rewrite(&bytes, |n, d| Some(if n == "data/a.txt" { ("data/b.txt".into(), d) } else { (n.into(), d) }));
+    assert!(matches!(verify(extra).unwrap_err(), PackageError::Missing(_)));
+    let dropped = rewrite(&bytes, |n, d| (n != "OUTPOST/signature").then(|| (n.into(), d)));
+    assert!(matches!(verify(dropped).unwrap_err(), PackageError::MissingMember("OUTPOST/signature")));
+
+    for evil in ["../evil.sh", "/etc/cron.d/evil", "data/../../evil"] {
+        let bad = rewrite(&bytes, |n, d| Some(if n == "data/a.txt" { (evil.into(), d) } else { (n.into(), d) }));
+        let err = verify(bad).unwrap_err();
+        assert!(matches!(err, PackageError::Path(PathError::Unsafe(_))), "{evil}: {err}");
+    }
+
+    for cut in [bytes.len() / 2, bytes.len() - 10, 100] {
+        let err = verify(bytes[..cut].to_vec()).unwrap_err();
+        assert!(matches!(err, PackageError::Archive(_)), "cut at {cut}: {err}");
+    }
+
+    // Corrupting compressed payload bytes in place is caught too.
+    let needle = b"OUTPOST/manifest";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    for offset in [40usize, 200, 5000] {
+        let mut corrupt = bytes.clone();
+        if offset < at {
+            corrupt[offset] ^= 0x55;
+            assert!(verify(corrupt).is_err(), "flip at {offset}");
+        }
+    }
+}
+
+#[test]
+fn bad_sources_are_refused() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let mut out = Cursor::new(Vec::new());
+    let mut files = Mem::new(&[("A.txt", b"1"), ("a.txt", b"2")]);
+    let err = build(&mut out, &control(""), files.entries(), &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::CaseClash { .. }), "{err}");
+    let mut files = Mem::new(&[("OUTPOST/x", b"1")]);
+    let err = build(&mut out, &control(""), files.entries(), &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::Path(PathError::Reserved(_))), "{err}");
+    let mut files = Mem::new(&[("a.txt", b"12345")]);
+    let mut entries = files.entries();
+    entries[0].size = 3;
+    let err = build(&mut out, &control(""), entries, &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::Changed { expected: 3, .. }), "{err}");
+    let mut files = Mem::new(&[("a.txt", b"1")]);
+    let c = Control::parse("package: x\nversion: one\narchitecture: all\nsection: base\npriority: optional\n").unwrap();
+    let err = build(&mut out, &c, files.entries(), &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().starts_with("control: field 'version'"), "{err}");
+}
+
+#[test]
+fn file_names_follow_wapt_convention() {
+    let e = |extra: &str| crate::entry::PackageEntry::from_control(&control(extra)).unwrap();
+    assert_eq!(file_name(&e("")), "tis-demo_1.2-3.outpost");
+    let c = "architecture: x64\nmaturity: PROD\nlocale: fr\n";
+    let mut ctl = control("");
+    for (k, v) in Control::parse(c).unwrap().iter() {
+        ctl.set(k, v);
+    }
+    let entry = crate::entry::PackageEntry::from_control(&ctl).unwrap();
+    assert_eq!(file_name(&entry), "tis-demo_1.2-3_x64_PROD_fr.outpost");
+    let mut unit = control("");
+    unit.set("package", "OU=Paris/Lyon,DC=corp");
+    let entry = crate::entry::PackageEntry::from_control(&unit).unwrap();
+    assert_eq!(file_name(&entry), "OU=Paris_Lyon,DC=corp_1.2-3.outpost");
+}
