@@ -1,1 +1,66 @@
-fn main() {}
+//! The `outpost` binary: one command for every role.
+//!
+//! Errors are printed as `error: <what>: <why>` on standard error with exit code 1; usage
+//! errors exit with 2 (clap). Results that scripts use (a path, `OK …`, JSON) go to standard
+//! output; everything else goes to standard error.
+
+mod cli;
+mod demo;
+mod output;
+mod pkg_cmd;
+mod pki_cmd;
+mod progress;
+mod secrets;
+mod wapt_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, PkgCommand, PkiCommand, WaptCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
+        Command::Pki(PkiCommand::Issue(a)) => pki_cmd::issue(a),
+        Command::Pki(PkiCommand::Show(a)) => pki_cmd::show(a),
+        Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
+        Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),
+        Command::Pkg(PkgCommand::Show(a)) => pkg_cmd::show(a),
+        Command::Wapt(WaptCommand::VerifyControl(a)) => wapt_cmd::verify_control(a),
+        Command::Wapt(WaptCommand::Index(a)) => wapt_cmd::index(a),
+        Command::Wapt(WaptCommand::Import(a)) => wapt_cmd::import(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The current time, Unix seconds.
+pub fn now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The signature date for new packages: `SOURCE_DATE_EPOCH` when set (reproducible builds),
+/// otherwise now.
+pub fn signing_time() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or_else(now)
+}

@@ -59,7 +59,9 @@ pub enum ControlError {
     #[error("line {line}: {key} must be a whole number of bytes, found {value:?}")]
     NotAnInteger { line: usize, key: String, value: String },
     /// A second record after a blank line, in a text that must hold one record.
-    #[error("line {line}: a second record starts here; a control file holds one record (remove the blank line above it)")]
+    #[error(
+        "line {line}: a second record starts here; a control file holds one record (remove the blank line above it)"
+    )]
     SecondRecord { line: usize },
     /// No field at all.
     #[error("no field found: the control is empty")]
@@ -152,10 +154,7 @@ impl Control {
     /// parsed control, where neither can happen.
     pub fn set(&mut self, key: &str, value: &str) {
         let key = key.trim().to_lowercase();
-        assert!(
-            !key.is_empty() && !key.contains([':', '\n', '\r']),
-            "invalid control key {key:?}"
-        );
+        assert!(!key.is_empty() && !key.contains([':', '\n', '\r']), "invalid control key {key:?}");
         let value = normalise_value(value);
         match self.fields.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
@@ -186,11 +185,7 @@ impl Control {
 
     /// The required fields ([`REQUIRED_FIELDS`]) that are absent or empty.
     pub fn missing_required(&self) -> Vec<&'static str> {
-        REQUIRED_FIELDS
-            .iter()
-            .copied()
-            .filter(|k| self.get(k).is_none_or(str::is_empty))
-            .collect()
+        REQUIRED_FIELDS.iter().copied().filter(|k| self.get(k).is_none_or(str::is_empty)).collect()
     }
 
     /// A whole-number field (`size`, `installed_size`): `None` when absent or empty.
@@ -309,15 +304,8 @@ fn parse_records_unbounded(text: &str) -> Result<Vec<Record>, ControlError> {
 }
 
 fn check_integer(key: &str, value: &str, line: usize) -> Result<(), ControlError> {
-    if INTEGER_FIELDS.contains(&key)
-        && !value.is_empty()
-        && !value.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(ControlError::NotAnInteger {
-            line,
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+    if INTEGER_FIELDS.contains(&key) && !value.is_empty() && !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ControlError::NotAnInteger { line, key: key.to_string(), value: value.to_string() });
     }
     Ok(())
 }
@@ -357,11 +345,7 @@ mod tests {
             (" x\na: 1\n", ControlError::OrphanContinuation { line: 1 }),
             (
                 "a: 1\ninstalled_size: 12 MB\n",
-                ControlError::NotAnInteger {
-                    line: 2,
-                    key: "installed_size".into(),
-                    value: "12 MB".into(),
-                },
+                ControlError::NotAnInteger { line: 2, key: "installed_size".into(), value: "12 MB".into() },
             ),
             ("a: 1\n\nb: 2\n", ControlError::SecondRecord { line: 3 }),
             ("\n \n", ControlError::Empty),
@@ -388,10 +372,7 @@ mod tests {
         c.set("package", "tis-foo");
         c.set("depends", "");
         c.set("description", "one\n two");
-        assert_eq!(
-            c.to_text(),
-            "package           : tis-foo\ndepends           : \ndescription       : one\n two\n"
-        );
+        assert_eq!(c.to_text(), "package           : tis-foo\ndepends           : \ndescription       : one\n two\n");
     }
 
     #[test]
@@ -402,16 +383,14 @@ mod tests {
         assert_eq!(records[1].line, 5);
         assert_eq!(records[1].control.get("package"), Some("b"));
         let again = parse_records(&write_records(records.iter().map(|r| &r.control))).unwrap();
-        assert_eq!(again.iter().map(|r| &r.control).collect::<Vec<_>>(), vec![
-            &records[0].control,
-            &records[1].control
-        ]);
+        assert_eq!(
+            again.iter().map(|r| &r.control).collect::<Vec<_>>(),
+            vec![&records[0].control, &records[1].control]
+        );
     }
 
     fn key() -> impl Strategy<Value = String> {
-        "[a-z][a-z0-9_]{0,20}".prop_filter("integer fields hold numbers", |k| {
-            !INTEGER_FIELDS.contains(&k.as_str())
-        })
+        "[a-z][a-z0-9_]{0,20}".prop_filter("integer fields hold numbers", |k| !INTEGER_FIELDS.contains(&k.as_str()))
     }
 
     proptest! {

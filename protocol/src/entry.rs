@@ -103,10 +103,14 @@ pub enum EntryError {
     #[error("field 'version': {0}")]
     Version(#[from] VersionError),
     /// A section outside the known list.
-    #[error("field 'section': unknown section {0:?} (expected one of base, restricted, group, host, unit, profile, wsus, selfservice, config)")]
+    #[error(
+        "field 'section': unknown section {0:?} (expected one of base, restricted, group, host, unit, profile, wsus, selfservice, config)"
+    )]
     Section(String),
     /// An architecture outside the known list.
-    #[error("field 'architecture': unknown architecture {0:?} (expected a comma list of all, x86, x64, arm, arm64, armhf)")]
+    #[error(
+        "field 'architecture': unknown architecture {0:?} (expected a comma list of all, x86, x64, arm, arm64, armhf)"
+    )]
     Architecture(String),
     /// A `depends` or `conflicts` item that does not parse.
     #[error("field '{field}': {source}")]
@@ -221,8 +225,7 @@ impl PackageEntry {
         }
         let version = Version::parse(control.get_or_empty("version"))?;
         let section_text = control.get_or_empty("section");
-        let section =
-            Section::parse(section_text).ok_or_else(|| EntryError::Section(section_text.to_string()))?;
+        let section = Section::parse(section_text).ok_or_else(|| EntryError::Section(section_text.to_string()))?;
         let architectures = list(control.get_or_empty("architecture"));
         if let Some(bad) = architectures.iter().find(|a| !ARCHITECTURES.contains(&a.as_str())) {
             return Err(EntryError::Architecture(bad.clone()));
@@ -236,13 +239,9 @@ impl PackageEntry {
             if value.is_empty() {
                 return Ok(None);
             }
-            time_fmt::parse_date(value)
-                .map(Some)
-                .ok_or_else(|| EntryError::Date { field, value: value.to_string() })
+            time_fmt::parse_date(value).map(Some).ok_or_else(|| EntryError::Date { field, value: value.to_string() })
         };
-        let optional = |field: &str| {
-            Some(control.get_or_empty(field).trim().to_string()).filter(|v| !v.is_empty())
-        };
+        let optional = |field: &str| Some(control.get_or_empty(field).trim().to_string()).filter(|v| !v.is_empty());
         Ok(Self {
             name,
             version,
@@ -287,8 +286,7 @@ impl PackageEntry {
         if !host.maturities.iter().any(|m| m.eq_ignore_ascii_case(self.effective_maturity())) {
             return Some(Mismatch::Maturity(self.effective_maturity().to_string()));
         }
-        if self.valid_from.is_some_and(|t| host.now < t) || self.valid_until.is_some_and(|t| host.now >= t)
-        {
+        if self.valid_from.is_some_and(|t| host.now < t) || self.valid_until.is_some_and(|t| host.now >= t) {
             return Some(Mismatch::Validity);
         }
         None
@@ -311,8 +309,7 @@ impl PackageEntry {
             })
             .then_with(|| score(&self.locales, &host.locales).cmp(&score(&other.locales, &host.locales)))
             .then_with(|| {
-                score(&self.architectures, &host.architectures)
-                    .cmp(&score(&other.architectures, &host.architectures))
+                score(&self.architectures, &host.architectures).cmp(&score(&other.architectures, &host.architectures))
             })
             .then_with(|| self.signature_date.cmp(&other.signature_date))
     }
@@ -352,9 +349,8 @@ mod tests {
     use super::*;
 
     fn entry(extra: &str) -> PackageEntry {
-        let text = format!(
-            "package: foo\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n{extra}"
-        );
+        let text =
+            format!("package: foo\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n{extra}");
         PackageEntry::from_control(&Control::parse(&text).unwrap()).unwrap()
     }
 
@@ -380,10 +376,9 @@ mod tests {
         assert!(matches!(PackageEntry::from_control(&c), Err(EntryError::Architecture(_))));
         let c = Control::parse("package: a\nversion: 1\narchitecture: all\nsection: nope\npriority: o\n").unwrap();
         assert!(matches!(PackageEntry::from_control(&c), Err(EntryError::Section(_))));
-        let c = Control::parse(
-            "package: a\nversion: 1\narchitecture: all\nsection: base\npriority: o\ndepends: b(>=x)\n",
-        )
-        .unwrap();
+        let c =
+            Control::parse("package: a\nversion: 1\narchitecture: all\nsection: base\npriority: o\ndepends: b(>=x)\n")
+                .unwrap();
         assert!(PackageEntry::from_control(&c).unwrap_err().to_string().starts_with("field 'depends'"));
         let c = Control::parse(
             "package: a\nversion: 1\narchitecture: all\nsection: base\npriority: o\nvalid_until: soon\n",
@@ -435,7 +430,8 @@ mod tests {
         assert_eq!(entry("locale: en\n").preference(&entry("locale: all\n"), &h), Ordering::Greater);
         assert_eq!(entry("architecture: x64\n").preference(&entry("architecture: x86\n"), &h), Ordering::Greater);
         assert_eq!(
-            entry("signature_date: 2024-01-02T00:00:00\n").preference(&entry("signature_date: 2024-01-01T00:00:00\n"), &h),
+            entry("signature_date: 2024-01-02T00:00:00\n")
+                .preference(&entry("signature_date: 2024-01-01T00:00:00\n"), &h),
             Ordering::Greater
         );
     }

@@ -87,7 +87,9 @@ pub enum RequestError {
     #[error("invalid package request {text:?}: the package name is missing")]
     NoName { text: String },
     /// A name with characters a name cannot hold.
-    #[error("invalid package request {text:?}: the name may not contain spaces, commas, parentheses or control characters")]
+    #[error(
+        "invalid package request {text:?}: the name may not contain spaces, commas, parentheses or control characters"
+    )]
     BadName { text: String },
     /// `(` without `)`, or text after `)`.
     #[error("invalid package request {text:?}: expected name(operator version), like tis-firefox(>=59)")]
@@ -116,9 +118,7 @@ impl PackageRequest {
         if name.is_empty() {
             return Err(RequestError::NoName { text: text.to_string() });
         }
-        if name.len() > MAX_NAME_LEN
-            || name.chars().any(|c| c.is_whitespace() || c.is_control() || ",()".contains(c))
-        {
+        if name.len() > MAX_NAME_LEN || name.chars().any(|c| c.is_whitespace() || c.is_control() || ",()".contains(c)) {
             return Err(RequestError::BadName { text: text.to_string() });
         }
         let Some(rest) = rest else {
@@ -130,10 +130,8 @@ impl PackageRequest {
         let inner = inner.trim();
         let split = inner.find(|c: char| !"<=>".contains(c)).unwrap_or(inner.len());
         let (op_text, version_text) = inner.split_at(split);
-        let operator = Operator::parse(op_text).ok_or_else(|| RequestError::Operator {
-            text: text.to_string(),
-            operator: op_text.to_string(),
-        })?;
+        let operator = Operator::parse(op_text)
+            .ok_or_else(|| RequestError::Operator { text: text.to_string(), operator: op_text.to_string() })?;
         let version = Version::parse(version_text.trim())
             .map_err(|source| RequestError::Version { text: text.to_string(), source })?;
         Ok(Self { name: name.to_string(), condition: Some(Condition { operator, version }) })
@@ -154,11 +152,8 @@ impl PackageRequest {
         let Some(cond) = &self.condition else {
             return true;
         };
-        let ord = if cond.version.has_packaging() {
-            version.cmp(&cond.version)
-        } else {
-            version.cmp_software(&cond.version)
-        };
+        let ord =
+            if cond.version.has_packaging() { version.cmp(&cond.version) } else { version.cmp_software(&cond.version) };
         cond.operator.holds(ord)
     }
 }

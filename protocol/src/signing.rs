@@ -65,7 +65,10 @@ mod tests {
         let sig = sign(&key, Domain::PackageManifest, b"hello");
         assert!(verify(&key.public_key(), Domain::PackageManifest, b"hello", &sig).is_ok());
         assert_eq!(verify(&key.public_key(), Domain::PackageManifest, b"hellp", &sig), Err(SignatureError::Mismatch));
-        assert_eq!(verify(&key.public_key(), Domain::PackageManifest, b"hello", &sig[..63]), Err(SignatureError::BadLength(63)));
+        assert_eq!(
+            verify(&key.public_key(), Domain::PackageManifest, b"hello", &sig[..63]),
+            Err(SignatureError::BadLength(63))
+        );
         // the bare message signature is not accepted: the context is part of what is signed
         let bare = key.sign(b"hello");
         assert_eq!(verify(&key.public_key(), Domain::PackageManifest, b"hello", &bare), Err(SignatureError::Mismatch));

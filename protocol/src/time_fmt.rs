@@ -39,10 +39,7 @@ pub fn format_unix(secs: i64) -> String {
 /// True for WAPT's compact pre-1.7 signature dates (`20180313-172202`).
 pub fn is_compact_wapt_date(text: &str) -> bool {
     let b = text.trim().as_bytes();
-    b.len() == 15
-        && b[8] == b'-'
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[9..].iter().all(u8::is_ascii_digit)
+    b.len() == 15 && b[8] == b'-' && b[..8].iter().all(u8::is_ascii_digit) && b[9..].iter().all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ pub struct Version {
 
 /// Why a version text is not a version.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid version {text:?}: {reason} (expected digits with up to four dotted parts, then optionally '-' and a packaging number, like 1.2.3-4)")]
+#[error(
+    "invalid version {text:?}: {reason} (expected digits with up to four dotted parts, then optionally '-' and a packaging number, like 1.2.3-4)"
+)]
 pub struct VersionError {
     /// The text that was given.
     pub text: String,
@@ -59,8 +61,7 @@ impl Version {
             None => None,
             Some(p) => {
                 let pparts: Vec<&str> = p.split('.').collect();
-                if pparts.iter().any(|q| q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric()))
-                {
+                if pparts.iter().any(|q| q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric())) {
                     return Err(err("the packaging number after '-' must be dot-separated letters and digits"));
                 }
                 Some(Dotted::new(pparts))
@@ -115,9 +116,7 @@ impl std::str::FromStr for Version {
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.software
-            .cmp(&other.software)
-            .then_with(|| self.packaging_key().cmp(other.packaging_key()))
+        self.software.cmp(&other.software).then_with(|| self.packaging_key().cmp(other.packaging_key()))
     }
 }
 

@@ -1,1 +1,10 @@
+//! System tests: the real `outpost` binary run as a user would, on real files.
+//!
+//! One test binary (fewer links on a 2-core machine); one module per area.
 
+mod common;
+mod hygiene;
+mod pkg;
+mod pki;
+mod purity;
+mod wapt;

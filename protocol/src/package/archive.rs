@@ -29,7 +29,9 @@ pub enum PackageError {
     #[error("not a valid package archive (truncated or damaged?): {0}")]
     Archive(String),
     /// A member the format needs is absent.
-    #[error("the archive has no {0} member: it is not an Outpost package (WAPT packages are converted with `outpost wapt import`)")]
+    #[error(
+        "the archive has no {0} member: it is not an Outpost package (WAPT packages are converted with `outpost wapt import`)"
+    )]
     MissingMember(&'static str),
     /// A member name that is unsafe or not allowed.
     #[error("archive member: {0}")]

@@ -71,7 +71,10 @@ impl Signer {
             return Err(BuildError::KeyMismatch { subject: info.subject });
         }
         if info.not_after <= now {
-            return Err(BuildError::Certificate(ChainError::Expired { subject: info.subject, not_after: info.not_after }));
+            return Err(BuildError::Certificate(ChainError::Expired {
+                subject: info.subject,
+                not_after: info.not_after,
+            }));
         }
         if info.not_before > now {
             return Err(BuildError::Certificate(ChainError::NotYetValid {
@@ -119,7 +122,9 @@ pub enum BuildError {
     #[error("{a:?} and {b:?} differ only in letter case; they would overwrite each other on Windows and macOS")]
     CaseClash { a: String, b: String },
     /// Hooks without the code-signing usage.
-    #[error("the package carries hook script(s) {hooks} but certificate {subject:?} lacks the code-signing usage; sign it with a signer certificate (`outpost pki issue --role signer`)")]
+    #[error(
+        "the package carries hook script(s) {hooks} but certificate {subject:?} lacks the code-signing usage; sign it with a signer certificate (`outpost pki issue --role signer`)"
+    )]
     NeedsCodeSigning { hooks: String, subject: String },
     /// The key is not the certificate's.
     #[error("the private key does not belong to certificate {subject:?}")]
@@ -128,7 +133,9 @@ pub enum BuildError {
     #[error("{0}")]
     Certificate(ChainError),
     /// A file's size changed while it was read.
-    #[error("{path}: the file changed while the package was being built ({expected} bytes expected, {actual} read); build again")]
+    #[error(
+        "{path}: the file changed while the package was being built ({expected} bytes expected, {actual} read); build again"
+    )]
     Changed { path: String, expected: u64, actual: u64 },
     /// Reading a file failed.
     #[error("{path}: {source}")]
@@ -166,11 +173,8 @@ pub fn build<W: Write + Seek>(
         return Err(BuildError::CaseClash { a: w[0].path.clone(), b: w[1].path.clone() });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let hooks: Vec<&str> = entries
-        .iter()
-        .map(|e| e.path.as_str())
-        .filter(|p| super::manifest::HOOK_FILES.contains(p))
-        .collect();
+    let hooks: Vec<&str> =
+        entries.iter().map(|e| e.path.as_str()).filter(|p| super::manifest::HOOK_FILES.contains(p)).collect();
     if !hooks.is_empty() && !signer.info.has(Purpose::CodeSigning) {
         return Err(BuildError::NeedsCodeSigning { hooks: hooks.join(", "), subject: signer.info.subject.clone() });
     }
@@ -232,7 +236,12 @@ pub(crate) fn write_package<W: Write + Seek>(
         if size != e.size {
             return Err(BuildError::Changed { path: e.path.clone(), expected: e.size, actual: size });
         }
-        files.push(FileEntry { path: e.path.clone(), size, mode: e.mode & 0o777, blake3: *hasher.finalize().as_bytes() });
+        files.push(FileEntry {
+            path: e.path.clone(),
+            size,
+            mode: e.mode & 0o777,
+            blake3: *hasher.finalize().as_bytes(),
+        });
     }
 
     let manifest = Manifest { control, files };

@@ -222,10 +222,9 @@ mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
-        let control = Control::parse(
-            "package: a\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n",
-        )
-        .unwrap();
+        let control =
+            Control::parse("package: a\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n")
+                .unwrap();
         Manifest {
             control,
             files: vec![

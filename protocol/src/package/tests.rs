@@ -139,7 +139,8 @@ fn expired_or_foreign_signers_are_refused() {
     let signer = pki.signer(Role::Signer, 30);
     let (bytes, _) = build_bytes(&mut sample(), &signer, NOW);
     let later = NOW + 40 * 86_400;
-    let err = PackageArchive::open(Cursor::new(bytes.clone())).unwrap().verify_signature(&pki.trust, later).unwrap_err();
+    let err =
+        PackageArchive::open(Cursor::new(bytes.clone())).unwrap().verify_signature(&pki.trust, later).unwrap_err();
     assert!(matches!(err, PackageError::Chain(ChainError::Expired { .. })), "{err}");
     let other = Pki::new();
     let err = PackageArchive::open(Cursor::new(bytes)).unwrap().verify_signature(&other.trust, NOW).unwrap_err();

@@ -13,8 +13,13 @@ use crate::pem;
 const LABEL_PLAIN: &str = "PRIVATE KEY";
 const LABEL_ENCRYPTED: &str = "ENCRYPTED PRIVATE KEY";
 
-/// scrypt cost for new keys: N = 2^15, r = 8, p = 1 (32 MiB, about a tenth of a second).
-const SCRYPT_LOG_N: u8 = 15;
+/// DER of a PKCS#8 v1 Ed25519 key up to its 32-byte seed (RFC 8410, section 7).
+const PKCS8_V1_ED25519_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/// scrypt cost for new keys: N = 2^14, r = 8, p = 1 (16 MiB): the parameters of
+/// `openssl pkcs8 -scrypt`, and within OpenSSL's default memory limit for reading them.
+const SCRYPT_LOG_N: u8 = 14;
 
 /// An Ed25519 private key.
 pub struct PrivateKey {
@@ -61,15 +66,17 @@ impl PrivateKey {
         Self::from_pkcs8_der(&pair.serialize_der()).map_err(|_| rcgen::Error::CouldNotParseKeyPair)
     }
 
-    /// Reads a PKCS#8 DER key.
+    /// Reads a PKCS#8 DER key (version 1, or version 2 with the public key).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         let info = pkcs8::PrivateKeyInfoRef::try_from(der).map_err(|e| KeyError::Unsupported(e.to_string()))?;
-        let signing =
-            ed25519_dalek::SigningKey::try_from(info).map_err(|e| KeyError::Unsupported(e.to_string()))?;
-        Ok(Self { pkcs8: Zeroizing::new(der.to_vec()), signing })
+        let signing = ed25519_dalek::SigningKey::try_from(info).map_err(|e| KeyError::Unsupported(e.to_string()))?;
+        // Kept as version 1 (RFC 8410): OpenSSL 3.0 cannot read version 2 Ed25519 keys.
+        let mut v1 = Zeroizing::new(PKCS8_V1_ED25519_PREFIX.to_vec());
+        v1.extend_from_slice(signing.as_bytes());
+        Ok(Self { pkcs8: v1, signing })
     }
 
-    /// The PKCS#8 DER encoding.
+    /// The PKCS#8 DER encoding (version 1).
     pub fn pkcs8_der(&self) -> &[u8] {
         &self.pkcs8
     }
@@ -86,7 +93,8 @@ impl PrivateKey {
 
     /// The key as rcgen needs it for making certificates.
     pub(crate) fn rcgen(&self) -> Result<rcgen::KeyPair, rcgen::Error> {
-        rcgen::KeyPair::try_from(self.pkcs8.as_slice())
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
     }
 }
 
@@ -103,8 +111,7 @@ pub fn encode_private_key(key: &PrivateKey, password: Option<&[u8]>) -> Result<Z
     let mut iv = [0u8; 16];
     rng.fill(&mut salt).map_err(|_| KeyError::Random)?;
     rng.fill(&mut iv).map_err(|_| KeyError::Random)?;
-    let scrypt = pkcs8::pkcs5::scrypt::Params::new(SCRYPT_LOG_N, 8, 1)
-        .map_err(|e| KeyError::Encrypt(e.to_string()))?;
+    let scrypt = pkcs8::pkcs5::scrypt::Params::new(SCRYPT_LOG_N, 8, 1).map_err(|e| KeyError::Encrypt(e.to_string()))?;
     let params = pbes2::Parameters::generate_scrypt_aes256cbc(scrypt, &salt, iv)
         .map_err(|e| KeyError::Encrypt(e.to_string()))?;
     let info = pkcs8::PrivateKeyInfoRef::try_from(key.pkcs8_der()).map_err(|e| KeyError::Encrypt(e.to_string()))?;
@@ -120,10 +127,8 @@ pub fn is_encrypted(text: &str) -> bool {
 /// Reads a PEM key, decrypting it with `password` when it is encrypted.
 pub fn decode_private_key(text: &str, password: Option<&[u8]>) -> Result<PrivateKey, KeyError> {
     let sections = pem::parse(text).map_err(|_| KeyError::NotAKey)?;
-    let section = sections
-        .into_iter()
-        .find(|s| s.label == LABEL_PLAIN || s.label == LABEL_ENCRYPTED)
-        .ok_or(KeyError::NotAKey)?;
+    let section =
+        sections.into_iter().find(|s| s.label == LABEL_PLAIN || s.label == LABEL_ENCRYPTED).ok_or(KeyError::NotAKey)?;
     let der = Zeroizing::new(section.der);
     if section.label == LABEL_PLAIN {
         return PrivateKey::from_pkcs8_der(&der);

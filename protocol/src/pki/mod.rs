@@ -23,8 +23,8 @@ pub use verify::{CertInfo, ChainError, TrustStore, cert_info, parse_pem_certific
 use std::fmt;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer, KeyUsagePurpose,
+    SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -221,13 +221,8 @@ impl Purpose {
 
     /// Every purpose, for decoding.
     pub fn all() -> Vec<Purpose> {
-        let mut all = vec![
-            Self::ServerAuth,
-            Self::ClientAuth,
-            Self::CodeSigning,
-            Self::PackageSigning,
-            Self::SnapshotSigning,
-        ];
+        let mut all =
+            vec![Self::ServerAuth, Self::ClientAuth, Self::CodeSigning, Self::PackageSigning, Self::SnapshotSigning];
         all.extend(Right::ALL.map(Self::Right));
         all.extend(Role::ALL.map(Self::Role));
         all
@@ -330,7 +325,7 @@ pub fn create_ca(organisation: &str, now: i64, days: u32) -> Result<Issued, Issu
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::OrganizationName, organisation);
-    params.distinguished_name.push(DnType::CommonName, format!("{organisation} Outpost CA"));
+    params.distinguished_name.push(DnType::CommonName, format!("{organisation} CA"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     set_validity(&mut params, now, days)?;
@@ -348,7 +343,10 @@ pub fn issue(
 ) -> Result<Issued, IssueError> {
     let name = request.name.trim();
     if name.is_empty() || name.chars().any(char::is_control) || name.len() > 200 {
-        return Err(IssueError::Name { name: name.into(), reason: "empty, too long or with control characters".into() });
+        return Err(IssueError::Name {
+            name: name.into(),
+            reason: "empty, too long or with control characters".into(),
+        });
     }
     if request.role != Role::Admin && !request.rights.is_empty() {
         return Err(IssueError::Rights(format!("only admin certificates carry rights, not {}", request.role)));
@@ -364,7 +362,10 @@ pub fn issue(
         return Err(IssueError::Ca(format!("{:?} is not a CA certificate", ca.subject)));
     }
     if ca.not_after <= now {
-        return Err(IssueError::Ca(format!("the CA certificate expired on {}", crate::time_fmt::format_unix(ca.not_after))));
+        return Err(IssueError::Ca(format!(
+            "the CA certificate expired on {}",
+            crate::time_fmt::format_unix(ca.not_after)
+        )));
     }
     if ca_key.public_key() != ca.public_key.as_slice() {
         return Err(IssueError::Ca("the CA key does not belong to the CA certificate".into()));
@@ -418,10 +419,11 @@ fn alt_names(role: Role, name: &str, extra: &[String]) -> Result<Vec<SanType>, I
         let san = if let Ok(ip) = n.parse::<std::net::IpAddr>() {
             SanType::IpAddress(ip)
         } else if is_dns_name(n) {
-            SanType::DnsName(n.to_string().try_into().map_err(|e: rcgen::Error| IssueError::Name {
-                name: n.into(),
-                reason: e.to_string(),
-            })?)
+            SanType::DnsName(
+                n.to_string()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| IssueError::Name { name: n.into(), reason: e.to_string() })?,
+            )
         } else {
             return Err(IssueError::Name {
                 name: n.into(),
@@ -450,8 +452,8 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 fn set_validity(params: &mut CertificateParams, now: i64, days: u32) -> Result<(), IssueError> {
-    let start = OffsetDateTime::from_unix_timestamp(now - CLOCK_SKEW_SECS)
-        .map_err(|e| IssueError::Lifetime(e.to_string()))?;
+    let start =
+        OffsetDateTime::from_unix_timestamp(now - CLOCK_SKEW_SECS).map_err(|e| IssueError::Lifetime(e.to_string()))?;
     params.not_before = start;
     params.not_after = start + Duration::seconds(CLOCK_SKEW_SECS) + Duration::days(i64::from(days));
     Ok(())

@@ -16,7 +16,7 @@ fn ca_is_a_ca() {
     let ca = ca();
     let info = cert_info(&ca.cert).unwrap();
     assert!(info.is_ca);
-    assert_eq!(info.subject, "Example Org Outpost CA");
+    assert_eq!(info.subject, "Example Org CA");
     assert_eq!(info.organisation.as_deref(), Some("Example Org"));
     assert_eq!(info.key_algorithm, "Ed25519");
     assert_eq!(info.public_key, ca.key.public_key());
@@ -28,10 +28,22 @@ fn each_role_has_its_usages() {
     let ca = ca();
     let trust = TrustStore::new(vec![ca.cert.clone()]).unwrap();
     let table: &[(Role, &[Purpose], &[Purpose])] = &[
-        (Role::Signer, &[Purpose::CodeSigning, Purpose::PackageSigning, Purpose::ClientAuth], &[Purpose::SnapshotSigning, Purpose::ServerAuth]),
+        (
+            Role::Signer,
+            &[Purpose::CodeSigning, Purpose::PackageSigning, Purpose::ClientAuth],
+            &[Purpose::SnapshotSigning, Purpose::ServerAuth],
+        ),
         (Role::Deployer, &[Purpose::PackageSigning, Purpose::ClientAuth], &[Purpose::CodeSigning]),
-        (Role::Admin, &[Purpose::Right(Right::View), Purpose::ClientAuth], &[Purpose::PackageSigning, Purpose::CodeSigning, Purpose::Right(Right::Act)]),
-        (Role::Server, &[Purpose::ServerAuth, Purpose::ClientAuth, Purpose::SnapshotSigning], &[Purpose::PackageSigning, Purpose::CodeSigning]),
+        (
+            Role::Admin,
+            &[Purpose::Right(Right::View), Purpose::ClientAuth],
+            &[Purpose::PackageSigning, Purpose::CodeSigning, Purpose::Right(Right::Act)],
+        ),
+        (
+            Role::Server,
+            &[Purpose::ServerAuth, Purpose::ClientAuth, Purpose::SnapshotSigning],
+            &[Purpose::PackageSigning, Purpose::CodeSigning],
+        ),
         (Role::Edge, &[Purpose::ServerAuth, Purpose::ClientAuth], &[Purpose::SnapshotSigning, Purpose::PackageSigning]),
         (Role::Host, &[Purpose::ServerAuth, Purpose::ClientAuth], &[Purpose::SnapshotSigning, Purpose::PackageSigning]),
     ];
@@ -96,7 +108,7 @@ fn expired_foreign_and_future_certificates_are_refused() {
     let other_trust = TrustStore::new(vec![other.cert]).unwrap();
     let err = other_trust.verify(&[cert], NOW, &[Purpose::PackageSigning]).unwrap_err();
     assert!(matches!(err, ChainError::UnknownIssuer { .. }), "{err}");
-    assert!(err.to_string().contains("Other Org Outpost CA"), "{err}");
+    assert!(err.to_string().contains("Other Org CA"), "{err}");
 }
 
 #[test]
@@ -111,7 +123,8 @@ fn issuing_checks_the_ca() {
     let mut long = request(Role::Signer, "S");
     long.days = DEFAULT_CA_DAYS + 1;
     assert!(matches!(issue(&ca.cert, &ca.key, &long, NOW), Err(IssueError::Lifetime(_))));
-    let err = issue(&ca.cert, &ca.key, &request(Role::Signer, "S"), NOW + i64::from(DEFAULT_CA_DAYS) * 86_400 + 1).unwrap_err();
+    let err = issue(&ca.cert, &ca.key, &request(Role::Signer, "S"), NOW + i64::from(DEFAULT_CA_DAYS) * 86_400 + 1)
+        .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
 }
 

@@ -229,12 +229,7 @@ impl TrustStore {
     ///
     /// # Panics
     /// When `required` is empty: every use of a certificate names its purpose.
-    pub fn verify(
-        &self,
-        chain: &[CertificateDer<'_>],
-        now: i64,
-        required: &[Purpose],
-    ) -> Result<CertInfo, ChainError> {
+    pub fn verify(&self, chain: &[CertificateDer<'_>], now: i64, required: &[Purpose]) -> Result<CertInfo, ChainError> {
         assert!(!required.is_empty(), "a chain is always checked for a purpose");
         let leaf = chain.first().ok_or(ChainError::Empty)?;
         let info = cert_info(leaf)?;
@@ -253,8 +248,16 @@ impl TrustStore {
         let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
         let intermediates = &chain[1..];
         for purpose in required {
-            ee.verify_for_usage(ALGORITHMS, &anchors, intermediates, time, KeyUsage::required(purpose.oid()), None, None)
-                .map_err(|e| self.map_error(e, &info, *purpose))?;
+            ee.verify_for_usage(
+                ALGORITHMS,
+                &anchors,
+                intermediates,
+                time,
+                KeyUsage::required(purpose.oid()),
+                None,
+                None,
+            )
+            .map_err(|e| self.map_error(e, &info, *purpose))?;
         }
         Ok(info)
     }
@@ -279,8 +282,12 @@ impl TrustStore {
             #[allow(deprecated)]
             webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => {
                 let hint = match purpose {
-                    Purpose::CodeSigning => " (packages with scripts need a signer certificate: `outpost pki issue --role signer`)",
-                    Purpose::PackageSigning => " (packages are signed by signer, deployer or admin-with-modify certificates)",
+                    Purpose::CodeSigning => {
+                        " (packages with scripts need a signer certificate: `outpost pki issue --role signer`)"
+                    }
+                    Purpose::PackageSigning => {
+                        " (packages are signed by signer, deployer or admin-with-modify certificates)"
+                    }
                     Purpose::SnapshotSigning => " (snapshots are signed by the main repository's server certificate)",
                     _ => "",
                 };

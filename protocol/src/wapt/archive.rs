@@ -102,8 +102,8 @@ impl<R: Read + Seek> WaptArchive<R> {
     /// SHA-256 right. `progress` gets the bytes hashed so far.
     pub fn check_manifest(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), WaptError> {
         let raw = self.manifest_raw.as_ref().ok_or(WaptError::MissingMember(MANIFEST))?;
-        let listed: Vec<(String, String)> =
-            serde_json::from_slice(raw).map_err(|e| WaptError::Manifest(format!("not a JSON list of [path, sha256]: {e}")))?;
+        let listed: Vec<(String, String)> = serde_json::from_slice(raw)
+            .map_err(|e| WaptError::Manifest(format!("not a JSON list of [path, sha256]: {e}")))?;
         let mut expected = BTreeMap::new();
         for (path, hash) in listed {
             if expected.insert(path.clone(), hash.to_lowercase()).is_some() {
@@ -190,7 +190,11 @@ impl<R: Read + Seek> FileSource for WaptArchive<R> {
 }
 
 /// True when `certificate` is trusted directly or through `intermediates` (at most 8 links).
-fn chains_to(certificate: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], trusted: &[CertificateDer<'_>]) -> bool {
+fn chains_to(
+    certificate: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    trusted: &[CertificateDer<'_>],
+) -> bool {
     let mut current = certificate.clone();
     for _ in 0..8 {
         if trusted.iter().any(|t| fingerprint_sha256(t.as_ref()) == fingerprint_sha256(current.as_ref())) {

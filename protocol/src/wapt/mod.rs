@@ -20,13 +20,17 @@ use crate::package::{self, BuildError, BuildOutput, Signer};
 #[derive(Debug, thiserror::Error)]
 pub enum WaptError {
     /// Signed before WAPT 1.7.
-    #[error("legacy signature scheme: signed by WAPT before 1.7 ({date}) with Python 2's JSON encoding, which Outpost refuses rather than emulate; re-sign the package with WAPT 1.7 or later, or import it without --trust")]
+    #[error(
+        "legacy signature scheme: signed by WAPT before 1.7 ({date}) with Python 2's JSON encoding, which Outpost refuses rather than emulate; re-sign the package with WAPT 1.7 or later, or import it without --trust"
+    )]
     LegacySignature { date: String },
     /// No signature at all.
     #[error("the control is not signed (no 'signature' field)")]
     Unsigned,
     /// The signer's certificate is not among the trusted ones.
-    #[error("signed by {signer:?} (certificate sha256 {fingerprint}), which is not a trusted certificate (trusted: {trusted})")]
+    #[error(
+        "signed by {signer:?} (certificate sha256 {fingerprint}), which is not a trusted certificate (trusted: {trusted})"
+    )]
     UntrustedSigner { signer: String, fingerprint: String, trusted: String },
     /// The signature does not match.
     #[error("the signature of {what} does not match: it was changed after signing, or signed by another key")]

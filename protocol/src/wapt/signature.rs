@@ -23,9 +23,10 @@ use crate::time_fmt::{is_compact_wapt_date, parse_date};
 
 /// The bytes WAPT signs for a control: the JSON of its signed attributes.
 pub fn signed_bytes(control: &Control) -> Result<Vec<u8>, WaptError> {
-    let attributes = control.get("signed_attributes").filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-        WaptError::LegacySignature { date: control.get_or_empty("signature_date").to_string() }
-    })?;
+    let attributes = control
+        .get("signed_attributes")
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| WaptError::LegacySignature { date: control.get_or_empty("signature_date").to_string() })?;
     let mut map = BTreeMap::new();
     for attr in attributes.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         let value = control.get_or_empty(attr);
@@ -71,7 +72,10 @@ pub fn verify_control(control: &Control, trusted: &[CertificateDer<'_>], now: i6
 }
 
 /// Finds the certificate with this SHA-256 fingerprint (lower-case hex).
-pub fn find_by_fingerprint<'a, 'b>(certs: &'a [CertificateDer<'b>], fingerprint: &str) -> Option<&'a CertificateDer<'b>> {
+pub fn find_by_fingerprint<'a, 'b>(
+    certs: &'a [CertificateDer<'b>],
+    fingerprint: &str,
+) -> Option<&'a CertificateDer<'b>> {
     certs.iter().find(|c| crate::pki::fingerprint_sha256(c.as_ref()) == fingerprint)
 }
 
@@ -98,7 +102,10 @@ pub(crate) fn check_dates(certificate: CertInfo, signed_at: Option<i64>, now: i6
         });
     }
     if certificate.not_before > now {
-        return Err(WaptError::Certificate(format!("{:?} is not valid yet (check this machine's clock)", certificate.subject)));
+        return Err(WaptError::Certificate(format!(
+            "{:?} is not valid yet (check this machine's clock)",
+            certificate.subject
+        )));
     }
     let expired_now = certificate.not_after <= now;
     Ok(WaptSigner { certificate, signed_at, expired_now })

@@ -113,10 +113,12 @@ fn wrong_or_missing_trust_is_refused() {
 
 #[test]
 fn signed_json_has_integers_and_escapes() {
-    let seven = String::from_utf8(signed_bytes(&Control::parse(fixture!("tis-7zip.control")).unwrap()).unwrap()).unwrap();
+    let seven =
+        String::from_utf8(signed_bytes(&Control::parse(fixture!("tis-7zip.control")).unwrap()).unwrap()).unwrap();
     assert!(seven.contains(r#""installed_size":5774712,"#), "{seven}");
     assert!(seven.contains(r#""maintainer":"WAPT Team,Tranquil IT,Jimmy PEL\u00c9""#), "{seven}");
-    let keepass = String::from_utf8(signed_bytes(&Control::parse(fixture!("tis-keepass.control")).unwrap()).unwrap()).unwrap();
+    let keepass =
+        String::from_utf8(signed_bytes(&Control::parse(fixture!("tis-keepass.control")).unwrap()).unwrap()).unwrap();
     assert!(keepass.contains(r#""installed_size":"","#), "{keepass}");
 }
 
@@ -143,14 +145,21 @@ fn index_2016_keeps_every_record() {
     // Continuation lines survive.
     assert!(index.records.iter().any(|r| r.control.get_or_empty("description").contains('\n')));
     // Writing and reading again gives the same records.
-    let again = crate::control::parse_records(&crate::control::write_records(index.records.iter().map(|r| &r.control))).unwrap();
-    assert_eq!(again.iter().map(|r| &r.control).collect::<Vec<_>>(), index.records.iter().map(|r| &r.control).collect::<Vec<_>>());
+    let again = crate::control::parse_records(&crate::control::write_records(index.records.iter().map(|r| &r.control)))
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|r| &r.control).collect::<Vec<_>>(),
+        index.records.iter().map(|r| &r.control).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn index_errors_name_the_line() {
     let err = read_index(b"package: a\nversion: 1\n\npackage b\n").unwrap_err();
-    assert_eq!(err.to_string(), "Packages: line 4: no ':' in \"package b\"; each line must be `key: value` (there is no comment syntax)");
+    assert_eq!(
+        err.to_string(),
+        "Packages: line 4: no ':' in \"package b\"; each line must be `key: value` (there is no comment syntax)"
+    );
 }
 
 // ---- WAPT archives made with the test signer ----
@@ -202,10 +211,8 @@ fn wapt_zip(signer: &TestSigner, files: &[(&str, &[u8])], tweak: impl Fn(&mut Ve
     let mut members: Vec<(String, Vec<u8>)> = files.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect();
     members.push(("WAPT/control".into(), signer.control("ex-tool").into_bytes()));
     members.push(("WAPT/certificate.crt".into(), signer.cert_pem.as_bytes().to_vec()));
-    let manifest: Vec<(String, String)> = members
-        .iter()
-        .map(|(n, d)| (n.clone(), pki::fingerprint_sha256(d)))
-        .collect();
+    let manifest: Vec<(String, String)> =
+        members.iter().map(|(n, d)| (n.clone(), pki::fingerprint_sha256(d))).collect();
     let manifest = serde_json::to_vec(&manifest).unwrap();
     members.push(("WAPT/signature.sha256".into(), signer.sign(&manifest).into_bytes()));
     members.push(("WAPT/manifest.sha256".into(), manifest));
@@ -224,8 +231,11 @@ fn check(bytes: Vec<u8>, trust: &[CertificateDer<'_>]) -> Result<WaptSigner, Wap
     archive.verify_signature(trust, NOW)
 }
 
-const FILES: [(&str, &[u8]); 3] =
-    [("setup.py", b"def install():\n    pass\n"), ("tool-setup.exe", &[0x4d, 0x5a, 0, 1, 2]), ("WAPT/icon.png", b"png")];
+const FILES: [(&str, &[u8]); 3] = [
+    ("setup.py", b"def install():\n    pass\n"),
+    ("tool-setup.exe", &[0x4d, 0x5a, 0, 1, 2]),
+    ("WAPT/icon.png", b"png"),
+];
 
 #[test]
 fn wapt_archive_verifies_and_converts() {
@@ -251,7 +261,10 @@ fn wapt_archive_verifies_and_converts() {
     assert_eq!(c.get("wapt_signer"), Some("Example Vendor Code Signing"));
     assert!(c.get("signature").is_none() && c.get("signed_attributes").is_none());
     let trust = TrustStore::new(vec![ca.cert]).unwrap();
-    crate::package::PackageArchive::open(Cursor::new(out.into_inner())).unwrap().verify(&trust, NOW, &mut |_| {}).unwrap();
+    crate::package::PackageArchive::open(Cursor::new(out.into_inner()))
+        .unwrap()
+        .verify(&trust, NOW, &mut |_| {})
+        .unwrap();
 }
 
 #[test]

@@ -1,0 +1,265 @@
+//! Files on disk, written so that a crash or an error never leaves a half-written file: data
+//! goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+//! target (and the folder is flushed too). A [`DirSource`] reads a package's source folder.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use outpost_protocol::package::{FileSource, SourceEntry};
+
+/// A file being written; it appears at its path only when [`AtomicFile::commit`] succeeds.
+/// Dropped without commit, the temporary file is removed.
+#[derive(Debug)]
+pub struct AtomicFile {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `target` with Unix permission bits `mode`.
+    pub fn create(target: &Path, mode: u32) -> io::Result<Self> {
+        let dir = parent(target);
+        let name = target.file_name().ok_or_else(|| io::Error::other("the path has no file name"))?;
+        let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = options.open(&temp)?;
+        Ok(Self { target: target.to_path_buf(), temp, file: Some(BufWriter::with_capacity(1 << 20, file)) })
+    }
+
+    /// Flushes to disk and renames into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        let writer = self.file.take().expect("a file is present until commit");
+        let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp, &self.target)?;
+        sync_dir(parent(&self.target));
+        Ok(())
+    }
+
+    fn writer(&mut self) -> &mut BufWriter<File> {
+        self.file.as_mut().expect("a file is present until commit")
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer().flush()
+    }
+}
+
+impl Seek for AtomicFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.writer().seek(pos)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Writes `bytes` to `target` atomically.
+pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = AtomicFile::create(target, mode)?;
+    file.write_all(bytes)?;
+    file.commit()
+}
+
+/// Writes several files so that either all appear or none does (as far as renames allow: a
+/// failure part-way removes the ones already renamed). Refuses to replace existing files
+/// unless `overwrite` is set.
+pub fn write_all_or_none(files: &[(&Path, &[u8], u32)], overwrite: bool) -> io::Result<()> {
+    if !overwrite && let Some((path, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", path.display())));
+    }
+    let mut staged = Vec::new();
+    for (path, bytes, mode) in files {
+        let mut f = AtomicFile::create(path, *mode)?;
+        f.write_all(bytes)?;
+        staged.push(f);
+    }
+    for (i, f) in staged.into_iter().enumerate() {
+        if let Err(e) = f.commit() {
+            for (path, _, _) in &files[..i] {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    // Flushing a folder's entry list makes the rename durable; not every platform allows it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Why a source folder cannot be packaged.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A symbolic link.
+    #[error("{0}: symbolic links cannot go in a package (copy the file it points to instead)")]
+    Symlink(PathBuf),
+    /// A device, socket or pipe.
+    #[error("{0}: not a regular file or folder")]
+    Special(PathBuf),
+    /// A name that is not UTF-8.
+    #[error("{0}: file names in packages must be UTF-8")]
+    NotUtf8(PathBuf),
+    /// Reading the folder failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Folders and files never packaged (version-control metadata, Python caches).
+pub const EXCLUDED_NAMES: [&str; 6] = [".git", ".svn", ".hg", ".gitignore", "__pycache__", ".DS_Store"];
+
+/// A package source folder, read from disk.
+#[derive(Debug)]
+pub struct DirSource {
+    root: PathBuf,
+}
+
+impl DirSource {
+    /// A source rooted at `root`.
+    pub fn new(root: &Path) -> Self {
+        Self { root: root.to_path_buf() }
+    }
+
+    /// Every regular file under the root, with `/`-separated relative paths, except those in
+    /// `skip` and [`EXCLUDED_NAMES`] (and `*.pyc`). Symbolic links and special files are errors.
+    pub fn entries(&self, skip: &[&str]) -> Result<Vec<SourceEntry>, SourceError> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let io_err = |source| SourceError::Io { path: dir.clone(), source };
+            let mut children: Vec<_> = fs::read_dir(&dir).map_err(io_err)?.collect::<Result<_, _>>().map_err(io_err)?;
+            children.sort_by_key(fs::DirEntry::file_name);
+            for child in children {
+                let path = child.path();
+                let name = child.file_name().into_string().map_err(|_| SourceError::NotUtf8(path.clone()))?;
+                if EXCLUDED_NAMES.contains(&name.as_str()) || name.ends_with(".pyc") {
+                    continue;
+                }
+                let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                let meta =
+                    fs::symlink_metadata(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let kind = meta.file_type();
+                if kind.is_symlink() {
+                    return Err(SourceError::Symlink(path));
+                } else if kind.is_dir() {
+                    stack.push((path, rel));
+                } else if kind.is_file() {
+                    if !skip.contains(&rel.as_str()) {
+                        out.push(SourceEntry { path: rel, size: meta.len(), mode: mode_of(&meta) });
+                    }
+                } else {
+                    return Err(SourceError::Special(path));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+impl FileSource for DirSource {
+    fn open(&mut self, path: &str) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(File::open(self.root.join(path))?))
+    }
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &fs::Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &fs::Metadata) -> u32 {
+    0o644
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        fs::write(&target, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&target, 0o600).unwrap();
+            f.write_all(b"new content").unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"old", "not visible before commit");
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"old", "dropped without commit: old content kept");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file removed");
+        let mut f = AtomicFile::create(&target, 0o600).unwrap();
+        f.write_all(b"new content").unwrap();
+        f.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new content");
+        #[cfg(unix)]
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&target).unwrap().permissions()) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn all_or_none_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&b, b"keep").unwrap();
+        let err = write_all_or_none(&[(&a, b"1", 0o644), (&b, b"2", 0o644)], false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!a.exists());
+        assert_eq!(fs::read(&b).unwrap(), b"keep");
+        write_all_or_none(&[(&a, b"1", 0o644), (&b, b"2", 0o644)], true).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"2");
+    }
+
+    #[test]
+    fn dir_source_lists_files_and_refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("WAPT")).unwrap();
+        fs::create_dir_all(dir.path().join(".git/objects")).unwrap();
+        fs::write(dir.path().join("WAPT/control"), b"x").unwrap();
+        fs::write(dir.path().join("b.txt"), b"bb").unwrap();
+        fs::write(dir.path().join(".git/objects/x"), b"x").unwrap();
+        fs::write(dir.path().join("setup.pyc"), b"x").unwrap();
+        let src = DirSource::new(dir.path());
+        let entries = src.entries(&["WAPT/control"]).unwrap();
+        assert_eq!(entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["b.txt"]);
+        assert_eq!(entries[0].size, 2);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+            assert!(matches!(src.entries(&[]), Err(SourceError::Symlink(_))));
+        }
+    }
+}

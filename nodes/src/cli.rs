@@ -1,0 +1,237 @@
+//! The command line: every subcommand and flag, documented where it is declared.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Outpost: software deployment for organisations with many sites.
+#[derive(Debug, Parser)]
+#[command(name = "outpost", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (repeat for more: -v info, -vv debug). `OUTPOST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The organisation's certificates: CA, signers, deployers, admins, nodes.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Build, verify and inspect signed Outpost packages.
+    #[command(subcommand)]
+    Pkg(PkgCommand),
+    /// Read what WAPT wrote: signed controls, indexes, packages to import.
+    #[command(subcommand)]
+    Wapt(WaptCommand),
+    /// Show the whole chain working on this machine, on throw-away data.
+    Demo(DemoArgs),
+}
+
+/// `outpost pki …`
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Make the organisation CA (`ca.crt`, `ca.key`) in DIR.
+    Init(PkiInitArgs),
+    /// Issue a certificate and key for a role, signed by the CA in DIR.
+    Issue(PkiIssueArgs),
+    /// Show what a certificate (or key) file holds.
+    Show(PkiShowArgs),
+}
+
+/// How a new private key is protected.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NewKeyPassword {
+    /// Read the new key's password from the first line of FILE (otherwise
+    /// `OUTPOST_KEY_PASSWORD`, otherwise a prompt on a terminal).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_password")]
+    pub password_file: Option<PathBuf>,
+    /// Write the new private key unencrypted (for machines that start unattended).
+    #[arg(long)]
+    pub no_password: bool,
+}
+
+/// `outpost pki init`
+#[derive(Debug, Args)]
+pub struct PkiInitArgs {
+    /// Folder for the CA files (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Organisation name written in every certificate.
+    #[arg(long, value_name = "NAME", default_value = "Outpost")]
+    pub org: String,
+    /// Lifetime of the CA in days.
+    #[arg(long, value_name = "N", default_value_t = outpost_protocol::pki::DEFAULT_CA_DAYS)]
+    pub days: u32,
+    /// Replace an existing CA in DIR (every certificate it issued stops being trusted).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub password: NewKeyPassword,
+}
+
+/// `outpost pki issue`
+#[derive(Debug, Args)]
+pub struct PkiIssueArgs {
+    /// Folder holding the CA (`ca.crt`, `ca.key`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// What the certificate is for.
+    #[arg(long, value_parser = ["signer", "deployer", "admin", "server", "edge", "host"])]
+    pub role: String,
+    /// Common name: a person or team for signer/deployer/admin, a DNS name or IP address for
+    /// server/edge/host.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Where to write NAME.crt and NAME.key (default: DIR).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Admin rights, comma-separated: view, act, modify (admins only; default: view).
+    #[arg(long, value_name = "LIST")]
+    pub rights: Option<String>,
+    /// Extra DNS name or IP address for node certificates (repeatable).
+    #[arg(long = "san", value_name = "NAME_OR_IP")]
+    pub alt_names: Vec<String>,
+    /// Lifetime in days.
+    #[arg(long, value_name = "N", default_value_t = outpost_protocol::pki::DEFAULT_CERT_DAYS)]
+    pub days: u32,
+    /// Read the CA key's password from FILE (otherwise `OUTPOST_CA_PASSWORD`, then the new
+    /// key's password source, then a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub ca_password_file: Option<PathBuf>,
+    /// Replace existing NAME.crt / NAME.key.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub password: NewKeyPassword,
+}
+
+/// `outpost pki show`
+#[derive(Debug, Args)]
+pub struct PkiShowArgs {
+    /// A certificate (PEM, may hold a chain) or a private key.
+    pub file: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost pkg …`
+#[derive(Debug, Subcommand)]
+pub enum PkgCommand {
+    /// Build a signed package from SRC_DIR (WAPT/control, payload, optional setup.sh/setup.ps1).
+    Build(PkgBuildArgs),
+    /// Check a package: certificate chain, key usages, signature and every byte.
+    Verify(PkgVerifyArgs),
+    /// Show a package's control, files and signer (without verifying it).
+    Show(PkgShowArgs),
+}
+
+/// The signing certificate and key.
+#[derive(Debug, Args, Clone)]
+pub struct SigningKey {
+    /// Signer certificate (PEM; may be followed by intermediates).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its private key.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`, otherwise a
+    /// prompt on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `outpost pkg build`
+#[derive(Debug, Args)]
+pub struct PkgBuildArgs {
+    /// Source folder.
+    pub src_dir: PathBuf,
+    #[command(flatten)]
+    pub signing: SigningKey,
+    /// Where to write the package (default: the current folder).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// `outpost pkg verify`
+#[derive(Debug, Args)]
+pub struct PkgVerifyArgs {
+    /// The package file.
+    pub file: PathBuf,
+    /// The organisation CA certificate (PEM; several CAs may be in the file).
+    #[arg(long, value_name = "CA.crt")]
+    pub trust: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost pkg show`
+#[derive(Debug, Args)]
+pub struct PkgShowArgs {
+    /// The package file.
+    pub file: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost wapt …`
+#[derive(Debug, Subcommand)]
+pub enum WaptCommand {
+    /// Verify the signature of a WAPT control file.
+    VerifyControl(WaptVerifyControlArgs),
+    /// List every record of a WAPT index (`Packages` zip or text).
+    Index(WaptIndexArgs),
+    /// Convert a WAPT package to an Outpost package signed by your signer.
+    Import(WaptImportArgs),
+}
+
+/// `outpost wapt verify-control`
+#[derive(Debug, Args)]
+pub struct WaptVerifyControlArgs {
+    /// The control file.
+    pub file: PathBuf,
+    /// Trusted signer certificate(s): a PEM file or a folder of them (repeatable).
+    #[arg(long, value_name = "CERT", required = true)]
+    pub trust: Vec<PathBuf>,
+}
+
+/// `outpost wapt index`
+#[derive(Debug, Args)]
+pub struct WaptIndexArgs {
+    /// The index: WAPT's `Packages` zip, or the bare text.
+    pub file: PathBuf,
+    /// Every field of every record, as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost wapt import`
+#[derive(Debug, Args)]
+pub struct WaptImportArgs {
+    /// The WAPT package (`.wapt`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub signing: SigningKey,
+    /// Check the WAPT signature against these certificates first (PEM file or folder;
+    /// repeatable). Without it only the manifest hashes are checked.
+    #[arg(long, value_name = "CERT")]
+    pub trust: Vec<PathBuf>,
+    /// Where to write the Outpost package (default: the current folder).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// `outpost demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Work in DIR instead of a temporary folder (kept afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,156 @@
+//! `outpost wapt verify-control | index | import`.
+
+use std::fs::File;
+use std::io::BufReader;
+
+use anyhow::{Context, Result, bail};
+use outpost_actors::disk::AtomicFile;
+use outpost_protocol::control::Control;
+use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::package;
+use outpost_protocol::time_fmt::format_unix;
+use outpost_protocol::wapt::{self, WaptArchive, WaptSigner};
+
+use crate::cli::{WaptImportArgs, WaptIndexArgs, WaptVerifyControlArgs};
+use crate::pkg_cmd::{human_bytes, load_signer};
+use crate::progress::Progress;
+use crate::{now, secrets, signing_time};
+
+/// `outpost wapt verify-control`
+pub fn verify_control(args: &WaptVerifyControlArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let control = Control::parse_bytes(&bytes).with_context(|| args.file.display().to_string())?;
+    let trusted = secrets::load_cert_paths(&args.trust)?;
+    let signer = wapt::verify_control(&control, &trusted, now())
+        .with_context(|| format!("{}: signature REFUSED", args.file.display()))?;
+    crate::out!(
+        "OK {}: {} {} signed by {}{}",
+        args.file.display(),
+        control.get_or_empty("package"),
+        control.get_or_empty("version"),
+        signer.certificate.describe(),
+        signed_on(&signer)
+    );
+    warn_expired(&signer);
+    Ok(())
+}
+
+/// `outpost wapt index`
+pub fn index(args: &WaptIndexArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let index = wapt::read_index(&bytes).with_context(|| args.file.display().to_string())?;
+    if args.json {
+        let records: Vec<serde_json::Value> = index
+            .records
+            .iter()
+            .map(|r| {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    r.control.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+                serde_json::Value::Object(map)
+            })
+            .collect();
+        crate::out!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(());
+    }
+    crate::out!(
+        "{:<32} {:<16} {:<6} {:<8} {:<8} {:<6} {:>10}",
+        "PACKAGE",
+        "VERSION",
+        "ARCH",
+        "SECTION",
+        "MATURITY",
+        "LOCALE",
+        "SIZE"
+    );
+    let mut problems = 0;
+    for record in &index.records {
+        let c = &record.control;
+        let size = c.get_u64("size").map(human_bytes).unwrap_or_default();
+        crate::out!(
+            "{:<32} {:<16} {:<6} {:<8} {:<8} {:<6} {:>10}",
+            c.get_or_empty("package"),
+            c.get_or_empty("version"),
+            c.get_or_empty("architecture"),
+            c.get_or_empty("section"),
+            c.get_or_empty("maturity"),
+            c.get_or_empty("locale"),
+            size
+        );
+        if let Err(e) = PackageEntry::from_control(c) {
+            problems += 1;
+            eprintln!("  line {}: {e}", record.line);
+        }
+    }
+    eprintln!(
+        "{} records, {} signer certificate(s), {} revocation list(s){}",
+        index.records.len(),
+        index.certificates.len(),
+        index.crls,
+        if problems > 0 { format!(", {problems} with problems (listed above)") } else { String::new() }
+    );
+    Ok(())
+}
+
+/// `outpost wapt import`
+pub fn import(args: &WaptImportArgs) -> Result<()> {
+    let file = File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let mut archive =
+        WaptArchive::open(BufReader::new(file)).with_context(|| format!("{}: REFUSED", args.file.display()))?;
+    let refused = || format!("{}: REFUSED", args.file.display());
+    let total: u64 = archive.payload().iter().map(|e| e.size).sum();
+    let progress = Progress::bytes("checking", total);
+    archive.check_manifest(&mut |n| progress.set(n)).with_context(refused)?;
+    progress.finish();
+    let wapt_signer = if args.trust.is_empty() {
+        eprintln!("warning: the WAPT signature was not checked (no --trust); only the manifest hashes were");
+        None
+    } else {
+        let trusted = secrets::load_cert_paths(&args.trust)?;
+        let signer = archive.verify_signature(&trusted, now()).with_context(refused)?;
+        eprintln!("WAPT signature OK: signed by {}{}", signer.certificate.describe(), signed_on(&signer));
+        warn_expired(&signer);
+        Some(signer)
+    };
+    let ours = load_signer(&args.signing)?;
+    let entry = PackageEntry::from_control(archive.control())
+        .with_context(|| format!("{}: WAPT/control", args.file.display()))?;
+    if archive.has_setup() {
+        eprintln!("note: setup.py is kept as a file; Outpost agents run setup.sh / setup.ps1 hooks, not WAPT's Python");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let target = args.out.join(package::file_name(&entry));
+    if target.exists() && target.canonicalize().ok() == args.file.canonicalize().ok() {
+        bail!("{} would overwrite its own input", target.display());
+    }
+    let mut out = AtomicFile::create(&target, 0o644).with_context(|| format!("creating {}", target.display()))?;
+    let progress = Progress::bytes("converting", total);
+    let built =
+        wapt::convert(&mut archive, wapt_signer.as_ref(), &mut out, &ours, signing_time(), &mut |n| progress.set(n))
+            .with_context(|| format!("converting {}", args.file.display()))?;
+    progress.finish();
+    out.commit().with_context(|| format!("writing {}", target.display()))?;
+    eprintln!(
+        "Imported {} {} ({} files, {}), signed by {:?}.",
+        entry.name,
+        entry.version,
+        built.manifest.files.len(),
+        human_bytes(built.manifest.total_size()),
+        ours.info().subject
+    );
+    crate::out!("{}", target.display());
+    Ok(())
+}
+
+fn signed_on(signer: &WaptSigner) -> String {
+    signer.signed_at.map(|t| format!(" on {}", format_unix(t))).unwrap_or_default()
+}
+
+fn warn_expired(signer: &WaptSigner) {
+    if signer.expired_now {
+        eprintln!(
+            "warning: certificate {:?} expired on {}; the signature was made while it was valid",
+            signer.certificate.subject,
+            format_unix(signer.certificate.not_after)
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Helpers: run the binary, make a PKI, read fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("nodes/ is inside the workspace").to_path_buf()
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("tests/fixtures").join(rel)
+}
+
+/// The `outpost` command, with no password or log settings inherited from the caller.
+pub fn outpost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "SOURCE_DATE_EPOCH"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// The result of a run, with its output as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics unless the run succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the run failed with exit code 1 and `needle` in its error output.
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert_eq!(self.code, Some(1), "expected failure\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.contains(needle), "expected {needle:?} in the error output\nstderr:\n{}", self.stderr);
+        self
+    }
+}
+
+/// Runs `outpost ARGS` in `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Run {
+    Run::from(outpost().current_dir(dir).args(args).output().expect("the outpost binary runs"))
+}
+
+/// Runs `outpost ARGS` in `dir` with extra environment variables.
+pub fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = outpost();
+    cmd.current_dir(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().expect("the outpost binary runs"))
+}
+
+/// A throw-away PKI: CA (unencrypted), and on demand certificates for roles.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run_in(dir.path(), &["pki", "init", "--dir", "pki", "--org", "Test Org", "--no-password"]).ok();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path().join("pki/ca.crt")
+    }
+
+    /// Issues `role` for `name` (unencrypted key); returns (cert, key).
+    pub fn issue(&self, role: &str, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+        let mut args = vec!["pki", "issue", "--dir", "pki", "--role", role, "--name", name, "--no-password"];
+        args.extend_from_slice(extra);
+        let cert = self.path().join(run_in(self.path(), &args).ok().stdout.trim());
+        let key = cert.with_extension("key");
+        (cert, key)
+    }
+}
+
+/// Writes a package source folder: WAPT/control from `control`, plus `files`.
+pub fn source(dir: &Path, control: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("WAPT")).unwrap();
+    std::fs::write(dir.join("WAPT/control"), control).unwrap();
+    for (path, data) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// A minimal valid control for `name` at `version`.
+pub fn control(name: &str, version: &str, extra: &str) -> String {
+    format!("package: {name}\nversion: {version}\narchitecture: all\nsection: base\npriority: optional\n{extra}")
+}
+
+/// Names of the entries of a folder, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
