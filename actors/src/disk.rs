@@ -24,7 +24,7 @@ impl AtomicFile {
         let name = target.file_name().ok_or_else(|| io::Error::other("the path has no file name"))?;
         let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
         let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.read(true).write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
         #[cfg(not(unix))]
@@ -61,6 +61,15 @@ impl Write for AtomicFile {
 impl Seek for AtomicFile {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.writer().seek(pos)
+    }
+}
+
+impl Read for AtomicFile {
+    /// Reads back what was written (package builders sign the bytes they wrote).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let writer = self.writer();
+        writer.flush()?;
+        writer.get_mut().read(buf)
     }
 }
 

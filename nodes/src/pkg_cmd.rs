@@ -61,7 +61,7 @@ pub fn verify(args: &PkgVerifyArgs) -> Result<()> {
     let trust = TrustStore::new(secrets::load_certs(&args.trust)?).with_context(|| args.trust.display().to_string())?;
     let archive = open(&args.file)?;
     let total = archive.manifest().total_size();
-    let progress = Progress::bytes("verifying", total);
+    let progress = Progress::bytes("verifying", archive.len() + total);
     let (verified, signer) = archive
         .verify(&trust, now(), &mut |n| progress.set(n))
         .with_context(|| format!("{}: REFUSED", args.file.display()))?;

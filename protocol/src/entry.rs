@@ -414,15 +414,14 @@ mod tests {
         for (extra, fits) in cases {
             assert_eq!(entry(extra).mismatch(&h).is_none(), *fits, "{extra:?}");
         }
-        let mut beta = h.clone();
-        beta.maturities = vec!["BETA".into()];
+        let beta = HostCapabilities { maturities: vec!["BETA".into()], ..h };
         assert!(entry("").mismatch(&beta).is_some(), "no maturity means PROD");
     }
 
     #[test]
     fn preference_order() {
         let h = host();
-        let newer = entry("").clone();
+        let newer = entry("");
         let mut older = entry("");
         older.version = Version::parse("0.9").unwrap();
         assert_eq!(newer.preference(&older, &h), Ordering::Greater);

@@ -9,12 +9,15 @@ use crate::pki::PrivateKey;
 pub enum Domain {
     /// A package manifest.
     PackageManifest,
+    /// The BLAKE3 of a package archive's bytes (all but the archive comment).
+    PackageArchive,
 }
 
 impl Domain {
     fn context(self) -> &'static [u8] {
         match self {
             Self::PackageManifest => b"outpost package manifest v1\0",
+            Self::PackageArchive => b"outpost package archive v1\0",
         }
     }
 }

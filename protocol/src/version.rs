@@ -64,10 +64,10 @@ impl Version {
                 if pparts.iter().any(|q| q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric())) {
                     return Err(err("the packaging number after '-' must be dot-separated letters and digits"));
                 }
-                Some(Dotted::new(pparts))
+                Some(Dotted::new(&pparts))
             }
         };
-        Ok(Self { text: text.to_string(), software: Dotted::new(parts), packaging })
+        Ok(Self { text: text.to_string(), software: Dotted::new(&parts), packaging })
     }
 
     /// Parses any dotted text with the same natural order (operating-system versions such as
@@ -75,10 +75,10 @@ impl Version {
     pub fn parse_loose(text: &str) -> Self {
         let text = text.trim();
         let (software, packaging) = match text.split_once('-') {
-            Some((s, p)) => (s, Some(Dotted::new(p.split('.').collect()))),
+            Some((s, p)) => (s, Some(Dotted::new(&p.split('.').collect::<Vec<_>>()))),
             None => (text, None),
         };
-        Self { text: text.to_string(), software: Dotted::new(software.split('.').collect()), packaging }
+        Self { text: text.to_string(), software: Dotted::new(&software.split('.').collect::<Vec<_>>()), packaging }
     }
 
     /// The text as written.
@@ -187,7 +187,7 @@ struct Dotted {
 }
 
 impl Dotted {
-    fn new(parts: Vec<&str>) -> Self {
+    fn new(parts: &[&str]) -> Self {
         let zero = natural_key("0");
         let mut keys: Vec<Vec<Key>> = parts.iter().map(|p| natural_key(p)).collect();
         while keys.last() == Some(&zero) {

@@ -32,7 +32,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Self {
+    fn from(output: &Output) -> Self {
         Self {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -58,7 +58,7 @@ impl Run {
 
 /// Runs `outpost ARGS` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
-    Run::from(outpost().current_dir(dir).args(args).output().expect("the outpost binary runs"))
+    Run::from(&outpost().current_dir(dir).args(args).output().expect("the outpost binary runs"))
 }
 
 /// Runs `outpost ARGS` in `dir` with extra environment variables.
@@ -68,7 +68,7 @@ pub fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Run::from(cmd.output().expect("the outpost binary runs"))
+    Run::from(&cmd.output().expect("the outpost binary runs"))
 }
 
 /// A throw-away PKI: CA (unencrypted), and on demand certificates for roles.

@@ -241,7 +241,7 @@ fn expired_certificates_are_refused() {
     std::fs::write(&cert, old.cert_pem()).unwrap();
     std::fs::write(&key, pki::encode_private_key(&old.key, None).unwrap().as_bytes()).unwrap();
     let src = s.sample();
-    s.build_with(&src, "out", &(cert.clone(), key.clone()), &[]).fails_with("expired on");
+    s.build_with(&src, "out", &(cert, key), &[]).fails_with("expired on");
 
     // A package signed while that certificate was valid no longer verifies.
     let signer = outpost_protocol::package::Signer::new(old.key, vec![old.cert], then + 86_400).unwrap();
@@ -250,7 +250,7 @@ fn expired_certificates_are_refused() {
     let ctl =
         outpost_protocol::control::Control::parse(&std::fs::read_to_string(src.join("WAPT/control")).unwrap()).unwrap();
     let file = s.dir().join("old.outpost");
-    let mut out = std::fs::File::create(&file).unwrap();
+    let mut out = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&file).unwrap();
     outpost_protocol::package::build(&mut out, &ctl, entries, &mut dir, &signer, then + 86_400, &mut |_| {}).unwrap();
     drop(out);
     s.verify(&file).fails_with("expired on");

@@ -7,12 +7,15 @@
 //! byte of every file, and only then returns a [`Verified`] archive.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use rustls_pki_types::CertificateDer;
 use zip::ZipArchive;
 
-use super::build::{CERTIFICATES_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER};
+use super::build::{
+    ARCHIVE_SIGNATURE_LEN, ARCHIVE_SIGNATURE_PREFIX, CERTIFICATES_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER,
+    hash_prefix,
+};
 use super::manifest::{Manifest, ManifestError, PathError, RESERVED_DIR, check_path, hex};
 use crate::pki::{CertInfo, ChainError, Purpose, TrustStore, cert_info, parse_pem_certificates};
 use crate::signing::{self, Domain, SignatureError};
@@ -63,6 +66,14 @@ pub enum PackageError {
     /// The signature does not verify.
     #[error("signature: {0} (the package was changed after signing, or is damaged)")]
     Signature(#[from] SignatureError),
+    /// No archive signature in the zip comment.
+    #[error(
+        "the archive carries no archive signature in its comment: it was rewritten by another zip tool, or is not an Outpost package"
+    )]
+    NoArchiveSignature,
+    /// The archive bytes do not match the archive signature.
+    #[error("the archive bytes do not match their signature: the file was changed after signing")]
+    ArchiveChanged,
     /// A file's content differs from the manifest.
     #[error("file {path:?} does not match the signed manifest: {what}")]
     Content { path: String, what: String },
@@ -74,7 +85,10 @@ pub enum PackageError {
 /// An opened, not yet verified package archive.
 #[derive(Debug)]
 pub struct PackageArchive<R> {
-    zip: ZipArchive<R>,
+    /// Always present; taken out only while the raw bytes are hashed.
+    zip: Option<ZipArchive<R>>,
+    len: u64,
+    archive_signature: Vec<u8>,
     manifest_bytes: Vec<u8>,
     signature: Vec<u8>,
     chain: Vec<CertificateDer<'static>>,
@@ -83,7 +97,10 @@ pub struct PackageArchive<R> {
 
 impl<R: Read + Seek> PackageArchive<R> {
     /// Opens an archive and checks its structure (not its signature or content).
-    pub fn open(reader: R) -> Result<Self, PackageError> {
+    pub fn open(mut reader: R) -> Result<Self, PackageError> {
+        let read_err = |source| PackageError::Read { path: "(archive)".into(), source };
+        let len = reader.seek(SeekFrom::End(0)).map_err(read_err)?;
+        reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
         let mut zip = ZipArchive::new(reader).map_err(|e| PackageError::Archive(e.to_string()))?;
         let mut payload = BTreeSet::new();
         let mut reserved = BTreeSet::new();
@@ -123,7 +140,44 @@ impl<R: Read + Seek> PackageArchive<R> {
         if let Some(extra) = payload.into_iter().next() {
             return Err(PackageError::Unlisted(extra));
         }
-        Ok(Self { zip, manifest_bytes, signature, chain, manifest })
+        let comment = zip.comment();
+        let archive_signature = match comment.strip_prefix(ARCHIVE_SIGNATURE_PREFIX) {
+            Some(b64) if comment.len() == ARCHIVE_SIGNATURE_LEN => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| PackageError::NoArchiveSignature)?
+            }
+            _ => return Err(PackageError::NoArchiveSignature),
+        };
+        Ok(Self { zip: Some(zip), len, archive_signature, manifest_bytes, signature, chain, manifest })
+    }
+
+    /// The archive's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty archive (never, for an opened one).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks the archive signature: every byte of the file but the comment that carries it.
+    /// `progress` gets the bytes read so far.
+    pub fn verify_archive(&mut self, signer_key: &[u8], progress: &mut dyn FnMut(u64)) -> Result<(), PackageError> {
+        let read_err = |source| PackageError::Read { path: "(archive)".into(), source };
+        let mut reader = self.zip.take().expect("present").into_inner();
+        let signed_len = self.len - ARCHIVE_SIGNATURE_LEN as u64;
+        reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        let digest = hash_prefix(&mut reader, signed_len, progress).map_err(read_err)?;
+        let mut tail = Vec::new();
+        reader.read_to_end(&mut tail).map_err(read_err)?;
+        let expected_tail = [ARCHIVE_SIGNATURE_PREFIX, base64_of(&self.archive_signature).as_bytes()].concat();
+        self.zip = Some(ZipArchive::new(reader).map_err(|e| PackageError::Archive(e.to_string()))?);
+        if tail != expected_tail {
+            return Err(PackageError::ArchiveChanged);
+        }
+        signing::verify(signer_key, Domain::PackageArchive, &digest, &self.archive_signature)
+            .map_err(|_| PackageError::ArchiveChanged)
     }
 
     /// The manifest, not yet verified.
@@ -175,7 +229,8 @@ impl<R: Read + Seek> PackageArchive<R> {
         let mut done = 0u64;
         for file in &self.manifest.files {
             let content = |what: String| PackageError::Content { path: file.path.clone(), what };
-            let mut member = self.zip.by_name(&file.path).map_err(|e| content(e.to_string()))?;
+            let mut member =
+                self.zip.as_mut().expect("present").by_name(&file.path).map_err(|e| content(e.to_string()))?;
             if member.size() != file.size {
                 return Err(content(format!("{} bytes in the archive, {} signed", member.size(), file.size)));
             }
@@ -212,7 +267,9 @@ impl<R: Read + Seek> PackageArchive<R> {
         Ok(())
     }
 
-    /// Verifies the signature and every byte; returns the verified archive and the signer.
+    /// Verifies the signatures and every byte; returns the verified archive and the signer.
+    /// `progress` counts the archive's bytes, then the files' bytes: [`Self::len`] +
+    /// [`Manifest::total_size`] in all.
     pub fn verify(
         mut self,
         trust: &TrustStore,
@@ -220,9 +277,16 @@ impl<R: Read + Seek> PackageArchive<R> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Verified<Self>, CertInfo), PackageError> {
         let signer = self.verify_signature(trust, now)?;
-        self.verify_contents(progress)?;
+        self.verify_archive(&signer.public_key, progress)?;
+        let base = self.len;
+        self.verify_contents(&mut |n| progress(base + n))?;
         Ok((Verified::new(self), signer))
     }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn read_member<R: Read + Seek>(

@@ -2,11 +2,14 @@
 //!
 //! The archive is a zip: the payload files at their paths (deflated, Unix mode kept, a fixed
 //! timestamp), then `OUTPOST/manifest` (the signed bytes), `OUTPOST/signature` (Ed25519, 64
-//! bytes) and `OUTPOST/certificates.pem` (the signer's certificate first). Files are written
+//! bytes) and `OUTPOST/certificates.pem` (the signer's certificate first). The archive comment
+//! carries a second signature, over every byte of the archive before it, so that no byte of
+//! the file can change unnoticed (the manifest signature alone leaves zip metadata free).
+//! Files are written
 //! in path order and every timestamp is fixed, so the same input and signature date give the
 //! same bytes. Each file is read once: hashed while it is compressed.
 
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use rustls_pki_types::CertificateDer;
 use zip::write::SimpleFileOptions;
@@ -32,6 +35,11 @@ pub const SIGNATURE_MEMBER: &str = "OUTPOST/signature";
 pub const CERTIFICATES_MEMBER: &str = "OUTPOST/certificates.pem";
 /// File extension of Outpost packages.
 pub const EXTENSION: &str = "outpost";
+
+/// Start of the archive comment: the archive signature follows, base64.
+pub const ARCHIVE_SIGNATURE_PREFIX: &[u8] = b"outpost-archive-signature-v1:";
+/// Length of the archive comment: the prefix and 88 base64 characters of an Ed25519 signature.
+pub const ARCHIVE_SIGNATURE_LEN: usize = ARCHIVE_SIGNATURE_PREFIX.len() + 88;
 
 const BUFFER: usize = 1024 * 1024;
 
@@ -147,7 +155,7 @@ pub enum BuildError {
 
 /// Builds a package into `out`. `progress` is called with the number of payload bytes done.
 #[allow(clippy::too_many_arguments)]
-pub fn build<W: Write + Seek>(
+pub fn build<W: Read + Write + Seek>(
     out: W,
     control: &Control,
     mut entries: Vec<SourceEntry>,
@@ -193,7 +201,7 @@ pub fn build<W: Write + Seek>(
 }
 
 /// Writes the archive without the policy checks of [`build`] (entries sorted and checked).
-pub(crate) fn write_package<W: Write + Seek>(
+pub(crate) fn write_package<W: Read + Write + Seek>(
     out: W,
     control: Control,
     entries: &[SourceEntry],
@@ -261,8 +269,51 @@ pub(crate) fn write_package<W: Write + Seek>(
         zip.start_file(name, stored).map_err(write_err)?;
         zip.write_all(bytes).map_err(|err| BuildError::Write(err.to_string()))?;
     }
-    zip.finish().map_err(write_err)?;
+    zip.set_raw_comment(vec![b'0'; ARCHIVE_SIGNATURE_LEN].into_boxed_slice()).map_err(write_err)?;
+    let mut out = zip.finish().map_err(write_err)?;
+    sign_archive(&mut out, signer).map_err(|err| BuildError::Write(err.to_string()))?;
     Ok(manifest)
+}
+
+/// Replaces the archive comment (the last [`ARCHIVE_SIGNATURE_LEN`] bytes) with the signature
+/// of everything before it.
+pub(crate) fn sign_archive<W: Read + Write + Seek>(out: &mut W, signer: &Signer) -> io::Result<()> {
+    let len = out.seek(SeekFrom::End(0))?;
+    let signed_len =
+        len.checked_sub(ARCHIVE_SIGNATURE_LEN as u64).ok_or_else(|| io::Error::other("archive too short"))?;
+    out.seek(SeekFrom::Start(0))?;
+    let digest = hash_prefix(out, signed_len, &mut |_| {})?;
+    let signature = signing::sign(&signer.key, Domain::PackageArchive, &digest);
+    out.seek(SeekFrom::Start(signed_len))?;
+    out.write_all(&archive_comment(&signature))?;
+    out.flush()
+}
+
+/// The archive comment that carries the archive signature.
+pub(crate) fn archive_comment(signature: &[u8; 64]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut comment = ARCHIVE_SIGNATURE_PREFIX.to_vec();
+    comment.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(signature).as_bytes());
+    debug_assert_eq!(comment.len(), ARCHIVE_SIGNATURE_LEN);
+    comment
+}
+
+/// BLAKE3 of the next `len` bytes of `reader`; `progress` gets the bytes read so far.
+pub(crate) fn hash_prefix<R: Read>(reader: &mut R, len: u64, progress: &mut dyn FnMut(u64)) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; BUFFER];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from((len - done).min(BUFFER as u64)).expect("at most the buffer size");
+        let n = reader.read(&mut buffer[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        hasher.update(&buffer[..n]);
+        done += n as u64;
+        progress(done);
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// The conventional file name of a package: `name_version_arch_maturity_locale.outpost`,

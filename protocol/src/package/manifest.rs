@@ -247,7 +247,7 @@ mod tests {
     fn refuses_bad_manifests() {
         let bytes = manifest().encode();
         assert!(matches!(Manifest::decode(&bytes[..bytes.len() - 1]), Err(ManifestError::Decode(_))));
-        let mut longer = bytes.clone();
+        let mut longer = bytes;
         longer.push(0);
         assert!(matches!(Manifest::decode(&longer), Err(ManifestError::Decode(_))));
         assert!(matches!(Manifest::decode(&[7, 0]), Err(ManifestError::Decode(_))), "unknown version");

@@ -78,12 +78,14 @@ fn builds_verifies_and_is_reproducible() {
     assert_ne!(bytes, later);
     assert_eq!(later_built.manifest.files, built.manifest.files, "only the signature date differs");
 
+    let bytes_len = bytes.len() as u64;
     let archive = PackageArchive::open(Cursor::new(bytes)).unwrap();
     assert_eq!(archive.hash(), built.manifest_hash);
     let mut seen = 0;
     let (verified, who) = archive.verify(&pki.trust, NOW, &mut |n| seen = n).unwrap();
+    assert_eq!(verified.len(), bytes_len);
     assert_eq!(who.role, Some(Role::Signer));
-    assert_eq!(seen, 300_000 + 5 + 18);
+    assert_eq!(seen, verified.len() + 300_000 + 5 + 18, "the archive's bytes, then the files'");
     assert_eq!(verified.manifest().hooks(), vec!["setup.sh"]);
 }
 
@@ -151,8 +153,10 @@ fn expired_or_foreign_signers_are_refused() {
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
-/// Rewrites an archive member by member, letting `edit` change names and contents.
-fn rewrite(bytes: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -> Vec<u8> {
+/// Rewrites an archive member by member, letting `edit` change names and contents, and signs
+/// the new archive bytes as `signer` (so that the checks behind the archive signature are
+/// what refuses it).
+fn rewrite(bytes: &[u8], signer: &Signer, edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -> Vec<u8> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
     let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for i in 0..zip.len() {
@@ -167,7 +171,10 @@ fn rewrite(bytes: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>
             out.write_all(&data).unwrap();
         }
     }
-    out.finish().unwrap().into_inner()
+    out.set_raw_comment(vec![b'0'; super::build::ARCHIVE_SIGNATURE_LEN].into_boxed_slice()).unwrap();
+    let mut cursor = out.finish().unwrap();
+    super::build::sign_archive(&mut cursor, signer).unwrap();
+    cursor.into_inner()
 }
 
 #[test]
@@ -179,7 +186,7 @@ fn tampering_is_detected() {
         PackageArchive::open(Cursor::new(b))?.verify(&pki.trust, NOW, &mut |_| {}).map(|_| ())
     };
 
-    let changed = rewrite(&bytes, |n, mut d| {
+    let changed = rewrite(&bytes, &signer, |n, mut d| {
         if n == "data/a.txt" {
             d[0] ^= 1;
         }
@@ -188,7 +195,16 @@ fn tampering_is_detected() {
     let err = verify(changed).unwrap_err();
     assert!(matches!(&err, PackageError::Content { path, .. } if path == "data/a.txt"), "{err}");
 
-    let manifest_changed = rewrite(&bytes, |n, mut d| {
+    // Re-zipped by another tool (no archive signature): refused before anything else.
+    let mut plain = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let mut original = zip::ZipArchive::new(Cursor::new(bytes.as_slice())).unwrap();
+    for i in 0..original.len() {
+        plain.raw_copy_file(original.by_index_raw(i).unwrap()).unwrap();
+    }
+    let plain = plain.finish().unwrap().into_inner();
+    assert!(matches!(verify(plain).unwrap_err(), PackageError::NoArchiveSignature));
+
+    let manifest_changed = rewrite(&bytes, &signer, |n, mut d| {
         if n == "OUTPOST/manifest" {
             let last = d.len() - 1;
             d[last] ^= 1;
@@ -197,13 +213,15 @@ fn tampering_is_detected() {
     });
     assert!(matches!(verify(manifest_changed).unwrap_err(), PackageError::Signature(_)));
 
-    let extra = rewrite(&bytes, |n, d| Some(if n == "data/a.txt" { ("data/b.txt".into(), d) } else { (n.into(), d) }));
+    let extra =
+        rewrite(&bytes, &signer, |n, d| Some(if n == "data/a.txt" { ("data/b.txt".into(), d) } else { (n.into(), d) }));
     assert!(matches!(verify(extra).unwrap_err(), PackageError::Missing(_)));
-    let dropped = rewrite(&bytes, |n, d| (n != "OUTPOST/signature").then(|| (n.into(), d)));
+    let dropped = rewrite(&bytes, &signer, |n, d| (n != "OUTPOST/signature").then(|| (n.into(), d)));
     assert!(matches!(verify(dropped).unwrap_err(), PackageError::MissingMember("OUTPOST/signature")));
 
     for evil in ["../evil.sh", "/etc/cron.d/evil", "data/../../evil"] {
-        let bad = rewrite(&bytes, |n, d| Some(if n == "data/a.txt" { (evil.into(), d) } else { (n.into(), d) }));
+        let bad =
+            rewrite(&bytes, &signer, |n, d| Some(if n == "data/a.txt" { (evil.into(), d) } else { (n.into(), d) }));
         let err = verify(bad).unwrap_err();
         assert!(matches!(err, PackageError::Path(PathError::Unsafe(_))), "{evil}: {err}");
     }
@@ -262,4 +280,29 @@ fn file_names_follow_wapt_convention() {
     unit.set("package", "OU=Paris/Lyon,DC=corp");
     let entry = crate::entry::PackageEntry::from_control(&unit).unwrap();
     assert_eq!(file_name(&entry), "OU=Paris_Lyon,DC=corp_1.2-3.outpost");
+}
+
+#[test]
+fn changing_any_byte_of_the_archive_is_detected() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let mut files = Mem::new(&[("setup.sh", b"#!/bin/sh\n"), ("a.txt", b"hello")]);
+    let (bytes, _) = build_bytes(&mut files, &signer, NOW);
+    PackageArchive::open(Cursor::new(bytes.clone())).unwrap().verify(&pki.trust, NOW, &mut |_| {}).unwrap();
+    let mut undetected = Vec::new();
+    for at in 0..bytes.len() {
+        let mut changed = bytes.clone();
+        changed[at] ^= 0x01;
+        let result = PackageArchive::open(Cursor::new(changed)).and_then(|a| a.verify(&pki.trust, NOW, &mut |_| {}));
+        if result.is_ok() {
+            undetected.push(at);
+        }
+    }
+    assert!(undetected.is_empty(), "changes at offsets {undetected:?} of {} went unnoticed", bytes.len());
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"junk");
+    assert!(PackageArchive::open(Cursor::new(longer)).and_then(|a| a.verify(&pki.trust, NOW, &mut |_| {})).is_err());
+    let mut prefixed = b"junk".to_vec();
+    prefixed.extend_from_slice(&bytes);
+    assert!(PackageArchive::open(Cursor::new(prefixed)).and_then(|a| a.verify(&pki.trust, NOW, &mut |_| {})).is_err());
 }

@@ -50,7 +50,7 @@ fn each_role_has_its_usages() {
     for (role, has, lacks) in table {
         let name = if role.is_node() { "node1.example.org" } else { "Alice" };
         let issued = issue(&ca.cert, &ca.key, &request(*role, name), NOW).unwrap();
-        let info = trust.verify(&[issued.cert.clone()], NOW, has).unwrap();
+        let info = trust.verify(std::slice::from_ref(&issued.cert), NOW, has).unwrap();
         assert_eq!(info.role, Some(*role));
         assert_eq!(info.organisation.as_deref(), Some("Example Org"));
         for p in *has {
@@ -58,7 +58,7 @@ fn each_role_has_its_usages() {
         }
         for p in *lacks {
             assert!(!info.has(*p), "{role} should lack {p:?}");
-            let err = trust.verify(&[issued.cert.clone()], NOW, &[*p]).unwrap_err();
+            let err = trust.verify(std::slice::from_ref(&issued.cert), NOW, &[*p]).unwrap_err();
             assert!(matches!(err, ChainError::MissingUsage { .. }), "{role} {p:?}: {err}");
         }
     }
@@ -99,10 +99,10 @@ fn expired_foreign_and_future_certificates_are_refused() {
     let trust = TrustStore::new(vec![ca.cert.clone()]).unwrap();
     let cert = issue(&ca.cert, &ca.key, &request(Role::Signer, "S"), NOW).unwrap().cert;
     let later = NOW + 31 * 86_400;
-    let err = trust.verify(&[cert.clone()], later, &[Purpose::PackageSigning]).unwrap_err();
+    let err = trust.verify(std::slice::from_ref(&cert), later, &[Purpose::PackageSigning]).unwrap_err();
     assert!(matches!(err, ChainError::Expired { .. }));
     assert!(err.to_string().contains("expired on 2026-"), "{err}");
-    let err = trust.verify(&[cert.clone()], NOW - 86_400, &[Purpose::PackageSigning]).unwrap_err();
+    let err = trust.verify(std::slice::from_ref(&cert), NOW - 86_400, &[Purpose::PackageSigning]).unwrap_err();
     assert!(matches!(err, ChainError::NotYetValid { .. }));
     let other = create_ca("Other Org", NOW, 100).unwrap();
     let other_trust = TrustStore::new(vec![other.cert]).unwrap();

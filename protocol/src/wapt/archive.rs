@@ -154,14 +154,14 @@ impl<R: Read + Seek> WaptArchive<R> {
         let info = cert_info(leaf).map_err(|e| WaptError::Certificate(e.to_string()))?;
         if !chains_to(leaf, &self.chain[1..], trusted) {
             return Err(WaptError::UntrustedSigner {
-                signer: info.subject.clone(),
-                fingerprint: info.fingerprint.clone(),
+                signer: info.subject,
+                fingerprint: info.fingerprint,
                 trusted: describe(trusted),
             });
         }
         verify_rsa(&info, raw, signature).map_err(|_| WaptError::BadSignature { what: MANIFEST.into() })?;
         if self.has_setup() && !info.has(Purpose::CodeSigning) {
-            return Err(WaptError::NeedsCodeSigning { subject: info.subject.clone() });
+            return Err(WaptError::NeedsCodeSigning { subject: info.subject });
         }
         let signed_at = parse_date(self.control.get_or_empty("signature_date"));
         let signer = check_dates(info, signed_at, now)?;

@@ -82,7 +82,7 @@ pub enum WaptError {
 /// Converts an opened WAPT package to an Outpost package signed by `signer`. When `wapt_signer`
 /// is given (the WAPT signature was verified), the control records it as `wapt_signer` and
 /// `wapt_signer_fingerprint`.
-pub fn convert<R: Read + Seek, W: Write + Seek>(
+pub fn convert<R: Read + Seek, W: Read + Write + Seek>(
     archive: &mut WaptArchive<R>,
     wapt_signer: Option<&WaptSigner>,
     out: W,
