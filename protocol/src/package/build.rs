@@ -215,8 +215,9 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
     let mut done = 0u64;
     let mut buffer = vec![0u8; BUFFER];
     for e in entries {
+        let method = compression_for(source, e).map_err(|source| BuildError::Read { path: e.path.clone(), source })?;
         let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Deflated)
+            .compression_method(method)
             .last_modified_time(DateTime::default())
             .unix_permissions(e.mode & 0o777)
             .large_file(e.size >= u64::from(u32::MAX));
@@ -273,6 +274,22 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
     let mut out = zip.finish().map_err(write_err)?;
     sign_archive(&mut out, signer).map_err(|err| BuildError::Write(err.to_string()))?;
     Ok(manifest)
+}
+
+/// Deflate when it pays: a sample of the start of the file is compressed, and files that do
+/// not shrink by a tenth (installers, archives, media: most of a package's bytes) are stored.
+/// The choice depends on the content only, so builds stay reproducible.
+fn compression_for(source: &mut dyn FileSource, entry: &SourceEntry) -> io::Result<CompressionMethod> {
+    const SAMPLE: u64 = 256 * 1024;
+    let mut sample = Vec::new();
+    source.open(&entry.path)?.take(SAMPLE).read_to_end(&mut sample)?;
+    if sample.len() < 512 {
+        return Ok(CompressionMethod::Deflated);
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&sample)?;
+    let compressed = encoder.finish()?.len();
+    Ok(if compressed * 10 > sample.len() * 9 { CompressionMethod::Stored } else { CompressionMethod::Deflated })
 }
 
 /// Replaces the archive comment (the last [`ARCHIVE_SIGNATURE_LEN`] bytes) with the signature

@@ -306,3 +306,26 @@ fn changing_any_byte_of_the_archive_is_detected() {
     prefixed.extend_from_slice(&bytes);
     assert!(PackageArchive::open(Cursor::new(prefixed)).and_then(|a| a.verify(&pki.trust, NOW, &mut |_| {})).is_err());
 }
+
+#[test]
+fn incompressible_files_are_stored_and_text_is_deflated() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..100_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let text = "a line of text that repeats\n".repeat(4000);
+    let mut files = Mem::new(&[("noise.bin", &noise), ("text.txt", text.as_bytes())]);
+    let (bytes, _) = build_bytes(&mut files, &signer, NOW);
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes.as_slice())).unwrap();
+    assert_eq!(zip.by_name("noise.bin").unwrap().compression(), zip::CompressionMethod::Stored);
+    let t = zip.by_name("text.txt").unwrap();
+    assert_eq!(t.compression(), zip::CompressionMethod::Deflated);
+    assert!(t.compressed_size() * 10 < t.size());
+}

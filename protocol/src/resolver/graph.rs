@@ -16,7 +16,10 @@ pub(super) enum RootKind {
     Host,
     Unit,
     Profile,
+    /// A new local request.
     Explicit,
+    /// A package installed locally earlier (origin Explicit), kept until removed.
+    Kept,
 }
 
 /// A root request.
@@ -40,6 +43,7 @@ impl Requester {
             Self::Root(RootKind::Unit) => "the host's unit",
             Self::Root(RootKind::Profile) => "a host profile",
             Self::Root(RootKind::Explicit) => "a local request",
+            Self::Root(RootKind::Kept) => "a package installed locally",
             Self::Package(name) => name,
         }
     }
@@ -118,7 +122,7 @@ impl<'a> Context<'a> {
         }
         for (&name, p) in &self.installed {
             if p.origin == Origin::Explicit && !p.entry.section.is_implicit() {
-                roots.push(Root { kind: RootKind::Explicit, request: PackageRequest::any(name) });
+                roots.push(Root { kind: RootKind::Kept, request: PackageRequest::any(name) });
             }
         }
         roots

@@ -28,10 +28,12 @@
 //!   packages (itself included), did not lose a conflict, and all its dependencies are viable.
 //!   A package that is not viable is ERROR and left out of the plan, with whatever only it
 //!   needed; installed packages stay as they are. Required = reachable from viable roots.
-//! * **Conflicts** (`conflicts` of either side, on target versions). Two required packages in
-//!   conflict: [`ResolveError::Conflict`]; the one reachable only from explicit roots loses to
-//!   one reachable from host/unit/profile roots, otherwise the later name loses; the loser is
-//!   not viable and everything recomputed. An installed package that is not required and
+//! * **Conflicts** (`conflicts` of either side, on target versions). Priority: host/unit/profile
+//!   packages, then new local requests, then packages kept because they were installed
+//!   locally. A kept package that conflicts with a higher one gives way without an error: it
+//!   is removed ([`RemoveReason::ConflictsWith`]). Otherwise two required packages in conflict
+//!   are a [`ResolveError::Conflict`]: the lower priority loses (the later name on a tie), is
+//!   not viable, and everything is recomputed. An installed package that is not required and
 //!   conflicts with a required one is removed ([`RemoveReason::ConflictsWith`], which wins
 //!   over "no longer expected"). Conflicts already present among kept installed packages
 //!   are left as they are.

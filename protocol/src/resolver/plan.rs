@@ -14,20 +14,35 @@ struct Reach {
     required: BTreeSet<String>,
     /// Reachable from viable host/unit/profile roots.
     managed: BTreeSet<String>,
-    /// Reachable from viable explicit roots.
+    /// Reachable from viable explicit roots (new requests and packages installed locally).
     explicit: BTreeSet<String>,
+    /// Reachable from viable new local requests.
+    requested: BTreeSet<String>,
 }
 
 impl Reach {
     fn new(roots: &[Root], walk: &Walk, blocked: &BTreeMap<String, Blocked>) -> Self {
-        let from = |explicit: bool| {
-            let starts =
-                roots.iter().filter(|r| (r.kind == RootKind::Explicit) == explicit).map(|r| r.request.name.as_str());
+        let from = |kinds: &[RootKind]| {
+            let starts = roots.iter().filter(|r| kinds.contains(&r.kind)).map(|r| r.request.name.as_str());
             reachable(walk, starts, blocked)
         };
-        let (managed, explicit) = (from(false), from(true));
+        let managed = from(&[RootKind::Host, RootKind::Unit, RootKind::Profile]);
+        let explicit = from(&[RootKind::Explicit, RootKind::Kept]);
+        let requested = from(&[RootKind::Explicit]);
         let required = managed.union(&explicit).cloned().collect();
-        Self { required, managed, explicit }
+        Self { required, managed, explicit, requested }
+    }
+
+    /// Who wins a conflict: host/unit/profile packages, then new local requests, then
+    /// packages kept because they were installed locally.
+    fn priority(&self, name: &str) -> u8 {
+        if self.managed.contains(name) {
+            2
+        } else if self.requested.contains(name) {
+            1
+        } else {
+            0
+        }
     }
 }
 
@@ -70,10 +85,8 @@ fn first_conflict(ctx: &Context<'_>, walk: &Walk, reach: &Reach) -> Option<(Stri
     }
     let (a, b) = pairs.into_iter().next()?;
     let (a, b) = (a.to_string(), b.to_string());
-    Some(match (reach.managed.contains(&a), reach.managed.contains(&b)) {
-        (false, true) => (a, b),
-        _ => (b, a),
-    })
+    // The lower priority loses; on a tie, the later name.
+    Some(if reach.priority(&a) < reach.priority(&b) { (a, b) } else { (b, a) })
 }
 
 /// Dependency order over `nodes` (`edges` are `(before, after)`), ties by name; a cycle is
@@ -112,14 +125,25 @@ fn topological<'s>(nodes: &BTreeSet<&'s str>, edges: &[(&'s str, &'s str)]) -> V
 
 /// Builds the resolution from the settled walk and what was found wrong.
 pub(super) fn build(ctx: &Context<'_>, roots: &[Root], walk: &Walk, mut findings: Findings) -> Resolution {
-    // Two required packages in conflict: the loser is not viable, which may drop others.
-    // Each round makes one more required name bad, so this ends.
+    // Two required packages in conflict. A package kept only because it was installed locally
+    // gives way: its root is dropped and it is removed below, without an error (a host,
+    // unit or profile package, or a new request, that conflicts with it is the newer wish).
+    // Otherwise the loser is not viable, which may drop others. Each round drops a root or
+    // makes one more name bad, so this ends.
+    let mut roots = roots.to_vec();
     let (blocked, reach) = loop {
         let blocked = graph::blocked(walk, &findings);
-        let reach = Reach::new(roots, walk, &blocked);
+        let reach = Reach::new(&roots, walk, &blocked);
         let Some((loser, winner)) = first_conflict(ctx, walk, &reach) else {
             break (blocked, reach);
         };
+        if reach.priority(&loser) == 0 && reach.priority(&winner) > 0 {
+            let before = roots.len();
+            roots.retain(|r| !(r.kind == RootKind::Kept && r.request.name == loser));
+            if roots.len() < before {
+                continue;
+            }
+        }
         findings.report(ResolveError::Conflict { package: loser.clone(), with: winner }, &[&loser]);
         findings.bad.insert(loser);
     };

@@ -395,18 +395,28 @@ fn conflicting_installed_package_is_removed_first() {
 
 #[test]
 fn conflict_between_required_packages() {
-    // Explicit loses to the host package.
+    // A package installed locally gives way to the host package, without an error.
     let entries = vec![
         section("pc1.corp.lan", "1", "host", "zeta"),
         pkg("zeta", "1", ""),
         pkg("alpha", "1", "conflicts: zeta\n"),
     ];
-    let res = World::new(entries)
-        .installed(vec![installed(pkg("alpha", "1", "conflicts: zeta\n"), InstallState::Ok, Origin::Explicit)])
-        .run();
-    assert_eq!(res.errors, [ResolveError::Conflict { package: "alpha".into(), with: "zeta".into() }]);
+    let kept = || vec![installed(pkg("alpha", "1", "conflicts: zeta\n"), InstallState::Ok, Origin::Explicit)];
+    let res = World::new(entries.clone()).installed(kept()).run();
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
     assert_eq!(plan(&res), ["remove alpha 1 (conflicts with zeta)", "install zeta 1", "install pc1.corp.lan 1"]);
+    assert_eq!(status(&res, "alpha"), PackageStatus::NeedRemove);
+    assert_eq!(res.host_status, HostStatus::NeedUpgrade);
+    // A new local request that conflicts with the host package is an error, and loses.
+    let res = World::new(entries.clone()).requested(&["alpha"]).run();
+    assert_eq!(res.errors, [ResolveError::Conflict { package: "alpha".into(), with: "zeta".into() }]);
+    assert_eq!(plan(&res), ["install zeta 1", "install pc1.corp.lan 1"]);
     assert_eq!(status(&res, "alpha"), PackageStatus::Error);
+    // A new local request wins over a package installed locally before.
+    let entries = vec![pkg("zeta", "1", ""), pkg("alpha", "1", "conflicts: zeta\n")];
+    let res = World::new(entries).installed(kept()).requested(&["zeta"]).run();
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    assert_eq!(plan(&res), ["remove alpha 1 (conflicts with zeta)", "install zeta 1"]);
     // Both managed: the later name loses, and with it the host package that needs it.
     let entries =
         vec![section("pc1.corp.lan", "1", "host", "a, b"), pkg("a", "1", "conflicts: b\n"), pkg("b", "1", "")];
