@@ -408,7 +408,7 @@ fn conflict_between_required_packages() {
     assert_eq!(status(&res, "alpha"), PackageStatus::NeedRemove);
     assert_eq!(res.host_status, HostStatus::NeedUpgrade);
     // A new local request that conflicts with the host package is an error, and loses.
-    let res = World::new(entries.clone()).requested(&["alpha"]).run();
+    let res = World::new(entries).requested(&["alpha"]).run();
     assert_eq!(res.errors, [ResolveError::Conflict { package: "alpha".into(), with: "zeta".into() }]);
     assert_eq!(plan(&res), ["install zeta 1", "install pc1.corp.lan 1"]);
     assert_eq!(status(&res, "alpha"), PackageStatus::Error);
