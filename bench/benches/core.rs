@@ -24,7 +24,7 @@ fn control(c: &mut Criterion) {
     let parsed = Control::parse(SEVEN_ZIP).unwrap();
     let trust = parse_pem_certificates(VENDOR).unwrap();
     c.bench_function("wapt/verify-control tis-7zip", |b| {
-        b.iter(|| wapt::verify_control(&parsed, &trust, NOW).unwrap())
+        b.iter(|| wapt::verify_control(&parsed, &trust, NOW).unwrap());
     });
 }
 
@@ -51,7 +51,7 @@ fn resolve(c: &mut Criterion) {
             });
             assert!(r.errors.is_empty());
             r
-        })
+        });
     });
 }
 
@@ -96,7 +96,7 @@ fn packages(c: &mut Criterion) {
             let mut out = Cursor::new(Vec::with_capacity(70 * MIB));
             package::build(&mut out, &ctl, entries.clone(), &mut source, &signer, NOW, &mut |_| {}).unwrap();
             out
-        })
+        });
     });
     let mut out = Cursor::new(Vec::new());
     package::build(&mut out, &ctl, entries.clone(), &mut source, &signer, NOW, &mut |_| {}).unwrap();
@@ -104,7 +104,7 @@ fn packages(c: &mut Criterion) {
     group.bench_function("verify", |b| {
         b.iter(|| {
             PackageArchive::open(Cursor::new(bytes.as_slice())).unwrap().verify(&trust, NOW, &mut |_| {}).unwrap();
-        })
+        });
     });
     group.finish();
 }
