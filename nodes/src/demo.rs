@@ -106,7 +106,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
 fn demo(dir: &Path) -> Result<()> {
     let now = now();
-    crate::out!("Outpost demo in {}\n", dir.display());
+    crate::out!("Outpost demo in {}", dir.display());
 
     step(1, "organisation PKI");
     let ca = pki::create_ca("Demo Org", now, 30)?;
