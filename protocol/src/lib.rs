@@ -12,7 +12,12 @@
 //! * [`pki`]: the organisation CA, roles, certificates, encrypted keys, chain checks.
 //! * [`package`]: Outpost packages: the signed manifest, building and verifying.
 //! * [`wapt`]: reading WAPT's signed controls, package archives and indexes.
+//! * [`chunking`]: content-defined chunking and file recipes.
+//! * [`snapshot`]: signed repository snapshots and heads.
+//! * [`wire`]: the repository protocol's messages and limits.
+//! * [`schedule`]: sync windows and the bandwidth token bucket.
 
+pub mod chunking;
 pub mod control;
 pub mod der;
 pub mod entry;
@@ -21,8 +26,11 @@ pub mod pem;
 pub mod pki;
 pub mod request;
 pub mod resolver;
+pub mod schedule;
 pub mod signing;
+pub mod snapshot;
 pub mod time_fmt;
 pub mod verified;
 pub mod version;
 pub mod wapt;
+pub mod wire;

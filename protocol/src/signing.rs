@@ -11,6 +11,8 @@ pub enum Domain {
     PackageManifest,
     /// The BLAKE3 of a package archive's bytes (all but the archive comment).
     PackageArchive,
+    /// A repository snapshot.
+    Snapshot,
 }
 
 impl Domain {
@@ -18,6 +20,7 @@ impl Domain {
         match self {
             Self::PackageManifest => b"outpost package manifest v1\0",
             Self::PackageArchive => b"outpost package archive v1\0",
+            Self::Snapshot => b"outpost repository snapshot v1\0",
         }
     }
 }

@@ -208,18 +208,22 @@ impl<R: Read + Seek> PackageArchive<R> {
     /// Checks the chain (to `trust`, at `now`), the usages (package signing, and code signing
     /// when the package has hooks) and the signature over the manifest bytes.
     pub fn verify_signature(&self, trust: &TrustStore, now: i64) -> Result<CertInfo, PackageError> {
-        let leaf = cert_info(&self.chain[0]).map_err(PackageError::Certificates)?;
-        let named = self.manifest.control.get_or_empty("signer_fingerprint");
-        if named != leaf.fingerprint {
-            return Err(PackageError::SignerMismatch { named: named.to_string(), carried: leaf.fingerprint });
+        check_manifest_signature(&self.manifest, &self.manifest_bytes, &self.signature, &self.chain, trust, now)
+    }
+
+    /// The parts a repository keeps of this package: manifest bytes, signature, certificates.
+    pub fn record(&self) -> super::record::PackageRecord {
+        super::record::PackageRecord {
+            manifest: self.manifest_bytes.clone(),
+            signature: self.signature.clone(),
+            chain: self.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
         }
-        let mut purposes = vec![Purpose::PackageSigning];
-        if self.manifest.has_hooks() {
-            purposes.push(Purpose::CodeSigning);
-        }
-        let info = trust.verify(&self.chain, now, &purposes).map_err(PackageError::Chain)?;
-        signing::verify(&info.public_key, Domain::PackageManifest, &self.manifest_bytes, &self.signature)?;
-        Ok(info)
+    }
+
+    /// Opens the member holding the file at `path` of the manifest (verify first).
+    pub fn open_file(&mut self, path: &str) -> Result<impl Read + '_, PackageError> {
+        let zip = self.zip.as_mut().expect("present");
+        zip.by_name(path).map_err(|e| PackageError::Content { path: path.to_string(), what: e.to_string() })
     }
 
     /// Reads every file and checks its size, mode and BLAKE3 against the manifest.
@@ -307,4 +311,30 @@ fn read_member<R: Read + Seek>(
         return Err(PackageError::TooLarge { name, size: bytes.len() as u64, limit });
     }
     Ok(bytes)
+}
+
+/// Checks a manifest's signature: the certificate named by the manifest, its chain to `trust`
+/// at `now`, the usages (package signing, and code signing when the package has hooks), and
+/// the Ed25519 signature over the exact manifest bytes.
+pub(crate) fn check_manifest_signature(
+    manifest: &Manifest,
+    bytes: &[u8],
+    signature: &[u8],
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    now: i64,
+) -> Result<CertInfo, PackageError> {
+    let leaf = cert_info(chain.first().ok_or(PackageError::Certificates(ChainError::Empty))?)
+        .map_err(PackageError::Certificates)?;
+    let named = manifest.control.get_or_empty("signer_fingerprint");
+    if named != leaf.fingerprint {
+        return Err(PackageError::SignerMismatch { named: named.to_string(), carried: leaf.fingerprint });
+    }
+    let mut purposes = vec![Purpose::PackageSigning];
+    if manifest.has_hooks() {
+        purposes.push(Purpose::CodeSigning);
+    }
+    let info = trust.verify(chain, now, &purposes).map_err(PackageError::Chain)?;
+    signing::verify(&info.public_key, Domain::PackageManifest, bytes, signature)?;
+    Ok(info)
 }

@@ -4,14 +4,17 @@
 //! * [`manifest`]: the manifest and its versioned encoding, path rules.
 //! * [`build`]: building and signing a package.
 //! * [`archive`]: opening and verifying one.
+//! * [`record`]: what a repository keeps of a package besides its files.
 
 pub mod archive;
 pub mod build;
 pub mod manifest;
+pub mod record;
 
 pub use archive::{PackageArchive, PackageError};
 pub use build::{BuildError, BuildOutput, FileSource, Signer, SourceEntry, build, file_name};
 pub use manifest::{FileEntry, HOOK_FILES, Manifest, ManifestError, PathError, check_path};
+pub use record::PackageRecord;
 
 #[cfg(test)]
 mod tests;

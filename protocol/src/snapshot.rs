@@ -1,0 +1,321 @@
+//! Repository snapshots: the signed index of what a repository holds.
+//!
+//! A snapshot has a sequence number that only grows, a creation time, an expiry, the entries
+//! (each package's control fields, manifest hash and size) and the host packages (by the
+//! BLAKE3 of their lower-cased name, so that host names are not listed). It is signed by the
+//! main repository's snapshot key: a certificate with the snapshot-signing usage. That key can
+//! only say "this is the current set"; every package is still verified against its own
+//! signer.
+//!
+//! Consumers refuse a snapshot whose signature does not chain to a trusted CA, one older than
+//! the one they hold (rollback), one with the same sequence but other content, and an expired
+//! one (freeze).
+
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+
+use crate::control::Control;
+use crate::entry::{EntryError, PackageEntry};
+use crate::pki::{CertInfo, ChainError, PrivateKey, Purpose, TrustStore};
+use crate::signing::{self, Domain, SignatureError};
+use crate::time_fmt::format_unix;
+use crate::verified::Verified;
+
+/// Largest signed snapshot accepted, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// A package in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// The package's control fields (as in its manifest).
+    pub control: Vec<(String, String)>,
+    /// BLAKE3 of the package's manifest bytes.
+    pub manifest: [u8; 32],
+    /// Total size of the package's files.
+    pub size: u64,
+}
+
+/// A host package, found by the BLAKE3 of its lower-cased name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// BLAKE3 of the lower-cased package name (a host's UUID or FQDN).
+    pub name_hash: [u8; 32],
+    /// BLAKE3 of the package's manifest bytes.
+    pub manifest: [u8; 32],
+    /// Total size of the package's files.
+    pub size: u64,
+}
+
+/// What a repository holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Name of the repository that made it.
+    pub repository: String,
+    /// Grows by one with every snapshot.
+    pub sequence: u64,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it stops being valid (Unix seconds).
+    pub expires: i64,
+    /// Packages, sorted by name then version.
+    pub entries: Vec<SnapshotEntry>,
+    /// Host packages, sorted by name hash.
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum SnapshotWire {
+    V1(Snapshot),
+}
+
+#[derive(Serialize, Deserialize)]
+enum SignedWire {
+    V1 { snapshot: Vec<u8>, signature: Vec<u8>, chain: Vec<Vec<u8>> },
+}
+
+/// A snapshot with its signature, as sent and stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedSnapshot {
+    snapshot: Vec<u8>,
+    signature: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+    encoded: Vec<u8>,
+}
+
+/// The small message a repository answers first: what its current snapshot is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Sequence of the current snapshot.
+    pub sequence: u64,
+    /// BLAKE3 of the signed snapshot's encoding.
+    pub hash: [u8; 32],
+    /// When it was made.
+    pub created: i64,
+    /// When it expires.
+    pub expires: i64,
+}
+
+/// Why a snapshot is refused. The reason names are used as metric labels.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Cannot be decoded.
+    #[error("snapshot cannot be decoded: {0}")]
+    Decode(String),
+    /// Over the size limit.
+    #[error("snapshot of {0} bytes is over the {MAX_SNAPSHOT_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// The signer's certificate is refused.
+    #[error("snapshot signer refused: {0}")]
+    Chain(ChainError),
+    /// The signature does not match.
+    #[error("snapshot signature: {0} (forged or damaged)")]
+    Signature(SignatureError),
+    /// Expired.
+    #[error("snapshot {sequence} expired on {} (the main repository has not re-signed it: is it running?)", format_unix(*expires))]
+    Expired { sequence: u64, expires: i64 },
+    /// Older than the one held.
+    #[error("snapshot {sequence} is older than the snapshot {held} already held (rollback refused)")]
+    Rollback { sequence: u64, held: u64 },
+    /// Same sequence as the one held but different content.
+    #[error("snapshot {sequence} differs from the snapshot {sequence} already held (equivocation refused)")]
+    Equivocation { sequence: u64 },
+    /// An entry whose control does not describe a package.
+    #[error("snapshot entry {index}: {source}")]
+    Entry { index: usize, source: EntryError },
+}
+
+impl SnapshotError {
+    /// A short label for metrics (`forged`, `rollback`, `expired`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Decode(_) | Self::TooLarge(_) | Self::Entry { .. } => "malformed",
+            Self::Chain(_) | Self::Signature(_) => "forged",
+            Self::Expired { .. } => "expired",
+            Self::Rollback { .. } => "rollback",
+            Self::Equivocation { .. } => "equivocation",
+        }
+    }
+}
+
+impl Snapshot {
+    /// The head describing this snapshot once signed as `signed`.
+    pub fn head(&self, signed: &SignedSnapshot) -> Head {
+        Head { sequence: self.sequence, hash: signed.hash(), created: self.created, expires: self.expires }
+    }
+
+    /// Typed entries (controls are checked when the snapshot is verified).
+    pub fn package_entries(&self) -> Vec<PackageEntry> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let control = Control::from_fields(e.control.clone()).ok()?;
+                PackageEntry::from_control(&control).ok()
+            })
+            .collect()
+    }
+
+    /// The host package for `name` (UUID or FQDN), if any.
+    pub fn host_package(&self, name: &str) -> Option<&HostEntry> {
+        let hash = host_name_hash(name);
+        self.hosts.iter().find(|h| h.name_hash == hash)
+    }
+
+    /// Every manifest hash this snapshot references.
+    pub fn manifests(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.entries.iter().map(|e| &e.manifest).chain(self.hosts.iter().map(|h| &h.manifest))
+    }
+
+    /// Signs the snapshot.
+    pub fn sign(&self, key: &PrivateKey, chain: &[CertificateDer<'_>]) -> SignedSnapshot {
+        let snapshot = postcard::to_stdvec(&SnapshotWire::V1(self.clone())).expect("encoding to a Vec cannot fail");
+        let signature = signing::sign(key, Domain::Snapshot, &snapshot).to_vec();
+        let chain = chain.iter().map(|c| c.as_ref().to_vec()).collect();
+        SignedSnapshot::assemble(snapshot, signature, chain)
+    }
+}
+
+/// BLAKE3 of a host package name, lower-cased and trimmed.
+pub fn host_name_hash(name: &str) -> [u8; 32] {
+    *blake3::hash(name.trim().to_lowercase().as_bytes()).as_bytes()
+}
+
+impl SignedSnapshot {
+    fn assemble(snapshot: Vec<u8>, signature: Vec<u8>, chain: Vec<Vec<u8>>) -> Self {
+        let wire = SignedWire::V1 { snapshot, signature, chain };
+        let encoded = postcard::to_stdvec(&wire).expect("encoding to a Vec cannot fail");
+        let SignedWire::V1 { snapshot, signature, chain } = wire;
+        Self { snapshot, signature, chain, encoded }
+    }
+
+    /// The bytes as sent and stored.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// BLAKE3 of [`Self::encoded`].
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.encoded).as_bytes()
+    }
+
+    /// Decodes signed-snapshot bytes (not verified).
+    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(SnapshotError::TooLarge(bytes.len()));
+        }
+        let wire: SignedWire = postcard::from_bytes(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let SignedWire::V1 { snapshot, signature, chain } = wire;
+        Ok(Self { snapshot, signature, chain, encoded: bytes.to_vec() })
+    }
+
+    /// The snapshot without checking anything: for local display of what is already stored.
+    pub fn unverified(&self) -> Result<Snapshot, SnapshotError> {
+        let wire: SnapshotWire =
+            postcard::from_bytes(&self.snapshot).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let SnapshotWire::V1(s) = wire;
+        Ok(s)
+    }
+
+    /// Verifies the signature (chain to `trust` with the snapshot-signing usage), the expiry
+    /// at `now`, and that it is not older than `held` (sequence and hash of the snapshot held).
+    pub fn verify(
+        &self,
+        trust: &TrustStore,
+        now: i64,
+        held: Option<(u64, [u8; 32])>,
+    ) -> Result<(Verified<Snapshot>, CertInfo), SnapshotError> {
+        let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let signer = trust.verify(&chain, now, &[Purpose::SnapshotSigning]).map_err(SnapshotError::Chain)?;
+        signing::verify(&signer.public_key, Domain::Snapshot, &self.snapshot, &self.signature)
+            .map_err(SnapshotError::Signature)?;
+        let snapshot = self.unverified()?;
+        if let Some((sequence, hash)) = held {
+            if snapshot.sequence < sequence {
+                return Err(SnapshotError::Rollback { sequence: snapshot.sequence, held: sequence });
+            }
+            if snapshot.sequence == sequence && self.hash() != hash {
+                return Err(SnapshotError::Equivocation { sequence });
+            }
+        }
+        if snapshot.expires <= now {
+            return Err(SnapshotError::Expired { sequence: snapshot.sequence, expires: snapshot.expires });
+        }
+        for (index, e) in snapshot.entries.iter().enumerate() {
+            let control = Control::from_fields(e.control.clone())
+                .map_err(|err| SnapshotError::Decode(format!("entry {index}: {err}")))?;
+            PackageEntry::from_control(&control).map_err(|source| SnapshotError::Entry { index, source })?;
+        }
+        Ok((Verified::new(snapshot), signer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, IssueRequest, Issued, Role};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn node(ca: &Issued, role: Role) -> Issued {
+        let req = IssueRequest { role, name: "main.example.org".into(), rights: vec![], alt_names: vec![], days: 30 };
+        pki::issue(&ca.cert, &ca.key, &req, NOW).unwrap()
+    }
+
+    fn snapshot(sequence: u64) -> Snapshot {
+        let control = vec![
+            ("package".into(), "tis-a".into()),
+            ("version".into(), "1.0-1".into()),
+            ("architecture".into(), "all".into()),
+            ("section".into(), "base".into()),
+            ("priority".into(), "optional".into()),
+        ];
+        Snapshot {
+            repository: "main".into(),
+            sequence,
+            created: NOW,
+            expires: NOW + 3600,
+            entries: vec![SnapshotEntry { control, manifest: [1; 32], size: 10 }],
+            hosts: vec![HostEntry { name_hash: host_name_hash("PC1.example.org"), manifest: [2; 32], size: 0 }],
+        }
+    }
+
+    #[test]
+    fn signed_snapshots_verify_and_refusals_say_why() {
+        let ca = pki::create_ca("Org", NOW, 100).unwrap();
+        let trust = TrustStore::new(vec![ca.cert.clone()]).unwrap();
+        let server = node(&ca, Role::Server);
+        let s5 = snapshot(5).sign(&server.key, std::slice::from_ref(&server.cert));
+        let decoded = SignedSnapshot::decode(s5.encoded()).unwrap();
+        let (v, signer) = decoded.verify(&trust, NOW, None).unwrap();
+        assert_eq!(v.sequence, 5);
+        assert_eq!(signer.role, Some(Role::Server));
+        assert!(v.host_package("pc1.EXAMPLE.org").is_some());
+        assert_eq!(v.package_entries().len(), 1);
+
+        let s4 = snapshot(4).sign(&server.key, std::slice::from_ref(&server.cert));
+        let held = Some((5, s5.hash()));
+        assert!(matches!(s4.verify(&trust, NOW, held), Err(SnapshotError::Rollback { sequence: 4, held: 5 })));
+        assert!(s5.verify(&trust, NOW, held).is_ok(), "the same snapshot again is fine");
+        let mut other = snapshot(5);
+        other.created += 1;
+        let other = other.sign(&server.key, std::slice::from_ref(&server.cert));
+        assert!(matches!(other.verify(&trust, NOW, held), Err(SnapshotError::Equivocation { .. })));
+        let err = s5.verify(&trust, NOW + 3600, None).unwrap_err();
+        assert_eq!(err.reason(), "expired");
+
+        // An edge certificate cannot sign snapshots; another CA's server neither.
+        let edge = node(&ca, Role::Edge);
+        let forged = snapshot(6).sign(&edge.key, std::slice::from_ref(&edge.cert));
+        assert_eq!(forged.verify(&trust, NOW, held).unwrap_err().reason(), "forged");
+        let other_ca = pki::create_ca("Evil", NOW, 100).unwrap();
+        let evil = node(&other_ca, Role::Server);
+        let forged = snapshot(6).sign(&evil.key, std::slice::from_ref(&evil.cert));
+        assert_eq!(forged.verify(&trust, NOW, held).unwrap_err().reason(), "forged");
+        // A changed byte anywhere is refused.
+        let bytes = s5.encoded().to_vec();
+        for at in [3, bytes.len() / 2, bytes.len() - 3] {
+            let mut b = bytes.clone();
+            b[at] ^= 1;
+            assert!(SignedSnapshot::decode(&b).and_then(|s| s.verify(&trust, NOW, None).map(drop)).is_err(), "{at}");
+        }
+    }
+}

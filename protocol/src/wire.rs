@@ -1,0 +1,180 @@
+//! The repository protocol's messages: what a client asks on a QUIC stream and what the
+//! repository answers. Every message is a versioned enum (only ever add variants), framed as a
+//! little-endian `u32` length and the postcard bytes; bulk data (snapshots, records, recipes,
+//! chunks, published archives) follows a header that announces its length.
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::Head;
+
+/// ALPN of the repository protocol (one per protocol).
+pub const ALPN_REPO: &[u8] = b"outpost-repo/1";
+/// Largest framed message (not bulk data).
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Largest package archive a publish may send.
+pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// A request, one per stream (except [`Request::Subscribe`], which keeps its stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The current head.
+    Head,
+    /// A signed snapshot by hash.
+    Snapshot { hash: [u8; 32] },
+    /// A package record by manifest hash.
+    Package { manifest: [u8; 32] },
+    /// A file's recipe by file hash.
+    Recipe { file: [u8; 32] },
+    /// Bytes of a chunk: `len` 0 means to the end.
+    Chunk { hash: [u8; 32], offset: u32, len: u32 },
+    /// Keep the stream open; the repository sends a [`Response::Head`] now and at each change.
+    Subscribe,
+    /// Publish a package archive of `size` bytes, which follow.
+    Publish { size: u64 },
+    /// Remove packages by name, and version if given.
+    Unpublish { name: String, version: Option<String> },
+    /// The repository's state.
+    Status,
+}
+
+/// An answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The current head (also pushed on subscriptions).
+    Head(Head),
+    /// `len` bytes of data follow.
+    Data { len: u64 },
+    /// The repository's state.
+    Status(RepoStatus),
+    /// A publish was accepted: the new snapshot.
+    Published { sequence: u64, name: String, version: String, replaced: bool },
+    /// An unpublish was done.
+    Unpublished { sequence: u64, removed: Vec<String> },
+    /// Refused or failed.
+    Error { code: ErrorCode, message: String },
+}
+
+/// Kinds of error answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Nothing by that hash or name.
+    NotFound,
+    /// The content was refused (bad signature, tampered, expired…).
+    Refused,
+    /// The client's certificate lacks the right.
+    Forbidden,
+    /// A malformed request.
+    BadRequest,
+    /// Not possible here or now (e.g. publishing to an edge, no snapshot yet).
+    Unavailable,
+    /// A fault on the repository's side.
+    Internal,
+}
+
+/// A repository's state, for `outpost repo status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStatus {
+    /// `main` or `edge`.
+    pub role: String,
+    /// The repository's name.
+    pub name: String,
+    /// The snapshot it serves.
+    pub head: Option<Head>,
+    /// Packages in that snapshot (and host packages).
+    pub packages: u64,
+    /// Host packages in that snapshot.
+    pub hosts: u64,
+    /// The upstream it replicates from (edges).
+    pub upstream: Option<String>,
+    /// The upstream's head as last seen (edges).
+    pub upstream_head: Option<Head>,
+    /// Blobs (chunks) stored.
+    pub blobs: u64,
+    /// Bytes of blobs stored.
+    pub bytes: u64,
+    /// `immediate` or `on-demand` (edges).
+    pub fill: String,
+    /// The last sync error, if the last sync failed (edges).
+    pub last_error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum RequestWire {
+    V1(Request),
+}
+
+#[derive(Serialize, Deserialize)]
+enum ResponseWire {
+    V1(Response),
+}
+
+/// Why a frame is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Over [`MAX_FRAME_BYTES`].
+    #[error("message of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not decodable (damaged, or from a newer Outpost).
+    #[error("message cannot be decoded: {0}")]
+    Decode(String),
+}
+
+/// Frames a request (length prefix and bytes).
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    frame(&postcard::to_stdvec(&RequestWire::V1(request.clone())).expect("encoding to a Vec cannot fail"))
+}
+
+/// Frames a response.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    frame(&postcard::to_stdvec(&ResponseWire::V1(response.clone())).expect("encoding to a Vec cannot fail"))
+}
+
+/// Decodes a request body (without its length prefix).
+pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
+    check_len(body.len())?;
+    let RequestWire::V1(r) = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok(r)
+}
+
+/// Decodes a response body (without its length prefix).
+pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
+    check_len(body.len())?;
+    let ResponseWire::V1(r) = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok(r)
+}
+
+/// Reads a frame length prefix, refusing lengths over the limit.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    check_len(len)?;
+    Ok(len)
+}
+
+fn check_len(len: usize) -> Result<(), WireError> {
+    if len > MAX_FRAME_BYTES { Err(WireError::TooLarge(len)) } else { Ok(()) }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (u32::try_from(body.len()).expect("frames are small")).to_le_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let r = Request::Chunk { hash: [7; 32], offset: 10, len: 0 };
+        let framed = encode_request(&r);
+        let len = frame_len(framed[..4].try_into().unwrap()).unwrap();
+        assert_eq!(decode_request(&framed[4..4 + len]).unwrap(), r);
+        let a = Response::Error { code: ErrorCode::Forbidden, message: "no".into() };
+        let framed = encode_response(&a);
+        assert_eq!(decode_response(&framed[4..]).unwrap(), a);
+        assert!(matches!(frame_len((u32::MAX).to_le_bytes()), Err(WireError::TooLarge(_))));
+        assert!(matches!(decode_request(&[0, 200]), Err(WireError::Decode(_))));
+        assert!(matches!(decode_request(&[1, 0]), Err(WireError::Decode(_))), "unknown version");
+    }
+}
