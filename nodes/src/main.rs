@@ -5,22 +5,27 @@
 //! output; everything else goes to standard error.
 
 mod cli;
+mod config;
+mod daemon;
 mod demo;
 mod output;
 mod pkg_cmd;
 mod pki_cmd;
 mod progress;
+mod repo_cmd;
 mod secrets;
 mod wapt_cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, PkgCommand, PkiCommand, WaptCommand};
+use cli::{Cli, Command, PkgCommand, PkiCommand, RepoCommand, WaptCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Daemons say what they do; one-shot commands only warn unless asked.
+    let daemon = matches!(cli.command, Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_)));
+    init_logging(cli.verbose + u8::from(daemon));
     let result = match &cli.command {
         Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
         Command::Pki(PkiCommand::Issue(a)) => pki_cmd::issue(a),
@@ -28,6 +33,14 @@ fn main() -> ExitCode {
         Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
         Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),
         Command::Pkg(PkgCommand::Show(a)) => pkg_cmd::show(a),
+        Command::Pkg(PkgCommand::Publish(a)) => repo_cmd::publish(a),
+        Command::Pkg(PkgCommand::Unpublish(a)) => repo_cmd::unpublish(a),
+        Command::Repo(RepoCommand::Main(a)) => repo_cmd::main(a),
+        Command::Repo(RepoCommand::Edge(a)) => repo_cmd::edge(a),
+        Command::Repo(RepoCommand::Status(a)) => repo_cmd::status(a),
+        Command::Repo(RepoCommand::Pull(a)) => repo_cmd::pull(a),
+        Command::Repo(RepoCommand::Fsck(a)) => repo_cmd::fsck(a),
+        Command::Repo(RepoCommand::Gc(a)) => repo_cmd::gc(a),
         Command::Wapt(WaptCommand::VerifyControl(a)) => wapt_cmd::verify_control(a),
         Command::Wapt(WaptCommand::Index(a)) => wapt_cmd::index(a),
         Command::Wapt(WaptCommand::Import(a)) => wapt_cmd::import(a),

@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(Recipe::decode(&recipe.encode(), &recipe.file, recipe.size).unwrap(), recipe);
 
         // Change 1 KiB in the middle: most chunks are shared.
-        let mut changed = data.clone();
+        let mut changed = data;
         changed[1_500_000..1_501_024].copy_from_slice(&noise(1024, 9));
         let other = chunk(changed.as_slice(), |_, _| Ok(())).unwrap();
         let old: std::collections::HashSet<_> = recipe.chunks.iter().map(|c| c.hash).collect();

@@ -174,6 +174,101 @@ impl Snapshot {
     }
 }
 
+/// What a publish or unpublish changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The package (or host package) names and versions added.
+    pub added: Vec<String>,
+    /// Those removed or replaced.
+    pub removed: Vec<String>,
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn empty(repository: &str, sequence: u64, now: i64, lifetime_secs: i64) -> Self {
+        Self {
+            repository: repository.to_string(),
+            sequence,
+            created: now,
+            expires: now + lifetime_secs,
+            entries: Vec::new(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// The next snapshot: same content, sequence + 1, new dates.
+    pub fn next(&self, now: i64, lifetime_secs: i64) -> Self {
+        Self { sequence: self.sequence + 1, created: now, expires: now + lifetime_secs, ..self.clone() }
+    }
+
+    /// Adds a package. A host package replaces any older host package of that name; another
+    /// package replaces the entry with the same name, version, architecture, locale and
+    /// maturity.
+    pub fn with_package(&mut self, entry: &PackageEntry, manifest: [u8; 32], size: u64) -> Change {
+        let label = format!("{} {}", entry.name, entry.version);
+        let mut removed = Vec::new();
+        if entry.section == crate::entry::Section::Host {
+            let name_hash = host_name_hash(&entry.name);
+            if let Some(old) = self.hosts.iter().position(|h| h.name_hash == name_hash) {
+                self.hosts.remove(old);
+                removed.push(entry.name.clone());
+            }
+            self.hosts.push(HostEntry { name_hash, manifest, size });
+            self.hosts.sort_by_key(|h| h.name_hash);
+        } else {
+            let same = |e: &PackageEntry| {
+                e.name == entry.name
+                    && e.version == entry.version
+                    && e.architectures == entry.architectures
+                    && e.locales == entry.locales
+                    && e.effective_maturity() == entry.effective_maturity()
+            };
+            let typed = self.package_entries();
+            if let Some(pos) = typed.iter().position(same) {
+                removed.push(format!("{} {}", typed[pos].name, typed[pos].version));
+                self.entries.remove(pos);
+            }
+            let control = entry.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            self.entries.push(SnapshotEntry { control, manifest, size });
+            self.sort_entries();
+        }
+        Change { added: vec![label], removed }
+    }
+
+    /// Removes the packages called `name` (of `version` only, if given; host packages by
+    /// name). Returns what was removed.
+    pub fn without(&mut self, name: &str, version: Option<&crate::version::Version>) -> Vec<String> {
+        let mut removed = Vec::new();
+        let typed = self.package_entries();
+        let mut keep = Vec::with_capacity(self.entries.len());
+        for (raw, entry) in self.entries.drain(..).zip(typed) {
+            if entry.name == name && version.is_none_or(|v| &entry.version == v) {
+                removed.push(format!("{} {}", entry.name, entry.version));
+            } else {
+                keep.push(raw);
+            }
+        }
+        self.entries = keep;
+        if version.is_none() {
+            let hash = host_name_hash(name);
+            let before = self.hosts.len();
+            self.hosts.retain(|h| h.name_hash != hash);
+            if self.hosts.len() < before {
+                removed.push(format!("{name} (host package)"));
+            }
+        }
+        removed
+    }
+
+    fn sort_entries(&mut self) {
+        let key = |e: &SnapshotEntry| {
+            let get = |k: &str| e.control.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            (get("package"), crate::version::Version::parse_loose(&get("version")))
+        };
+        self.entries.sort_by_cached_key(key);
+    }
+}
+
 /// BLAKE3 of a host package name, lower-cased and trimmed.
 pub fn host_name_hash(name: &str) -> [u8; 32] {
     *blake3::hash(name.trim().to_lowercase().as_bytes()).as_bytes()
@@ -276,6 +371,34 @@ mod tests {
             entries: vec![SnapshotEntry { control, manifest: [1; 32], size: 10 }],
             hosts: vec![HostEntry { name_hash: host_name_hash("PC1.example.org"), manifest: [2; 32], size: 0 }],
         }
+    }
+
+    fn entry(text: &str) -> PackageEntry {
+        PackageEntry::from_control(&Control::parse(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn publishing_replaces_the_same_package_and_unpublishing_removes() {
+        let mut s = Snapshot::empty("main", 1, NOW, 3600);
+        let a1 = entry("package: a\nversion: 1\narchitecture: all\nsection: base\npriority: optional\n");
+        let a2 = entry("package: a\nversion: 2\narchitecture: all\nsection: base\npriority: optional\n");
+        let a2x64 = entry("package: a\nversion: 2\narchitecture: x64\nsection: base\npriority: optional\n");
+        let host = entry("package: PC1.corp\nversion: 3\narchitecture: all\nsection: host\npriority: optional\n");
+        assert!(s.with_package(&a2, [2; 32], 1).removed.is_empty());
+        s.with_package(&a1, [1; 32], 1);
+        s.with_package(&a2x64, [3; 32], 1);
+        assert_eq!(s.with_package(&a2, [4; 32], 1).removed, ["a 2"]);
+        assert_eq!(s.entries.len(), 3);
+        assert_eq!(s.package_entries()[0].version.as_str(), "1", "sorted by version");
+        s.with_package(&host, [5; 32], 0);
+        assert_eq!(s.with_package(&host, [6; 32], 0).removed, ["PC1.corp"]);
+        assert_eq!(s.host_package("pc1.corp").unwrap().manifest, [6; 32]);
+        assert!(s.package_entries().iter().all(|e| e.name == "a"), "host packages are not entries");
+        assert_eq!(s.without("a", Some(&crate::version::Version::parse("2").unwrap())), ["a 2", "a 2"]);
+        assert_eq!(s.without("pc1.corp", None), ["pc1.corp (host package)"]);
+        assert_eq!(s.without("nothing", None), Vec::<String>::new());
+        let next = s.next(NOW + 10, 3600);
+        assert_eq!((next.sequence, next.created, next.entries.len()), (2, NOW + 10, 1));
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! Repository metrics (Prometheus names, units and `_total` for counters). A node registers
+//! them in its registry and serves them on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels: a list of name/value pairs.
+pub type Labels = Vec<(String, String)>;
+
+/// Metrics of a main or edge repository.
+#[derive(Debug)]
+pub struct RepoMetrics {
+    /// Sequence number of the snapshot served.
+    pub snapshot_sequence: Gauge,
+    /// When the snapshot served expires (Unix seconds).
+    pub snapshot_expiry: Gauge,
+    /// Snapshots behind the upstream (edges).
+    pub lag_snapshots: Gauge,
+    /// Seconds between the upstream's snapshot and the one served (edges).
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    /// Bytes sent to each peer.
+    pub sent_bytes: Family<Labels, Counter>,
+    /// Bytes received from each peer (upstreams, publishers).
+    pub received_bytes: Family<Labels, Counter>,
+    /// Chunks fetched from upstream.
+    pub chunks_fetched: Counter,
+    /// Chunks a sync needed that were already stored.
+    pub chunks_deduplicated: Counter,
+    /// Chunks served to clients.
+    pub chunks_served: Counter,
+    /// Blobs found damaged on disk (removed, fetched again).
+    pub damaged_blobs: Counter,
+    /// Duration of successful syncs.
+    pub sync_duration: Histogram,
+    /// Syncs by result (`ok`, `failed`).
+    pub syncs: Family<Labels, Counter>,
+    /// Refused snapshots, packages and connections, by reason.
+    pub refusals: Family<Labels, Counter>,
+    /// Publishes and unpublishes by result.
+    pub publishes: Family<Labels, Counter>,
+    /// Blobs stored.
+    pub blobs: Gauge,
+    /// Bytes of blobs stored.
+    pub blob_bytes: Gauge,
+    /// Connected subscribers (edges and agents waiting for heads).
+    pub subscribers: Gauge,
+}
+
+impl Default for RepoMetrics {
+    fn default() -> Self {
+        Self {
+            snapshot_sequence: Gauge::default(),
+            snapshot_expiry: Gauge::default(),
+            lag_snapshots: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            sent_bytes: Family::default(),
+            received_bytes: Family::default(),
+            chunks_fetched: Counter::default(),
+            chunks_deduplicated: Counter::default(),
+            chunks_served: Counter::default(),
+            damaged_blobs: Counter::default(),
+            sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            syncs: Family::default(),
+            refusals: Family::default(),
+            publishes: Family::default(),
+            blobs: Gauge::default(),
+            blob_bytes: Gauge::default(),
+            subscribers: Gauge::default(),
+        }
+    }
+}
+
+/// One label.
+pub fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_string(), value.to_string())]
+}
+
+impl RepoMetrics {
+    /// Registers every metric under `outpost_repo_…`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("outpost_repo");
+        r.register("snapshot_sequence", "Sequence number of the snapshot served", self.snapshot_sequence.clone());
+        r.register(
+            "snapshot_expiry_timestamp_seconds",
+            "When the snapshot served expires (Unix time)",
+            self.snapshot_expiry.clone(),
+        );
+        r.register("lag_snapshots", "Snapshots the edge is behind its upstream", self.lag_snapshots.clone());
+        r.register(
+            "lag_seconds",
+            "Age difference between the upstream's snapshot and the one served",
+            self.lag_seconds.clone(),
+        );
+        r.register("sent_bytes", "Bytes sent, by peer", self.sent_bytes.clone());
+        r.register("received_bytes", "Bytes received, by peer", self.received_bytes.clone());
+        r.register("chunks_fetched", "Chunks fetched from upstream", self.chunks_fetched.clone());
+        r.register("chunks_deduplicated", "Chunks a sync needed and already had", self.chunks_deduplicated.clone());
+        r.register("chunks_served", "Chunks served to clients", self.chunks_served.clone());
+        r.register("damaged_blobs", "Blobs found damaged on disk", self.damaged_blobs.clone());
+        r.register("sync_duration_seconds", "Duration of successful syncs", self.sync_duration.clone());
+        r.register("syncs", "Syncs, by result", self.syncs.clone());
+        r.register("refusals", "Refused snapshots, packages, publishes and clients, by reason", self.refusals.clone());
+        r.register("publishes", "Publishes and unpublishes, by operation and result", self.publishes.clone());
+        r.register("blobs", "Blobs stored", self.blobs.clone());
+        r.register("blob_bytes", "Bytes of blobs stored", self.blob_bytes.clone());
+        r.register("subscribers", "Clients subscribed to head changes", self.subscribers.clone());
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, reason: &str) {
+        self.refusals.get_or_create(&label("reason", reason)).inc();
+    }
+}

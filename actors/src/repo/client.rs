@@ -1,0 +1,296 @@
+//! The client side of the repository protocol, as admins' commands and agents use it: head,
+//! status, verified snapshots, publishing, and pulling a package (fetch, verify every chunk
+//! and every file against the signed manifest, unpack into a folder that appears whole).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use outpost_protocol::chunking::{MAX_CHUNK, MAX_RECIPE_BYTES, Recipe};
+use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::package::manifest::hex;
+use outpost_protocol::package::record::MAX_RECORD_BYTES;
+use outpost_protocol::package::{Manifest, PackageRecord};
+use outpost_protocol::pki::{CertInfo, TrustStore};
+use outpost_protocol::snapshot::{Head, MAX_SNAPSHOT_BYTES, SignedSnapshot, Snapshot};
+use outpost_protocol::verified::Verified;
+use outpost_protocol::version::Version;
+use outpost_protocol::wire::{RepoStatus, Request, Response};
+use quinn::{Connection, Endpoint};
+use tokio::io::AsyncWriteExt;
+
+use crate::transport::{self, TransportError};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The network or the repository's answer.
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    /// Refused content.
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing matches.
+    #[error("{0}")]
+    NotFound(String),
+    /// Local files.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A connection to a repository.
+#[derive(Debug, Clone)]
+pub struct RepoClient {
+    /// The connection.
+    pub connection: Connection,
+    /// The address it was made to.
+    pub addr: String,
+}
+
+/// A pulled package.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// Where it was unpacked.
+    pub dir: PathBuf,
+    /// Its entry.
+    pub entry: PackageEntry,
+    /// Who signed it.
+    pub signer: CertInfo,
+    /// Bytes of files written.
+    pub bytes: u64,
+}
+
+impl RepoClient {
+    /// Connects to `addr`.
+    pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Self, ClientError> {
+        Ok(Self { connection: transport::connect(endpoint, addr).await?, addr: addr.to_string() })
+    }
+
+    fn unexpected(&self, r: &Response) -> ClientError {
+        ClientError::Transport(TransportError::Unexpected { peer: self.addr.clone(), what: format!("{r:?}") })
+    }
+
+    /// The repository's head.
+    pub async fn head(&self) -> Result<Head, ClientError> {
+        match transport::request(&self.connection, &Request::Head).await?.2 {
+            Response::Head(h) => Ok(h),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The repository's state.
+    pub async fn status(&self) -> Result<RepoStatus, ClientError> {
+        match transport::request(&self.connection, &Request::Status).await?.2 {
+            Response::Status(s) => Ok(s),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The snapshot of `head`, verified.
+    pub async fn snapshot(
+        &self,
+        head: &Head,
+        trust: &TrustStore,
+        now: i64,
+        held: Option<(u64, [u8; 32])>,
+    ) -> Result<(SignedSnapshot, Verified<Snapshot>), ClientError> {
+        let bytes =
+            transport::fetch(&self.connection, &Request::Snapshot { hash: head.hash }, MAX_SNAPSHOT_BYTES as u64)
+                .await?;
+        let signed = SignedSnapshot::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
+        if signed.hash() != head.hash {
+            return Err(ClientError::Refused("the snapshot does not match the head".into()));
+        }
+        let (snapshot, _) = signed.verify(trust, now, held).map_err(|e| ClientError::Refused(e.to_string()))?;
+        Ok((signed, snapshot))
+    }
+
+    /// A package's record, verified (chain, usages, signature) at `now`.
+    pub async fn record(
+        &self,
+        manifest: &[u8; 32],
+        trust: &TrustStore,
+        now: i64,
+    ) -> Result<(PackageRecord, Verified<Manifest>, CertInfo), ClientError> {
+        let bytes =
+            transport::fetch(&self.connection, &Request::Package { manifest: *manifest }, MAX_RECORD_BYTES as u64)
+                .await?;
+        let record = PackageRecord::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
+        if &record.hash() != manifest {
+            return Err(ClientError::Refused(format!("package {} does not match its hash", hex(manifest))));
+        }
+        let (m, signer) = record.verify(trust, now).map_err(|e| ClientError::Refused(e.to_string()))?;
+        Ok((record, m, signer))
+    }
+
+    /// A file's recipe.
+    pub async fn recipe(&self, file: &[u8; 32], size: u64) -> Result<Recipe, ClientError> {
+        let bytes =
+            transport::fetch(&self.connection, &Request::Recipe { file: *file }, MAX_RECIPE_BYTES as u64).await?;
+        Recipe::decode(&bytes, file, size).map_err(|e| ClientError::Refused(e.to_string()))
+    }
+
+    /// A chunk, verified against its hash.
+    pub async fn chunk(&self, hash: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+        let bytes = transport::fetch(
+            &self.connection,
+            &Request::Chunk { hash: *hash, offset: 0, len: 0 },
+            u64::from(MAX_CHUNK),
+        )
+        .await?;
+        if blake3::hash(&bytes).as_bytes() != hash {
+            return Err(ClientError::Refused(format!("chunk {} does not match its hash", hex(hash))));
+        }
+        Ok(bytes)
+    }
+
+    /// Sends a package archive; returns the answer (`Published`).
+    pub async fn publish(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io { path: path.to_path_buf(), source };
+        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
+        let peer = self.addr.clone();
+        let stream = |reason: String| ClientError::Transport(TransportError::Stream { peer: peer.clone(), reason });
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
+        send.write_all(&outpost_protocol::wire::encode_request(&Request::Publish { size }))
+            .await
+            .map_err(|e| stream(e.to_string()))?;
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            send.write_all(&buf[..n]).await.map_err(|e| stream(e.to_string()))?;
+            done += n as u64;
+            progress(done);
+        }
+        send.finish().map_err(|e| stream(e.to_string()))?;
+        let body = transport::read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("no answer".into()))?;
+        let response = outpost_protocol::wire::decode_response(&body)
+            .map_err(|source| ClientError::Transport(TransportError::Wire { peer: self.addr.clone(), source }))?;
+        if let Response::Error { code, message } = response {
+            return Err(ClientError::Transport(TransportError::Remote { peer: self.addr.clone(), code, message }));
+        }
+        Ok(response)
+    }
+
+    /// Removes packages by name (and version).
+    pub async fn unpublish(&self, name: &str, version: Option<&str>) -> Result<(u64, Vec<String>), ClientError> {
+        let request = Request::Unpublish { name: name.to_string(), version: version.map(str::to_string) };
+        match transport::request(&self.connection, &request).await?.2 {
+            Response::Unpublished { sequence, removed } => Ok((sequence, removed)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Fetches, verifies and unpacks the newest package called `name` (of `version` if given)
+    /// into `out/<name>_<version>/`. The folder appears only when every file is verified.
+    pub async fn pull(
+        &self,
+        trust: &TrustStore,
+        now: i64,
+        name: &str,
+        version: Option<&Version>,
+        out: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Pulled, ClientError> {
+        let head = self.head().await?;
+        let (_, snapshot) = self.snapshot(&head, trust, now, None).await?;
+        let mut candidates: Vec<(PackageEntry, [u8; 32])> = snapshot
+            .entries
+            .iter()
+            .zip(snapshot.package_entries())
+            .filter(|(_, e)| e.name == name && version.is_none_or(|v| &e.version == v))
+            .map(|(raw, e)| (e, raw.manifest))
+            .collect();
+        candidates.sort_by(|a, b| a.0.version.cmp(&b.0.version));
+        let Some((entry, manifest_hash)) = candidates.pop() else {
+            let what = version.map_or(name.to_string(), |v| format!("{name}={v}"));
+            return Err(ClientError::NotFound(format!(
+                "{} has no package {what} (snapshot {})",
+                self.addr, head.sequence
+            )));
+        };
+        let (_, manifest, signer) = self.record(&manifest_hash, trust, now).await?;
+        let signed_entry = manifest.entry().map_err(|e| ClientError::Refused(e.to_string()))?;
+        if signed_entry.name != entry.name || signed_entry.version != entry.version {
+            return Err(ClientError::Refused("the snapshot entry does not match the signed package".into()));
+        }
+        let target = out.join(format!("{}_{}", sanitize(&entry.name), sanitize(entry.version.as_str())));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ClientError::Io { path, source }
+        };
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Err(ClientError::Io {
+                path: target.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists; remove it or choose another --out",
+                ),
+            });
+        }
+        tokio::fs::create_dir_all(out).await.map_err(io(out))?;
+        let partial = out.join(format!(".{}.partial-{}", sanitize(&entry.name), std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&partial).await;
+        let result = self.unpack(&manifest, &partial, progress).await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            return Err(e);
+        }
+        let control = partial.join("WAPT");
+        tokio::fs::create_dir_all(&control).await.map_err(io(&control))?;
+        tokio::fs::write(control.join("control"), manifest.control.to_text()).await.map_err(io(&control))?;
+        tokio::fs::rename(&partial, &target).await.map_err(io(&target))?;
+        Ok(Pulled { dir: target, entry, signer, bytes: manifest.total_size() })
+    }
+
+    async fn unpack(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), ClientError> {
+        let total = manifest.total_size();
+        let mut done = 0u64;
+        let mut cache: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+        for f in &manifest.files {
+            let path = dir.join(&f.path);
+            let io = |source| ClientError::Io { path: path.clone(), source };
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(io)?;
+            }
+            let recipe = self.recipe(&f.blake3, f.size).await?;
+            let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
+            let mut hasher = blake3::Hasher::new();
+            for c in &recipe.chunks {
+                let bytes = match cache.get(&c.hash) {
+                    Some(b) => b.clone(),
+                    None => self.chunk(&c.hash).await?,
+                };
+                hasher.update(&bytes);
+                file.write_all(&bytes).await.map_err(io)?;
+                done += bytes.len() as u64;
+                progress(done, total);
+                if cache.len() < 64 {
+                    cache.insert(c.hash, bytes);
+                }
+            }
+            file.flush().await.map_err(io)?;
+            if hasher.finalize().as_bytes() != &f.blake3 {
+                return Err(ClientError::Refused(format!("{} does not match the signed manifest", f.path)));
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).await.map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_alphanumeric() || "._+-=,".contains(c) { c } else { '_' }).collect()
+}

@@ -1,0 +1,94 @@
+//! Repositories: the main repository publishes signed snapshots ([`publisher`]); edges
+//! replicate them from an ordered list of upstreams ([`replicator`], [`sync`]); both serve
+//! clients over QUIC ([`server`]); [`client`] is the client side (status, pull, publish).
+//!
+//! State lives in actors (the [`publisher::Publisher`] and [`replicator::Replicator`]); the
+//! tasks that serve clients read the store directly (blobs are immutable, redb takes
+//! concurrent readers) and learn the current head from a `watch` channel the actor updates.
+
+pub mod client;
+pub mod publisher;
+pub mod replicator;
+pub mod server;
+pub mod sync;
+
+use std::sync::{Arc, Mutex};
+
+use outpost_protocol::pki::TrustStore;
+use outpost_protocol::snapshot::Head;
+use quinn::Connection;
+use tokio::sync::watch;
+
+use crate::metrics::RepoMetrics;
+use crate::store::Store;
+
+/// How an edge fills its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fill {
+    /// Fetch every chunk of a new snapshot before serving it.
+    Immediate,
+    /// Fetch metadata at once and each chunk the first time a client asks for it.
+    OnDemand,
+}
+
+impl Fill {
+    /// The name used in configuration and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// What an edge knows of its upstream, shared with the serving tasks.
+#[derive(Debug, Default)]
+pub struct UpstreamState {
+    /// The upstream in use and the connection to it.
+    pub connection: Option<(String, Connection)>,
+    /// The upstream's head as last seen.
+    pub head: Option<Head>,
+    /// The last sync or connection error.
+    pub last_error: Option<String>,
+}
+
+/// The role-specific part of a repository.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// The main repository: publishes.
+    Main {
+        /// The publisher actor.
+        publisher: actix::Addr<publisher::Publisher>,
+    },
+    /// An edge: replicates.
+    Edge {
+        /// How it fills its store.
+        fill: Fill,
+        /// Its upstream.
+        upstream: Arc<Mutex<UpstreamState>>,
+    },
+}
+
+/// What every serving task shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The repository's name.
+    pub name: String,
+    /// The content store.
+    pub store: Arc<Store>,
+    /// The organisation CA.
+    pub trust: TrustStore,
+    /// The head being served (`None` until the first snapshot).
+    pub head: watch::Receiver<Option<Head>>,
+    /// Metrics.
+    pub metrics: Arc<RepoMetrics>,
+    /// Main or edge.
+    pub role: Role,
+}
+
+/// The current time, Unix seconds.
+pub fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,414 @@
+//! The edge's replicator: the actor that owns the edge's replication state. It keeps one
+//! long-lived connection to the first upstream that answers (in the configured order), takes
+//! the heads the upstream pushes (and polls as a fallback), runs a sync when a newer head
+//! appears inside a sync window, and serves the new snapshot only once the sync is complete.
+//! A lost or misbehaving upstream makes it fail over to the next; it fails back when a
+//! preferred upstream answers again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use outpost_protocol::schedule::{SyncWindow, sync_allowed};
+use outpost_protocol::snapshot::Head;
+use outpost_protocol::wire::{self, Request, Response};
+use quinn::{Connection, Endpoint};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::sync::{self, SyncContext, SyncError, SyncOutcome};
+use super::{UpstreamState, unix_now};
+use crate::metrics::label;
+use crate::transport;
+
+/// The receiving side of a head channel.
+pub type HeadReceiver = watch::Receiver<Option<Head>>;
+
+/// Settings of the replicator.
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    /// Upstreams in order of preference (`host:port`).
+    pub upstreams: Vec<String>,
+    /// How often to poll the upstream's head (heads are also pushed).
+    pub poll: Duration,
+    /// When syncing is allowed (empty: always).
+    pub windows: Vec<SyncWindow>,
+    /// Local time offset for the windows, in minutes east of UTC.
+    pub utc_offset_minutes: i32,
+    /// How long an upstream that served refused content is avoided.
+    pub quarantine: Duration,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Connected {
+    index: usize,
+    connection: Connection,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConnectFailed {
+    index: usize,
+    error: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct UpstreamHead {
+    index: usize,
+    head: Head,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkDown {
+    index: usize,
+    error: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SyncDone {
+    index: usize,
+    started: Instant,
+    result: Result<SyncOutcome, SyncError>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
+
+/// The replicator actor.
+pub struct Replicator {
+    config: ReplicatorConfig,
+    endpoint: Endpoint,
+    ctx: SyncContext,
+    head: watch::Sender<Option<Head>>,
+    upstream: Arc<Mutex<UpstreamState>>,
+    active: Option<usize>,
+    link: Option<CancellationToken>,
+    connecting: bool,
+    syncing: bool,
+    current: Option<Head>,
+    avoid_until: Vec<Option<Instant>>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator").field("active", &self.active).field("current", &self.current).finish()
+    }
+}
+
+impl Replicator {
+    /// A replicator serving the store's current snapshot until a sync brings a newer one.
+    /// Returns it with the head channel the server reads and the shared upstream state.
+    pub fn new(
+        config: ReplicatorConfig,
+        endpoint: Endpoint,
+        ctx: SyncContext,
+        cancel: CancellationToken,
+    ) -> Result<(Self, HeadReceiver, Arc<Mutex<UpstreamState>>), crate::store::StoreError> {
+        let current = match ctx.store.current()? {
+            Some(signed) => signed.unverified().ok().map(|s| s.head(&signed)),
+            None => None,
+        };
+        if let Some(h) = current {
+            ctx.metrics.snapshot_sequence.set(i64::try_from(h.sequence).unwrap_or(i64::MAX));
+            ctx.metrics.snapshot_expiry.set(h.expires);
+        }
+        let (head, rx) = watch::channel(current);
+        let upstream = Arc::new(Mutex::new(UpstreamState::default()));
+        let n = config.upstreams.len();
+        let me = Self {
+            config,
+            endpoint,
+            ctx,
+            head,
+            upstream: upstream.clone(),
+            active: None,
+            link: None,
+            connecting: false,
+            syncing: false,
+            current,
+            avoid_until: vec![None; n],
+            cancel,
+        };
+        Ok((me, rx, upstream))
+    }
+
+    fn usable(&self, index: usize) -> bool {
+        self.avoid_until[index].is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// The first usable upstream at or after `from` (wrapping), or `from` if none is usable.
+    fn next_usable(&self, from: usize) -> usize {
+        let n = self.config.upstreams.len();
+        (0..n).map(|k| (from + k) % n).find(|&i| self.usable(i)).unwrap_or(from % n)
+    }
+
+    fn connect(&mut self, index: usize, ctx: &mut Context<Self>) {
+        self.connecting = true;
+        let (endpoint, addr, me) = (self.endpoint.clone(), self.config.upstreams[index].clone(), ctx.address());
+        tokio::spawn(async move {
+            match transport::connect(&endpoint, &addr).await {
+                Ok(connection) => me.do_send(Connected { index, connection }),
+                Err(e) => me.do_send(ConnectFailed { index, error: e.to_string() }),
+            }
+        });
+    }
+
+    fn drop_link(&mut self) {
+        if let Some(token) = self.link.take() {
+            token.cancel();
+        }
+        let mut up = self.upstream.lock().expect("not poisoned");
+        if let Some((_, c)) = up.connection.take() {
+            c.close(0u32.into(), b"switching upstream");
+        }
+        self.active = None;
+    }
+
+    fn set_error(&self, error: String) {
+        self.upstream.lock().expect("not poisoned").last_error = Some(error);
+    }
+
+    fn maybe_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing || self.cancel.is_cancelled() {
+            return;
+        }
+        let (Some(index), Some(wanted)) = (self.active, self.upstream.lock().expect("not poisoned").head) else {
+            return;
+        };
+        if self.current.is_some_and(|c| c.hash == wanted.hash) {
+            return;
+        }
+        if !sync_allowed(&self.config.windows, unix_now(), self.config.utc_offset_minutes) {
+            tracing::debug!("a newer snapshot is waiting for the next sync window");
+            return;
+        }
+        let Some((addr, connection)) = self.upstream.lock().expect("not poisoned").connection.clone() else {
+            return;
+        };
+        self.syncing = true;
+        let held = self.current.map(|h| (h.sequence, h.hash));
+        let (sync_ctx, me, started) = (self.ctx.clone(), ctx.address(), Instant::now());
+        tracing::info!(upstream = addr, sequence = wanted.sequence, "sync started");
+        tokio::spawn(async move {
+            let result = sync::run(&connection, &addr, wanted, held, &sync_ctx).await;
+            me.do_send(SyncDone { index, started, result });
+        });
+    }
+
+    fn update_lag(&self) {
+        let up = self.upstream.lock().expect("not poisoned").head;
+        if let (Some(up), Some(cur)) = (up, self.current) {
+            let lag = up.sequence.saturating_sub(cur.sequence);
+            self.ctx.metrics.lag_snapshots.set(i64::try_from(lag).unwrap_or(i64::MAX));
+            let seconds = if lag == 0 { 0.0 } else { (unix_now() - cur.created).max(0) as f64 };
+            self.ctx.metrics.lag_seconds.set(seconds);
+        }
+    }
+}
+
+impl Actor for Replicator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.config.upstreams.is_empty() {
+            self.connect(0, ctx);
+        }
+        ctx.run_interval(self.config.poll, |_, ctx| ctx.notify(Tick));
+    }
+}
+
+impl Handler<Connected> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connected, ctx: &mut Self::Context) {
+        self.connecting = false;
+        if self.active.is_some_and(|a| a <= msg.index) {
+            msg.connection.close(0u32.into(), b"not needed");
+            return;
+        }
+        self.drop_link();
+        let addr = self.config.upstreams[msg.index].clone();
+        tracing::info!(upstream = addr, "connected to upstream");
+        self.active = Some(msg.index);
+        {
+            let mut up = self.upstream.lock().expect("not poisoned");
+            up.connection = Some((addr, msg.connection.clone()));
+            up.head = None;
+        }
+        let token = self.cancel.child_token();
+        self.link = Some(token.clone());
+        let (me, index, connection) = (ctx.address(), msg.index, msg.connection);
+        tokio::spawn(async move {
+            let error = tokio::select! {
+                () = token.cancelled() => return,
+                e = subscribe(&connection, index, &me) => e,
+            };
+            me.do_send(LinkDown { index, error });
+        });
+    }
+}
+
+/// Follows the upstream's pushed heads until the stream ends; returns why it ended.
+async fn subscribe(connection: &Connection, index: usize, me: &Addr<Replicator>) -> String {
+    let (_send, mut recv, first) = match transport::request(connection, &Request::Subscribe).await {
+        Ok(r) => r,
+        Err(e) => return e.to_string(),
+    };
+    let mut next = Some(first);
+    loop {
+        match next.take() {
+            Some(Response::Head(head)) => me.do_send(UpstreamHead { index, head }),
+            Some(other) => return format!("unexpected answer to a subscription: {other:?}"),
+            None => {}
+        }
+        match transport::read_frame(&mut recv).await {
+            Ok(Some(body)) => match wire::decode_response(&body) {
+                Ok(r) => next = Some(r),
+                Err(e) => return e.to_string(),
+            },
+            Ok(None) => return "the upstream closed the subscription".into(),
+            Err(e) => return e,
+        }
+    }
+}
+
+impl Handler<ConnectFailed> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectFailed, ctx: &mut Self::Context) {
+        self.connecting = false;
+        tracing::warn!(upstream = self.config.upstreams[msg.index], "cannot reach upstream: {}", msg.error);
+        if self.active.is_some() {
+            return; // a fail-back probe that did not answer
+        }
+        self.set_error(msg.error);
+        let n = self.config.upstreams.len();
+        if msg.index + 1 < n {
+            let next = self.next_usable(msg.index + 1);
+            self.connect(next, ctx);
+        } else {
+            // Every upstream tried: start over after a short pause.
+            ctx.run_later(Duration::from_secs(1), |act, ctx| {
+                if act.active.is_none() && !act.connecting {
+                    let first = act.next_usable(0);
+                    act.connect(first, ctx);
+                }
+            });
+        }
+    }
+}
+
+impl Handler<LinkDown> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
+        if self.active != Some(msg.index) || self.cancel.is_cancelled() {
+            return;
+        }
+        tracing::warn!(upstream = self.config.upstreams[msg.index], "lost upstream: {}", msg.error);
+        self.set_error(msg.error);
+        self.drop_link();
+        let next = self.next_usable((msg.index + 1) % self.config.upstreams.len());
+        self.connect(next, ctx);
+    }
+}
+
+impl Handler<UpstreamHead> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpstreamHead, ctx: &mut Self::Context) {
+        if self.active != Some(msg.index) {
+            return;
+        }
+        self.upstream.lock().expect("not poisoned").head = Some(msg.head);
+        self.update_lag();
+        self.maybe_sync(ctx);
+    }
+}
+
+impl Handler<SyncDone> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SyncDone, ctx: &mut Self::Context) {
+        self.syncing = false;
+        let metrics = self.ctx.metrics.clone();
+        match msg.result {
+            Ok(out) => {
+                let elapsed = msg.started.elapsed();
+                tracing::info!(
+                    sequence = out.head.sequence,
+                    fetched = out.fetched,
+                    deduplicated = out.deduplicated,
+                    bytes = out.bytes,
+                    seconds = elapsed.as_secs_f64(),
+                    "sync done"
+                );
+                metrics.syncs.get_or_create(&label("result", "ok")).inc();
+                metrics.sync_duration.observe(elapsed.as_secs_f64());
+                metrics.snapshot_sequence.set(i64::try_from(out.head.sequence).unwrap_or(i64::MAX));
+                metrics.snapshot_expiry.set(out.head.expires);
+                self.current = Some(out.head);
+                self.upstream.lock().expect("not poisoned").last_error = None;
+                self.head.send_replace(Some(out.head));
+                self.update_lag();
+                self.maybe_sync(ctx);
+            }
+            Err(e) => {
+                metrics.syncs.get_or_create(&label("result", "failed")).inc();
+                let addr = self.config.upstreams[msg.index].clone();
+                tracing::warn!(upstream = addr, "sync failed: {e}");
+                self.set_error(format!("sync from {addr} failed: {e}"));
+                if let Some(reason) = e.refusal() {
+                    // The upstream served content that is refused: keep serving the last good
+                    // snapshot, and use another upstream for a while.
+                    metrics.refused(reason);
+                    self.avoid_until[msg.index] = Some(Instant::now() + self.config.quarantine);
+                    if self.config.upstreams.len() > 1 && self.active == Some(msg.index) {
+                        self.drop_link();
+                        let next = self.next_usable((msg.index + 1) % self.config.upstreams.len());
+                        self.connect(next, ctx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Tick> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
+        if self.cancel.is_cancelled() || self.connecting {
+            return;
+        }
+        match self.active {
+            None => {
+                let first = self.next_usable(0);
+                self.connect(first, ctx);
+            }
+            Some(index) => {
+                // Fail back to a preferred upstream that answers again.
+                if let Some(better) = (0..index).find(|&i| self.usable(i)) {
+                    self.connect(better, ctx);
+                }
+                // Poll the head, in case a push was missed.
+                if let Some((_, connection)) = self.upstream.lock().expect("not poisoned").connection.clone() {
+                    let me = ctx.address();
+                    tokio::spawn(async move {
+                        if let Ok((_, _, Response::Head(head))) = transport::request(&connection, &Request::Head).await
+                        {
+                            me.do_send(UpstreamHead { index, head });
+                        }
+                    });
+                }
+                self.maybe_sync(ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Serving clients (agents, edges, admins): one task per connection, one per stream. Any
+//! repository answers the head, snapshots, package records, recipes, chunks and byte ranges,
+//! and head subscriptions; the main repository also takes publishes and unpublishes from
+//! certificates that may sign packages.
+
+use std::sync::Arc;
+
+use outpost_protocol::package::manifest::hex;
+use outpost_protocol::pki::{CertInfo, Purpose, Right};
+use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, Request, Response};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::publisher::{Publish, PublishError, Unpublish};
+use super::{Fill, Role, Shared};
+use crate::metrics::label;
+use crate::store::StoreError;
+use crate::transport::{peer, read_frame, respond};
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Accepts connections until `cancel` fires, then closes the endpoint and waits for it.
+pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let incoming = tokio::select! {
+            () = cancel.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(connection) => connection_loop(connection, shared, cancel).await,
+                Err(e) => {
+                    // A certificate from another CA, or no certificate, ends here.
+                    shared.metrics.refused("client_certificate");
+                    tracing::info!("connection refused: {e}");
+                }
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
+}
+
+async fn connection_loop(connection: Connection, shared: Shared, cancel: CancellationToken) {
+    let Some(who) = peer(&connection) else {
+        connection.close(1u32.into(), b"no client certificate");
+        return;
+    };
+    let label = peer_label(&who);
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            s = connection.accept_bi() => s,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let (shared, who, label, cancel) = (shared.clone(), who.clone(), label.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle_stream(send, recv, &shared, &who, &label, cancel).await {
+                tracing::debug!(peer = label, "stream ended: {e}");
+            }
+        });
+    }
+}
+
+/// The label a peer gets in metrics: its name for nodes and admins, its role for hosts (so
+/// that thousands of agents do not make thousands of series).
+fn peer_label(who: &CertInfo) -> String {
+    match who.role {
+        Some(outpost_protocol::pki::Role::Host) => "host".into(),
+        _ => who.subject.clone(),
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into() }
+}
+
+async fn handle_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    shared: &Shared,
+    who: &CertInfo,
+    label: &str,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let Some(body) = read_frame(&mut recv).await? else { return Ok(()) };
+    let request = match wire::decode_request(&body) {
+        Ok(r) => r,
+        Err(e) => return respond(&mut send, &error(ErrorCode::BadRequest, e.to_string())).await,
+    };
+    match request {
+        Request::Head => {
+            let head = *shared.head.borrow();
+            let answer = head.map_or_else(|| error(ErrorCode::Unavailable, "no snapshot yet"), Response::Head);
+            respond(&mut send, &answer).await
+        }
+        Request::Snapshot { hash } => {
+            let store = shared.store.clone();
+            match blocking(move || store.snapshot_by_hash(&hash)).await {
+                Ok(Some(s)) => send_data(&mut send, s.encoded(), shared, label).await,
+                Ok(None) => {
+                    respond(&mut send, &error(ErrorCode::NotFound, format!("no snapshot {}", hex(&hash)))).await
+                }
+                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+            }
+        }
+        Request::Package { manifest } => {
+            let store = shared.store.clone();
+            match blocking(move || store.record(&manifest)).await {
+                Ok(Some(r)) => send_data(&mut send, &r, shared, label).await,
+                Ok(None) => {
+                    respond(&mut send, &error(ErrorCode::NotFound, format!("no package {}", hex(&manifest)))).await
+                }
+                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+            }
+        }
+        Request::Recipe { file } => {
+            let store = shared.store.clone();
+            match blocking(move || store.recipe(&file)).await {
+                Ok(Some(r)) => send_data(&mut send, &r, shared, label).await,
+                Ok(None) => respond(&mut send, &error(ErrorCode::NotFound, format!("no recipe {}", hex(&file)))).await,
+                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+            }
+        }
+        Request::Chunk { hash, offset, len } => match chunk(shared, hash).await {
+            Ok(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = if len == 0 { bytes.len() } else { (start + len as usize).min(bytes.len()) };
+                shared.metrics.chunks_served.inc();
+                send_data(&mut send, &bytes[start..end], shared, label).await
+            }
+            Err(response) => respond(&mut send, &response).await,
+        },
+        Request::Subscribe => subscribe(send, shared, cancel).await,
+        Request::Status => respond(&mut send, &Response::Status(status(shared))).await,
+        Request::Publish { size } => {
+            let answer = publish(&mut recv, shared, who, size).await;
+            respond(&mut send, &answer).await?;
+            send.finish().map_err(|e| e.to_string())
+        }
+        Request::Unpublish { name, version } => {
+            let answer = unpublish(shared, who, name, version).await;
+            respond(&mut send, &answer).await
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Db(e.to_string()))?
+}
+
+async fn send_data(send: &mut SendStream, data: &[u8], shared: &Shared, label: &str) -> Result<(), String> {
+    respond(send, &Response::Data { len: data.len() as u64 }).await?;
+    send.write_all(data).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    shared.metrics.sent_bytes.get_or_create(&label_peer(label)).inc_by(data.len() as u64);
+    Ok(())
+}
+
+fn label_peer(peer: &str) -> crate::metrics::Labels {
+    label("peer", peer)
+}
+
+/// A chunk from the store; on an edge, one that is missing (on-demand fill) or damaged is
+/// fetched from upstream first.
+async fn chunk(shared: &Shared, hash: [u8; 32]) -> Result<Vec<u8>, Response> {
+    let store = shared.store.clone();
+    let local = blocking(move || store.read_blob(&hash)).await;
+    match local {
+        Ok(Some(bytes)) => return Ok(bytes),
+        Ok(None) => {}
+        Err(StoreError::Damaged(h)) => {
+            shared.metrics.damaged_blobs.inc();
+            tracing::warn!(blob = h, "a damaged blob was found while serving it and removed");
+        }
+        Err(e) => return Err(error(ErrorCode::Internal, e.to_string())),
+    }
+    let Role::Edge { fill, upstream } = &shared.role else {
+        return Err(error(ErrorCode::NotFound, format!("no chunk {}", hex(&hash))));
+    };
+    let connection = upstream.lock().expect("not poisoned").connection.clone();
+    let Some((addr, connection)) = connection else {
+        return Err(error(ErrorCode::Unavailable, "the chunk is not here yet and no upstream is reachable"));
+    };
+    let fetched = super::sync::fetch_chunk(&connection, &hash, shared).await;
+    match fetched {
+        Ok(bytes) => {
+            if *fill == Fill::OnDemand {
+                tracing::debug!(upstream = addr, blob = hex(&hash), "fetched on demand");
+            }
+            Ok(bytes)
+        }
+        Err(e) => Err(error(ErrorCode::Unavailable, format!("fetching the chunk from {addr}: {e}"))),
+    }
+}
+
+async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), String> {
+    let mut head = shared.head.clone();
+    shared.metrics.subscribers.inc();
+    let result = async {
+        loop {
+            let current = *head.borrow_and_update();
+            if let Some(h) = current {
+                respond(&mut send, &Response::Head(h)).await?;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                changed = head.changed() => if changed.is_err() { return Ok(()) },
+                _ = send.stopped() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    shared.metrics.subscribers.dec();
+    result
+}
+
+fn status(shared: &Shared) -> RepoStatus {
+    let head = *shared.head.borrow();
+    let snapshot =
+        head.and_then(|h| shared.store.snapshot_by_hash(&h.hash).ok().flatten()).and_then(|s| s.unverified().ok());
+    let (blobs, bytes) = shared.store.usage();
+    let mut status = RepoStatus {
+        role: "main".into(),
+        name: shared.name.clone(),
+        head,
+        packages: snapshot.as_ref().map_or(0, |s| s.entries.len() as u64),
+        hosts: snapshot.as_ref().map_or(0, |s| s.hosts.len() as u64),
+        blobs,
+        bytes,
+        ..RepoStatus::default()
+    };
+    if let Role::Edge { fill, upstream } = &shared.role {
+        let up = upstream.lock().expect("not poisoned");
+        status.role = "edge".into();
+        status.fill = fill.as_str().into();
+        status.upstream = up.connection.as_ref().map(|(a, _)| a.clone());
+        status.upstream_head = up.head;
+        status.last_error = up.last_error.clone();
+    }
+    status
+}
+
+/// May this peer change what the repository publishes?
+fn may_publish(who: &CertInfo) -> bool {
+    who.has(Purpose::PackageSigning) || who.has(Purpose::Right(Right::Modify))
+}
+
+async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u64) -> Response {
+    let Role::Main { publisher } = &shared.role else {
+        return error(ErrorCode::Unavailable, "this is an edge repository: publish to the main repository");
+    };
+    if !may_publish(who) {
+        shared.metrics.refused("forbidden");
+        return error(
+            ErrorCode::Forbidden,
+            format!(
+                "certificate {:?} may not publish (use a signer, deployer or admin-with-modify certificate)",
+                who.subject
+            ),
+        );
+    }
+    if size > MAX_PUBLISH_BYTES {
+        return error(ErrorCode::BadRequest, format!("a package of {size} bytes is over the limit"));
+    }
+    let path =
+        shared.store.root().join("tmp").join(format!("publish-{}-{}.outpost", std::process::id(), rand_suffix()));
+    let received = async {
+        let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        let mut left = size;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).expect("small");
+            let n = recv.read(&mut buf[..want]).await.map_err(|e| e.to_string())?.ok_or("the upload ended early")?;
+            file.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+            left -= n as u64;
+        }
+        file.flush().await.map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = tokio::fs::remove_file(&path).await;
+        return error(ErrorCode::BadRequest, format!("receiving the package: {e}"));
+    }
+    shared.metrics.received_bytes.get_or_create(&label_peer(&who.subject)).inc_by(size);
+    match publisher.send(Publish { archive: path.clone(), peer: who.subject.clone() }).await {
+        Ok(Ok(p)) => {
+            Response::Published { sequence: p.sequence, name: p.name, version: p.version, replaced: p.replaced }
+        }
+        Ok(Err(e)) => publish_error(&e),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            error(ErrorCode::Internal, format!("the publisher is not running: {e}"))
+        }
+    }
+}
+
+async fn unpublish(shared: &Shared, who: &CertInfo, name: String, version: Option<String>) -> Response {
+    let Role::Main { publisher } = &shared.role else {
+        return error(ErrorCode::Unavailable, "this is an edge repository: unpublish on the main repository");
+    };
+    if !may_publish(who) {
+        shared.metrics.refused("forbidden");
+        return error(ErrorCode::Forbidden, format!("certificate {:?} may not unpublish", who.subject));
+    }
+    match publisher.send(Unpublish { name, version, peer: who.subject.clone() }).await {
+        Ok(Ok((sequence, removed))) => Response::Unpublished { sequence, removed },
+        Ok(Err(e)) => publish_error(&e),
+        Err(e) => error(ErrorCode::Internal, format!("the publisher is not running: {e}")),
+    }
+}
+
+fn publish_error(e: &PublishError) -> Response {
+    let code = match e {
+        PublishError::Refused(_) => ErrorCode::Refused,
+        PublishError::NotFound(_) => ErrorCode::NotFound,
+        PublishError::BadRequest(_) => ErrorCode::BadRequest,
+        PublishError::Store(_) | PublishError::Internal(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}
+
+fn rand_suffix() -> String {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    hex(&b)
+}

@@ -1,0 +1,228 @@
+//! QUIC between Outpost nodes: TLS 1.3 with mutual certificates from the organisation CA,
+//! rustls with the ring provider (passed explicitly), one ALPN per protocol, 4 MiB UDP socket
+//! buffers, and the framing of [`outpost_protocol::wire`] on bidirectional streams.
+
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::pki::{CertInfo, cert_info};
+use outpost_protocol::wire::{self, Request, Response, WireError};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+/// UDP socket buffers: the kernel default (~208 KiB) drops packets at speed.
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// How long a connection may stay silent before it is considered dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Keep-alive interval for long-lived connections.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// A node's TLS identity: its certificate chain and key.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Certificate first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// PKCS#8 DER key.
+    pub key: Vec<u8>,
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS configuration.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// Socket.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Address resolution.
+    #[error("cannot resolve {0}: give host:port or ip:port")]
+    Address(String),
+    /// Connecting.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// A stream failed.
+    #[error("connection to {peer}: {reason}")]
+    Stream { peer: String, reason: String },
+    /// A message could not be decoded.
+    #[error("from {peer}: {source}")]
+    Wire { peer: String, source: WireError },
+    /// The peer answered with an error.
+    #[error("{peer} answered: {message}")]
+    Remote { peer: String, code: wire::ErrorCode, message: String },
+    /// The peer answered something unexpected.
+    #[error("{peer} answered unexpectedly: {what}")]
+    Unexpected { peer: String, what: String },
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots.add(c.clone()).map_err(|e| TransportError::Tls(format!("CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small")));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(256u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Arc::new(t)
+}
+
+fn socket(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
+    let socket = UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+    Ok(socket)
+}
+
+/// A server endpoint on `addr` for `alpn`, requiring client certificates from `ca`.
+pub fn server(
+    addr: SocketAddr,
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> Result<Endpoint, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport_config());
+    Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket(addr)?, Arc::new(quinn::TokioRuntime))?)
+}
+
+/// A client endpoint (bound to `local`, or any address) presenting `identity`, trusting `ca`.
+pub fn client(
+    local: Option<SocketAddr>,
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> Result<Endpoint, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(identity.chain.clone(), key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config());
+    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+    let mut endpoint =
+        Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+/// Splits `host:port` (or `[v6]:port`) into the name to verify and the socket address.
+pub fn resolve(addr: &str) -> Result<(String, SocketAddr), TransportError> {
+    let bad = || TransportError::Address(addr.to_string());
+    let (host, _) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let sock = addr.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+    Ok((host, sock))
+}
+
+/// Connects to `addr` (`host:port`), verifying the server's certificate for `host`.
+pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Connection, TransportError> {
+    let (host, sock) = resolve(addr)?;
+    let err = |reason: String| TransportError::Connect { addr: addr.to_string(), reason };
+    let connecting = endpoint.connect(sock, &host).map_err(|e| err(e.to_string()))?;
+    match tokio::time::timeout(IDLE_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(_) => Err(err("no answer (timed out)".into())),
+    }
+}
+
+/// What the peer's certificate says (the TLS layer has checked its chain).
+pub fn peer(connection: &Connection) -> Option<CertInfo> {
+    let any = connection.peer_identity()?;
+    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    cert_info(certs.first()?).ok()
+}
+
+/// A name for the peer in logs and metric labels.
+pub fn peer_label(connection: &Connection) -> String {
+    peer(connection).map(|p| p.subject).unwrap_or_else(|| connection.remote_address().to_string())
+}
+
+/// Reads one frame (length prefix and body).
+pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, String> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = wire::frame_len(prefix).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(Some(body))
+}
+
+/// Sends `request` on a new stream and reads the response header.
+pub async fn request(
+    connection: &Connection,
+    request: &Request,
+) -> Result<(SendStream, RecvStream, Response), TransportError> {
+    let peer = peer_label(connection);
+    let stream = |reason: String| TransportError::Stream { peer: peer.clone(), reason };
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
+    send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
+    let body = read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("closed without answering".into()))?;
+    let response =
+        wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer.clone(), source })?;
+    if let Response::Error { code, message } = response {
+        return Err(TransportError::Remote { peer, code, message });
+    }
+    Ok((send, recv, response))
+}
+
+/// Sends `request` and reads the data that follows a `Data` answer (at most `limit` bytes).
+pub async fn fetch(connection: &Connection, request: &Request, limit: u64) -> Result<Vec<u8>, TransportError> {
+    let peer = peer_label(connection);
+    let (mut send, mut recv, response) = self::request(connection, request).await?;
+    let _ = send.finish();
+    let Response::Data { len } = response else {
+        return Err(TransportError::Unexpected { peer, what: format!("{response:?}") });
+    };
+    if len > limit {
+        return Err(TransportError::Unexpected { peer, what: format!("{len} bytes, more than the {limit} expected") });
+    }
+    let mut data = vec![0u8; usize::try_from(len).expect("limited")];
+    recv.read_exact(&mut data).await.map_err(|e| TransportError::Stream { peer, reason: e.to_string() })?;
+    Ok(data)
+}
+
+/// Writes a framed response.
+pub async fn respond(send: &mut SendStream, response: &Response) -> Result<(), String> {
+    send.write_all(&wire::encode_response(response)).await.map_err(|e| e.to_string())
+}

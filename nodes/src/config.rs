@@ -1,0 +1,220 @@
+//! Configuration files of the daemons: one TOML file per role, every field documented and with
+//! a default that works. Command-line flags override the file. Durations are written like
+//! `30s`, `5m`, `2h`, `7d`; sizes like `10MB` or `5MiB`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use outpost_protocol::schedule::{SyncWindow, parse_bytes, parse_duration};
+use serde::Deserialize;
+
+/// Default port of the repository protocol.
+pub const REPO_PORT: u16 = 7443;
+
+/// `outpost repo main` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MainConfig {
+    /// QUIC address to listen on (`ip:port`).
+    pub listen: String,
+    /// Data folder (blobs and state).
+    pub data: PathBuf,
+    /// The organisation CA certificate: clients must present a certificate it issued.
+    pub ca: PathBuf,
+    /// This server's certificate (role `server`: TLS and snapshot signing).
+    pub cert: PathBuf,
+    /// Its private key (unencrypted, or give `OUTPOST_KEY_PASSWORD`).
+    pub key: PathBuf,
+    /// HTTP address serving `/metrics`; empty to turn it off.
+    pub metrics: String,
+    /// The repository's name, shown in status and snapshots.
+    pub name: String,
+    /// How long a snapshot is valid: agents and edges refuse an older one (freeze protection).
+    pub snapshot_lifetime: String,
+    /// How often the snapshot is re-signed when nothing changes; keep it well below the lifetime.
+    pub resign_every: String,
+    /// Snapshots kept, with the content they reference.
+    pub keep_snapshots: usize,
+    /// Unreferenced blobs younger than this are not collected.
+    pub gc_grace: String,
+}
+
+impl Default for MainConfig {
+    fn default() -> Self {
+        Self {
+            listen: format!("0.0.0.0:{REPO_PORT}"),
+            data: PathBuf::from("/var/lib/outpost/main"),
+            ca: PathBuf::from("/etc/outpost/ca.crt"),
+            cert: PathBuf::from("/etc/outpost/server.crt"),
+            key: PathBuf::from("/etc/outpost/server.key"),
+            metrics: "127.0.0.1:9464".into(),
+            name: "main".into(),
+            snapshot_lifetime: "7d".into(),
+            resign_every: "1d".into(),
+            keep_snapshots: 10,
+            gc_grace: "1h".into(),
+        }
+    }
+}
+
+/// `outpost repo edge` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// QUIC address to listen on (`ip:port`).
+    pub listen: String,
+    /// Data folder (blobs and state).
+    pub data: PathBuf,
+    /// The organisation CA certificate.
+    pub ca: PathBuf,
+    /// This edge's certificate (role `edge`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// HTTP address serving `/metrics`; empty to turn it off.
+    pub metrics: String,
+    /// The repository's name, shown in status.
+    pub name: String,
+    /// Upstreams in order of preference (`host:port`): the main repository or another edge.
+    pub upstreams: Vec<String>,
+    /// How often to poll the upstream's head (new heads are also pushed at once).
+    pub poll: String,
+    /// Bandwidth cap for replication, like `10MB` (per second); `0` for none.
+    pub bandwidth: String,
+    /// Windows when replication may run, like `"Mon-Fri 20:00-06:00"`; empty for always.
+    pub sync_windows: Vec<String>,
+    /// Offset of the local time the windows are written in, like `+01:00`.
+    pub utc_offset: String,
+    /// `immediate` (fetch everything before serving a snapshot) or `on-demand` (fetch each
+    /// chunk the first time a client asks, then keep it).
+    pub fill: String,
+    /// Chunk requests in flight during a sync.
+    pub concurrency: usize,
+    /// Snapshots kept, with the content they reference.
+    pub keep_snapshots: usize,
+    /// Unreferenced blobs younger than this are not collected.
+    pub gc_grace: String,
+    /// How long an upstream that served refused content is avoided.
+    pub quarantine: String,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: format!("0.0.0.0:{REPO_PORT}"),
+            data: PathBuf::from("/var/lib/outpost/edge"),
+            ca: PathBuf::from("/etc/outpost/ca.crt"),
+            cert: PathBuf::from("/etc/outpost/edge.crt"),
+            key: PathBuf::from("/etc/outpost/edge.key"),
+            metrics: "127.0.0.1:9464".into(),
+            name: "edge".into(),
+            upstreams: Vec::new(),
+            poll: "5m".into(),
+            bandwidth: "0".into(),
+            sync_windows: Vec::new(),
+            utc_offset: "+00:00".into(),
+            fill: "immediate".into(),
+            concurrency: 16,
+            keep_snapshots: 3,
+            gc_grace: "1h".into(),
+            quarantine: "10m".into(),
+        }
+    }
+}
+
+/// The fields every daemon has.
+#[derive(Debug, Clone)]
+pub struct NodeFields {
+    /// QUIC address.
+    pub listen: String,
+    /// Data folder.
+    pub data: PathBuf,
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Node certificate.
+    pub cert: PathBuf,
+    /// Node key.
+    pub key: PathBuf,
+    /// Metrics address.
+    pub metrics: String,
+    /// Name.
+    pub name: String,
+}
+
+macro_rules! node_fields {
+    ($t:ty) => {
+        impl $t {
+            /// The fields every daemon has.
+            pub fn node(&self) -> NodeFields {
+                NodeFields {
+                    listen: self.listen.clone(),
+                    data: self.data.clone(),
+                    ca: self.ca.clone(),
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                    metrics: self.metrics.clone(),
+                    name: self.name.clone(),
+                }
+            }
+        }
+    };
+}
+node_fields!(MainConfig);
+node_fields!(EdgeConfig);
+
+/// Reads a TOML file, naming the file and field in errors.
+pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// A duration field.
+pub fn duration(field: &str, value: &str) -> Result<Duration> {
+    parse_duration(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+/// A byte-size field.
+pub fn bytes(field: &str, value: &str) -> Result<u64> {
+    parse_bytes(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+/// Sync windows.
+pub fn windows(values: &[String]) -> Result<Vec<SyncWindow>> {
+    values.iter().map(|w| SyncWindow::parse(w).map_err(|e| anyhow::anyhow!("sync_windows: {e}"))).collect()
+}
+
+/// `+HH:MM` / `-HH:MM` into minutes east of UTC.
+pub fn utc_offset(value: &str) -> Result<i32> {
+    let v = value.trim();
+    let (sign, rest) = match v.as_bytes().first() {
+        Some(b'+') => (1, &v[1..]),
+        Some(b'-') => (-1, &v[1..]),
+        _ => bail!("utc_offset: {value:?} should look like +01:00"),
+    };
+    let (h, m) = rest.split_once(':').with_context(|| format!("utc_offset: {value:?} should look like +01:00"))?;
+    let (h, m): (i32, i32) = (h.parse()?, m.parse()?);
+    if h > 14 || m > 59 {
+        bail!("utc_offset: {value:?} is out of range");
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let m = MainConfig::default();
+        duration("snapshot_lifetime", &m.snapshot_lifetime).unwrap();
+        duration("resign_every", &m.resign_every).unwrap();
+        let e = EdgeConfig::default();
+        duration("poll", &e.poll).unwrap();
+        assert_eq!(bytes("bandwidth", &e.bandwidth).unwrap(), 0);
+        assert_eq!(utc_offset("+01:30").unwrap(), 90);
+        assert_eq!(utc_offset("-05:00").unwrap(), -300);
+        assert!(utc_offset("1").is_err());
+    }
+}

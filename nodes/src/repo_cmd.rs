@@ -1,0 +1,410 @@
+//! `outpost repo main | edge | status | pull | fsck | gc` and `outpost pkg publish | unpublish`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Actor;
+use anyhow::{Context, Result, bail};
+use outpost_actors::metrics::RepoMetrics;
+use outpost_actors::repo::client::RepoClient;
+use outpost_actors::repo::publisher::{Publisher, PublisherConfig};
+use outpost_actors::repo::replicator::{Replicator, ReplicatorConfig};
+use outpost_actors::repo::sync::{Limiter, SyncContext};
+use outpost_actors::repo::{Fill, Role, Shared, server};
+use outpost_actors::store::Store;
+use outpost_actors::transport;
+use outpost_protocol::package::manifest::hex;
+use outpost_protocol::pki::{Purpose, cert_info};
+use outpost_protocol::time_fmt::format_unix;
+use outpost_protocol::version::Version;
+use outpost_protocol::wire::{ALPN_REPO, Response};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{
+    ClientArgs, DaemonArgs, PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs,
+    RepoPullArgs, RepoStatusArgs,
+};
+use crate::config::{self, EdgeConfig, MainConfig};
+use crate::pkg_cmd::human_bytes;
+use crate::progress::Progress;
+use crate::{daemon, now};
+
+/// The settings every daemon has, after the file and the flags.
+#[derive(Debug, Clone)]
+pub struct Common {
+    listen: String,
+    data: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    metrics: String,
+    name: String,
+}
+
+impl Common {
+    fn from(c: &crate::config::NodeFields, flags: &DaemonArgs) -> Self {
+        Common {
+            listen: flags.listen.clone().unwrap_or_else(|| c.listen.clone()),
+            data: flags.data.clone().unwrap_or_else(|| c.data.clone()),
+            ca: flags.ca.clone().unwrap_or_else(|| c.ca.clone()),
+            cert: flags.cert.clone().unwrap_or_else(|| c.cert.clone()),
+            key: flags.key.clone().unwrap_or_else(|| c.key.clone()),
+            metrics: flags.metrics.clone().unwrap_or_else(|| c.metrics.clone()),
+            name: flags.name.clone().unwrap_or_else(|| c.name.clone()),
+        }
+    }
+}
+
+/// `outpost repo main`
+pub fn main(args: &RepoMainArgs) -> Result<()> {
+    let cfg: MainConfig = config::load(args.daemon.config.as_deref())?;
+    let c = Common::from(&cfg.node(), &args.daemon);
+    let publisher_config = PublisherConfig {
+        name: c.name.clone(),
+        lifetime: config::duration("snapshot_lifetime", &cfg.snapshot_lifetime)?,
+        resign_every: config::duration("resign_every", &cfg.resign_every)?,
+        keep: cfg.keep_snapshots,
+        gc_grace: config::duration("gc_grace", &cfg.gc_grace)?,
+    };
+    if publisher_config.resign_every >= publisher_config.lifetime {
+        bail!("resign_every ({}) must be shorter than snapshot_lifetime ({})", cfg.resign_every, cfg.snapshot_lifetime);
+    }
+    let identity = daemon::identity(&c.cert, &c.key, args.daemon.password_file.as_deref())?;
+    let me = cert_info(&identity.chain[0])?;
+    if !me.has(Purpose::SnapshotSigning) {
+        bail!(
+            "{}: certificate {:?} cannot sign snapshots; the main repository needs a server certificate (`outpost pki issue --role server`)",
+            c.cert.display(),
+            me.subject
+        );
+    }
+    let (trust, ca) = daemon::trust(&c.ca)?;
+    let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
+    daemon::run(move || async move {
+        let cancel = CancellationToken::new();
+        let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        let metrics = Arc::new(RepoMetrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let (publisher, head) = Publisher::new(
+            store.clone(),
+            trust.clone(),
+            key,
+            identity.chain.clone(),
+            publisher_config,
+            metrics.clone(),
+        )?;
+        let publisher = publisher.start();
+        let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
+        let endpoint =
+            transport::server(addr, &identity, &ca, ALPN_REPO).with_context(|| format!("listening on {}", c.listen))?;
+        let shared = Shared { name: c.name.clone(), store, trust, head, metrics, role: Role::Main { publisher } };
+        start_metrics(&c.metrics, registry, cancel.clone()).await?;
+        eprintln!(
+            "outpost repo main {:?} listening on {} (QUIC), data in {}",
+            c.name,
+            endpoint.local_addr()?,
+            c.data.display()
+        );
+        let serving = tokio::spawn(server::serve(endpoint, shared, cancel.clone()));
+        daemon::shutdown_signal().await;
+        eprintln!("stopping");
+        cancel.cancel();
+        let _ = serving.await;
+        Ok(())
+    })
+}
+
+async fn start_metrics(addr: &str, registry: Registry, cancel: CancellationToken) -> Result<()> {
+    if addr.is_empty() {
+        return Ok(());
+    }
+    let bound = daemon::metrics_server(addr, registry, cancel).await?;
+    eprintln!("metrics on http://{bound}/metrics");
+    Ok(())
+}
+
+/// `outpost repo edge`
+pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
+    let cfg: EdgeConfig = config::load(args.daemon.config.as_deref())?;
+    let c = Common::from(&cfg.node(), &args.daemon);
+    let upstreams = if args.upstreams.is_empty() { cfg.upstreams.clone() } else { args.upstreams.clone() };
+    if upstreams.is_empty() {
+        bail!("an edge needs at least one upstream: give --upstream HOST:PORT or `upstreams` in the configuration");
+    }
+    for u in &upstreams {
+        transport::resolve(u).with_context(|| format!("upstream {u}"))?;
+    }
+    let fill = match args.fill.as_deref().unwrap_or(&cfg.fill) {
+        "immediate" => Fill::Immediate,
+        "on-demand" => Fill::OnDemand,
+        other => bail!("fill: {other:?} must be immediate or on-demand"),
+    };
+    let bandwidth = config::bytes("bandwidth", args.bandwidth.as_deref().unwrap_or(&cfg.bandwidth))?;
+    let windows = config::windows(if args.sync_windows.is_empty() { &cfg.sync_windows } else { &args.sync_windows })?;
+    let replicator_config = ReplicatorConfig {
+        upstreams: upstreams.clone(),
+        poll: config::duration("poll", args.poll.as_deref().unwrap_or(&cfg.poll))?,
+        windows,
+        utc_offset_minutes: config::utc_offset(&cfg.utc_offset)?,
+        quarantine: config::duration("quarantine", &cfg.quarantine)?,
+    };
+    let identity = daemon::identity(&c.cert, &c.key, args.daemon.password_file.as_deref())?;
+    let me = cert_info(&identity.chain[0])?;
+    if !me.has(Purpose::ServerAuth) {
+        bail!(
+            "{}: certificate {:?} cannot serve TLS; an edge needs an edge certificate (`outpost pki issue --role edge`)",
+            c.cert.display(),
+            me.subject
+        );
+    }
+    let (trust, ca) = daemon::trust(&c.ca)?;
+    let (keep, grace, concurrency) =
+        (cfg.keep_snapshots, config::duration("gc_grace", &cfg.gc_grace)?, cfg.concurrency);
+    daemon::run(move || async move {
+        let cancel = CancellationToken::new();
+        let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        let metrics = Arc::new(RepoMetrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let client = transport::client(None, &identity, &ca, ALPN_REPO)?;
+        let ctx = SyncContext {
+            store: store.clone(),
+            trust: trust.clone(),
+            metrics: metrics.clone(),
+            fill,
+            concurrency,
+            limiter: (bandwidth > 0).then(|| Arc::new(Limiter::new(bandwidth))),
+        };
+        let (replicator, head, upstream) = Replicator::new(replicator_config, client, ctx, cancel.clone())?;
+        let _replicator = replicator.start();
+        let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
+        let endpoint =
+            transport::server(addr, &identity, &ca, ALPN_REPO).with_context(|| format!("listening on {}", c.listen))?;
+        let shared = Shared {
+            name: c.name.clone(),
+            store: store.clone(),
+            trust,
+            head,
+            metrics,
+            role: Role::Edge { fill, upstream },
+        };
+        start_metrics(&c.metrics, registry, cancel.clone()).await?;
+        eprintln!(
+            "outpost repo edge {:?} listening on {} (QUIC), upstreams {}, fill {}",
+            c.name,
+            endpoint.local_addr()?,
+            upstreams.join(", "),
+            fill.as_str()
+        );
+        let gc_store = store.clone();
+        let gc_cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = gc_cancel.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                }
+                let s = gc_store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.gc(keep, grace)).await;
+            }
+        });
+        let serving = tokio::spawn(server::serve(endpoint, shared, cancel.clone()));
+        daemon::shutdown_signal().await;
+        eprintln!("stopping");
+        cancel.cancel();
+        let _ = serving.await;
+        Ok(())
+    })
+}
+
+/// Runs a client operation on a fresh connection.
+fn with_client<T, F, Fut>(args: &ClientArgs, f: F) -> Result<T>
+where
+    F: FnOnce(RepoClient, outpost_protocol::pki::TrustStore) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let identity = daemon::identity(&args.cert, &args.key, args.password_file.as_deref())?;
+    let (trust, ca) = daemon::trust(&args.ca)?;
+    let addr = args.repo.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let endpoint = transport::client(None, &identity, &ca, ALPN_REPO)?;
+        let client = RepoClient::connect(&endpoint, &addr).await.with_context(|| format!("repository {addr}"))?;
+        let result = f(client.clone(), trust).await;
+        client.connection.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        result
+    })
+}
+
+/// `outpost repo status`
+pub fn status(args: &RepoStatusArgs) -> Result<()> {
+    let status = with_client(&args.client, |client, _| async move { Ok(client.status().await?) })?;
+    if args.json {
+        crate::out!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+        return Ok(());
+    }
+    crate::out!("repository:  {} ({})", status.name, status.role);
+    match &status.head {
+        Some(h) => crate::out!(
+            "snapshot:    {} (made {}, expires {})",
+            h.sequence,
+            format_unix(h.created),
+            format_unix(h.expires)
+        ),
+        None => crate::out!("snapshot:    none yet"),
+    }
+    crate::out!("packages:    {} (+ {} host packages)", status.packages, status.hosts);
+    crate::out!("store:       {} blobs, {}", status.blobs, human_bytes(status.bytes));
+    if status.role == "edge" {
+        crate::out!("fill:        {}", status.fill);
+        crate::out!("upstream:    {}", status.upstream.as_deref().unwrap_or("(none reachable)"));
+        if let (Some(up), Some(me)) = (&status.upstream_head, &status.head) {
+            let lag = up.sequence.saturating_sub(me.sequence);
+            crate::out!("lag:         {lag} snapshot(s) (upstream at {})", up.sequence);
+        }
+        if let Some(e) = &status.last_error {
+            crate::out!("last error:  {e}");
+        }
+    }
+    Ok(())
+}
+
+fn status_json(s: &outpost_protocol::wire::RepoStatus) -> serde_json::Value {
+    let head = |h: &Option<outpost_protocol::snapshot::Head>| {
+        h.map(|h| serde_json::json!({"sequence": h.sequence, "hash": hex(&h.hash), "created": h.created, "expires": h.expires}))
+    };
+    let lag = match (&s.upstream_head, &s.head) {
+        (Some(u), Some(m)) => Some(u.sequence.saturating_sub(m.sequence)),
+        _ => None,
+    };
+    serde_json::json!({
+        "name": s.name, "role": s.role, "head": head(&s.head), "packages": s.packages, "hosts": s.hosts,
+        "blobs": s.blobs, "bytes": s.bytes, "fill": (!s.fill.is_empty()).then_some(&s.fill),
+        "upstream": s.upstream, "upstream_head": head(&s.upstream_head), "lag_snapshots": lag, "last_error": s.last_error,
+    })
+}
+
+/// Splits `NAME` or `NAME=VERSION`.
+fn name_version(text: &str) -> Result<(String, Option<Version>)> {
+    match text.split_once('=') {
+        Some((n, v)) => Ok((n.trim().to_string(), Some(Version::parse(v.trim())?))),
+        None => Ok((text.trim().to_string(), None)),
+    }
+}
+
+/// `outpost repo pull`
+pub fn pull(args: &RepoPullArgs) -> Result<()> {
+    let (name, version) = name_version(&args.package)?;
+    let out = args.out.clone();
+    let pulled = with_client(&args.client, move |client, trust| async move {
+        let progress = Progress::bytes("pulling", 0);
+        let pulled = client
+            .pull(&trust, now(), &name, version.as_ref(), &out, &mut |done, total| {
+                progress.resize(total);
+                progress.set(done);
+            })
+            .await?;
+        progress.finish();
+        Ok(pulled)
+    })?;
+    eprintln!(
+        "Pulled {} {} ({}), signed by {}; every file verified.",
+        pulled.entry.name,
+        pulled.entry.version,
+        human_bytes(pulled.bytes),
+        pulled.signer.describe()
+    );
+    crate::out!("{}", pulled.dir.display());
+    Ok(())
+}
+
+/// `outpost pkg publish`
+pub fn publish(args: &PkgPublishArgs) -> Result<()> {
+    let file = args.file.clone();
+    let size = std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?.len();
+    let response = with_client(&args.client, move |client, _| async move {
+        let progress = Progress::bytes("uploading", size);
+        let r = client.publish(&file, &mut |n| progress.set(n)).await;
+        progress.finish();
+        Ok(r?)
+    })
+    .with_context(|| format!("publishing {}", args.file.display()))?;
+    let Response::Published { sequence, name, version, replaced } = response else {
+        bail!("unexpected answer: {response:?}");
+    };
+    crate::out!(
+        "Published {name} {version} to {}: snapshot {sequence}{}",
+        args.client.repo,
+        if replaced { " (replaced the same version)" } else { "" }
+    );
+    Ok(())
+}
+
+/// `outpost pkg unpublish`
+pub fn unpublish(args: &PkgUnpublishArgs) -> Result<()> {
+    let (name, version) = name_version(&args.package)?;
+    let version = version.map(|v| v.to_string());
+    let (sequence, removed) =
+        with_client(
+            &args.client,
+            move |client, _| async move { Ok(client.unpublish(&name, version.as_deref()).await?) },
+        )
+        .with_context(|| format!("unpublishing {}", args.package))?;
+    crate::out!("Removed {} from {}: snapshot {sequence}", removed.join(", "), args.client.repo);
+    Ok(())
+}
+
+/// `outpost repo fsck`
+pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
+    let store = Store::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let (_, total) = store.usage();
+    let progress = Progress::bytes("checking", total);
+    let report = store.fsck(args.repair, &mut |n| progress.set(n))?;
+    progress.finish();
+    if args.json {
+        crate::out!(
+            "{}",
+            serde_json::json!({"checked": report.checked, "bytes": report.bytes, "damaged": report.damaged, "removed": report.removed,
+                "stray": report.stray.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()})
+        );
+    } else {
+        crate::out!(
+            "checked {} blobs ({}): {} damaged",
+            report.checked,
+            human_bytes(report.bytes),
+            report.damaged.len()
+        );
+        for d in &report.damaged {
+            crate::out!("  damaged: {d}{}", if args.repair { " (removed)" } else { "" });
+        }
+        for s in &report.stray {
+            crate::out!("  stray file: {}", s.display());
+        }
+    }
+    if !report.damaged.is_empty() && !args.repair {
+        bail!(
+            "{} damaged blob(s); run again with --repair to remove them (an edge fetches them again)",
+            report.damaged.len()
+        );
+    }
+    Ok(())
+}
+
+/// `outpost repo gc`
+pub fn gc(args: &RepoGcArgs) -> Result<()> {
+    let grace = config::duration("--grace", &args.grace)?;
+    let store = Store::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let r = store.gc(args.keep, grace)?;
+    crate::out!(
+        "dropped {} snapshot(s) and {} metadata record(s); removed {} blob(s), freed {}; {} unreferenced blob(s) within the grace period",
+        r.snapshots_dropped,
+        r.metadata_dropped,
+        r.blobs_removed,
+        human_bytes(r.bytes_freed),
+        r.blobs_in_grace
+    );
+    Ok(())
+}
