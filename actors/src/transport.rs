@@ -16,9 +16,9 @@ use rustls::server::WebPkiClientVerifier;
 /// UDP socket buffers: the kernel default (~208 KiB) drops packets at speed.
 pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// How long a connection may stay silent before it is considered dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive interval for long-lived connections.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 
 /// A node's TLS identity: its certificate chain and key.
 #[derive(Debug, Clone)]
@@ -188,13 +188,45 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, String
     Ok(Some(body))
 }
 
+/// Why a connection ended, in words an operator can act on.
+pub fn close_reason(connection: &Connection) -> Option<String> {
+    match connection.close_reason()? {
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            if (0x100..0x200).contains(&code) {
+                let alert = code - 0x100;
+                let what = match alert {
+                    42 => "bad certificate",
+                    43 => "unsupported certificate",
+                    44 => "certificate revoked",
+                    45 => "certificate expired",
+                    46 => "certificate unknown",
+                    48 => "unknown CA",
+                    51 => "signature does not verify: a certificate from another CA?",
+                    116 => "certificate required",
+                    _ => "TLS failure",
+                };
+                Some(format!(
+                    "the peer refused this connection's certificate ({what}; TLS alert {alert}): use a certificate issued by the organisation CA and still valid"
+                ))
+            } else {
+                Some(format!("aborted by the peer: {close}"))
+            }
+        }
+        other => Some(other.to_string()),
+    }
+}
+
 /// Sends `request` on a new stream and reads the response header.
 pub async fn request(
     connection: &Connection,
     request: &Request,
 ) -> Result<(SendStream, RecvStream, Response), TransportError> {
     let peer = peer_label(connection);
-    let stream = |reason: String| TransportError::Stream { peer: peer.clone(), reason };
+    let stream = |reason: String| TransportError::Stream {
+        peer: peer.clone(),
+        reason: close_reason(connection).unwrap_or(reason),
+    };
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
     send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
     let body = read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("closed without answering".into()))?;

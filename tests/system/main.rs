@@ -2,9 +2,11 @@
 //!
 //! One test binary (fewer links on a 2-core machine); one module per area.
 
+mod cluster;
 mod common;
 mod hygiene;
 mod pkg;
 mod pki;
 mod purity;
+mod repo;
 mod wapt;

@@ -161,11 +161,15 @@ impl RepoClient {
             if n == 0 {
                 break;
             }
-            send.write_all(&buf[..n]).await.map_err(|e| stream(e.to_string()))?;
+            if let Err(e) = send.write_all(&buf[..n]).await {
+                // The repository stopped reading: it has answered (a refusal); read it.
+                tracing::debug!("upload stopped: {e}");
+                break;
+            }
             done += n as u64;
             progress(done);
         }
-        send.finish().map_err(|e| stream(e.to_string()))?;
+        let _ = send.finish();
         let body = transport::read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("no answer".into()))?;
         let response = outpost_protocol::wire::decode_response(&body)
             .map_err(|source| ClientError::Transport(TransportError::Wire { peer: self.addr.clone(), source }))?;

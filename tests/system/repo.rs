@@ -1,0 +1,307 @@
+//! Repositories end to end: real `outpost repo main` and `outpost repo edge` processes on
+//! 127.0.0.x, real QUIC, real files; faults injected by killing processes, damaging files and
+//! serving refused snapshots.
+
+use std::time::Duration;
+
+use outpost_actors::store::Store;
+use outpost_protocol::pki;
+use outpost_protocol::snapshot::Snapshot;
+
+use crate::cluster::{Cluster, Daemon, blob_files, noise, wait_for};
+use crate::common::{listing, run_in};
+
+const SYNC: Duration = Duration::from_secs(60);
+
+fn now() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+#[test]
+fn publish_replicates_down_a_three_level_tree_and_pulls_verify() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let region = c.edge(&[&main.addr], &[]);
+    let site = c.edge(&[&region.addr], &[]);
+    let big = noise(3_000_000, 1);
+    let pkg = c.package("tool", "1.0-1", &[("bin/tool", b"#!/bin/sh\n"), ("data/big.bin", &big)]);
+    let seq = c.publish(&pkg, &main.addr);
+    assert!(seq >= 2);
+    c.wait_sequence(&site.addr, seq, SYNC);
+
+    let status = c.status(&site.addr).unwrap();
+    assert_eq!(status["role"], "edge");
+    assert_eq!(status["packages"], 1);
+    assert_eq!(status["upstream"], region.addr.as_str());
+    assert_eq!(status["lag_snapshots"], 0);
+    assert_eq!(status["head"]["hash"], c.status(&main.addr).unwrap()["head"]["hash"]);
+    let text = c.client(&["repo", "status"], &site.addr).ok().stdout;
+    assert!(text.contains("lag:         0 snapshot(s)"), "{text}");
+
+    let pulled = c.client(&["repo", "pull", "tool", "--out", "pulled"], &site.addr).ok();
+    let dir = c.dir().join(pulled.stdout.trim());
+    assert_eq!(std::fs::read(dir.join("data/big.bin")).unwrap(), big);
+    assert!(std::fs::read_to_string(dir.join("WAPT/control")).unwrap().contains("package           : tool"));
+    // The site never talked to the main: the region sent it everything.
+    assert!(site.metric("outpost_repo_received_bytes_total", &format!("{{peer=\"{}\"}}", region.addr)) > 3_000_000.0);
+    assert_eq!(
+        main.metric("outpost_repo_chunks_served_total", ""),
+        region.metric("outpost_repo_chunks_fetched_total", "")
+    );
+
+    // Unpublish: the package is gone from every level.
+    let out = c.client(&["pkg", "unpublish", "tool=1.0-1"], &main.addr).ok();
+    assert!(out.stdout.contains("Removed tool 1.0-1"), "{}", out.stdout);
+    c.wait_sequence(&site.addr, seq + 1, SYNC);
+    c.client(&["repo", "pull", "tool", "--out", "again"], &site.addr).fails_with("has no package tool");
+    c.client(&["pkg", "unpublish", "tool"], &main.addr).fails_with("no package tool in the repository");
+}
+
+#[test]
+fn a_new_version_sends_only_the_changed_chunks() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let v1 = noise(4_000_000, 7);
+    let seq = c.publish(&c.package("big", "1", &[("big.bin", &v1)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let fetched_v1 = edge.metric("outpost_repo_chunks_fetched_total", "");
+    let bytes_v1 = edge.metric("outpost_repo_received_bytes_total", &format!("{{peer=\"{}\"}}", main.addr));
+
+    // 5% of the file changes, in four places.
+    let mut v2 = v1;
+    for k in 0..4 {
+        let at = 500_000 + k * 900_000;
+        v2[at..at + 50_000].copy_from_slice(&noise(50_000, 100 + k as u64));
+    }
+    let seq = c.publish(&c.package("big", "2", &[("big.bin", &v2)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let fetched_v2 = edge.metric("outpost_repo_chunks_fetched_total", "") - fetched_v1;
+    let bytes_v2 = edge.metric("outpost_repo_received_bytes_total", &format!("{{peer=\"{}\"}}", main.addr)) - bytes_v1;
+    assert!(edge.metric("outpost_repo_chunks_deduplicated_total", "") > 30.0);
+    assert!(fetched_v2 <= 16.0, "{fetched_v2} chunks fetched for a 5% change of {fetched_v1}");
+    assert!(bytes_v2 < 0.3 * bytes_v1, "{bytes_v2} bytes for the update, {bytes_v1} for the first copy");
+}
+
+#[test]
+fn an_edge_killed_during_a_sync_resumes_without_fetching_again() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &["--bandwidth", "2MB"]);
+    let data = noise(8_000_000, 3);
+    let seq = c.publish(&c.package("slow", "1", &[("payload.bin", &data)]), &main.addr);
+    wait_for(SYNC, "the edge to store some chunks", || (blob_files(&edge.data) >= 10).then_some(()));
+    edge.kill();
+    let had = blob_files(&edge.data);
+    assert!(c.sequence(&main.addr) == seq);
+    edge.restart(&[("--bandwidth", &["0"])]);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let total = blob_files(&edge.data);
+    assert!(had > 0 && had < total, "killed mid-sync: {had} of {total} chunks stored");
+    assert_eq!(
+        edge.metric("outpost_repo_chunks_fetched_total", "") as usize,
+        total - had,
+        "only the missing chunks were fetched"
+    );
+    assert_eq!(edge.metric("outpost_repo_chunks_deduplicated_total", "") as usize, had);
+    let pulled = c.client(&["repo", "pull", "slow", "--out", "p"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("payload.bin")).unwrap(), data);
+}
+
+fn damage_one_blob(data: &std::path::Path) -> std::path::PathBuf {
+    let dir = std::fs::read_dir(data.join("blobs")).unwrap().next().unwrap().unwrap().path();
+    let blob = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    blob
+}
+
+#[test]
+fn a_damaged_blob_is_detected_and_fetched_again() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &[]);
+    let payload = noise(1_000_000, 5);
+    let seq = c.publish(&c.package("app", "1", &[("app.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+
+    // Damaged while running: found when served, fetched again from upstream.
+    let blob = damage_one_blob(&edge.data);
+    let pulled = c.client(&["repo", "pull", "app", "--out", "p1"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("app.bin")).unwrap(), payload);
+    assert_eq!(edge.metric("outpost_repo_damaged_blobs_total", ""), 1.0);
+    let name = blob.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(blake3::hash(&std::fs::read(&blob).unwrap()).to_hex().as_str(), name, "the blob is whole again");
+
+    // Damaged while stopped: fsck finds it, --repair removes it, the edge fetches it again.
+    edge.stop();
+    damage_one_blob(&edge.data);
+    let data = edge.data.to_str().unwrap().to_string();
+    run_in(c.dir(), &["repo", "fsck", "--data", &data]).fails_with("damaged blob(s); run again with --repair");
+    let repaired = run_in(c.dir(), &["repo", "fsck", "--data", &data, "--repair"]).ok();
+    assert!(repaired.stdout.contains("1 damaged") && repaired.stdout.contains("(removed)"), "{}", repaired.stdout);
+    run_in(c.dir(), &["repo", "fsck", "--data", &data]).ok();
+    edge.restart(&[]);
+    let pulled = c.client(&["repo", "pull", "app", "--out", "p2"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("app.bin")).unwrap(), payload);
+}
+
+/// An edge whose store was seeded with `snapshot` signed by `signer`: it serves that snapshot
+/// to whoever asks (its own upstream does not answer).
+fn rogue(c: &Cluster, snapshot: &Snapshot, signer: (&std::path::Path, &std::path::Path)) -> Daemon {
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
+    let signed = snapshot.sign(&key, &chain);
+    let data = c.dir().join(format!("rogue-{}", snapshot.sequence ^ snapshot.expires as u64));
+    Store::open(&data).unwrap().commit_snapshot(&[], &[], &signed, snapshot.sequence).unwrap();
+    c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
+}
+
+#[test]
+fn forged_older_and_expired_snapshots_are_refused_and_the_last_good_one_served() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &["--poll", "1s"]);
+    let seq = c.publish(&c.package("good", "1", &[("a", b"a")]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let good = c.status(&edge.addr).unwrap()["head"]["hash"].clone();
+
+    let t = now();
+    let base =
+        |sequence, created, expires| Snapshot { sequence, created, expires, ..Snapshot::empty("rogue", 0, t, 0) };
+    // Forged: signed by an edge certificate of the right CA (no snapshot-signing usage).
+    let forged_signer = c.pki.issue("edge", "not-a-signer", &["--san", "127.0.0.1"]);
+    let forged = rogue(&c, &base(1000, t, t + 3600), (&forged_signer.0, &forged_signer.1));
+    // Older: properly signed by the main's key, but behind what the edge holds.
+    let older = rogue(&c, &base(1, t, t + 3600), (&main.cert, &main.key));
+    // Expired: properly signed, newer, but past its expiry.
+    let expired = rogue(&c, &base(1001, t - 7200, t - 3600), (&main.cert, &main.key));
+
+    edge.restart(&[("--upstream", &[&forged.addr, &older.addr, &expired.addr, &main.addr])]);
+    wait_for(SYNC, "the edge to try every upstream and settle on the main", || {
+        let s = c.status(&edge.addr)?;
+        (s["upstream"] == main.addr.as_str()).then_some(())
+    });
+    for reason in ["forged", "rollback", "expired"] {
+        assert!(
+            edge.metric("outpost_repo_refusals_total", &format!("{{reason=\"{reason}\"}}")) >= 1.0,
+            "{reason} refused\n{}",
+            edge.log_text()
+        );
+    }
+    assert_eq!(c.status(&edge.addr).unwrap()["head"]["hash"], good, "still the last good snapshot");
+    c.client(&["repo", "pull", "good", "--out", "p"], &edge.addr).ok();
+    // And replication goes on from the main.
+    let seq = c.publish(&c.package("next", "1", &[("b", b"b")]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+}
+
+#[test]
+fn a_tampered_publish_changes_nothing_and_rights_are_checked() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let pkg = c.package("ok", "1", &[("a.txt", b"hello world")]);
+    let seq = c.publish(&pkg, &main.addr);
+    let mut bytes = std::fs::read(&pkg).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"hello world").unwrap_or(bytes.len() / 3);
+    bytes[at] ^= 1;
+    let bad = c.dir().join("tampered.outpost");
+    std::fs::write(&bad, bytes).unwrap();
+    c.client(&["pkg", "publish", bad.to_str().unwrap()], &main.addr).fails_with("package refused");
+    assert_eq!(c.sequence(&main.addr), seq, "nothing changed");
+    assert!(main.metric("outpost_repo_refusals_total", "{reason=\"package\"}") >= 1.0);
+    assert!(listing(&main.data.join("tmp")).is_empty(), "no upload left behind");
+
+    // A host certificate may not publish; another CA's certificate may not even connect.
+    let host = c.pki.issue("host", "pc1.example.org", &[]);
+    c.client_as(&["pkg", "publish", pkg.to_str().unwrap()], &main.addr, &host).fails_with("may not publish");
+    let other = crate::common::Pki::new();
+    let stranger = other.issue("signer", "stranger", &[]);
+    c.client_as(&["repo", "status"], &main.addr, &stranger).fails_with("refused this connection's certificate");
+    wait_for(Duration::from_secs(10), "the refusal to be counted", || {
+        (main.metric("outpost_repo_refusals_total", "{reason=\"client_certificate\"}") >= 1.0).then_some(())
+    });
+    assert_eq!(c.sequence(&main.addr), seq);
+}
+
+#[test]
+fn a_cut_upstream_makes_the_edge_fail_over_and_back() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut region = c.edge(&[&main.addr], &[]);
+    let site = c.edge(&[&region.addr, &main.addr], &["--poll", "1s"]);
+    let seq = c.publish(&c.package("a", "1", &[("a", b"a")]), &main.addr);
+    c.wait_sequence(&site.addr, seq, SYNC);
+    assert_eq!(c.status(&site.addr).unwrap()["upstream"], region.addr.as_str());
+
+    region.kill();
+    let seq = c.publish(&c.package("b", "1", &[("b", b"b")]), &main.addr);
+    c.wait_sequence(&site.addr, seq, SYNC);
+    assert_eq!(c.status(&site.addr).unwrap()["upstream"], main.addr.as_str(), "failed over to the main");
+
+    region.restart(&[]);
+    wait_for(SYNC, "the site to fail back to the region", || {
+        (c.status(&site.addr)?["upstream"] == region.addr.as_str()).then_some(())
+    });
+}
+
+#[test]
+fn on_demand_edges_fetch_chunks_when_asked_and_keep_them() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &["--fill", "on-demand"]);
+    let payload = noise(2_000_000, 9);
+    let seq = c.publish(&c.package("lazy", "1", &[("lazy.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    assert_eq!(blob_files(&edge.data), 0, "nothing fetched before a client asks");
+    assert_eq!(c.status(&edge.addr).unwrap()["fill"], "on-demand");
+    let pulled = c.client(&["repo", "pull", "lazy", "--out", "p1"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("lazy.bin")).unwrap(), payload);
+    let kept = blob_files(&edge.data);
+    assert!(kept > 20, "{kept}");
+    let served_before = main.metric("outpost_repo_chunks_served_total", "");
+    c.client(&["repo", "pull", "lazy", "--out", "p2"], &edge.addr).ok();
+    assert_eq!(
+        main.metric("outpost_repo_chunks_served_total", ""),
+        served_before,
+        "the second pull came from the edge"
+    );
+}
+
+#[test]
+fn snapshots_are_re_signed_before_they_expire_and_daemons_stop_cleanly() {
+    let c = Cluster::new();
+    let config = c.dir().join("main.toml");
+    std::fs::write(&config, "snapshot_lifetime = \"4s\"\nresign_every = \"1s\"\n").unwrap();
+    let mut main = c.main(&["--config", config.to_str().unwrap()]);
+    let mut edge = c.edge(&[&main.addr], &[]);
+    c.wait_sequence(&edge.addr, 4, SYNC);
+    let expiry = main.metric("outpost_repo_snapshot_expiry_timestamp_seconds", "");
+    assert!(expiry > now() as f64, "the served snapshot has not expired");
+    assert_eq!(edge.stop(), Some(0), "SIGTERM stops the edge cleanly");
+    assert_eq!(main.stop(), Some(0), "SIGTERM stops the main cleanly");
+
+    let bad = c.dir().join("bad.toml");
+    std::fs::write(&bad, "snapshot_lifetime = \"1d\"\nresign_every = \"2d\"\n").unwrap();
+    let r = run_in(c.dir(), &["repo", "main", "--config", bad.to_str().unwrap(), "--metrics", ""]);
+    assert!(r.stderr.contains("resign_every (2d) must be shorter than snapshot_lifetime (1d)"), "{}", r.stderr);
+    std::fs::write(&bad, "snapshot_lifetim = \"1d\"\n").unwrap();
+    let r = run_in(c.dir(), &["repo", "main", "--config", bad.to_str().unwrap()]);
+    assert!(r.stderr.contains("bad.toml") && r.stderr.contains("snapshot_lifetim"), "{}", r.stderr);
+    let edge_cert = c.pki.issue("edge", "edge-x", &["--san", "127.0.0.1"]);
+    let r = run_in(
+        c.dir(),
+        &[
+            "repo",
+            "main",
+            "--cert",
+            edge_cert.0.to_str().unwrap(),
+            "--key",
+            edge_cert.1.to_str().unwrap(),
+            "--ca",
+            c.pki.ca().to_str().unwrap(),
+        ],
+    );
+    assert!(r.stderr.contains("cannot sign snapshots"), "{}", r.stderr);
+}
