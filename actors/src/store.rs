@@ -498,4 +498,47 @@ mod tests {
         assert_eq!(parse_hex(&hex(&hash)), Some(hash));
         assert_eq!(parse_hex("zz"), None);
     }
+
+    fn package(store: &Store, name: &str, content: &[u8]) -> ([u8; 32], [u8; 32]) {
+        use outpost_protocol::chunking;
+        use outpost_protocol::control::Control;
+        use outpost_protocol::package::{FileEntry, Manifest, PackageRecord};
+        let recipe = chunking::chunk(content, |h, b| store.put_blob(h, b).map(drop).map_err(io::Error::other)).unwrap();
+        let control = Control::parse(&format!(
+            "package: {name}\nversion: 1\narchitecture: all\nsection: base\npriority: optional\n"
+        ))
+        .unwrap();
+        let file = FileEntry { path: "f".into(), size: recipe.size, mode: 0o644, blake3: recipe.file };
+        let manifest = Manifest { control, files: vec![file] }.encode();
+        let record = PackageRecord { manifest, signature: vec![], chain: vec![] };
+        store.put_metadata(&[(record.hash(), record.encode())], &[(recipe.file, recipe.encode())]).unwrap();
+        (record.hash(), recipe.chunks[0].hash)
+    }
+
+    #[test]
+    fn gc_drops_what_no_kept_snapshot_references() {
+        use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+        let (m1, c1) = package(&store, "one", b"first package content");
+        let (m2, c2) = package(&store, "two", b"second package content");
+        let orphan = *blake3::hash(b"orphan").as_bytes();
+        store.put_blob(&orphan, b"orphan").unwrap();
+        for (seq, m) in [(1u64, m1), (2, m2)] {
+            let mut snap = Snapshot::empty("main", seq, 0, 10);
+            snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
+            store.commit_snapshot(&[], &[], &snap.sign(&key, &[]), seq).unwrap();
+        }
+        // Within the grace period nothing goes, but it is counted.
+        let r = store.gc(1, Duration::from_secs(3600)).unwrap();
+        assert_eq!((r.snapshots_dropped, r.blobs_removed, r.blobs_in_grace), (1, 0, 2));
+        assert!(store.has_blob(&c1) && store.has_blob(&orphan));
+        let r = store.gc(1, Duration::ZERO).unwrap();
+        assert_eq!(r.blobs_removed, 2);
+        assert!(!store.has_blob(&c1) && !store.has_blob(&orphan) && store.has_blob(&c2));
+        assert!(store.record(&m1).unwrap().is_none() && store.record(&m2).unwrap().is_some());
+        assert_eq!(store.snapshots().unwrap().len(), 1);
+        assert_eq!(store.current().unwrap().unwrap().unverified().unwrap().sequence, 2);
+    }
 }

@@ -206,6 +206,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deploy_examples_load_and_are_valid() {
+        let main: MainConfig = toml::from_str(include_str!("../../deploy/repo-main.toml")).unwrap();
+        assert!(
+            duration("resign_every", &main.resign_every).unwrap()
+                < duration("snapshot_lifetime", &main.snapshot_lifetime).unwrap()
+        );
+        assert_eq!(main.listen, MainConfig::default().listen);
+        let edge: EdgeConfig = toml::from_str(include_str!("../../deploy/repo-edge.toml")).unwrap();
+        assert_eq!(edge.upstreams.len(), 2);
+        duration("poll", &edge.poll).unwrap();
+        bytes("bandwidth", &edge.bandwidth).unwrap();
+        windows(&edge.sync_windows).unwrap();
+        utc_offset(&edge.utc_offset).unwrap();
+        assert!(["immediate", "on-demand"].contains(&edge.fill.as_str()));
+        // The example windows in the comment parse too.
+        windows(&["Mon-Fri 19:00-07:00".into(), "Sat,Sun 00:00-24:00".into()]).unwrap();
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let m = MainConfig::default();
         duration("snapshot_lifetime", &m.snapshot_lifetime).unwrap();
