@@ -305,3 +305,55 @@ fn snapshots_are_re_signed_before_they_expire_and_daemons_stop_cleanly() {
     );
     assert!(r.stderr.contains("cannot sign snapshots"), "{}", r.stderr);
 }
+
+#[test]
+fn sync_windows_hold_replication_until_they_open() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    // A window that opens two hours from now (UTC), so it is closed during the test.
+    let hour = (now() / 3600 + 2) % 24;
+    let window = format!("{hour:02}:00-{:02}:00", (hour + 1) % 24);
+    let mut edge = c.edge(&[&main.addr], &["--sync-window", &window, "--poll", "1s"]);
+    let seq = c.publish(&c.package("held", "1", &[("a", b"a")]), &main.addr);
+    wait_for(SYNC, "the edge to see the main's head", || {
+        (c.status(&edge.addr)?["upstream_head"]["sequence"].as_u64()? >= seq).then_some(())
+    });
+    let status = c.status(&edge.addr).unwrap();
+    assert!(status["head"].is_null(), "nothing synced outside the window: {status}");
+    assert_eq!(edge.metric("outpost_repo_syncs_total", "{result=\"ok\"}"), 0.0);
+    edge.restart(&[("--sync-window", &[])]);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+}
+
+#[test]
+fn any_repository_serves_byte_ranges_of_chunks() {
+    use outpost_actors::repo::client::RepoClient;
+    use outpost_actors::transport::{self, Identity};
+    use outpost_protocol::wire::{ALPN_REPO, Request};
+
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let content = noise(5000, 11);
+    let seq = c.publish(&c.package("ranges", "1", &[("r.bin", &content)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&c.admin.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(&c.admin.1).unwrap(), None).unwrap();
+    let identity = Identity { chain, key: key.pkcs8_der().to_vec() };
+    let ca = pki::parse_pem_certificates(&std::fs::read_to_string(c.pki.ca()).unwrap()).unwrap();
+    let hash = *blake3::hash(&content).as_bytes(); // a file under the minimum chunk size is one chunk
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let endpoint = transport::client(None, &identity, &ca, ALPN_REPO).unwrap();
+        for repo in [&main.addr, &edge.addr] {
+            let client = RepoClient::connect(&endpoint, repo).await.unwrap();
+            let part = transport::fetch(&client.connection, &Request::Chunk { hash, offset: 10, len: 100 }, 1000).await.unwrap();
+            assert_eq!(part, content[10..110], "{repo}");
+            let tail = transport::fetch(&client.connection, &Request::Chunk { hash, offset: 4990, len: 0 }, 1000).await.unwrap();
+            assert_eq!(tail, content[4990..], "{repo}");
+            assert_eq!(client.chunk(&hash).await.unwrap(), content);
+            let missing = client.chunk(&[7; 32]).await.unwrap_err().to_string();
+            assert!(missing.contains("no chunk"), "{missing}");
+        }
+    });
+}
