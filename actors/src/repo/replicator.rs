@@ -364,6 +364,10 @@ impl Handler<SyncDone> for Replicator {
                 let addr = self.config.upstreams[msg.index].clone();
                 tracing::warn!(upstream = addr, "sync failed: {e}");
                 self.set_error(format!("sync from {addr} failed: {e}"));
+                if e.refusal().is_none() {
+                    // A transient failure (a lost connection, a full disk): try again soon.
+                    ctx.run_later(Duration::from_secs(2), |act, ctx| act.maybe_sync(ctx));
+                }
                 if let Some(reason) = e.refusal() {
                     // The upstream served content that is refused: keep serving the last good
                     // snapshot, and use another upstream for a while.
