@@ -31,9 +31,9 @@ pub struct RepoMetrics {
     pub chunks_fetched: Counter,
     /// Chunks a sync needed that were already stored.
     pub chunks_deduplicated: Counter,
-    /// Chunks served to clients.
-    pub chunks_served: Counter,
-    /// Blobs found damaged on disk (removed, fetched again).
+    /// Byte ranges served to clients.
+    pub ranges_served: Counter,
+    /// Files found damaged on disk (removed, fetched again).
     pub damaged_blobs: Counter,
     /// Duration of successful syncs.
     pub sync_duration: Histogram,
@@ -43,9 +43,9 @@ pub struct RepoMetrics {
     pub refusals: Family<Labels, Counter>,
     /// Publishes and unpublishes by result.
     pub publishes: Family<Labels, Counter>,
-    /// Blobs stored.
+    /// Files stored.
     pub blobs: Gauge,
-    /// Bytes of blobs stored.
+    /// Bytes of files stored.
     pub blob_bytes: Gauge,
     /// Connected subscribers (edges and agents waiting for heads).
     pub subscribers: Gauge,
@@ -62,7 +62,7 @@ impl Default for RepoMetrics {
             received_bytes: Family::default(),
             chunks_fetched: Counter::default(),
             chunks_deduplicated: Counter::default(),
-            chunks_served: Counter::default(),
+            ranges_served: Counter::default(),
             damaged_blobs: Counter::default(),
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             syncs: Family::default(),
@@ -99,15 +99,19 @@ impl RepoMetrics {
         r.register("sent_bytes", "Bytes sent, by peer", self.sent_bytes.clone());
         r.register("received_bytes", "Bytes received, by peer", self.received_bytes.clone());
         r.register("chunks_fetched", "Chunks fetched from upstream", self.chunks_fetched.clone());
-        r.register("chunks_deduplicated", "Chunks a sync needed and already had", self.chunks_deduplicated.clone());
-        r.register("chunks_served", "Chunks served to clients", self.chunks_served.clone());
-        r.register("damaged_blobs", "Blobs found damaged on disk", self.damaged_blobs.clone());
+        r.register(
+            "chunks_deduplicated",
+            "Chunks a sync needed and found locally (in other files, or left by an interrupted sync)",
+            self.chunks_deduplicated.clone(),
+        );
+        r.register("ranges_served", "Byte ranges of files served to clients", self.ranges_served.clone());
+        r.register("damaged_blobs", "Files found damaged on disk", self.damaged_blobs.clone());
         r.register("sync_duration_seconds", "Duration of successful syncs", self.sync_duration.clone());
         r.register("syncs", "Syncs, by result", self.syncs.clone());
         r.register("refusals", "Refused snapshots, packages, publishes and clients, by reason", self.refusals.clone());
         r.register("publishes", "Publishes and unpublishes, by operation and result", self.publishes.clone());
-        r.register("blobs", "Blobs stored", self.blobs.clone());
-        r.register("blob_bytes", "Bytes of blobs stored", self.blob_bytes.clone());
+        r.register("blobs", "Files stored", self.blobs.clone());
+        r.register("blob_bytes", "Bytes of files stored", self.blob_bytes.clone());
         r.register("subscribers", "Clients subscribed to head changes", self.subscribers.clone());
     }
 

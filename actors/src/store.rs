@@ -1,35 +1,67 @@
-//! A repository's content store: chunk blobs as files named by their BLAKE3, and the small
-//! things (package records, recipes, signed snapshots, the current pointer) in redb.
+//! A repository's content store: every file of every package as a blob named by its BLAKE3,
+//! and the small things in redb (package records, each file's signed chunk list, where each
+//! chunk can be found, signed snapshots, the current pointer).
 //!
 //! Layout of a data folder:
 //! ```text
-//! blobs/ab/ab12…ef   chunk blobs, named by BLAKE3 (first byte as folder)
-//! tmp/               blobs being written
-//! state.redb         records, recipes, snapshots, current snapshot
+//! blobs/ab/ab12…ef    complete files, named by BLAKE3 (first byte as folder)
+//! partial/ab12…ef     files being fetched (kept across restarts: a sync resumes)
+//! tmp/                uploads being received
+//! state.redb          records, chunk lists, chunk locations, snapshots, current snapshot
 //! ```
-//! A blob is written to `tmp/`, renamed into place, and made durable in one batch
+//! A file is assembled in `partial/` from verified chunks (fetched, or copied from files the
+//! store already has), renamed into `blobs/` when complete, and made durable in one batch
 //! ([`Store::sync`]) before the snapshot that needs it becomes current: a crash at any instant
-//! leaves the old current snapshot or the new one, never a mix. Blobs are verified against
-//! their name whenever they are read; a damaged blob is removed (and fetched again by an
-//! edge). The store is shared (`Arc`) between the actors and the tasks that serve clients:
-//! redb takes concurrent readers and one writer; blobs are immutable once in place.
+//! leaves the old current snapshot or the new one, never a mix. Chunks are verified whenever
+//! they are read; a damaged file is removed (and fetched again by an edge). The store is
+//! shared (`Arc`) between the actors and the tasks that serve clients: redb takes concurrent
+//! readers and one writer; blobs are immutable once in place.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use outpost_protocol::chunking::MAX_CHUNK;
+use outpost_protocol::chunking::{self, Chunk, MAX_RANGE};
 use outpost_protocol::package::manifest::hex;
+use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::snapshot::SignedSnapshot;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 const RECORDS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("records");
-const RECIPES: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("recipes");
+const FILES: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("files");
+const CHUNKS: TableDefinition<'static, &[u8; 32], (&[u8; 32], u64)> = TableDefinition::new("chunks");
 const SNAPSHOTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 const CURRENT: &str = "current";
+
+/// A file's size and signed chunk list, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Chunks in order.
+    pub chunks: Vec<Chunk>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum FileInfoWire {
+    V1(FileInfo),
+}
+
+impl FileInfo {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&FileInfoWire::V1(self.clone())).expect("encoding to a Vec cannot fail")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let FileInfoWire::V1(f) = postcard::from_bytes(bytes).map_err(db_err)?;
+        Ok(f)
+    }
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,31 +72,35 @@ pub enum StoreError {
     /// The database.
     #[error("state database: {0}")]
     Db(String),
-    /// A blob whose content does not match its name (it has been removed).
-    #[error("blob {0} was damaged on disk and has been removed; it will be fetched again")]
+    /// A file whose content does not match its chunk list (it has been removed).
+    #[error("file {0} was damaged on disk and has been removed; it will be fetched again")]
     Damaged(String),
-    /// Bytes given for a blob that do not hash to its name.
-    #[error("blob {0} does not match its hash")]
+    /// Bytes that do not hash to what was expected.
+    #[error("{0} does not match its hash")]
     Mismatch(String),
-    /// A blob larger than a chunk may be.
-    #[error("blob of {0} bytes is over the chunk limit")]
-    TooLarge(usize),
+    /// A range request the file cannot satisfy.
+    #[error("{0}")]
+    BadRange(String),
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
 /// What [`Store::fsck`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FsckReport {
-    /// Blobs read and hashed.
+    /// Files read and hashed.
     pub checked: u64,
     /// Bytes read.
     pub bytes: u64,
-    /// Blobs whose content does not match their name.
+    /// Files whose content does not match their name.
     pub damaged: Vec<String>,
-    /// Damaged blobs removed (`--repair`).
+    /// Damaged files removed (`--repair`).
     pub removed: u64,
     /// Stray files in the blob folders (not named like a blob).
     pub stray: Vec<PathBuf>,
@@ -75,14 +111,41 @@ pub struct FsckReport {
 pub struct GcReport {
     /// Snapshots dropped beyond the retention.
     pub snapshots_dropped: u64,
-    /// Records and recipes dropped.
+    /// Records, chunk lists and chunk locations dropped.
     pub metadata_dropped: u64,
-    /// Blobs removed.
+    /// Files removed.
     pub blobs_removed: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
-    /// Unreferenced blobs kept because they are younger than the grace period.
+    /// Unreferenced files kept because they are younger than the grace period.
     pub blobs_in_grace: u64,
+}
+
+/// A file being assembled in `partial/`.
+#[derive(Debug)]
+pub struct PartialFile {
+    hash: [u8; 32],
+    path: PathBuf,
+    file: File,
+}
+
+impl PartialFile {
+    /// Writes verified bytes at `offset`.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        write_at(&self.file, offset, bytes).map_err(io_err(&self.path))
+    }
+
+    /// Reads bytes at `offset` (to check what an earlier, interrupted fetch left).
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; len];
+        read_exact_at(&self.file, offset, &mut buf).map_err(io_err(&self.path))?;
+        Ok(buf)
+    }
+
+    /// The file's BLAKE3.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
 }
 
 /// A content store in a data folder.
@@ -97,20 +160,20 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        fs::create_dir_all(root.join("blobs")).map_err(io(&root.join("blobs")))?;
+        for dir in ["blobs", "partial"] {
+            let d = root.join(dir);
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
         let tmp = root.join("tmp");
-        // Leftovers of an interrupted write are never part of the store.
+        // Uploads that were being received when the process stopped are never part of the store.
         let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let db = Database::create(root.join("state.redb")).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(RECORDS).map_err(db_err)?;
-            txn.open_table(RECIPES).map_err(db_err)?;
+            txn.open_table(FILES).map_err(db_err)?;
+            txn.open_table(CHUNKS).map_err(db_err)?;
             txn.open_table(SNAPSHOTS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
         }
@@ -131,7 +194,7 @@ impl Store {
         &self.root
     }
 
-    /// Number of blobs and their total size.
+    /// Number of files stored and their total size.
     pub fn usage(&self) -> (u64, u64) {
         (self.blobs.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
     }
@@ -141,56 +204,120 @@ impl Store {
         self.root.join("blobs").join(&name[..2]).join(name)
     }
 
-    /// True when the blob is present (not verified).
-    pub fn has_blob(&self, hash: &[u8; 32]) -> bool {
+    /// True when the complete file is present (not verified).
+    pub fn has_file(&self, hash: &[u8; 32]) -> bool {
         self.blob_path(hash).is_file()
     }
 
-    /// Stores a blob after checking that `bytes` hash to `hash`. Returns false when it was
-    /// already present. Not durable until [`Store::sync`].
-    pub fn put_blob(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<bool, StoreError> {
-        if bytes.len() > MAX_CHUNK as usize {
-            return Err(StoreError::TooLarge(bytes.len()));
-        }
-        if blake3::hash(bytes).as_bytes() != hash {
-            return Err(StoreError::Mismatch(hex(hash)));
-        }
-        let target = self.blob_path(hash);
-        if target.is_file() {
+    /// Starts (or resumes) assembling a file in `partial/`.
+    pub fn partial(&self, hash: &[u8; 32], size: u64) -> Result<(PartialFile, bool), StoreError> {
+        let path = self.root.join("partial").join(hex(hash));
+        let existed = path.is_file();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.set_len(size).map_err(io_err(&path))?;
+        Ok((PartialFile { hash: *hash, path, file }, existed))
+    }
+
+    /// Moves a complete file from `partial/` into the store. The caller has verified every
+    /// chunk. Not durable until [`Store::sync`].
+    pub fn finish(&self, partial: PartialFile) -> Result<(), StoreError> {
+        let target = self.blob_path(&partial.hash);
+        let dir = target.parent().expect("blob paths have a folder");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let size = partial.file.metadata().map_err(io_err(&partial.path))?.len();
+        drop(partial.file);
+        fs::rename(&partial.path, &target).map_err(io_err(&target))?;
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores a file read from `reader`, checking each chunk against `info` as it is read.
+    /// Returns false (reading nothing) when the file is already stored.
+    pub fn put_file(&self, hash: &[u8; 32], info: &FileInfo, reader: &mut dyn Read) -> Result<bool, StoreError> {
+        if self.has_file(hash) {
             return Ok(false);
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        let dir = target.parent().expect("blob paths have a folder");
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let temp = self.root.join("tmp").join(format!("{}.{}", hex(hash), std::process::id()));
-        let mut file = File::create(&temp).map_err(io(&temp))?;
-        file.write_all(bytes).map_err(io(&temp))?;
-        drop(file);
-        fs::rename(&temp, &target).map_err(io(&target))?;
-        self.blobs.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let (partial, _) = self.partial(hash, info.size)?;
+        let mut offset = 0u64;
+        let mut buf = Vec::new();
+        for c in &info.chunks {
+            buf.resize(c.len as usize, 0);
+            reader.read_exact(&mut buf).map_err(io_err(&partial.path))?;
+            if blake3::hash(&buf).as_bytes() != &c.hash {
+                return Err(StoreError::Mismatch(format!("a chunk of file {}", hex(hash))));
+            }
+            partial.write_at(offset, &buf)?;
+            offset += u64::from(c.len);
+        }
+        self.finish(partial)?;
         Ok(true)
     }
 
-    /// Reads a blob and checks it against its name. A damaged blob is removed and reported
-    /// as [`StoreError::Damaged`]; an absent one is `None`.
-    pub fn read_blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Reads `len` bytes at `offset` of a stored file, verifying every chunk they touch
+    /// against `info`. A damaged file is removed and reported as [`StoreError::Damaged`]; an
+    /// absent one is `None`.
+    pub fn read_range(
+        &self,
+        hash: &[u8; 32],
+        info: &FileInfo,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if len > MAX_RANGE || offset.checked_add(u64::from(len)).is_none_or(|end| end > info.size) {
+            return Err(StoreError::BadRange(format!(
+                "range {offset}+{len} is outside the file ({} bytes)",
+                info.size
+            )));
+        }
         let path = self.blob_path(hash);
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(f) => f.take(u64::from(MAX_CHUNK) + 1).read_to_end(&mut bytes),
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Io { path, source }),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        // The chunks covering the range.
+        let offsets = chunking::offsets(&info.chunks);
+        let end = offset + u64::from(len);
+        let first = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
+        let last = offsets.partition_point(|&o| o < end);
+        let (start, stop) = (offsets.get(first).copied().unwrap_or(0), offsets.get(last).copied().unwrap_or(info.size));
+        let mut buf = vec![0u8; usize::try_from(stop - start).expect("at most a range and two chunks")];
+        read_exact_at(&file, start, &mut buf).map_err(io_err(&path))?;
+        let mut at = 0usize;
+        for c in &info.chunks[first..last] {
+            let piece = &buf[at..at + c.len as usize];
+            if blake3::hash(piece).as_bytes() != &c.hash {
+                drop(file);
+                self.remove_blob(hash);
+                return Err(StoreError::Damaged(hex(hash)));
+            }
+            at += c.len as usize;
         }
-        .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        if blake3::hash(&bytes).as_bytes() != hash {
-            self.remove_blob(hash);
-            return Err(StoreError::Damaged(hex(hash)));
+        let skip = usize::try_from(offset - start).expect("within the buffer");
+        Ok(Some(buf[skip..skip + len as usize].to_vec()))
+    }
+
+    /// Reads a chunk from wherever the store has it (another file sharing it), verified.
+    pub fn local_chunk(&self, chunk: &Chunk) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CHUNKS).map_err(db_err)?;
+        let Some(loc) = t.get(&chunk.hash).map_err(db_err)? else { return Ok(None) };
+        let (file, offset) = (*loc.value().0, loc.value().1);
+        drop(t);
+        let path = self.blob_path(&file);
+        let Ok(f) = File::open(&path) else { return Ok(None) };
+        let mut buf = vec![0u8; chunk.len as usize];
+        if read_exact_at(&f, offset, &mut buf).is_err() || blake3::hash(&buf).as_bytes() != &chunk.hash {
+            return Ok(None);
         }
-        Ok(Some(bytes))
+        Ok(Some(buf))
     }
 
     fn remove_blob(&self, hash: &[u8; 32]) -> u64 {
@@ -203,74 +330,60 @@ impl Store {
         len
     }
 
-    /// Makes every blob written so far durable (one file-system flush, not one per blob).
+    /// Makes every file written so far durable (one file-system flush, not one per file).
     pub fn sync(&self) -> Result<(), StoreError> {
-        let dir = File::open(self.root.join("blobs"))
-            .map_err(|source| StoreError::Io { path: self.root.join("blobs"), source })?;
+        let blobs = self.root.join("blobs");
+        let dir = File::open(&blobs).map_err(io_err(&blobs))?;
         #[cfg(unix)]
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: self.root.clone(), source: e.into() })?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: blobs.clone(), source: e.into() })?;
         #[cfg(not(unix))]
-        dir.sync_all().map_err(|source| StoreError::Io { path: self.root.clone(), source })?;
+        dir.sync_all().map_err(io_err(&blobs))?;
         Ok(())
     }
 
     /// A package record by manifest hash.
     pub fn record(&self, manifest: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get(RECORDS, manifest)
-    }
-
-    /// A recipe by file hash.
-    pub fn recipe(&self, file: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get(RECIPES, file)
-    }
-
-    fn get(
-        &self,
-        table: TableDefinition<'static, &[u8; 32], &[u8]>,
-        key: &[u8; 32],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(table).map_err(db_err)?;
-        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+        let t = txn.open_table(RECORDS).map_err(db_err)?;
+        Ok(t.get(manifest).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
-    /// Stores records and recipes (one transaction).
-    pub fn put_metadata(
-        &self,
-        records: &[([u8; 32], Vec<u8>)],
-        recipes: &[([u8; 32], Vec<u8>)],
-    ) -> Result<(), StoreError> {
-        self.commit(records, recipes, None)
+    /// A file's size and chunk list.
+    pub fn file_info(&self, file: &[u8; 32]) -> Result<Option<FileInfo>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(FILES).map_err(db_err)?;
+        t.get(file).map_err(db_err)?.map(|v| FileInfo::decode(v.value())).transpose()
     }
 
-    /// Stores records and recipes and makes `snapshot` current, in one transaction, after
-    /// flushing the blobs to disk. Snapshots beyond the newest `keep` are dropped.
-    pub fn commit_snapshot(
+    /// Stores records and the files' chunk lists and locations (for `complete` files), and
+    /// when `snapshot` is given makes it current, in one transaction after flushing the blobs.
+    pub fn commit(
         &self,
         records: &[([u8; 32], Vec<u8>)],
-        recipes: &[([u8; 32], Vec<u8>)],
-        snapshot: &SignedSnapshot,
-        sequence: u64,
-    ) -> Result<(), StoreError> {
-        self.sync()?;
-        self.commit(records, recipes, Some((sequence, snapshot)))
-    }
-
-    fn commit(
-        &self,
-        records: &[([u8; 32], Vec<u8>)],
-        recipes: &[([u8; 32], Vec<u8>)],
+        files: &[([u8; 32], FileInfo)],
+        complete: &[[u8; 32]],
         snapshot: Option<(u64, &SignedSnapshot)>,
     ) -> Result<(), StoreError> {
+        if snapshot.is_some() {
+            self.sync()?;
+        }
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = txn.open_table(RECORDS).map_err(db_err)?;
             for (k, v) in records {
                 t.insert(k, v.as_slice()).map_err(db_err)?;
             }
-            let mut t = txn.open_table(RECIPES).map_err(db_err)?;
-            for (k, v) in recipes {
-                t.insert(k, v.as_slice()).map_err(db_err)?;
+            let mut t = txn.open_table(FILES).map_err(db_err)?;
+            for (k, info) in files {
+                t.insert(k, info.encode().as_slice()).map_err(db_err)?;
+            }
+            let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
+            for (k, info) in files.iter().filter(|(k, _)| complete.contains(k)) {
+                for (c, offset) in info.chunks.iter().zip(chunking::offsets(&info.chunks)) {
+                    if t.get(&c.hash).map_err(db_err)?.is_none() {
+                        t.insert(&c.hash, (k, offset)).map_err(db_err)?;
+                    }
+                }
             }
             if let Some((sequence, snapshot)) = snapshot {
                 txn.open_table(SNAPSHOTS).map_err(db_err)?.insert(sequence, snapshot.encoded()).map_err(db_err)?;
@@ -281,6 +394,13 @@ impl Store {
             }
         }
         txn.commit().map_err(db_err)
+    }
+
+    /// Records that complete files are here (chunk locations), outside a snapshot commit (an
+    /// on-demand fetch, a repair).
+    pub fn add_complete(&self, files: &[([u8; 32], FileInfo)]) -> Result<(), StoreError> {
+        let hashes: Vec<[u8; 32]> = files.iter().map(|(h, _)| *h).collect();
+        self.commit(&[], files, &hashes, None)
     }
 
     /// The current snapshot, if any.
@@ -318,19 +438,18 @@ impl Store {
     fn for_each_blob(&self, mut f: impl FnMut([u8; 32], PathBuf, fs::Metadata)) -> Result<Vec<PathBuf>, StoreError> {
         let base = self.root.join("blobs");
         let mut stray = Vec::new();
-        let io = |path: PathBuf| move |source| StoreError::Io { path, source };
-        for dir in fs::read_dir(&base).map_err(io(base.clone()))? {
-            let dir = dir.map_err(io(base.clone()))?.path();
+        for dir in fs::read_dir(&base).map_err(io_err(&base))? {
+            let dir = dir.map_err(io_err(&base))?.path();
             if !dir.is_dir() {
                 stray.push(dir);
                 continue;
             }
-            for entry in fs::read_dir(&dir).map_err(io(dir.clone()))? {
-                let entry = entry.map_err(io(dir.clone()))?;
+            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                let entry = entry.map_err(io_err(&dir))?;
                 let path = entry.path();
                 match parse_hex(&entry.file_name().to_string_lossy()) {
                     Some(hash) => {
-                        let meta = entry.metadata().map_err(io(path.clone()))?;
+                        let meta = entry.metadata().map_err(io_err(&path))?;
                         f(hash, path, meta);
                     }
                     None => stray.push(path),
@@ -340,18 +459,27 @@ impl Store {
         Ok(stray)
     }
 
-    /// Re-hashes every blob. With `repair`, damaged blobs are removed (an edge fetches them
-    /// again at its next sync). `progress` gets the bytes read so far.
+    /// Re-hashes every file. With `repair`, damaged files are removed (an edge fetches them
+    /// again). `progress` gets the bytes read so far.
     pub fn fsck(&self, repair: bool, progress: &mut dyn FnMut(u64)) -> Result<FsckReport, StoreError> {
         let mut blobs = Vec::new();
-        let stray = self.for_each_blob(|hash, path, meta| blobs.push((hash, path, meta.len())))?;
+        let stray = self.for_each_blob(|hash, path, _| blobs.push((hash, path)))?;
         let mut report = FsckReport { stray, ..FsckReport::default() };
-        for (hash, path, _) in blobs {
-            let bytes = fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let mut buf = vec![0u8; 1 << 20];
+        for (hash, path) in blobs {
+            let mut file = File::open(&path).map_err(io_err(&path))?;
+            let mut hasher = blake3::Hasher::new();
+            loop {
+                let n = file.read(&mut buf).map_err(io_err(&path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                report.bytes += n as u64;
+                progress(report.bytes);
+            }
             report.checked += 1;
-            report.bytes += bytes.len() as u64;
-            progress(report.bytes);
-            if blake3::hash(&bytes).as_bytes() != &hash {
+            if hasher.finalize().as_bytes() != &hash {
                 report.damaged.push(hex(&hash));
                 if repair {
                     self.remove_blob(&hash);
@@ -362,68 +490,45 @@ impl Store {
         Ok(report)
     }
 
-    /// Drops snapshots beyond the newest `keep`, then the records and recipes and blobs that
-    /// no kept snapshot references, sparing blobs younger than `grace` (a sync or publish in
-    /// progress writes blobs before its snapshot is committed).
+    /// Drops snapshots beyond the newest `keep`, then the records, chunk lists, chunk locations
+    /// and files that no kept snapshot references, sparing files younger than `grace` (a sync
+    /// or publish in progress writes files before its snapshot is committed).
     pub fn gc(&self, keep: usize, grace: Duration) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let snapshots = self.snapshots()?;
-        let keep = keep.max(1);
         let current = self.current()?.map(|s| s.hash());
-        let (dropped, kept): (Vec<_>, Vec<_>) = {
-            let cut = snapshots.len().saturating_sub(keep);
-            let (a, b) = snapshots.split_at(cut);
-            (a.to_vec(), b.to_vec())
-        };
-        // Referenced content of the kept snapshots.
-        let mut manifests = std::collections::HashSet::new();
-        for (_, s) in &kept {
-            let snap = s.unverified().map_err(db_err)?;
-            manifests.extend(snap.manifests().copied());
+        let cut = snapshots.len().saturating_sub(keep.max(1));
+        let (dropped, kept) = snapshots.split_at(cut);
+        let mut manifests = HashSet::new();
+        for (_, s) in kept {
+            manifests.extend(s.unverified().map_err(db_err)?.manifests().copied());
         }
-        let mut files = std::collections::HashSet::new();
-        let mut chunks = std::collections::HashSet::new();
+        let mut files = HashSet::new();
         for m in &manifests {
             let Some(bytes) = self.record(m)? else { continue };
-            let Ok(record) = outpost_protocol::package::PackageRecord::decode(&bytes) else { continue };
-            let Ok(manifest) = outpost_protocol::package::Manifest::decode(&record.manifest) else { continue };
-            for f in manifest.files {
-                files.insert(f.blake3);
-                if let Some(recipe) = self.recipe(&f.blake3)?
-                    && let Ok(r) = outpost_protocol::chunking::Recipe::decode(&recipe, &f.blake3, f.size)
-                {
-                    chunks.extend(r.chunks.iter().map(|c| c.hash));
-                }
-            }
+            let Ok(record) = PackageRecord::decode(&bytes) else { continue };
+            let Ok(manifest) = Manifest::decode(&record.manifest) else { continue };
+            files.extend(manifest.files.iter().map(|f| f.blake3));
         }
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            for (seq, s) in &dropped {
+            for (seq, s) in dropped {
                 if Some(s.hash()) != current {
                     t.remove(seq).map_err(db_err)?;
                     report.snapshots_dropped += 1;
                 }
             }
-            let mut t = txn.open_table(RECORDS).map_err(db_err)?;
+            report.metadata_dropped +=
+                drop_keys(&mut txn.open_table(RECORDS).map_err(db_err)?, |k| !manifests.contains(k))?;
+            report.metadata_dropped += drop_keys(&mut txn.open_table(FILES).map_err(db_err)?, |k| !files.contains(k))?;
+            let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
             let stale: Vec<[u8; 32]> = t
                 .iter()
                 .map_err(db_err)?
                 .filter_map(Result::ok)
+                .filter(|(_, v)| !files.contains(v.value().0))
                 .map(|(k, _)| *k.value())
-                .filter(|k| !manifests.contains(k))
-                .collect();
-            for k in &stale {
-                t.remove(k).map_err(db_err)?;
-            }
-            report.metadata_dropped += stale.len() as u64;
-            let mut t = txn.open_table(RECIPES).map_err(db_err)?;
-            let stale: Vec<[u8; 32]> = t
-                .iter()
-                .map_err(db_err)?
-                .filter_map(Result::ok)
-                .map(|(k, _)| *k.value())
-                .filter(|k| !files.contains(k))
                 .collect();
             for k in &stale {
                 t.remove(k).map_err(db_err)?;
@@ -434,7 +539,7 @@ impl Store {
         let now = SystemTime::now();
         let mut victims = Vec::new();
         self.for_each_blob(|hash, _, meta| {
-            if chunks.contains(&hash) {
+            if files.contains(&hash) {
                 return;
             }
             let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
@@ -448,8 +553,69 @@ impl Store {
             report.bytes_freed += self.remove_blob(&hash);
             report.blobs_removed += 1;
         }
+        // Partial files nothing needs any more.
+        if let Ok(entries) = fs::read_dir(self.root.join("partial")) {
+            for e in entries.filter_map(Result::ok) {
+                let keep = parse_hex(&e.file_name().to_string_lossy()).is_some_and(|h| files.contains(&h));
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default()
+                    >= grace;
+                if !keep && old {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(report)
     }
+}
+
+fn drop_keys(
+    table: &mut redb::Table<'_, &'static [u8; 32], &'static [u8]>,
+    stale: impl Fn(&[u8; 32]) -> bool,
+) -> Result<u64, StoreError> {
+    let keys: Vec<[u8; 32]> =
+        table.iter().map_err(db_err)?.filter_map(Result::ok).map(|(k, _)| *k.value()).filter(|k| stale(k)).collect();
+    for k in &keys {
+        table.remove(k).map_err(db_err)?;
+    }
+    Ok(keys.len() as u64)
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut offset: u64, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Parses 64 lower-case hex digits.
@@ -465,80 +631,4 @@ pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blobs_are_verified_and_damage_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let data = b"some chunk".to_vec();
-        let hash = *blake3::hash(&data).as_bytes();
-        assert!(matches!(store.put_blob(&[0; 32], &data), Err(StoreError::Mismatch(_))));
-        assert!(store.put_blob(&hash, &data).unwrap());
-        assert!(!store.put_blob(&hash, &data).unwrap(), "already there");
-        store.sync().unwrap();
-        assert_eq!(store.read_blob(&hash).unwrap().unwrap(), data);
-        assert_eq!(store.usage(), (1, data.len() as u64));
-        // Damage it on disk: fsck finds it, repair removes it, reads report it.
-        let path = store.blob_path(&hash);
-        fs::write(&path, b"some chunK").unwrap();
-        let report = store.fsck(false, &mut |_| {}).unwrap();
-        assert_eq!((report.checked, report.damaged.len(), report.removed), (1, 1, 0));
-        assert!(matches!(store.read_blob(&hash), Err(StoreError::Damaged(_))));
-        assert!(!store.has_blob(&hash), "a damaged blob is removed when read");
-        fs::write(&path, b"some chunK").unwrap();
-        let report = store.fsck(true, &mut |_| {}).unwrap();
-        assert_eq!(report.removed, 1);
-        assert!(!store.has_blob(&hash));
-        // Reopening counts what is there.
-        store.put_blob(&hash, &data).unwrap();
-        drop(store);
-        assert_eq!(Store::open(dir.path()).unwrap().usage(), (1, data.len() as u64));
-        assert_eq!(parse_hex(&hex(&hash)), Some(hash));
-        assert_eq!(parse_hex("zz"), None);
-    }
-
-    fn package(store: &Store, name: &str, content: &[u8]) -> ([u8; 32], [u8; 32]) {
-        use outpost_protocol::chunking;
-        use outpost_protocol::control::Control;
-        use outpost_protocol::package::{FileEntry, Manifest, PackageRecord};
-        let recipe = chunking::chunk(content, |h, b| store.put_blob(h, b).map(drop).map_err(io::Error::other)).unwrap();
-        let control = Control::parse(&format!(
-            "package: {name}\nversion: 1\narchitecture: all\nsection: base\npriority: optional\n"
-        ))
-        .unwrap();
-        let file = FileEntry { path: "f".into(), size: recipe.size, mode: 0o644, blake3: recipe.file };
-        let manifest = Manifest { control, files: vec![file] }.encode();
-        let record = PackageRecord { manifest, signature: vec![], chain: vec![] };
-        store.put_metadata(&[(record.hash(), record.encode())], &[(recipe.file, recipe.encode())]).unwrap();
-        (record.hash(), recipe.chunks[0].hash)
-    }
-
-    #[test]
-    fn gc_drops_what_no_kept_snapshot_references() {
-        use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
-        let (m1, c1) = package(&store, "one", b"first package content");
-        let (m2, c2) = package(&store, "two", b"second package content");
-        let orphan = *blake3::hash(b"orphan").as_bytes();
-        store.put_blob(&orphan, b"orphan").unwrap();
-        for (seq, m) in [(1u64, m1), (2, m2)] {
-            let mut snap = Snapshot::empty("main", seq, 0, 10);
-            snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
-            store.commit_snapshot(&[], &[], &snap.sign(&key, &[]), seq).unwrap();
-        }
-        // Within the grace period nothing goes, but it is counted.
-        let r = store.gc(1, Duration::from_secs(3600)).unwrap();
-        assert_eq!((r.snapshots_dropped, r.blobs_removed, r.blobs_in_grace), (1, 0, 2));
-        assert!(store.has_blob(&c1) && store.has_blob(&orphan));
-        let r = store.gc(1, Duration::ZERO).unwrap();
-        assert_eq!(r.blobs_removed, 2);
-        assert!(!store.has_blob(&c1) && !store.has_blob(&orphan) && store.has_blob(&c2));
-        assert!(store.record(&m1).unwrap().is_none() && store.record(&m2).unwrap().is_some());
-        assert_eq!(store.snapshots().unwrap().len(), 1);
-        assert_eq!(store.current().unwrap().unwrap().unverified().unwrap().sequence, 2);
-    }
-}
+mod tests;

@@ -222,35 +222,37 @@ pub async fn request(
     connection: &Connection,
     request: &Request,
 ) -> Result<(SendStream, RecvStream, Response), TransportError> {
-    let peer = peer_label(connection);
-    let stream = |reason: String| TransportError::Stream {
-        peer: peer.clone(),
-        reason: close_reason(connection).unwrap_or(reason),
-    };
+    // The peer's name is only worked out when something goes wrong (it parses a certificate).
+    let peer = || peer_label(connection);
+    let stream =
+        |reason: String| TransportError::Stream { peer: peer(), reason: close_reason(connection).unwrap_or(reason) };
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
     send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
     let body = read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("closed without answering".into()))?;
-    let response =
-        wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer.clone(), source })?;
+    let response = wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer(), source })?;
     if let Response::Error { code, message } = response {
-        return Err(TransportError::Remote { peer, code, message });
+        return Err(TransportError::Remote { peer: peer(), code, message });
     }
     Ok((send, recv, response))
 }
 
 /// Sends `request` and reads the data that follows a `Data` answer (at most `limit` bytes).
 pub async fn fetch(connection: &Connection, request: &Request, limit: u64) -> Result<Vec<u8>, TransportError> {
-    let peer = peer_label(connection);
     let (mut send, mut recv, response) = self::request(connection, request).await?;
     let _ = send.finish();
     let Response::Data { len } = response else {
-        return Err(TransportError::Unexpected { peer, what: format!("{response:?}") });
+        return Err(TransportError::Unexpected { peer: peer_label(connection), what: format!("{response:?}") });
     };
     if len > limit {
-        return Err(TransportError::Unexpected { peer, what: format!("{len} bytes, more than the {limit} expected") });
+        return Err(TransportError::Unexpected {
+            peer: peer_label(connection),
+            what: format!("{len} bytes, more than the {limit} expected"),
+        });
     }
     let mut data = vec![0u8; usize::try_from(len).expect("limited")];
-    recv.read_exact(&mut data).await.map_err(|e| TransportError::Stream { peer, reason: e.to_string() })?;
+    recv.read_exact(&mut data)
+        .await
+        .map_err(|e| TransportError::Stream { peer: peer_label(connection), reason: e.to_string() })?;
     Ok(data)
 }
 

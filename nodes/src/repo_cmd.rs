@@ -177,7 +177,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             concurrency,
             limiter: (bandwidth > 0).then(|| Arc::new(Limiter::new(bandwidth))),
         };
-        let (replicator, head, upstream) = Replicator::new(replicator_config, client, ctx, cancel.clone())?;
+        let (replicator, head, upstream) = Replicator::new(replicator_config, client, ctx.clone(), cancel.clone())?;
         let _replicator = replicator.start();
         let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
         let endpoint =
@@ -188,7 +188,12 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             trust,
             head,
             metrics,
-            role: Role::Edge { fill, upstream },
+            role: Role::Edge {
+                fill,
+                upstream,
+                sync: ctx,
+                fetching: Arc::new(outpost_actors::repo::sync::Fetching::default()),
+            },
         };
         start_metrics(&c.metrics, registry, cancel.clone()).await?;
         eprintln!(

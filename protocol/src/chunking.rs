@@ -1,38 +1,37 @@
 //! Content-defined chunking: files are cut with FastCDC (2020) so that a new version of a file
 //! shares its unchanged chunks with the old one, and only the changed chunks cross the WAN.
 //!
-//! A file is described by a [`Recipe`]: its BLAKE3 and size (as in the signed manifest) and the
-//! BLAKE3 and length of each chunk in order. Recipes are derived from content only (fixed
-//! parameters), so every repository computes the same recipe for the same file. A recipe is
-//! not signed: a wrong one is caught when the assembled file does not hash to the signed file
-//! hash.
+//! The chunk list of every file is part of the signed package manifest: each chunk that
+//! arrives is verified against a hash the package signer signed, so a repository or an agent
+//! never has to re-read a file to trust it. Transfers ask for byte ranges of a file; runs of
+//! missing chunks are coalesced into ranges ([`missing_ranges`]).
 
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
 /// Smallest chunk FastCDC cuts (except a file's last chunk).
-pub const MIN_CHUNK: u32 = 16 * 1024;
-/// Target average chunk size.
-pub const AVG_CHUNK: u32 = 64 * 1024;
+pub const MIN_CHUNK: u32 = 4 * 1024;
+/// Target average chunk size: small enough that a change costs little more than its own
+/// bytes, large enough that a file's chunk list stays a small part of its manifest.
+pub const AVG_CHUNK: u32 = 16 * 1024;
 /// Largest chunk.
-pub const MAX_CHUNK: u32 = 256 * 1024;
-/// Largest encoded recipe accepted (a 1 TiB file at the minimum chunk size would not fit;
-/// at the average size, 16 MiB of recipe describes about 400 GiB).
-pub const MAX_RECIPE_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_CHUNK: u32 = 64 * 1024;
+/// Largest byte range a client may ask for at once.
+pub const MAX_RANGE: u32 = 4 * 1024 * 1024;
 
 /// One chunk of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Chunk {
-    /// BLAKE3 of the chunk's bytes: its name in the blob store.
+    /// BLAKE3 of the chunk's bytes.
     pub hash: [u8; 32],
     /// Length in bytes.
     pub len: u32,
 }
 
-/// How a file is made of chunks.
+/// A file cut into chunks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recipe {
+pub struct Chunked {
     /// BLAKE3 of the whole file.
     pub file: [u8; 32],
     /// Size of the file.
@@ -41,70 +40,12 @@ pub struct Recipe {
     pub chunks: Vec<Chunk>,
 }
 
-#[derive(Serialize, Deserialize)]
-enum RecipeWire {
-    V1 { file: [u8; 32], size: u64, chunks: Vec<Chunk> },
-}
-
-/// Why recipe bytes are refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RecipeError {
-    /// Cannot be decoded.
-    #[error("recipe cannot be decoded: {0}")]
-    Decode(String),
-    /// Too large.
-    #[error("recipe is {0} bytes; the limit is {MAX_RECIPE_BYTES}")]
-    TooLarge(usize),
-    /// Chunk lengths do not add up to the size, or a chunk is empty or too long.
-    #[error("recipe of {file} is inconsistent: {reason}")]
-    Inconsistent { file: String, reason: String },
-}
-
-impl Recipe {
-    /// Encodes the recipe.
-    pub fn encode(&self) -> Vec<u8> {
-        let wire = RecipeWire::V1 { file: self.file, size: self.size, chunks: self.chunks.clone() };
-        postcard::to_stdvec(&wire).expect("encoding to a Vec cannot fail")
-    }
-
-    /// Decodes and checks recipe bytes for the file `expected` of `size` bytes.
-    pub fn decode(bytes: &[u8], expected: &[u8; 32], size: u64) -> Result<Self, RecipeError> {
-        if bytes.len() > MAX_RECIPE_BYTES {
-            return Err(RecipeError::TooLarge(bytes.len()));
-        }
-        let wire: RecipeWire = postcard::from_bytes(bytes).map_err(|e| RecipeError::Decode(e.to_string()))?;
-        let RecipeWire::V1 { file, size: recorded, chunks } = wire;
-        let recipe = Self { file, size: recorded, chunks };
-        let bad = |reason: String| RecipeError::Inconsistent { file: crate::package::manifest::hex(expected), reason };
-        if &recipe.file != expected || recipe.size != size {
-            return Err(bad("it describes another file".into()));
-        }
-        recipe.check().map_err(bad)?;
-        Ok(recipe)
-    }
-
-    /// Checks that chunk lengths are within bounds and add up to the size.
-    pub fn check(&self) -> Result<(), String> {
-        let mut total = 0u64;
-        for c in &self.chunks {
-            if c.len == 0 || c.len > MAX_CHUNK {
-                return Err(format!("a chunk of {} bytes", c.len));
-            }
-            total += u64::from(c.len);
-        }
-        if total != self.size {
-            return Err(format!("chunks add up to {total} bytes, not {}", self.size));
-        }
-        Ok(())
-    }
-}
-
 /// Cuts `reader` into chunks, calling `on_chunk(hash, bytes)` for each in order, and returns
-/// the recipe (with the whole-file BLAKE3 computed on the way).
+/// the file's hash, size and chunk list.
 pub fn chunk<R: Read>(
     reader: R,
     mut on_chunk: impl FnMut(&[u8; 32], &[u8]) -> std::io::Result<()>,
-) -> std::io::Result<Recipe> {
+) -> std::io::Result<Chunked> {
     let mut whole = blake3::Hasher::new();
     let mut chunks = Vec::new();
     let mut size = 0u64;
@@ -120,7 +61,91 @@ pub fn chunk<R: Read>(
         size += piece.data.len() as u64;
         chunks.push(Chunk { hash, len: u32::try_from(piece.data.len()).expect("at most MAX_CHUNK") });
     }
-    Ok(Recipe { file: *whole.finalize().as_bytes(), size, chunks })
+    Ok(Chunked { file: *whole.finalize().as_bytes(), size, chunks })
+}
+
+/// Checks a chunk list against a file size: lengths within bounds and adding up.
+pub fn check(chunks: &[Chunk], size: u64) -> Result<(), String> {
+    let mut total = 0u64;
+    for c in chunks {
+        if c.len == 0 || c.len > MAX_CHUNK {
+            return Err(format!("a chunk of {} bytes", c.len));
+        }
+        total += u64::from(c.len);
+    }
+    if total != size {
+        return Err(format!("chunks add up to {total} bytes, not {size}"));
+    }
+    Ok(())
+}
+
+/// Offsets of each chunk in its file.
+pub fn offsets(chunks: &[Chunk]) -> Vec<u64> {
+    let mut at = 0u64;
+    chunks
+        .iter()
+        .map(|c| {
+            let o = at;
+            at += u64::from(c.len);
+            o
+        })
+        .collect()
+}
+
+/// A byte range of a file to fetch: `count` chunks starting with chunk `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// Index of the first chunk.
+    pub first: usize,
+    /// Number of chunks.
+    pub count: usize,
+    /// Byte offset of the first chunk.
+    pub offset: u64,
+    /// Bytes in all.
+    pub len: u32,
+}
+
+/// The ranges covering the chunks for which `missing(i)` holds, each run of consecutive
+/// missing chunks coalesced up to `max` bytes (at least one chunk per range).
+pub fn missing_ranges(chunks: &[Chunk], max: u32, mut missing: impl FnMut(usize) -> bool) -> Vec<Range> {
+    let offsets = offsets(chunks);
+    let mut out: Vec<Range> = Vec::new();
+    let mut open: Option<Range> = None;
+    for (i, c) in chunks.iter().enumerate() {
+        if !missing(i) {
+            out.extend(open.take());
+            continue;
+        }
+        match &mut open {
+            Some(r) if r.len + c.len <= max => {
+                r.count += 1;
+                r.len += c.len;
+            }
+            _ => {
+                out.extend(open.take());
+                open = Some(Range { first: i, count: 1, offset: offsets[i], len: c.len });
+            }
+        }
+    }
+    out.extend(open);
+    out
+}
+
+/// Verifies the bytes of `range` against the chunk list; returns the index of the first chunk
+/// that does not match.
+pub fn verify_range(chunks: &[Chunk], range: &Range, bytes: &[u8]) -> Result<(), usize> {
+    if bytes.len() != range.len as usize {
+        return Err(range.first);
+    }
+    let mut at = 0usize;
+    for (i, c) in chunks[range.first..range.first + range.count].iter().enumerate() {
+        let end = at + c.len as usize;
+        if blake3::hash(&bytes[at..end]).as_bytes() != &c.hash {
+            return Err(range.first + i);
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -140,29 +165,29 @@ mod tests {
     }
 
     #[test]
-    fn recipes_describe_files_and_share_unchanged_chunks() {
+    fn chunk_lists_describe_files_and_share_unchanged_chunks() {
         let data = noise(3 * 1024 * 1024, 7);
         let mut seen = Vec::new();
-        let recipe = chunk(data.as_slice(), |h, b| {
+        let c = chunk(data.as_slice(), |h, b| {
             assert_eq!(blake3::hash(b).as_bytes(), h);
             seen.extend_from_slice(b);
             Ok(())
         })
         .unwrap();
         assert_eq!(seen, data);
-        assert_eq!(recipe.file, *blake3::hash(&data).as_bytes());
-        assert_eq!(recipe.size, data.len() as u64);
-        assert!(recipe.chunks.len() > 20 && recipe.chunks.len() < 200, "{}", recipe.chunks.len());
-        recipe.check().unwrap();
-        assert_eq!(Recipe::decode(&recipe.encode(), &recipe.file, recipe.size).unwrap(), recipe);
+        assert_eq!(c.file, *blake3::hash(&data).as_bytes());
+        assert_eq!(c.size, data.len() as u64);
+        assert!(c.chunks.len() > 100 && c.chunks.len() < 800, "{}", c.chunks.len());
+        check(&c.chunks, c.size).unwrap();
 
-        // Change 1 KiB in the middle: most chunks are shared.
+        // Change 1 KiB in the middle: all but a couple of chunks are shared.
         let mut changed = data;
         changed[1_500_000..1_501_024].copy_from_slice(&noise(1024, 9));
         let other = chunk(changed.as_slice(), |_, _| Ok(())).unwrap();
-        let old: std::collections::HashSet<_> = recipe.chunks.iter().map(|c| c.hash).collect();
-        let new_chunks = other.chunks.iter().filter(|c| !old.contains(&c.hash)).count();
-        assert!(new_chunks <= 3, "{new_chunks} new chunks for a 1 KiB change");
+        let old: std::collections::HashSet<_> = c.chunks.iter().map(|c| c.hash).collect();
+        let new_chunks: Vec<_> = other.chunks.iter().filter(|c| !old.contains(&c.hash)).collect();
+        let new_bytes: u64 = new_chunks.iter().map(|c| u64::from(c.len)).sum();
+        assert!(new_chunks.len() <= 3 && new_bytes <= 3 * u64::from(MAX_CHUNK), "{} new chunks", new_chunks.len());
     }
 
     #[test]
@@ -172,15 +197,32 @@ mod tests {
         let small = chunk(&b"hello"[..], |_, _| Ok(())).unwrap();
         assert_eq!(small.chunks.len(), 1);
         assert_eq!(small.chunks[0].hash, small.file, "a one-chunk file's chunk is the file");
+        assert!(check(&small.chunks, 6).is_err());
+        assert!(check(&[Chunk { hash: [0; 32], len: 0 }], 0).is_err());
     }
 
     #[test]
-    fn bad_recipes_are_refused() {
-        let r = chunk(noise(100_000, 3).as_slice(), |_, _| Ok(())).unwrap();
-        let mut lying = r.clone();
-        lying.chunks[0].len += 1;
-        assert!(matches!(Recipe::decode(&lying.encode(), &r.file, r.size), Err(RecipeError::Inconsistent { .. })));
-        assert!(Recipe::decode(&r.encode(), &[0; 32], r.size).is_err());
-        assert!(matches!(Recipe::decode(&[9, 9, 9], &r.file, r.size), Err(RecipeError::Decode(_))));
+    fn ranges_coalesce_runs_of_missing_chunks() {
+        let chunks: Vec<Chunk> = (0..10u8).map(|i| Chunk { hash: [i; 32], len: 100 }).collect();
+        let have = [false, false, true, false, false, false, true, true, false, false];
+        let r = missing_ranges(&chunks, 250, |i| !have[i]);
+        let spans: Vec<(usize, usize, u64, u32)> = r.iter().map(|r| (r.first, r.count, r.offset, r.len)).collect();
+        assert_eq!(spans, [(0, 2, 0, 200), (3, 2, 300, 200), (5, 1, 500, 100), (8, 2, 800, 200)]);
+        assert!(missing_ranges(&chunks, 1000, |_| false).is_empty());
+        assert_eq!(missing_ranges(&chunks, 10, |_| true).len(), 10, "one chunk per range at least");
+    }
+
+    #[test]
+    fn ranges_verify_chunk_by_chunk() {
+        let data = noise(200_000, 5);
+        let c = chunk(data.as_slice(), |_, _| Ok(())).unwrap();
+        let all = missing_ranges(&c.chunks, MAX_RANGE, |_| true);
+        assert_eq!(all.len(), 1);
+        assert_eq!(verify_range(&c.chunks, &all[0], &data), Ok(()));
+        let mut bad = data.clone();
+        let second = c.chunks[0].len as usize + 5;
+        bad[second] ^= 1;
+        assert_eq!(verify_range(&c.chunks, &all[0], &bad), Err(1));
+        assert_eq!(verify_range(&c.chunks, &all[0], &data[1..]), Err(0));
     }
 }

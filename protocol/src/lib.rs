@@ -27,6 +27,7 @@ pub mod pki;
 pub mod request;
 pub mod resolver;
 pub mod schedule;
+pub mod selection;
 pub mod signing;
 pub mod snapshot;
 pub mod time_fmt;

@@ -113,8 +113,8 @@ impl TokenBucket {
     /// A full bucket at time `now` (any monotonic clock).
     pub fn new(rate_bytes_per_sec: u64, now: Duration) -> Self {
         let rate = rate_bytes_per_sec.max(1) as f64;
-        // A quarter of a second of traffic, at least one chunk's worth.
-        let burst = (rate / 4.0).max(f64::from(crate::chunking::MAX_CHUNK));
+        // A quarter of a second of traffic, at least 256 KiB.
+        let burst = (rate / 4.0).max(262_144.0);
         Self { rate, burst, tokens: burst, last: now }
     }
 

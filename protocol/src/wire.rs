@@ -1,7 +1,7 @@
 //! The repository protocol's messages: what a client asks on a QUIC stream and what the
 //! repository answers. Every message is a versioned enum (only ever add variants), framed as a
-//! little-endian `u32` length and the postcard bytes; bulk data (snapshots, records, recipes,
-//! chunks, published archives) follows a header that announces its length.
+//! little-endian `u32` length and the postcard bytes; bulk data (snapshots, records, byte
+//! ranges of files, published archives) follows a header that announces its length.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +23,10 @@ pub enum Request {
     Snapshot { hash: [u8; 32] },
     /// A package record by manifest hash.
     Package { manifest: [u8; 32] },
-    /// A file's recipe by file hash.
-    Recipe { file: [u8; 32] },
-    /// Bytes of a chunk: `len` 0 means to the end.
-    Chunk { hash: [u8; 32], offset: u32, len: u32 },
+    /// Bytes `offset..offset + len` of a file by its BLAKE3 (`len` at most
+    /// [`crate::chunking::MAX_RANGE`]). Clients ask for ranges made of whole chunks, which
+    /// they verify against the signed chunk list.
+    Range { file: [u8; 32], offset: u64, len: u32 },
     /// Keep the stream open; the repository sends a [`Response::Head`] now and at each change.
     Subscribe,
     /// Publish a package archive of `size` bytes, which follow.
@@ -88,9 +88,9 @@ pub struct RepoStatus {
     pub upstream: Option<String>,
     /// The upstream's head as last seen (edges).
     pub upstream_head: Option<Head>,
-    /// Blobs (chunks) stored.
+    /// Files stored.
     pub blobs: u64,
-    /// Bytes of blobs stored.
+    /// Bytes of files stored.
     pub bytes: u64,
     /// `immediate` or `on-demand` (edges).
     pub fill: String,
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_limits_hold() {
-        let r = Request::Chunk { hash: [7; 32], offset: 10, len: 0 };
+        let r = Request::Range { file: [7; 32], offset: 10, len: 100 };
         let framed = encode_request(&r);
         let len = frame_len(framed[..4].try_into().unwrap()).unwrap();
         assert_eq!(decode_request(&framed[4..4 + len]).unwrap(), r);

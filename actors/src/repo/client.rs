@@ -2,10 +2,11 @@
 //! status, verified snapshots, publishing, and pulling a package (fetch, verify every chunk
 //! and every file against the signed manifest, unpack into a folder that appears whole).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use outpost_protocol::chunking::{MAX_CHUNK, MAX_RECIPE_BYTES, Recipe};
+use outpost_protocol::chunking::{self, Chunk, Range};
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::package::manifest::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
@@ -18,6 +19,7 @@ use outpost_protocol::wire::{RepoStatus, Request, Response};
 use quinn::{Connection, Endpoint};
 use tokio::io::AsyncWriteExt;
 
+use super::sync::RANGE_BYTES;
 use crate::transport::{self, TransportError};
 
 /// Why a client operation failed.
@@ -122,24 +124,13 @@ impl RepoClient {
         Ok((record, m, signer))
     }
 
-    /// A file's recipe.
-    pub async fn recipe(&self, file: &[u8; 32], size: u64) -> Result<Recipe, ClientError> {
-        let bytes =
-            transport::fetch(&self.connection, &Request::Recipe { file: *file }, MAX_RECIPE_BYTES as u64).await?;
-        Recipe::decode(&bytes, file, size).map_err(|e| ClientError::Refused(e.to_string()))
-    }
-
-    /// A chunk, verified against its hash.
-    pub async fn chunk(&self, hash: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
-        let bytes = transport::fetch(
-            &self.connection,
-            &Request::Chunk { hash: *hash, offset: 0, len: 0 },
-            u64::from(MAX_CHUNK),
-        )
-        .await?;
-        if blake3::hash(&bytes).as_bytes() != hash {
-            return Err(ClientError::Refused(format!("chunk {} does not match its hash", hex(hash))));
-        }
+    /// A byte range of a file, verified against its chunk list.
+    pub async fn range(&self, file: &[u8; 32], chunks: &[Chunk], range: &Range) -> Result<Vec<u8>, ClientError> {
+        let request = Request::Range { file: *file, offset: range.offset, len: range.len };
+        let bytes = transport::fetch(&self.connection, &request, u64::from(range.len)).await?;
+        chunking::verify_range(chunks, range, &bytes).map_err(|i| {
+            ClientError::Refused(format!("chunk {i} of file {} does not match its signed hash", hex(file)))
+        })?;
         Ok(bytes)
     }
 
@@ -256,35 +247,33 @@ impl RepoClient {
         dir: &Path,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(), ClientError> {
+        const IN_FLIGHT: usize = 4;
         let total = manifest.total_size();
         let mut done = 0u64;
-        let mut cache: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
         for f in &manifest.files {
             let path = dir.join(&f.path);
             let io = |source| ClientError::Io { path: path.clone(), source };
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(io)?;
             }
-            let recipe = self.recipe(&f.blake3, f.size).await?;
             let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-            let mut hasher = blake3::Hasher::new();
-            for c in &recipe.chunks {
-                let bytes = match cache.get(&c.hash) {
-                    Some(b) => b.clone(),
-                    None => self.chunk(&c.hash).await?,
-                };
-                hasher.update(&bytes);
+            let chunks = Arc::new(f.chunks.clone());
+            let mut ranges = chunking::missing_ranges(&f.chunks, RANGE_BYTES, |_| true).into_iter();
+            // Ranges are fetched a few at a time and written in order.
+            let mut pending = VecDeque::new();
+            loop {
+                while pending.len() < IN_FLIGHT {
+                    let Some(r) = ranges.next() else { break };
+                    let (me, chunks, hash) = (self.clone(), chunks.clone(), f.blake3);
+                    pending.push_back(tokio::spawn(async move { me.range(&hash, &chunks, &r).await }));
+                }
+                let Some(next) = pending.pop_front() else { break };
+                let bytes = next.await.map_err(|e| ClientError::Refused(e.to_string()))??;
                 file.write_all(&bytes).await.map_err(io)?;
                 done += bytes.len() as u64;
                 progress(done, total);
-                if cache.len() < 64 {
-                    cache.insert(c.hash, bytes);
-                }
             }
             file.flush().await.map_err(io)?;
-            if hasher.finalize().as_bytes() != &f.blake3 {
-                return Err(ClientError::Refused(format!("{} does not match the signed manifest", f.path)));
-            }
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;

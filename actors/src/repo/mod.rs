@@ -67,6 +67,10 @@ pub enum Role {
         fill: Fill,
         /// Its upstream.
         upstream: Arc<Mutex<UpstreamState>>,
+        /// What fetching from upstream needs.
+        sync: sync::SyncContext,
+        /// Files being fetched for clients.
+        fetching: Arc<sync::Fetching>,
     },
 }
 

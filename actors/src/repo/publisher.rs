@@ -1,6 +1,6 @@
 //! The main repository's publisher: the actor that owns the current snapshot and its signing
 //! key. A publish verifies the package (chain, usages, signature, every byte), stores its
-//! chunks, recipes and record, and commits a new snapshot (sequence + 1) in one transaction;
+//! files (checking every chunk) and record, and commits a new snapshot (sequence + 1) in one transaction;
 //! a refused publish changes nothing. The snapshot is re-signed before it expires even when
 //! nothing changes.
 
@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use outpost_protocol::chunking;
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::package::{PackageArchive, PackageError, PackageRecord};
 use outpost_protocol::pki::{PrivateKey, TrustStore};
@@ -22,7 +21,7 @@ use tokio::sync::watch;
 
 use super::unix_now;
 use crate::metrics::RepoMetrics;
-use crate::store::{Store, StoreError};
+use crate::store::{FileInfo, Store, StoreError};
 
 /// Settings of the publisher.
 #[derive(Debug, Clone)]
@@ -153,7 +152,7 @@ impl Publisher {
             None => {
                 let snapshot = Snapshot::empty(&config.name, 1, now, lifetime);
                 let signed = snapshot.sign(&key, &chain);
-                store.commit_snapshot(&[], &[], &signed, snapshot.sequence)?;
+                store.commit(&[], &[], &[], Some((snapshot.sequence, &signed)))?;
                 tracing::info!("created the first (empty) snapshot");
                 (snapshot, signed)
             }
@@ -211,18 +210,19 @@ impl Ctx {
         &self,
         next: &Snapshot,
         records: &[([u8; 32], Vec<u8>)],
-        recipes: &[([u8; 32], Vec<u8>)],
+        files: &[([u8; 32], FileInfo)],
     ) -> Result<SignedSnapshot, PublishError> {
         let signed = next.sign(&self.key, &self.chain);
-        self.store.commit_snapshot(records, recipes, &signed, next.sequence)?;
+        let complete: Vec<[u8; 32]> = files.iter().map(|(h, _)| *h).collect();
+        self.store.commit(records, files, &complete, Some((next.sequence, &signed)))?;
         Ok(signed)
     }
 }
 
-/// A verified package, its chunks stored (not yet referenced by any snapshot).
+/// A verified package, its files stored (not yet referenced by any snapshot).
 struct Ingested {
     record: PackageRecord,
-    recipes: Vec<([u8; 32], Vec<u8>)>,
+    files: Vec<([u8; 32], FileInfo)>,
     entry: PackageEntry,
     size: u64,
 }
@@ -236,18 +236,18 @@ fn ingest(store: &Store, trust: &TrustStore, archive: &Path, now: i64) -> Result
     let manifest = package.manifest().clone();
     let entry = manifest.entry().map_err(|e| PublishError::Refused(PackageError::Manifest(e.into())))?;
     let record = package.record();
-    let mut recipes = Vec::with_capacity(manifest.files.len());
+    let mut files = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
-        let reader = package.open_file(&f.path)?;
-        let recipe =
-            chunking::chunk(reader, |hash, bytes| store.put_blob(hash, bytes).map(drop).map_err(std::io::Error::other))
+        let info = FileInfo { size: f.size, chunks: f.chunks.clone() };
+        if !store.has_file(&f.blake3) {
+            let mut reader = package.open_file(&f.path)?;
+            store
+                .put_file(&f.blake3, &info, &mut reader)
                 .map_err(|e| PublishError::Internal(format!("storing {}: {e}", f.path)))?;
-        if recipe.file != f.blake3 || recipe.size != f.size {
-            return Err(PublishError::Internal(format!("{} changed while it was stored", f.path)));
         }
-        recipes.push((f.blake3, recipe.encode()));
+        files.push((f.blake3, info));
     }
-    Ok(Ingested { record, recipes, entry, size: manifest.total_size() })
+    Ok(Ingested { record, files, entry, size: manifest.total_size() })
 }
 
 impl Actor for Publisher {
@@ -284,7 +284,7 @@ impl Handler<Publish> for Publisher {
                 let ing = ingested?;
                 let mut next = ctx.current.next(now, ctx.lifetime);
                 let change = next.with_package(&ing.entry, ing.record.hash(), ing.size);
-                let signed = ctx.sign_and_commit(&next, &[(ing.record.hash(), ing.record.encode())], &ing.recipes)?;
+                let signed = ctx.sign_and_commit(&next, &[(ing.record.hash(), ing.record.encode())], &ing.files)?;
                 let published = Published {
                     sequence: next.sequence,
                     name: ing.entry.name.clone(),

@@ -340,9 +340,10 @@ impl Handler<SyncDone> for Replicator {
         let metrics = self.ctx.metrics.clone();
         match msg.result {
             Ok(out) => {
+                let Some(head) = out.head else { return };
                 let elapsed = msg.started.elapsed();
                 tracing::info!(
-                    sequence = out.head.sequence,
+                    sequence = head.sequence,
                     fetched = out.fetched,
                     deduplicated = out.deduplicated,
                     bytes = out.bytes,
@@ -351,11 +352,11 @@ impl Handler<SyncDone> for Replicator {
                 );
                 metrics.syncs.get_or_create(&label("result", "ok")).inc();
                 metrics.sync_duration.observe(elapsed.as_secs_f64());
-                metrics.snapshot_sequence.set(i64::try_from(out.head.sequence).unwrap_or(i64::MAX));
-                metrics.snapshot_expiry.set(out.head.expires);
-                self.current = Some(out.head);
+                metrics.snapshot_sequence.set(i64::try_from(head.sequence).unwrap_or(i64::MAX));
+                metrics.snapshot_expiry.set(head.expires);
+                self.current = Some(head);
                 self.upstream.lock().expect("not poisoned").last_error = None;
-                self.head.send_replace(Some(out.head));
+                self.head.send_replace(Some(head));
                 self.update_lag();
                 self.maybe_sync(ctx);
             }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::publisher::{Publish, PublishError, Unpublish};
-use super::{Fill, Role, Shared};
+use super::{Role, Shared};
 use crate::metrics::label;
 use crate::store::StoreError;
 use crate::transport::{peer, read_frame, respond};
@@ -125,20 +125,10 @@ async fn handle_stream(
                 Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
             }
         }
-        Request::Recipe { file } => {
-            let store = shared.store.clone();
-            match blocking(move || store.recipe(&file)).await {
-                Ok(Some(r)) => send_data(&mut send, &r, shared, label).await,
-                Ok(None) => respond(&mut send, &error(ErrorCode::NotFound, format!("no recipe {}", hex(&file)))).await,
-                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
-            }
-        }
-        Request::Chunk { hash, offset, len } => match chunk(shared, hash).await {
+        Request::Range { file, offset, len } => match range(shared, file, offset, len).await {
             Ok(bytes) => {
-                let start = (offset as usize).min(bytes.len());
-                let end = if len == 0 { bytes.len() } else { (start + len as usize).min(bytes.len()) };
-                shared.metrics.chunks_served.inc();
-                send_data(&mut send, &bytes[start..end], shared, label).await
+                shared.metrics.ranges_served.inc();
+                send_data(&mut send, &bytes, shared, label).await
             }
             Err(response) => respond(&mut send, &response).await,
         },
@@ -174,37 +164,41 @@ fn label_peer(peer: &str) -> crate::metrics::Labels {
     label("peer", peer)
 }
 
-/// A chunk from the store; on an edge, one that is missing (on-demand fill) or damaged is
-/// fetched from upstream first.
-async fn chunk(shared: &Shared, hash: [u8; 32]) -> Result<Vec<u8>, Response> {
+/// A byte range of a file from the store, its chunks verified; on an edge, a file that is
+/// missing (on-demand fill) or found damaged is served from upstream and fetched in the
+/// background to be kept.
+async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result<Vec<u8>, Response> {
     let store = shared.store.clone();
-    let local = blocking(move || store.read_blob(&hash)).await;
-    match local {
+    let info = match blocking(move || store.file_info(&file)).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(error(ErrorCode::NotFound, format!("no file {}", hex(&file)))),
+        Err(e) => return Err(error(ErrorCode::Internal, e.to_string())),
+    };
+    let (store, i) = (shared.store.clone(), info.clone());
+    match blocking(move || store.read_range(&file, &i, offset, len)).await {
         Ok(Some(bytes)) => return Ok(bytes),
         Ok(None) => {}
         Err(StoreError::Damaged(h)) => {
             shared.metrics.damaged_blobs.inc();
-            tracing::warn!(blob = h, "a damaged blob was found while serving it and removed");
+            tracing::warn!(file = h, "a damaged file was found while serving it and removed");
         }
+        Err(StoreError::BadRange(m)) => return Err(error(ErrorCode::BadRequest, m)),
         Err(e) => return Err(error(ErrorCode::Internal, e.to_string())),
     }
-    let Role::Edge { fill, upstream } = &shared.role else {
-        return Err(error(ErrorCode::NotFound, format!("no chunk {}", hex(&hash))));
+    let Role::Edge { upstream, sync, fetching, .. } = &shared.role else {
+        return Err(error(
+            ErrorCode::Internal,
+            format!("file {} is damaged or missing here; publish its package again", hex(&file)),
+        ));
     };
     let connection = upstream.lock().expect("not poisoned").connection.clone();
     let Some((addr, connection)) = connection else {
-        return Err(error(ErrorCode::Unavailable, "the chunk is not here yet and no upstream is reachable"));
+        return Err(error(ErrorCode::Unavailable, "the file is not here yet and no upstream is reachable"));
     };
-    let fetched = super::sync::fetch_chunk(&connection, &hash, shared).await;
-    match fetched {
-        Ok(bytes) => {
-            if *fill == Fill::OnDemand {
-                tracing::debug!(upstream = addr, blob = hex(&hash), "fetched on demand");
-            }
-            Ok(bytes)
-        }
-        Err(e) => Err(error(ErrorCode::Unavailable, format!("fetching the chunk from {addr}: {e}"))),
-    }
+    fetching.start(connection.clone(), file, info.clone(), sync.clone());
+    super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync)
+        .await
+        .map_err(|e| error(ErrorCode::Unavailable, format!("fetching from {addr}: {e}")))
 }
 
 async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), String> {
@@ -243,7 +237,7 @@ fn status(shared: &Shared) -> RepoStatus {
         bytes,
         ..RepoStatus::default()
     };
-    if let Role::Edge { fill, upstream } = &shared.role {
+    if let Role::Edge { fill, upstream, .. } = &shared.role {
         let up = upstream.lock().expect("not poisoned");
         status.role = "edge".into();
         status.fill = fill.as_str().into();

@@ -1,16 +1,19 @@
 //! One sync of an edge from its upstream: fetch the snapshot, verify it (chain, never older,
-//! not expired), fetch the package records and recipes it needs, then (immediate fill) the
-//! missing chunks with bounded concurrency, verifying every chunk as it arrives and every new
-//! file against its signed hash, and only then make the snapshot current. A sync that fails
-//! changes nothing that is served; the chunks it stored are kept, so the next one resumes.
+//! not expired), fetch and verify the package records it needs (their signed manifests carry
+//! every file's chunk list), then (immediate fill) assemble every missing file: chunks the
+//! store already has are copied locally, the others fetched as byte ranges with bounded
+//! concurrency and verified chunk by chunk as they arrive; only then does the snapshot become
+//! current. A sync that fails changes nothing that is served; what it assembled stays in
+//! `partial/`, so the next one resumes without fetching it again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_protocol::chunking::{Chunk, MAX_CHUNK, Recipe};
+use outpost_protocol::chunking::{self, MAX_RANGE, Range};
 use outpost_protocol::package::PackageRecord;
 use outpost_protocol::package::manifest::hex;
+use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
 use outpost_protocol::snapshot::{Head, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
@@ -18,10 +21,13 @@ use outpost_protocol::wire::Request;
 use quinn::Connection;
 use tokio::task::JoinSet;
 
-use super::{Fill, Shared};
+use super::Fill;
 use crate::metrics::{RepoMetrics, label};
-use crate::store::{Store, StoreError};
+use crate::store::{FileInfo, PartialFile, Store, StoreError};
 use crate::transport::{self, TransportError};
+
+/// Bytes asked for in one range request.
+pub const RANGE_BYTES: u32 = 1024 * 1024;
 
 /// A bandwidth cap shared by every transfer of an edge.
 #[derive(Debug)]
@@ -56,20 +62,20 @@ pub struct SyncContext {
     pub metrics: Arc<RepoMetrics>,
     /// Immediate or on-demand.
     pub fill: Fill,
-    /// Chunk requests in flight.
+    /// Range requests in flight.
     pub concurrency: usize,
     /// Bandwidth cap.
     pub limiter: Option<Arc<Limiter>>,
 }
 
 /// What a sync did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncOutcome {
     /// The head now served.
-    pub head: Head,
-    /// Chunks fetched.
+    pub head: Option<Head>,
+    /// Chunks fetched from upstream.
     pub fetched: u64,
-    /// Chunks needed and already present.
+    /// Chunks found locally (already stored, or left by an interrupted sync).
     pub deduplicated: u64,
     /// Bytes received.
     pub bytes: u64,
@@ -126,25 +132,20 @@ pub async fn run(
     received(bytes.len());
     let signed = SignedSnapshot::decode(&bytes)?;
     let (snapshot, _) = signed.verify(&ctx.trust, super::unix_now(), held)?;
-    let mut total = bytes.len() as u64;
+    let mut outcome = SyncOutcome { bytes: bytes.len() as u64, ..SyncOutcome::default() };
 
     // Package records, verified as of the snapshot's date (the main accepted them then).
     let mut records = Vec::new();
-    let mut files: HashMap<[u8; 32], u64> = HashMap::new();
+    let mut files: BTreeMap<[u8; 32], FileInfo> = BTreeMap::new();
     for manifest in snapshot.manifests() {
-        let store = ctx.store.clone();
-        let m = *manifest;
+        let (store, m) = (ctx.store.clone(), *manifest);
         let bytes = match blocking(move || store.record(&m)).await? {
             Some(b) => b,
             None => {
-                let b = transport::fetch(
-                    connection,
-                    &Request::Package { manifest: m },
-                    outpost_protocol::package::record::MAX_RECORD_BYTES as u64,
-                )
-                .await?;
+                let b =
+                    transport::fetch(connection, &Request::Package { manifest: m }, MAX_RECORD_BYTES as u64).await?;
                 received(b.len());
-                total += b.len() as u64;
+                outcome.bytes += b.len() as u64;
                 records.push((m, b.clone()));
                 b
             }
@@ -156,127 +157,202 @@ pub async fn run(
         }
         let (manifest, _) = record.verify(&ctx.trust, snapshot.created).map_err(|e| bad(e.to_string()))?;
         for f in &manifest.files {
-            files.insert(f.blake3, f.size);
+            files.insert(f.blake3, FileInfo { size: f.size, chunks: f.chunks.clone() });
         }
     }
+    let files: Vec<([u8; 32], FileInfo)> = files.into_iter().collect();
 
-    // Recipes.
-    let mut recipes = Vec::new();
-    let mut new_files = Vec::new();
-    let mut chunks: Vec<Chunk> = Vec::new();
-    for (file, size) in &files {
-        let store = ctx.store.clone();
-        let f = *file;
-        let recipe = match blocking(move || store.recipe(&f)).await? {
-            Some(b) => Recipe::decode(&b, file, *size).map_err(|e| SyncError::Content(e.to_string()))?,
-            None => {
-                let b = transport::fetch(
-                    connection,
-                    &Request::Recipe { file: *file },
-                    outpost_protocol::chunking::MAX_RECIPE_BYTES as u64,
-                )
-                .await?;
-                received(b.len());
-                total += b.len() as u64;
-                let r =
-                    Recipe::decode(&b, file, *size).map_err(|e| SyncError::Content(format!("from {upstream}: {e}")))?;
-                recipes.push((*file, b));
-                new_files.push(r.clone());
-                r
-            }
-        };
-        chunks.extend(recipe.chunks);
-    }
-
-    let (mut fetched, mut deduplicated) = (0u64, 0u64);
+    let mut complete: Vec<[u8; 32]> = Vec::new();
     if ctx.fill == Fill::Immediate {
-        let mut seen = HashSet::new();
-        let mut missing = Vec::new();
-        for c in chunks {
-            if !seen.insert(c.hash) {
-                continue;
-            }
-            if ctx.store.has_blob(&c.hash) {
-                deduplicated += 1;
-            } else {
-                missing.push(c);
-            }
-        }
-        ctx.metrics.chunks_deduplicated.inc_by(deduplicated);
-        let mut tasks = JoinSet::new();
-        let mut queue = missing.into_iter();
-        loop {
-            while tasks.len() < ctx.concurrency.max(1) {
-                let Some(c) = queue.next() else { break };
-                let (connection, ctx2, upstream) = (connection.clone(), ctx.clone(), upstream.to_string());
-                tasks.spawn(async move {
-                    if let Some(l) = &ctx2.limiter {
-                        l.take(u64::from(c.len)).await;
-                    }
-                    fetch_and_store(&connection, &c.hash, &ctx2.store, &ctx2.metrics, &upstream).await.map(|b| b.len())
-                });
-            }
-            let Some(done) = tasks.join_next().await else { break };
-            let n = done.map_err(|e| SyncError::Content(e.to_string()))??;
-            fetched += 1;
-            total += n as u64;
-        }
-        // Every new file must assemble to its signed hash.
-        let store = ctx.store.clone();
-        blocking(move || {
-            for r in &new_files {
-                let mut hasher = blake3::Hasher::new();
-                for c in &r.chunks {
-                    let bytes = store.read_blob(&c.hash)?.ok_or_else(|| StoreError::Damaged(hex(&c.hash)))?;
-                    hasher.update(&bytes);
-                }
-                if hasher.finalize().as_bytes() != &r.file {
-                    return Err(StoreError::Mismatch(format!("file {} (its recipe is wrong)", hex(&r.file))));
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::Mismatch(m) => SyncError::Content(m),
-            other => SyncError::Store(other),
-        })?;
+        let got = fetch_files(connection, upstream, &files, ctx).await?;
+        outcome.fetched = got.fetched;
+        outcome.deduplicated = got.deduplicated;
+        outcome.bytes += got.bytes;
+        complete = files.iter().map(|(h, _)| *h).collect();
     }
 
-    let store = ctx.store.clone();
-    let sequence = snapshot.sequence;
-    let signed2 = signed.clone();
-    blocking(move || store.commit_snapshot(&records, &recipes, &signed2, sequence)).await?;
+    let (store, sequence, signed2) = (ctx.store.clone(), snapshot.sequence, signed.clone());
+    blocking(move || store.commit(&records, &files, &complete, Some((sequence, &signed2)))).await?;
+    export_usage(ctx);
+    outcome.head = Some(snapshot.head(&signed));
+    Ok(outcome)
+}
+
+fn export_usage(ctx: &SyncContext) {
     let (blobs, bytes) = ctx.store.usage();
     ctx.metrics.blobs.set(i64::try_from(blobs).unwrap_or(i64::MAX));
     ctx.metrics.blob_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    Ok(SyncOutcome { head: snapshot.head(&signed), fetched, deduplicated, bytes: total })
 }
 
-async fn fetch_and_store(
+/// A file being assembled and the chunks it still lacks.
+struct Assembly {
+    hash: [u8; 32],
+    info: Arc<FileInfo>,
+    partial: Arc<PartialFile>,
+    ranges: Vec<Range>,
+}
+
+/// Makes every file of `files` complete in the store: chunks it has (left by an interrupted
+/// fetch, or in other files) are reused, the rest fetched from `connection`.
+pub async fn fetch_files(
+    connection: &Connection,
+    upstream: &str,
+    files: &[([u8; 32], FileInfo)],
+    ctx: &SyncContext,
+) -> Result<SyncOutcome, SyncError> {
+    let mut outcome = SyncOutcome::default();
+    let mut assemblies = Vec::new();
+    for (hash, info) in files {
+        if ctx.store.has_file(hash) {
+            continue;
+        }
+        let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
+        let (assembly, reused) = blocking(move || prepare(&store, h, i)).await?;
+        outcome.deduplicated += reused;
+        assemblies.push(assembly);
+    }
+    ctx.metrics.chunks_deduplicated.inc_by(outcome.deduplicated);
+
+    let mut tasks = JoinSet::new();
+    let jobs: Vec<_> = assemblies
+        .iter()
+        .flat_map(|a| a.ranges.iter().map(|r| (a.hash, a.info.clone(), a.partial.clone(), *r)).collect::<Vec<_>>())
+        .collect();
+    let mut queue = jobs.into_iter();
+    loop {
+        while tasks.len() < ctx.concurrency.max(1) {
+            let Some((hash, info, partial, range)) = queue.next() else { break };
+            let (connection, ctx, upstream) = (connection.clone(), ctx.clone(), upstream.to_string());
+            tasks.spawn(async move {
+                fetch_range(&connection, &upstream, &hash, &info, &partial, range, &ctx).await.map(|()| range)
+            });
+        }
+        let Some(done) = tasks.join_next().await else { break };
+        let range = done.map_err(|e| SyncError::Content(e.to_string()))??;
+        outcome.fetched += range.count as u64;
+        outcome.bytes += u64::from(range.len);
+    }
+    drop(queue);
+    for a in assemblies {
+        let partial = Arc::try_unwrap(a.partial).map_err(|_| SyncError::Content("a file is still in use".into()))?;
+        let store = ctx.store.clone();
+        blocking(move || store.finish(partial)).await?;
+    }
+    export_usage(ctx);
+    Ok(outcome)
+}
+
+/// Opens a file's partial copy and finds what it still lacks. Blocking.
+fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly, u64), StoreError> {
+    let (partial, existed) = store.partial(&hash, info.size)?;
+    let offsets = chunking::offsets(&info.chunks);
+    let mut have = vec![false; info.chunks.len()];
+    let mut reused = 0u64;
+    for (i, c) in info.chunks.iter().enumerate() {
+        if existed {
+            let bytes = partial.read_at(offsets[i], c.len as usize)?;
+            if blake3::hash(&bytes).as_bytes() == &c.hash {
+                have[i] = true;
+                reused += 1;
+                continue;
+            }
+        }
+        if let Some(bytes) = store.local_chunk(c)? {
+            partial.write_at(offsets[i], &bytes)?;
+            have[i] = true;
+            reused += 1;
+        }
+    }
+    let ranges = chunking::missing_ranges(&info.chunks, RANGE_BYTES.min(MAX_RANGE), |i| !have[i]);
+    Ok((Assembly { hash, info: Arc::new(info), partial: Arc::new(partial), ranges }, reused))
+}
+
+async fn fetch_range(
+    connection: &Connection,
+    upstream: &str,
+    hash: &[u8; 32],
+    info: &FileInfo,
+    partial: &Arc<PartialFile>,
+    range: Range,
+    ctx: &SyncContext,
+) -> Result<(), SyncError> {
+    if let Some(l) = &ctx.limiter {
+        l.take(u64::from(range.len)).await;
+    }
+    let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
+    let bytes = transport::fetch(connection, &request, u64::from(range.len)).await?;
+    ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(bytes.len() as u64);
+    if let Err(i) = chunking::verify_range(&info.chunks, &range, &bytes) {
+        ctx.metrics.refused("chunk");
+        return Err(SyncError::Content(format!(
+            "chunk {i} of file {} from {upstream} does not match its signed hash",
+            hex(hash)
+        )));
+    }
+    let (partial, offset) = (partial.clone(), range.offset);
+    blocking(move || partial.write_at(offset, &bytes)).await?;
+    ctx.metrics.chunks_fetched.inc_by(range.count as u64);
+    Ok(())
+}
+
+/// Fetches a range for a client straight from upstream (on-demand fill, or a damaged file),
+/// verified against the chunk list. The range must be made of whole chunks.
+pub async fn fetch_range_for_client(
     connection: &Connection,
     hash: &[u8; 32],
-    store: &Arc<Store>,
-    metrics: &RepoMetrics,
-    upstream: &str,
+    info: &FileInfo,
+    offset: u64,
+    len: u32,
+    ctx: &SyncContext,
 ) -> Result<Vec<u8>, SyncError> {
-    let bytes =
-        transport::fetch(connection, &Request::Chunk { hash: *hash, offset: 0, len: 0 }, u64::from(MAX_CHUNK)).await?;
-    metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(bytes.len() as u64);
-    let (store, h, data) = (store.clone(), *hash, bytes.clone());
-    blocking(move || store.put_blob(&h, &data)).await.map_err(|e| match e {
-        StoreError::Mismatch(m) => {
-            metrics.refused("chunk");
-            SyncError::Content(format!("chunk {m} from {upstream} does not match its hash"))
-        }
-        other => SyncError::Store(other),
+    let offsets = chunking::offsets(&info.chunks);
+    let first = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
+    let end = offset + u64::from(len);
+    let last = offsets.partition_point(|&o| o < end);
+    let start = offsets.get(first).copied().unwrap_or(0);
+    let stop = offsets.get(last).copied().unwrap_or(info.size);
+    let range = Range {
+        first,
+        count: last - first,
+        offset: start,
+        len: u32::try_from(stop - start).map_err(|e| SyncError::Content(e.to_string()))?,
+    };
+    let upstream = transport::peer_label(connection);
+    let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
+    let bytes = transport::fetch(connection, &request, u64::from(range.len)).await?;
+    ctx.metrics.received_bytes.get_or_create(&label("peer", &upstream)).inc_by(bytes.len() as u64);
+    chunking::verify_range(&info.chunks, &range, &bytes).map_err(|i| {
+        SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))
     })?;
-    metrics.chunks_fetched.inc();
-    Ok(bytes)
+    ctx.metrics.chunks_fetched.inc_by(range.count as u64);
+    let skip = usize::try_from(offset - start).expect("within the range");
+    Ok(bytes[skip..skip + len as usize].to_vec())
 }
 
-/// Fetches one chunk for a client (on-demand fill, or a damaged blob), verifies and keeps it.
-pub async fn fetch_chunk(connection: &Connection, hash: &[u8; 32], shared: &Shared) -> Result<Vec<u8>, SyncError> {
-    let upstream = transport::peer_label(connection);
-    fetch_and_store(connection, hash, &shared.store, &shared.metrics, &upstream).await
+/// Files being fetched in the background for clients, so each is fetched once.
+#[derive(Debug, Default)]
+pub struct Fetching(Mutex<HashSet<[u8; 32]>>);
+
+impl Fetching {
+    /// Starts fetching `hash` in the background unless it already is.
+    pub fn start(self: &Arc<Self>, connection: Connection, hash: [u8; 32], info: FileInfo, ctx: SyncContext) {
+        if !self.0.lock().expect("not poisoned").insert(hash) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let upstream = transport::peer_label(&connection);
+            let result = fetch_files(&connection, &upstream, &[(hash, info.clone())], &ctx).await;
+            match result {
+                Ok(_) => {
+                    let store = ctx.store.clone();
+                    if let Err(e) = blocking(move || store.add_complete(&[(hash, info)])).await {
+                        tracing::warn!(file = hex(&hash), "recording a fetched file failed: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(file = hex(&hash), "fetching a file for a client failed: {e}"),
+            }
+            me.0.lock().expect("not poisoned").remove(&hash);
+        });
+    }
 }

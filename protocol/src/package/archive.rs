@@ -245,6 +245,10 @@ impl<R: Read + Seek> PackageArchive<R> {
             }
             let mut hasher = blake3::Hasher::new();
             let mut size = 0u64;
+            // Every signed chunk is checked too, so that what repositories and agents verify
+            // chunk by chunk is exactly this file.
+            let mut chunks = file.chunks.iter();
+            let mut current = chunks.next().map(|c| (c, blake3::Hasher::new(), 0u32));
             loop {
                 let n = match member.read(&mut buffer) {
                     Ok(0) => break,
@@ -257,11 +261,22 @@ impl<R: Read + Seek> PackageArchive<R> {
                     return Err(content(format!("longer than the {} signed bytes", file.size)));
                 }
                 hasher.update(&buffer[..n]);
+                let mut rest = &buffer[..n];
+                while !rest.is_empty() {
+                    let Some((chunk, h, filled)) = current.as_mut() else { break };
+                    let take = rest.len().min((chunk.len - *filled) as usize);
+                    h.update(&rest[..take]);
+                    *filled += take as u32;
+                    rest = &rest[take..];
+                    if *filled == chunk.len {
+                        if h.finalize().as_bytes() != &chunk.hash {
+                            return Err(content("a chunk does not match its signed hash".into()));
+                        }
+                        current = chunks.next().map(|c| (c, blake3::Hasher::new(), 0u32));
+                    }
+                }
                 done += n as u64;
                 progress(done);
-            }
-            if size != file.size {
-                return Err(content(format!("{size} bytes, {} signed", file.size)));
             }
             let hash = hasher.finalize();
             if hash.as_bytes() != &file.blake3 {

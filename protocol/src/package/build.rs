@@ -16,6 +16,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::manifest::{FileEntry, Manifest, PathError, RESERVED_DIR, check_path};
+use crate::chunking;
 use crate::control::Control;
 use crate::entry::{EntryError, PackageEntry};
 use crate::pki::{CertInfo, ChainError, PrivateKey, Purpose, cert_info};
@@ -64,7 +65,7 @@ pub struct SourceEntry {
 /// The key and certificates a package is signed with.
 #[derive(Debug)]
 pub struct Signer {
-    key: PrivateKey,
+    pub(crate) key: PrivateKey,
     pub(crate) chain: Vec<CertificateDer<'static>>,
     info: CertInfo,
 }
@@ -213,7 +214,6 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
     let mut zip = ZipWriter::new(out);
     let mut files = Vec::with_capacity(entries.len());
     let mut done = 0u64;
-    let mut buffer = vec![0u8; BUFFER];
     for e in entries {
         let method = compression_for(source, e).map_err(|source| BuildError::Read { path: e.path.clone(), source })?;
         let options = SimpleFileOptions::default()
@@ -223,25 +223,16 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
             .large_file(e.size >= u64::from(u32::MAX));
         zip.start_file(e.path.as_str(), options).map_err(write_err)?;
         let read_err = |source| BuildError::Read { path: e.path.clone(), source };
-        let mut reader = source.open(&e.path).map_err(read_err)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(read_err(err)),
-            };
-            hasher.update(&buffer[..n]);
-            zip.write_all(&buffer[..n]).map_err(|err| BuildError::Write(err.to_string()))?;
-            size += n as u64;
-            done += n as u64;
+        let reader = source.open(&e.path).map_err(read_err)?;
+        // Cut while writing: one read gives the file hash, its chunk list and the archive.
+        let chunked = chunking::chunk(reader.take(e.size + 1), |_, bytes| {
+            zip.write_all(bytes)?;
+            done += bytes.len() as u64;
             progress(done);
-            if size > e.size {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .map_err(read_err)?;
+        let size = chunked.size;
         if size != e.size {
             return Err(BuildError::Changed { path: e.path.clone(), expected: e.size, actual: size });
         }
@@ -249,7 +240,8 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
             path: e.path.clone(),
             size,
             mode: e.mode & 0o777,
-            blake3: *hasher.finalize().as_bytes(),
+            blake3: chunked.file,
+            chunks: chunked.chunks,
         });
     }
 

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunking::{self, Chunk};
 use crate::control::Control;
 use crate::entry::{EntryError, PackageEntry};
 
@@ -24,22 +25,34 @@ pub const RESERVED_DIR: &str = "OUTPOST";
 /// Manifest as encoded. Only ever add variants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ManifestWire {
-    /// Version 1.
+    /// Version 1: files without chunk lists (development builds before the first release;
+    /// refused, such packages must be built again).
     V1(ManifestV1),
+    /// Version 2: every file with its signed chunk list.
+    V2(ManifestV2),
 }
 
 /// Version 1 of the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestV1 {
+    /// Control fields in order.
+    pub control: Vec<(String, String)>,
+    /// Files, sorted by path: path, size, mode, BLAKE3.
+    pub files: Vec<(String, u64, u32, [u8; 32])>,
+}
+
+/// Version 2 of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestV2 {
     /// Control fields in order (including `signer`, `signer_fingerprint`, `signature_date`).
     pub control: Vec<(String, String)>,
     /// Files, sorted by path.
-    pub files: Vec<FileV1>,
+    pub files: Vec<FileV2>,
 }
 
-/// One file of a version-1 manifest.
+/// One file of a version-2 manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileV1 {
+pub struct FileV2 {
     /// Relative path, `/`-separated.
     pub path: String,
     /// Size in bytes.
@@ -48,6 +61,8 @@ pub struct FileV1 {
     pub mode: u32,
     /// BLAKE3 of the content.
     pub blake3: [u8; 32],
+    /// The content's chunks in order ([`crate::chunking`]).
+    pub chunks: Vec<Chunk>,
 }
 
 /// A file of a package.
@@ -62,6 +77,9 @@ pub struct FileEntry {
     /// BLAKE3 of the content.
     #[serde(serialize_with = "hex_serde")]
     pub blake3: [u8; 32],
+    /// The content's chunks in order.
+    #[serde(skip)]
+    pub chunks: Vec<Chunk>,
 }
 
 /// The manifest as the rest of Outpost uses it.
@@ -94,6 +112,9 @@ pub enum ManifestError {
     /// Control fields that do not describe a package.
     #[error("control: {0}")]
     Control(#[from] EntryError),
+    /// A chunk list that does not fit its file.
+    #[error("file {path:?}: {reason}")]
+    Chunks { path: String, reason: String },
 }
 
 /// Why a path cannot be a file of a package.
@@ -133,12 +154,18 @@ impl Manifest {
 
     /// Encodes the manifest (the bytes that are signed).
     pub fn encode(&self) -> Vec<u8> {
-        let wire = ManifestWire::V1(ManifestV1 {
+        let wire = ManifestWire::V2(ManifestV2 {
             control: self.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             files: self
                 .files
                 .iter()
-                .map(|f| FileV1 { path: f.path.clone(), size: f.size, mode: f.mode, blake3: f.blake3 })
+                .map(|f| FileV2 {
+                    path: f.path.clone(),
+                    size: f.size,
+                    mode: f.mode,
+                    blake3: f.blake3,
+                    chunks: f.chunks.clone(),
+                })
                 .collect(),
         });
         postcard::to_stdvec(&wire).expect("encoding to a Vec cannot fail")
@@ -154,19 +181,34 @@ impl Manifest {
         if !rest.is_empty() {
             return Err(ManifestError::Decode(format!("{} trailing bytes", rest.len())));
         }
-        let ManifestWire::V1(v1) = wire;
-        if v1.files.len() > MAX_FILES {
-            return Err(ManifestError::TooManyFiles(v1.files.len()));
+        let v2 = match wire {
+            ManifestWire::V1(_) => {
+                return Err(ManifestError::Decode(
+                    "a version-1 manifest (a development build of Outpost, without chunk lists): build the package again".into(),
+                ));
+            }
+            ManifestWire::V2(v2) => v2,
+        };
+        if v2.files.len() > MAX_FILES {
+            return Err(ManifestError::TooManyFiles(v2.files.len()));
         }
-        let mut files = Vec::with_capacity(v1.files.len());
-        for f in v1.files {
+        let mut files = Vec::with_capacity(v2.files.len());
+        for f in v2.files {
             check_path(&f.path)?;
             if files.last().is_some_and(|p: &FileEntry| p.path >= f.path) {
                 return Err(ManifestError::Order(f.path));
             }
-            files.push(FileEntry { path: f.path, size: f.size, mode: f.mode & 0o777, blake3: f.blake3 });
+            chunking::check(&f.chunks, f.size)
+                .map_err(|reason| ManifestError::Chunks { path: f.path.clone(), reason })?;
+            files.push(FileEntry {
+                path: f.path,
+                size: f.size,
+                mode: f.mode & 0o777,
+                blake3: f.blake3,
+                chunks: f.chunks,
+            });
         }
-        let control = Control::from_fields(v1.control).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        let control = Control::from_fields(v2.control).map_err(|e| ManifestError::Decode(e.to_string()))?;
         PackageEntry::from_control(&control)?;
         Ok(Self { control, files })
     }
@@ -228,8 +270,20 @@ mod tests {
         Manifest {
             control,
             files: vec![
-                FileEntry { path: "bin/a".into(), size: 3, mode: 0o755, blake3: [1; 32] },
-                FileEntry { path: "setup.sh".into(), size: 10, mode: 0o755, blake3: [2; 32] },
+                FileEntry {
+                    path: "bin/a".into(),
+                    size: 3,
+                    mode: 0o755,
+                    blake3: [1; 32],
+                    chunks: vec![Chunk { hash: [1; 32], len: 3 }],
+                },
+                FileEntry {
+                    path: "setup.sh".into(),
+                    size: 10,
+                    mode: 0o755,
+                    blake3: [2; 32],
+                    chunks: vec![Chunk { hash: [2; 32], len: 10 }],
+                },
             ],
         }
     }
@@ -260,6 +314,11 @@ mod tests {
         let mut m = manifest();
         m.control.remove("version");
         assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Control(_))));
+        let mut m = manifest();
+        m.files[0].chunks[0].len = 2;
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Chunks { .. })));
+        let v1 = postcard::to_stdvec(&ManifestWire::V1(ManifestV1 { control: vec![], files: vec![] })).unwrap();
+        assert!(Manifest::decode(&v1).unwrap_err().to_string().contains("build the package again"));
     }
 
     #[test]

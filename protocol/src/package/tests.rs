@@ -211,7 +211,8 @@ fn tampering_is_detected() {
         }
         Some((n.into(), d))
     });
-    assert!(matches!(verify(manifest_changed).unwrap_err(), PackageError::Signature(_)));
+    let err = verify(manifest_changed).unwrap_err();
+    assert!(matches!(err, PackageError::Signature(_) | PackageError::Manifest(_)), "{err}");
 
     let extra =
         rewrite(&bytes, &signer, |n, d| Some(if n == "data/a.txt" { ("data/b.txt".into(), d) } else { (n.into(), d) }));
@@ -328,4 +329,26 @@ fn incompressible_files_are_stored_and_text_is_deflated() {
     let t = zip.by_name("text.txt").unwrap();
     assert_eq!(t.compression(), zip::CompressionMethod::Deflated);
     assert!(t.compressed_size() * 10 < t.size());
+}
+
+#[test]
+fn a_signed_chunk_list_that_does_not_match_the_content_is_refused() {
+    let pki = Pki::new();
+    let signer = pki.signer(Role::Signer, 30);
+    let mut files = Mem::new(&[("a.bin", &[3u8; 100_000])]);
+    let (bytes, built) = build_bytes(&mut files, &signer, NOW);
+    // The same lengths, one wrong hash, properly signed by the signer.
+    let mut manifest = built.manifest;
+    manifest.files[0].chunks[0].hash[0] ^= 1;
+    let encoded = manifest.encode();
+    let signature = crate::signing::sign(&signer.key, crate::signing::Domain::PackageManifest, &encoded);
+    let forged = rewrite(&bytes, &signer, |n, d| {
+        Some(match n {
+            "OUTPOST/manifest" => (n.into(), encoded.clone()),
+            "OUTPOST/signature" => (n.into(), signature.to_vec()),
+            _ => (n.into(), d),
+        })
+    });
+    let err = PackageArchive::open(Cursor::new(forged)).unwrap().verify(&pki.trust, NOW, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("a chunk does not match its signed hash"), "{err}");
 }

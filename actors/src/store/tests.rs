@@ -1,0 +1,125 @@
+use super::*;
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect()
+}
+
+fn info_of(data: &[u8]) -> ([u8; 32], FileInfo) {
+    let c = chunking::chunk(data, |_, _| Ok(())).unwrap();
+    (c.file, FileInfo { size: c.size, chunks: c.chunks })
+}
+
+#[test]
+fn files_are_stored_verified_and_read_by_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = noise(300_000, 1);
+    let (hash, info) = info_of(&data);
+    let mut bad = data.clone();
+    bad[100_000] ^= 1;
+    assert!(matches!(store.put_file(&hash, &info, &mut bad.as_slice()), Err(StoreError::Mismatch(_))));
+    assert!(!store.has_file(&hash));
+    assert!(store.put_file(&hash, &info, &mut data.as_slice()).unwrap());
+    assert!(!store.put_file(&hash, &info, &mut data.as_slice()).unwrap(), "already there");
+    store.add_complete(&[(hash, info.clone())]).unwrap();
+    assert_eq!(store.usage(), (1, data.len() as u64));
+    for (offset, len) in [(0u64, 10u32), (5000, 100_000), (299_990, 10), (0, 300_000)] {
+        let got = store.read_range(&hash, &info, offset, len).unwrap().unwrap();
+        assert_eq!(got, data[offset as usize..(offset + u64::from(len)) as usize]);
+    }
+    assert!(matches!(store.read_range(&hash, &info, 299_999, 2), Err(StoreError::BadRange(_))));
+    // Chunks are found in files that share them.
+    let second = info.chunks[1];
+    assert_eq!(store.local_chunk(&second).unwrap().unwrap().len(), second.len as usize);
+    assert!(store.local_chunk(&chunking::Chunk { hash: [9; 32], len: 5 }).unwrap().is_none());
+
+    // Damage on disk: ranges refuse it and the file goes; fsck finds it too.
+    let path = store.blob_path(&hash);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[200_000] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let report = store.fsck(false, &mut |_| {}).unwrap();
+    assert_eq!((report.checked, report.damaged.len()), (1, 1));
+    assert!(matches!(store.read_range(&hash, &info, 190_000, 20_000), Err(StoreError::Damaged(_))));
+    assert!(!store.has_file(&hash));
+    assert!(store.read_range(&hash, &info, 0, 10).unwrap().is_none());
+    store.put_file(&hash, &info, &mut data.as_slice()).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(store.fsck(true, &mut |_| {}).unwrap().removed, 1);
+    assert!(!store.has_file(&hash));
+    drop(store);
+    assert_eq!(Store::open(dir.path()).unwrap().usage(), (0, 0));
+    assert_eq!(parse_hex(&hex(&hash)), Some(hash));
+    assert_eq!(parse_hex("zz"), None);
+}
+
+#[test]
+fn partial_files_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(100_000, 2);
+    let (hash, info) = info_of(&data);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (p, existed) = store.partial(&hash, info.size).unwrap();
+        assert!(!existed);
+        p.write_at(0, &data[..50_000]).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let (p, existed) = store.partial(&hash, info.size).unwrap();
+    assert!(existed);
+    assert_eq!(p.read_at(0, 50_000).unwrap(), data[..50_000]);
+    p.write_at(50_000, &data[50_000..]).unwrap();
+    store.finish(p).unwrap();
+    assert_eq!(store.read_range(&hash, &info, 0, 100_000).unwrap().unwrap(), data);
+}
+
+fn package(store: &Store, name: &str, content: &[u8]) -> ([u8; 32], [u8; 32]) {
+    use outpost_protocol::control::Control;
+    use outpost_protocol::package::FileEntry;
+    let (hash, info) = info_of(content);
+    store.put_file(&hash, &info, &mut &content[..]).unwrap();
+    let control =
+        Control::parse(&format!("package: {name}\nversion: 1\narchitecture: all\nsection: base\npriority: optional\n"))
+            .unwrap();
+    let file = FileEntry { path: "f".into(), size: info.size, mode: 0o644, blake3: hash, chunks: info.chunks.clone() };
+    let manifest = Manifest { control, files: vec![file] }.encode();
+    let record = PackageRecord { manifest, signature: vec![], chain: vec![] };
+    store.commit(&[(record.hash(), record.encode())], &[(hash, info)], &[hash], None).unwrap();
+    (record.hash(), hash)
+}
+
+#[test]
+fn gc_drops_what_no_kept_snapshot_references() {
+    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+    let (m1, f1) = package(&store, "one", b"first package content");
+    let (m2, f2) = package(&store, "two", b"second package content");
+    let orphan = b"orphan".to_vec();
+    let (oh, oi) = info_of(&orphan);
+    store.put_file(&oh, &oi, &mut orphan.as_slice()).unwrap();
+    for (seq, m) in [(1u64, m1), (2, m2)] {
+        let mut snap = Snapshot::empty("main", seq, 0, 10);
+        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
+        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
+    }
+    let r = store.gc(1, Duration::from_secs(3600)).unwrap();
+    assert_eq!((r.snapshots_dropped, r.blobs_removed, r.blobs_in_grace), (1, 0, 2));
+    assert!(store.has_file(&f1) && store.has_file(&oh));
+    let r = store.gc(1, Duration::ZERO).unwrap();
+    assert_eq!(r.blobs_removed, 2);
+    assert!(!store.has_file(&f1) && !store.has_file(&oh) && store.has_file(&f2));
+    assert!(store.record(&m1).unwrap().is_none() && store.record(&m2).unwrap().is_some());
+    assert!(store.file_info(&f1).unwrap().is_none() && store.file_info(&f2).unwrap().is_some());
+    assert_eq!(store.snapshots().unwrap().len(), 1);
+    assert_eq!(store.current().unwrap().unwrap().unverified().unwrap().sequence, 2);
+}
