@@ -1,12 +1,14 @@
 //! Outpost's stateful side: what touches disks and the network, and the actors that own
 //! long-lived state. Logic stays in `outpost-protocol`; this crate moves bytes.
 //!
+//! * [`agent`]: the agent of a managed machine.
 //! * [`disk`]: crash-safe file writes and package source folders.
 //! * [`store`]: the content store (blobs named by BLAKE3, metadata in redb).
 //! * [`transport`]: QUIC with mutual TLS and the protocol framing.
 //! * [`repo`]: the repository roles (publisher and replicator actors, serving, client).
 //! * [`metrics`]: the repository metrics.
 
+pub mod agent;
 pub mod disk;
 pub mod metrics;
 pub mod repo;

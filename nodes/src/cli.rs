@@ -31,8 +31,88 @@ pub enum Command {
     /// Repositories: the main repository, edges, and their clients.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// The agent of a managed machine: the daemon and its one-shot commands.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Show the whole chain working on this machine, on throw-away data.
     Demo(DemoArgs),
+}
+
+/// `outpost agent …`. Every command works whether or not the daemon runs: when it does, the
+/// command is run by the daemon.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent daemon: update at start and every `update_every`, upgrade by policy,
+    /// answer local commands.
+    Run(AgentArgs),
+    /// Fetch the repository's head (and snapshot if newer), verify, resolve, store the plan.
+    Update(AgentReadArgs),
+    /// Download and verify what the plan needs, then remove, install and upgrade in order.
+    Upgrade(AgentReadArgs),
+    /// Download and verify what the plan needs, without installing.
+    DownloadUpgrade(AgentReadArgs),
+    /// Install packages (and what they need): NAME, or NAME(>=VERSION) and other requests.
+    Install(AgentNamesArgs),
+    /// Remove packages (their uninstall hooks run).
+    Remove(AgentNamesArgs),
+    /// Host and package statuses, the plan, the last update.
+    Status(AgentReadArgs),
+    /// Run every installed package's audit hook.
+    Audit(AgentReadArgs),
+    /// The candidate repositories: rule, health, round-trip time, and the choice.
+    Repos(AgentReadArgs),
+}
+
+/// Flags every agent command takes; they override the configuration file.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Configuration file (TOML); deploy/agent.toml documents every field.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State folder.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The organisation CA certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This host's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// A repository to use (repeatable); turns rules and DNS discovery off.
+    #[arg(long = "repo", value_name = "ADDR")]
+    pub repos: Vec<String>,
+    /// The central server.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+}
+
+/// Agent commands that can print JSON.
+#[derive(Debug, Args, Clone)]
+pub struct AgentReadArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost agent install|remove`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentNamesArgs {
+    /// Packages.
+    #[arg(required = true)]
+    pub packages: Vec<String>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `outpost repo …`

@@ -4,6 +4,7 @@
 //! errors exit with 2 (clap). Results that scripts use (a path, `OK …`, JSON) go to standard
 //! output; everything else goes to standard error.
 
+mod agent_cmd;
 mod cli;
 mod config;
 mod daemon;
@@ -19,12 +20,16 @@ mod wapt_cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, PkgCommand, PkiCommand, RepoCommand, WaptCommand};
+use cli::{AgentCommand, Cli, Command, PkgCommand, PkiCommand, RepoCommand, WaptCommand};
+use outpost_actors::agent::actor::Command as Agent;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Daemons say what they do; one-shot commands only warn unless asked.
-    let daemon = matches!(cli.command, Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_)));
+    let daemon = matches!(
+        cli.command,
+        Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_)) | Command::Agent(AgentCommand::Run(_))
+    );
     init_logging(cli.verbose + u8::from(daemon));
     let result = match &cli.command {
         Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
@@ -41,6 +46,15 @@ fn main() -> ExitCode {
         Command::Repo(RepoCommand::Pull(a)) => repo_cmd::pull(a),
         Command::Repo(RepoCommand::Fsck(a)) => repo_cmd::fsck(a),
         Command::Repo(RepoCommand::Gc(a)) => repo_cmd::gc(a),
+        Command::Agent(AgentCommand::Run(a)) => agent_cmd::run(a),
+        Command::Agent(AgentCommand::Update(a)) => agent_cmd::read(a, &Agent::Update),
+        Command::Agent(AgentCommand::Upgrade(a)) => agent_cmd::read(a, &Agent::Upgrade),
+        Command::Agent(AgentCommand::DownloadUpgrade(a)) => agent_cmd::read(a, &Agent::DownloadUpgrade),
+        Command::Agent(AgentCommand::Status(a)) => agent_cmd::read(a, &Agent::Status),
+        Command::Agent(AgentCommand::Audit(a)) => agent_cmd::read(a, &Agent::Audit),
+        Command::Agent(AgentCommand::Repos(a)) => agent_cmd::read(a, &Agent::Repos),
+        Command::Agent(AgentCommand::Install(a)) => agent_cmd::install(a),
+        Command::Agent(AgentCommand::Remove(a)) => agent_cmd::remove(a),
         Command::Wapt(WaptCommand::VerifyControl(a)) => wapt_cmd::verify_control(a),
         Command::Wapt(WaptCommand::Index(a)) => wapt_cmd::index(a),
         Command::Wapt(WaptCommand::Import(a)) => wapt_cmd::import(a),

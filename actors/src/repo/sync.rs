@@ -6,7 +6,7 @@
 //! current. A sync that fails changes nothing that is served; what it assembled stays in
 //! `partial/`, so the next one resumes without fetching it again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -213,30 +213,53 @@ pub async fn fetch_files(
     }
     ctx.metrics.chunks_deduplicated.inc_by(outcome.deduplicated);
 
-    let mut tasks = JoinSet::new();
+    // Each file is flushed and moved into place as soon as its last range is written, while
+    // the others are still arriving: the final flush then has little left to do.
+    let mut remaining: HashMap<[u8; 32], (usize, Arc<PartialFile>)> =
+        assemblies.iter().map(|a| (a.hash, (a.ranges.len(), a.partial.clone()))).collect();
+    let mut finishing = JoinSet::new();
+    let finish = |finishing: &mut JoinSet<Result<(), StoreError>>, partial: Arc<PartialFile>, store: Arc<Store>| {
+        finishing.spawn_blocking(move || {
+            let partial = Arc::try_unwrap(partial).map_err(|_| StoreError::Db("a file is still in use".into()))?;
+            partial.sync_data()?;
+            store.finish(partial)
+        });
+    };
     let jobs: Vec<_> = assemblies
         .iter()
         .flat_map(|a| a.ranges.iter().map(|r| (a.hash, a.info.clone(), a.partial.clone(), *r)).collect::<Vec<_>>())
         .collect();
+    for a in assemblies.iter().filter(|a| a.ranges.is_empty()) {
+        if let Some((_, partial)) = remaining.remove(&a.hash) {
+            finish(&mut finishing, partial, ctx.store.clone());
+        }
+    }
+    drop(assemblies);
     let mut queue = jobs.into_iter();
+    let mut tasks = JoinSet::new();
     loop {
         while tasks.len() < ctx.concurrency.max(1) {
             let Some((hash, info, partial, range)) = queue.next() else { break };
             let (connection, ctx, upstream) = (connection.clone(), ctx.clone(), upstream.to_string());
             tasks.spawn(async move {
-                fetch_range(&connection, &upstream, &hash, &info, &partial, range, &ctx).await.map(|()| range)
+                fetch_range(&connection, &upstream, &hash, &info, &partial, range, &ctx).await.map(|()| (hash, range))
             });
         }
         let Some(done) = tasks.join_next().await else { break };
-        let range = done.map_err(|e| SyncError::Content(e.to_string()))??;
+        let (hash, range) = done.map_err(|e| SyncError::Content(e.to_string()))??;
         outcome.fetched += range.count as u64;
         outcome.bytes += u64::from(range.len);
+        if let Some(entry) = remaining.get_mut(&hash) {
+            entry.0 -= 1;
+            if entry.0 == 0
+                && let Some((_, partial)) = remaining.remove(&hash)
+            {
+                finish(&mut finishing, partial, ctx.store.clone());
+            }
+        }
     }
-    drop(queue);
-    for a in assemblies {
-        let partial = Arc::try_unwrap(a.partial).map_err(|_| SyncError::Content("a file is still in use".into()))?;
-        let store = ctx.store.clone();
-        blocking(move || store.finish(partial)).await?;
+    while let Some(done) = finishing.join_next().await {
+        done.map_err(|e| SyncError::Content(e.to_string()))??;
     }
     export_usage(ctx);
     Ok(outcome)

@@ -1,0 +1,957 @@
+//! The agent's work: `update` (head, snapshot, verify, resolve, store the plan), `upgrade`
+//! (download and verify what the plan needs, then remove, install and upgrade in order, running
+//! hooks), local `install` and `remove`, `audit`, and the reports behind `status` and `repos`.
+//! The daemon's actor and the one-shot commands both drive an [`Agent`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use outpost_protocol::control::Control;
+use outpost_protocol::entry::{HostCapabilities, PackageEntry, Section};
+use outpost_protocol::package::manifest::hex;
+use outpost_protocol::package::{Manifest, PackageRecord};
+use outpost_protocol::pki::TrustStore;
+use outpost_protocol::request::PackageRequest;
+use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, ResolveInput, Step};
+use outpost_protocol::selection::AgentFacts;
+use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
+use quinn::Endpoint;
+use rustls::pki_types::CertificateDer;
+use serde::Serialize;
+
+use super::download::{self, DownloadError};
+use super::hooks::{self, HookAction};
+use super::identity::{self, Machine};
+use super::select::{self, Probed, Sources};
+use super::state::{AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, StateError, StoredPlan};
+use crate::repo::client::RepoClient;
+use crate::repo::unix_now;
+use crate::transport::{self, Identity};
+
+/// What the agent is configured with.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// State folder (database, cache).
+    pub state_dir: PathBuf,
+    /// Where repositories come from.
+    pub sources: Sources,
+    /// Local address for outgoing connections.
+    pub bind: Option<IpAddr>,
+    /// Override of the detected UUID.
+    pub uuid: Option<String>,
+    /// Override of the detected FQDN.
+    pub fqdn: Option<String>,
+    /// Distinguished name of the host or its OU.
+    pub ou: Option<String>,
+    /// Directory groups.
+    pub profiles: Vec<String>,
+    /// Site name.
+    pub site: Option<String>,
+    /// The public address, when known.
+    pub public_ip: Option<IpAddr>,
+    /// Accepted maturities, preferred first.
+    pub maturities: Vec<String>,
+    /// Locales, preferred first (empty: the environment's).
+    pub locales: Vec<String>,
+    /// Time limit of one hook run.
+    pub hook_timeout: Duration,
+}
+
+/// Why an agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// State database.
+    #[error("{0}")]
+    State(#[from] StateError),
+    /// No repository answered.
+    #[error("no repository answered: {0}")]
+    NoRepository(String),
+    /// Every repository served something refused.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Bad request from the user.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Transport setup.
+    #[error("{0}")]
+    Transport(#[from] transport::TransportError),
+    /// Nothing to work from yet.
+    #[error("no plan yet: run `outpost agent update` (no repository has answered so far)")]
+    NoPlan,
+    /// Local files.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What `update` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    /// The repository used.
+    pub repo: String,
+    /// The snapshot's sequence.
+    pub sequence: u64,
+    /// False when the head was unchanged (nothing more was fetched).
+    pub changed: bool,
+    /// Steps now planned.
+    pub pending: usize,
+    /// Host status.
+    pub host_status: String,
+    /// Refusals from better repositories that were skipped.
+    pub refused: Vec<String>,
+}
+
+/// What `upgrade` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpgradeReport {
+    /// Packages installed or upgraded.
+    pub installed: Vec<String>,
+    /// Packages removed.
+    pub removed: Vec<String>,
+    /// Packages downloaded only.
+    pub downloaded: Vec<String>,
+    /// Failures: package and why.
+    pub failed: Vec<(String, String)>,
+    /// Bytes fetched from repositories.
+    pub fetched_bytes: u64,
+    /// True when no repository answered and the cache was used.
+    pub offline: bool,
+}
+
+/// A package line of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageLine {
+    /// Name.
+    pub name: String,
+    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
+    pub status: String,
+    /// Installed version.
+    pub installed: Option<String>,
+    /// Version once the plan has run.
+    pub target: Option<String>,
+    /// Local install state.
+    pub state: Option<String>,
+    /// Why (errors, removals).
+    pub reason: Option<String>,
+    /// The end of the last hook output.
+    pub output: Option<String>,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The machine.
+    pub host: Machine,
+    /// OK, NEED-UPGRADE, ERROR.
+    pub host_status: String,
+    /// The last update.
+    pub last_update: Option<LastUpdate>,
+    /// The snapshot held.
+    pub sequence: Option<u64>,
+    /// Packages.
+    pub packages: Vec<PackageLine>,
+    /// Pending steps.
+    pub plan: Vec<String>,
+    /// Resolution errors.
+    pub errors: Vec<String>,
+}
+
+/// One candidate repository in `repos`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoLine {
+    /// `host:port`.
+    pub addr: String,
+    /// Why it is a candidate.
+    pub origin: String,
+    /// Rank (lower is preferred).
+    pub rank: u32,
+    /// Answered.
+    pub healthy: bool,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Its snapshot sequence.
+    pub sequence: Option<u64>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+    /// The one the agent uses.
+    pub chosen: bool,
+}
+
+/// `repos`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReposReport {
+    /// Candidates, best first.
+    pub candidates: Vec<RepoLine>,
+    /// The DNS SRV lookup error, if any.
+    pub dns_error: Option<String>,
+}
+
+/// The agent.
+#[derive(Debug)]
+pub struct Agent {
+    settings: AgentSettings,
+    state: AgentState,
+    trust: TrustStore,
+    endpoint: Endpoint,
+    machine: Machine,
+}
+
+/// Failures of the last upgrade (packages that could not be downloaded or were refused).
+const FAILURES: &str = "failures";
+
+impl Agent {
+    /// Opens the agent's state and transport. Interrupted installs become ERROR (retried).
+    pub fn open(
+        settings: AgentSettings,
+        identity: &Identity,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<Self, AgentError> {
+        let state = AgentState::open(&settings.state_dir)?;
+        let recovered = state.recover_interrupted(unix_now())?;
+        if !recovered.is_empty() {
+            tracing::warn!(?recovered, "installs interrupted by a stop were marked ERROR and will be retried");
+        }
+        let trust = TrustStore::new(ca.to_vec()).map_err(|e| AgentError::BadRequest(format!("CA: {e}")))?;
+        let local = settings.bind.map(|ip| std::net::SocketAddr::new(ip, 0));
+        let endpoint = transport::client(local, identity, ca, outpost_protocol::wire::ALPN_REPO)?;
+        let machine = identity::detect(settings.uuid.as_deref(), settings.fqdn.as_deref());
+        Ok(Self { settings, state, trust, endpoint, machine })
+    }
+
+    /// The machine as detected (or configured).
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// The state folder.
+    pub fn state_dir(&self) -> &Path {
+        &self.settings.state_dir
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.settings.state_dir.join("cache")
+    }
+
+    fn facts(&self) -> AgentFacts {
+        let mut addrs = self.settings.sources.configured.clone();
+        addrs.extend(self.settings.sources.main.clone());
+        addrs.extend(self.settings.sources.rules.iter().flat_map(|r| r.repos.clone()));
+        AgentFacts {
+            ips: select::agent_ips(&addrs, self.settings.bind),
+            public_ip: self.settings.public_ip,
+            domain: self.machine.domain.clone(),
+            hostname: self.machine.fqdn.clone(),
+            site: self.settings.site.clone(),
+        }
+    }
+
+    fn capabilities(&self) -> HostCapabilities {
+        let mut locales = self.settings.locales.clone();
+        if locales.is_empty() {
+            locales.extend(self.machine.locale.clone());
+        }
+        HostCapabilities {
+            architectures: self.machine.architectures.clone(),
+            os: self.machine.os.clone(),
+            os_version: self.machine.os_version.clone(),
+            locales,
+            maturities: self.settings.maturities.clone(),
+            now: unix_now(),
+        }
+    }
+
+    fn host_identity(&self) -> HostIdentity {
+        HostIdentity {
+            uuid: Some(self.machine.uuid.clone()),
+            fqdn: Some(self.machine.fqdn.clone()),
+            ou: self.settings.ou.clone(),
+            profiles: self.settings.profiles.clone(),
+        }
+    }
+
+    /// Every candidate repository, checked, best first.
+    pub async fn probe(&self) -> (Vec<Probed>, Option<String>) {
+        let (candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
+        (select::probe(&self.endpoint, candidates).await, dns_error)
+    }
+
+    /// `repos`: the candidates, their rule, health and round-trip time, and the choice.
+    pub async fn repos(&self) -> ReposReport {
+        let (probed, dns_error) = self.probe().await;
+        let chosen = probed.iter().position(|p| p.candidate.healthy == Some(true));
+        let candidates = probed
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RepoLine {
+                addr: p.candidate.addr.clone(),
+                origin: p.candidate.origin.to_string(),
+                rank: p.candidate.rank,
+                healthy: p.candidate.healthy == Some(true),
+                rtt_ms: p.candidate.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                sequence: p.head.map(|h| h.sequence),
+                error: p.error.clone(),
+                chosen: Some(i) == chosen,
+            })
+            .collect();
+        ReposReport { candidates, dns_error }
+    }
+
+    /// `update`: fetch the head of the best repository (nothing more when unchanged), then the
+    /// snapshot if newer; verify it; resolve; store the plan and statuses. A refused snapshot
+    /// changes nothing; the next repository is tried.
+    pub async fn update(&self) -> Result<UpdateReport, AgentError> {
+        let (probed, dns_error) = self.probe().await;
+        let result = self.update_from(&probed).await;
+        let (ok, repo, message) = match &result {
+            Ok(r) => (true, Some(r.repo.clone()), format!("snapshot {}, {} step(s) pending", r.sequence, r.pending)),
+            Err(e) => (false, None, e.to_string()),
+        };
+        let message = match (&dns_error, ok) {
+            (Some(d), true) => format!("{message} (DNS discovery failed: {d})"),
+            _ => message,
+        };
+        self.state.put_last_update(&LastUpdate { at: unix_now(), ok, repo, message })?;
+        result
+    }
+
+    async fn update_from(&self, probed: &[Probed]) -> Result<UpdateReport, AgentError> {
+        let held = self.state.snapshot()?;
+        let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| (v.sequence, s.hash())));
+        let mut refused = Vec::new();
+        let mut unreachable = Vec::new();
+        for p in probed {
+            let (Some(client), Some(head)) = (&p.client, p.head) else {
+                unreachable.push(format!("{}: {}", p.candidate.addr, p.error.clone().unwrap_or_default()));
+                continue;
+            };
+            if let Some(h) = &held
+                && h.hash() == head.hash
+            {
+                // Unchanged: one round trip, nothing more. (The plan is still made again: local
+                // requests or installs may have changed.)
+                let snapshot = h.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
+                let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                return Ok(UpdateReport {
+                    repo: client.addr.clone(),
+                    sequence: head.sequence,
+                    changed: false,
+                    pending: plan.steps.len(),
+                    host_status: plan.host_status,
+                    refused,
+                });
+            }
+            match client.snapshot(&head, &self.trust, unix_now(), held_id).await {
+                Ok((signed, snapshot)) => {
+                    self.state.put_snapshot(&signed)?;
+                    let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                    return Ok(UpdateReport {
+                        repo: client.addr.clone(),
+                        sequence: head.sequence,
+                        changed: true,
+                        pending: plan.steps.len(),
+                        host_status: plan.host_status,
+                        refused,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(repo = client.addr, "snapshot refused: {e}");
+                    refused.push(format!("{}: {e}", client.addr));
+                }
+            }
+        }
+        if !refused.is_empty() {
+            return Err(AgentError::Refused(refused.join("; ")));
+        }
+        Err(AgentError::NoRepository(if unreachable.is_empty() {
+            "no repository is configured".into()
+        } else {
+            unreachable.join("; ")
+        }))
+    }
+
+    /// Resolves against `snapshot` (plus this host's host package) and stores the plan.
+    async fn resolve(&self, snapshot: &Snapshot, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
+        let mut entries: Vec<PackageEntry> = Vec::new();
+        let mut ids: Vec<([u8; 32], u64)> = Vec::new();
+        for raw in &snapshot.entries {
+            let Ok(control) = Control::from_fields(raw.control.clone()) else { continue };
+            let Ok(entry) = PackageEntry::from_control(&control) else { continue };
+            entries.push(entry);
+            ids.push((raw.manifest, raw.size));
+        }
+        // The host package is not in the public list: it is found by the host's own names.
+        for name in [&self.machine.uuid, &self.machine.fqdn] {
+            if let Some(h) = snapshot.host_package(name) {
+                match self.record(&h.manifest, repos).await {
+                    Ok((_, manifest)) => {
+                        if let Ok(entry) = manifest.entry() {
+                            entries.push(entry);
+                            ids.push((h.manifest, h.size));
+                        }
+                    }
+                    Err(e) => tracing::warn!("host package {}: {e}", hex(&h.manifest)),
+                }
+            }
+        }
+        let plan = self.plan_from(snapshot.sequence, &entries, &ids)?;
+        self.state.put_plan(&plan)?;
+        Ok(plan)
+    }
+
+    fn plan_from(
+        &self,
+        sequence: u64,
+        entries: &[PackageEntry],
+        ids: &[([u8; 32], u64)],
+    ) -> Result<StoredPlan, AgentError> {
+        let installed_records = self.state.installed()?;
+        let installed: Vec<_> = installed_records.iter().filter_map(|(_, r)| r.as_installed()).collect();
+        let requested: Vec<PackageRequest> =
+            self.state.requests()?.iter().filter_map(|(_, r)| PackageRequest::parse(r).ok()).collect();
+        let host = self.host_identity();
+        let caps = self.capabilities();
+        let resolution = resolver::resolve(&ResolveInput {
+            entries,
+            host: &host,
+            capabilities: &caps,
+            installed: &installed,
+            requested: &requested,
+        });
+        let steps = resolution
+            .plan
+            .iter()
+            .map(|s| match s {
+                Step::Remove { name, version, reason } => PlannedStep {
+                    action: "remove".into(),
+                    name: name.clone(),
+                    version: version.to_string(),
+                    manifest: [0; 32],
+                    origin: Origin::Dependency,
+                    size: 0,
+                    reason: reason.to_string(),
+                },
+                Step::Install { name, version, entry, origin } | Step::Upgrade { name, version, entry, origin, .. } => {
+                    PlannedStep {
+                        action: if matches!(s, Step::Install { .. }) { "install".into() } else { "upgrade".into() },
+                        name: name.clone(),
+                        version: version.to_string(),
+                        manifest: ids[*entry].0,
+                        origin: *origin,
+                        size: ids[*entry].1,
+                        reason: s.to_string(),
+                    }
+                }
+            })
+            .collect();
+        Ok(StoredPlan {
+            created: unix_now(),
+            sequence,
+            steps,
+            packages: resolution
+                .packages
+                .iter()
+                .map(|p| PlannedStatus {
+                    name: p.name.clone(),
+                    status: p.status.as_str().to_string(),
+                    installed: p.installed.as_ref().map(ToString::to_string),
+                    target: p.target.as_ref().map(ToString::to_string),
+                    reason: p.reason.clone(),
+                })
+                .collect(),
+            host_status: resolution.host_status.as_str().to_string(),
+            errors: resolution.errors.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// A package record and its verified manifest: from the local cache, else from `repos`.
+    async fn record(&self, manifest: &[u8; 32], repos: &[RepoClient]) -> Result<(PackageRecord, Manifest), String> {
+        if let Some(bytes) = self.state.record(manifest).map_err(|e| e.to_string())?
+            && let Ok(record) = PackageRecord::decode(&bytes)
+            && record.hash() == *manifest
+        {
+            let (m, _) = record.verify(&self.trust, unix_now()).map_err(|e| e.to_string())?;
+            return Ok((record, m.into_inner()));
+        }
+        let mut errors = Vec::new();
+        for repo in repos {
+            match repo.record(manifest, &self.trust, unix_now()).await {
+                Ok((record, m, _)) => {
+                    self.keep_record(manifest, &record)?;
+                    return Ok((record, m.into_inner()));
+                }
+                Err(e) => errors.push(format!("{}: {e}", repo.addr)),
+            }
+        }
+        Err(if errors.is_empty() { "not in the cache, and no repository answered".into() } else { errors.join("; ") })
+    }
+
+    fn keep_record(&self, manifest: &[u8; 32], record: &PackageRecord) -> Result<(), String> {
+        let mut all: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        let wanted: BTreeSet<[u8; 32]> =
+            self.state.plan().ok().flatten().map(|p| p.steps.iter().map(|s| s.manifest).collect()).unwrap_or_default();
+        for m in wanted.iter().filter(|m| *m != manifest) {
+            if let Ok(Some(b)) = self.state.record(m) {
+                all.push((*m, b));
+            }
+        }
+        all.push((*manifest, record.encode()));
+        self.state.set_records(&all).map_err(|e| e.to_string())
+    }
+
+    /// `upgrade` (and `download-upgrade` with `download_only`): runs the stored plan, or only
+    /// the steps for `only` and what they depend on. Updates first when a repository answers.
+    pub async fn upgrade(
+        &self,
+        only: Option<&[String]>,
+        download_only: bool,
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Result<UpgradeReport, AgentError> {
+        let (probed, _) = self.probe().await;
+        let repos: Vec<RepoClient> = probed.iter().filter_map(|p| p.client.clone()).collect();
+        let mut report = UpgradeReport { offline: repos.is_empty(), ..UpgradeReport::default() };
+        if !repos.is_empty()
+            && let Err(e) = self.update_from(&probed).await
+        {
+            tracing::warn!("update before upgrade failed: {e}");
+            if matches!(e, AgentError::Refused(_)) {
+                self.state.put_last_update(&LastUpdate {
+                    at: unix_now(),
+                    ok: false,
+                    repo: None,
+                    message: e.to_string(),
+                })?;
+                return Err(e);
+            }
+        }
+        let plan = self.state.plan()?.ok_or(AgentError::NoPlan)?;
+        if only.is_some() {
+            // Choosing "what they need" reads the planned packages' signed depends.
+            for step in plan.steps.iter().filter(|s| s.action != "remove") {
+                let _ = self.record(&step.manifest, &repos).await;
+            }
+        }
+        let steps: Vec<&PlannedStep> = match only {
+            None => plan.steps.iter().collect(),
+            Some(names) => select_with_dependencies(&plan, names, &self.state, |m| self.state.record(m).ok().flatten()),
+        };
+        let mut failures: BTreeMap<String, String> = BTreeMap::new();
+        let mut ready: BTreeMap<String, (PathBuf, Manifest)> = BTreeMap::new();
+        for step in steps.iter().filter(|s| s.action != "remove") {
+            let result = async {
+                let (_, manifest) = self.record(&step.manifest, &repos).await?;
+                let name_ok = manifest.control.get_or_empty("package") == step.name;
+                if !name_ok {
+                    return Err("the snapshot entry does not match the signed package".to_string());
+                }
+                let label = format!("{} {}", step.name, step.version);
+                let (dir, got) = download::ensure(&self.cache(), &step.manifest, &manifest, &repos, &|done| {
+                    progress(&label, done, step.size);
+                })
+                .await
+                .map_err(|e| match e {
+                    DownloadError::Unavailable { .. } if repos.is_empty() => {
+                        "not in the cache, and no repository answered".to_string()
+                    }
+                    other => other.to_string(),
+                })?;
+                Ok::<_, String>((dir, manifest, got))
+            }
+            .await;
+            match result {
+                Ok((dir, manifest, got)) => {
+                    report.fetched_bytes += got.fetched;
+                    ready.insert(step.name.clone(), (dir, manifest));
+                }
+                Err(e) => {
+                    tracing::warn!(package = step.name, "cannot get the package: {e}");
+                    failures.insert(step.name.clone(), e);
+                }
+            }
+        }
+        if download_only {
+            report.downloaded = ready.keys().cloned().collect();
+            report.failed = failures.into_iter().collect();
+            self.save_failures(&report.failed)?;
+            return Ok(report);
+        }
+        let mut failed_names: BTreeSet<String> = failures.keys().cloned().collect();
+        for step in steps {
+            if step.action == "remove" {
+                match self.uninstall(&step.name).await {
+                    Ok(()) => report.removed.push(step.name.clone()),
+                    Err(e) => {
+                        failures.insert(step.name.clone(), e.clone());
+                        failed_names.insert(step.name.clone());
+                    }
+                }
+                continue;
+            }
+            let Some((dir, manifest)) = ready.remove(&step.name) else { continue };
+            if let Ok(entry) = manifest.entry()
+                && let Some(dep) = entry.depends.iter().find(|d| failed_names.contains(&d.name))
+            {
+                failures.insert(step.name.clone(), format!("not installed: its dependency {} failed", dep.name));
+                failed_names.insert(step.name.clone());
+                continue;
+            }
+            match self.install_one(step, &dir, &manifest).await {
+                Ok(()) => report.installed.push(format!("{} {}", step.name, step.version)),
+                Err(e) => {
+                    failures.insert(step.name.clone(), e);
+                    failed_names.insert(step.name.clone());
+                }
+            }
+        }
+        report.failed = failures.into_iter().collect();
+        self.save_failures(&report.failed)?;
+        // Statuses after the run, from the same snapshot.
+        if let Some(signed) = self.state.snapshot()?
+            && let Ok(snapshot) = signed.unverified()
+        {
+            self.resolve(&snapshot, &repos).await?;
+        }
+        Ok(report)
+    }
+
+    fn save_failures(&self, failed: &[(String, String)]) -> Result<(), AgentError> {
+        let bytes = postcard::to_stdvec(failed).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        self.state.put_meta_public(FAILURES, &bytes)?;
+        Ok(())
+    }
+
+    fn failures(&self) -> Vec<(String, String)> {
+        self.state
+            .get_meta_public(FAILURES)
+            .ok()
+            .flatten()
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Installs (or upgrades to) one package from its cache folder: INIT and RUNNING are
+    /// recorded before the hook runs, so a crash leaves a record the next start turns into
+    /// ERROR.
+    async fn install_one(&self, step: &PlannedStep, dir: &Path, manifest: &Manifest) -> Result<(), String> {
+        let now = unix_now();
+        let previous = self.state.get_installed(&step.name).map_err(|e| e.to_string())?;
+        let script = hooks::script_in(dir);
+        let hook = script.as_ref().map(std::fs::read).transpose().map_err(|e| format!("reading the hook: {e}"))?;
+        let origin = match (&previous, step.origin) {
+            (Some(p), _) if p.origin == Origin::Explicit => Origin::Explicit,
+            (_, o) => o,
+        };
+        let mut record = InstalledRecord {
+            control: manifest.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            manifest: step.manifest,
+            state: InstallState::Init,
+            origin,
+            hook,
+            output: String::new(),
+            message: format!("{} started", step.action),
+            installed_at: previous.as_ref().map_or(now, |p| p.installed_at),
+            updated_at: now,
+            audit: None,
+        };
+        let put = |r: &InstalledRecord| self.state.put_installed(&step.name, r).map_err(|e| e.to_string());
+        put(&record)?;
+        record.state = InstallState::Running;
+        put(&record)?;
+        let outcome = match &script {
+            Some(s) => {
+                let run = hooks::run(
+                    s,
+                    HookAction::Install,
+                    dir,
+                    &self.settings.state_dir,
+                    &manifest.control,
+                    self.settings.hook_timeout,
+                )
+                .await;
+                match run {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        record.state = InstallState::Error;
+                        record.message = format!("cannot run {}: {e}", s.display());
+                        record.updated_at = unix_now();
+                        put(&record)?;
+                        return Err(record.message);
+                    }
+                }
+            }
+            None => None,
+        };
+        let ok = outcome.as_ref().is_none_or(hooks::HookOutcome::success);
+        record.updated_at = unix_now();
+        if let Some(o) = &outcome {
+            record.output = o.output.clone();
+            record.message = o.summary(
+                &script
+                    .as_ref()
+                    .map(|s| s.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                HookAction::Install,
+            );
+        } else {
+            record.message = format!("{} {} installed (no hook)", step.name, step.version);
+        }
+        if ok {
+            record.state = InstallState::Ok;
+            if manifest.entry().is_ok_and(|e| e.section == Section::Config) {
+                self.apply_config(&step.name, dir).map_err(|e| e.to_string())?;
+            }
+            put(&record)?;
+            let _ = std::fs::remove_dir_all(dir);
+            tracing::info!(package = step.name, version = step.version, "installed");
+            Ok(())
+        } else {
+            record.state = InstallState::Error;
+            put(&record)?;
+            tracing::warn!(package = step.name, "install failed: {}", record.message);
+            Err(record.message)
+        }
+    }
+
+    /// A `config` package carries `agent.toml`: kept as an overlay of the agent's settings.
+    fn apply_config(&self, name: &str, dir: &Path) -> std::io::Result<()> {
+        let overlay = dir.join("agent.toml");
+        let target_dir = self.settings.state_dir.join("config.d");
+        std::fs::create_dir_all(&target_dir)?;
+        let target = target_dir.join(format!("{}.toml", sanitize(name)));
+        if overlay.is_file() {
+            crate::disk::write_atomic(&target, &std::fs::read(&overlay)?, 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an installed package: runs the uninstall hook kept at install time.
+    async fn uninstall(&self, name: &str) -> Result<(), String> {
+        let Some(record) = self.state.get_installed(name).map_err(|e| e.to_string())? else {
+            return Err(format!("{name} is not installed"));
+        };
+        if let Some(hook) = &record.hook {
+            let outcome = self.run_kept_hook(name, hook, HookAction::Uninstall, &record).await?;
+            if !outcome.success() {
+                let mut r = record.clone();
+                r.output = outcome.output.clone();
+                r.message = outcome.summary("setup.sh", HookAction::Uninstall);
+                r.updated_at = unix_now();
+                self.state.put_installed(name, &r).map_err(|e| e.to_string())?;
+                return Err(r.message);
+            }
+        }
+        if record.control().get("section").and_then(Section::parse) == Some(Section::Config) {
+            let _ =
+                std::fs::remove_file(self.settings.state_dir.join("config.d").join(format!("{}.toml", sanitize(name))));
+        }
+        self.state.remove_installed(name).map_err(|e| e.to_string())?;
+        tracing::info!(package = name, "removed");
+        Ok(())
+    }
+
+    async fn run_kept_hook(
+        &self,
+        name: &str,
+        hook: &[u8],
+        action: HookAction,
+        record: &InstalledRecord,
+    ) -> Result<hooks::HookOutcome, String> {
+        let work = self.settings.state_dir.join("hooks").join(sanitize(name));
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let script = work.join(if cfg!(windows) { "setup.ps1" } else { "setup.sh" });
+        std::fs::write(&script, hook).map_err(|e| format!("{}: {e}", script.display()))?;
+        let result =
+            hooks::run(&script, action, &work, &self.settings.state_dir, &record.control(), self.settings.hook_timeout)
+                .await;
+        let _ = std::fs::remove_dir_all(&work);
+        result.map_err(|e| format!("running {} {}: {e}", script.display(), action.as_str()))
+    }
+
+    /// `install NAME[(op version)]…`: records the requests, updates, and installs them (and
+    /// what they need).
+    pub async fn install(
+        &self,
+        requests: &[String],
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Result<UpgradeReport, AgentError> {
+        let mut names = Vec::new();
+        for text in requests {
+            let r = PackageRequest::parse(text).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+            self.state.put_request(&r.name, &r.to_string())?;
+            names.push(r.name);
+        }
+        let report = self.upgrade(Some(&names), false, progress).await?;
+        Ok(report)
+    }
+
+    /// `remove NAME…`: runs each package's uninstall hook and forgets it (and the local
+    /// request). A package that host, unit or profile packages require comes back at the next
+    /// upgrade.
+    pub async fn remove(&self, names: &[String]) -> Result<UpgradeReport, AgentError> {
+        let mut report = UpgradeReport::default();
+        for name in names {
+            self.state.remove_request(name)?;
+            match self.uninstall(name).await {
+                Ok(()) => report.removed.push(name.clone()),
+                Err(e) => report.failed.push((name.clone(), e)),
+            }
+        }
+        if let Some(signed) = self.state.snapshot()?
+            && let Ok(snapshot) = signed.unverified()
+        {
+            self.resolve(&snapshot, &[]).await?;
+        }
+        Ok(report)
+    }
+
+    /// `audit`: runs each installed package's `audit` hook; exit 0 is OK, 1 WARNING, others ERROR.
+    pub async fn audit(&self) -> Result<Vec<(String, String, String)>, AgentError> {
+        let mut out = Vec::new();
+        for (name, mut record) in self.state.installed()? {
+            let Some(hook) = record.hook.clone() else {
+                out.push((name, "OK".into(), "no hook: nothing to audit".into()));
+                continue;
+            };
+            let (status, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
+                Ok(o) => {
+                    let status = match o.code {
+                        Some(0) if !o.timed_out => "OK",
+                        Some(1) => "WARNING",
+                        _ => "ERROR",
+                    };
+                    record.output = o.output.clone();
+                    (status.to_string(), o.summary("setup.sh", HookAction::Audit))
+                }
+                Err(e) => ("ERROR".into(), e),
+            };
+            record.audit = Some(status.clone());
+            record.updated_at = unix_now();
+            self.state.put_installed(&name, &record)?;
+            out.push((name, status, message));
+        }
+        Ok(out)
+    }
+
+    /// `status`.
+    pub fn status(&self) -> Result<StatusReport, AgentError> {
+        let plan = self.state.plan()?;
+        let installed: BTreeMap<String, InstalledRecord> = self.state.installed()?.into_iter().collect();
+        let failures: BTreeMap<String, String> = self.failures().into_iter().collect();
+        let mut lines: BTreeMap<String, PackageLine> = BTreeMap::new();
+        if let Some(p) = &plan {
+            for p in &p.packages {
+                lines.insert(
+                    p.name.clone(),
+                    PackageLine {
+                        name: p.name.clone(),
+                        status: p.status.clone(),
+                        installed: p.installed.clone(),
+                        target: p.target.clone(),
+                        state: None,
+                        reason: p.reason.clone(),
+                        output: None,
+                    },
+                );
+            }
+        }
+        for (name, r) in &installed {
+            let line = lines.entry(name.clone()).or_insert_with(|| PackageLine {
+                name: name.clone(),
+                status: if r.state.is_broken() { "ERROR".into() } else { "OK".into() },
+                installed: r.control().get("version").map(str::to_string),
+                target: None,
+                state: None,
+                reason: None,
+                output: None,
+            });
+            line.state = Some(r.state.as_str().to_string());
+            if r.state.is_broken() {
+                line.status = "ERROR".into();
+                line.reason = Some(r.message.clone());
+            }
+            if !r.output.is_empty() {
+                let tail: String = r.output.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+                line.output = Some(tail);
+            }
+        }
+        let pending: BTreeSet<&str> =
+            plan.as_ref().map(|p| p.steps.iter().map(|s| s.name.as_str()).collect()).unwrap_or_default();
+        for (name, why) in &failures {
+            if let Some(line) = lines.get_mut(name)
+                && pending.contains(name.as_str())
+            {
+                line.status = "ERROR".into();
+                line.reason = Some(why.clone());
+            }
+        }
+        let packages: Vec<PackageLine> = lines.into_values().collect();
+        let host_status = if packages.iter().any(|p| p.status == "ERROR") {
+            "ERROR"
+        } else if plan.as_ref().is_some_and(|p| !p.steps.is_empty()) {
+            "NEED-UPGRADE"
+        } else {
+            "OK"
+        };
+        let last_update = self.state.last_update()?;
+        let host_status = if last_update.as_ref().is_some_and(|u| !u.ok && u.message.starts_with("refused")) {
+            "ERROR"
+        } else {
+            host_status
+        };
+        Ok(StatusReport {
+            host: self.machine.clone(),
+            host_status: host_status.into(),
+            last_update,
+            sequence: self.state.snapshot()?.and_then(|s| s.unverified().ok()).map(|s| s.sequence),
+            packages,
+            plan: plan.as_ref().map(|p| p.steps.iter().map(|s| s.reason.clone()).collect()).unwrap_or_default(),
+            errors: plan.map(|p| p.errors).unwrap_or_default(),
+        })
+    }
+
+    /// The held snapshot (for tests and reports).
+    pub fn snapshot(&self) -> Result<Option<SignedSnapshot>, AgentError> {
+        Ok(self.state.snapshot()?)
+    }
+}
+
+/// The steps for `names` and, through the signed `depends` of what they install, what they need.
+fn select_with_dependencies<'p>(
+    plan: &'p StoredPlan,
+    names: &[String],
+    _state: &AgentState,
+    record: impl Fn(&[u8; 32]) -> Option<Vec<u8>>,
+) -> Vec<&'p PlannedStep> {
+    let mut wanted: BTreeSet<String> = names.iter().cloned().collect();
+    // Walk depends through the planned packages' records, when cached.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for s in &plan.steps {
+            if !wanted.contains(&s.name) || s.action == "remove" {
+                continue;
+            }
+            let deps = record(&s.manifest)
+                .and_then(|b| PackageRecord::decode(&b).ok())
+                .and_then(|r| Manifest::decode(&r.manifest).ok())
+                .and_then(|m| m.entry().ok())
+                .map(|e| e.depends.into_iter().map(|d| d.name).collect::<Vec<_>>())
+                .unwrap_or_default();
+            for d in deps {
+                changed |= wanted.insert(d);
+            }
+        }
+    }
+    // Conflicting packages removed for the wanted ones go too.
+    plan.steps
+        .iter()
+        .filter(|s| {
+            wanted.contains(&s.name)
+                || (s.action == "remove" && wanted.iter().any(|w| s.reason.contains(&format!("conflicts with {w}"))))
+        })
+        .collect()
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}

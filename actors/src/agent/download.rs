@@ -1,0 +1,199 @@
+//! The package cache: what an upgrade needs, downloaded and verified before anything runs.
+//!
+//! A package is assembled in `cache/<manifest>.partial/`: every file's byte ranges are fetched
+//! from the best repository that answers, each chunk verified against the signed chunk list as
+//! it arrives. A failed repository is left for the next one; what was verified stays, so a
+//! download continues from another repository (or after a restart) without fetching it again.
+//! The folder is renamed to `cache/<manifest>/` only when every file is whole; it is removed
+//! after a successful install and kept after a failure (an upgrade can retry offline).
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use outpost_protocol::chunking::{self, Chunk, Range};
+use outpost_protocol::package::Manifest;
+use outpost_protocol::package::manifest::hex;
+use tokio::task::JoinSet;
+
+use crate::repo::client::RepoClient;
+use crate::repo::sync::RANGE_BYTES;
+
+/// Ranges in flight per package.
+const IN_FLIGHT: usize = 8;
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// No repository could provide a range.
+    #[error("no repository could provide {file} ({errors})")]
+    Unavailable { file: String, errors: String },
+    /// Local files.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What a download did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Downloaded {
+    /// Bytes fetched.
+    pub fetched: u64,
+    /// Bytes found already verified in the cache.
+    pub reused: u64,
+}
+
+/// The folder a complete package is cached in.
+pub fn cached(cache: &Path, manifest_hash: &[u8; 32]) -> PathBuf {
+    cache.join(hex(manifest_hash))
+}
+
+/// True when the package is complete in the cache.
+pub fn is_cached(cache: &Path, manifest_hash: &[u8; 32]) -> bool {
+    cached(cache, manifest_hash).is_dir()
+}
+
+/// Makes the package complete in the cache, fetching what is missing from `repos` (best
+/// first). Returns its folder.
+pub async fn ensure(
+    cache: &Path,
+    manifest_hash: &[u8; 32],
+    manifest: &Manifest,
+    repos: &[RepoClient],
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(PathBuf, Downloaded), DownloadError> {
+    let target = cached(cache, manifest_hash);
+    if target.is_dir() {
+        return Ok((target, Downloaded::default()));
+    }
+    let partial = cache.join(format!("{}.partial", hex(manifest_hash)));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DownloadError::Io { path, source }
+    };
+    fs::create_dir_all(&partial).map_err(io(&partial))?;
+    let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let preferred = Arc::new(AtomicUsize::new(0));
+    let repos: Arc<Vec<RepoClient>> = Arc::new(repos.to_vec());
+    for f in &manifest.files {
+        let path = partial.join(&f.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        file.set_len(f.size).map_err(io(&path))?;
+        // What an earlier attempt left and still verifies is kept.
+        let offsets = chunking::offsets(&f.chunks);
+        let mut have = vec![false; f.chunks.len()];
+        for (i, c) in f.chunks.iter().enumerate() {
+            let mut buf = vec![0u8; c.len as usize];
+            if read_at(&file, offsets[i], &mut buf).is_ok() && blake3::hash(&buf).as_bytes() == &c.hash {
+                have[i] = true;
+                stats.1.fetch_add(u64::from(c.len), Ordering::Relaxed);
+            }
+        }
+        let file = Arc::new(file);
+        let chunks = Arc::new(f.chunks.clone());
+        let mut tasks = JoinSet::new();
+        let mut ranges = chunking::missing_ranges(&f.chunks, RANGE_BYTES, |i| !have[i]).into_iter();
+        loop {
+            while tasks.len() < IN_FLIGHT {
+                let Some(range) = ranges.next() else { break };
+                let (repos, chunks, file, stats, preferred, hash, path) = (
+                    repos.clone(),
+                    chunks.clone(),
+                    file.clone(),
+                    stats.clone(),
+                    preferred.clone(),
+                    f.blake3,
+                    path.clone(),
+                );
+                tasks.spawn(async move {
+                    let bytes = fetch(&repos, &preferred, &hash, &chunks, &range).await?;
+                    let file2 = file.clone();
+                    tokio::task::spawn_blocking(move || write_at(&file2, range.offset, &bytes))
+                        .await
+                        .map_err(|e| DownloadError::Io { path: path.clone(), source: std::io::Error::other(e) })?
+                        .map_err(|source| DownloadError::Io { path, source })?;
+                    stats.0.fetch_add(u64::from(range.len), Ordering::Relaxed);
+                    Ok::<_, DownloadError>(())
+                });
+            }
+            let Some(done) = tasks.join_next().await else { break };
+            done.map_err(|e| DownloadError::Io { path: path.clone(), source: std::io::Error::other(e) })??;
+            progress(stats.0.load(Ordering::Relaxed) + stats.1.load(Ordering::Relaxed));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).map_err(io(&path))?;
+        }
+    }
+    let control = partial.join("WAPT");
+    fs::create_dir_all(&control).map_err(io(&control))?;
+    fs::write(control.join("control"), manifest.control.to_text()).map_err(io(&control))?;
+    fs::rename(&partial, &target).map_err(io(&target))?;
+    Ok((target, Downloaded { fetched: stats.0.load(Ordering::Relaxed), reused: stats.1.load(Ordering::Relaxed) }))
+}
+
+/// Fetches one range from the preferred repository, failing over to the next ones.
+async fn fetch(
+    repos: &[RepoClient],
+    preferred: &AtomicUsize,
+    file: &[u8; 32],
+    chunks: &[Chunk],
+    range: &Range,
+) -> Result<Vec<u8>, DownloadError> {
+    let mut errors = Vec::new();
+    let start = preferred.load(Ordering::Relaxed);
+    for k in 0..repos.len() {
+        let i = (start + k) % repos.len();
+        match repos[i].range(file, chunks, range).await {
+            Ok(bytes) => {
+                if i != start {
+                    preferred.store(i, Ordering::Relaxed);
+                }
+                return Ok(bytes);
+            }
+            Err(e) => errors.push(format!("{}: {e}", repos[i].addr)),
+        }
+    }
+    Err(DownloadError::Unavailable {
+        file: hex(file),
+        errors: if errors.is_empty() { "no repository".into() } else { errors.join("; ") },
+    })
+}
+
+#[cfg(unix)]
+fn write_at(file: &fs::File, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(unix)]
+fn read_at(file: &fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(file: &fs::File, mut offset: u64, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
+        bytes = &bytes[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_at(file: &fs::File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! The agent: keeps its machine in the state its host, group, unit and profile packages
+//! describe, from the best repository for where it is, and never installs what it cannot
+//! verify.
+//!
+//! * [`identity`]: who and what the machine is.
+//! * [`select`]: which repository (rules, DNS SRV, configured list, main; health and RTT).
+//! * [`core`]: update, upgrade, install, remove, audit, status.
+//! * [`download`]: the verified package cache (resumable, across repositories).
+//! * [`hooks`]: running `setup.sh` / `setup.ps1`.
+//! * [`state`]: the local redb state.
+//! * [`actor`]: the daemon's actor and its local control socket.
+
+pub mod actor;
+pub mod core;
+pub mod download;
+pub mod hooks;
+pub mod identity;
+pub mod select;
+pub mod state;
+
+pub use core::{Agent, AgentError, AgentSettings};

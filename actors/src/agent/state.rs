@@ -1,0 +1,325 @@
+//! The agent's local state, in redb: installed packages (control, install state, origin, the
+//! uninstall hook kept at install time, the end of the last hook output, timestamps), the
+//! explicit local requests, the last verified snapshot and head, the package records the plan
+//! needs (so that an upgrade can run offline), the plan and the last update's result.
+
+use std::path::Path;
+
+use outpost_protocol::control::Control;
+use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::resolver::{InstallState, InstalledPackage, Origin};
+use outpost_protocol::snapshot::SignedSnapshot;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const INSTALLED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("installed");
+const REQUESTS: TableDefinition<'static, &str, &str> = TableDefinition::new("requests");
+const RECORDS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+
+const SNAPSHOT: &str = "snapshot";
+const PLAN: &str = "plan";
+const LAST_UPDATE: &str = "last_update";
+
+/// A package installed on this machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRecord {
+    /// Its control fields.
+    pub control: Vec<(String, String)>,
+    /// BLAKE3 of its manifest.
+    pub manifest: [u8; 32],
+    /// How its last install ended (INIT/RUNNING mean it was interrupted).
+    pub state: InstallState,
+    /// Why it is installed.
+    pub origin: Origin,
+    /// The hook script, kept at install time to run `uninstall` and `audit` later.
+    pub hook: Option<Vec<u8>>,
+    /// The end of the last hook's output.
+    pub output: String,
+    /// Summary of the last action on it.
+    pub message: String,
+    /// When it was first installed (Unix seconds).
+    pub installed_at: i64,
+    /// When its state last changed.
+    pub updated_at: i64,
+    /// Result of the last audit, if any (`OK`, `WARNING`, `ERROR`).
+    pub audit: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum InstalledWire {
+    V1(InstalledRecord),
+}
+
+impl InstalledRecord {
+    /// The control as a [`Control`].
+    pub fn control(&self) -> Control {
+        Control::from_fields(self.control.clone()).unwrap_or_default()
+    }
+
+    /// The resolver's view of it.
+    pub fn as_installed(&self) -> Option<InstalledPackage> {
+        let entry = PackageEntry::from_control(&self.control()).ok()?;
+        Some(InstalledPackage { entry, state: self.state, origin: self.origin })
+    }
+}
+
+/// One step of a stored plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// `install`, `upgrade` or `remove`.
+    pub action: String,
+    /// Package name.
+    pub name: String,
+    /// Target version (or installed version, for a removal).
+    pub version: String,
+    /// BLAKE3 of the manifest to install (zero for a removal).
+    pub manifest: [u8; 32],
+    /// Origin for installs.
+    pub origin: Origin,
+    /// Size of the package's files.
+    pub size: u64,
+    /// Why (removals).
+    pub reason: String,
+}
+
+/// A package's status in a stored plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStatus {
+    /// Package name.
+    pub name: String,
+    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
+    pub status: String,
+    /// Installed version.
+    pub installed: Option<String>,
+    /// Version once the plan has run.
+    pub target: Option<String>,
+    /// Why (errors, removals).
+    pub reason: Option<String>,
+}
+
+/// The stored result of the last resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    /// When it was made.
+    pub created: i64,
+    /// The snapshot it was made from.
+    pub sequence: u64,
+    /// Steps in order.
+    pub steps: Vec<PlannedStep>,
+    /// Package statuses.
+    pub packages: Vec<PlannedStatus>,
+    /// Host status.
+    pub host_status: String,
+    /// Resolution errors.
+    pub errors: Vec<String>,
+}
+
+/// The result of the last update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpdate {
+    /// When it ran.
+    pub at: i64,
+    /// True when it completed.
+    pub ok: bool,
+    /// The repository used.
+    pub repo: Option<String>,
+    /// What happened (or why it failed).
+    pub message: String,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("agent state database: {0}")]
+pub struct StateError(String);
+
+fn err(e: impl std::fmt::Display) -> StateError {
+    StateError(e.to_string())
+}
+
+/// The agent's state database.
+#[derive(Debug)]
+pub struct AgentState {
+    db: Database,
+}
+
+impl AgentState {
+    /// Opens (or creates) `dir/state.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let db = Database::create(dir.join("state.redb")).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            txn.open_table(INSTALLED).map_err(err)?;
+            txn.open_table(REQUESTS).map_err(err)?;
+            txn.open_table(RECORDS).map_err(err)?;
+            txn.open_table(META).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+
+    /// Every installed package, by name.
+    pub fn installed(&self) -> Result<Vec<(String, InstalledRecord)>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(INSTALLED).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let InstalledWire::V1(r) = postcard::from_bytes(v.value()).map_err(err)?;
+            out.push((k.value().to_string(), r));
+        }
+        Ok(out)
+    }
+
+    /// One installed package.
+    pub fn get_installed(&self, name: &str) -> Result<Option<InstalledRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(INSTALLED).map_err(err)?;
+        match t.get(name).map_err(err)? {
+            Some(v) => {
+                let InstalledWire::V1(r) = postcard::from_bytes(v.value()).map_err(err)?;
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes (durably) an installed package's record.
+    pub fn put_installed(&self, name: &str, record: &InstalledRecord) -> Result<(), StateError> {
+        let bytes = postcard::to_stdvec(&InstalledWire::V1(record.clone())).map_err(err)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(INSTALLED).map_err(err)?.insert(name, bytes.as_slice()).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Forgets an installed package.
+    pub fn remove_installed(&self, name: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(INSTALLED).map_err(err)?.remove(name).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Explicit local requests (`agent install`), by name.
+    pub fn requests(&self) -> Result<Vec<(String, String)>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(REQUESTS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Records an explicit request (replacing one for the same name).
+    pub fn put_request(&self, name: &str, request: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(REQUESTS).map_err(err)?.insert(name, request).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Drops an explicit request.
+    pub fn remove_request(&self, name: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(REQUESTS).map_err(err)?.remove(name).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// A cached package record.
+    pub fn record(&self, manifest: &[u8; 32]) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(RECORDS).map_err(err)?;
+        Ok(t.get(manifest).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Caches package records, dropping those not in `keep`.
+    pub fn set_records(&self, records: &[([u8; 32], Vec<u8>)]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = txn.open_table(RECORDS).map_err(err)?;
+            let stale: Vec<[u8; 32]> = t
+                .iter()
+                .map_err(err)?
+                .filter_map(Result::ok)
+                .map(|(k, _)| *k.value())
+                .filter(|k| !records.iter().any(|(m, _)| m == k))
+                .collect();
+            for k in &stale {
+                t.remove(k).map_err(err)?;
+            }
+            for (k, v) in records {
+                t.insert(k, v.as_slice()).map_err(err)?;
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// A stored value by key.
+    pub fn get_meta_public(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.get_meta(key)
+    }
+
+    /// Stores a value by key.
+    pub fn put_meta_public(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.put_meta(key, value)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(META).map_err(err)?;
+        Ok(t.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(META).map_err(err)?.insert(key, value).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// The last verified snapshot.
+    pub fn snapshot(&self) -> Result<Option<SignedSnapshot>, StateError> {
+        self.get_meta(SNAPSHOT)?.map(|b| SignedSnapshot::decode(&b).map_err(err)).transpose()
+    }
+
+    /// Stores a verified snapshot.
+    pub fn put_snapshot(&self, snapshot: &SignedSnapshot) -> Result<(), StateError> {
+        self.put_meta(SNAPSHOT, snapshot.encoded())
+    }
+
+    /// The stored plan.
+    pub fn plan(&self) -> Result<Option<StoredPlan>, StateError> {
+        self.get_meta(PLAN)?.map(|b| postcard::from_bytes(&b).map_err(err)).transpose()
+    }
+
+    /// Stores the plan.
+    pub fn put_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
+        self.put_meta(PLAN, &postcard::to_stdvec(plan).map_err(err)?)
+    }
+
+    /// The last update's result.
+    pub fn last_update(&self) -> Result<Option<LastUpdate>, StateError> {
+        self.get_meta(LAST_UPDATE)?.map(|b| postcard::from_bytes(&b).map_err(err)).transpose()
+    }
+
+    /// Stores the last update's result.
+    pub fn put_last_update(&self, update: &LastUpdate) -> Result<(), StateError> {
+        self.put_meta(LAST_UPDATE, &postcard::to_stdvec(update).map_err(err)?)
+    }
+
+    /// Turns every INIT or RUNNING record (an install interrupted by a crash) into ERROR, so
+    /// that the next upgrade retries it. Returns their names.
+    pub fn recover_interrupted(&self, now: i64) -> Result<Vec<String>, StateError> {
+        let mut names = Vec::new();
+        for (name, mut r) in self.installed()? {
+            if matches!(r.state, InstallState::Init | InstallState::Running) {
+                r.state = InstallState::Error;
+                r.message = "the install was interrupted (the agent stopped while it ran); it will be retried".into();
+                r.updated_at = now;
+                self.put_installed(&name, &r)?;
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+}

@@ -1,0 +1,300 @@
+//! `outpost agent run | update | upgrade | download-upgrade | install | remove | status |
+//! audit | repos`. One-shot commands are sent to the daemon when it runs (its control socket),
+//! and run here otherwise, holding the state folder's lock.
+
+use std::sync::Arc;
+
+use actix::Actor;
+use anyhow::{Context, Result, bail};
+use outpost_actors::agent::actor::{self, AgentActor, Command, Reply};
+use outpost_actors::agent::select::Sources;
+use outpost_actors::agent::{Agent, AgentSettings};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AgentArgs, AgentNamesArgs, AgentReadArgs};
+use crate::config::{self, AgentConfig};
+use crate::daemon;
+use crate::pkg_cmd::human_bytes;
+use crate::progress::Progress;
+
+/// The configuration after the file, the `config` packages' overlays and the flags.
+fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
+    let mut cfg: AgentConfig = config::load(args.config.as_deref())?;
+    if let Some(s) = &args.state {
+        cfg.state = s.clone();
+    }
+    let mut cfg = cfg.with_overlays()?;
+    for (field, value) in [(&mut cfg.ca, &args.ca), (&mut cfg.cert, &args.cert), (&mut cfg.key, &args.key)] {
+        if let Some(v) = value {
+            *field = v.clone();
+        }
+    }
+    if let Some(s) = &args.server {
+        cfg.server = s.clone();
+    }
+    let rules = cfg.rules.iter().map(config::RuleConfig::rule).collect::<Result<Vec<_>>>()?;
+    let opt = |s: &str| Some(s.to_string()).filter(|v| !v.is_empty());
+    let ip = |field: &str, s: &str| -> Result<Option<std::net::IpAddr>> {
+        opt(s).map(|v| v.parse().with_context(|| format!("{field}: {v:?} is not an IP address"))).transpose()
+    };
+    let dns_servers = cfg
+        .dns_servers
+        .iter()
+        .map(|s| s.parse().with_context(|| format!("dns_servers: {s:?} should be ip:port")))
+        .collect::<Result<Vec<_>>>()?;
+    let machine_domain =
+        outpost_actors::agent::identity::detect(opt(&cfg.uuid).as_deref(), opt(&cfg.fqdn).as_deref()).domain;
+    let sources = Sources {
+        rules,
+        configured: if args.repos.is_empty() { cfg.repos.clone() } else { args.repos.clone() },
+        configured_only: !args.repos.is_empty(),
+        main: opt(&cfg.main),
+        srv_domain: if cfg.srv_discovery { opt(&cfg.dns_domain).or(machine_domain) } else { None },
+        dns_servers,
+    };
+    let settings = AgentSettings {
+        state_dir: cfg.state.clone(),
+        sources,
+        bind: ip("bind", &cfg.bind)?,
+        uuid: opt(&cfg.uuid),
+        fqdn: opt(&cfg.fqdn),
+        ou: opt(&cfg.ou),
+        profiles: cfg.profiles.clone(),
+        site: opt(&cfg.site),
+        public_ip: ip("public_ip", &cfg.public_ip)?,
+        maturities: cfg.maturities.clone(),
+        locales: cfg.locales.clone(),
+        hook_timeout: config::duration("hook_timeout", &cfg.hook_timeout)?,
+    };
+    if !["auto", "manual"].contains(&cfg.upgrade.as_str()) {
+        bail!("upgrade: {:?} must be auto or manual", cfg.upgrade);
+    }
+    Ok((cfg, settings))
+}
+
+fn open(args: &AgentArgs, cfg: &AgentConfig, settings: AgentSettings) -> Result<Agent> {
+    let identity = daemon::identity(&cfg.cert, &cfg.key, args.password_file.as_deref())?;
+    let (_, ca) = daemon::trust(&cfg.ca)?;
+    Agent::open(settings, &identity, &ca).with_context(|| format!("opening the agent state in {}", cfg.state.display()))
+}
+
+/// Holds the state folder's lock: one agent process per state folder.
+struct StateLock(#[allow(dead_code)] std::fs::File);
+
+fn lock(state: &std::path::Path) -> Result<StateLock> {
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let path = state.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| path.display().to_string())?;
+    #[cfg(unix)]
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!(
+            "another outpost agent is using {} and does not answer on its control socket; wait for it or stop it",
+            state.display()
+        )
+    })?;
+    Ok(StateLock(file))
+}
+
+/// `outpost agent run`
+pub fn run(args: &AgentArgs) -> Result<()> {
+    let (cfg, settings) = settings(args)?;
+    let every = config::duration("update_every", &cfg.update_every)?;
+    let auto = cfg.upgrade == "auto";
+    let _lock = lock(&cfg.state)?;
+    let agent = open(args, &cfg, settings)?;
+    daemon::run(move || async move {
+        let cancel = CancellationToken::new();
+        let agent = Arc::new(agent);
+        let m = agent.machine().clone();
+        eprintln!(
+            "outpost agent for {} (uuid {}), state in {}, update every {}, upgrade {}",
+            m.fqdn,
+            m.uuid,
+            cfg.state.display(),
+            cfg.update_every,
+            cfg.upgrade
+        );
+        let addr = AgentActor::new(agent.clone(), every, auto).start();
+        #[cfg(unix)]
+        let control = tokio::spawn(actor::serve_control(actor::socket_path(&cfg.state), addr, cancel.clone()));
+        daemon::shutdown_signal().await;
+        eprintln!("stopping");
+        cancel.cancel();
+        #[cfg(unix)]
+        let _ = control.await;
+        Ok(())
+    })
+}
+
+/// Runs `command` by the daemon if it answers, here otherwise; prints the reply.
+fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
+    let (cfg, settings) = settings(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let reply = runtime.block_on(async {
+        if let Some(reply) = actor::ask_daemon(&cfg.state, command).await {
+            return Ok::<_, anyhow::Error>(reply);
+        }
+        let _lock = lock(&cfg.state)?;
+        let agent = open(args, &cfg, settings)?;
+        let bar = Progress::bytes("", 0);
+        let last = std::sync::Mutex::new(String::new());
+        let progress = |label: &str, done: u64, total: u64| {
+            let mut l = last.lock().expect("not poisoned");
+            if *l != label {
+                *l = label.to_string();
+                bar.resize(total);
+            }
+            bar.set(done);
+        };
+        let reply = actor::run(&agent, command.clone(), &progress).await;
+        bar.finish();
+        Ok(reply)
+    })?;
+    let value = match reply {
+        Reply::Ok(v) => v,
+        Reply::Error(e) => bail!("{e}"),
+    };
+    if json {
+        crate::out!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        render(command, &value);
+    }
+    let failed = value.get("failed").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    if failed {
+        bail!("some packages failed (see above; `outpost agent status` shows their output)");
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(t) => t.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn render(command: &Command, v: &Value) {
+    match command {
+        Command::Update => {
+            crate::out!(
+                "{} snapshot {} from {}: {} step(s) pending, host {}",
+                if v["changed"].as_bool() == Some(true) { "New" } else { "Unchanged" },
+                s(&v["sequence"]),
+                s(&v["repo"]),
+                s(&v["pending"]),
+                s(&v["host_status"])
+            );
+            for r in v["refused"].as_array().into_iter().flatten() {
+                crate::out!("  refused: {}", s(r));
+            }
+        }
+        Command::Upgrade | Command::DownloadUpgrade | Command::Install { .. } | Command::Remove { .. } => {
+            if v["offline"].as_bool() == Some(true) {
+                crate::out!("No repository answered: working from the cache.");
+            }
+            for (key, what) in [("removed", "removed"), ("installed", "installed"), ("downloaded", "downloaded")] {
+                for p in v[key].as_array().into_iter().flatten() {
+                    crate::out!("  {what}: {}", s(p));
+                }
+            }
+            for f in v["failed"].as_array().into_iter().flatten() {
+                crate::out!("  FAILED {}: {}", s(&f[0]), s(&f[1]));
+            }
+            let bytes = v["fetched_bytes"].as_u64().unwrap_or(0);
+            if bytes > 0 {
+                crate::out!("  fetched {}", human_bytes(bytes));
+            }
+            if v.as_object().is_some_and(|o| {
+                ["installed", "removed", "failed", "downloaded"]
+                    .iter()
+                    .all(|k| o.get(*k).and_then(Value::as_array).is_none_or(Vec::is_empty))
+            }) {
+                crate::out!("Nothing to do.");
+            }
+        }
+        Command::Status => {
+            crate::out!("host:     {} ({})", s(&v["host"]["fqdn"]), s(&v["host"]["uuid"]));
+            crate::out!("status:   {}", s(&v["host_status"]));
+            if let Some(u) = v["last_update"].as_object() {
+                let at = u
+                    .get("at")
+                    .and_then(Value::as_i64)
+                    .map(outpost_protocol::time_fmt::format_unix)
+                    .unwrap_or_default();
+                crate::out!(
+                    "update:   {} {} ({})",
+                    if u.get("ok").and_then(Value::as_bool) == Some(true) { "ok" } else { "FAILED" },
+                    at,
+                    s(&u["message"])
+                );
+            }
+            crate::out!("{:<13} {:<32} {:<14} {:<14} {}", "STATUS", "PACKAGE", "INSTALLED", "TARGET", "REASON");
+            for p in v["packages"].as_array().into_iter().flatten() {
+                crate::out!(
+                    "{:<13} {:<32} {:<14} {:<14} {}",
+                    s(&p["status"]),
+                    s(&p["name"]),
+                    s(&p["installed"]),
+                    s(&p["target"]),
+                    s(&p["reason"])
+                );
+            }
+            for step in v["plan"].as_array().into_iter().flatten() {
+                crate::out!("  planned: {}", s(step));
+            }
+            for e in v["errors"].as_array().into_iter().flatten() {
+                crate::out!("  error: {}", s(e));
+            }
+        }
+        Command::Repos => {
+            crate::out!("{:<3} {:<28} {:<40} {:>9} {:>8} {}", "", "REPOSITORY", "FROM", "RTT ms", "SNAPSHOT", "STATE");
+            for c in v["candidates"].as_array().into_iter().flatten() {
+                let rtt = c["rtt_ms"].as_f64().map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
+                let state = if c["healthy"].as_bool() == Some(true) {
+                    "healthy".to_string()
+                } else {
+                    format!("down: {}", s(&c["error"]))
+                };
+                crate::out!(
+                    "{:<3} {:<28} {:<40} {:>9} {:>8} {}",
+                    if c["chosen"].as_bool() == Some(true) { "=>" } else { "" },
+                    s(&c["addr"]),
+                    s(&c["origin"]),
+                    rtt,
+                    s(&c["sequence"]),
+                    state
+                );
+            }
+            if let Some(e) = v["dns_error"].as_str() {
+                crate::out!("DNS discovery: {e}");
+            }
+        }
+        Command::Audit => {
+            for a in v.as_array().into_iter().flatten() {
+                crate::out!("{:<8} {:<32} {}", s(&a[1]), s(&a[0]), s(&a[2]));
+            }
+        }
+    }
+}
+
+/// `outpost agent update|upgrade|download-upgrade|status|audit|repos`
+pub fn read(args: &AgentReadArgs, command: &Command) -> Result<()> {
+    execute(&args.agent, command, args.json)
+}
+
+/// `outpost agent install`
+pub fn install(args: &AgentNamesArgs) -> Result<()> {
+    execute(&args.agent, &Command::Install { requests: args.packages.clone() }, args.json)
+}
+
+/// `outpost agent remove`
+pub fn remove(args: &AgentNamesArgs) -> Result<()> {
+    execute(&args.agent, &Command::Remove { names: args.packages.clone() }, args.json)
+}
