@@ -153,6 +153,9 @@ impl PartialFile {
     }
 }
 
+/// Where a chunk is stored: the file holding it and its offset there.
+pub type ChunkLocation = ([u8; 32], u64);
+
 /// A content store in a data folder.
 #[derive(Debug)]
 pub struct Store {
@@ -326,6 +329,22 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(buf))
+    }
+
+    /// Where each of `chunks` is stored, if anywhere. One read transaction.
+    pub fn chunk_locations(&self, chunks: &[Chunk]) -> Result<Vec<Option<ChunkLocation>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CHUNKS).map_err(db_err)?;
+        chunks.iter().map(|c| Ok(t.get(&c.hash).map_err(db_err)?.map(|loc| (*loc.value().0, loc.value().1)))).collect()
+    }
+
+    /// Reads `len` bytes of a stored file at `offset`, unchecked (the caller checks chunk
+    /// hashes). `None` when the file is not stored or too short.
+    pub fn read_stored(&self, file: &[u8; 32], offset: u64, len: usize) -> Option<Vec<u8>> {
+        let f = File::open(self.blob_path(file)).ok()?;
+        let mut buf = vec![0u8; len];
+        read_exact_at(&f, offset, &mut buf).ok()?;
+        Some(buf)
     }
 
     fn remove_blob(&self, hash: &[u8; 32]) -> u64 {

@@ -11,12 +11,16 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 /// Smallest chunk FastCDC cuts (except a file's last chunk).
-pub const MIN_CHUNK: u32 = 4 * 1024;
+pub const MIN_CHUNK: u32 = 2 * 1024;
 /// Target average chunk size: small enough that a change costs little more than its own
-/// bytes, large enough that a file's chunk list stays a small part of its manifest.
-pub const AVG_CHUNK: u32 = 16 * 1024;
-/// Largest chunk.
-pub const MAX_CHUNK: u32 = 64 * 1024;
+/// bytes (a changed region costs about one extra chunk), large enough that a file's chunk
+/// list (36 bytes per chunk, 0.4% of the file) stays a small part of what an update sends.
+pub const AVG_CHUNK: u32 = 8 * 1024;
+/// Largest chunk this builder cuts.
+pub const MAX_CHUNK: u32 = 32 * 1024;
+/// Largest chunk a signed chunk list may hold (lists from builders with larger settings stay
+/// valid).
+pub const MAX_LISTED_CHUNK: u32 = 256 * 1024;
 /// Largest byte range a client may ask for at once.
 pub const MAX_RANGE: u32 = 4 * 1024 * 1024;
 
@@ -68,7 +72,7 @@ pub fn chunk<R: Read>(
 pub fn check(chunks: &[Chunk], size: u64) -> Result<(), String> {
     let mut total = 0u64;
     for c in chunks {
-        if c.len == 0 || c.len > MAX_CHUNK {
+        if c.len == 0 || c.len > MAX_LISTED_CHUNK {
             return Err(format!("a chunk of {} bytes", c.len));
         }
         total += u64::from(c.len);

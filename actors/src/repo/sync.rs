@@ -266,25 +266,77 @@ pub async fn fetch_files(
 }
 
 /// Opens a file's partial copy and finds what it still lacks. Blocking.
+///
+/// Chunks are checked and copied in runs of up to [`RANGE_BYTES`]: what an interrupted fetch
+/// left in the partial copy, then chunks other stored files hold at consecutive offsets (the
+/// unchanged parts of a new version), each run read, checked chunk by chunk and written at once.
 fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly, u64), StoreError> {
     let (partial, existed) = store.partial(&hash, info.size)?;
     let offsets = chunking::offsets(&info.chunks);
     let mut have = vec![false; info.chunks.len()];
     let mut reused = 0u64;
-    for (i, c) in info.chunks.iter().enumerate() {
-        if existed {
-            let bytes = partial.read_at(offsets[i], c.len as usize)?;
-            if blake3::hash(&bytes).as_bytes() == &c.hash {
-                have[i] = true;
-                reused += 1;
-                continue;
+    let run_bytes = RANGE_BYTES.min(MAX_RANGE) as u64;
+    let check = |first: usize, bytes: &[u8], have: &mut [bool], reused: &mut u64| {
+        let mut at = 0usize;
+        for (i, c) in info.chunks[first..].iter().enumerate() {
+            let Some(piece) = bytes.get(at..at + c.len as usize) else { break };
+            if !have[first + i] && blake3::hash(piece).as_bytes() == &c.hash {
+                have[first + i] = true;
+                *reused += 1;
+            }
+            at += c.len as usize;
+        }
+    };
+    if existed {
+        let mut i = 0;
+        while i < info.chunks.len() {
+            let mut j = i;
+            while j < info.chunks.len() && offsets[j] + u64::from(info.chunks[j].len) - offsets[i] <= run_bytes {
+                j += 1;
+            }
+            let j = j.max(i + 1);
+            let len = offsets[j - 1] + u64::from(info.chunks[j - 1].len) - offsets[i];
+            let bytes = partial.read_at(offsets[i], usize::try_from(len).expect("a run fits in memory"))?;
+            check(i, &bytes, &mut have, &mut reused);
+            i = j;
+        }
+    }
+    let locations = store.chunk_locations(&info.chunks)?;
+    let mut i = 0;
+    while i < info.chunks.len() {
+        let Some((source, at)) = locations[i].filter(|_| !have[i]) else {
+            i += 1;
+            continue;
+        };
+        // The longest run of chunks stored one after the other in the same file.
+        let mut j = i + 1;
+        let mut end = at + u64::from(info.chunks[i].len);
+        while j < info.chunks.len()
+            && !have[j]
+            && locations[j] == Some((source, end))
+            && end + u64::from(info.chunks[j].len) - at <= run_bytes
+        {
+            end += u64::from(info.chunks[j].len);
+            j += 1;
+        }
+        if let Some(bytes) = store.read_stored(&source, at, usize::try_from(end - at).expect("a run fits in memory")) {
+            let before = reused;
+            check(i, &bytes, &mut have, &mut reused);
+            if reused - before == (j - i) as u64 {
+                partial.write_at(offsets[i], &bytes)?;
+            } else {
+                // Some stored chunk is damaged: write only the good ones.
+                let mut pos = 0usize;
+                for k in i..j {
+                    let len = info.chunks[k].len as usize;
+                    if have[k] {
+                        partial.write_at(offsets[k], &bytes[pos..pos + len])?;
+                    }
+                    pos += len;
+                }
             }
         }
-        if let Some(bytes) = store.local_chunk(c)? {
-            partial.write_at(offsets[i], &bytes)?;
-            have[i] = true;
-            reused += 1;
-        }
+        i = j;
     }
     let ranges = chunking::missing_ranges(&info.chunks, RANGE_BYTES.min(MAX_RANGE), |i| !have[i]);
     Ok((Assembly { hash, info: Arc::new(info), partial: Arc::new(partial), ranges }, reused))
@@ -341,6 +393,9 @@ pub async fn fetch_range_for_client(
         len: u32::try_from(stop - start).map_err(|e| SyncError::Content(e.to_string()))?,
     };
     let upstream = transport::peer_label(connection);
+    if let Some(l) = &ctx.limiter {
+        l.take(u64::from(range.len)).await;
+    }
     let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
     let bytes = transport::fetch(connection, &request, u64::from(range.len)).await?;
     ctx.metrics.received_bytes.get_or_create(&label("peer", &upstream)).inc_by(bytes.len() as u64);
