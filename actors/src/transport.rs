@@ -141,11 +141,29 @@ pub fn client(
     Ok(endpoint)
 }
 
+/// Addresses of names learned from the DNS servers an agent is configured with (the targets of
+/// SRV records), used before the system's resolver, which may not know them.
+fn learned() -> &'static std::sync::RwLock<std::collections::HashMap<String, std::net::IpAddr>> {
+    static LEARNED: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, std::net::IpAddr>>> =
+        std::sync::OnceLock::new();
+    LEARNED.get_or_init(Default::default)
+}
+
+/// Remembers that `name` has address `ip` (from DNS discovery).
+pub fn learn_address(name: &str, ip: std::net::IpAddr) {
+    learned().write().expect("not poisoned").insert(name.to_ascii_lowercase(), ip);
+}
+
 /// Splits `host:port` (or `[v6]:port`) into the name to verify and the socket address.
 pub fn resolve(addr: &str) -> Result<(String, SocketAddr), TransportError> {
     let bad = || TransportError::Address(addr.to_string());
-    let (host, _) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    if let Some(ip) = learned().read().expect("not poisoned").get(&host.to_ascii_lowercase())
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok((host, SocketAddr::new(*ip, port)));
+    }
     let sock = addr.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
     Ok((host, sock))
 }

@@ -20,11 +20,16 @@ use crate::progress::Progress;
 
 /// The configuration after the file, the `config` packages' overlays and the flags.
 fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
+    settings_with(args, true)
+}
+
+/// The same, with or without the `config` packages' overlays.
+fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, AgentSettings)> {
     let mut cfg: AgentConfig = config::load(args.config.as_deref())?;
     if let Some(s) = &args.state {
         cfg.state = s.clone();
     }
-    let mut cfg = cfg.with_overlays()?;
+    let mut cfg = if overlays { cfg.with_overlays()? } else { cfg };
     for (field, value) in [(&mut cfg.ca, &args.ca), (&mut cfg.cert, &args.cert), (&mut cfg.key, &args.key)] {
         if let Some(v) = value {
             *field = v.clone();
@@ -103,24 +108,28 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
 
 /// `outpost agent run`
 pub fn run(args: &AgentArgs) -> Result<()> {
-    let (cfg, settings) = settings(args)?;
-    let every = config::duration("update_every", &cfg.update_every)?;
-    let auto = cfg.upgrade == "auto";
+    let (cfg, _) = settings(args)?;
     let _lock = lock(&cfg.state)?;
-    let agent = open(args, &cfg, settings)?;
+    let reopen_args = args.clone();
+    let reopen: actor::Reopen = Box::new(move |overlays| {
+        let (cfg, settings) = settings_with(&reopen_args, overlays).map_err(|e| format!("{e:#}"))?;
+        let every = config::duration("update_every", &cfg.update_every).map_err(|e| format!("{e:#}"))?;
+        let agent = open(&reopen_args, &cfg, settings).map_err(|e| format!("{e:#}"))?;
+        Ok((agent, every, cfg.upgrade == "auto"))
+    });
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
-        let agent = Arc::new(agent);
+        let (agent, every, auto) = reopen(true).map_err(anyhow::Error::msg)?;
         let m = agent.machine().clone();
         eprintln!(
             "outpost agent for {} (uuid {}), state in {}, update every {}, upgrade {}",
             m.fqdn,
             m.uuid,
             cfg.state.display(),
-            cfg.update_every,
-            cfg.upgrade
+            config::human_duration(every),
+            if auto { "auto" } else { "manual" }
         );
-        let addr = AgentActor::new(agent.clone(), every, auto).start();
+        let addr = AgentActor::new(Arc::new(agent), every, auto, Some(reopen)).start();
         #[cfg(unix)]
         let control = tokio::spawn(actor::serve_control(actor::socket_path(&cfg.state), addr, cancel.clone()));
         daemon::shutdown_signal().await;
@@ -165,9 +174,14 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
     } else {
         render(command, &value);
     }
-    let failed = value.get("failed").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    if failed {
-        bail!("some packages failed (see above; `outpost agent status` shows their output)");
+    let failed: Vec<String> =
+        value.get("failed").and_then(Value::as_array).into_iter().flatten().map(|f| s(&f[0])).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} package(s) failed: {} (see above; `outpost agent status` shows their output)",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }

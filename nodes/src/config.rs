@@ -372,7 +372,18 @@ pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Resu
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
-/// A duration field.
+/// A duration as written in configuration files (`2h`, `90s`).
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses a duration field (`30s`, `5m`, `2h`, `7d`), naming the field when it is wrong.
 pub fn duration(field: &str, value: &str) -> Result<Duration> {
     parse_duration(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
@@ -424,6 +435,20 @@ mod tests {
         assert!(["immediate", "on-demand"].contains(&edge.fill.as_str()));
         // The example windows in the comment parse too.
         windows(&["Mon-Fri 19:00-07:00".into(), "Sat,Sun 00:00-24:00".into()]).unwrap();
+    }
+
+    #[test]
+    fn deploy_agent_example_loads_and_its_rules_are_valid() {
+        let agent: AgentConfig = toml::from_str(include_str!("../../deploy/agent.toml")).unwrap();
+        assert_eq!(agent.state, AgentConfig::default().state);
+        assert_eq!(agent.rules.len(), 2);
+        for r in &agent.rules {
+            r.rule().unwrap();
+        }
+        duration("update_every", &agent.update_every).unwrap();
+        duration("hook_timeout", &agent.hook_timeout).unwrap();
+        assert!(["auto", "manual"].contains(&agent.upgrade.as_str()));
+        assert_eq!(agent.maturities, ["PROD"]);
     }
 
     #[test]

@@ -178,21 +178,30 @@ impl Cluster {
         self.pki.path()
     }
 
-    fn node_cert(&self, role: &str, ip: &str) -> (PathBuf, PathBuf) {
-        self.pki.issue(role, &format!("{role}-{ip}"), &["--san", ip])
+    fn node_cert(&self, role: &str, ip: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let mut args = vec!["--san", ip];
+        for n in names {
+            args.extend_from_slice(&["--san", n]);
+        }
+        self.pki.issue(role, &format!("{role}-{ip}"), &args)
     }
 
     /// Starts a main repository; `extra` are more flags (e.g. `--config`).
     pub fn main(&self, extra: &[&str]) -> Daemon {
         let ip = next_ip();
-        let (cert, key) = self.node_cert("server", &ip);
+        let (cert, key) = self.node_cert("server", &ip, &[]);
         self.daemon("main", &ip, &cert, &key, extra)
     }
 
     /// Starts an edge with these upstreams.
     pub fn edge(&self, upstreams: &[&str], extra: &[&str]) -> Daemon {
+        self.edge_named(upstreams, extra, &[])
+    }
+
+    /// Starts an edge whose certificate also carries these DNS names.
+    pub fn edge_named(&self, upstreams: &[&str], extra: &[&str], names: &[&str]) -> Daemon {
         let ip = next_ip();
-        let (cert, key) = self.node_cert("edge", &ip);
+        let (cert, key) = self.node_cert("edge", &ip, names);
         let mut args: Vec<&str> = Vec::new();
         for u in upstreams {
             args.push("--upstream");
@@ -279,8 +288,14 @@ impl Cluster {
 
     /// Builds a package `name` `version` from `files` and returns its path.
     pub fn package(&self, name: &str, version: &str, files: &[(&str, &[u8])]) -> PathBuf {
-        let src = self.dir().join(format!("src-{name}-{version}"));
-        crate::common::source(&src, &crate::common::control(name, version, ""), files);
+        self.package_with(name, version, "", files)
+    }
+
+    /// Builds a package with more control lines (`extra`, e.g. `depends: a,b\n`).
+    pub fn package_with(&self, name: &str, version: &str, extra: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let src = self.dir().join(format!("src-{}-{version}", name.replace(['=', ','], "_")));
+        let _ = std::fs::remove_dir_all(&src);
+        crate::common::source(&src, &crate::common::control(name, version, extra), files);
         let out = run_in(
             self.dir(),
             &[

@@ -2,6 +2,7 @@
 //!
 //! One test binary (fewer links on a 2-core machine); one module per area.
 
+mod agent;
 mod cluster;
 mod common;
 mod hygiene;

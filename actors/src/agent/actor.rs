@@ -65,12 +65,26 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
     }
 }
 
+/// Opens the agent again from the configuration (after a `config` package changed the
+/// settings): `true` applies the `config` packages' overlays, `false` ignores them (the
+/// fallback when they do not make valid settings). Returns the agent, its update interval and
+/// whether it upgrades by itself.
+pub type Reopen = Box<dyn Fn(bool) -> Result<(Agent, Duration, bool), String> + Send>;
+
 /// The daemon's actor.
-#[derive(Debug)]
 pub struct AgentActor {
-    agent: Arc<Agent>,
+    agent: Option<Arc<Agent>>,
     every: Duration,
     auto_upgrade: bool,
+    reopen: Option<Reopen>,
+    settings_mark: [u8; 32],
+    timer: Option<SpawnHandle>,
+}
+
+impl std::fmt::Debug for AgentActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentActor").field("every", &self.every).field("auto_upgrade", &self.auto_upgrade).finish()
+    }
 }
 
 #[derive(Message)]
@@ -79,10 +93,71 @@ struct Cycle;
 
 impl AgentActor {
     /// An actor that updates every `every` (and at start), upgrading after each update when
-    /// `auto_upgrade`.
-    pub fn new(agent: Arc<Agent>, every: Duration, auto_upgrade: bool) -> Self {
-        Self { agent, every, auto_upgrade }
+    /// `auto_upgrade`. With `reopen`, it reloads its settings when a `config` package installed
+    /// or removed changes them.
+    pub fn new(agent: Arc<Agent>, every: Duration, auto_upgrade: bool, reopen: Option<Reopen>) -> Self {
+        let settings_mark = overlay_mark(agent.state_dir());
+        Self { agent: Some(agent), every, auto_upgrade, reopen, settings_mark, timer: None }
     }
+
+    fn agent(&self) -> Option<Arc<Agent>> {
+        self.agent.clone()
+    }
+
+    /// After each operation: when the `config` packages' settings changed, the agent is opened
+    /// again with them (the old one is closed first: one database handle at a time).
+    fn reload_if_changed(&mut self, ctx: &mut Context<Self>) {
+        let Some(dir) = self.agent.as_ref().map(|a| a.state_dir().to_path_buf()) else { return };
+        let mark = overlay_mark(&dir);
+        if mark == self.settings_mark || self.reopen.is_none() {
+            return;
+        }
+        self.settings_mark = mark;
+        self.agent = None;
+        let reopen = self.reopen.as_ref().expect("checked");
+        let opened = reopen(true).or_else(|e| {
+            tracing::error!("the settings from config packages are not valid, ignored: {e}");
+            reopen(false)
+        });
+        match opened {
+            Ok((agent, every, auto)) => {
+                tracing::info!(update_every = ?every, auto_upgrade = auto, "settings changed by a config package: reloaded");
+                self.agent = Some(Arc::new(agent));
+                self.auto_upgrade = auto;
+                if every != self.every {
+                    self.every = every;
+                    self.schedule(ctx);
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot open the agent again: {e}; stopping");
+                System::current().stop_with_code(1);
+            }
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.timer = Some(ctx.run_interval(self.every, |_, ctx| ctx.notify(Cycle)));
+    }
+}
+
+/// A fingerprint of the `config` packages' settings in `state_dir/config.d`.
+pub fn overlay_mark(state_dir: &Path) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(state_dir.join("config.d"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        hasher.update(f.as_os_str().as_encoded_bytes());
+        hasher.update(&[0]);
+        hasher.update(&std::fs::read(&f).unwrap_or_default());
+        hasher.update(&[0]);
+    }
+    *hasher.finalize().as_bytes()
 }
 
 impl Actor for AgentActor {
@@ -90,7 +165,7 @@ impl Actor for AgentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.notify(Cycle);
-        ctx.run_interval(self.every, |_, ctx| ctx.notify(Cycle));
+        self.schedule(ctx);
     }
 }
 
@@ -98,9 +173,10 @@ impl Handler<Cycle> for AgentActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Cycle, _: &mut Self::Context) -> Self::Result {
-        let (agent, auto) = (self.agent.clone(), self.auto_upgrade);
+        let (agent, auto) = (self.agent(), self.auto_upgrade);
         AtomicResponse::new(Box::pin(
             async move {
+                let Some(agent) = agent else { return };
                 match agent.update().await {
                     Ok(r) => tracing::info!(repo = r.repo, sequence = r.sequence, pending = r.pending, "update"),
                     Err(e) => tracing::warn!("update failed: {e}"),
@@ -115,7 +191,8 @@ impl Handler<Cycle> for AgentActor {
                     }
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|(), act, ctx| act.reload_if_changed(ctx)),
         ))
     }
 }
@@ -124,8 +201,20 @@ impl Handler<Command> for AgentActor {
     type Result = AtomicResponse<Self, Reply>;
 
     fn handle(&mut self, command: Command, _: &mut Self::Context) -> Self::Result {
-        let agent = self.agent.clone();
-        AtomicResponse::new(Box::pin(async move { run(&agent, command, &|_, _, _| {}).await }.into_actor(self)))
+        let agent = self.agent();
+        AtomicResponse::new(Box::pin(
+            async move {
+                match agent {
+                    Some(agent) => run(&agent, command, &|_, _, _| {}).await,
+                    None => Reply::Error("the agent could not reload its settings".into()),
+                }
+            }
+            .into_actor(self)
+            .map(|reply, act, ctx| {
+                act.reload_if_changed(ctx);
+                reply
+            }),
+        ))
     }
 }
 

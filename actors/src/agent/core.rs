@@ -579,7 +579,12 @@ impl Agent {
         for step in steps {
             if step.action == "remove" {
                 match self.uninstall(&step.name).await {
-                    Ok(()) => report.removed.push(step.name.clone()),
+                    Ok(()) => {
+                        // A local request for a package the plan removes (it gave way to a
+                        // managed package it conflicts with) would only bring it back.
+                        self.state.remove_request(&step.name)?;
+                        report.removed.push(step.name.clone());
+                    }
                     Err(e) => {
                         failures.insert(step.name.clone(), e.clone());
                         failed_names.insert(step.name.clone());
@@ -780,7 +785,33 @@ impl Agent {
             self.state.put_request(&r.name, &r.to_string())?;
             names.push(r.name);
         }
-        let report = self.upgrade(Some(&names), false, progress).await?;
+        let mut report = self.upgrade(Some(&names), false, progress).await?;
+        // A request nothing satisfies is an error, not a silent no-op; it is not kept, so that
+        // it does not hold the host in ERROR.
+        let plan = self.state.plan()?;
+        let mut dropped = false;
+        for name in &names {
+            if self.state.get_installed(name)?.is_some_and(|r| !r.state.is_broken())
+                || report.failed.iter().any(|(n, _)| n == name)
+            {
+                continue;
+            }
+            let why = plan
+                .as_ref()
+                .and_then(|p| p.errors.iter().find(|e| e.contains(name.as_str())).cloned())
+                .unwrap_or_else(|| format!("{name} was not installed"));
+            if plan.as_ref().is_some_and(|p| p.errors.iter().any(|e| e.contains(name.as_str()))) {
+                self.state.remove_request(name)?;
+                dropped = true;
+            }
+            report.failed.push((name.clone(), why));
+        }
+        if dropped
+            && let Some(signed) = self.state.snapshot()?
+            && let Ok(snapshot) = signed.unverified()
+        {
+            self.resolve(&snapshot, &[]).await?;
+        }
         Ok(report)
     }
 

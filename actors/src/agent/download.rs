@@ -29,6 +29,11 @@ pub enum DownloadError {
     /// No repository could provide a range.
     #[error("no repository could provide {file} ({errors})")]
     Unavailable { file: String, errors: String },
+    /// The cached copy no longer matches its signed manifest, and no repository answered.
+    #[error(
+        "the cached copy of {file} does not match its signed hash (tampered or damaged), and no repository answered to fetch it again"
+    )]
+    Damaged { file: String },
     /// Local files.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -63,14 +68,31 @@ pub async fn ensure(
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(PathBuf, Downloaded), DownloadError> {
     let target = cached(cache, manifest_hash);
-    if target.is_dir() {
-        return Ok((target, Downloaded::default()));
-    }
     let partial = cache.join(format!("{}.partial", hex(manifest_hash)));
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DownloadError::Io { path, source }
     };
+    if target.is_dir() {
+        // Checked again before every use: the cache is on disk, and what is installed must
+        // be what was signed. A damaged copy goes back to `.partial`, where its good chunks
+        // are kept and the rest fetched again.
+        let target2 = target.clone();
+        let files = manifest.files.clone();
+        let damaged = tokio::task::spawn_blocking(move || first_damaged(&target2, &files))
+            .await
+            .map_err(|e| DownloadError::Io { path: target.clone(), source: std::io::Error::other(e) })?;
+        let Some(bad) = damaged else {
+            let size = manifest.total_size();
+            return Ok((target, Downloaded { fetched: 0, reused: size }));
+        };
+        tracing::warn!(package = hex(manifest_hash), file = bad, "cached package is damaged; fetching it again");
+        if repos.is_empty() {
+            return Err(DownloadError::Damaged { file: bad });
+        }
+        let _ = fs::remove_dir_all(&partial);
+        fs::rename(&target, &partial).map_err(io(&partial))?;
+    }
     fs::create_dir_all(&partial).map_err(io(&partial))?;
     let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let preferred = Arc::new(AtomicUsize::new(0));
@@ -135,6 +157,22 @@ pub async fn ensure(
     fs::write(control.join("control"), manifest.control.to_text()).map_err(io(&control))?;
     fs::rename(&partial, &target).map_err(io(&target))?;
     Ok((target, Downloaded { fetched: stats.0.load(Ordering::Relaxed), reused: stats.1.load(Ordering::Relaxed) }))
+}
+
+/// The first file of a cached package whose size or BLAKE3 differs from the manifest's.
+fn first_damaged(dir: &Path, files: &[outpost_protocol::package::FileEntry]) -> Option<String> {
+    for f in files {
+        let path = dir.join(&f.path);
+        let ok = fs::File::open(&path).and_then(|mut file| {
+            let mut hasher = blake3::Hasher::new();
+            let n = std::io::copy(&mut file, &mut hasher)?;
+            Ok(n == f.size && hasher.finalize().as_bytes() == &f.blake3)
+        });
+        if !matches!(ok, Ok(true)) {
+            return Some(f.path.clone());
+        }
+    }
+    None
 }
 
 /// Fetches one range from the preferred repository, failing over to the next ones.

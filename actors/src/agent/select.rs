@@ -73,18 +73,20 @@ pub async fn srv_records(domain: &str, servers: &[SocketAddr]) -> Result<Vec<Srv
         Err(e) if e.is_no_records_found() => return Ok(Vec::new()),
         Err(e) => return Err(format!("{name}: {e}")),
     };
-    Ok(lookup
-        .answers()
-        .iter()
-        .filter_map(|record| match &record.data {
-            hickory_resolver::proto::rr::RData::SRV(srv) => Some(SrvRecord {
-                priority: srv.priority,
-                weight: srv.weight,
-                target: format!("{}:{}", srv.target.to_utf8().trim_end_matches('.'), srv.port),
-            }),
-            _ => None,
-        })
-        .collect())
+    let mut records = Vec::new();
+    for record in lookup.answers() {
+        let hickory_resolver::proto::rr::RData::SRV(srv) = &record.data else { continue };
+        let host = srv.target.to_utf8().trim_end_matches('.').to_string();
+        // The target's address from the same servers (the system's resolver may not know it).
+        if host.parse::<std::net::IpAddr>().is_err()
+            && let Ok(ips) = resolver.lookup_ip(format!("{host}.").as_str()).await
+            && let Some(ip) = ips.iter().next()
+        {
+            crate::transport::learn_address(&host, ip);
+        }
+        records.push(SrvRecord { priority: srv.priority, weight: srv.weight, target: format!("{host}:{}", srv.port) });
+    }
+    Ok(records)
 }
 
 /// The candidates for this agent, unchecked, with the DNS error if the SRV lookup failed.

@@ -1,0 +1,607 @@
+//! The agent end to end: real `outpost agent` commands and daemons against real `outpost repo`
+//! processes on 127.0.0.x, real hooks writing real files, faults injected by killing
+//! repositories, serving refused snapshots and packages, and damaging the cache.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use outpost_actors::store::Store;
+use outpost_protocol::package::{Manifest, PackageArchive, PackageRecord};
+use outpost_protocol::pki;
+use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+use serde_json::Value;
+
+use crate::cluster::{Cluster, Daemon, next_ip, noise, wait_for};
+use crate::common::{Run, listing, outpost, run_in};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A managed machine: a host certificate, a configuration file and a state folder.
+struct Host {
+    dir: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+}
+
+impl Host {
+    /// A host named `name` (its FQDN, and its certificate's name) with more configuration
+    /// lines `extra` (TOML, top level first; `[[rules]]` last).
+    fn new(c: &Cluster, name: &str, extra: &str) -> Self {
+        let (cert, key) = c.pki.issue("host", name, &[]);
+        let state = c.dir().join(format!("agent-{name}"));
+        let config = c.dir().join(format!("agent-{name}.toml"));
+        let ip = next_ip();
+        let mut text = format!(
+            "state = {state:?}\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nfqdn = {name:?}\nuuid = \
+             \"uuid-{name}\"\nbind = {ip:?}\nhook_timeout = \"3s\"\n",
+            ca = c.pki.ca(),
+        );
+        if !extra.contains("srv_discovery") {
+            text.push_str("srv_discovery = false\n");
+        }
+        text.push_str(extra);
+        text.push('\n');
+        std::fs::write(&config, text).unwrap();
+        Self { dir: c.dir().to_path_buf(), config, state }
+    }
+
+    /// `outpost agent ARGS --config …`.
+    fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["agent"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        run_in(&self.dir, &all)
+    }
+
+    /// The same, started in the background.
+    fn spawn(&self, args: &[&str]) -> Child {
+        outpost()
+            .current_dir(&self.dir)
+            .arg("agent")
+            .args(args)
+            .args(["--config", self.config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `outpost agent ARGS --json`, which must succeed.
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let r = self.run(&all).ok();
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+    }
+
+    fn status(&self) -> Value {
+        self.json(&["status"])
+    }
+
+    /// The line of `status` for package `name`, if any.
+    fn package(&self, name: &str) -> Option<Value> {
+        self.status()["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned()
+    }
+
+    /// Complete packages in the cache.
+    fn cached(&self) -> Vec<String> {
+        listing(&self.state.join("cache")).into_iter().filter(|n| !n.ends_with(".partial")).collect()
+    }
+}
+
+/// A hook that appends "<action> <package> <version>" to `log` and says something.
+fn hook(log: &Path, body: &str) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\necho \"$1 $OUTPOST_PACKAGE $OUTPOST_VERSION\" >> '{}'\necho \"hook output for \
+         $OUTPOST_PACKAGE $1\"\n{body}\n",
+        log.display()
+    )
+    .into_bytes()
+}
+
+fn log_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn position(lines: &[String], line: &str) -> usize {
+    lines.iter().position(|l| l == line).unwrap_or_else(|| panic!("{line:?} not in the hook log {lines:#?}"))
+}
+
+#[test]
+fn the_agent_follows_its_host_unit_and_local_requests_with_hooks_in_order() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let log = c.dir().join("hooks.log");
+    let h = |body: &str| hook(&log, body);
+    let publish = |name: &str, version: &str, extra: &str| {
+        let setup = h("");
+        c.publish(
+            &c.package_with(name, version, extra, &[("setup.sh", &setup), ("data.txt", name.as_bytes())]),
+            &main.addr,
+        )
+    };
+    publish("lib", "1", "");
+    publish("app", "1", "depends: lib\n");
+    publish("old-tool", "1", "");
+    publish("new-tool", "1", "conflicts: old-tool\n");
+    publish("unit-tool", "1", "");
+    publish("OU=Paris,DC=test", "1", "section: unit\ndepends: unit-tool\n");
+    publish("pinned", "1", "");
+    publish("pinned", "2", "");
+    let seq = publish("pc1.test", "1", "section: host\ndepends: app\n");
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    let host = Host::new(&c, "pc1.test", &format!("repos = [{:?}]\nou = \"CN=pc1,OU=Paris,DC=test\"", edge.addr));
+
+    // A local request first: old-tool, installed explicitly.
+    let out = host.run(&["install", "old-tool"]).ok();
+    assert!(out.stdout.contains("installed: old-tool 1"), "{}", out.stdout);
+    assert_eq!(log_lines(&log), ["install old-tool 1"]);
+
+    // update: the plan for the host package (app and lib) and the unit package (unit-tool).
+    let u = host.json(&["update"]);
+    assert_eq!(u["changed"], false, "install updated already: {u}");
+    assert_eq!(u["repo"], edge.addr.as_str());
+    let plan = host.status()["plan"].to_string();
+    for name in ["lib", "app", "unit-tool"] {
+        assert!(plan.contains(&format!("install {name} 1")), "{plan}");
+    }
+    assert_eq!(u["host_status"], "NEED-UPGRADE");
+    assert_eq!(host.json(&["update"])["changed"], false, "an unchanged head fetches nothing more");
+    assert_eq!(log_lines(&log).len(), 1, "update installs nothing");
+
+    let up = host.json(&["upgrade"]);
+    assert_eq!(up["failed"], serde_json::json!([]), "{up}");
+    let lines = log_lines(&log);
+    assert!(position(&lines, "install lib 1") < position(&lines, "install app 1"), "dependencies first: {lines:?}");
+    position(&lines, "install unit-tool 1");
+    let status = host.status();
+    assert_eq!(status["host_status"], "OK", "{status}");
+    let app = host.package("app").unwrap();
+    assert_eq!((app["status"].as_str(), app["installed"].as_str()), (Some("OK"), Some("1")));
+    assert!(app["output"].as_str().unwrap().contains("hook output for app install"), "{app}");
+    assert!(host.cached().is_empty(), "installed packages leave the cache: {:?}", host.cached());
+
+    // The host package now wants new-tool, which conflicts with old-tool: old-tool goes first.
+    let seq = publish("pc1.test", "2", "section: host\ndepends: app,new-tool\n");
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    host.json(&["upgrade"]);
+    let lines = log_lines(&log);
+    assert!(
+        position(&lines, "uninstall old-tool 1") < position(&lines, "install new-tool 1"),
+        "the conflicting package is removed first: {lines:?}"
+    );
+    assert!(host.package("old-tool").is_none(), "{:?}", host.package("old-tool"));
+
+    // A new version of app is installed by the next upgrade.
+    let seq = publish("app", "2", "depends: lib\n");
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    host.json(&["upgrade"]);
+    position(&log_lines(&log), "install app 2");
+    assert_eq!(host.package("app").unwrap()["installed"], "2");
+
+    // The host package drops app: it is removed, with the uninstall hook kept at install time.
+    let seq = publish("pc1.test", "3", "section: host\ndepends: new-tool\n");
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    host.json(&["upgrade"]);
+    position(&log_lines(&log), "uninstall app 2");
+    assert!(host.package("app").is_none(), "{}", host.status());
+    assert_eq!(host.package("new-tool").unwrap()["status"], "OK");
+
+    // A pinned request holds its version through upgrades.
+    host.run(&["install", "pinned(=1)"]).ok();
+    host.json(&["upgrade"]);
+    assert_eq!(host.package("pinned").unwrap()["installed"], "1");
+    position(&log_lines(&log), "install pinned 1");
+    assert!(!log_lines(&log).contains(&"install pinned 2".to_string()));
+
+    // remove runs the uninstall hook and forgets the package.
+    host.run(&["remove", "pinned"]).ok();
+    position(&log_lines(&log), "uninstall pinned 1");
+    assert!(host.package("pinned").is_none());
+    assert_eq!(host.status()["host_status"], "OK");
+}
+
+/// An edge seeded with `snapshot` signed by `signer` and these package records; it serves them
+/// to whoever asks (its own upstream does not answer).
+fn rogue(
+    c: &Cluster,
+    snapshot: &Snapshot,
+    records: &[([u8; 32], Vec<u8>)],
+    signer: (&Path, &Path),
+    tag: &str,
+) -> Daemon {
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
+    let signed = snapshot.sign(&key, &chain);
+    let data = c.dir().join(format!("rogue-{tag}"));
+    Store::open(&data).unwrap().commit(records, &[], &[], Some((snapshot.sequence, &signed))).unwrap();
+    c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
+}
+
+fn now() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+/// A snapshot entry for `record`.
+fn entry(record: &PackageRecord) -> SnapshotEntry {
+    let m = Manifest::decode(&record.manifest).unwrap();
+    SnapshotEntry {
+        control: m.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        manifest: record.hash(),
+        size: m.total_size(),
+    }
+}
+
+#[test]
+fn refused_snapshots_and_packages_install_nothing_and_the_status_says_why() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let setup = hook(&log, "");
+    let good = c.package_with("good", "1", "", &[("setup.sh", &setup)]);
+    let seq = c.publish(&good, &main.addr);
+    let t = now();
+    let base = |sequence, created, expires| Snapshot { sequence, created, expires, ..Snapshot::empty("x", 0, t, 0) };
+
+    // Forged (an edge certificate cannot sign snapshots), expired, and older than the one held.
+    let edge_cert = c.pki.issue("edge", "not-a-signer", &["--san", "127.0.0.1"]);
+    let forged = rogue(&c, &base(1000, t, t + 3600), &[], (&edge_cert.0, &edge_cert.1), "forged");
+    let expired = rogue(&c, &base(1001, t - 7200, t - 3600), &[], (&main.cert, &main.key), "expired");
+    let older = rogue(&c, &base(1, t, t + 3600), &[], (&main.cert, &main.key), "older");
+
+    let host = Host::new(&c, "pc2.test", "");
+    let with = |repo: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--repo", repo]);
+        host.run(&all)
+    };
+    with(&forged.addr, &["update"]).fails_with("refused");
+    let s = host.status();
+    assert_eq!(s["host_status"], "ERROR");
+    let why = s["last_update"]["message"].as_str().unwrap().to_string();
+    assert!(why.contains("refused") && why.contains(&forged.addr), "{why}");
+    with(&expired.addr, &["update"]).fails_with("expired");
+
+    with(&main.addr, &["install", "good"]).ok();
+    assert_eq!(host.status()["sequence"], seq);
+    with(&older.addr, &["update"]).fails_with("older");
+    assert_eq!(host.status()["sequence"], seq, "the held snapshot is kept");
+    assert_eq!(host.status()["host_status"], "ERROR");
+    with(&main.addr, &["update"]).ok();
+    assert_eq!(host.status()["host_status"], "OK", "a good update clears the refusal");
+
+    // Packages: one whose manifest was changed after signing, one with a hook signed by a
+    // deployer (no code-signing usage). The snapshot itself is properly signed by the main.
+    let pkg = |name: &str| {
+        let built = c.package_with(name, "1", "", &[("setup.sh", &setup)]);
+        PackageArchive::open(std::fs::File::open(built).unwrap()).unwrap().record()
+    };
+    let mut tampered = pkg("tampered");
+    let mut m = Manifest::decode(&tampered.manifest).unwrap();
+    m.control.set("description", "changed after signing");
+    tampered.manifest = m.encode();
+    let mut unsigned_hook = pkg("unsigned-hook");
+    let deployer = c.pki.issue("deployer", "Helpdesk", &[]);
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&deployer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(&deployer.1).unwrap(), None).unwrap();
+    let info = pki::cert_info(&chain[0]).unwrap();
+    let mut m = Manifest::decode(&unsigned_hook.manifest).unwrap();
+    m.control.set("signer", &info.subject);
+    m.control.set("signer_fingerprint", &info.fingerprint);
+    unsigned_hook.manifest = m.encode();
+    unsigned_hook.signature = outpost_protocol::signing::sign(
+        &key,
+        outpost_protocol::signing::Domain::PackageManifest,
+        &unsigned_hook.manifest,
+    )
+    .to_vec();
+    unsigned_hook.chain = chain.iter().map(|c| c.to_vec()).collect();
+    let mut snapshot = base(2000, t, t + 3600);
+    snapshot.entries = vec![entry(&tampered), entry(&unsigned_hook)];
+    let records = [(tampered.hash(), tampered.encode()), (unsigned_hook.hash(), unsigned_hook.encode())];
+    let bad = rogue(&c, &snapshot, &records, (&main.cert, &main.key), "packages");
+
+    let before = log_lines(&log);
+    with(&bad.addr, &["install", "tampered", "unsigned-hook"]).fails_with("package(s) failed");
+    assert_eq!(log_lines(&log), before, "no hook ran");
+    let t = host.package("tampered").unwrap();
+    assert_eq!(t["status"], "ERROR", "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("signature"), "{t}");
+    let u = host.package("unsigned-hook").unwrap();
+    assert_eq!(u["status"], "ERROR", "{u}");
+    assert!(u["reason"].as_str().unwrap().contains("code-signing"), "{u}");
+    assert!(t["installed"].is_null() && u["installed"].is_null());
+    assert_eq!(host.status()["host_status"], "ERROR");
+}
+
+#[test]
+fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &["--fill", "on-demand", "--bandwidth", "1MB"]);
+    let parts: Vec<Vec<u8>> = (0..8).map(|i| noise(700_000, 40 + i)).collect();
+    let files: Vec<(String, &[u8])> =
+        parts.iter().enumerate().map(|(i, p)| (format!("part{i}.bin"), p.as_slice())).collect();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let size: f64 = parts.iter().map(|p| p.len() as f64).sum();
+    let seq = c.publish(&c.package("big", "1", &files), &main.addr);
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    // The edge by rule (rank 1), the main last.
+    let host = Host::new(
+        &c,
+        "pc3.test",
+        &format!(
+            "main = {:?}\n[[rules]]\nsequence = 1\nname = \"site\"\ncondition = \"agent_ip\"\nvalue = \
+             \"127.0.0.0/8\"\nrepos = [{:?}]\n",
+            main.addr, edge.addr
+        ),
+    );
+    let r = host.json(&["repos"]);
+    let chosen: Vec<&Value> = r["candidates"].as_array().unwrap().iter().filter(|c| c["chosen"] == true).collect();
+    assert_eq!(chosen[0]["addr"], edge.addr.as_str(), "{r}");
+    assert!(chosen[0]["origin"].as_str().unwrap().contains("site"), "{r}");
+
+    // Hosts are counted together (one label for the whole fleet, not one per machine).
+    let peer = "{peer=\"host\"}";
+    let install = host.spawn(&["install", "big", "--json"]);
+    wait_for(LIMIT, "the edge to send half of the package", || {
+        (edge.metric("outpost_repo_sent_bytes_total", peer) > size / 2.0).then_some(())
+    });
+    let from_edge = edge.metric("outpost_repo_sent_bytes_total", peer);
+    edge.kill();
+    let out = install.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_main = main.metric("outpost_repo_sent_bytes_total", peer);
+    assert!(from_main > 0.0, "the main finished the download");
+    assert!(
+        from_main < size - from_edge + 2.0 * 1_048_576.0,
+        "what was verified from the edge was not fetched again: {from_edge} from the edge, {from_main} from the \
+         main, {size} in all"
+    );
+    assert_eq!(host.package("big").unwrap()["status"], "OK");
+
+    // With the edge down the main is chosen; when it is back, the agent fails back to it.
+    let r = host.json(&["repos"]);
+    let line = |r: &Value, addr: &str| {
+        r["candidates"].as_array().unwrap().iter().find(|c| c["addr"] == addr).cloned().unwrap()
+    };
+    assert_eq!(line(&r, &main.addr)["chosen"], true, "{r}");
+    assert_eq!(line(&r, &edge.addr)["healthy"], false, "{r}");
+    edge.restart(&[]);
+    wait_for(LIMIT, "the agent to fail back to the edge", || {
+        (line(&host.json(&["repos"]), &edge.addr)["chosen"] == true).then_some(())
+    });
+    assert_eq!(host.json(&["update"])["repo"], edge.addr.as_str());
+}
+
+#[test]
+fn failing_slow_and_interrupted_hooks_are_errors_until_a_retry_or_a_fixed_version_succeeds() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let host = Host::new(&c, "pc4.test", "");
+    let publish = |name: &str, version: &str, body: &str| {
+        let setup = hook(&log, body);
+        c.publish(&c.package_with(name, version, "", &[("setup.sh", &setup)]), &main.addr)
+    };
+    let agent = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--repo", &main.addr]);
+        host.run(&all)
+    };
+
+    // A hook that fails: ERROR with its output; the package stays cached; the next upgrade retries.
+    publish("flaky", "1", "echo cannot configure flaky >&2\nexit 3");
+    agent(&["install", "flaky"]).fails_with("package(s) failed");
+    let f = host.package("flaky").unwrap();
+    assert_eq!(f["status"], "ERROR", "{f}");
+    assert!(f["reason"].as_str().unwrap().contains("exit code 3"), "{f}");
+    assert!(f["output"].as_str().unwrap().contains("cannot configure flaky"), "{f}");
+    assert_eq!(host.cached().len(), 1, "a failed package stays in the cache");
+    agent(&["upgrade"]).fails_with("package(s) failed");
+    assert_eq!(log_lines(&log).iter().filter(|l| *l == "install flaky 1").count(), 2, "retried");
+
+    // A hook over its time limit (3 s here) is stopped, with what it started.
+    let pid_file = c.dir().join("slow.pid");
+    publish("slow", "1", &format!("sleep 120 &\necho $! > '{}'\nwait", pid_file.display()));
+    agent(&["install", "slow"]).fails_with("package(s) failed");
+    let s = host.package("slow").unwrap();
+    assert!(s["reason"].as_str().unwrap().contains("time limit"), "{s}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    wait_for(LIMIT, "the hook's child to be stopped", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"))
+        .then_some(())
+    });
+
+    // Fixed versions install.
+    publish("flaky", "2", "");
+    publish("slow", "2", "");
+    agent(&["upgrade"]).ok();
+    for name in ["flaky", "slow"] {
+        let p = host.package(name).unwrap();
+        assert_eq!((p["status"].as_str(), p["installed"].as_str()), (Some("OK"), Some("2")), "{p}");
+    }
+
+    // An agent killed during an install (here by the hook itself, the first time): the next
+    // start records ERROR, and the next upgrade installs it.
+    let mark = c.dir().join("crashed-once");
+    publish("crashy", "1", &format!("if [ ! -e '{0}' ]; then touch '{0}'; kill -9 $PPID; sleep 5; fi", mark.display()));
+    let r = agent(&["install", "crashy"]);
+    assert_eq!(r.code, None, "the agent was killed: {r:?}");
+    let p = host.package("crashy").unwrap();
+    assert_eq!(p["status"], "ERROR", "{p}");
+    assert!(p["reason"].as_str().unwrap().contains("interrupted"), "{p}");
+    agent(&["upgrade"]).ok();
+    assert_eq!(host.package("crashy").unwrap()["status"], "OK");
+    assert_eq!(host.status()["host_status"], "OK");
+}
+
+#[test]
+fn upgrade_works_offline_from_the_cache_and_a_damaged_cache_is_fetched_again() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let setup = hook(&log, "");
+    let payload = noise(3_000_000, 9);
+    c.publish(&c.package_with("alpha", "1", "", &[("setup.sh", &setup)]), &main.addr);
+    c.publish(&c.package_with("beta", "1", "", &[("setup.sh", &setup), ("payload.bin", &payload)]), &main.addr);
+    c.publish(&c.package_with("pc5.test", "1", "section: host\ndepends: alpha,beta\n", &[]), &main.addr);
+    let host = Host::new(&c, "pc5.test", &format!("repos = [{:?}]", main.addr));
+
+    let d = host.json(&["download-upgrade"]);
+    assert_eq!(d["downloaded"], serde_json::json!(["alpha", "beta", "pc5.test"]), "{d}");
+    assert!(log_lines(&log).is_empty(), "download-upgrade installs nothing");
+    assert_eq!(host.cached().len(), 3);
+    // One byte of beta's cached payload changes.
+    let beta = host.state.join("cache").join(
+        host.cached().into_iter().find(|d| host.state.join("cache").join(d).join("payload.bin").exists()).unwrap(),
+    );
+    let mut bytes = std::fs::read(beta.join("payload.bin")).unwrap();
+    bytes[2_000_000] ^= 1;
+    std::fs::write(beta.join("payload.bin"), bytes).unwrap();
+
+    // No repository: alpha installs from the cache, beta is refused.
+    main.stop();
+    let r = host.run(&["upgrade"]).fails_with("package(s) failed");
+    assert!(r.stdout.contains("No repository answered: working from the cache."), "{}", r.stdout);
+    assert_eq!(log_lines(&log), ["install alpha 1"]);
+    let b = host.package("beta").unwrap();
+    assert_eq!(b["status"], "ERROR", "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("does not match its signed hash"), "{b}");
+
+    // The repository back: only the damaged part of beta is fetched again.
+    main.restart(&[]);
+    let up = host.json(&["upgrade"]);
+    let fetched = up["fetched_bytes"].as_u64().unwrap();
+    assert!(fetched > 0 && fetched <= 1_048_576, "{up}");
+    assert_eq!(log_lines(&log), ["install alpha 1", "install beta 1"]);
+    assert_eq!(host.status()["host_status"], "OK");
+}
+
+#[test]
+fn config_packages_change_the_agent_settings() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    c.publish(&c.package_with("beta-tool", "1", "maturity: BETA\n", &[("a", b"a")]), &main.addr);
+    c.publish(
+        &c.package_with(
+            "agent-settings",
+            "1",
+            "section: config\n",
+            &[("agent.toml", b"maturities = [\"PROD\", \"BETA\"]\n")],
+        ),
+        &main.addr,
+    );
+    let host = Host::new(&c, "pc6.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["install", "beta-tool"]).fails_with("beta-tool");
+    host.run(&["install", "agent-settings"]).ok();
+    host.run(&["install", "beta-tool"]).ok();
+    assert_eq!(host.package("beta-tool").unwrap()["status"], "OK");
+    host.run(&["remove", "agent-settings"]).ok();
+    assert!(!host.state.join("config.d/agent-settings.toml").exists());
+}
+
+#[test]
+fn the_daemon_upgrades_by_itself_and_answers_local_commands() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let setup = hook(&log, "");
+    let host = Host::new(&c, "pc7.test", &format!("repos = [{:?}]\nupdate_every = \"1s\"", main.addr));
+    c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &setup)]), &main.addr);
+    c.publish(&c.package_with("extra", "1", "", &[("setup.sh", &setup)]), &main.addr);
+    c.publish(&c.package_with("beta-tool", "1", "maturity: BETA\n", &[("a", b"a")]), &main.addr);
+    c.publish(
+        &c.package_with(
+            "agent-settings",
+            "1",
+            "section: config\n",
+            &[("agent.toml", b"maturities = [\"PROD\", \"BETA\"]\n")],
+        ),
+        &main.addr,
+    );
+    let mut daemon = host.spawn(&["run"]);
+    wait_for(LIMIT, "the daemon's control socket", || host.state.join("agent.sock").exists().then_some(()));
+    c.publish(&c.package_with("pc7.test", "1", "section: host\ndepends: tool\n", &[]), &main.addr);
+    wait_for(LIMIT, "the daemon to install the host package's dependency", || {
+        log_lines(&log).contains(&"install tool 1".to_string()).then_some(())
+    });
+    // One-shot commands go through the daemon (it holds the state folder).
+    host.run(&["install", "extra"]).ok();
+    assert!(log_lines(&log).contains(&"install extra 1".to_string()));
+    // A config package changes the daemon's settings at once: BETA packages become acceptable.
+    host.run(&["install", "beta-tool"]).fails_with("beta-tool");
+    host.run(&["install", "agent-settings"]).ok();
+    host.run(&["install", "beta-tool"]).ok();
+    assert_eq!(host.package("beta-tool").unwrap()["status"], "OK");
+    wait_for(LIMIT, "status OK", || (host.status()["host_status"] == "OK").then_some(()));
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let out = wait_for(LIMIT, "the daemon to stop", || daemon.try_wait().unwrap());
+    assert!(out.success(), "stopped cleanly on SIGTERM");
+    assert!(!host.state.join("agent.sock").exists(), "the socket is removed");
+    // Without the daemon, the same commands run in place.
+    assert_eq!(host.package("tool").unwrap()["status"], "OK");
+}
+
+#[test]
+fn dns_srv_records_from_a_real_dnsmasq_drive_discovery() {
+    let Some(dnsmasq) = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].into_iter().find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED: dnsmasq is not installed (scripts/setup installs dnsmasq-base)");
+        return;
+    };
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge_named(&[&main.addr], &[], &["edge1.site1.test"]);
+    let seq = c.publish(&c.package("srv-tool", "1", &[("a", b"a")]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    let (edge_ip, edge_port) = edge.addr.rsplit_once(':').unwrap();
+    let dns_ip = next_ip();
+    let dns_port = crate::cluster::udp_port(&dns_ip);
+    let mut dns = std::process::Command::new(dnsmasq)
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+            &format!("--listen-address={dns_ip}"),
+            &format!("--port={dns_port}"),
+            &format!("--host-record=edge1.site1.test,{edge_ip}"),
+            &format!("--srv-host=_outpost._udp.site1.test,edge1.site1.test,{edge_port},0,10"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Stop<'a>(&'a mut Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut dns);
+    let host = Host::new(
+        &c,
+        "pc8.site1.test",
+        &format!(
+            "srv_discovery = true\ndns_domain = \"site1.test\"\ndns_servers = [\"{dns_ip}:{dns_port}\"]\nmain = {:?}",
+            main.addr
+        ),
+    );
+    let r = wait_for(LIMIT, "dnsmasq to answer", || {
+        let r = host.json(&["repos"]);
+        r["dns_error"].is_null().then_some(r)
+    });
+    let first = &r["candidates"][0];
+    assert_eq!(first["addr"], format!("edge1.site1.test:{edge_port}"), "{r}");
+    assert!(first["origin"].as_str().unwrap().to_lowercase().contains("srv"), "{r}");
+    assert_eq!(first["chosen"], true, "{r}");
+    assert_eq!(first["healthy"], true, "{r}");
+    host.run(&["install", "srv-tool"]).ok();
+    assert_eq!(host.json(&["update"])["repo"], format!("edge1.site1.test:{edge_port}"));
+}
