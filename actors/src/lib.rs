@@ -2,6 +2,7 @@
 //! long-lived state. Logic stays in `outpost-protocol`; this crate moves bytes.
 //!
 //! * [`agent`]: the agent of a managed machine.
+//! * [`central`]: the central server (enrollment, inventory, actions, console).
 //! * [`disk`]: crash-safe file writes and package source folders.
 //! * [`store`]: the content store (blobs named by BLAKE3, metadata in redb).
 //! * [`transport`]: QUIC with mutual TLS and the protocol framing.
@@ -9,6 +10,7 @@
 //! * [`metrics`]: the repository metrics.
 
 pub mod agent;
+pub mod central;
 pub mod disk;
 pub mod metrics;
 pub mod repo;

@@ -95,10 +95,23 @@ pub fn server(
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
+    server_with(addr, identity, ca, &[alpn], false)
+}
+
+/// A server endpoint for several ALPNs; with `anonymous_allowed`, clients without a
+/// certificate may connect too (the server then checks, per connection, what they may do: only
+/// enrollment). Certificates that are presented are always verified.
+pub fn server_with(
+    addr: SocketAddr,
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpns: &[&[u8]],
+    anonymous_allowed: bool,
+) -> Result<Endpoint, TransportError> {
     let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
-        .build()
-        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+    let builder = if anonymous_allowed { builder.allow_unauthenticated() } else { builder };
+    let verifier = builder.build().map_err(|e| TransportError::Tls(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -106,12 +119,36 @@ pub fn server(
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), key)
         .map_err(tls)?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
     Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket(addr)?, Arc::new(quinn::TokioRuntime))?)
+}
+
+/// A client endpoint without a certificate (enrollment only): it verifies the server's chain.
+pub fn client_anonymous(
+    local: Option<SocketAddr>,
+    ca: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> Result<Endpoint, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config());
+    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+    let mut endpoint =
+        Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
 }
 
 /// A client endpoint (bound to `local`, or any address) presenting `identity`, trusting `ca`.

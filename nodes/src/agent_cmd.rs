@@ -19,7 +19,7 @@ use crate::pkg_cmd::human_bytes;
 use crate::progress::Progress;
 
 /// The configuration after the file, the `config` packages' overlays and the flags.
-fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
+pub fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
     settings_with(args, true)
 }
 
@@ -108,8 +108,17 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
 
 /// `outpost agent run`
 pub fn run(args: &AgentArgs) -> Result<()> {
-    let (cfg, _) = settings(args)?;
+    let (cfg, agent_settings) = settings(args)?;
     let _lock = lock(&cfg.state)?;
+    let link_args = LinkArgs {
+        server: cfg.server.clone(),
+        cert: cfg.cert.clone(),
+        key: cfg.key.clone(),
+        ca: cfg.ca.clone(),
+        password_file: args.password_file.clone(),
+        state: cfg.state.clone(),
+        bind: agent_settings.bind.map(|ip| std::net::SocketAddr::new(ip, 0)),
+    };
     let reopen_args = args.clone();
     let reopen: actor::Reopen = Box::new(move |overlays| {
         let (cfg, settings) = settings_with(&reopen_args, overlays).map_err(|e| format!("{e:#}"))?;
@@ -129,7 +138,32 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             config::human_duration(every),
             if auto { "auto" } else { "manual" }
         );
-        let addr = AgentActor::new(Arc::new(agent), every, auto, Some(reopen)).start();
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let addr = AgentActor::new(Arc::new(agent), every, auto, Some(reopen)).with_notify(changed.clone()).start();
+        let link = if link_args.server.is_empty() {
+            None
+        } else {
+            let identity = daemon::identity(&link_args.cert, &link_args.key, link_args.password_file.as_deref())?;
+            let (trust, ca) = daemon::trust(&link_args.ca)?;
+            let endpoint = outpost_actors::transport::client(
+                link_args.bind,
+                &identity,
+                &ca,
+                outpost_protocol::central::ALPN_CENTRAL,
+            )?;
+            let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
+            eprintln!("reporting to central {}", link_args.server);
+            let cfg = outpost_actors::agent::link::LinkConfig {
+                server: link_args.server.clone(),
+                endpoint,
+                key,
+                trust,
+                state_dir: link_args.state.clone(),
+                actor: addr.clone(),
+                changed,
+            };
+            Some(tokio::spawn(outpost_actors::agent::link::run(cfg, cancel.clone())))
+        };
         #[cfg(unix)]
         let control = tokio::spawn(actor::serve_control(actor::socket_path(&cfg.state), addr, cancel.clone()));
         daemon::shutdown_signal().await;
@@ -137,8 +171,22 @@ pub fn run(args: &AgentArgs) -> Result<()> {
         cancel.cancel();
         #[cfg(unix)]
         let _ = control.await;
+        if let Some(l) = link {
+            let _ = l.await;
+        }
         Ok(())
     })
+}
+
+/// What the daemon's link to central needs from the settings.
+struct LinkArgs {
+    server: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    password_file: Option<std::path::PathBuf>,
+    state: std::path::PathBuf,
+    bind: Option<std::net::SocketAddr>,
 }
 
 /// Runs `command` by the daemon if it answers, here otherwise; prints the reply.
@@ -289,6 +337,9 @@ fn render(command: &Command, v: &Value) {
             if let Some(e) = v["dns_error"].as_str() {
                 crate::out!("DNS discovery: {e}");
             }
+        }
+        Command::Inventory => {
+            crate::out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         }
         Command::Audit => {
             for a in v.as_array().into_iter().flatten() {

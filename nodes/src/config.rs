@@ -364,6 +364,96 @@ macro_rules! node_fields {
 }
 node_fields!(MainConfig);
 node_fields!(EdgeConfig);
+node_fields!(ServerConfig);
+
+/// `outpost server` settings: the main repository's fields (its QUIC address is `listen`, its
+/// data in `data/repo`), central's (`central_listen`, data in `data/central`), and which roles
+/// run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// QUIC address of the main repository (`ip:port`).
+    pub listen: String,
+    /// QUIC address of central (agents and consoles).
+    pub central_listen: String,
+    /// Data folder: `repo/` and `central/` inside.
+    pub data: PathBuf,
+    /// The organisation CA certificate.
+    pub ca: PathBuf,
+    /// This server's certificate (role `server`): TLS for both roles and snapshot signing.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// HTTP address serving `/metrics` for both roles; empty to turn it off.
+    pub metrics: String,
+    /// The server's name.
+    pub name: String,
+    /// Run the main repository.
+    pub repository: bool,
+    /// Run central.
+    pub central: bool,
+    /// The enrollment CA certificate (`outpost pki enroll-ca`); "" turns enrollment off.
+    pub enroll_cert: PathBuf,
+    /// Its key.
+    pub enroll_key: PathBuf,
+    /// Lifetime of host certificates issued at enrollment, in days.
+    pub host_days: u32,
+    /// Repositories (`host:port`) `outpost console repos` shows besides the main.
+    pub watch: Vec<String>,
+    /// How long a snapshot is valid.
+    pub snapshot_lifetime: String,
+    /// How often the snapshot is re-signed when nothing changes.
+    pub resign_every: String,
+    /// Snapshots kept.
+    pub keep_snapshots: usize,
+    /// Unreferenced blobs younger than this are not collected.
+    pub gc_grace: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let m = MainConfig::default();
+        Self {
+            listen: m.listen,
+            central_listen: format!("0.0.0.0:{}", REPO_PORT + 1),
+            data: PathBuf::from("/var/lib/outpost/server"),
+            ca: m.ca,
+            cert: m.cert,
+            key: m.key,
+            metrics: m.metrics,
+            name: "server".into(),
+            repository: true,
+            central: true,
+            enroll_cert: PathBuf::new(),
+            enroll_key: PathBuf::new(),
+            host_days: 1095,
+            watch: Vec::new(),
+            snapshot_lifetime: m.snapshot_lifetime,
+            resign_every: m.resign_every,
+            keep_snapshots: m.keep_snapshots,
+            gc_grace: m.gc_grace,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The main repository's part.
+    pub fn main(&self) -> MainConfig {
+        MainConfig {
+            listen: self.listen.clone(),
+            data: self.data.join("repo"),
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            metrics: self.metrics.clone(),
+            name: self.name.clone(),
+            snapshot_lifetime: self.snapshot_lifetime.clone(),
+            resign_every: self.resign_every.clone(),
+            keep_snapshots: self.keep_snapshots,
+            gc_grace: self.gc_grace.clone(),
+        }
+    }
+}
 
 /// Reads a TOML file, naming the file and field in errors.
 pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
@@ -449,6 +539,19 @@ mod tests {
         duration("hook_timeout", &agent.hook_timeout).unwrap();
         assert!(["auto", "manual"].contains(&agent.upgrade.as_str()));
         assert_eq!(agent.maturities, ["PROD"]);
+    }
+
+    #[test]
+    fn deploy_server_example_loads() {
+        let server: ServerConfig = toml::from_str(include_str!("../../deploy/server.toml")).unwrap();
+        assert!(server.repository && server.central);
+        assert_eq!(server.watch.len(), 1);
+        assert_eq!(server.main().data, server.data.join("repo"));
+        assert!(
+            duration("resign_every", &server.resign_every).unwrap()
+                < duration("snapshot_lifetime", &server.snapshot_lifetime).unwrap()
+        );
+        assert_ne!(server.listen, server.central_listen);
     }
 
     #[test]

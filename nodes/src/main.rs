@@ -5,6 +5,7 @@
 //! output; everything else goes to standard error.
 
 mod agent_cmd;
+mod central_cmd;
 mod cli;
 mod config;
 mod daemon;
@@ -28,13 +29,20 @@ fn main() -> ExitCode {
     // Daemons say what they do; one-shot commands only warn unless asked.
     let daemon = matches!(
         cli.command,
-        Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_)) | Command::Agent(AgentCommand::Run(_))
+        Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_))
+            | Command::Agent(AgentCommand::Run(_))
+            | Command::Server(_)
     );
     init_logging(cli.verbose + u8::from(daemon));
     let result = match &cli.command {
         Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
         Command::Pki(PkiCommand::Issue(a)) => pki_cmd::issue(a),
         Command::Pki(PkiCommand::Show(a)) => pki_cmd::show(a),
+        Command::Pki(PkiCommand::EnrollCa(a)) => central_cmd::enroll_ca(a),
+        Command::Server(a) => central_cmd::server(a),
+        Command::Console(c) => central_cmd::console(c),
+        Command::Agent(AgentCommand::Enroll(a)) => central_cmd::agent_enroll(a),
+        Command::Agent(AgentCommand::Inventory(a)) => agent_cmd::read(a, &Agent::Inventory),
         Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
         Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),
         Command::Pkg(PkgCommand::Show(a)) => pkg_cmd::show(a),

@@ -33,17 +33,25 @@ use crate::{daemon, now};
 /// The settings every daemon has, after the file and the flags.
 #[derive(Debug, Clone)]
 pub struct Common {
-    listen: String,
-    data: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    metrics: String,
-    name: String,
+    /// QUIC address.
+    pub listen: String,
+    /// Data folder.
+    pub data: PathBuf,
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Node certificate.
+    pub cert: PathBuf,
+    /// Node key.
+    pub key: PathBuf,
+    /// Metrics address.
+    pub metrics: String,
+    /// Name.
+    pub name: String,
 }
 
 impl Common {
-    fn from(c: &crate::config::NodeFields, flags: &DaemonArgs) -> Self {
+    /// The file's fields with the flags over them.
+    pub fn from(c: &crate::config::NodeFields, flags: &DaemonArgs) -> Self {
         Common {
             listen: flags.listen.clone().unwrap_or_else(|| c.listen.clone()),
             data: flags.data.clone().unwrap_or_else(|| c.data.clone()),
@@ -56,58 +64,97 @@ impl Common {
     }
 }
 
-/// `outpost repo main`
-pub fn main(args: &RepoMainArgs) -> Result<()> {
-    let cfg: MainConfig = config::load(args.daemon.config.as_deref())?;
-    let c = Common::from(&cfg.node(), &args.daemon);
-    let publisher_config = PublisherConfig {
-        name: c.name.clone(),
-        lifetime: config::duration("snapshot_lifetime", &cfg.snapshot_lifetime)?,
-        resign_every: config::duration("resign_every", &cfg.resign_every)?,
-        keep: cfg.keep_snapshots,
-        gc_grace: config::duration("gc_grace", &cfg.gc_grace)?,
-    };
-    if publisher_config.resign_every >= publisher_config.lifetime {
-        bail!("resign_every ({}) must be shorter than snapshot_lifetime ({})", cfg.resign_every, cfg.snapshot_lifetime);
+/// The main repository's settings, checked.
+pub struct MainSetup {
+    /// Common daemon settings.
+    pub common: Common,
+    /// Publisher settings.
+    pub publisher: PublisherConfig,
+    /// TLS identity.
+    pub identity: transport::Identity,
+    /// The snapshot key.
+    pub key: outpost_protocol::pki::PrivateKey,
+}
+
+impl MainSetup {
+    /// Checks the configuration and loads the identity.
+    pub fn new(cfg: &MainConfig, c: Common, password_file: Option<&std::path::Path>) -> Result<Self> {
+        let publisher = PublisherConfig {
+            name: c.name.clone(),
+            lifetime: config::duration("snapshot_lifetime", &cfg.snapshot_lifetime)?,
+            resign_every: config::duration("resign_every", &cfg.resign_every)?,
+            keep: cfg.keep_snapshots,
+            gc_grace: config::duration("gc_grace", &cfg.gc_grace)?,
+        };
+        if publisher.resign_every >= publisher.lifetime {
+            bail!(
+                "resign_every ({}) must be shorter than snapshot_lifetime ({})",
+                cfg.resign_every,
+                cfg.snapshot_lifetime
+            );
+        }
+        let identity = daemon::identity(&c.cert, &c.key, password_file)?;
+        let me = cert_info(&identity.chain[0])?;
+        if !me.has(Purpose::SnapshotSigning) {
+            bail!(
+                "{}: certificate {:?} cannot sign snapshots; the main repository needs a server certificate (`outpost pki issue --role server`)",
+                c.cert.display(),
+                me.subject
+            );
+        }
+        let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
+        Ok(Self { common: c, publisher, identity, key })
     }
-    let identity = daemon::identity(&c.cert, &c.key, args.daemon.password_file.as_deref())?;
-    let me = cert_info(&identity.chain[0])?;
-    if !me.has(Purpose::SnapshotSigning) {
-        bail!(
-            "{}: certificate {:?} cannot sign snapshots; the main repository needs a server certificate (`outpost pki issue --role server`)",
-            c.cert.display(),
-            me.subject
-        );
-    }
-    let (trust, ca) = daemon::trust(&c.ca)?;
-    let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
-    daemon::run(move || async move {
-        let cancel = CancellationToken::new();
+
+    /// Starts the publisher and the server inside a running actix system; returns the task
+    /// serving clients (it ends after `cancel`).
+    pub fn start(
+        self,
+        trust: outpost_protocol::pki::TrustStore,
+        ca: &[rustls_pki_types::CertificateDer<'static>],
+        registry: &mut Registry,
+        revoked: outpost_actors::central::Revoked,
+        cancel: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let c = self.common;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
         let metrics = Arc::new(RepoMetrics::default());
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
+        metrics.register(registry);
         let (publisher, head) = Publisher::new(
             store.clone(),
             trust.clone(),
-            key,
-            identity.chain.clone(),
-            publisher_config,
+            self.key,
+            self.identity.chain.clone(),
+            self.publisher,
             metrics.clone(),
         )?;
         let publisher = publisher.start();
         let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
-        let endpoint =
-            transport::server(addr, &identity, &ca, ALPN_REPO).with_context(|| format!("listening on {}", c.listen))?;
-        let shared = Shared { name: c.name.clone(), store, trust, head, metrics, role: Role::Main { publisher } };
-        start_metrics(&c.metrics, registry, cancel.clone()).await?;
+        let endpoint = transport::server(addr, &self.identity, ca, ALPN_REPO)
+            .with_context(|| format!("listening on {}", c.listen))?;
+        let shared =
+            Shared { name: c.name.clone(), store, trust, head, metrics, role: Role::Main { publisher }, revoked };
         eprintln!(
             "outpost repo main {:?} listening on {} (QUIC), data in {}",
             c.name,
             endpoint.local_addr()?,
             c.data.display()
         );
-        let serving = tokio::spawn(server::serve(endpoint, shared, cancel.clone()));
+        Ok(tokio::spawn(server::serve(endpoint, shared, cancel)))
+    }
+}
+
+/// `outpost repo main`
+pub fn main(args: &RepoMainArgs) -> Result<()> {
+    let cfg: MainConfig = config::load(args.daemon.config.as_deref())?;
+    let c = Common::from(&cfg.node(), &args.daemon);
+    let setup = MainSetup::new(&cfg, c.clone(), args.daemon.password_file.as_deref())?;
+    let (trust, ca) = daemon::trust(&c.ca)?;
+    daemon::run(move || async move {
+        let cancel = CancellationToken::new();
+        let mut registry = Registry::default();
+        let serving = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?;
+        start_metrics(&c.metrics, registry, cancel.clone()).await?;
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();
@@ -116,7 +163,8 @@ pub fn main(args: &RepoMainArgs) -> Result<()> {
     })
 }
 
-async fn start_metrics(addr: &str, registry: Registry, cancel: CancellationToken) -> Result<()> {
+/// Serves `/metrics` on `addr` (nothing when empty).
+pub async fn start_metrics(addr: &str, registry: Registry, cancel: CancellationToken) -> Result<()> {
     if addr.is_empty() {
         return Ok(());
     }
@@ -194,6 +242,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
                 sync: ctx,
                 fetching: Arc::new(outpost_actors::repo::sync::Fetching::default()),
             },
+            revoked: Default::default(),
         };
         start_metrics(&c.metrics, registry, cancel.clone()).await?;
         eprintln!(

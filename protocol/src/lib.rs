@@ -16,7 +16,9 @@
 //! * [`snapshot`]: signed repository snapshots and heads.
 //! * [`wire`]: the repository protocol's messages and limits.
 //! * [`schedule`]: sync windows and the bandwidth token bucket.
+//! * [`central`]: enrollment, signed inventory reports, actions and console queries.
 
+pub mod central;
 pub mod chunking;
 pub mod control;
 pub mod der;

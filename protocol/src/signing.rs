@@ -13,6 +13,12 @@ pub enum Domain {
     PackageArchive,
     /// A repository snapshot.
     Snapshot,
+    /// A host's inventory report.
+    InventoryReport,
+    /// An administrator's action.
+    Action,
+    /// Agent settings distributed by central.
+    AgentSettings,
 }
 
 impl Domain {
@@ -21,6 +27,9 @@ impl Domain {
             Self::PackageManifest => b"outpost package manifest v1\0",
             Self::PackageArchive => b"outpost package archive v1\0",
             Self::Snapshot => b"outpost repository snapshot v1\0",
+            Self::InventoryReport => b"outpost inventory report v1\0",
+            Self::Action => b"outpost admin action v1\0",
+            Self::AgentSettings => b"outpost agent settings v1\0",
         }
     }
 }

@@ -18,17 +18,22 @@ use crate::common::{Run, listing, outpost, run_in};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A managed machine: a host certificate, a configuration file and a state folder.
-struct Host {
-    dir: PathBuf,
-    config: PathBuf,
-    state: PathBuf,
+pub struct Host {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
 }
 
 impl Host {
     /// A host named `name` (its FQDN, and its certificate's name) with more configuration
     /// lines `extra` (TOML, top level first; `[[rules]]` last).
-    fn new(c: &Cluster, name: &str, extra: &str) -> Self {
+    pub fn new(c: &Cluster, name: &str, extra: &str) -> Self {
         let (cert, key) = c.pki.issue("host", name, &[]);
+        Self::with_identity(c, name, extra, &cert, &key)
+    }
+
+    /// A host whose certificate and key are (to be) at `cert` and `key` (enrollment).
+    pub fn with_identity(c: &Cluster, name: &str, extra: &str, cert: &Path, key: &Path) -> Self {
         let state = c.dir().join(format!("agent-{name}"));
         let config = c.dir().join(format!("agent-{name}.toml"));
         let ip = next_ip();
@@ -47,7 +52,7 @@ impl Host {
     }
 
     /// `outpost agent ARGS --config …`.
-    fn run(&self, args: &[&str]) -> Run {
+    pub fn run(&self, args: &[&str]) -> Run {
         let mut all = vec!["agent"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
@@ -55,44 +60,52 @@ impl Host {
     }
 
     /// The same, started in the background.
-    fn spawn(&self, args: &[&str]) -> Child {
+    /// Its output goes to `log()` (a daemon writes more than a pipe holds).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
         outpost()
             .current_dir(&self.dir)
             .arg("agent")
             .args(args)
             .args(["--config", self.config.to_str().unwrap()])
+            .env("OUTPOST_LOG", "info,outpost_actors=debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap()
     }
 
+    /// Where background runs write their log.
+    pub fn log(&self) -> PathBuf {
+        self.state.with_extension("log")
+    }
+
     /// `outpost agent ARGS --json`, which must succeed.
     #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
+    pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let r = self.run(&all).ok();
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
     }
 
-    fn status(&self) -> Value {
+    pub fn status(&self) -> Value {
         self.json(&["status"])
     }
 
     /// The line of `status` for package `name`, if any.
-    fn package(&self, name: &str) -> Option<Value> {
+    pub fn package(&self, name: &str) -> Option<Value> {
         self.status()["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned()
     }
 
     /// Complete packages in the cache.
-    fn cached(&self) -> Vec<String> {
+    pub fn cached(&self) -> Vec<String> {
         listing(&self.state.join("cache")).into_iter().filter(|n| !n.ends_with(".partial")).collect()
     }
 }
 
 /// A hook that appends "<action> <package> <version>" to `log` and says something.
-fn hook(log: &Path, body: &str) -> Vec<u8> {
+pub fn hook(log: &Path, body: &str) -> Vec<u8> {
     format!(
         "#!/bin/sh\necho \"$1 $OUTPOST_PACKAGE $OUTPOST_VERSION\" >> '{}'\necho \"hook output for \
          $OUTPOST_PACKAGE $1\"\n{body}\n",
@@ -101,7 +114,7 @@ fn hook(log: &Path, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn log_lines(log: &Path) -> Vec<String> {
+pub fn log_lines(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
@@ -353,7 +366,7 @@ fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back()
     let from_edge = edge.metric("outpost_repo_sent_bytes_total", peer);
     edge.kill();
     let out = install.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", std::fs::read_to_string(host.log()).unwrap_or_default());
     let from_main = main.metric("outpost_repo_sent_bytes_total", peer);
     assert!(from_main > 0.0, "the main finished the download");
     assert!(

@@ -56,7 +56,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(dir: &Path, args: Vec<String>, addr: String, metrics: String, data: PathBuf, log: PathBuf) -> Self {
+    pub fn spawn(dir: &Path, args: Vec<String>, addr: String, metrics: String, data: PathBuf, log: PathBuf) -> Self {
         let flag =
             |name: &str| PathBuf::from(args.iter().skip_while(|a| *a != name).nth(1).cloned().unwrap_or_default());
         let (cert, key) = (flag("--cert"), flag("--key"));
@@ -243,6 +243,47 @@ impl Cluster {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         Daemon::spawn(self.dir(), args, addr, metrics, data, log)
+    }
+
+    /// Starts `outpost server` (main repository and central, with enrollment); returns it and
+    /// central's address.
+    pub fn server(&self, extra: &[&str]) -> (Daemon, String) {
+        let ip = next_ip();
+        let (cert, key) = self.node_cert("server", &ip, &[]);
+        if !self.dir().join("pki/enroll-ca.crt").exists() {
+            run_in(self.dir(), &["pki", "enroll-ca", "--dir", "pki", "--no-password"]).ok();
+        }
+        let addr = format!("{ip}:{}", udp_port(&ip));
+        let central = format!("{ip}:{}", udp_port(&ip));
+        let metrics = format!("{ip}:{}", tcp_port(&ip));
+        let data = self.dir().join(format!("data-server-{ip}"));
+        let log = self.dir().join(format!("server-{ip}.log"));
+        let pki = self.dir().join("pki");
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--central-listen".into(),
+            central.clone(),
+            "--ca".into(),
+            self.pki.ca().to_string_lossy().into_owned(),
+            "--cert".into(),
+            cert.to_string_lossy().into_owned(),
+            "--key".into(),
+            key.to_string_lossy().into_owned(),
+            "--metrics".into(),
+            metrics.clone(),
+            "--name".into(),
+            format!("server-{ip}"),
+            "--data".into(),
+            data.to_string_lossy().into_owned(),
+            "--enroll-cert".into(),
+            pki.join("enroll-ca.crt").to_string_lossy().into_owned(),
+            "--enroll-key".into(),
+            pki.join("enroll-ca.key").to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        (Daemon::spawn(self.dir(), args, addr, metrics, data, log), central)
     }
 
     /// Runs a client command against `repo` with the packager's certificate.

@@ -3,6 +3,7 @@
 //! One test binary (fewer links on a 2-core machine); one module per area.
 
 mod agent;
+mod central;
 mod cluster;
 mod common;
 mod hygiene;

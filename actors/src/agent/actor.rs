@@ -34,6 +34,15 @@ pub enum Command {
     Repos,
     /// `audit`.
     Audit,
+    /// The inventory sections this host reports to central.
+    Inventory,
+}
+
+impl Command {
+    /// True for commands that may change what the host reports (central is told after them).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Self::Status | Self::Repos | Self::Inventory)
+    }
 }
 
 /// An answer: the command's report as JSON, or an error.
@@ -62,6 +71,7 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
         Command::Status => json(agent.status()),
         Command::Repos => json::<_, String>(Ok(agent.repos().await)),
         Command::Audit => json(agent.audit().await),
+        Command::Inventory => json(agent.inventory_sections()),
     }
 }
 
@@ -79,6 +89,7 @@ pub struct AgentActor {
     reopen: Option<Reopen>,
     settings_mark: [u8; 32],
     timer: Option<SpawnHandle>,
+    changed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for AgentActor {
@@ -97,7 +108,20 @@ impl AgentActor {
     /// or removed changes them.
     pub fn new(agent: Arc<Agent>, every: Duration, auto_upgrade: bool, reopen: Option<Reopen>) -> Self {
         let settings_mark = overlay_mark(agent.state_dir());
-        Self { agent: Some(agent), every, auto_upgrade, reopen, settings_mark, timer: None }
+        Self { agent: Some(agent), every, auto_upgrade, reopen, settings_mark, timer: None, changed: None }
+    }
+
+    /// Notifies `changed` after each operation that may change the host's state (the link to
+    /// central then reports).
+    pub fn with_notify(mut self, changed: Arc<tokio::sync::Notify>) -> Self {
+        self.changed = Some(changed);
+        self
+    }
+
+    fn notify(&self) {
+        if let Some(n) = &self.changed {
+            n.notify_one();
+        }
     }
 
     fn agent(&self) -> Option<Arc<Agent>> {
@@ -192,7 +216,10 @@ impl Handler<Cycle> for AgentActor {
                 }
             }
             .into_actor(self)
-            .map(|(), act, ctx| act.reload_if_changed(ctx)),
+            .map(|(), act, ctx| {
+                act.reload_if_changed(ctx);
+                act.notify();
+            }),
         ))
     }
 }
@@ -202,6 +229,7 @@ impl Handler<Command> for AgentActor {
 
     fn handle(&mut self, command: Command, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent();
+        let changes = command.changes_state();
         AtomicResponse::new(Box::pin(
             async move {
                 match agent {
@@ -210,8 +238,11 @@ impl Handler<Command> for AgentActor {
                 }
             }
             .into_actor(self)
-            .map(|reply, act, ctx| {
+            .map(move |reply, act, ctx| {
                 act.reload_if_changed(ctx);
+                if changes {
+                    act.notify();
+                }
                 reply
             }),
         ))

@@ -940,6 +940,22 @@ impl Agent {
         })
     }
 
+    /// The inventory this host reports to central: the machine, then its packages and the
+    /// last update.
+    pub fn inventory_sections(&self) -> Result<Vec<outpost_protocol::central::Section>, AgentError> {
+        let facts = outpost_protocol::central::HostFacts {
+            uuid: self.machine.uuid.clone(),
+            fqdn: self.machine.fqdn.clone(),
+            ou: self.settings.ou.clone().unwrap_or_default(),
+            site: self.settings.site.clone().unwrap_or_default(),
+            profiles: self.settings.profiles.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let mut sections = super::inventory::machine_sections(facts);
+        sections.extend(super::inventory::agent_sections(&self.status()?));
+        Ok(sections)
+    }
+
     /// The held snapshot (for tests and reports).
     pub fn snapshot(&self) -> Result<Option<SignedSnapshot>, AgentError> {
         Ok(self.state.snapshot()?)

@@ -9,12 +9,16 @@
 //! * [`hooks`]: running `setup.sh` / `setup.ps1`.
 //! * [`state`]: the local redb state.
 //! * [`actor`]: the daemon's actor and its local control socket.
+//! * [`inventory`]: what the agent reports about its machine.
+//! * [`link`]: the daemon's link to central (reports, actions, settings).
 
 pub mod actor;
 pub mod core;
 pub mod download;
 pub mod hooks;
 pub mod identity;
+pub mod inventory;
+pub mod link;
 pub mod select;
 pub mod state;
 

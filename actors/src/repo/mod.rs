@@ -89,6 +89,9 @@ pub struct Shared {
     pub metrics: Arc<RepoMetrics>,
     /// Main or edge.
     pub role: Role,
+    /// Fingerprints of revoked host certificates (from central, when it runs in the same
+    /// process): their connections are refused.
+    pub revoked: crate::central::Revoked,
 }
 
 /// The current time, Unix seconds.

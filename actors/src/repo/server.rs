@@ -57,6 +57,11 @@ async fn connection_loop(connection: Connection, shared: Shared, cancel: Cancell
         connection.close(1u32.into(), b"no client certificate");
         return;
     };
+    if shared.revoked.read().expect("not poisoned").contains(&who.fingerprint) {
+        shared.metrics.refused("revoked_certificate");
+        connection.close(2u32.into(), b"this certificate is revoked");
+        return;
+    }
     let label = peer_label(&who);
     loop {
         let stream = tokio::select! {

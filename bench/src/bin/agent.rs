@@ -211,7 +211,8 @@ impl Bench {
     ) -> Result<PathBuf> {
         let src = self.work.join("src").join(name);
         std::fs::create_dir_all(src.join("WAPT"))?;
-        let control: String = fields.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        // Multi-line values continue on lines that start with a space, as in WAPT.
+        let control: String = fields.iter().map(|(k, v)| format!("{k}: {}\n", v.replace('\n', "\n "))).collect();
         std::fs::write(src.join("WAPT/control"), control)?;
         for (path, data) in files {
             std::fs::write(src.join(path), data)?;
@@ -281,14 +282,15 @@ impl Bench {
             "conflicts",
         ];
         let mut published = 0;
-        for r in &records {
+        for (i, r) in records.iter().enumerate() {
             let fields: Vec<(String, String)> = keep
                 .iter()
                 .filter_map(|k| Some((k.to_string(), r.get(*k)?.as_str()?.to_string())))
                 .filter(|(k, v)| !v.is_empty() || *k == "description")
                 .collect();
             let name = r["package"].as_str().unwrap_or("x").to_string();
-            match self.build(&format!("wapt-{name}"), &fields, &[("data.txt", name.clone().into_bytes())], &signer) {
+            match self.build(&format!("wapt-{i}-{name}"), &fields, &[("data.txt", name.clone().into_bytes())], &signer)
+            {
                 Ok(file) => {
                     self.publish(&file, &addr, &signer)?;
                     published += 1;
@@ -357,6 +359,8 @@ impl Bench {
                 ("package".to_string(), name.clone()),
                 ("version".to_string(), "1.0-1".to_string()),
                 ("architecture".to_string(), "all".to_string()),
+                ("section".to_string(), "base".to_string()),
+                ("priority".to_string(), "optional".to_string()),
                 ("description".to_string(), format!("small package {i}")),
             ];
             let data: Vec<u8> = (0..1024u32).map(|b| (b ^ i as u32) as u8).collect();
@@ -370,6 +374,7 @@ impl Bench {
             ("version".to_string(), "1".to_string()),
             ("architecture".to_string(), "all".to_string()),
             ("section".to_string(), "host".to_string()),
+            ("priority".to_string(), "optional".to_string()),
             ("depends".to_string(), names.join(",")),
         ];
         let file = self.build("host", &host_fields, &[], &signer)?;
@@ -381,7 +386,8 @@ impl Bench {
         let report: serde_json::Value = serde_json::from_str(&out)?;
         let installed = report["installed"].as_array().map_or(0, Vec::len);
         let written = std::fs::read_dir(&marks)?.count();
-        if installed != self.o.packages || written != self.o.packages {
+        // The small packages and the host package itself.
+        if installed != self.o.packages + 1 || written != self.o.packages {
             bail!("{installed} packages installed and {written} hooks ran, {} expected: {out}", self.o.packages);
         }
 

@@ -341,6 +341,76 @@ pub fn issue(
     request: &IssueRequest,
     now: i64,
 ) -> Result<Issued, IssueError> {
+    let params = leaf_params(ca_cert, ca_key, request, now)?;
+    let key = PrivateKey::generate()?;
+    let issuer = Issuer::from_ca_cert_der(ca_cert, ca_key.rcgen()?)?;
+    let cert = params.signed_by(&key.rcgen()?, &issuer)?;
+    Ok(Issued { cert: cert.der().clone(), key })
+}
+
+/// Makes the enrollment CA: an intermediate CA that the central server holds to turn hosts'
+/// certificate requests into host certificates. Its own extended key usages are a host's, and
+/// chain checks (rustls-webpki) hold every certificate below it to them: a stolen enrollment
+/// key can make host certificates, never a signer, admin, server or edge.
+pub fn create_enrollment_ca(
+    ca_cert: &CertificateDer<'_>,
+    ca_key: &PrivateKey,
+    name: &str,
+    now: i64,
+    days: u32,
+) -> Result<Issued, IssueError> {
+    // Made as a signer would be (no DNS name needed), then given a host's usages.
+    let request = IssueRequest { role: Role::Signer, name: name.to_string(), rights: vec![], alt_names: vec![], days };
+    let mut params = leaf_params(ca_cert, ca_key, &request, now)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.subject_alt_names = Vec::new();
+    let oids: Vec<&[u8]> = purposes_for(Role::Host, &[]).into_iter().map(Purpose::oid).collect();
+    params.custom_extensions =
+        vec![CustomExtension::from_oid_content(&der::EXTENDED_KEY_USAGE_EXTENSION, der::extended_key_usage(&oids))];
+    let key = PrivateKey::generate()?;
+    let issuer = Issuer::from_ca_cert_der(ca_cert, ca_key.rcgen()?)?;
+    let cert = params.signed_by(&key.rcgen()?, &issuer)?;
+    Ok(Issued { cert: cert.der().clone(), key })
+}
+
+/// A host certificate named `name` (with `alt_names`) for the key of a PKCS#10 request (whose
+/// own signature is checked), signed by `issuer` (the enrollment CA). Only the key is taken
+/// from the request: names and usages are the issuer's decision.
+pub fn issue_host_from_request(
+    issuer_cert: &CertificateDer<'_>,
+    issuer_key: &PrivateKey,
+    request_der: &[u8],
+    name: &str,
+    alt_names: &[String],
+    now: i64,
+    days: u32,
+) -> Result<CertificateDer<'static>, IssueError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_der(&request_der.to_vec().into())
+        .map_err(|e| IssueError::Name { name: name.into(), reason: format!("certificate request: {e}") })?;
+    let request =
+        IssueRequest { role: Role::Host, name: name.to_string(), rights: vec![], alt_names: alt_names.to_vec(), days };
+    let params = leaf_params(issuer_cert, issuer_key, &request, now)?;
+    let issuer = Issuer::from_ca_cert_der(issuer_cert, issuer_key.rcgen()?)?;
+    let cert = params.signed_by(&csr.public_key, &issuer)?;
+    Ok(cert.der().clone())
+}
+
+/// A PKCS#10 certificate request for `key`, naming `name` (what an agent sends to enroll).
+pub fn certificate_request(key: &PrivateKey, name: &str) -> Result<Vec<u8>, IssueError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    Ok(params.serialize_request(&key.rcgen()?)?.der().to_vec())
+}
+
+/// The parameters of a certificate for `request` under the CA `ca_cert`, after every check.
+fn leaf_params(
+    ca_cert: &CertificateDer<'_>,
+    ca_key: &PrivateKey,
+    request: &IssueRequest,
+    now: i64,
+) -> Result<CertificateParams, IssueError> {
     let name = request.name.trim();
     if name.is_empty() || name.chars().any(char::is_control) || name.len() > 200 {
         return Err(IssueError::Name {
@@ -395,11 +465,7 @@ pub fn issue(
         .push(CustomExtension::from_oid_content(&der::EXTENDED_KEY_USAGE_EXTENSION, der::extended_key_usage(&oids)));
     set_validity(&mut params, now, request.days)?;
     params.serial_number = Some(random_serial()?);
-
-    let key = PrivateKey::generate()?;
-    let issuer = Issuer::from_ca_cert_der(ca_cert, ca_key.rcgen()?)?;
-    let cert = params.signed_by(&key.rcgen()?, &issuer)?;
-    Ok(Issued { cert: cert.der().clone(), key })
+    Ok(params)
 }
 
 /// PEM text of a certificate.

@@ -1,0 +1,316 @@
+//! The agent's link to central (daemon only): a long-lived connection on which it sends signed
+//! inventory reports (the whole inventory first, then only the sections that changed, each with
+//! the next sequence number), receives administrators' signed actions, and fetches signed agent
+//! settings.
+//!
+//! An action runs only when its signature chains to the organisation CA with the `act` right,
+//! it is not expired, this host is a target, and its nonce was never seen here (nonces are kept
+//! in `central.redb` until their action expires, so a replay is refused even after a restart).
+//! Settings apply only when an admin with `modify` signed them, for this host, newer than the
+//! last ones applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use outpost_protocol::central::{
+    Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, Inventory, Report, Section, Signed,
+};
+use outpost_protocol::pki::{PrivateKey, TrustStore};
+use quinn::Endpoint;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::{AgentActor, Command, Reply};
+use crate::central::client::{ActionStream, CentralClient, CentralClientError};
+use crate::repo::unix_now;
+
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+const NONCES: TableDefinition<'static, &[u8; 16], i64> = TableDefinition::new("nonces");
+const REPORT: &str = "report";
+const SETTINGS_SEQ: &str = "settings_sequence";
+
+/// The file of the central `config` overlay (applied like a `config` package's settings).
+pub const SETTINGS_FILE: &str = "00-central.toml";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ReportState {
+    sequence: u64,
+    /// What central has (after the last applied report); `None` forces a full report.
+    sent: Option<Inventory>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Wire<T> {
+    V1(T),
+}
+
+/// The link's own small database (`state/central.redb`).
+#[derive(Debug)]
+pub struct LinkState {
+    db: Database,
+}
+
+fn e(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+impl LinkState {
+    /// Opens (or creates) it.
+    pub fn open(state_dir: &Path) -> Result<Self, String> {
+        let db = Database::create(state_dir.join("central.redb")).map_err(e)?;
+        let txn = db.begin_write().map_err(e)?;
+        txn.open_table(META).map_err(e)?;
+        txn.open_table(NONCES).map_err(e)?;
+        txn.commit().map_err(e)?;
+        Ok(Self { db })
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        let txn = self.db.begin_read().ok()?;
+        let t = txn.open_table(META).ok()?;
+        let v = t.get(key).ok()??;
+        let Wire::V1(x) = postcard::from_bytes(v.value()).ok()?;
+        Some(x)
+    }
+
+    fn put<T: Serialize>(&self, key: &str, value: T) -> Result<(), String> {
+        let bytes = postcard::to_stdvec(&Wire::V1(value)).map_err(e)?;
+        let txn = self.db.begin_write().map_err(e)?;
+        txn.open_table(META).map_err(e)?.insert(key, bytes.as_slice()).map_err(e)?;
+        txn.commit().map_err(e)
+    }
+
+    /// Records `nonce` until `expires`; false when it was already seen (a replay). Expired
+    /// nonces are forgotten (their actions are refused as expired anyway).
+    pub fn first_sight(&self, nonce: &[u8; 16], expires: i64, now: i64) -> Result<bool, String> {
+        let txn = self.db.begin_write().map_err(e)?;
+        let fresh = {
+            let mut t = txn.open_table(NONCES).map_err(e)?;
+            t.retain(|_, exp| exp > now).map_err(e)?;
+            if t.get(nonce).map_err(e)?.is_some() {
+                false
+            } else {
+                t.insert(nonce, expires).map_err(e)?;
+                true
+            }
+        };
+        txn.commit().map_err(e)?;
+        Ok(fresh)
+    }
+}
+
+/// What the link needs.
+pub struct LinkConfig {
+    /// Central's address.
+    pub server: String,
+    /// A client endpoint with the host certificate and the central ALPN.
+    pub endpoint: Endpoint,
+    /// The host key (signs reports).
+    pub key: PrivateKey,
+    /// The organisation CA (checks actions and settings).
+    pub trust: TrustStore,
+    /// The state folder.
+    pub state_dir: PathBuf,
+    /// The daemon.
+    pub actor: Addr<AgentActor>,
+    /// Notified after each operation: time to report.
+    pub changed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig").field("server", &self.server).finish()
+    }
+}
+
+/// Runs the link until `cancel`: connects (again after failures, with a growing pause), reports,
+/// applies settings, and runs actions.
+pub async fn run(cfg: LinkConfig, cancel: CancellationToken) {
+    let state = match LinkState::open(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("central link: cannot open its state: {e}");
+            return;
+        }
+    };
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match session(&cfg, &state, &cancel).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(server = cfg.server, "central link: {e}; trying again in {pause:?}"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken) -> Result<(), String> {
+    let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await.map_err(e)?;
+    tracing::info!(server = cfg.server, "connected to central");
+    let mut actions: ActionStream = client.listen().await.map_err(e)?;
+    report(cfg, state, &client).await?;
+    settings(cfg, state, &client).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                client.close();
+                return Ok(());
+            }
+            () = cfg.changed.notified() => report(cfg, state, &client).await?,
+            _ = tick.tick() => {
+                settings(cfg, state, &client).await;
+                report(cfg, state, &client).await?;
+            }
+            a = actions.next() => match a.map_err(e)? {
+                Some(signed) => {
+                    let (nonce, ok, message) = act(cfg, state, &signed).await;
+                    if let Some(nonce) = nonce {
+                        client.request(&CentralRequest::ActionResult { nonce, ok, message }).await.map_err(e)?;
+                    }
+                    report(cfg, state, &client).await?;
+                }
+                None => return Err("central closed the action stream".into()),
+            },
+        }
+    }
+}
+
+/// The current inventory, from the daemon.
+async fn inventory(cfg: &LinkConfig) -> Result<Inventory, String> {
+    match cfg.actor.send(Command::Inventory).await.map_err(e)? {
+        Reply::Ok(v) => {
+            let sections: Vec<Section> = serde_json::from_value(v).map_err(e)?;
+            Ok(Inventory::from_sections(sections))
+        }
+        Reply::Error(m) => Err(m),
+    }
+}
+
+/// Sends what changed since the last report central applied (everything the first time, or
+/// when central asks), signed, with the next sequence.
+async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<(), String> {
+    let now_inv = inventory(cfg).await?;
+    let host = now_inv.host().map(|h| h.uuid.clone()).unwrap_or_default();
+    let mut st: ReportState = state.get(REPORT).unwrap_or_default();
+    for _ in 0..2 {
+        let (full, sections) = match &st.sent {
+            Some(sent) => (false, now_inv.changed_since(sent)),
+            None => (true, now_inv.sections.values().cloned().collect()),
+        };
+        if !full && sections.is_empty() {
+            return Ok(());
+        }
+        let report = Report { host: host.clone(), sequence: st.sequence + 1, full, created: unix_now(), sections };
+        let signed = report.sign(&cfg.key);
+        match client.request(&CentralRequest::Report(signed)).await {
+            Ok(CentralResponse::ReportApplied { sequence }) => {
+                st = ReportState { sequence, sent: Some(now_inv.clone()) };
+                state.put(REPORT, &st)?;
+                tracing::debug!(sequence, full, "report applied");
+                return Ok(());
+            }
+            Ok(CentralResponse::FullReportNeeded { last }) => {
+                tracing::info!(?last, "central asks for a full report");
+                st = ReportState { sequence: st.sequence.max(last.unwrap_or(0)) + 1, sent: None };
+            }
+            Ok(other) => return Err(format!("unexpected answer to a report: {other:?}")),
+            Err(CentralClientError::Remote { message, .. }) if message.contains("not newer") => {
+                // Central holds a later sequence (this state was restored from a backup):
+                // continue above it with a full report.
+                st = ReportState { sequence: st.sequence + 1000, sent: None };
+            }
+            Err(x) => return Err(x.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the signed settings for this host and applies them when they verify and are newer.
+async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) {
+    let Ok(CentralResponse::Settings(Some(signed))) = client.request(&CentralRequest::Settings).await else { return };
+    let (doc, info) = match AgentSettingsDoc::verify(&signed, &cfg.trust, unix_now()) {
+        Ok(v) => v,
+        Err(x) => {
+            tracing::warn!("agent settings from central refused: {x}");
+            return;
+        }
+    };
+    let last: u64 = state.get(SETTINGS_SEQ).unwrap_or(0);
+    if doc.sequence <= last {
+        return;
+    }
+    let Ok(inv) = inventory(cfg).await else { return };
+    let h = inv.host().cloned().unwrap_or_default();
+    if !doc.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
+        return;
+    }
+    let dir = cfg.state_dir.join("config.d");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| crate::disk::write_atomic(&dir.join(SETTINGS_FILE), doc.toml.as_bytes(), 0o644));
+    match written {
+        Ok(()) => {
+            let _ = state.put(SETTINGS_SEQ, doc.sequence);
+            tracing::info!(sequence = doc.sequence, signer = info.subject, "agent settings from central applied");
+            // The daemon reloads its settings after its next operation: give it one.
+            let _ = cfg.actor.send(Command::Status).await;
+        }
+        Err(x) => tracing::warn!("writing agent settings: {x}"),
+    }
+}
+
+/// Checks and runs one action; returns its nonce (if it could be read), success and message.
+async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed) -> (Option<[u8; 16]>, bool, String) {
+    let now = unix_now();
+    let (action, info) = match Action::verify(signed, &cfg.trust, now) {
+        Ok(v) => v,
+        Err(x) => {
+            tracing::warn!("action refused: {x}");
+            return (None, false, format!("refused: {x}"));
+        }
+    };
+    let refuse = |why: String| {
+        tracing::warn!(signer = info.subject, "action refused: {why}");
+        (Some(action.nonce), false, format!("refused: {why}"))
+    };
+    let h = match inventory(cfg).await {
+        Ok(inv) => inv.host().cloned().unwrap_or_default(),
+        Err(x) => return refuse(x),
+    };
+    if !action.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
+        return refuse(format!("this host is not a target ({})", action.targets.describe()));
+    }
+    match state.first_sight(&action.nonce, action.expires, now) {
+        Ok(true) => {}
+        Ok(false) => return refuse("this action was already received (replay)".into()),
+        Err(x) => return refuse(x),
+    }
+    let command = match &action.kind {
+        ActionKind::Update => Command::Update,
+        ActionKind::Upgrade => Command::Upgrade,
+        ActionKind::Install(p) => Command::Install { requests: p.clone() },
+        ActionKind::Remove(p) => Command::Remove { names: p.clone() },
+    };
+    tracing::info!(kind = action.kind.name(), signer = info.subject, "running an action from central");
+    match cfg.actor.send(command).await {
+        Ok(Reply::Ok(v)) => {
+            let failed: Vec<String> =
+                v.get("failed").and_then(|f| f.as_array()).into_iter().flatten().map(|f| f.to_string()).collect();
+            if failed.is_empty() {
+                (Some(action.nonce), true, format!("{} done", action.kind.name()))
+            } else {
+                (Some(action.nonce), false, format!("{} failed for {}", action.kind.name(), failed.join(", ")))
+            }
+        }
+        Ok(Reply::Error(m)) => (Some(action.nonce), false, m),
+        Err(x) => (Some(action.nonce), false, x.to_string()),
+    }
+}

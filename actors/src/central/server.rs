@@ -1,0 +1,307 @@
+//! Serving central over QUIC: agents (host certificates) send reports and keep an action
+//! stream; consoles (admin certificates) query and act; hosts without a certificate yet may
+//! only enroll, on their own ALPN. Each request's right is checked here, from the certificate;
+//! report signatures are checked here too, before the actor sees them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::Addr;
+use outpost_protocol::central::{self, ALPN_ENROLL, CentralRequest, CentralResponse, MAX_CENTRAL_FRAME, RepoLine};
+use outpost_protocol::pki::{Purpose, Right, Role};
+use outpost_protocol::wire::ErrorCode;
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{Central, CentralMetrics, Gone, Handle, HandleReport, Listen, Peer, Revoked};
+use crate::repo::client::RepoClient;
+use crate::transport;
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 200_000;
+
+/// What connections need.
+pub struct ServerContext {
+    /// The actor.
+    pub central: Addr<Central>,
+    /// Metrics.
+    pub metrics: Arc<CentralMetrics>,
+    /// Revoked certificates (checked at connection).
+    pub revoked: Revoked,
+    /// Repositories `console repos` shows, the main first.
+    pub repos: Vec<String>,
+    /// A client endpoint for asking repositories their status.
+    pub repo_client: Option<Endpoint>,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext").field("repos", &self.repos).finish()
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {
+    CentralResponse::Error { code, message: message.into() }
+}
+
+/// Reads one frame (at most [`MAX_CENTRAL_FRAME`] bytes); `None` at the end of the stream.
+pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, String> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_CENTRAL_FRAME {
+        return Err(format!("message of {len} bytes is over the {MAX_CENTRAL_FRAME}-byte limit"));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok(Some(body))
+}
+
+async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<(), String> {
+    send.write_all(&central::encode_response(response)).await.map_err(|e| e.to_string())
+}
+
+/// Accepts connections until `cancel` fires.
+pub async fn serve(endpoint: Endpoint, ctx: Arc<ServerContext>, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let ids = Arc::new(AtomicU64::new(1));
+    loop {
+        let incoming = tokio::select! {
+            () = cancel.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let (ctx, cancel, id) = (ctx.clone(), cancel.clone(), ids.fetch_add(1, Ordering::Relaxed));
+        tokio::spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(c) => connection(c, ctx, cancel, id).await,
+                Err(e) => tracing::info!("central connection refused: {e}"),
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
+}
+
+async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: CancellationToken, id: u64) {
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol.clone());
+    let enroll = alpn.as_deref() == Some(ALPN_ENROLL);
+    let peer = transport::peer(&conn).map(|info| Peer { info });
+    if !enroll {
+        let Some(p) = &peer else {
+            conn.close(1u32.into(), b"a certificate from the organisation CA is needed");
+            return;
+        };
+        if ctx.revoked.read().expect("not poisoned").contains(&p.info.fingerprint) {
+            ctx.metrics.rejected("revoked");
+            conn.close(2u32.into(), b"this certificate is revoked");
+            return;
+        }
+        if !matches!(p.info.role, Some(Role::Host | Role::Admin)) {
+            conn.close(3u32.into(), b"only hosts and admins talk to central");
+            return;
+        }
+    }
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            s = conn.accept_bi() => s,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let (ctx, peer, cancel) = (ctx.clone(), peer.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle_stream(send, recv, &ctx, peer, enroll, id, cancel).await {
+                tracing::debug!("central stream ended: {e}");
+            }
+        });
+    }
+}
+
+async fn handle_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    ctx: &ServerContext,
+    peer: Option<Peer>,
+    enroll: bool,
+    conn: u64,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let body = match read_frame(&mut recv).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            if e.contains("over the") {
+                ctx.metrics.rejected("oversized");
+                let _ = respond(&mut send, &error(ErrorCode::BadRequest, e.clone())).await;
+            }
+            return Err(e);
+        }
+    };
+    let request = match central::decode_request(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.metrics.rejected("malformed");
+            return respond(&mut send, &error(ErrorCode::BadRequest, e.to_string())).await;
+        }
+    };
+    if enroll {
+        let answer = match request {
+            r @ CentralRequest::Enroll { .. } => ask(ctx, Handle { peer: None, request: r }).await,
+            _ => error(ErrorCode::Forbidden, "only enrollment is possible without a certificate"),
+        };
+        return respond(&mut send, &answer).await;
+    }
+    let peer = peer.expect("checked at connection");
+    let is_host = peer.info.role == Some(Role::Host);
+    let right = |r: Right| peer.info.role == Some(Role::Admin) && peer.info.has(Purpose::Right(r));
+    let answer = match request {
+        CentralRequest::Report(signed) if is_host => match signed.verify(&peer.info.public_key) {
+            Ok(report) => ctx
+                .central
+                .send(HandleReport { peer, report })
+                .await
+                .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
+            Err(e) => {
+                ctx.metrics.rejected(e.reason());
+                error(ErrorCode::Refused, format!("report refused: {e}"))
+            }
+        },
+        CentralRequest::Listen if is_host => return listen(send, recv, ctx, peer, conn, cancel).await,
+        r @ (CentralRequest::ActionResult { .. } | CentralRequest::Settings | CentralRequest::Enroll { .. })
+            if is_host =>
+        {
+            ask(ctx, Handle { peer: Some(peer), request: r }).await
+        }
+        CentralRequest::Repos if right(Right::View) => CentralResponse::Repos(repos(ctx).await),
+        r @ (CentralRequest::Hosts(_)
+        | CentralRequest::Host(_)
+        | CentralRequest::Packages
+        | CentralRequest::Actions
+        | CentralRequest::Pending)
+            if right(Right::View) =>
+        {
+            ask(ctx, Handle { peer: Some(peer), request: r }).await
+        }
+        r @ CentralRequest::Act(_) if right(Right::Act) => ask(ctx, Handle { peer: Some(peer), request: r }).await,
+        r @ (CentralRequest::TokenCreate { .. }
+        | CentralRequest::Approve(_)
+        | CentralRequest::Revoke(_)
+        | CentralRequest::SetSettings(_))
+            if right(Right::Modify) =>
+        {
+            ask(ctx, Handle { peer: Some(peer), request: r }).await
+        }
+        other => {
+            let what = match other {
+                CentralRequest::Act(_) => "acting needs an admin certificate with the act right",
+                CentralRequest::TokenCreate { .. }
+                | CentralRequest::Approve(_)
+                | CentralRequest::Revoke(_)
+                | CentralRequest::SetSettings(_) => "this needs an admin certificate with the modify right",
+                CentralRequest::Report(_) | CentralRequest::Listen | CentralRequest::ActionResult { .. } => {
+                    "only hosts send reports and results"
+                }
+                _ => "this needs an admin certificate with the view right",
+            };
+            if matches!(other, CentralRequest::Act(_)) {
+                ctx.metrics.action_refusals.get_or_create(&crate::metrics::label("reason", "rights")).inc();
+            }
+            error(ErrorCode::Forbidden, format!("{} may not do this: {what}", peer.info.subject))
+        }
+    };
+    respond(&mut send, &answer).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn ask(ctx: &ServerContext, msg: Handle) -> CentralResponse {
+    ctx.central.send(msg).await.unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string()))
+}
+
+/// An agent's action stream: queued and new actions are written as they come.
+async fn listen(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    ctx: &ServerContext,
+    peer: Peer,
+    conn: u64,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let fingerprint = peer.info.fingerprint.clone();
+    match ctx.central.send(Listen { peer, conn, tx }).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return respond(&mut send, &error(ErrorCode::Forbidden, e)).await,
+        Err(e) => return respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+    }
+    let result = loop {
+        let mut buf = [0u8; 1];
+        tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            a = rx.recv() => match a {
+                Some(signed) => {
+                    if let Err(e) = respond(&mut send, &CentralResponse::Action(signed)).await {
+                        break Err(e);
+                    }
+                }
+                None => break Ok(()),
+            },
+            r = recv.read(&mut buf) => match r {
+                Ok(Some(_)) => {}
+                _ => break Ok(()),
+            },
+        }
+    };
+    ctx.central.do_send(Gone { fingerprint, conn });
+    result
+}
+
+async fn repos(ctx: &ServerContext) -> Vec<RepoLine> {
+    let Some(endpoint) = &ctx.repo_client else {
+        return ctx
+            .repos
+            .iter()
+            .map(|a| RepoLine { addr: a.clone(), error: Some("no client".into()), ..RepoLine::default() })
+            .collect();
+    };
+    let mut lines = Vec::new();
+    for addr in &ctx.repos {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let c = RepoClient::connect(endpoint, addr).await.map_err(|e| e.to_string())?;
+            c.status().await.map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()));
+        lines.push(match status {
+            Ok(s) => RepoLine {
+                addr: addr.clone(),
+                name: s.name,
+                role: s.role,
+                sequence: s.head.map(|h| h.sequence),
+                lag: None,
+                upstream: s.upstream,
+                error: s.last_error,
+            },
+            Err(e) => RepoLine { addr: addr.clone(), error: Some(e), ..RepoLine::default() },
+        });
+    }
+    let main = lines.iter().filter(|l| l.role == "main").filter_map(|l| l.sequence).max();
+    for l in &mut lines {
+        if let (Some(m), Some(s)) = (main, l.sequence) {
+            l.lag = Some(m.saturating_sub(s));
+        }
+    }
+    lines
+}
