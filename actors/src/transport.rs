@@ -127,6 +127,51 @@ pub fn server_with(
     Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket(addr)?, Arc::new(quinn::TokioRuntime))?)
 }
 
+/// The client configuration `client` uses, for connections made with
+/// [`Endpoint::connect_with`] from a shared endpoint (many identities, one socket).
+pub fn client_config(
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, TransportError> {
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(identity.chain.clone(), key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config());
+    Ok(client)
+}
+
+/// A client endpoint without a default configuration (see [`client_config`]).
+pub fn client_endpoint(local: Option<SocketAddr>) -> Result<Endpoint, TransportError> {
+    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+    Ok(Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?)
+}
+
+/// Connects with a given client configuration, verifying the server's certificate for `host`.
+pub async fn connect_with(
+    endpoint: &Endpoint,
+    config: quinn::ClientConfig,
+    addr: &str,
+) -> Result<Connection, TransportError> {
+    let (host, sock) = resolve(addr)?;
+    let err = |reason: String| TransportError::Connect { addr: addr.to_string(), reason };
+    let connecting = endpoint.connect_with(config, sock, &host).map_err(|e| err(e.to_string()))?;
+    match tokio::time::timeout(IDLE_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(_) => Err(err("no answer (timed out)".into())),
+    }
+}
+
 /// A client endpoint without a certificate (enrollment only): it verifies the server's chain.
 pub fn client_anonymous(
     local: Option<SocketAddr>,

@@ -86,8 +86,11 @@ pub fn server(args: &ServerArgs) -> Result<()> {
         let mut registry = Registry::default();
         let revoked: Revoked = Revoked::default();
         let mut tasks = Vec::new();
+        let mut publisher = None;
         if let Some(main) = main {
-            tasks.push(main.start(trust.clone(), &ca, &mut registry, revoked.clone(), cancel.clone())?);
+            let (task, p) = main.start(trust.clone(), &ca, &mut registry, revoked.clone(), cancel.clone())?;
+            tasks.push(task);
+            publisher = Some(p);
         }
         if cfg.central {
             let store = CentralStore::open(&cfg.data.join("central")).map_err(anyhow::Error::msg)?;
@@ -101,6 +104,13 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             )
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("opening central's data in {}", cfg.data.join("central").display()))?;
+            // Revocations go into the main repository's snapshot, and so to every edge.
+            let central = match publisher {
+                Some(p) => central.with_revocation_hook(Box::new(move |fps| {
+                    p.do_send(outpost_actors::repo::publisher::Revoke(fps));
+                })),
+                None => central,
+            };
             let addr = cfg
                 .central_listen
                 .parse()

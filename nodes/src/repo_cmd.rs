@@ -107,7 +107,7 @@ impl MainSetup {
     }
 
     /// Starts the publisher and the server inside a running actix system; returns the task
-    /// serving clients (it ends after `cancel`).
+    /// serving clients (it ends after `cancel`) and the publisher.
     pub fn start(
         self,
         trust: outpost_protocol::pki::TrustStore,
@@ -115,7 +115,7 @@ impl MainSetup {
         registry: &mut Registry,
         revoked: outpost_actors::central::Revoked,
         cancel: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>> {
+    ) -> Result<(tokio::task::JoinHandle<()>, actix::Addr<Publisher>)> {
         let c = self.common;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
         let metrics = Arc::new(RepoMetrics::default());
@@ -132,15 +132,22 @@ impl MainSetup {
         let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
         let endpoint = transport::server(addr, &self.identity, ca, ALPN_REPO)
             .with_context(|| format!("listening on {}", c.listen))?;
-        let shared =
-            Shared { name: c.name.clone(), store, trust, head, metrics, role: Role::Main { publisher }, revoked };
+        let shared = Shared {
+            name: c.name.clone(),
+            store,
+            trust,
+            head,
+            metrics,
+            role: Role::Main { publisher: publisher.clone() },
+            revoked,
+        };
         eprintln!(
             "outpost repo main {:?} listening on {} (QUIC), data in {}",
             c.name,
             endpoint.local_addr()?,
             c.data.display()
         );
-        Ok(tokio::spawn(server::serve(endpoint, shared, cancel)))
+        Ok((tokio::spawn(server::serve(endpoint, shared, cancel)), publisher))
     }
 }
 
@@ -153,7 +160,7 @@ pub fn main(args: &RepoMainArgs) -> Result<()> {
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let mut registry = Registry::default();
-        let serving = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?;
+        let (serving, _) = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?;
         start_metrics(&c.metrics, registry, cancel.clone()).await?;
         daemon::shutdown_signal().await;
         eprintln!("stopping");

@@ -61,11 +61,26 @@ pub struct Snapshot {
     pub entries: Vec<SnapshotEntry>,
     /// Host packages, sorted by name hash.
     pub hosts: Vec<HostEntry>,
+    /// SHA-256 fingerprints of revoked host certificates, sorted: every repository refuses
+    /// them (revocation reaches every edge with the snapshot).
+    pub revoked: Vec<String>,
+}
+
+/// The first version, without revocations.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    repository: String,
+    sequence: u64,
+    created: i64,
+    expires: i64,
+    entries: Vec<SnapshotEntry>,
+    hosts: Vec<HostEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
 enum SnapshotWire {
-    V1(Snapshot),
+    V1(SnapshotV1),
+    V2(Snapshot),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,7 +182,7 @@ impl Snapshot {
 
     /// Signs the snapshot.
     pub fn sign(&self, key: &PrivateKey, chain: &[CertificateDer<'_>]) -> SignedSnapshot {
-        let snapshot = postcard::to_stdvec(&SnapshotWire::V1(self.clone())).expect("encoding to a Vec cannot fail");
+        let snapshot = postcard::to_stdvec(&SnapshotWire::V2(self.clone())).expect("encoding to a Vec cannot fail");
         let signature = signing::sign(key, Domain::Snapshot, &snapshot).to_vec();
         let chain = chain.iter().map(|c| c.as_ref().to_vec()).collect();
         SignedSnapshot::assemble(snapshot, signature, chain)
@@ -193,7 +208,23 @@ impl Snapshot {
             expires: now + lifetime_secs,
             entries: Vec::new(),
             hosts: Vec::new(),
+            revoked: Vec::new(),
         }
+    }
+
+    /// The next snapshot with these fingerprints revoked too; `None` when they all are already.
+    pub fn with_revoked(&self, fingerprints: &[String], now: i64, lifetime_secs: i64) -> Option<Self> {
+        let mut revoked = self.revoked.clone();
+        for f in fingerprints {
+            if !revoked.contains(f) {
+                revoked.push(f.clone());
+            }
+        }
+        if revoked.len() == self.revoked.len() {
+            return None;
+        }
+        revoked.sort();
+        Some(Self { revoked, ..self.next(now, lifetime_secs) })
     }
 
     /// The next snapshot: same content, sequence + 1, new dates.
@@ -306,8 +337,18 @@ impl SignedSnapshot {
     pub fn unverified(&self) -> Result<Snapshot, SnapshotError> {
         let wire: SnapshotWire =
             postcard::from_bytes(&self.snapshot).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        let SnapshotWire::V1(s) = wire;
-        Ok(s)
+        Ok(match wire {
+            SnapshotWire::V1(v) => Snapshot {
+                repository: v.repository,
+                sequence: v.sequence,
+                created: v.created,
+                expires: v.expires,
+                entries: v.entries,
+                hosts: v.hosts,
+                revoked: Vec::new(),
+            },
+            SnapshotWire::V2(s) => s,
+        })
     }
 
     /// Verifies the signature (chain to `trust` with the snapshot-signing usage), the expiry
@@ -370,7 +411,32 @@ mod tests {
             expires: NOW + 3600,
             entries: vec![SnapshotEntry { control, manifest: [1; 32], size: 10 }],
             hosts: vec![HostEntry { name_hash: host_name_hash("PC1.example.org"), manifest: [2; 32], size: 0 }],
+            revoked: vec![],
         }
+    }
+
+    #[test]
+    fn version_1_snapshots_still_decode_and_revocations_grow_the_sequence() {
+        let ca = pki::create_ca("Org", NOW, 100).unwrap();
+        let signer = node(&ca, Role::Server);
+        let s = snapshot(5);
+        let v1 = SnapshotV1 {
+            repository: s.repository.clone(),
+            sequence: s.sequence,
+            created: s.created,
+            expires: s.expires,
+            entries: s.entries.clone(),
+            hosts: s.hosts.clone(),
+        };
+        let body = postcard::to_stdvec(&SnapshotWire::V1(v1)).unwrap();
+        let signature = signing::sign(&signer.key, Domain::Snapshot, &body).to_vec();
+        let old = SignedSnapshot::assemble(body, signature, vec![signer.cert.to_vec()]);
+        assert_eq!(old.unverified().unwrap(), s);
+        let next = s.with_revoked(&["ab".into()], NOW, 60).unwrap();
+        assert_eq!((next.sequence, next.revoked.clone()), (6, vec!["ab".to_string()]));
+        assert!(next.with_revoked(&["ab".into()], NOW, 60).is_none(), "nothing new");
+        let signed = next.sign(&signer.key, std::slice::from_ref(&signer.cert));
+        assert_eq!(signed.unverified().unwrap().revoked, ["ab"]);
     }
 
     fn entry(text: &str) -> PackageEntry {

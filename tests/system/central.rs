@@ -170,6 +170,16 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     });
     assert!(metric(&server, "outpost_central_action_refusals_total", "{reason=\"expired\"}") >= 1.0);
 
+    // Agent settings signed by an admin with `modify` reach the agent (a viewer's are refused).
+    let settings = c.dir().join("settings.toml");
+    std::fs::write(&settings, "maturities = [\"PROD\", \"BETA\"]\n").unwrap();
+    viewer.run(&["settings", settings.to_str().unwrap(), "--hosts", name]).fails_with("modify right");
+    admin.run(&["settings", settings.to_str().unwrap(), "--hosts", name]).ok();
+    host.run(&["update"]).ok();
+    let applied = host.state.join("config.d/00-central.toml");
+    wait_logged(&host, &server, "the settings on the agent", || std::fs::read_to_string(&applied).ok());
+    assert!(std::fs::read_to_string(&applied).unwrap().contains("BETA"));
+
     // Central loses its data: the fleet is back after one reporting round, without any manual
     // step; the agent, which remembers the action, refuses it when the blank central relays it.
     server.kill();
@@ -192,7 +202,9 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     assert!(refused[2].as_str().unwrap().contains("replay"), "{refused}");
     assert_eq!(log_lines(&log).iter().filter(|l| *l == "install extra 1").count(), 1, "not run twice");
 
-    // Revocation: refused by central and by the main repository.
+    // Revocation: refused by central, by the main repository, and by edges (through the
+    // snapshot).
+    let edge = c.edge(&[&server.addr], &[]);
     viewer.run(&["host", "revoke", name]).fails_with("modify right");
     admin.run(&["host", "revoke", name]).ok();
     assert_eq!(admin.hosts(&[])[0]["revoked"], true);
@@ -201,6 +213,9 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
     let status = wait_logged(&host, &server, "the agent to stop", || daemon.try_wait().unwrap());
     assert!(status.success());
+    c.wait_sequence(&edge.addr, c.sequence(&server.addr), LIMIT);
+    host.run(&["update", "--repo", &edge.addr]).fails_with("revoked");
+    assert!(edge.metric("outpost_repo_refusals_total", "{reason=\"revoked_certificate\"}") >= 1.0);
 }
 
 /// A raw client with a host certificate, for crafted reports.

@@ -165,7 +165,10 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
                 client.close();
                 return Ok(());
             }
-            () = cfg.changed.notified() => report(cfg, state, &client).await?,
+            () = cfg.changed.notified() => {
+                settings(cfg, state, &client).await;
+                report(cfg, state, &client).await?;
+            }
             _ = tick.tick() => {
                 settings(cfg, state, &client).await;
                 report(cfg, state, &client).await?;

@@ -37,6 +37,16 @@ impl CentralClient {
         Ok(Self { addr: addr.to_string(), connection })
     }
 
+    /// Connects from a shared endpoint with this connection's own configuration (identity).
+    pub async fn connect_with(
+        endpoint: &Endpoint,
+        config: quinn::ClientConfig,
+        addr: &str,
+    ) -> Result<Self, CentralClientError> {
+        let connection = transport::connect_with(endpoint, config, addr).await?;
+        Ok(Self { addr: addr.to_string(), connection })
+    }
+
     /// True while the connection is up.
     pub fn is_open(&self) -> bool {
         self.connection.close_reason().is_none()

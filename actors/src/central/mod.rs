@@ -160,6 +160,8 @@ pub struct Central {
     delivered: HashSet<([u8; 16], String)>,
     actions: BTreeMap<[u8; 16], ActionState>,
     settings: BTreeMap<u64, (AgentSettingsDoc, Signed)>,
+    /// Told every revoked fingerprint (the main repository's publisher, in `outpost server`).
+    on_revoke: Option<Box<dyn Fn(Vec<String>) + Send>>,
 }
 
 impl std::fmt::Debug for Central {
@@ -221,7 +223,19 @@ impl Central {
             delivered: HashSet::new(),
             actions,
             settings,
+            on_revoke: None,
         })
+    }
+
+    /// Tells `hook` every revoked certificate fingerprint (all of them at start, then each new
+    /// one), so that the main repository's snapshot carries them to every edge.
+    pub fn with_revocation_hook(mut self, hook: Box<dyn Fn(Vec<String>) + Send>) -> Self {
+        let all: Vec<String> = self.revoked_hosts.keys().cloned().collect();
+        if !all.is_empty() {
+            hook(all);
+        }
+        self.on_revoke = Some(hook);
+        self
     }
 
     fn is_revoked(&self, fingerprint: &str) -> bool {
@@ -417,6 +431,9 @@ impl Central {
         self.revoked_hosts.insert(fp.clone(), uuid.clone());
         self.fleet.set_revoked(&uuid, true);
         self.agents.remove(&fp);
+        if let Some(hook) = &self.on_revoke {
+            hook(vec![fp.clone()]);
+        }
         tracing::warn!(uuid, fingerprint = fp, "host certificate revoked");
         (
             CentralResponse::Done(format!("revoked the certificate of {name} ({fp}); it is refused from now on")),

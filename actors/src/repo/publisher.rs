@@ -110,6 +110,12 @@ pub struct Unpublish {
 #[rtype(result = "()")]
 struct Resign;
 
+/// Revokes host certificates (by SHA-256 fingerprint): a new snapshot lists them, so that
+/// every repository refuses them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Revoke(pub Vec<String>);
+
 /// The publisher actor.
 pub struct Publisher {
     store: Arc<Store>,
@@ -391,6 +397,28 @@ impl Handler<Resign> for Publisher {
                 act.commit(next, &signed);
             }
             Some(Err(e)) => tracing::error!("re-signing the snapshot failed: {e}"),
+            None => {}
+        })))
+    }
+}
+
+impl Handler<Revoke> for Publisher {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Revoke, _: &mut Self::Context) -> Self::Result {
+        let ctx = self.context();
+        let work = async move {
+            let next = ctx.current.with_revoked(&msg.0, unix_now(), ctx.lifetime)?;
+            tokio::task::spawn_blocking(move || ctx.sign_and_commit(&next, &[], &[]).map(|signed| (next, signed)))
+                .await
+                .ok()
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _| match result {
+            Some(Ok((next, signed))) => {
+                tracing::info!(sequence = next.sequence, revoked = next.revoked.len(), "snapshot with revocations");
+                act.commit(next, &signed);
+            }
+            Some(Err(e)) => tracing::error!("signing the snapshot with revocations failed: {e}"),
             None => {}
         })))
     }

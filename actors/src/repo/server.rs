@@ -24,6 +24,7 @@ pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Accepts connections until `cancel` fires, then closes the endpoint and waits for it.
 pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken) {
+    tokio::spawn(follow_revocations(shared.clone(), cancel.clone()));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let incoming = tokio::select! {
@@ -50,6 +51,27 @@ pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken
     }
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
+}
+
+/// Adds the revocations of each new snapshot served to the certificates refused here.
+async fn follow_revocations(shared: Shared, cancel: CancellationToken) {
+    let mut head = shared.head.clone();
+    loop {
+        let current = *head.borrow_and_update();
+        if let Some(h) = current {
+            let store = shared.store.clone();
+            if let Ok(Ok(Some(signed))) = tokio::task::spawn_blocking(move || store.snapshot_by_hash(&h.hash)).await
+                && let Ok(snapshot) = signed.unverified()
+                && !snapshot.revoked.is_empty()
+            {
+                shared.revoked.write().expect("not poisoned").extend(snapshot.revoked);
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = head.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 async fn connection_loop(connection: Connection, shared: Shared, cancel: CancellationToken) {

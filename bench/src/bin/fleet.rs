@@ -1,0 +1,440 @@
+//! Central benchmark: a simulated fleet (many agents in this one process, each with its own host
+//! certificate and key, real QUIC, real Ed25519 signatures) against one release `outpost
+//! server` (central only) on this machine.
+//!
+//! Run (builds the release `outpost` binary first):
+//!
+//! ```sh
+//! cargo run --release -p outpost-bench --bin fleet
+//! ```
+//!
+//! Flags: `--hosts N` (default 100000), `--connections N` (agents sending deltas at once,
+//! default 1000), `--seconds S` (how long deltas are sent, default 20), `--software N` (packages
+//! per host's software list, default 150), `--work DIR`, `--keep`, `--no-build`,
+//! `--outpost PATH`.
+//!
+//! What it measures:
+//! 1. **Enrolment load**: every host connects and sends its full inventory (host facts,
+//!    hardware, OS, `--software` dpkg-like entries from a pool of 5,000 names, 10 Outpost
+//!    packages); hosts and reports per second.
+//! 2. **Signed deltas**: `--connections` agents each send, one after the other, a signed delta
+//!    (the last update's result and one package's status change) and wait for central's
+//!    answer, which comes once the report is durable; sustained deltas per second and the
+//!    latency distribution (p50, p99).
+//! 3. **Query**: `console hosts --software NAME` for a name installed on 1% of the hosts: the
+//!    whole command (process start, TLS, query, output) and the request alone on an open
+//!    connection.
+//! 4. **Memory**: central's resident set (VmRSS, VmHWM) with every host loaded.
+
+#[allow(dead_code)]
+#[path = "replication/procs.rs"]
+mod procs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use outpost_actors::central::client::CentralClient;
+use outpost_actors::transport::{self, Identity};
+use outpost_protocol::central::{
+    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostQuery, Os, PackageState, Report, Section,
+    Software, UpdateResult,
+};
+use outpost_protocol::pki::{self, IssueRequest, PrivateKey, Role};
+use rustls::pki_types::CertificateDer;
+
+use crate::procs::Daemon;
+
+const NET: &str = "127.44.0";
+
+#[derive(Debug, Clone)]
+struct Options {
+    hosts: usize,
+    connections: usize,
+    seconds: u64,
+    software: usize,
+    work: Option<PathBuf>,
+    keep: bool,
+    build: bool,
+    outpost: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        hosts: 100_000,
+        connections: 1000,
+        seconds: 20,
+        software: 150,
+        work: None,
+        keep: false,
+        build: true,
+        outpost: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--hosts" => o.hosts = value()?.parse()?,
+            "--connections" => o.connections = value()?.parse()?,
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--software" => o.software = value()?.parse()?,
+            "--work" => o.work = Some(PathBuf::from(value()?)),
+            "--outpost" => o.outpost = Some(PathBuf::from(value()?)),
+            "--keep" => o.keep = true,
+            "--no-build" => o.build = false,
+            other => bail!("unknown flag {other} (see the doc comment of bench/src/bin/fleet.rs)"),
+        }
+    }
+    Ok(o)
+}
+
+/// One simulated host.
+struct SimHost {
+    uuid: String,
+    fqdn: String,
+    key: PrivateKey,
+    config: quinn::ClientConfig,
+}
+
+fn software_of(i: usize, n: usize) -> Vec<Software> {
+    let mut out: Vec<Software> = (0..n)
+        .map(|k| {
+            let name = (i.wrapping_mul(2_654_435_761).wrapping_add(k * 40_503)) % 5000;
+            Software { name: format!("pkg-{name:04}"), version: format!("1.{}.0-1", k % 7) }
+        })
+        .collect();
+    if i % 100 == 7 {
+        out.push(Software { name: "rare-tool".into(), version: "2.0".into() });
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+fn packages_of(i: usize, round: u64) -> Section {
+    let packages = (0..10)
+        .map(|k| PackageState {
+            name: format!("outpost-pkg-{k}"),
+            status: if (i + k + round as usize).is_multiple_of(97) { "ERROR".into() } else { "OK".into() },
+            installed: Some(format!("{k}.0")),
+            target: None,
+            reason: None,
+            output: None,
+        })
+        .collect();
+    Section::Packages { host_status: "OK".into(), packages }
+}
+
+fn full_sections(i: usize, h: &SimHost, software: usize) -> Vec<Section> {
+    vec![
+        Section::Host(HostFacts {
+            uuid: h.uuid.clone(),
+            fqdn: h.fqdn.clone(),
+            ou: format!("OU=Site{},DC=fleet,DC=test", i % 50),
+            site: format!("site-{}", i % 50),
+            profiles: vec![],
+            agent_version: "bench".into(),
+        }),
+        Section::Hardware(Hardware {
+            vendor: "QEMU".into(),
+            product: "Standard PC".into(),
+            serial: format!("S{i}"),
+            bios: "1.16".into(),
+        }),
+        Section::Os(Os {
+            name: "Debian GNU/Linux".into(),
+            version: "12".into(),
+            kernel: "6.1.0".into(),
+            arch: "x86_64".into(),
+        }),
+        Section::Memory(8 << 30),
+        Section::Software(software_of(i, software)),
+        packages_of(i, 0),
+        Section::LastUpdate(Some(UpdateResult { at: 0, ok: true, message: "first".into(), repo: None })),
+    ]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let o = parse(&argv[1..])?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ is in the workspace")?.to_path_buf();
+    let outpost = match &o.outpost {
+        Some(p) => p.clone(),
+        None => {
+            if o.build {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let ok =
+                    Command::new(cargo).args(["build", "--release", "-p", "outpost"]).current_dir(&root).status()?;
+                if !ok.success() {
+                    bail!("cargo build --release -p outpost failed");
+                }
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+            target.join("release/outpost")
+        }
+    };
+    let work =
+        o.work.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("outpost-fleet-{}", std::process::id())));
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let work = work.canonicalize()?;
+    eprintln!("work folder {}", work.display());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = run(&o, &outpost, &work, &rt);
+    if !o.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    println!("{}", result?);
+    Ok(())
+}
+
+fn cmd(outpost: &Path, work: &Path) -> Command {
+    let mut c = Command::new(outpost);
+    c.current_dir(work).env("OUTPOST_LOG", "warn");
+    for v in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -> Result<String> {
+    procs::run(cmd(outpost, work).args(["pki", "init", "--dir", "pki", "--org", "Fleet", "--no-password"]))?;
+    let ip = format!("{NET}.1");
+    let issue = |role: &str, name: &str, extra: &[&str]| -> Result<(PathBuf, PathBuf)> {
+        let mut c = cmd(outpost, work);
+        c.args(["pki", "issue", "--dir", "pki", "--role", role, "--name", name, "--no-password"]).args(extra);
+        let cert = work.join(procs::run(&mut c)?.trim());
+        Ok((cert.clone(), cert.with_extension("key")))
+    };
+    let server_cert = issue("server", "central", &["--san", &ip])?;
+    let admin = issue("admin", "viewer", &["--rights", "view"])?;
+    let central = format!("{ip}:{}", procs::udp_port(&ip)?);
+    let repo = format!("{ip}:{}", procs::udp_port(&ip)?);
+    let metrics = format!("{ip}:{}", procs::tcp_port(&ip)?);
+    let mut c = cmd(outpost, work);
+    c.args(["server", "--no-repository", "--listen", &repo, "--central-listen", &central, "--metrics", &metrics])
+        .arg("--data")
+        .arg(work.join("server"))
+        .arg("--ca")
+        .arg(work.join("pki/ca.crt"))
+        .arg("--cert")
+        .arg(&server_cert.0)
+        .arg("--key")
+        .arg(&server_cert.1);
+    let mut server = Daemon::spawn("server", &mut c, &work.join("server.log"))?;
+    procs::wait_for(Duration::from_secs(30), Duration::from_millis(10), "the server to start", || {
+        procs::scrape(&metrics).map(|_| ())
+    })?;
+
+    // Host certificates, issued here by the CA (what enrollment would give each host).
+    let ca_pem = std::fs::read_to_string(work.join("pki/ca.crt"))?;
+    let ca: Vec<CertificateDer<'static>> = pki::parse_pem_certificates(&ca_pem)?;
+    let ca_key = pki::decode_private_key(&std::fs::read_to_string(work.join("pki/ca.key"))?, None)?;
+    let started = Instant::now();
+    let now = outpost_actors::repo::unix_now();
+    let mut hosts = Vec::with_capacity(o.hosts);
+    for i in 0..o.hosts {
+        let fqdn = format!("h{i:06}.fleet.test");
+        let req = IssueRequest { role: Role::Host, name: fqdn.clone(), rights: vec![], alt_names: vec![], days: 30 };
+        let issued = pki::issue(&ca[0], &ca_key, &req, now)?;
+        let identity = Identity { chain: vec![issued.cert.clone()], key: issued.key.pkcs8_der().to_vec() };
+        let config = transport::client_config(&identity, &ca, ALPN_CENTRAL)?;
+        hosts.push(Arc::new(SimHost { uuid: format!("uuid-{i:06}"), fqdn, key: issued.key, config }));
+    }
+    let issuing = started.elapsed().as_secs_f64();
+    eprintln!("{} host certificates issued in {issuing:.1} s", o.hosts);
+
+    let endpoint = rt.block_on(async { transport::client_endpoint(None) })?;
+    // 1. Every host sends its full inventory.
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let permit = sem.clone().acquire_owned().await?;
+            let (h, endpoint, central, done, software) =
+                (h.clone(), endpoint.clone(), central.clone(), done.clone(), o.software);
+            tasks.spawn(async move {
+                let _permit = permit;
+                let client = CentralClient::connect_with(&endpoint, h.config.clone(), &central).await?;
+                let report = Report {
+                    host: h.uuid.clone(),
+                    sequence: 1,
+                    full: true,
+                    created: 0,
+                    sections: full_sections(i, &h, software),
+                };
+                let answer = client.request(&CentralRequest::Report(report.sign(&h.key))).await?;
+                client.close();
+                if !matches!(answer, CentralResponse::ReportApplied { .. }) {
+                    anyhow::bail!("unexpected answer {answer:?}");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, anyhow::Error>(())
+            });
+            while let Some(r) = tasks.try_join_next() {
+                r??;
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let populate = started.elapsed().as_secs_f64();
+    eprintln!("{} full reports in {populate:.1} s", o.hosts);
+    let (rss, hwm) = (status_kib(server.pid(), "VmRSS:"), status_kib(server.pid(), "VmHWM:"));
+    let db = std::fs::metadata(work.join("server/central/central.redb")).map(|m| m.len()).unwrap_or(0);
+
+    // 2. Signed deltas, one after the other per host, from many hosts at once.
+    let n = o.connections.min(hosts.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let count = Arc::new(AtomicU64::new(0));
+    let window = Duration::from_secs(o.seconds);
+    let (measured, errors) = rt.block_on(async {
+        let mut clients = Vec::new();
+        for h in hosts.iter().take(n) {
+            clients.push(CentralClient::connect_with(&endpoint, h.config.clone(), &central).await?);
+        }
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, client) in clients.into_iter().enumerate() {
+            let (h, stop, latencies, count) = (hosts[i].clone(), stop.clone(), latencies.clone(), count.clone());
+            tasks.spawn(async move {
+                let mut seq = 1u64;
+                let mut errors = 0u64;
+                let mut mine = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let sections = vec![
+                        packages_of(i, seq),
+                        Section::LastUpdate(Some(UpdateResult {
+                            at: seq as i64,
+                            ok: true,
+                            message: format!("round {seq}"),
+                            repo: None,
+                        })),
+                    ];
+                    let report = Report { host: h.uuid.clone(), sequence: seq, full: false, created: 0, sections };
+                    let t = Instant::now();
+                    match client.request(&CentralRequest::Report(report.sign(&h.key))).await {
+                        Ok(CentralResponse::ReportApplied { .. }) => {
+                            mine.push(t.elapsed().as_secs_f64() * 1000.0);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                latencies.lock().expect("not poisoned").extend(mine);
+                client.close();
+                errors
+            });
+        }
+        tokio::time::sleep(window).await;
+        stop.store(true, Ordering::Relaxed);
+        let measured = started.elapsed().as_secs_f64();
+        let mut errors = 0;
+        while let Some(r) = tasks.join_next().await {
+            errors += r?;
+        }
+        Ok::<_, anyhow::Error>((measured, errors))
+    })?;
+    let applied = count.load(Ordering::Relaxed);
+    let mut lat = latencies.lock().expect("not poisoned").clone();
+    lat.sort_by(f64::total_cmp);
+    eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
+
+    // 3. The query, as a whole command and on an open connection.
+    let mut walls = Vec::new();
+    let mut found = 0u64;
+    for _ in 0..10 {
+        let mut c = cmd(outpost, work);
+        c.args(["console", "hosts", "--software", "rare-tool", "--limit", "0", "--json", "--server", &central])
+            .arg("--ca")
+            .arg(work.join("pki/ca.crt"))
+            .arg("--cert")
+            .arg(&admin.0)
+            .arg("--key")
+            .arg(&admin.1);
+        let t = Instant::now();
+        let out = procs::run(&mut c)?;
+        walls.push(t.elapsed().as_secs_f64() * 1000.0);
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        found = v["total"].as_u64().unwrap_or(0);
+    }
+    walls.sort_by(f64::total_cmp);
+    let admin_identity = Identity {
+        chain: pki::parse_pem_certificates(&std::fs::read_to_string(&admin.0)?)?,
+        key: pki::decode_private_key(&std::fs::read_to_string(&admin.1)?, None)?.pkcs8_der().to_vec(),
+    };
+    let admin_config = transport::client_config(&admin_identity, &ca, ALPN_CENTRAL)?;
+    let mut rounds = rt.block_on(async {
+        let client = CentralClient::connect_with(&endpoint, admin_config, &central).await?;
+        let mut rounds = Vec::new();
+        for _ in 0..20 {
+            let q = HostQuery { software: Some("rare-tool".into()), ..HostQuery::default() };
+            let t = Instant::now();
+            client.request(&CentralRequest::Hosts(q)).await?;
+            rounds.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        client.close();
+        Ok::<_, anyhow::Error>(rounds)
+    })?;
+    rounds.sort_by(f64::total_cmp);
+    let (rss_after, hwm_after) = (status_kib(server.pid(), "VmRSS:"), status_kib(server.pid(), "VmHWM:"));
+    server.stop();
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    Ok(format!(
+        "### Central with {hosts} simulated hosts\n\n\
+         | measure | result |\n| --- | --- |\n\
+         | full reports (connect, TLS, {sw} software entries, signed) | {hosts} in {populate:.1} s ({pop_rate:.0}/s) |\n\
+         | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
+         | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
+         | `console hosts --software rare-tool` ({found} of {hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
+         | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
+         | central memory, all hosts loaded | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
+         | central database | {dbm:.0} MiB |\n\n\
+         Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
+        hosts = o.hosts,
+        sw = o.software,
+        pop_rate = o.hosts as f64 / populate,
+        secs = o.seconds,
+        rate = applied as f64 / measured,
+        p50 = percentile(&lat, 0.5),
+        p99 = percentile(&lat, 0.99),
+        pmax = lat.last().copied().unwrap_or(0.0),
+        cw = percentile(&walls, 0.5),
+        cwmax = walls.last().copied().unwrap_or(0.0),
+        qm = percentile(&rounds, 0.5),
+        qmax = rounds.last().copied().unwrap_or(0.0),
+        r1 = mib(rss),
+        r2 = mib(rss_after),
+        h2 = mib(hwm.max(hwm_after)),
+        dbm = db as f64 / 1048576.0,
+    ))
+}
