@@ -81,8 +81,14 @@ pub fn label(name: &str, value: &str) -> Labels {
 }
 
 impl RepoMetrics {
-    /// Registers every metric under `outpost_repo_…`.
+    /// Registers every metric under `outpost_repo_…`, with the usual series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        for reason in ["forged", "rollback", "expired", "package", "client_certificate", "revoked_certificate"] {
+            let _ = self.refusals.get_or_create(&label("reason", reason));
+        }
+        for result in ["ok", "failed"] {
+            let _ = self.syncs.get_or_create(&label("result", result));
+        }
         let r = registry.sub_registry_with_prefix("outpost_repo");
         r.register("snapshot_sequence", "Sequence number of the snapshot served", self.snapshot_sequence.clone());
         r.register(

@@ -308,6 +308,11 @@ fn render(command: &Command, v: &Value) {
                     s(&p["reason"])
                 );
             }
+            if let Some(by) = v["bytes_by_repo"].as_object().filter(|o| !o.is_empty()) {
+                let parts: Vec<String> =
+                    by.iter().map(|(k, n)| format!("{} from {k}", human_bytes(n.as_u64().unwrap_or(0)))).collect();
+                crate::out!("fetched:  {}", parts.join(", "));
+            }
             for step in v["plan"].as_array().into_iter().flatten() {
                 crate::out!("  planned: {}", s(step));
             }

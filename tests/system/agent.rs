@@ -104,6 +104,16 @@ impl Host {
     }
 }
 
+/// A background process killed when dropped (a failed test leaves nothing running).
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A hook that appends "<action> <package> <version>" to `log` and says something.
 pub fn hook(log: &Path, body: &str) -> Vec<u8> {
     format!(
@@ -537,7 +547,7 @@ fn the_daemon_upgrades_by_itself_and_answers_local_commands() {
         ),
         &main.addr,
     );
-    let mut daemon = host.spawn(&["run"]);
+    let mut daemon = Bg(host.spawn(&["run"]));
     wait_for(LIMIT, "the daemon's control socket", || host.state.join("agent.sock").exists().then_some(()));
     c.publish(&c.package_with("pc7.test", "1", "section: host\ndepends: tool\n", &[]), &main.addr);
     wait_for(LIMIT, "the daemon to install the host package's dependency", || {
@@ -552,8 +562,8 @@ fn the_daemon_upgrades_by_itself_and_answers_local_commands() {
     host.run(&["install", "beta-tool"]).ok();
     assert_eq!(host.package("beta-tool").unwrap()["status"], "OK");
     wait_for(LIMIT, "status OK", || (host.status()["host_status"] == "OK").then_some(()));
-    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    let out = wait_for(LIMIT, "the daemon to stop", || daemon.try_wait().unwrap());
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status();
+    let out = wait_for(LIMIT, "the daemon to stop", || daemon.0.try_wait().unwrap());
     assert!(out.success(), "stopped cleanly on SIGTERM");
     assert!(!host.state.join("agent.sock").exists(), "the socket is removed");
     // Without the daemon, the same commands run in place.

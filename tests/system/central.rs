@@ -11,7 +11,7 @@ use outpost_protocol::central::{ALPN_CENTRAL, CentralRequest, CentralResponse, H
 use outpost_protocol::pki::{self, PrivateKey};
 use serde_json::Value;
 
-use crate::agent::{Host, hook, log_lines};
+use crate::agent::{Bg, Host, hook, log_lines};
 use crate::cluster::Cluster;
 use crate::common::{Run, run_in};
 
@@ -117,7 +117,7 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     host.run(&["enroll", "--token", &token, "--force"]).fails_with("used up");
 
     // The daemon reports: the host shows in the console with its inventory.
-    let mut daemon = host.spawn(&["run"]);
+    let mut daemon = Bg(host.spawn(&["run"]));
     let found = wait_logged(&host, &server, "the host in the console", || {
         admin.hosts(&[]).into_iter().find(|h| h["fqdn"] == name && h["status"] == "OK")
     });
@@ -210,8 +210,8 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     assert_eq!(admin.hosts(&[])[0]["revoked"], true);
     host.run(&["update"]).fails_with("revoked");
     assert!(metric(&server, "outpost_repo_refusals_total", "{reason=\"revoked_certificate\"}") >= 1.0);
-    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    let status = wait_logged(&host, &server, "the agent to stop", || daemon.try_wait().unwrap());
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status();
+    let status = wait_logged(&host, &server, "the agent to stop", || daemon.0.try_wait().unwrap());
     assert!(status.success());
     c.wait_sequence(&edge.addr, c.sequence(&server.addr), LIMIT);
     host.run(&["update", "--repo", &edge.addr]).fails_with("revoked");

@@ -115,6 +115,8 @@ pub struct UpgradeReport {
     pub failed: Vec<(String, String)>,
     /// Bytes fetched from repositories.
     pub fetched_bytes: u64,
+    /// Bytes fetched from each repository (address).
+    pub fetched_by_repo: BTreeMap<String, u64>,
     /// True when no repository answered and the cache was used.
     pub offline: bool,
 }
@@ -155,6 +157,8 @@ pub struct StatusReport {
     pub plan: Vec<String>,
     /// Resolution errors.
     pub errors: Vec<String>,
+    /// Bytes of packages fetched from each repository (address), since the state was made.
+    pub bytes_by_repo: BTreeMap<String, u64>,
 }
 
 /// One candidate repository in `repos`.
@@ -199,6 +203,8 @@ pub struct Agent {
 
 /// Failures of the last upgrade (packages that could not be downloaded or were refused).
 const FAILURES: &str = "failures";
+/// Bytes fetched from each repository since the state was made.
+const BYTES_BY_REPO: &str = "bytes_by_repo";
 
 impl Agent {
     /// Opens the agent's state and transport. Interrupted installs become ERROR (retried).
@@ -561,6 +567,9 @@ impl Agent {
             match result {
                 Ok((dir, manifest, got)) => {
                     report.fetched_bytes += got.fetched;
+                    for (repo, n) in &got.by_repo {
+                        *report.fetched_by_repo.entry(repo.clone()).or_default() += n;
+                    }
                     ready.insert(step.name.clone(), (dir, manifest));
                 }
                 Err(e) => {
@@ -568,6 +577,14 @@ impl Agent {
                     failures.insert(step.name.clone(), e);
                 }
             }
+        }
+        if !report.fetched_by_repo.is_empty() {
+            let mut total = self.bytes_by_repo();
+            for (repo, n) in &report.fetched_by_repo {
+                *total.entry(repo.clone()).or_default() += n;
+            }
+            let bytes = postcard::to_stdvec(&total).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+            self.state.put_meta_public(BYTES_BY_REPO, &bytes)?;
         }
         if download_only {
             report.downloaded = ready.keys().cloned().collect();
@@ -623,6 +640,15 @@ impl Agent {
         let bytes = postcard::to_stdvec(failed).map_err(|e| AgentError::BadRequest(e.to_string()))?;
         self.state.put_meta_public(FAILURES, &bytes)?;
         Ok(())
+    }
+
+    fn bytes_by_repo(&self) -> BTreeMap<String, u64> {
+        self.state
+            .get_meta_public(BYTES_BY_REPO)
+            .ok()
+            .flatten()
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_default()
     }
 
     fn failures(&self) -> Vec<(String, String)> {
@@ -937,6 +963,7 @@ impl Agent {
             packages,
             plan: plan.as_ref().map(|p| p.steps.iter().map(|s| s.reason.clone()).collect()).unwrap_or_default(),
             errors: plan.map(|p| p.errors).unwrap_or_default(),
+            bytes_by_repo: self.bytes_by_repo(),
         })
     }
 

@@ -40,10 +40,12 @@ pub enum DownloadError {
 }
 
 /// What a download did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Downloaded {
     /// Bytes fetched.
     pub fetched: u64,
+    /// Bytes fetched from each repository (address).
+    pub by_repo: std::collections::BTreeMap<String, u64>,
     /// Bytes found already verified in the cache.
     pub reused: u64,
 }
@@ -84,7 +86,7 @@ pub async fn ensure(
             .map_err(|e| DownloadError::Io { path: target.clone(), source: std::io::Error::other(e) })?;
         let Some(bad) = damaged else {
             let size = manifest.total_size();
-            return Ok((target, Downloaded { fetched: 0, reused: size }));
+            return Ok((target, Downloaded { fetched: 0, reused: size, by_repo: Default::default() }));
         };
         tracing::warn!(package = hex(manifest_hash), file = bad, "cached package is damaged; fetching it again");
         if repos.is_empty() {
@@ -95,6 +97,7 @@ pub async fn ensure(
     }
     fs::create_dir_all(&partial).map_err(io(&partial))?;
     let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let by_repo: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let preferred = Arc::new(AtomicUsize::new(0));
     let repos: Arc<Vec<RepoClient>> = Arc::new(repos.to_vec());
     for f in &manifest.files {
@@ -122,6 +125,7 @@ pub async fn ensure(
         loop {
             while tasks.len() < IN_FLIGHT {
                 let Some(range) = ranges.next() else { break };
+                let by_repo = by_repo.clone();
                 let (repos, chunks, file, stats, preferred, hash, path) = (
                     repos.clone(),
                     chunks.clone(),
@@ -132,7 +136,8 @@ pub async fn ensure(
                     path.clone(),
                 );
                 tasks.spawn(async move {
-                    let bytes = fetch(&repos, &preferred, &hash, &chunks, &range).await?;
+                    let (bytes, from) = fetch(&repos, &preferred, &hash, &chunks, &range).await?;
+                    *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
                     let file2 = file.clone();
                     tokio::task::spawn_blocking(move || write_at(&file2, range.offset, &bytes))
                         .await
@@ -156,7 +161,11 @@ pub async fn ensure(
     fs::create_dir_all(&control).map_err(io(&control))?;
     fs::write(control.join("control"), manifest.control.to_text()).map_err(io(&control))?;
     fs::rename(&partial, &target).map_err(io(&target))?;
-    Ok((target, Downloaded { fetched: stats.0.load(Ordering::Relaxed), reused: stats.1.load(Ordering::Relaxed) }))
+    let by_repo = by_repo.lock().expect("not poisoned").clone();
+    Ok((
+        target,
+        Downloaded { fetched: stats.0.load(Ordering::Relaxed), reused: stats.1.load(Ordering::Relaxed), by_repo },
+    ))
 }
 
 /// The first file of a cached package whose size or BLAKE3 differs from the manifest's.
@@ -175,14 +184,15 @@ fn first_damaged(dir: &Path, files: &[outpost_protocol::package::FileEntry]) -> 
     None
 }
 
-/// Fetches one range from the preferred repository, failing over to the next ones.
+/// Fetches one range from the preferred repository, failing over to the next ones; returns it
+/// and the repository that sent it.
 async fn fetch(
     repos: &[RepoClient],
     preferred: &AtomicUsize,
     file: &[u8; 32],
     chunks: &[Chunk],
     range: &Range,
-) -> Result<Vec<u8>, DownloadError> {
+) -> Result<(Vec<u8>, String), DownloadError> {
     let mut errors = Vec::new();
     let start = preferred.load(Ordering::Relaxed);
     for k in 0..repos.len() {
@@ -192,7 +202,7 @@ async fn fetch(
                 if i != start {
                     preferred.store(i, Ordering::Relaxed);
                 }
-                return Ok(bytes);
+                return Ok((bytes, repos[i].addr.clone()));
             }
             Err(e) => errors.push(format!("{}: {e}", repos[i].addr)),
         }

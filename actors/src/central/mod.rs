@@ -81,8 +81,17 @@ impl Default for CentralMetrics {
 }
 
 impl CentralMetrics {
-    /// Registers every metric under `outpost_central_…`.
+    /// Registers every metric under `outpost_central_…`, with the usual series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        for result in ["applied", "rejected", "full_requested"] {
+            let _ = self.reports.get_or_create(&label("result", result));
+        }
+        for reason in ["signature", "replay", "unknown_host", "oversized", "malformed", "revoked"] {
+            let _ = self.rejections.get_or_create(&label("reason", reason));
+        }
+        for result in ["ok", "failed"] {
+            let _ = self.action_results.get_or_create(&label("result", result));
+        }
         let r = registry.sub_registry_with_prefix("outpost_central");
         r.register("hosts", "Hosts by status (as last reported)", self.hosts.clone());
         r.register("reports", "Inventory reports by result", self.reports.clone());
@@ -243,9 +252,13 @@ impl Central {
     }
 
     fn refresh_gauges(&self) {
-        self.metrics.hosts.clear();
-        for (status, n) in self.fleet.by_status() {
-            self.metrics.hosts.get_or_create(&label("status", &status)).set(n);
+        let counts = self.fleet.by_status();
+        // Every status has a series (0 when no host has it), so that rules and dashboards see 0.
+        for status in ["OK", "NEED-UPGRADE", "ERROR", "UNKNOWN"] {
+            self.metrics.hosts.get_or_create(&label("status", status)).set(counts.get(status).copied().unwrap_or(0));
+        }
+        for (status, n) in &counts {
+            self.metrics.hosts.get_or_create(&label("status", status)).set(*n);
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
     }
