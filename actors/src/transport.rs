@@ -250,6 +250,14 @@ pub fn resolve(addr: &str) -> Result<(String, SocketAddr), TransportError> {
     Ok((host, sock))
 }
 
+/// Ends a command's use of `endpoint` after its connections were closed: gives the close
+/// frames a moment to leave, without waiting out QUIC's whole draining period (three probe
+/// timeouts, ~70 ms here, which one-shot commands would spend doing nothing). A lost close
+/// frame only makes the server time the connection out.
+pub async fn finish(endpoint: &Endpoint) {
+    let _ = tokio::time::timeout(Duration::from_millis(10), endpoint.wait_idle()).await;
+}
+
 /// Connects to `addr` (`host:port`), verifying the server's certificate for `host`.
 pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Connection, TransportError> {
     let (host, sock) = resolve(addr)?;

@@ -161,7 +161,7 @@ where
         let client = CentralClient::connect(&endpoint, &addr).await.with_context(|| format!("central {addr}"))?;
         let result = f(client.clone(), (chain, key)).await;
         client.close();
-        endpoint.wait_idle().await;
+        transport::finish(&endpoint).await;
         result
     })
 }

@@ -295,7 +295,7 @@ where
         let client = RepoClient::connect(&endpoint, &addr).await.with_context(|| format!("repository {addr}"))?;
         let result = f(client.clone(), trust).await;
         client.connection.close(0u32.into(), b"done");
-        endpoint.wait_idle().await;
+        transport::finish(&endpoint).await;
         result
     })
 }

@@ -316,3 +316,32 @@ fn bad_reports_are_rejected_or_answered_with_a_full_report_request_and_store_not
     assert_eq!(metric(&server, "outpost_central_full_report_requests_total", ""), 1.0);
     assert_eq!(metric(&server, "outpost_central_reports_total", "{result=\"applied\"}"), 2.0);
 }
+
+#[test]
+fn a_host_without_a_token_waits_for_approval_and_a_bad_token_is_refused() {
+    let c = Cluster::new();
+    let (_server, central) = c.server(&["--no-repository"]);
+    let admin = Console::new(&c, &central, "Alice", "view,act,modify");
+    let viewer = Console::new(&c, &central, "Victor", "view");
+    let (cert, key) = (c.dir().join("pc9/host.crt"), c.dir().join("pc9/host.key"));
+    let host = Host::with_identity(&c, "pc9.test", &format!("server = {central:?}"), &cert, &key);
+    let mut enroll = Bg(host.spawn(&["enroll", "--wait", "60s"]));
+    let pending = crate::cluster::wait_for(LIMIT, "the host to wait for approval", || {
+        admin.json(&["pending"]).as_array().filter(|a| !a.is_empty()).cloned()
+    });
+    assert_eq!(pending[0][1], "pc9.test");
+    assert!(!cert.exists(), "nothing before approval");
+    viewer.run(&["host", "approve", "pc9.test"]).fails_with("modify right");
+    admin.run(&["host", "approve", "pc9.test"]).ok();
+    let status = crate::cluster::wait_for(LIMIT, "the enrollment to finish", || enroll.0.try_wait().unwrap());
+    assert!(status.success(), "{}", std::fs::read_to_string(host.log()).unwrap_or_default());
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    assert_eq!(chain.len(), 2, "host certificate and the enrollment CA");
+    assert_eq!(pki::cert_info(&chain[0]).unwrap().role, Some(pki::Role::Host));
+    assert!(admin.json(&["pending"]).as_array().unwrap().is_empty());
+
+    let (cert2, key2) = (c.dir().join("pc10/host.crt"), c.dir().join("pc10/host.key"));
+    let other = Host::with_identity(&c, "pc10.test", &format!("server = {central:?}"), &cert2, &key2);
+    other.run(&["enroll", "--token", "not-a-token"]).fails_with("unknown enrollment token");
+    assert!(!cert2.exists() && !key2.exists(), "nothing written");
+}

@@ -125,6 +125,6 @@ pub async fn enroll(
     let client = CentralClient::connect(&endpoint, addr).await?;
     let answer = client.request(&request).await;
     client.close();
-    endpoint.wait_idle().await;
+    transport::finish(&endpoint).await;
     answer
 }

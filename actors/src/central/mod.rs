@@ -263,6 +263,14 @@ impl Central {
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
     }
 
+    /// Forgets deliveries of expired actions (the agents refuse them anyway).
+    fn prune(&mut self) {
+        let now = unix_now();
+        let live: HashSet<[u8; 16]> =
+            self.actions.iter().filter(|(_, s)| s.action.expires > now).map(|(n, _)| *n).collect();
+        self.delivered.retain(|(n, _)| live.contains(n));
+    }
+
     /// Applies a verified report; answers once it is durable.
     fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(CentralResponse, Vec<Op>), CentralResponse> {
         let reject = |m: &CentralMetrics, reason: &str, message: String| {
@@ -665,6 +673,7 @@ impl Actor for Central {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.refresh_gauges();
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| act.refresh_gauges());
+        ctx.run_interval(std::time::Duration::from_secs(60), |act, _| act.prune());
     }
 }
 

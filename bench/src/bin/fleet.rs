@@ -315,6 +315,8 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let count = Arc::new(AtomicU64::new(0));
     let window = Duration::from_secs(o.seconds);
+    let server_cpu = || procs::cpu_ticks(server.pid()).map_or(0, |(own, _)| own);
+    let cpu_before = server_cpu();
     let (measured, errors) = rt.block_on(async {
         let mut clients = Vec::new();
         for h in hosts.iter().take(n) {
@@ -363,23 +365,28 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         }
         Ok::<_, anyhow::Error>((measured, errors))
     })?;
+    let central_cpu = (server_cpu() - cpu_before) as f64 / procs::clock_ticks();
     let applied = count.load(Ordering::Relaxed);
     let mut lat = latencies.lock().expect("not poisoned").clone();
     lat.sort_by(f64::total_cmp);
     eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
 
     // 3. The query, as a whole command and on an open connection.
-    let mut walls = Vec::new();
-    let mut found = 0u64;
-    for _ in 0..10 {
+    let console_hosts = |software: &str| {
         let mut c = cmd(outpost, work);
-        c.args(["console", "hosts", "--software", "rare-tool", "--limit", "0", "--json", "--server", &central])
+        c.args(["console", "hosts", "--software", software, "--limit", "0", "--json", "--server", &central])
             .arg("--ca")
             .arg(work.join("pki/ca.crt"))
             .arg("--cert")
             .arg(&admin.0)
             .arg("--key")
             .arg(&admin.1);
+        c
+    };
+    let mut walls = Vec::new();
+    let mut found = 0u64;
+    for _ in 0..10 {
+        let mut c = console_hosts("rare-tool");
         let t = Instant::now();
         let out = procs::run(&mut c)?;
         walls.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -387,6 +394,15 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         found = v["total"].as_u64().unwrap_or(0);
     }
     walls.sort_by(f64::total_cmp);
+    // The same command with an empty answer: what starting the process and TLS cost.
+    let mut empty = Vec::new();
+    for _ in 0..10 {
+        let mut c = console_hosts("no-such-software");
+        let t = Instant::now();
+        procs::run(&mut c)?;
+        empty.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    empty.sort_by(f64::total_cmp);
     let admin_identity = Identity {
         chain: pki::parse_pem_certificates(&std::fs::read_to_string(&admin.0)?)?,
         key: pki::decode_private_key(&std::fs::read_to_string(&admin.1)?, None)?.pkcs8_der().to_vec(),
@@ -414,9 +430,11 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          | measure | result |\n| --- | --- |\n\
          | full reports (connect, TLS, {sw} software entries, signed) | {hosts} in {populate:.1} s ({pop_rate:.0}/s) |\n\
          | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
+         | central's CPU during the deltas (the agents' side runs on the same 2 cores) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central CPU-second |\n\
          | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
          | `console hosts --software rare-tool` ({found} of {hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
+         | the command with an empty answer (process start, key, TLS) | median {ew:.1} ms |\n\
          | central memory, all hosts loaded | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
          | central database | {dbm:.0} MiB |\n\n\
          Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
@@ -431,6 +449,9 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         cw = percentile(&walls, 0.5),
         cwmax = walls.last().copied().unwrap_or(0.0),
         qm = percentile(&rounds, 0.5),
+        ew = percentile(&empty, 0.5),
+        ccpu = central_cpu,
+        per_core = applied as f64 / central_cpu.max(0.001),
         qmax = rounds.last().copied().unwrap_or(0.0),
         r1 = mib(rss),
         r2 = mib(rss_after),
