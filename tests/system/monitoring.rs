@@ -78,6 +78,7 @@ fn prometheus_sees_what_the_console_says_on_the_demo_topology() {
         .spawn()
         .unwrap();
     let mut demo = Stop(demo);
+    // (`demo` is stopped with SIGTERM when dropped, even when an assertion fails.)
     let info: Value = wait_for(LIMIT, "the demo to be up", || {
         if let Ok(Some(status)) = demo.0.try_wait() {
             panic!(
@@ -162,6 +163,8 @@ fn prometheus_sees_what_the_console_says_on_the_demo_topology() {
         query(&prom, "sum(outpost_repo_sent_bytes_total{peer=\"host\"})").unwrap() > 3_000_000.0,
         "agents got content"
     );
-    drop(demo.0.kill());
-    let _ = demo.0.wait();
+    // SIGTERM (when `demo` is dropped): the demo stops every process it started.
+    drop(demo);
+    let left = Command::new("pgrep").args(["-f", dir.to_str().unwrap()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the demo left processes: {}", String::from_utf8_lossy(&left.stdout));
 }
