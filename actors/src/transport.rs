@@ -134,14 +134,24 @@ pub fn client_config(
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<quinn::ClientConfig, TransportError> {
-    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls)?
-        .with_root_certificates(roots(ca)?)
+    let config = client_tls(ca)?
         .with_client_auth_cert(identity.chain.clone(), key)
-        .map_err(tls)?;
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    quic_client_config(config, alpn)
+}
+
+/// TLS 1.3 with ring, trusting `ca`, before the client identity is chosen.
+fn client_tls(
+    ca: &[CertificateDer<'static>],
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TransportError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .with_root_certificates(roots(ca)?))
+}
+
+fn quic_client_config(mut config: rustls::ClientConfig, alpn: &[u8]) -> Result<quinn::ClientConfig, TransportError> {
     config.alpn_protocols = vec![alpn.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
@@ -163,13 +173,7 @@ pub async fn connect_with(
     addr: &str,
 ) -> Result<Connection, TransportError> {
     let (host, sock) = resolve(addr)?;
-    let err = |reason: String| TransportError::Connect { addr: addr.to_string(), reason };
-    let connecting = endpoint.connect_with(config, sock, &host).map_err(|e| err(e.to_string()))?;
-    match tokio::time::timeout(IDLE_TIMEOUT, connecting).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(err(e.to_string())),
-        Err(_) => Err(err("no answer (timed out)".into())),
-    }
+    handshake(addr, endpoint.connect_with(config, sock, &host)).await
 }
 
 /// A client endpoint without a certificate (enrollment only): it verifies the server's chain.
@@ -178,21 +182,9 @@ pub fn client_anonymous(
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
-    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls)?
-        .with_root_certificates(roots(ca)?)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport_config());
-    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-    let mut endpoint =
-        Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?;
-    endpoint.set_default_client_config(client);
+    let config = quic_client_config(client_tls(ca)?.with_no_client_auth(), alpn)?;
+    let mut endpoint = client_endpoint(local)?;
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 
@@ -203,23 +195,9 @@ pub fn client(
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
-    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls)?
-        .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(identity.chain.clone(), key)
-        .map_err(tls)?;
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport_config());
-    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-    let mut endpoint =
-        Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?;
-    endpoint.set_default_client_config(client);
+    let config = client_config(identity, ca, alpn)?;
+    let mut endpoint = client_endpoint(local)?;
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 
@@ -261,8 +239,16 @@ pub async fn finish(endpoint: &Endpoint) {
 /// Connects to `addr` (`host:port`), verifying the server's certificate for `host`.
 pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Connection, TransportError> {
     let (host, sock) = resolve(addr)?;
+    let connecting = endpoint.connect(sock, &host);
+    handshake(addr, connecting).await
+}
+
+async fn handshake(
+    addr: &str,
+    connecting: Result<quinn::Connecting, quinn::ConnectError>,
+) -> Result<Connection, TransportError> {
     let err = |reason: String| TransportError::Connect { addr: addr.to_string(), reason };
-    let connecting = endpoint.connect(sock, &host).map_err(|e| err(e.to_string()))?;
+    let connecting = connecting.map_err(|e| err(e.to_string()))?;
     match tokio::time::timeout(IDLE_TIMEOUT, connecting).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(err(e.to_string())),

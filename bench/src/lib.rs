@@ -1,5 +1,9 @@
 //! Inputs shared by Outpost's benchmarks (see `benches/` and `README.md`).
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 use outpost_protocol::control::Control;
 use outpost_protocol::entry::PackageEntry;
 
@@ -32,4 +36,50 @@ pub fn universe(count: usize, host: &str) -> Vec<PackageEntry> {
 
 fn entry(text: &str) -> PackageEntry {
     PackageEntry::from_control(&Control::parse(text).expect("valid control")).expect("valid entry")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ is in the workspace")?.to_path_buf())
+}
+
+/// The release `outpost` binary the whole-system benchmarks run: `given`, or
+/// `target/release/outpost` (`CARGO_TARGET_DIR` respected), built first with cargo when `build`.
+pub fn outpost_binary(given: Option<&Path>, build: bool) -> Result<PathBuf> {
+    if let Some(p) = given {
+        // The benchmarks run it from their work folder.
+        return p.canonicalize().with_context(|| format!("--outpost {}", p.display()));
+    }
+    let root = workspace_root()?;
+    if build {
+        eprintln!("building the release outpost binary (cargo build --release -p outpost)");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "outpost"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("cargo build --release -p outpost failed");
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let path = target.join("release/outpost");
+    if !path.is_file() {
+        bail!("{} not found: run `cargo build --release -p outpost` (or give --outpost PATH)", path.display());
+    }
+    Ok(path)
+}
+
+/// An empty work folder: `given`, or `outpost-NAME-PID` in the temporary folder; absolute.
+pub fn work_folder(given: Option<&Path>, name: &str) -> Result<PathBuf> {
+    let work = given
+        .map_or_else(|| std::env::temp_dir().join(format!("outpost-{name}-{}", std::process::id())), Path::to_path_buf);
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let work = work.canonicalize()?;
+    eprintln!("work folder {}", work.display());
+    Ok(work)
 }

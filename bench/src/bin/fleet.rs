@@ -177,30 +177,8 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     let o = parse(&argv[1..])?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ is in the workspace")?.to_path_buf();
-    let outpost = match &o.outpost {
-        Some(p) => p.clone(),
-        None => {
-            if o.build {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let ok =
-                    Command::new(cargo).args(["build", "--release", "-p", "outpost"]).current_dir(&root).status()?;
-                if !ok.success() {
-                    bail!("cargo build --release -p outpost failed");
-                }
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-            target.join("release/outpost")
-        }
-    };
-    let work =
-        o.work.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("outpost-fleet-{}", std::process::id())));
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
-    std::fs::create_dir_all(&work)?;
-    let work = work.canonicalize()?;
-    eprintln!("work folder {}", work.display());
+    let outpost = outpost_bench::outpost_binary(o.outpost.as_deref(), o.build)?;
+    let work = outpost_bench::work_folder(o.work.as_deref(), "fleet")?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = run(&o, &outpost, &work, &rt);
     if !o.keep {
