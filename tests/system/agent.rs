@@ -505,20 +505,18 @@ fn upgrade_works_offline_from_the_cache_and_a_damaged_cache_is_fetched_again() {
     assert_eq!(host.status()["host_status"], "OK");
 }
 
+/// A BETA-only package, and a `config` package whose settings accept BETA packages.
+fn publish_beta_and_settings(c: &Cluster, repo: &str) {
+    c.publish(&c.package_with("beta-tool", "1", "maturity: BETA\n", &[("a", b"a")]), repo);
+    let settings: &[u8] = b"maturities = [\"PROD\", \"BETA\"]\n";
+    c.publish(&c.package_with("agent-settings", "1", "section: config\n", &[("agent.toml", settings)]), repo);
+}
+
 #[test]
 fn config_packages_change_the_agent_settings() {
     let c = Cluster::new();
     let main = c.main(&[]);
-    c.publish(&c.package_with("beta-tool", "1", "maturity: BETA\n", &[("a", b"a")]), &main.addr);
-    c.publish(
-        &c.package_with(
-            "agent-settings",
-            "1",
-            "section: config\n",
-            &[("agent.toml", b"maturities = [\"PROD\", \"BETA\"]\n")],
-        ),
-        &main.addr,
-    );
+    publish_beta_and_settings(&c, &main.addr);
     let host = Host::new(&c, "pc6.test", &format!("repos = [{:?}]", main.addr));
     host.run(&["install", "beta-tool"]).fails_with("beta-tool");
     host.run(&["install", "agent-settings"]).ok();
@@ -537,16 +535,7 @@ fn the_daemon_upgrades_by_itself_and_answers_local_commands() {
     let host = Host::new(&c, "pc7.test", &format!("repos = [{:?}]\nupdate_every = \"1s\"", main.addr));
     c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &setup)]), &main.addr);
     c.publish(&c.package_with("extra", "1", "", &[("setup.sh", &setup)]), &main.addr);
-    c.publish(&c.package_with("beta-tool", "1", "maturity: BETA\n", &[("a", b"a")]), &main.addr);
-    c.publish(
-        &c.package_with(
-            "agent-settings",
-            "1",
-            "section: config\n",
-            &[("agent.toml", b"maturities = [\"PROD\", \"BETA\"]\n")],
-        ),
-        &main.addr,
-    );
+    publish_beta_and_settings(&c, &main.addr);
     let mut daemon = Bg(host.spawn(&["run"]));
     wait_for(LIMIT, "the daemon's control socket", || host.state.join("agent.sock").exists().then_some(()));
     c.publish(&c.package_with("pc7.test", "1", "section: host\ndepends: tool\n", &[]), &main.addr);

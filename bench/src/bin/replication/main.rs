@@ -132,43 +132,13 @@ fn main() -> Result<()> {
         _ => {}
     }
     let options = Options::parse(&argv[1..])?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("bench/ is in the workspace")?.to_path_buf();
+    let root = outpost_bench::workspace_root()?;
     if options.setup {
         procs::run(&mut Command::new(root.join("bench/setup")))
             .context("installing the peers (bench/setup); --no-setup skips it")?;
     }
-    let outpost = match &options.outpost {
-        Some(p) => p.clone(),
-        None => {
-            if options.build {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                eprintln!("building the release outpost binary (cargo build --release -p outpost)");
-                let status = Command::new(cargo)
-                    .args(["build", "--release", "-p", "outpost"])
-                    .current_dir(&root)
-                    .status()
-                    .context("running cargo")?;
-                if !status.success() {
-                    bail!("cargo build --release -p outpost failed");
-                }
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-            target.join("release/outpost")
-        }
-    };
-    if !outpost.is_file() {
-        bail!("{} not found: run `cargo build --release -p outpost` (or give --outpost PATH)", outpost.display());
-    }
-    let work = match &options.work {
-        Some(w) => w.clone(),
-        None => std::env::temp_dir().join(format!("outpost-replication-{}", std::process::id())),
-    };
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
-    std::fs::create_dir_all(&work)?;
-    let work = work.canonicalize()?;
-    eprintln!("work folder {}", work.display());
+    let outpost = outpost_bench::outpost_binary(options.outpost.as_deref(), options.build)?;
+    let work = outpost_bench::work_folder(options.work.as_deref(), "replication")?;
     let result = Bench::new(options.clone(), outpost, work.clone()).and_then(|mut b| b.run());
     if !options.keep {
         let _ = std::fs::remove_dir_all(&work);
