@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use actix::Addr;
 use outpost_protocol::central::{
-    Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, Inventory, Report, Section, Signed,
+    Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostFacts, Inventory, Report, Section,
+    Signed,
 };
 use outpost_protocol::pki::{PrivateKey, TrustStore};
 use quinn::Endpoint;
@@ -155,8 +156,8 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
     let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await.map_err(e)?;
     tracing::info!(server = cfg.server, "connected to central");
     let mut actions: ActionStream = client.listen().await.map_err(e)?;
-    report(cfg, state, &client).await?;
-    settings(cfg, state, &client).await;
+    let mut facts = report(cfg, state, &client).await?;
+    settings(cfg, state, &client, &facts).await;
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     tick.tick().await;
     loop {
@@ -166,20 +167,20 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
                 return Ok(());
             }
             () = cfg.changed.notified() => {
-                settings(cfg, state, &client).await;
-                report(cfg, state, &client).await?;
+                settings(cfg, state, &client, &facts).await;
+                facts = report(cfg, state, &client).await?;
             }
             _ = tick.tick() => {
-                settings(cfg, state, &client).await;
-                report(cfg, state, &client).await?;
+                settings(cfg, state, &client, &facts).await;
+                facts = report(cfg, state, &client).await?;
             }
             a = actions.next() => match a.map_err(e)? {
                 Some(signed) => {
-                    let (nonce, ok, message) = act(cfg, state, &signed).await;
+                    let (nonce, ok, message) = act(cfg, state, &signed, &facts).await;
                     if let Some(nonce) = nonce {
                         client.request(&CentralRequest::ActionResult { nonce, ok, message }).await.map_err(e)?;
                     }
-                    report(cfg, state, &client).await?;
+                    facts = report(cfg, state, &client).await?;
                 }
                 None => return Err("central closed the action stream".into()),
             },
@@ -200,8 +201,11 @@ async fn inventory(cfg: &LinkConfig) -> Result<Inventory, String> {
 
 /// Sends what changed since the last report central applied (everything the first time, or
 /// when central asks), signed, with the next sequence.
-async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<(), String> {
+/// Returns the host's facts from the inventory it collected (for settings and actions, which
+/// need only those: the inventory is collected once per operation).
+async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<HostFacts, String> {
     let now_inv = inventory(cfg).await?;
+    let facts = now_inv.host().cloned().unwrap_or_default();
     let host = now_inv.host().map(|h| h.uuid.clone()).unwrap_or_default();
     let mut st: ReportState = state.get(REPORT).unwrap_or_default();
     for _ in 0..2 {
@@ -210,7 +214,7 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
             None => (true, now_inv.sections.values().cloned().collect()),
         };
         if !full && sections.is_empty() {
-            return Ok(());
+            return Ok(facts);
         }
         let report = Report { host: host.clone(), sequence: st.sequence + 1, full, created: unix_now(), sections };
         let signed = report.sign(&cfg.key);
@@ -219,7 +223,7 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
                 st = ReportState { sequence, sent: Some(now_inv.clone()) };
                 state.put(REPORT, &st)?;
                 tracing::debug!(sequence, full, "report applied");
-                return Ok(());
+                return Ok(facts);
             }
             Ok(CentralResponse::FullReportNeeded { last }) => {
                 tracing::info!(?last, "central asks for a full report");
@@ -234,11 +238,11 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
             Err(x) => return Err(x.to_string()),
         }
     }
-    Ok(())
+    Ok(facts)
 }
 
 /// Fetches the signed settings for this host and applies them when they verify and are newer.
-async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) {
+async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient, h: &HostFacts) {
     let Ok(CentralResponse::Settings(Some(signed))) = client.request(&CentralRequest::Settings).await else { return };
     let (doc, info) = match AgentSettingsDoc::verify(&signed, &cfg.trust, unix_now()) {
         Ok(v) => v,
@@ -251,8 +255,6 @@ async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) {
     if doc.sequence <= last {
         return;
     }
-    let Ok(inv) = inventory(cfg).await else { return };
-    let h = inv.host().cloned().unwrap_or_default();
     if !doc.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
         return;
     }
@@ -271,7 +273,7 @@ async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) {
 }
 
 /// Checks and runs one action; returns its nonce (if it could be read), success and message.
-async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed) -> (Option<[u8; 16]>, bool, String) {
+async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts) -> (Option<[u8; 16]>, bool, String) {
     let now = unix_now();
     let (action, info) = match Action::verify(signed, &cfg.trust, now) {
         Ok(v) => v,
@@ -283,10 +285,6 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed) -> (Option<[u
     let refuse = |why: String| {
         tracing::warn!(signer = info.subject, "action refused: {why}");
         (Some(action.nonce), false, format!("refused: {why}"))
-    };
-    let h = match inventory(cfg).await {
-        Ok(inv) => inv.host().cloned().unwrap_or_default(),
-        Err(x) => return refuse(x),
     };
     if !action.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
         return refuse(format!("this host is not a target ({})", action.targets.describe()));

@@ -135,6 +135,17 @@ pub struct CentralConfig {
     pub host_days: u32,
 }
 
+/// A report accepted, to show in the fleet index once it is durable.
+#[derive(Debug)]
+struct Applied {
+    uuid: String,
+    fingerprint: String,
+    changed: Vec<outpost_protocol::central::SectionKind>,
+    partial: Inventory,
+    seen: i64,
+    sequence: u64,
+}
+
 /// Who is asking (from the TLS connection).
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -165,6 +176,9 @@ pub struct Central {
     pending: BTreeMap<String, PendingRecord>,
     /// Connected agents by certificate fingerprint.
     agents: HashMap<String, Agent>,
+    /// Reports accepted but not yet durable: host (lower-case) → sequence. The fleet index
+    /// shows a report only once it is on disk; these keep replays out meanwhile.
+    inflight: HashMap<String, u64>,
     /// Actions already sent to a connection: (nonce, fingerprint).
     delivered: HashSet<([u8; 16], String)>,
     actions: BTreeMap<[u8; 16], ActionState>,
@@ -229,6 +243,7 @@ impl Central {
             tokens: loaded.tokens.into_iter().collect(),
             pending: loaded.pending.into_iter().collect(),
             agents: HashMap::new(),
+            inflight: HashMap::new(),
             delivered: HashSet::new(),
             actions,
             settings,
@@ -272,7 +287,7 @@ impl Central {
     }
 
     /// Applies a verified report; answers once it is durable.
-    fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(CentralResponse, Vec<Op>), CentralResponse> {
+    fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(Applied, Vec<Op>), CentralResponse> {
         let reject = |m: &CentralMetrics, reason: &str, message: String| {
             m.rejected(reason);
             Err(CentralResponse::Error { code: ErrorCode::Refused, message })
@@ -281,7 +296,8 @@ impl Central {
             return reject(&self.metrics, "revoked", "this host's certificate is revoked".into());
         }
         let row = self.fleet.get(&report.host);
-        if row.is_none() && !report.full {
+        let inflight = self.inflight.get(&report.host.to_lowercase()).copied();
+        if row.is_none() && inflight.is_none() && !report.full {
             // A host central does not know (new, or central lost its data): everything, please.
             self.metrics.full_requests.inc();
             self.metrics.reports.get_or_create(&label("result", "full_requested")).inc();
@@ -304,8 +320,9 @@ impl Central {
                 format!("the certificate {:?} does not name host {}", peer.info.subject, report.host),
             );
         }
-        let last = row.filter(|r| r.fingerprint == peer.info.fingerprint || report.full).map(|r| r.summary.sequence);
-        match decide(last.filter(|_| row.is_some()), &report) {
+        let stored = row.filter(|r| r.fingerprint == peer.info.fingerprint || report.full).map(|r| r.summary.sequence);
+        let last = stored.max(inflight);
+        match decide(last, &report) {
             ReportDecision::Replay => reject(
                 &self.metrics,
                 "replay",
@@ -318,12 +335,17 @@ impl Central {
             }
             ReportDecision::Apply => {
                 let now = unix_now();
-                let changed = kinds(&report.sections);
-                let partial = Inventory::from_sections(report.sections.clone());
-                self.fleet.update(&report.host, &peer.info.fingerprint, &partial, &changed, now, report.sequence);
-                self.metrics.reports.get_or_create(&label("result", "applied")).inc();
-                let op = Op::Report {
+                self.inflight.insert(report.host.to_lowercase(), report.sequence);
+                let applied = Applied {
                     uuid: report.host.clone(),
+                    fingerprint: peer.info.fingerprint.clone(),
+                    changed: kinds(&report.sections),
+                    partial: Inventory::from_sections(report.sections.clone()),
+                    seen: now,
+                    sequence: report.sequence,
+                };
+                let op = Op::Report {
+                    uuid: report.host,
                     record: HostRecord {
                         fingerprint: peer.info.fingerprint.clone(),
                         sequence: report.sequence,
@@ -332,9 +354,20 @@ impl Central {
                     sections: report.sections,
                     full: report.full,
                 };
-                Ok((CentralResponse::ReportApplied { sequence: report.sequence }, vec![op]))
+                Ok((applied, vec![op]))
             }
         }
+    }
+
+    /// A durable report reaches the fleet index (and the host's waiting actions go out).
+    fn applied(&mut self, a: &Applied) {
+        self.fleet.update(&a.uuid, &a.fingerprint, &a.partial, &a.changed, a.seen, a.sequence);
+        self.metrics.reports.get_or_create(&label("result", "applied")).inc();
+        let key = a.uuid.to_lowercase();
+        if self.inflight.get(&key) == Some(&a.sequence) {
+            self.inflight.remove(&key);
+        }
+        self.deliver(&a.fingerprint);
     }
 
     fn enroll(&mut self, request: &[u8], token: Option<&str>, uuid: &str, fqdn: &str) -> (CentralResponse, Vec<Op>) {
@@ -737,16 +770,29 @@ impl Central {
 }
 
 impl Handler<HandleReport> for Central {
-    type Result = ResponseFuture<CentralResponse>;
+    type Result = ResponseActFuture<Self, CentralResponse>;
 
     fn handle(&mut self, msg: HandleReport, _: &mut Self::Context) -> Self::Result {
         match self.apply_report(&msg.peer, msg.report) {
-            Ok((response, ops)) => {
-                // A host central did not know when it connected may have actions waiting.
-                self.deliver(&msg.peer.info.fingerprint);
-                self.durable(response, ops)
+            Ok((applied, ops)) => {
+                let done = self.store.write(ops);
+                Box::pin(done.into_actor(self).map(move |written, act, _| match written {
+                    Ok(Ok(())) => {
+                        act.applied(&applied);
+                        CentralResponse::ReportApplied { sequence: applied.sequence }
+                    }
+                    failed => {
+                        let key = applied.uuid.to_lowercase();
+                        if act.inflight.get(&key) == Some(&applied.sequence) {
+                            act.inflight.remove(&key);
+                        }
+                        let why =
+                            failed.map_or_else(|_| "the writer stopped".to_string(), |r| r.err().unwrap_or_default());
+                        error(ErrorCode::Internal, format!("central database: {why}"))
+                    }
+                }))
             }
-            Err(response) => Box::pin(async move { response }),
+            Err(response) => Box::pin(actix::fut::ready(response)),
         }
     }
 }
