@@ -83,7 +83,8 @@ pub fn label(name: &str, value: &str) -> Labels {
 impl RepoMetrics {
     /// Registers every metric under `outpost_repo_…`, with the usual series at zero.
     pub fn register(&self, registry: &mut Registry) {
-        for reason in ["forged", "rollback", "expired", "package", "client_certificate", "revoked_certificate"] {
+        for reason in ["forged", "rollback", "expired", "package", "slow", "client_certificate", "revoked_certificate"]
+        {
             let _ = self.refusals.get_or_create(&label("reason", reason));
         }
         for result in ["ok", "failed"] {

@@ -37,6 +37,7 @@ const CHUNKS: TableDefinition<'static, &[u8; 32], (&[u8; 32], u64)> = TableDefin
 const SNAPSHOTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("snapshots");
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 const CURRENT: &str = "current";
+const ROLE: &str = "role";
 
 /// A file's size and signed chunk list, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,11 @@ pub enum StoreError {
     /// The database.
     #[error("state database: {0}")]
     Db(String),
+    /// The state database is damaged.
+    #[error(
+        "{0}. On an edge: `outpost repo fsck --repair` moves it away and the edge fetches its snapshot again from upstream at its next start (the files it holds are kept and reused). On the main repository: restore the data folder from a backup (deploy/README.md, \"Backups and recovery\")"
+    )]
+    DamagedDatabase(String),
     /// A file whose content does not match its chunk list (it has been removed).
     #[error("file {0} was damaged on disk and has been removed; it will be fetched again")]
     Damaged(String),
@@ -81,6 +87,19 @@ pub enum StoreError {
     /// A range request the file cannot satisfy.
     #[error("{0}")]
     BadRange(String),
+}
+
+impl StoreError {
+    /// What went wrong, without this machine's paths: for answers to remote clients.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Io { source, .. } => source.to_string(),
+            Self::Db(_) | Self::DamagedDatabase(_) => "its state database failed".into(),
+            Self::Damaged(h) => format!("file {h} was damaged on disk and has been removed"),
+            Self::Mismatch(what) => format!("{what} does not match its hash"),
+            Self::BadRange(m) => m.clone(),
+        }
+    }
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -104,6 +123,14 @@ pub struct FsckReport {
     pub removed: u64,
     /// Stray files in the blob folders (not named like a blob).
     pub stray: Vec<PathBuf>,
+    /// What the current snapshot needs and the store lacks: package records, chunk lists,
+    /// files (`package version: what`).
+    pub missing: Vec<String>,
+    /// Files of the current snapshot an on-demand edge has not fetched yet (normal: it
+    /// fetches each when a client first asks).
+    pub not_fetched: u64,
+    /// How the store is used (`main`, `edge immediate`, `edge on-demand`), when known.
+    pub role: Option<String>,
 }
 
 /// What [`Store::gc`] did.
@@ -176,7 +203,11 @@ impl Store {
         // Uploads that were being received when the process stopped are never part of the store.
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let db = Database::create(root.join("state.redb")).map_err(db_err)?;
+        let path = root.join("state.redb");
+        let db = crate::db::open(&path).map_err(|e| match e {
+            crate::db::OpenError::Damaged { .. } => StoreError::DamagedDatabase(e.to_string()),
+            other => StoreError::Db(other.to_string()),
+        })?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(RECORDS).map_err(db_err)?;
@@ -297,7 +328,15 @@ impl Store {
         let last = offsets.partition_point(|&o| o < end);
         let (start, stop) = (offsets.get(first).copied().unwrap_or(0), offsets.get(last).copied().unwrap_or(info.size));
         let mut buf = vec![0u8; usize::try_from(stop - start).expect("at most a range and two chunks")];
-        read_exact_at(&file, start, &mut buf).map_err(io_err(&path))?;
+        if let Err(e) = read_exact_at(&file, start, &mut buf) {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                // Shorter than its chunk list says: damaged like a changed byte.
+                drop(file);
+                self.remove_blob(hash);
+                return Err(StoreError::Damaged(hex(hash)));
+            }
+            return Err(StoreError::Io { path, source: e });
+        }
         let mut at = 0usize;
         for c in &info.chunks[first..last] {
             let piece = &buf[at..at + c.len as usize];
@@ -430,6 +469,61 @@ impl Store {
         self.commit(&[], files, &hashes, None)
     }
 
+    /// Records how the store is used (`main`, `edge immediate`, `edge on-demand`), so that
+    /// maintenance on a stopped node knows what to expect of it.
+    pub fn set_role(&self, role: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?.insert(ROLE, role.as_bytes()).map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// How the store is used, as recorded by the node that last ran on it.
+    pub fn role(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        Ok(meta.get(ROLE).map_err(db_err)?.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// What the current snapshot needs that the store lacks: `(missing, not_fetched)`. On an
+    /// on-demand edge absent files are counted in `not_fetched` instead of `missing`.
+    pub fn completeness(&self, on_demand: bool) -> Result<(Vec<String>, u64), StoreError> {
+        let mut missing = Vec::new();
+        let mut not_fetched = 0;
+        let Some(signed) = self.current()? else { return Ok((missing, 0)) };
+        let snapshot = signed.unverified().map_err(db_err)?;
+        let mut seen = HashSet::new();
+        for m in snapshot.manifests() {
+            let Some(bytes) = self.record(m)? else {
+                missing.push(format!("package record {}", hex(m)));
+                continue;
+            };
+            let manifest = PackageRecord::decode(&bytes)
+                .map_err(db_err)
+                .and_then(|r| Manifest::decode(&r.manifest).map_err(db_err));
+            let Ok(manifest) = manifest else {
+                missing.push(format!("package record {} (unreadable)", hex(m)));
+                continue;
+            };
+            let label =
+                format!("{} {}", manifest.control.get_or_empty("package"), manifest.control.get_or_empty("version"));
+            for f in &manifest.files {
+                if !seen.insert(f.blake3) {
+                    continue;
+                }
+                if self.file_info(&f.blake3)?.is_none() {
+                    missing.push(format!("{label}: chunk list of {} ({})", f.path, hex(&f.blake3)));
+                } else if !self.has_file(&f.blake3) {
+                    if on_demand {
+                        not_fetched += 1;
+                    } else {
+                        missing.push(format!("{label}: file {} ({})", f.path, hex(&f.blake3)));
+                    }
+                }
+            }
+        }
+        Ok((missing, not_fetched))
+    }
+
     /// The current snapshot, if any.
     pub fn current(&self) -> Result<Option<SignedSnapshot>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -486,12 +580,14 @@ impl Store {
         Ok(stray)
     }
 
-    /// Re-hashes every file. With `repair`, damaged files are removed (an edge fetches them
-    /// again). `progress` gets the bytes read so far.
+    /// Re-hashes every file, then checks that everything the current snapshot needs is here.
+    /// With `repair`, damaged files are removed (an edge fetches them again). `progress` gets
+    /// the bytes read so far.
     pub fn fsck(&self, repair: bool, progress: &mut dyn FnMut(u64)) -> Result<FsckReport, StoreError> {
         let mut blobs = Vec::new();
         let stray = self.for_each_blob(|hash, path, _| blobs.push((hash, path)))?;
-        let mut report = FsckReport { stray, ..FsckReport::default() };
+        let role = self.role()?;
+        let mut report = FsckReport { stray, role: role.clone(), ..FsckReport::default() };
         let mut buf = vec![0u8; 1 << 20];
         for (hash, path) in blobs {
             let mut file = File::open(&path).map_err(io_err(&path))?;
@@ -514,6 +610,8 @@ impl Store {
                 }
             }
         }
+        let on_demand = role.as_deref() == Some("edge on-demand");
+        (report.missing, report.not_fetched) = self.completeness(on_demand)?;
         Ok(report)
     }
 

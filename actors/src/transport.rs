@@ -38,6 +38,9 @@ pub enum TransportError {
     /// Socket.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The listening address cannot be used.
+    #[error("cannot listen on {addr}: {why}")]
+    Listen { addr: SocketAddr, why: String },
     /// Address resolution.
     #[error("cannot resolve {0}: give host:port or ip:port")]
     Address(String),
@@ -56,6 +59,60 @@ pub enum TransportError {
     /// The peer answered something unexpected.
     #[error("{peer} answered unexpectedly: {what}")]
     Unexpected { peer: String, what: String },
+    /// The peer was slower than the minimum rate: it is abandoned (what was verified is kept).
+    #[error(
+        "{peer} is too slow: {what} took more than {seconds} s (the minimum rate is {min_rate} bytes/s); abandoned"
+    )]
+    TooSlow { peer: String, what: String, seconds: u64, min_rate: u64 },
+}
+
+impl TransportError {
+    /// True when the peer answered, but too slowly (a failed peer, to leave aside a while).
+    pub fn is_slow(&self) -> bool {
+        matches!(self, Self::TooSlow { .. })
+    }
+}
+
+/// How fast a peer must be: every request's deadline is derived from its size and this
+/// minimum rate ([`outpost_protocol::wire::deadline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    /// Bytes per second.
+    pub min_rate: u64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self { min_rate: wire::DEFAULT_MIN_RATE }
+    }
+}
+
+impl Pace {
+    /// The deadline of a transfer of `bytes`.
+    pub fn deadline(self, bytes: u64) -> Duration {
+        wire::deadline(bytes, self.min_rate)
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// Over the size limit.
+    TooLarge(usize),
+    /// Not within its deadline.
+    TooSlow { seconds: u64 },
+    /// The stream failed.
+    Stream(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge(n) => write!(f, "message of {n} bytes is over the limit"),
+            Self::TooSlow { seconds } => write!(f, "the message did not arrive within {seconds} s"),
+            Self::Stream(e) => f.write_str(e),
+        }
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -79,8 +136,29 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// Binds the UDP socket a server listens on, before anything else starts, so that an address
+/// already in use is a clear error and not a half-started daemon.
+pub fn bind(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
+    UdpSocket::bind(addr).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "the address is already in use (another outpost daemon, or another program, listens there): choose another `listen` address".to_string()
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "this machine has no such address: give one of its own addresses, or 0.0.0.0".to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".to_string(),
+            _ => e.to_string(),
+        };
+        TransportError::Listen { addr, why }
+    })
+}
+
 fn socket(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
-    let socket = UdpSocket::bind(addr)?;
+    tune(UdpSocket::bind(addr)?)
+}
+
+fn tune(socket: UdpSocket) -> Result<UdpSocket, TransportError> {
     let state = quinn::udp::UdpSocketState::new((&socket).into())?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
@@ -95,14 +173,14 @@ pub fn server(
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
-    server_with(addr, identity, ca, &[alpn], false)
+    server_with(bind(addr)?, identity, ca, &[alpn], false)
 }
 
-/// A server endpoint for several ALPNs; with `anonymous_allowed`, clients without a
+/// A server endpoint on a bound socket ([`bind`]) for several ALPNs; with `anonymous_allowed`, clients without a
 /// certificate may connect too (the server then checks, per connection, what they may do: only
 /// enrollment). Certificates that are presented are always verified.
 pub fn server_with(
-    addr: SocketAddr,
+    socket: UdpSocket,
     identity: &Identity,
     ca: &[CertificateDer<'static>],
     alpns: &[&[u8]],
@@ -124,7 +202,7 @@ pub fn server_with(
         quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
-    Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket(addr)?, Arc::new(quinn::TokioRuntime))?)
+    Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), tune(socket)?, Arc::new(quinn::TokioRuntime))?)
 }
 
 /// The client configuration `client` uses, for connections made with
@@ -268,18 +346,40 @@ pub fn peer_label(connection: &Connection) -> String {
     peer(connection).map(|p| p.subject).unwrap_or_else(|| connection.remote_address().to_string())
 }
 
-/// Reads one frame (length prefix and body).
-pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, String> {
+/// Reads one frame (a little-endian `u32` length, then the body) of at most `max` bytes; with
+/// a `pace`, the length must come within the base deadline and the body within its deadline.
+/// `None` at the end of the stream.
+pub async fn read_frame_limited(
+    recv: &mut RecvStream,
+    max: usize,
+    pace: Option<Pace>,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let within = |bytes: u64| pace.map(|p| p.deadline(bytes));
     let mut prefix = [0u8; 4];
-    match recv.read_exact(&mut prefix).await {
+    match timed(within(0), recv.read_exact(&mut prefix)).await? {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(FrameError::Stream(e.to_string())),
     }
-    let len = wire::frame_len(prefix).map_err(|e| e.to_string())?;
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge(len));
+    }
     let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    timed(within(len as u64), recv.read_exact(&mut body)).await?.map_err(|e| FrameError::Stream(e.to_string()))?;
     Ok(Some(body))
+}
+
+async fn timed<T>(limit: Option<Duration>, f: impl std::future::Future<Output = T>) -> Result<T, FrameError> {
+    match limit {
+        Some(l) => tokio::time::timeout(l, f).await.map_err(|_| FrameError::TooSlow { seconds: l.as_secs() }),
+        None => Ok(f.await),
+    }
+}
+
+/// Reads one repository-protocol frame, within the base deadline when `pace` is given.
+pub async fn read_frame(recv: &mut RecvStream, pace: Option<Pace>) -> Result<Option<Vec<u8>>, FrameError> {
+    read_frame_limited(recv, wire::MAX_FRAME_BYTES, pace).await
 }
 
 /// Why a connection ended, in words an operator can act on.
@@ -311,18 +411,33 @@ pub fn close_reason(connection: &Connection) -> Option<String> {
     }
 }
 
-/// Sends `request` on a new stream and reads the response header.
+/// Sends `request` on a new stream and reads the response header (within `pace`'s base
+/// deadline).
 pub async fn request(
     connection: &Connection,
     request: &Request,
+    pace: Pace,
 ) -> Result<(SendStream, RecvStream, Response), TransportError> {
     // The peer's name is only worked out when something goes wrong (it parses a certificate).
     let peer = || peer_label(connection);
     let stream =
         |reason: String| TransportError::Stream { peer: peer(), reason: close_reason(connection).unwrap_or(reason) };
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
-    send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
-    let body = read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("closed without answering".into()))?;
+    let slow =
+        |seconds| TransportError::TooSlow { peer: peer(), what: "an answer".into(), seconds, min_rate: pace.min_rate };
+    let opened = tokio::time::timeout(pace.deadline(0), async {
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
+        send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
+        Ok::<_, TransportError>((send, recv))
+    })
+    .await
+    .map_err(|_| slow(pace.deadline(0).as_secs()))??;
+    let (send, mut recv) = opened;
+    let body = match read_frame(&mut recv, Some(pace)).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(stream("closed without answering".into())),
+        Err(FrameError::TooSlow { seconds }) => return Err(slow(seconds)),
+        Err(e) => return Err(stream(e.to_string())),
+    };
     let response = wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer(), source })?;
     if let Response::Error { code, message } = response {
         return Err(TransportError::Remote { peer: peer(), code, message });
@@ -330,9 +445,15 @@ pub async fn request(
     Ok((send, recv, response))
 }
 
-/// Sends `request` and reads the data that follows a `Data` answer (at most `limit` bytes).
-pub async fn fetch(connection: &Connection, request: &Request, limit: u64) -> Result<Vec<u8>, TransportError> {
-    let (mut send, mut recv, response) = self::request(connection, request).await?;
+/// Sends `request` and reads the data that follows a `Data` answer (at most `limit` bytes),
+/// within the deadline its size gives at `pace`.
+pub async fn fetch(
+    connection: &Connection,
+    request: &Request,
+    limit: u64,
+    pace: Pace,
+) -> Result<Vec<u8>, TransportError> {
+    let (mut send, mut recv, response) = self::request(connection, request, pace).await?;
     let _ = send.finish();
     let Response::Data { len } = response else {
         return Err(TransportError::Unexpected { peer: peer_label(connection), what: format!("{response:?}") });
@@ -344,10 +465,17 @@ pub async fn fetch(connection: &Connection, request: &Request, limit: u64) -> Re
         });
     }
     let mut data = vec![0u8; usize::try_from(len).expect("limited")];
-    recv.read_exact(&mut data)
-        .await
-        .map_err(|e| TransportError::Stream { peer: peer_label(connection), reason: e.to_string() })?;
-    Ok(data)
+    let within = pace.deadline(len);
+    match tokio::time::timeout(within, recv.read_exact(&mut data)).await {
+        Ok(Ok(())) => Ok(data),
+        Ok(Err(e)) => Err(TransportError::Stream { peer: peer_label(connection), reason: e.to_string() }),
+        Err(_) => Err(TransportError::TooSlow {
+            peer: peer_label(connection),
+            what: format!("{len} bytes"),
+            seconds: within.as_secs(),
+            min_rate: pace.min_rate,
+        }),
+    }
 }
 
 /// Writes a framed response.

@@ -48,6 +48,7 @@ fn resolve(c: &mut Criterion) {
                 capabilities: &caps,
                 installed: &[],
                 requested: &[],
+                incomplete: false,
             });
             assert!(r.errors.is_empty());
             r

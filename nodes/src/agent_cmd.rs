@@ -3,6 +3,7 @@
 //! and run here otherwise, holding the state folder's lock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Actor;
 use anyhow::{Context, Result, bail};
@@ -25,16 +26,19 @@ pub fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
 
 /// The same, with or without the `config` packages' overlays.
 fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, AgentSettings)> {
-    let mut cfg: AgentConfig = config::load(args.config.as_deref())?;
+    let mut cfg: AgentConfig = config::load(config::agent_config_path(args.config.as_deref()).as_deref())?;
     if let Some(s) = &args.state {
         cfg.state = s.clone();
     }
+    // Absolute from here on: hooks run in their package's folder and are given these paths.
+    cfg.state = std::path::absolute(&cfg.state).with_context(|| format!("state: {}", cfg.state.display()))?;
     let mut cfg = if overlays { cfg.with_overlays()? } else { cfg };
     for (field, value) in [(&mut cfg.ca, &args.ca), (&mut cfg.cert, &args.cert), (&mut cfg.key, &args.key)] {
         if let Some(v) = value {
-            *field = v.clone();
+            *field = std::path::absolute(v).unwrap_or_else(|_| v.clone());
         }
     }
+    config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))?;
     if let Some(s) = &args.server {
         cfg.server = s.clone();
     }
@@ -70,7 +74,9 @@ fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, Agent
         public_ip: ip("public_ip", &cfg.public_ip)?,
         maturities: cfg.maturities.clone(),
         locales: cfg.locales.clone(),
-        hook_timeout: config::duration("hook_timeout", &cfg.hook_timeout)?,
+        hook_timeout: config::duration_at_least("hook_timeout", &cfg.hook_timeout, Duration::from_secs(1))?,
+        pace: config::min_rate("min_rate", &cfg.min_rate)?,
+        probation: config::duration("probation", &cfg.probation)?,
     };
     if !["auto", "manual"].contains(&cfg.upgrade.as_str()) {
         bail!("upgrade: {:?} must be auto or manual", cfg.upgrade);
@@ -109,7 +115,9 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
 /// `outpost agent run`
 pub fn run(args: &AgentArgs) -> Result<()> {
     let (cfg, agent_settings) = settings(args)?;
+    let config_file = config::agent_config_path(args.config.as_deref());
     let _lock = lock(&cfg.state)?;
+    let metrics_listener = daemon::bind_metrics(&cfg.metrics)?;
     let link_args = LinkArgs {
         server: cfg.server.clone(),
         cert: cfg.cert.clone(),
@@ -122,7 +130,8 @@ pub fn run(args: &AgentArgs) -> Result<()> {
     let reopen_args = args.clone();
     let reopen: actor::Reopen = Box::new(move |overlays| {
         let (cfg, settings) = settings_with(&reopen_args, overlays).map_err(|e| format!("{e:#}"))?;
-        let every = config::duration("update_every", &cfg.update_every).map_err(|e| format!("{e:#}"))?;
+        let every = config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))
+            .map_err(|e| format!("{e:#}"))?;
         let agent = open(&reopen_args, &cfg, settings).map_err(|e| format!("{e:#}"))?;
         Ok((agent, every, cfg.upgrade == "auto"))
     });
@@ -139,7 +148,14 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             if auto { "auto" } else { "manual" }
         );
         let changed = Arc::new(tokio::sync::Notify::new());
-        let addr = AgentActor::new(Arc::new(agent), every, auto, Some(reopen)).with_notify(changed.clone()).start();
+        let metrics = Arc::new(outpost_actors::agent::metrics::AgentMetrics::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        daemon::serve_metrics(metrics_listener, registry, cancel.clone())?;
+        let addr = AgentActor::new(Arc::new(agent), every, auto, Some(reopen))
+            .with_notify(changed.clone())
+            .with_metrics(metrics)
+            .start();
         let link = if link_args.server.is_empty() {
             None
         } else {
@@ -165,7 +181,12 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             Some(tokio::spawn(outpost_actors::agent::link::run(cfg, cancel.clone())))
         };
         #[cfg(unix)]
-        let control = tokio::spawn(actor::serve_control(actor::socket_path(&cfg.state), addr, cancel.clone()));
+        let control = tokio::spawn(actor::serve_control(
+            actor::socket_path(&cfg.state),
+            addr,
+            config_file.clone(),
+            cancel.clone(),
+        ));
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();
@@ -194,8 +215,24 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
     let (cfg, settings) = settings(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let reply = runtime.block_on(async {
-        if let Some(reply) = actor::ask_daemon(&cfg.state, command).await {
-            return Ok::<_, anyhow::Error>(reply);
+        if let Some(daemon) = actor::connect_daemon(&cfg.state).await {
+            let ignored = args.daemon_overrides();
+            if !ignored.is_empty() {
+                bail!(
+                    "the agent daemon is running for {} with its own configuration, so {} cannot apply to this \
+                     command: leave {} out (or change the configuration file), or stop the daemon first",
+                    cfg.state.display(),
+                    ignored.join(", "),
+                    if ignored.len() == 1 { "it" } else { "them" }
+                );
+            }
+            let request = actor::ControlRequest {
+                config: config::agent_config_path(args.config.as_deref()),
+                command: command.clone(),
+            };
+            if let Some(reply) = actor::ask_daemon(daemon, &request).await {
+                return Ok::<_, anyhow::Error>(reply);
+            }
         }
         let _lock = lock(&cfg.state)?;
         let agent = open(args, &cfg, settings)?;
@@ -297,6 +334,19 @@ fn render(command: &Command, v: &Value) {
                     s(&u["message"])
                 );
             }
+            if let Some(snap) = v["snapshot"].as_object() {
+                let at = |k: &str| snap.get(k).and_then(Value::as_i64).map(outpost_protocol::time_fmt::format_unix);
+                crate::out!(
+                    "snapshot: {} (expires {}){}",
+                    s(&snap["sequence"]),
+                    at("expires").unwrap_or_default(),
+                    if snap.get("expired").and_then(Value::as_bool) == Some(true) {
+                        ": EXPIRED, nothing new is installed"
+                    } else {
+                        ""
+                    }
+                );
+            }
             crate::out!("{:<13} {:<32} {:<14} {:<14} {}", "STATUS", "PACKAGE", "INSTALLED", "TARGET", "REASON");
             for p in v["packages"].as_array().into_iter().flatten() {
                 crate::out!(
@@ -307,6 +357,14 @@ fn render(command: &Command, v: &Value) {
                     s(&p["target"]),
                     s(&p["reason"])
                 );
+                // The output an error message points to: the end of the failing hook's.
+                if p["status"] == "ERROR"
+                    && let Some(out) = p["output"].as_str().filter(|o| !o.trim().is_empty())
+                {
+                    for line in out.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                        crate::out!("    | {line}");
+                    }
+                }
             }
             if let Some(by) = v["bytes_by_repo"].as_object().filter(|o| !o.is_empty()) {
                 let parts: Vec<String> =

@@ -26,7 +26,7 @@ use crate::cli::{
     TargetArgs,
 };
 use crate::config::{self, ServerConfig};
-use crate::repo_cmd::{Common, MainSetup, start_metrics};
+use crate::repo_cmd::{Common, MainSetup, listen_addr};
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
 use crate::{daemon, now};
 
@@ -81,6 +81,9 @@ pub fn server(args: &ServerArgs) -> Result<()> {
         None
     };
     let repo_addr = cfg.repository.then(|| common.listen.clone());
+    let central_socket =
+        if cfg.central { Some(transport::bind(listen_addr("central_listen", &cfg.central_listen)?)?) } else { None };
+    let metrics_listener = daemon::bind_metrics(&common.metrics)?;
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let mut registry = Registry::default();
@@ -92,7 +95,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             tasks.push(task);
             publisher = Some(p);
         }
-        if cfg.central {
+        if let Some(socket) = central_socket {
             let store = CentralStore::open(&cfg.data.join("central")).map_err(anyhow::Error::msg)?;
             let metrics = Arc::new(CentralMetrics::default());
             metrics.register(&mut registry);
@@ -111,11 +114,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 })),
                 None => central,
             };
-            let addr = cfg
-                .central_listen
-                .parse()
-                .with_context(|| format!("central_listen {}: expected ip:port", cfg.central_listen))?;
-            let endpoint = transport::server_with(addr, &identity, &ca, &[ALPN_CENTRAL, ALPN_ENROLL], true)
+            let endpoint = transport::server_with(socket, &identity, &ca, &[ALPN_CENTRAL, ALPN_ENROLL], true)
                 .with_context(|| format!("listening on {}", cfg.central_listen))?;
             let mut repos: Vec<String> = repo_addr.iter().cloned().collect();
             repos.extend(cfg.watch.iter().cloned());
@@ -133,7 +132,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             );
             tasks.push(tokio::spawn(serve(endpoint, ctx, cancel.clone())));
         }
-        start_metrics(&common.metrics, registry, cancel.clone()).await?;
+        daemon::serve_metrics(metrics_listener, registry, cancel.clone())?;
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();
@@ -268,7 +267,7 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
             Ok(())
         }
         ConsoleCommand::Token(ConsoleTokenCommand::Create { uses, valid, console }) => {
-            let valid = config::duration("--valid", valid)?.as_secs();
+            let valid = config::duration_at_least("--valid", valid, std::time::Duration::from_secs(1))?.as_secs();
             let CentralResponse::Token { token, expires, uses } =
                 ask(console, CentralRequest::TokenCreate { uses: *uses, valid_secs: valid })?
             else {
@@ -380,6 +379,15 @@ fn host(a: &ConsoleHostArgs) -> Result<()> {
                     Section::Software(s) => {
                         crate::out!("software:  {} installed (--json lists them)", s.len());
                     }
+                    Section::Snapshot(Some(snap)) => {
+                        crate::out!(
+                            "snapshot:  {} (made {}, expires {}){}",
+                            snap.sequence,
+                            format_unix(snap.created),
+                            format_unix(snap.expires),
+                            if snap.expired { ": EXPIRED, nothing new is installed" } else { "" }
+                        );
+                    }
                     Section::LastUpdate(Some(u)) => {
                         crate::out!(
                             "update:    {} {} ({})",
@@ -475,7 +483,11 @@ fn action(a: &ConsoleActionArgs) -> Result<()> {
         "install" => ActionKind::Install(a.packages.clone()),
         _ => ActionKind::Remove(a.packages.clone()),
     };
-    let valid = config::duration("--expires", &a.expires)?.as_secs();
+    let valid = config::duration_at_least("--expires", &a.expires, std::time::Duration::from_secs(1))?.as_secs();
+    let most = outpost_protocol::central::MAX_ACTION_SECS.unsigned_abs();
+    if valid > most {
+        bail!("--expires: {:?} is too long; an action is valid for at most 30 days", a.expires);
+    }
     let created = now();
     let action = Action {
         nonce: nonce()?,
@@ -551,6 +563,7 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
             cert: a.console.cert.clone(),
             key: a.console.key.clone(),
             password_file: a.console.password_file.clone(),
+            min_rate: "16KiB".into(),
         },
     });
     let _ = std::fs::remove_dir_all(&work);

@@ -335,6 +335,27 @@ pub struct AgentArgs {
     pub server: Option<String>,
 }
 
+impl AgentArgs {
+    /// The flags given that change settings a running daemon has already loaded (a command it
+    /// runs could not honour them).
+    pub fn daemon_overrides(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (given, flag) in [
+            (!self.repos.is_empty(), "--repo"),
+            (self.server.is_some(), "--server"),
+            (self.ca.is_some(), "--ca"),
+            (self.cert.is_some(), "--cert"),
+            (self.key.is_some(), "--key"),
+            (self.password_file.is_some(), "--password-file"),
+        ] {
+            if given {
+                out.push(flag);
+            }
+        }
+        out
+    }
+}
+
 /// Agent commands that can print JSON.
 #[derive(Debug, Args, Clone)]
 pub struct AgentReadArgs {
@@ -434,6 +455,10 @@ pub struct RepoEdgeArgs {
     /// Poll interval, like 5m.
     #[arg(long, value_name = "DURATION")]
     pub poll: Option<String>,
+    /// Time zone of the sync windows: an IANA name like Europe/Paris, UTC, or +01:00
+    /// (default: this machine's).
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
 }
 
 /// How a client reaches a repository.
@@ -454,6 +479,10 @@ pub struct ClientArgs {
     /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// The slowest transfer accepted (per second): a slower repository is abandoned with an
+    /// error rather than waited for.
+    #[arg(long, value_name = "RATE", default_value = "16KiB")]
+    pub min_rate: String,
 }
 
 /// `outpost repo status`
@@ -747,6 +776,11 @@ pub struct WaptImportArgs {
     /// Where to write the Outpost package (default: the current folder).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
+    /// Native hooks standing in for WAPT's setup.py: a folder holding setup.sh (Linux, macOS)
+    /// and/or setup.ps1 / setup.cmd (Windows). Without them, a package with a setup.py is
+    /// imported but agents refuse to install it.
+    #[arg(long, value_name = "DIR")]
+    pub hooks: Option<PathBuf>,
 }
 
 /// `outpost demo`

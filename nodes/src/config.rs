@@ -48,7 +48,7 @@ impl Default for MainConfig {
             ca: PathBuf::from("/etc/outpost/ca.crt"),
             cert: PathBuf::from("/etc/outpost/server.crt"),
             key: PathBuf::from("/etc/outpost/server.key"),
-            metrics: "127.0.0.1:9464".into(),
+            metrics: crate::daemon::metrics_port::MAIN.into(),
             name: "main".into(),
             snapshot_lifetime: "7d".into(),
             resign_every: "1d".into(),
@@ -84,7 +84,10 @@ pub struct EdgeConfig {
     pub bandwidth: String,
     /// Windows when replication may run, like `"Mon-Fri 20:00-06:00"`; empty for always.
     pub sync_windows: Vec<String>,
-    /// Offset of the local time the windows are written in, like `+01:00`.
+    /// The time zone the windows are written in: an IANA name like `Europe/Paris` (daylight
+    /// saving time follows), `UTC`, or an offset like `+01:00`; "" for this machine's zone.
+    pub time_zone: String,
+    /// Deprecated: a fixed offset like `+01:00` (use `time_zone`).
     pub utc_offset: String,
     /// `immediate` (fetch everything before serving a snapshot) or `on-demand` (fetch each
     /// chunk the first time a client asks, then keep it).
@@ -95,8 +98,11 @@ pub struct EdgeConfig {
     pub keep_snapshots: usize,
     /// Unreferenced blobs younger than this are not collected.
     pub gc_grace: String,
-    /// How long an upstream that served refused content is avoided.
+    /// How long an upstream that served refused content, or was too slow, is avoided.
     pub quarantine: String,
+    /// The slowest transfer accepted from an upstream, like `16KiB` (per second): a slower
+    /// upstream is abandoned for the next one (what was verified is kept).
+    pub min_rate: String,
 }
 
 impl Default for EdgeConfig {
@@ -107,18 +113,20 @@ impl Default for EdgeConfig {
             ca: PathBuf::from("/etc/outpost/ca.crt"),
             cert: PathBuf::from("/etc/outpost/edge.crt"),
             key: PathBuf::from("/etc/outpost/edge.key"),
-            metrics: "127.0.0.1:9464".into(),
+            metrics: crate::daemon::metrics_port::EDGE.into(),
             name: "edge".into(),
             upstreams: Vec::new(),
             poll: "5m".into(),
             bandwidth: "0".into(),
             sync_windows: Vec::new(),
-            utc_offset: "+00:00".into(),
+            time_zone: String::new(),
+            utc_offset: String::new(),
             fill: "immediate".into(),
             concurrency: 16,
             keep_snapshots: 3,
             gc_grace: "1h".into(),
             quarantine: "10m".into(),
+            min_rate: "16KiB".into(),
         }
     }
 }
@@ -175,6 +183,13 @@ pub struct AgentConfig {
     pub hook_timeout: String,
     /// Repository rules, tried in sequence order.
     pub rules: Vec<RuleConfig>,
+    /// The slowest transfer accepted from a repository, like `16KiB` (per second): a slower
+    /// one is abandoned for the next candidate (what was verified is kept).
+    pub min_rate: String,
+    /// How long a repository that was too slow is left aside before it is tried first again.
+    pub probation: String,
+    /// HTTP address of the daemon's `/metrics`; empty to turn it off.
+    pub metrics: String,
 }
 
 impl Default for AgentConfig {
@@ -203,6 +218,9 @@ impl Default for AgentConfig {
             upgrade: "auto".into(),
             hook_timeout: "10m".into(),
             rules: Vec::new(),
+            min_rate: "16KiB".into(),
+            probation: "10m".into(),
+            metrics: crate::daemon::metrics_port::AGENT.into(),
         }
     }
 }
@@ -420,7 +438,7 @@ impl Default for ServerConfig {
             ca: m.ca,
             cert: m.cert,
             key: m.key,
-            metrics: m.metrics,
+            metrics: crate::daemon::metrics_port::SERVER.into(),
             name: "server".into(),
             repository: true,
             central: true,
@@ -455,11 +473,80 @@ impl ServerConfig {
     }
 }
 
-/// Reads a TOML file, naming the file and field in errors.
-pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+/// A configuration whose file paths are relative to the folder of the file they are written in.
+pub trait PathFields {
+    /// The path fields.
+    fn path_fields(&mut self) -> Vec<&mut PathBuf>;
+}
+
+impl PathFields for MainConfig {
+    fn path_fields(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.data, &mut self.ca, &mut self.cert, &mut self.key]
+    }
+}
+
+impl PathFields for EdgeConfig {
+    fn path_fields(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.data, &mut self.ca, &mut self.cert, &mut self.key]
+    }
+}
+
+impl PathFields for AgentConfig {
+    fn path_fields(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.state, &mut self.ca, &mut self.cert, &mut self.key]
+    }
+}
+
+impl PathFields for ServerConfig {
+    fn path_fields(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.data, &mut self.ca, &mut self.cert, &mut self.key, &mut self.enroll_cert, &mut self.enroll_key]
+    }
+}
+
+/// Reads a TOML file, naming the file and field in errors. Relative paths in it are relative
+/// to the file's folder (as a reader of the file expects), not to the current folder.
+pub fn load<T: for<'de> Deserialize<'de> + Default + PathFields>(path: Option<&Path>) -> Result<T> {
     let Some(path) = path else { return Ok(T::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    let mut cfg: T =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    for field in cfg.path_fields() {
+        if !field.as_os_str().is_empty() && field.is_relative() {
+            *field = base.join(&*field);
+        }
+    }
+    Ok(cfg)
+}
+
+/// The environment variable naming the agent's configuration file.
+pub const CONFIG_ENV: &str = "OUTPOST_CONFIG";
+
+/// The agent's configuration file when none is given on the command line.
+pub fn default_agent_config() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        base.join("Outpost").join("agent.toml")
+    } else {
+        PathBuf::from("/etc/outpost/agent.toml")
+    }
+}
+
+/// Which configuration file an agent command reads: `--config`, else `OUTPOST_CONFIG`, else
+/// the default file when it exists (the daemon and the one-shot commands agree). `None`: no
+/// file, the built-in defaults.
+pub fn agent_config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(f) = flag {
+        return Some(f.to_path_buf());
+    }
+    if let Some(env) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(env));
+    }
+    let default = default_agent_config();
+    default.is_file().then_some(default)
 }
 
 /// A duration as written in configuration files (`2h`, `90s`).
@@ -478,14 +565,44 @@ pub fn duration(field: &str, value: &str) -> Result<Duration> {
     parse_duration(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
+/// A duration field that must be at least `min` (a zero poll interval would keep a core busy,
+/// a zero re-sign period would sign snapshots without end).
+pub fn duration_at_least(field: &str, value: &str, min: Duration) -> Result<Duration> {
+    let d = duration(field, value)?;
+    if d < min {
+        bail!("{field}: {value:?} is too short; it must be at least {}", human_duration(min));
+    }
+    Ok(d)
+}
+
 /// A byte-size field.
 pub fn bytes(field: &str, value: &str) -> Result<u64> {
     parse_bytes(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
+/// A minimum transfer rate field (bytes per second, at least 1 KiB/s).
+pub fn min_rate(field: &str, value: &str) -> Result<outpost_actors::transport::Pace> {
+    let rate = bytes(field, value)?;
+    if rate < 1024 {
+        bail!("{field}: {value:?} is too low; it must be at least 1KiB (per second)");
+    }
+    Ok(outpost_actors::transport::Pace { min_rate: rate })
+}
+
 /// Sync windows.
 pub fn windows(values: &[String]) -> Result<Vec<SyncWindow>> {
     values.iter().map(|w| SyncWindow::parse(w).map_err(|e| anyhow::anyhow!("sync_windows: {e}"))).collect()
+}
+
+/// The time zone of an edge's sync windows: `time_zone`, else the deprecated `utc_offset`,
+/// else this machine's zone.
+pub fn zone(time_zone: &str, utc_offset_value: &str) -> Result<outpost_actors::zone::Zone> {
+    if !time_zone.trim().is_empty() || utc_offset_value.trim().is_empty() {
+        return outpost_actors::zone::Zone::parse(time_zone).map_err(|e| anyhow::anyhow!("time_zone: {e}"));
+    }
+    tracing::warn!("utc_offset is deprecated: write time_zone = \"Europe/Paris\" (or \"{utc_offset_value}\")");
+    outpost_actors::zone::Zone::fixed_minutes(utc_offset(utc_offset_value)?)
+        .map_err(|e| anyhow::anyhow!("utc_offset: {e}"))
 }
 
 /// `+HH:MM` / `-HH:MM` into minutes east of UTC.
@@ -517,11 +634,13 @@ mod tests {
         );
         assert_eq!(main.listen, MainConfig::default().listen);
         let edge: EdgeConfig = toml::from_str(include_str!("../../deploy/repo-edge.toml")).unwrap();
+        assert_eq!(edge.metrics, EdgeConfig::default().metrics);
+        min_rate("min_rate", &edge.min_rate).unwrap();
         assert_eq!(edge.upstreams.len(), 2);
         duration("poll", &edge.poll).unwrap();
         bytes("bandwidth", &edge.bandwidth).unwrap();
         windows(&edge.sync_windows).unwrap();
-        utc_offset(&edge.utc_offset).unwrap();
+        zone(&edge.time_zone, &edge.utc_offset).unwrap();
         assert!(["immediate", "on-demand"].contains(&edge.fill.as_str()));
         // The example windows in the comment parse too.
         windows(&["Mon-Fri 19:00-07:00".into(), "Sat,Sun 00:00-24:00".into()]).unwrap();
@@ -539,6 +658,9 @@ mod tests {
         duration("hook_timeout", &agent.hook_timeout).unwrap();
         assert!(["auto", "manual"].contains(&agent.upgrade.as_str()));
         assert_eq!(agent.maturities, ["PROD"]);
+        min_rate("min_rate", &agent.min_rate).unwrap();
+        duration("probation", &agent.probation).unwrap();
+        assert_eq!(agent.metrics, AgentConfig::default().metrics);
     }
 
     #[test]
@@ -562,6 +684,15 @@ mod tests {
         let e = EdgeConfig::default();
         duration("poll", &e.poll).unwrap();
         assert_eq!(bytes("bandwidth", &e.bandwidth).unwrap(), 0);
+        // Every role has its own /metrics port, so that all of them can share a machine.
+        let ports = [
+            MainConfig::default().metrics,
+            e.metrics.clone(),
+            ServerConfig::default().metrics,
+            AgentConfig::default().metrics,
+        ];
+        let distinct: std::collections::BTreeSet<&String> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         assert_eq!(utc_offset("+01:30").unwrap(), 90);
         assert_eq!(utc_offset("-05:00").unwrap(), -300);
         assert!(utc_offset("1").is_err());

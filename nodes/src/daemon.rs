@@ -17,16 +17,61 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secrets::{self, KEY_PASSWORD_ENV, PasswordSource};
 
-/// Runs `f` inside an actix system on a multi-thread tokio runtime.
+/// Runs `f` inside an actix system on a multi-thread tokio runtime. Whatever `f` returns,
+/// the actors it started get to run (and stop) while the runtime is still there.
 pub fn run<F, Fut>(f: F) -> Result<()>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can be built")
-    });
-    system.block_on(f())
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let system = actix_rt::System::with_tokio_rt(move || runtime);
+    system.block_on(async move {
+        let result = f().await;
+        actix::System::current().stop();
+        // Let every actor take its first turn (and schedule its timers) inside the runtime:
+        // one never polled would be started while the runtime is being dropped.
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        result
+    })
+}
+
+/// Default `/metrics` addresses: each role has its own port, so that a server, a main
+/// repository, an edge and an agent can share a machine.
+pub mod metrics_port {
+    /// `outpost server`.
+    pub const SERVER: &str = "127.0.0.1:9464";
+    /// `outpost repo main`.
+    pub const MAIN: &str = "127.0.0.1:9465";
+    /// `outpost repo edge`.
+    pub const EDGE: &str = "127.0.0.1:9466";
+    /// `outpost agent run`.
+    pub const AGENT: &str = "127.0.0.1:9467";
+}
+
+/// Binds the `/metrics` address before anything starts (`None` when it is turned off with
+/// ""), so that an address in use is a clear error.
+pub fn bind_metrics(addr: &str) -> Result<Option<std::net::TcpListener>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "it is already in use (another outpost daemon? each role has its own default: server {}, repo main {}, repo edge {}, agent {}); set `metrics` in the configuration (or --metrics) to another address, or \"\" to turn /metrics off",
+                metrics_port::SERVER,
+                metrics_port::MAIN,
+                metrics_port::EDGE,
+                metrics_port::AGENT
+            ),
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("metrics address {addr}: {why}")
+    })?;
+    listener.set_nonblocking(true).with_context(|| format!("metrics address {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// A node's identity: certificate chain and key (decrypted with `OUTPOST_KEY_PASSWORD` or
@@ -48,8 +93,14 @@ pub fn trust(ca: &Path) -> Result<(TrustStore, Vec<rustls_pki_types::Certificate
     Ok((TrustStore::new(certs.clone()).with_context(|| ca.display().to_string())?, certs))
 }
 
-/// Serves `/metrics` on `addr` until `cancel` fires. Returns the bound address.
-pub async fn metrics_server(addr: &str, registry: Registry, cancel: CancellationToken) -> Result<SocketAddr> {
+/// Serves `/metrics` on a listener from [`bind_metrics`] until `cancel` fires. Returns the
+/// bound address (`None` when metrics are off).
+pub fn serve_metrics(
+    listener: Option<std::net::TcpListener>,
+    registry: Registry,
+    cancel: CancellationToken,
+) -> Result<Option<SocketAddr>> {
+    let Some(listener) = listener else { return Ok(None) };
     let registry = Arc::new(registry);
     let app = Router::new().route(
         "/metrics",
@@ -67,13 +118,13 @@ pub async fn metrics_server(addr: &str, registry: Registry, cancel: Cancellation
             }
         }),
     );
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("serving /metrics")?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
     });
-    Ok(bound)
+    eprintln!("metrics on http://{bound}/metrics");
+    Ok(Some(bound))
 }
 
 /// Waits for SIGTERM or Ctrl-C.

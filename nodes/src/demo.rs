@@ -461,7 +461,7 @@ impl Demo {
                 let mut cfg = format!(
                     "state = {state:?}\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nfqdn = {fqdn:?}\nuuid = \"demo-{fqdn}\"\nbind = {ip:?}\n\
                      server = {central:?}\nmain = {repo:?}\nou = \"CN=pc,{ou}\"\nsite = {site:?}\nprofiles = [\"demo-desktops\"]\n\
-                     update_every = \"1h\"\nhook_timeout = \"1m\"\n",
+                     update_every = \"1h\"\nhook_timeout = \"1m\"\nmetrics = \"\"\n",
                     state = home.join("state"),
                     cert = home.join("host.crt"),
                     key = home.join("host.key"),

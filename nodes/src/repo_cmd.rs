@@ -30,6 +30,9 @@ use crate::pkg_cmd::human_bytes;
 use crate::progress::Progress;
 use crate::{daemon, now};
 
+/// The shortest period of anything that repeats (polls, re-signing).
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The settings every daemon has, after the file and the flags.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -74,6 +77,8 @@ pub struct MainSetup {
     pub identity: transport::Identity,
     /// The snapshot key.
     pub key: outpost_protocol::pki::PrivateKey,
+    /// The QUIC socket, bound before anything starts.
+    pub socket: std::net::UdpSocket,
 }
 
 impl MainSetup {
@@ -81,8 +86,8 @@ impl MainSetup {
     pub fn new(cfg: &MainConfig, c: Common, password_file: Option<&std::path::Path>) -> Result<Self> {
         let publisher = PublisherConfig {
             name: c.name.clone(),
-            lifetime: config::duration("snapshot_lifetime", &cfg.snapshot_lifetime)?,
-            resign_every: config::duration("resign_every", &cfg.resign_every)?,
+            lifetime: config::duration_at_least("snapshot_lifetime", &cfg.snapshot_lifetime, SECOND)?,
+            resign_every: config::duration_at_least("resign_every", &cfg.resign_every, SECOND)?,
             keep: cfg.keep_snapshots,
             gc_grace: config::duration("gc_grace", &cfg.gc_grace)?,
         };
@@ -103,7 +108,8 @@ impl MainSetup {
             );
         }
         let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
-        Ok(Self { common: c, publisher, identity, key })
+        let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
+        Ok(Self { common: c, publisher, identity, key, socket })
     }
 
     /// Starts the publisher and the server inside a running actix system; returns the task
@@ -118,6 +124,7 @@ impl MainSetup {
     ) -> Result<(tokio::task::JoinHandle<()>, actix::Addr<Publisher>)> {
         let c = self.common;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        store.set_role("main")?;
         let metrics = Arc::new(RepoMetrics::default());
         metrics.register(registry);
         let (publisher, head) = Publisher::new(
@@ -128,10 +135,9 @@ impl MainSetup {
             self.publisher,
             metrics.clone(),
         )?;
-        let publisher = publisher.start();
-        let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
-        let endpoint = transport::server(addr, &self.identity, ca, ALPN_REPO)
+        let endpoint = transport::server_with(self.socket, &self.identity, ca, &[ALPN_REPO], false)
             .with_context(|| format!("listening on {}", c.listen))?;
+        let publisher = publisher.start();
         let shared = Shared {
             name: c.name.clone(),
             store,
@@ -157,11 +163,12 @@ pub fn main(args: &RepoMainArgs) -> Result<()> {
     let c = Common::from(&cfg.node(), &args.daemon);
     let setup = MainSetup::new(&cfg, c.clone(), args.daemon.password_file.as_deref())?;
     let (trust, ca) = daemon::trust(&c.ca)?;
+    let metrics = daemon::bind_metrics(&c.metrics)?;
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let mut registry = Registry::default();
         let (serving, _) = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?;
-        start_metrics(&c.metrics, registry, cancel.clone()).await?;
+        daemon::serve_metrics(metrics, registry, cancel.clone())?;
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();
@@ -170,14 +177,9 @@ pub fn main(args: &RepoMainArgs) -> Result<()> {
     })
 }
 
-/// Serves `/metrics` on `addr` (nothing when empty).
-pub async fn start_metrics(addr: &str, registry: Registry, cancel: CancellationToken) -> Result<()> {
-    if addr.is_empty() {
-        return Ok(());
-    }
-    let bound = daemon::metrics_server(addr, registry, cancel).await?;
-    eprintln!("metrics on http://{bound}/metrics");
-    Ok(())
+/// A listening address (`ip:port`) of the configuration.
+pub fn listen_addr(field: &str, value: &str) -> Result<std::net::SocketAddr> {
+    value.parse().map_err(|_| anyhow::anyhow!("{field}: {value:?} is not an address like 0.0.0.0:7443 (ip:port)"))
 }
 
 /// `outpost repo edge`
@@ -197,12 +199,21 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
         other => bail!("fill: {other:?} must be immediate or on-demand"),
     };
     let bandwidth = config::bytes("bandwidth", args.bandwidth.as_deref().unwrap_or(&cfg.bandwidth))?;
+    let pace = config::min_rate("min_rate", &cfg.min_rate)?;
+    if bandwidth > 0 && bandwidth < pace.min_rate {
+        bail!(
+            "bandwidth ({}) is below min_rate ({}): every transfer would be abandoned as too slow; raise bandwidth or lower min_rate",
+            cfg.bandwidth,
+            cfg.min_rate
+        );
+    }
     let windows = config::windows(if args.sync_windows.is_empty() { &cfg.sync_windows } else { &args.sync_windows })?;
+    let zone = config::zone(args.time_zone.as_deref().unwrap_or(&cfg.time_zone), &cfg.utc_offset)?;
+    let schedule = Arc::new(outpost_actors::repo::Schedule { windows, zone });
     let replicator_config = ReplicatorConfig {
+        schedule: schedule.clone(),
         upstreams: upstreams.clone(),
-        poll: config::duration("poll", args.poll.as_deref().unwrap_or(&cfg.poll))?,
-        windows,
-        utc_offset_minutes: config::utc_offset(&cfg.utc_offset)?,
+        poll: config::duration_at_least("poll", args.poll.as_deref().unwrap_or(&cfg.poll), SECOND)?,
         quarantine: config::duration("quarantine", &cfg.quarantine)?,
     };
     let identity = daemon::identity(&c.cert, &c.key, args.daemon.password_file.as_deref())?;
@@ -217,9 +228,12 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
     let (trust, ca) = daemon::trust(&c.ca)?;
     let (keep, grace, concurrency) =
         (cfg.keep_snapshots, config::duration("gc_grace", &cfg.gc_grace)?, cfg.concurrency);
+    let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
+    let metrics_listener = daemon::bind_metrics(&c.metrics)?;
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        store.set_role(&format!("edge {}", fill.as_str()))?;
         let metrics = Arc::new(RepoMetrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -231,12 +245,12 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             fill,
             concurrency,
             limiter: (bandwidth > 0).then(|| Arc::new(Limiter::new(bandwidth))),
+            pace,
         };
+        let endpoint = transport::server_with(socket, &identity, &ca, &[ALPN_REPO], false)
+            .with_context(|| format!("listening on {}", c.listen))?;
         let (replicator, head, upstream) = Replicator::new(replicator_config, client, ctx.clone(), cancel.clone())?;
         let _replicator = replicator.start();
-        let addr = c.listen.parse().with_context(|| format!("--listen {}: expected ip:port", c.listen))?;
-        let endpoint =
-            transport::server(addr, &identity, &ca, ALPN_REPO).with_context(|| format!("listening on {}", c.listen))?;
         let shared = Shared {
             name: c.name.clone(),
             store: store.clone(),
@@ -248,10 +262,11 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
                 upstream,
                 sync: ctx,
                 fetching: Arc::new(outpost_actors::repo::sync::Fetching::default()),
+                schedule,
             },
             revoked: Default::default(),
         };
-        start_metrics(&c.metrics, registry, cancel.clone()).await?;
+        daemon::serve_metrics(metrics_listener, registry, cancel.clone())?;
         eprintln!(
             "outpost repo edge {:?} listening on {} (QUIC), upstreams {}, fill {}",
             c.name,
@@ -288,11 +303,13 @@ where
 {
     let identity = daemon::identity(&args.cert, &args.key, args.password_file.as_deref())?;
     let (trust, ca) = daemon::trust(&args.ca)?;
+    let pace = config::min_rate("--min-rate", &args.min_rate)?;
     let addr = args.repo.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let endpoint = transport::client(None, &identity, &ca, ALPN_REPO)?;
-        let client = RepoClient::connect(&endpoint, &addr).await.with_context(|| format!("repository {addr}"))?;
+        let client =
+            RepoClient::connect(&endpoint, &addr).await.with_context(|| format!("repository {addr}"))?.with_pace(pace);
         let result = f(client.clone(), trust).await;
         client.connection.close(0u32.into(), b"done");
         transport::finish(&endpoint).await;
@@ -302,9 +319,17 @@ where
 
 /// `outpost repo status`
 pub fn status(args: &RepoStatusArgs) -> Result<()> {
-    let status = with_client(&args.client, |client, _| async move { Ok(client.status().await?) })?;
+    let v2 = with_client(&args.client, |client, _| async move { Ok(client.status_v2().await?) })?;
+    let status = &v2.status;
     if args.json {
-        crate::out!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+        let mut json = status_json(status);
+        json["sync_windows"] = serde_json::json!(v2.windows);
+        json["time_zone"] = serde_json::json!((!v2.time_zone.is_empty()).then_some(&v2.time_zone));
+        json["window_open"] = serde_json::json!(v2.window_open);
+        json["window_changes"] = serde_json::json!(v2.window_changes);
+        json["window_changes_local"] = serde_json::json!(v2.window_changes_local);
+        json["waiting_for_window"] = serde_json::json!(v2.waiting_for_window);
+        crate::out!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     crate::out!("repository:  {} ({})", status.name, status.role);
@@ -322,9 +347,27 @@ pub fn status(args: &RepoStatusArgs) -> Result<()> {
     if status.role == "edge" {
         crate::out!("fill:        {}", status.fill);
         crate::out!("upstream:    {}", status.upstream.as_deref().unwrap_or("(none reachable)"));
-        if let (Some(up), Some(me)) = (&status.upstream_head, &status.head) {
-            let lag = up.sequence.saturating_sub(me.sequence);
-            crate::out!("lag:         {lag} snapshot(s) (upstream at {})", up.sequence);
+        match (&status.upstream_head, &status.head) {
+            (Some(up), Some(me)) => {
+                let lag = up.sequence.saturating_sub(me.sequence);
+                crate::out!("lag:         {lag} snapshot(s) (upstream at {})", up.sequence);
+            }
+            (Some(up), None) => crate::out!("lag:         never synced (upstream at {})", up.sequence),
+            _ => {}
+        }
+        if !v2.windows.is_empty() {
+            let state = match (v2.window_open, &v2.window_changes_local) {
+                (Some(true), Some(t)) => format!("open now, closes {t}"),
+                (Some(false), Some(t)) => format!("closed now, opens {t}"),
+                (Some(open), None) => {
+                    (if open { "open now" } else { "closed now, no window in the coming week" }).into()
+                }
+                _ => String::new(),
+            };
+            crate::out!("windows:     {} ({}): {state}", v2.windows.join(", "), v2.time_zone);
+            if v2.waiting_for_window {
+                crate::out!("             a newer snapshot waits for the next window");
+            }
         }
         if let Some(e) = &status.last_error {
             crate::out!("last error:  {e}");
@@ -339,6 +382,7 @@ fn status_json(s: &outpost_protocol::wire::RepoStatus) -> serde_json::Value {
     };
     let lag = match (&s.upstream_head, &s.head) {
         (Some(u), Some(m)) => Some(u.sequence.saturating_sub(m.sequence)),
+        (Some(u), None) => Some(u.sequence),
         _ => None,
     };
     serde_json::json!({
@@ -418,9 +462,30 @@ pub fn unpublish(args: &PkgUnpublishArgs) -> Result<()> {
     Ok(())
 }
 
+/// Opens a stopped node's store; with `repair`, a damaged state database is moved aside and
+/// a new one made (an edge fetches its snapshot again at its next start).
+fn open_for_maintenance(data: &std::path::Path, repair: bool) -> Result<Store> {
+    match Store::open(data) {
+        Ok(s) => Ok(s),
+        Err(outpost_actors::store::StoreError::DamagedDatabase(why)) if repair => {
+            let db = data.join("state.redb");
+            let aside = data.join(format!("state.redb.damaged-{}", now()));
+            std::fs::rename(&db, &aside).with_context(|| format!("moving {} aside", db.display()))?;
+            eprintln!(
+                "{why}\nmoved the damaged database to {}; an edge fetches its snapshot again from upstream at its next \
+                 start (the files it holds are kept). On the main repository, stop here and restore the data folder \
+                 from a backup instead.",
+                aside.display()
+            );
+            Store::open(data).with_context(|| format!("opening {}", data.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening {}", data.display())),
+    }
+}
+
 /// `outpost repo fsck`
 pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
-    let store = Store::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let store = open_for_maintenance(&args.data, args.repair)?;
     let (_, total) = store.usage();
     let progress = Progress::bytes("checking", total);
     let report = store.fsck(args.repair, &mut |n| progress.set(n))?;
@@ -429,17 +494,25 @@ pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
         crate::out!(
             "{}",
             serde_json::json!({"checked": report.checked, "bytes": report.bytes, "damaged": report.damaged, "removed": report.removed,
+                "missing": report.missing, "not_fetched": report.not_fetched, "role": report.role,
                 "stray": report.stray.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()})
         );
     } else {
         crate::out!(
-            "checked {} blobs ({}): {} damaged",
+            "checked {} blobs ({}): {} damaged, {} missing from the current snapshot",
             report.checked,
             human_bytes(report.bytes),
-            report.damaged.len()
+            report.damaged.len(),
+            report.missing.len()
         );
         for d in &report.damaged {
             crate::out!("  damaged: {d}{}", if args.repair { " (removed)" } else { "" });
+        }
+        for m in &report.missing {
+            crate::out!("  missing: {m}");
+        }
+        if report.not_fetched > 0 {
+            crate::out!("  {} file(s) not fetched yet (on-demand edge: normal)", report.not_fetched);
         }
         for s in &report.stray {
             crate::out!("  stray file: {}", s.display());
@@ -451,13 +524,30 @@ pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
             report.damaged.len()
         );
     }
+    if !report.missing.is_empty() {
+        let edge = report.role.as_deref().is_some_and(|r| r.starts_with("edge"));
+        if edge && args.repair {
+            // The repair of an edge is its next start: it fetches what is missing.
+            eprintln!(
+                "{} item(s) the current snapshot needs are missing: the edge fetches them from upstream at its next start",
+                report.missing.len()
+            );
+            return Ok(());
+        }
+        let advice = if edge {
+            "the edge fetches what is missing from upstream at its next start"
+        } else {
+            "publish the packages concerned again, or restore the data folder from a backup"
+        };
+        bail!("{} item(s) the current snapshot needs are missing; {advice}", report.missing.len());
+    }
     Ok(())
 }
 
 /// `outpost repo gc`
 pub fn gc(args: &RepoGcArgs) -> Result<()> {
     let grace = config::duration("--grace", &args.grace)?;
-    let store = Store::open(&args.data).with_context(|| format!("opening {}", args.data.display()))?;
+    let store = open_for_maintenance(&args.data, false)?;
     let r = store.gc(args.keep, grace)?;
     crate::out!(
         "dropped {} snapshot(s) and {} metadata record(s); removed {} blob(s), freed {}; {} unreferenced blob(s) within the grace period",

@@ -37,8 +37,8 @@ pub fn verify_control(args: &WaptVerifyControlArgs) -> Result<()> {
 
 /// `outpost wapt index`
 pub fn index(args: &WaptIndexArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let index = wapt::read_index(&bytes).with_context(|| args.file.display().to_string())?;
+    let file = File::open(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let index = wapt::read_index(BufReader::new(file)).with_context(|| args.file.display().to_string())?;
     if args.json {
         let records: Vec<serde_json::Value> = index
             .records
@@ -114,8 +114,23 @@ pub fn import(args: &WaptImportArgs) -> Result<()> {
     let ours = load_signer(&args.signing)?;
     let entry = PackageEntry::from_control(archive.control())
         .with_context(|| format!("{}: WAPT/control", args.file.display()))?;
-    if archive.has_setup() {
-        eprintln!("note: setup.py is kept as a file; Outpost agents run setup.sh / setup.ps1 hooks, not WAPT's Python");
+    let hooks = match &args.hooks {
+        Some(dir) => native_hooks(dir)?,
+        None => Vec::new(),
+    };
+    if archive.has_setup() && hooks.is_empty() {
+        eprintln!(
+            "warning: {} has a setup.py, which Outpost agents do not run, and no native hooks were given: agents \
+             will refuse to install it (status ERROR) until it is imported again with --hooks DIR (setup.sh for \
+             Linux and macOS, setup.ps1 or setup.cmd for Windows)",
+            entry.name
+        );
+    } else if archive.has_setup() {
+        let names: Vec<&str> = hooks.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!(
+            "setup.py is replaced by the native hooks {} (it stays in the package as a plain file)",
+            names.join(", ")
+        );
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let target = args.out.join(package::file_name(&entry));
@@ -124,9 +139,10 @@ pub fn import(args: &WaptImportArgs) -> Result<()> {
     }
     let mut out = AtomicFile::create(&target, 0o644).with_context(|| format!("creating {}", target.display()))?;
     let progress = Progress::bytes("converting", total);
-    let built =
-        wapt::convert(&mut archive, wapt_signer.as_ref(), &mut out, &ours, signing_time(), &mut |n| progress.set(n))
-            .with_context(|| format!("converting {}", args.file.display()))?;
+    let built = wapt::convert(&mut archive, wapt_signer.as_ref(), &hooks, &mut out, &ours, signing_time(), &mut |n| {
+        progress.set(n);
+    })
+    .with_context(|| format!("converting {}", args.file.display()))?;
     progress.finish();
     out.commit().with_context(|| format!("writing {}", target.display()))?;
     eprintln!(
@@ -139,6 +155,30 @@ pub fn import(args: &WaptImportArgs) -> Result<()> {
     );
     crate::out!("{}", target.display());
     Ok(())
+}
+
+/// The native hooks in `dir` (`setup.sh`, `setup.ps1`, `setup.cmd`, `setup.bat`); anything
+/// else there is an error, so that a typo is not silently left out.
+fn native_hooks(dir: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut hooks = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("--hooks {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("--hooks {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hook) = package::hook_name(&name) else {
+            bail!(
+                "--hooks {}: {name:?} is not a hook (the folder holds setup.sh, setup.ps1, setup.cmd or setup.bat)",
+                dir.display()
+            );
+        };
+        let bytes = std::fs::read(entry.path()).with_context(|| entry.path().display().to_string())?;
+        hooks.push((hook.to_string(), bytes));
+    }
+    if hooks.is_empty() {
+        bail!("--hooks {}: the folder holds no hook (setup.sh, setup.ps1, setup.cmd)", dir.display());
+    }
+    hooks.sort();
+    Ok(hooks)
 }
 
 fn signed_on(signer: &WaptSigner) -> String {

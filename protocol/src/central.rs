@@ -139,6 +139,19 @@ pub struct UpdateResult {
     pub repo: Option<String>,
 }
 
+/// The snapshot an agent holds (its freshness: nothing new is installed from an expired one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// Its sequence.
+    pub sequence: u64,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
+    /// True when it had expired at the time of the report.
+    pub expired: bool,
+}
+
 /// One section of an inventory. Only ever add variants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Section {
@@ -162,6 +175,8 @@ pub enum Section {
     Packages { host_status: String, packages: Vec<PackageState> },
     /// The last update.
     LastUpdate(Option<UpdateResult>),
+    /// The snapshot held.
+    Snapshot(Option<SnapshotState>),
 }
 
 /// Which section a [`Section`] is.
@@ -188,6 +203,8 @@ pub enum SectionKind {
     Packages,
     /// [`Section::LastUpdate`].
     LastUpdate,
+    /// [`Section::Snapshot`].
+    Snapshot,
 }
 
 impl Section {
@@ -204,6 +221,7 @@ impl Section {
             Self::Software(_) => SectionKind::Software,
             Self::Packages { .. } => SectionKind::Packages,
             Self::LastUpdate(_) => SectionKind::LastUpdate,
+            Self::Snapshot(_) => SectionKind::Snapshot,
         }
     }
 }
@@ -256,6 +274,14 @@ impl Inventory {
         match self.sections.get(&SectionKind::Packages) {
             Some(Section::Packages { packages, .. }) => packages,
             _ => &[],
+        }
+    }
+
+    /// The snapshot the host holds, if reported.
+    pub fn snapshot(&self) -> Option<&SnapshotState> {
+        match self.sections.get(&SectionKind::Snapshot) {
+            Some(Section::Snapshot(s)) => s.as_ref(),
+            _ => None,
         }
     }
 

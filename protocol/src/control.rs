@@ -8,22 +8,27 @@
 //! * a blank line ends a record (and separates records in an index);
 //! * a line without `:` is an error; there is no comment syntax (`a: b # c` keeps `b # c`);
 //! * a repeated key: the last one wins (it keeps the place of the first);
-//! * `size` and `installed_size` are whole numbers when given;
+//! * `size` and `installed_size` are kept as written: whole numbers in practice, but a vendor
+//!   may have signed other text, and WAPT signs it as text ([`Control::get_u64`] reads them);
 //! * UTF-8 (a leading byte-order mark is tolerated on reading, never written).
 //!
 //! Writing uses WAPT's `"%-18s: %s"` layout; values spanning several lines are written as
 //! continuation lines. Writing a [`Control`] and parsing the text gives the same fields back.
 
 use std::fmt;
+use std::io::BufRead;
 
-/// Fields whose values must be whole numbers (bytes) when not empty.
+/// Fields that hold whole numbers of bytes (WAPT signs them as JSON numbers when numeric).
 pub const INTEGER_FIELDS: [&str; 2] = ["size", "installed_size"];
 
 /// Fields every package control must carry.
 pub const REQUIRED_FIELDS: [&str; 5] = ["package", "version", "architecture", "section", "priority"];
 
-/// Largest control text accepted (a control is a few KiB; an index holds many of them).
+/// Largest control text accepted (a control is a few KiB; an index holds many of them), and
+/// largest record of an index: a parser never holds more than this of one record.
 pub const MAX_CONTROL_BYTES: usize = 1024 * 1024;
+/// Longest excerpt of an offending line quoted in an error.
+pub const EXCERPT_CHARS: usize = 60;
 
 /// One control record: fields in the order they first appeared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,8 +48,8 @@ pub struct Record {
 /// Why a control text could not be read. Every variant names the 1-based line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
-    /// A line that is neither `key: value` nor a continuation.
-    #[error("line {line}: no ':' in {text:?}; each line must be `key: value` (there is no comment syntax)")]
+    /// A line that is neither `key: value` nor a continuation (`text` is an excerpt).
+    #[error("line {line}: no ':' in {text}; each line must be `key: value` (there is no comment syntax)")]
     NoColon { line: usize, text: String },
     /// `: value` with nothing before the colon.
     #[error("line {line}: the field name before ':' is empty")]
@@ -55,9 +60,12 @@ pub enum ControlError {
     /// Bytes that are not UTF-8.
     #[error("line {line}: not valid UTF-8 (control files are UTF-8)")]
     InvalidUtf8 { line: usize },
-    /// `size` or `installed_size` with a value that is not a whole number.
-    #[error("line {line}: {key} must be a whole number of bytes, found {value:?}")]
-    NotAnInteger { line: usize, key: String, value: String },
+    /// A record (or a line) larger than [`MAX_CONTROL_BYTES`].
+    #[error("line {line}: the record starting at line {start} is larger than {MAX_CONTROL_BYTES} bytes")]
+    RecordTooLarge { line: usize, start: usize },
+    /// The text could not be read.
+    #[error("line {line}: reading failed: {reason}")]
+    Read { line: usize, reason: String },
     /// A second record after a blank line, in a text that must hold one record.
     #[error(
         "line {line}: a second record starts here; a control file holds one record (remove the blank line above it)"
@@ -82,7 +90,8 @@ impl ControlError {
             | Self::EmptyKey { line }
             | Self::OrphanContinuation { line }
             | Self::InvalidUtf8 { line }
-            | Self::NotAnInteger { line, .. }
+            | Self::RecordTooLarge { line, .. }
+            | Self::Read { line, .. }
             | Self::SecondRecord { line } => Some(*line),
             Self::Empty | Self::TooLarge { .. } | Self::InvalidField { .. } => None,
         }
@@ -100,7 +109,7 @@ impl Control {
         if text.len() > MAX_CONTROL_BYTES {
             return Err(ControlError::TooLarge { size: text.len() });
         }
-        let mut records = parse_records_unbounded(text)?;
+        let mut records = parse_records(text)?;
         match records.len() {
             0 => Err(ControlError::Empty),
             1 => Ok(records.remove(0).control),
@@ -110,7 +119,15 @@ impl Control {
 
     /// Parses bytes holding one record, checking they are UTF-8 first.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ControlError> {
-        Self::parse(utf8(bytes)?)
+        if bytes.len() > MAX_CONTROL_BYTES {
+            return Err(ControlError::TooLarge { size: bytes.len() });
+        }
+        let mut records = parse_records_bytes(bytes)?;
+        match records.len() {
+            0 => Err(ControlError::Empty),
+            1 => Ok(records.remove(0).control),
+            _ => Err(ControlError::SecondRecord { line: records[1].line }),
+        }
     }
 
     /// Builds a control from fields given as data (a decoded manifest), refusing what text
@@ -228,12 +245,41 @@ impl FromIterator<(String, String)> for Control {
 
 /// Parses an index text: records separated by blank lines. Every record is returned.
 pub fn parse_records(text: &str) -> Result<Vec<Record>, ControlError> {
-    parse_records_unbounded(text)
+    parse_records_reader(text.as_bytes())
 }
 
-/// Parses index bytes, checking they are UTF-8 first.
+/// Parses index bytes.
 pub fn parse_records_bytes(bytes: &[u8]) -> Result<Vec<Record>, ControlError> {
-    parse_records(utf8(bytes)?)
+    parse_records_reader(bytes)
+}
+
+/// Parses an index read line by line from `reader`: a parser holds at most one record of
+/// [`MAX_CONTROL_BYTES`] beyond the records already parsed, whatever the input (a huge line is
+/// an error after that many bytes, not a huge allocation).
+pub fn parse_records_reader<R: std::io::BufRead>(mut reader: R) -> Result<Vec<Record>, ControlError> {
+    let mut parser = Parser::default();
+    let mut buf = Vec::new();
+    let mut line = 0usize;
+    loop {
+        line += 1;
+        buf.clear();
+        let limit = (MAX_CONTROL_BYTES + 2) as u64;
+        let n = std::io::Read::take(&mut reader, limit)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| ControlError::Read { line, reason: e.to_string() })?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_CONTROL_BYTES {
+            return Err(ControlError::RecordTooLarge { line, start: parser.start().unwrap_or(line) });
+        }
+        let text = std::str::from_utf8(&buf).map_err(|_| ControlError::InvalidUtf8 { line })?;
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let text = if line == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
+        parser.line(line, text)?;
+    }
+    Ok(parser.finish())
 }
 
 /// Writes records as an index text (records separated by one blank line).
@@ -241,33 +287,40 @@ pub fn write_records<'a>(controls: impl IntoIterator<Item = &'a Control>) -> Str
     controls.into_iter().map(Control::to_text).collect::<Vec<_>>().join("\n")
 }
 
-fn utf8(bytes: &[u8]) -> Result<&str, ControlError> {
-    std::str::from_utf8(bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count();
-        ControlError::InvalidUtf8 { line }
-    })
-}
-
 fn normalise_value(value: &str) -> String {
     value.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
 }
 
-fn parse_records_unbounded(text: &str) -> Result<Vec<Record>, ControlError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut records = Vec::new();
-    let mut current: Option<Record> = None;
-    let mut last_key: Option<String> = None;
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
+/// The control parser, fed one line at a time.
+#[derive(Default)]
+struct Parser {
+    records: Vec<Record>,
+    current: Option<Record>,
+    last_key: Option<String>,
+    /// Bytes of the current record so far.
+    size: usize,
+}
+
+impl Parser {
+    fn start(&self) -> Option<usize> {
+        self.current.as_ref().map(|r| r.line)
+    }
+
+    fn line(&mut self, line: usize, raw: &str) -> Result<(), ControlError> {
         if raw.trim().is_empty() {
-            if let Some(record) = current.take() {
-                records.push(record);
+            if let Some(record) = self.current.take() {
+                self.records.push(record);
             }
-            last_key = None;
-            continue;
+            self.last_key = None;
+            self.size = 0;
+            return Ok(());
+        }
+        self.size += raw.len() + 1;
+        if self.size > MAX_CONTROL_BYTES {
+            return Err(ControlError::RecordTooLarge { line, start: self.start().unwrap_or(line) });
         }
         if raw.starts_with([' ', '\t']) {
-            let (Some(record), Some(key)) = (current.as_mut(), last_key.as_ref()) else {
+            let (Some(record), Some(key)) = (self.current.as_mut(), self.last_key.as_ref()) else {
                 return Err(ControlError::OrphanContinuation { line });
             };
             let slot = record.control.fields.iter_mut().find(|(k, _)| k == key);
@@ -278,36 +331,31 @@ fn parse_records_unbounded(text: &str) -> Result<Vec<Record>, ControlError> {
                 slot.1.push('\n');
                 slot.1.push_str(raw.trim());
             }
-            check_integer(key, &slot.1, line)?;
-            continue;
+            return Ok(());
         }
         let Some((key, value)) = raw.split_once(':') else {
-            return Err(ControlError::NoColon { line, text: raw.to_string() });
+            return Err(ControlError::NoColon { line, text: crate::text::excerpt(raw, EXCERPT_CHARS) });
         };
         let key = key.trim().to_lowercase();
         if key.is_empty() {
             return Err(ControlError::EmptyKey { line });
         }
         let value = value.trim();
-        check_integer(&key, value, line)?;
-        let record = current.get_or_insert_with(|| Record { line, control: Control::new() });
+        let record = self.current.get_or_insert_with(|| Record { line, control: Control::new() });
         match record.control.fields.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value.to_string(),
             None => record.control.fields.push((key.clone(), value.to_string())),
         }
-        last_key = Some(key);
+        self.last_key = Some(key);
+        Ok(())
     }
-    if let Some(record) = current.take() {
-        records.push(record);
-    }
-    Ok(records)
-}
 
-fn check_integer(key: &str, value: &str, line: usize) -> Result<(), ControlError> {
-    if INTEGER_FIELDS.contains(&key) && !value.is_empty() && !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ControlError::NotAnInteger { line, key: key.to_string(), value: value.to_string() });
+    fn finish(mut self) -> Vec<Record> {
+        if let Some(record) = self.current.take() {
+            self.records.push(record);
+        }
+        self.records
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -340,13 +388,9 @@ mod tests {
     #[test]
     fn errors_carry_line_numbers() {
         let cases: &[(&str, ControlError)] = &[
-            ("a: 1\nbad line\n", ControlError::NoColon { line: 2, text: "bad line".into() }),
+            ("a: 1\nbad line\n", ControlError::NoColon { line: 2, text: "\"bad line\"".into() }),
             ("a: 1\n: x\n", ControlError::EmptyKey { line: 2 }),
             (" x\na: 1\n", ControlError::OrphanContinuation { line: 1 }),
-            (
-                "a: 1\ninstalled_size: 12 MB\n",
-                ControlError::NotAnInteger { line: 2, key: "installed_size".into(), value: "12 MB".into() },
-            ),
             ("a: 1\n\nb: 2\n", ControlError::SecondRecord { line: 3 }),
             ("\n \n", ControlError::Empty),
         ];
@@ -364,6 +408,26 @@ mod tests {
         assert_eq!(c.get_u64("size"), Some(42));
         assert_eq!(c.get_u64("installed_size"), None);
         assert_eq!(c.get("installed_size"), Some(""));
+        // A vendor may have written (and signed) text: it is kept as it is.
+        let c = Control::parse("package: a\ninstalled_size: 12 MB\nsize: 1.5e3\n").unwrap();
+        assert_eq!(c.get("installed_size"), Some("12 MB"));
+        assert_eq!(c.get_u64("installed_size"), None);
+        assert_eq!(c.get_u64("size"), None);
+    }
+
+    #[test]
+    fn huge_lines_are_refused_early_and_quoted_briefly() {
+        let long = "x".repeat(3 * MAX_CONTROL_BYTES);
+        let err = parse_records(&format!("package: a\n{long}\n")).unwrap_err();
+        assert_eq!(err, ControlError::RecordTooLarge { line: 2, start: 1 });
+        let err = parse_records(&format!("package: a\n{}\n", "y".repeat(5000))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 200 && text.contains("5000 bytes"), "{text}");
+        // Many small records are fine; one record over the limit is not.
+        let many: String = (0..2000).map(|i| format!("package: p{i}\nversion: 1\n\n")).collect();
+        assert_eq!(parse_records(&many).unwrap().len(), 2000);
+        let big_record: String = (0..20_000).map(|i| format!("k{i}: {}\n", "v".repeat(60))).collect();
+        assert!(matches!(parse_records(&big_record), Err(ControlError::RecordTooLarge { start: 1, .. })));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod schedule;
 pub mod selection;
 pub mod signing;
 pub mod snapshot;
+pub mod text;
 pub mod time_fmt;
 pub mod verified;
 pub mod version;

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::text::excerpt;
+
 /// A weekly window, e.g. `Mon-Fri 20:00-06:00` (a window may cross midnight; it then belongs to
 /// the day it starts on), `daily 00:00-24:00`, `Sat,Sun 08:00-18:00`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +102,31 @@ pub fn sync_allowed(windows: &[SyncWindow], unix: i64, offset_minutes: i32) -> b
     windows.is_empty() || windows.iter().any(|w| w.is_open(unix, offset_minutes))
 }
 
+/// The local time's offset from UTC, in minutes, at an instant (Unix seconds): a time zone's
+/// rules (daylight saving time changes it), or a fixed offset.
+pub type OffsetAt<'a> = &'a dyn Fn(i64) -> i32;
+
+/// True when syncing is allowed at `unix`, in a time zone whose offset at each instant is
+/// `offset_at(instant)`.
+pub fn allowed_at(windows: &[SyncWindow], unix: i64, offset_at: OffsetAt<'_>) -> bool {
+    sync_allowed(windows, unix, offset_at(unix))
+}
+
+/// How far ahead [`next_change`] looks: a week and a day covers every weekly window.
+pub const LOOKAHEAD_SECS: i64 = 8 * 86_400;
+
+/// The first minute after `now` at which the windows change state (they open when closed at
+/// `now`, close when open), within [`LOOKAHEAD_SECS`]. `None` when they never change (no
+/// windows, or always open).
+pub fn next_change(windows: &[SyncWindow], now: i64, offset_at: OffsetAt<'_>) -> Option<i64> {
+    if windows.is_empty() {
+        return None;
+    }
+    let open = allowed_at(windows, now, offset_at);
+    let first = now.div_euclid(60) * 60 + 60;
+    (0..LOOKAHEAD_SECS / 60).map(|k| first + k * 60).find(|&t| allowed_at(windows, t, offset_at) != open)
+}
+
 /// A token bucket: `rate` bytes per second, holding at most `burst` bytes.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
@@ -129,12 +156,17 @@ impl TokenBucket {
     }
 }
 
-/// Parses durations like `90s`, `5m`, `2h`, `7d`, `500ms` (a bare number is seconds).
+/// Longest duration any setting takes (100 years): longer values are refused, not wrapped.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// Parses durations like `90s`, `5m`, `2h`, `7d`, `500ms` (a bare number is seconds). Values
+/// over [`MAX_DURATION_SECS`] are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {text:?} (expected like 30s, 5m, 2h, 7d)"))?;
+    let shown = excerpt(text, 40);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {shown} (expected like 30s, 5m, 2h, 7d)"))?;
     let secs = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -142,12 +174,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
         "w" => value * 7.0 * 86_400.0,
-        _ => return Err(format!("invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h, d, w)")),
+        _ => {
+            return Err(format!(
+                "invalid duration {shown}: unknown unit {} (use ms, s, m, h, d, w)",
+                excerpt(unit, 10)
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {text:?}"));
+        return Err(format!("invalid duration {shown}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    if secs > MAX_DURATION_SECS as f64 {
+        return Err(format!("duration {shown} is too long (at most 100 years)"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {shown}"))
 }
 
 /// Parses sizes like `1048576`, `10MB`, `5MiB`, `2G` into bytes (K/M/G are powers of 1000,
@@ -156,7 +196,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid size {text:?} (expected like 10MB or 5MiB)"))?;
+    let value: f64 =
+        num.parse().map_err(|_| format!("invalid size {} (expected like 10MB or 5MiB)", excerpt(text, 40)))?;
     let factor = match unit.trim().to_lowercase().trim_end_matches("/s") {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -165,9 +206,13 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+        _ => return Err(format!("invalid size {}: unknown unit {}", excerpt(text, 40), excerpt(unit, 10))),
     };
-    Ok((value * factor).round() as u64)
+    let bytes = (value * factor).round();
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("size {} is too large", excerpt(text, 40)));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -206,6 +251,29 @@ mod tests {
     }
 
     #[test]
+    fn windows_say_when_they_change_in_any_time_zone() {
+        let w = [SyncWindow::parse("Mon-Fri 20:00-06:00").unwrap()];
+        let utc = |_: i64| 0;
+        // Monday 12:00 UTC: closed; opens at 20:00.
+        assert_eq!(next_change(&w, MONDAY + 12 * H, &utc), Some(MONDAY + 20 * H));
+        // Monday 21:30: open; closes Tuesday 06:00.
+        assert_eq!(next_change(&w, MONDAY + 21 * H + 1800, &utc), Some(MONDAY + 30 * H));
+        // Friday 12:00 in UTC+2: local 14:00, opens at 20:00 local = 18:00 UTC.
+        let plus2 = |_: i64| 120;
+        assert_eq!(next_change(&w, MONDAY + 4 * 24 * H + 12 * H, &plus2), Some(MONDAY + 4 * 24 * H + 18 * H));
+        // Saturday 12:00: the next window starts Monday evening.
+        assert_eq!(next_change(&w, MONDAY + 5 * 24 * H + 12 * H, &utc), Some(MONDAY + 7 * 24 * H + 20 * H));
+        // An offset that changes (daylight saving time starts at Tuesday 00:00 UTC).
+        let dst = |t: i64| if t >= MONDAY + 24 * H { 120 } else { 60 };
+        assert!(allowed_at(&w, MONDAY + 19 * H + 1800, &dst), "20:30 local on Monday");
+        assert!(!allowed_at(&w, MONDAY + 24 * H + 4 * H + 1800, &dst), "06:30 local on Tuesday");
+        assert_eq!(next_change(&w, MONDAY + 24 * H + 3 * H, &dst), Some(MONDAY + 24 * H + 4 * H));
+        let always = [SyncWindow::parse("daily 00:00-24:00").unwrap()];
+        assert_eq!(next_change(&always, MONDAY, &utc), None);
+        assert_eq!(next_change(&[], MONDAY, &utc), None);
+    }
+
+    #[test]
     fn token_bucket_paces() {
         let mut b = TokenBucket::new(1_000_000, Duration::ZERO);
         // The burst goes at once, then 1 MB/s.
@@ -232,5 +300,12 @@ mod tests {
         assert_eq!(parse_bytes("10MB").unwrap(), 10_000_000);
         assert_eq!(parse_bytes("5MiB/s").unwrap(), 5 * 1024 * 1024);
         assert!(parse_bytes("lots").is_err());
+        // Values too large to represent are refused, never wrapped or panicking.
+        assert!(parse_duration("99999999999999999999999d").unwrap_err().contains("too long"));
+        assert!(parse_duration("101w").is_ok() && parse_duration("5300w").is_err());
+        assert!(parse_bytes("99999999999999999999999TB").is_err());
+        assert!(parse_bytes("99999999999999999999999").unwrap_err().contains("too large"));
+        let long = "9".repeat(10_000);
+        assert!(parse_duration(&format!("{long}x")).unwrap_err().len() < 200, "errors quote an excerpt");
     }
 }

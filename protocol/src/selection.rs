@@ -184,6 +184,9 @@ pub struct Candidate {
     /// Round-trip time of its last check.
     #[serde(serialize_with = "millis")]
     pub rtt: Option<Duration>,
+    /// Left aside a while after it was too slow or failed mid-transfer: every candidate not on
+    /// probation comes first, whatever its rank.
+    pub probation: bool,
 }
 
 fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -194,15 +197,15 @@ fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::
 }
 
 impl Candidate {
-    /// The sort key: rank, then healthy before unknown before unhealthy, then round-trip time,
-    /// then address (a stable tie-break).
-    pub fn key(&self) -> (u32, u8, Duration, &str) {
+    /// The sort key: off probation first, then rank, then healthy before unknown before
+    /// unhealthy, then round-trip time, then address (a stable tie-break).
+    pub fn key(&self) -> (bool, u32, u8, Duration, &str) {
         let health = match self.healthy {
             Some(true) => 0,
             None => 1,
             Some(false) => 2,
         };
-        (self.rank, health, self.rtt.unwrap_or(Duration::MAX), &self.addr)
+        (self.probation, self.rank, health, self.rtt.unwrap_or(Duration::MAX), &self.addr)
     }
 }
 
@@ -227,7 +230,7 @@ pub fn candidates(
     let mut out: Vec<Candidate> = Vec::new();
     let mut push = |addr: &str, origin: Origin, rank: u32| {
         if !out.iter().any(|c| c.addr == addr) {
-            out.push(Candidate { addr: addr.to_string(), origin, rank, healthy: None, rtt: None });
+            out.push(Candidate { addr: addr.to_string(), origin, rank, healthy: None, rtt: None, probation: false });
         }
     };
     for (i, rule) in sorted.iter().enumerate().filter(|(_, r)| r.matches(facts)) {
@@ -394,6 +397,26 @@ mod tests {
         sort(&mut d);
         assert_eq!(choose(&d).unwrap().addr, "edge:1");
         assert!(better(&d[0], &d[1]));
+    }
+
+    #[test]
+    fn a_repository_on_probation_comes_after_every_other() {
+        let rules = [rule(1, Condition::Site("Paris".into()), &["edge:1"])];
+        let mut c = candidates(&rules, &facts(), &[], &["conf:1".into()], Some("main:1"));
+        c.iter_mut().for_each(|c| c.healthy = Some(true));
+        c[0].probation = true;
+        sort(&mut c);
+        assert_eq!(c.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>(), ["conf:1", "main:1", "edge:1"]);
+        assert_eq!(choose(&c).unwrap().addr, "conf:1");
+        // When the others are down, the one on probation is still tried.
+        for x in c.iter_mut().filter(|x| !x.probation) {
+            x.healthy = Some(false);
+        }
+        assert_eq!(choose(&c).unwrap().addr, "edge:1");
+        // Probation over: the edge's rule wins again (fail back).
+        c.iter_mut().for_each(|c| (c.healthy, c.probation) = (Some(true), false));
+        sort(&mut c);
+        assert_eq!(choose(&c).unwrap().addr, "edge:1");
     }
 
     #[test]

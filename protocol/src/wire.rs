@@ -13,6 +13,20 @@ pub const ALPN_REPO: &[u8] = b"outpost-repo/1";
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// Largest package archive a publish may send.
 pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// Time any request gets before its first byte of answer, and on top of its transfer time.
+pub const REQUEST_BASE_SECS: u64 = 10;
+/// The slowest transfer accepted by default, in bytes per second: a peer slower than this is
+/// a failed peer (the client moves on to the next one).
+pub const DEFAULT_MIN_RATE: u64 = 16 * 1024;
+
+/// The deadline of a transfer of `bytes` at no less than `min_rate` bytes per second:
+/// [`REQUEST_BASE_SECS`] plus the transfer time at that rate. No peer can make a client wait
+/// longer than this for anything.
+pub fn deadline(bytes: u64, min_rate: u64) -> std::time::Duration {
+    let transfer = bytes as f64 / min_rate.max(1) as f64;
+    // A day at most: whatever the size, a deadline stays a deadline.
+    std::time::Duration::from_secs_f64((REQUEST_BASE_SECS as f64 + transfer).min(86_400.0))
+}
 
 /// A request, one per stream (except [`Request::Subscribe`], which keeps its stream).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +49,9 @@ pub enum Request {
     Unpublish { name: String, version: Option<String> },
     /// The repository's state.
     Status,
+    /// The repository's state with its sync schedule ([`Response::StatusV2`]); repositories
+    /// that predate it answer an error, and clients ask [`Request::Status`] instead.
+    StatusV2,
 }
 
 /// An answer.
@@ -52,6 +69,8 @@ pub enum Response {
     Unpublished { sequence: u64, removed: Vec<String> },
     /// Refused or failed.
     Error { code: ErrorCode, message: String },
+    /// The repository's state with its sync schedule.
+    StatusV2(RepoStatusV2),
 }
 
 /// Kinds of error answers.
@@ -96,6 +115,25 @@ pub struct RepoStatus {
     pub fill: String,
     /// The last sync error, if the last sync failed (edges).
     pub last_error: Option<String>,
+}
+
+/// A repository's state with what [`RepoStatus`] lacks: when an edge may sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStatusV2 {
+    /// Everything [`RepoStatus`] says.
+    pub status: RepoStatus,
+    /// The sync windows (empty: always).
+    pub windows: Vec<String>,
+    /// The time zone they are written in.
+    pub time_zone: String,
+    /// Whether a window is open now (edges with windows).
+    pub window_open: Option<bool>,
+    /// When the windows next open (if closed) or close (if open), Unix seconds.
+    pub window_changes: Option<i64>,
+    /// The same in the windows' local time.
+    pub window_changes_local: Option<String>,
+    /// A newer snapshot is waiting for the next window.
+    pub waiting_for_window: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,6 +201,21 @@ fn frame(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_grow_with_size_and_shrink_with_rate() {
+        use std::time::Duration;
+        let cases = [
+            (0, 1024, Duration::from_secs(10)),
+            (1024 * 1024, 1024 * 1024, Duration::from_secs(11)),
+            (16 * 1024 * 1024, 16 * 1024, Duration::from_secs(10 + 1024)),
+            (u64::MAX, 1, Duration::from_secs(86_400)),
+            (100, 0, Duration::from_secs(110)),
+        ];
+        for (bytes, rate, want) in cases {
+            assert_eq!(deadline(bytes, rate), want, "{bytes} bytes at {rate} B/s");
+        }
+    }
 
     #[test]
     fn frames_round_trip_and_limits_hold() {

@@ -45,6 +45,10 @@ impl Host {
         if !extra.contains("srv_discovery") {
             text.push_str("srv_discovery = false\n");
         }
+        if !extra.contains("metrics") {
+            // Many agents share this machine: no /metrics unless a test asks.
+            text.push_str("metrics = \"\"\n");
+        }
         text.push_str(extra);
         text.push('\n');
         std::fs::write(&config, text).unwrap();
@@ -357,7 +361,7 @@ fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back()
         &c,
         "pc3.test",
         &format!(
-            "main = {:?}\n[[rules]]\nsequence = 1\nname = \"site\"\ncondition = \"agent_ip\"\nvalue = \
+            "main = {:?}\nprobation = \"20s\"\n[[rules]]\nsequence = 1\nname = \"site\"\ncondition = \"agent_ip\"\nvalue = \
              \"127.0.0.0/8\"\nrepos = [{:?}]\n",
             main.addr, edge.addr
         ),
@@ -394,6 +398,9 @@ fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back()
     assert_eq!(line(&r, &main.addr)["chosen"], true, "{r}");
     assert_eq!(line(&r, &edge.addr)["healthy"], false, "{r}");
     edge.restart(&[]);
+    // A killed edge stops answering: it was abandoned as too slow, and comes back only after
+    // its probation.
+    assert!(line(&r, &edge.addr)["probation_until"].as_i64().is_some(), "{r}");
     wait_for(LIMIT, "the agent to fail back to the edge", || {
         (line(&host.json(&["repos"]), &edge.addr)["chosen"] == true).then_some(())
     });

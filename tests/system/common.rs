@@ -16,7 +16,7 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The `outpost` command, with no password or log settings inherited from the caller.
 pub fn outpost() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "SOURCE_DATE_EPOCH"] {
+    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "OUTPOST_CONFIG", "SOURCE_DATE_EPOCH"] {
         cmd.env_remove(var);
     }
     cmd.stdin(std::process::Stdio::null());
@@ -59,6 +59,21 @@ impl Run {
 /// Runs `outpost ARGS` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
     Run::from(&outpost().current_dir(dir).args(args).output().expect("the outpost binary runs"))
+}
+
+/// Runs `outpost ARGS` in `dir` with its address space limited to `kib` KiB (`ulimit -v`): a
+/// command that would hold far more than it needs fails instead of passing unnoticed.
+pub fn run_limited(dir: &Path, args: &[&str], kib: u64) -> Run {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.current_dir(dir)
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "OUTPOST_CONFIG", "SOURCE_DATE_EPOCH"] {
+        cmd.env_remove(var);
+    }
+    Run::from(&cmd.output().expect("sh runs"))
 }
 
 /// Runs `outpost ARGS` in `dir` with extra environment variables.

@@ -14,4 +14,5 @@ mod pkg;
 mod pki;
 mod purity;
 mod repo;
+mod robustness;
 mod wapt;

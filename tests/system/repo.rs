@@ -150,8 +150,12 @@ fn a_damaged_blob_is_detected_and_fetched_again() {
     run_in(c.dir(), &["repo", "fsck", "--data", &data]).fails_with("damaged blob(s); run again with --repair");
     let repaired = run_in(c.dir(), &["repo", "fsck", "--data", &data, "--repair"]).ok();
     assert!(repaired.stdout.contains("1 damaged") && repaired.stdout.contains("(removed)"), "{}", repaired.stdout);
-    run_in(c.dir(), &["repo", "fsck", "--data", &data]).ok();
+    assert!(repaired.stderr.contains("fetches them from upstream at its next start"), "{}", repaired.stderr);
+    // Removed, the file is missing from the current snapshot: fsck says so (0 damaged is not whole).
+    run_in(c.dir(), &["repo", "fsck", "--data", &data]).fails_with("missing; the edge fetches what is missing");
     edge.restart(&[]);
+    // At its start the edge fetches what its current snapshot lacks.
+    wait_for(SYNC, "the edge to fetch the removed file at its start", || std::fs::metadata(&blob).ok().map(drop));
     let pulled = c.client(&["repo", "pull", "app", "--out", "p2"], &edge.addr).ok();
     assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("app.bin")).unwrap(), payload);
 }
@@ -349,21 +353,23 @@ fn any_repository_serves_byte_ranges_of_chunks() {
     let chunked = outpost_protocol::chunking::chunk(content.as_slice(), |_, _| Ok(())).unwrap();
     let hash = chunked.file;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pace = transport::Pace::default();
     runtime.block_on(async {
         let endpoint = transport::client(None, &identity, &ca, ALPN_REPO).unwrap();
         for repo in [&main.addr, &edge.addr] {
             let client = RepoClient::connect(&endpoint, repo).await.unwrap();
             let range = |offset, len| Request::Range { file: hash, offset, len };
-            let part = transport::fetch(&client.connection, &range(10, 100), 1000).await.unwrap();
+            let part = transport::fetch(&client.connection, &range(10, 100), 1000, pace).await.unwrap();
             assert_eq!(part, content[10..110], "{repo}");
-            let tail = transport::fetch(&client.connection, &range(4990, 10), 1000).await.unwrap();
+            let tail = transport::fetch(&client.connection, &range(4990, 10), 1000, pace).await.unwrap();
             assert_eq!(tail, content[4990..], "{repo}");
             let all = outpost_protocol::chunking::missing_ranges(&chunked.chunks, 1 << 20, |_| true);
             assert_eq!(client.range(&hash, &chunked.chunks, &all[0]).await.unwrap(), content);
-            let past = transport::fetch(&client.connection, &range(4990, 20), 1000).await;
+            let past = transport::fetch(&client.connection, &range(4990, 20), 1000, pace).await;
             assert!(past.unwrap_err().to_string().contains("outside the file"), "{repo}");
             let missing =
-                transport::fetch(&client.connection, &Request::Range { file: [7; 32], offset: 0, len: 1 }, 10).await;
+                transport::fetch(&client.connection, &Request::Range { file: [7; 32], offset: 0, len: 1 }, 10, pace)
+                    .await;
             assert!(missing.unwrap_err().to_string().contains("no file"), "{repo}");
         }
     });

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::common::{Pki, fixture, listing, run_in};
+use crate::common::{Pki, fixture, listing, run_env, run_in};
 
 const SIGNED: [&str; 3] = ["tis-7zip.control", "tis-keepass.control", "tis-vlc-linux.control"];
 
@@ -99,12 +99,24 @@ impl Vendor {
     /// Writes `name.wapt` in `dir` with `files`, a signed control, manifest and signature;
     /// `after` is added after signing.
     fn package(&self, dir: &Path, name: &str, files: &[(&str, &[u8])], after: &[(&str, &[u8])]) -> PathBuf {
+        self.package_sized(dir, name, "4096", files, after)
+    }
+
+    /// The same with this `installed_size` (signed as WAPT signs it: a number or text).
+    fn package_sized(
+        &self,
+        dir: &Path,
+        name: &str,
+        installed_size: &str,
+        files: &[(&str, &[u8])],
+        after: &[(&str, &[u8])],
+    ) -> PathBuf {
         let cert_pem = std::fs::read(&self.cert).unwrap();
         let certs = outpost_protocol::pki::parse_pem_certificates(std::str::from_utf8(&cert_pem).unwrap()).unwrap();
         let fp = outpost_protocol::pki::fingerprint_sha256(certs[0].as_ref());
         let mut control = outpost_protocol::control::Control::parse(&format!(
             "package: {name}\nversion: 5.0-1\narchitecture: x64\nsection: base\npriority: optional\n\
-             maturity: PROD\ndescription: Exemple signé\ninstalled_size: 4096\nsigner: test vendor\n\
+             maturity: PROD\ndescription: Exemple signé\ninstalled_size: {installed_size}\nsigner: test vendor\n\
              signer_fingerprint: {fp}\nsignature_date: 2026-12-01T10:00:00.000000\n\
              signed_attributes: package,version,architecture,section,priority,maturity,description,installed_size,signer,signer_fingerprint,signature_date,signed_attributes\n"
         ))
@@ -243,4 +255,113 @@ fn import_refuses_tampered_and_unsafe_packages() {
     )
     .fails_with("lacks the code-signing usage");
     assert!(listing(&pki.path().join("out")).is_empty(), "nothing written: {:?}", listing(&pki.path().join("out")));
+}
+
+fn import_args<'a>(
+    wapt: &'a Path,
+    signer: &'a (PathBuf, PathBuf),
+    vendor: &'a Vendor,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "wapt",
+        "import",
+        wapt.to_str().unwrap(),
+        "--cert",
+        signer.0.to_str().unwrap(),
+        "--key",
+        signer.1.to_str().unwrap(),
+        "--trust",
+        vendor.cert.to_str().unwrap(),
+        "--out",
+        "out",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn sizes_written_as_text_verify_and_import() {
+    let pki = Pki::new();
+    let signer = pki.issue("signer", "packager", &[]);
+    let vendor = Vendor::new("codesign");
+    for (i, size) in ["12 MB", "1.5", "environ 3 Mo"].iter().enumerate() {
+        let name = format!("sized{i}");
+        let wapt = vendor.package_sized(pki.path(), &name, size, &[("a.txt", b"a")], &[]);
+        let run = run_in(pki.path(), &import_args(&wapt, &signer, &vendor, &[])).ok();
+        assert!(run.stderr.contains("WAPT signature OK"), "{size}: {}", run.stderr);
+        let out = pki.path().join(run.stdout.trim());
+        let shown = run_in(pki.path(), &["pkg", "show", out.to_str().unwrap(), "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(v["control"]["installed_size"], *size, "kept as the vendor wrote it");
+    }
+}
+
+#[test]
+fn a_setup_py_without_native_hooks_is_marked_and_said() {
+    let pki = Pki::new();
+    let signer = pki.issue("signer", "packager", &[]);
+    let vendor = Vendor::new("codesign");
+    let wapt = vendor.package(pki.path(), "ex-py", &PAYLOAD, &[]);
+    let run = run_in(pki.path(), &import_args(&wapt, &signer, &vendor, &[])).ok();
+    assert!(
+        run.stderr.contains("agents will refuse to install it") && run.stderr.contains("--hooks"),
+        "{}",
+        run.stderr
+    );
+    let out = pki.path().join(run.stdout.trim());
+    let show = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&run_in(pki.path(), &["pkg", "show", out.to_str().unwrap(), "--json"]).ok().stdout)
+            .unwrap()
+    };
+    assert!(show(&out)["control"]["wapt_setup"].as_str().unwrap().contains("not converted"));
+
+    // With native hooks: they are added at the root and said so.
+    let hooks = pki.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(hooks.join("setup.sh"), "#!/bin/sh\necho native\n").unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let run = run_in(pki.path(), &import_args(&wapt, &signer, &vendor, &["--hooks", hooks.to_str().unwrap()])).ok();
+    assert!(run.stderr.contains("replaced by the native hooks setup.sh"), "{}", run.stderr);
+    let v = show(&pki.path().join(run.stdout.trim()));
+    assert_eq!(v["control"]["wapt_setup"], "replaced by setup.sh");
+    assert!(v["files"].as_array().unwrap().iter().any(|f| f["path"] == "setup.sh"), "{v}");
+
+    // A folder holding anything but hooks is refused (a typo is not silently left out).
+    std::fs::write(hooks.join("setup.ps"), "oops").unwrap();
+    run_in(pki.path(), &import_args(&wapt, &signer, &vendor, &["--hooks", hooks.to_str().unwrap()]))
+        .fails_with("\"setup.ps\" is not a hook");
+    // A deployer cannot add hooks.
+    std::fs::remove_file(hooks.join("setup.ps")).unwrap();
+    let deployer = pki.issue("deployer", "helpdesk", &[]);
+    run_in(pki.path(), &import_args(&wapt, &deployer, &vendor, &["--hooks", hooks.to_str().unwrap()]))
+        .fails_with("code-signing");
+}
+
+#[test]
+fn an_index_with_a_huge_line_is_refused_briefly_and_cheaply() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Packages.zip");
+    {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("Packages", deflated).unwrap();
+        zip.write_all(b"package: a\nversion: 1\n\n").unwrap();
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            zip.write_all(&block).unwrap();
+        }
+        zip.write_all(b"\n").unwrap();
+        zip.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() < 2_000_000, "a small zip");
+    // Under a 256 MiB address-space limit: reading the whole line would not fit.
+    let run = crate::common::run_limited(dir.path(), &["wapt", "index", path.to_str().unwrap()], 256 * 1024);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("line 4") && run.stderr.contains("larger than"), "{}", run.stderr);
+    assert!(run.stderr.len() < 1000, "a short error, not the line: {} bytes", run.stderr.len());
+    // A small line without ':' is quoted, a long one only in part.
+    std::fs::write(dir.path().join("P1"), format!("package: a\n{}\n", "y".repeat(20_000))).unwrap();
+    let run = run_env(dir.path(), &["wapt", "index", "P1"], &[]);
+    assert!(run.stderr.contains("20000 bytes") && run.stderr.len() < 1000, "{}", run.stderr);
 }

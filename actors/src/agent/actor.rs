@@ -45,6 +45,16 @@ impl Command {
     }
 }
 
+/// What a one-shot command sends on the control socket: the command and the configuration
+/// file it was given, so that the daemon refuses a command meant for another configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlRequest {
+    /// The configuration file the command read (`None`: the built-in defaults).
+    pub config: Option<PathBuf>,
+    /// The command.
+    pub command: Command,
+}
+
 /// An answer: the command's report as JSON, or an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
@@ -90,6 +100,7 @@ pub struct AgentActor {
     settings_mark: [u8; 32],
     timer: Option<SpawnHandle>,
     changed: Option<Arc<tokio::sync::Notify>>,
+    metrics: Option<Arc<super::metrics::AgentMetrics>>,
 }
 
 impl std::fmt::Debug for AgentActor {
@@ -108,7 +119,16 @@ impl AgentActor {
     /// or removed changes them.
     pub fn new(agent: Arc<Agent>, every: Duration, auto_upgrade: bool, reopen: Option<Reopen>) -> Self {
         let settings_mark = overlay_mark(agent.state_dir());
-        Self { agent: Some(agent), every, auto_upgrade, reopen, settings_mark, timer: None, changed: None }
+        Self {
+            agent: Some(agent),
+            every,
+            auto_upgrade,
+            reopen,
+            settings_mark,
+            timer: None,
+            changed: None,
+            metrics: None,
+        }
     }
 
     /// Notifies `changed` after each operation that may change the host's state (the link to
@@ -118,9 +138,26 @@ impl AgentActor {
         self
     }
 
+    /// Keeps `metrics` up to date: after each operation, and every few seconds (a snapshot
+    /// expires without anything happening).
+    pub fn with_metrics(mut self, metrics: Arc<super::metrics::AgentMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn notify(&self) {
         if let Some(n) = &self.changed {
             n.notify_one();
+        }
+        self.observe();
+    }
+
+    fn observe(&self) {
+        if let (Some(m), Some(agent)) = (&self.metrics, &self.agent) {
+            match agent.status() {
+                Ok(status) => m.observe(&status),
+                Err(e) => tracing::warn!("metrics: cannot read the status: {e}"),
+            }
         }
     }
 
@@ -190,6 +227,9 @@ impl Actor for AgentActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.notify(Cycle);
         self.schedule(ctx);
+        if self.metrics.is_some() {
+            ctx.run_interval(Duration::from_secs(15), |act, _| act.observe());
+        }
     }
 }
 
@@ -242,6 +282,8 @@ impl Handler<Command> for AgentActor {
                 act.reload_if_changed(ctx);
                 if changes {
                     act.notify();
+                } else {
+                    act.observe();
                 }
                 reply
             }),
@@ -254,9 +296,22 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("agent.sock")
 }
 
-/// Serves the control socket until `cancel` fires: one JSON command per line, one JSON reply.
+/// Whether a command given `asked` may run on a daemon started with `running`: both name the
+/// same file (or both use the built-in defaults).
+fn same_config(running: Option<&Path>, asked: Option<&Path>) -> bool {
+    let canon = |p: Option<&Path>| p.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+    canon(running) == canon(asked)
+}
+
+/// Serves the control socket until `cancel` fires: one JSON [`ControlRequest`] per line, one
+/// JSON reply. `config` is the file the daemon was started with.
 #[cfg(unix)]
-pub async fn serve_control(path: PathBuf, actor: Addr<AgentActor>, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve_control(
+    path: PathBuf,
+    actor: Addr<AgentActor>,
+    config: Option<PathBuf>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     {
@@ -268,13 +323,21 @@ pub async fn serve_control(path: PathBuf, actor: Addr<AgentActor>, cancel: Cance
             () = cancel.cancelled() => break,
             s = listener.accept() => s?,
         };
-        let actor = actor.clone();
+        let (actor, config) = (actor.clone(), config.clone());
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             let Ok(Some(line)) = lines.next_line().await else { return };
-            let reply = match serde_json::from_str::<Command>(&line) {
-                Ok(c) => actor.send(c).await.unwrap_or_else(|e| Reply::Error(format!("the agent is stopping: {e}"))),
+            let reply = match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(r) if !same_config(config.as_deref(), r.config.as_deref()) => Reply::Error(format!(
+                    "the agent daemon using this state folder runs with {}, but this command was given {}: give \
+                     it the same configuration, or stop the daemon to run the command on its own",
+                    config.as_deref().map_or_else(|| "the built-in defaults".into(), |p| p.display().to_string()),
+                    r.config.as_deref().map_or_else(|| "the built-in defaults".into(), |p| p.display().to_string()),
+                )),
+                Ok(r) => {
+                    actor.send(r.command).await.unwrap_or_else(|e| Reply::Error(format!("the agent is stopping: {e}")))
+                }
                 Err(e) => Reply::Error(format!("bad command: {e}")),
             };
             let mut text = serde_json::to_string(&reply).unwrap_or_default();
@@ -286,12 +349,31 @@ pub async fn serve_control(path: PathBuf, actor: Addr<AgentActor>, cancel: Cance
     Ok(())
 }
 
-/// Sends a command to a running daemon; `None` when no daemon answers.
+/// A connection to a running daemon's control socket.
+#[derive(Debug)]
+pub struct DaemonConnection {
+    #[cfg(unix)]
+    stream: tokio::net::UnixStream,
+}
+
+/// Connects to the daemon of a state folder; `None` when none runs.
 #[cfg(unix)]
-pub async fn ask_daemon(state_dir: &Path, command: &Command) -> Option<Reply> {
+pub async fn connect_daemon(state_dir: &Path) -> Option<DaemonConnection> {
     let stream = tokio::net::UnixStream::connect(socket_path(state_dir)).await.ok()?;
-    let (read, mut write) = stream.into_split();
-    let mut text = serde_json::to_string(command).ok()?;
+    Some(DaemonConnection { stream })
+}
+
+/// Connects to the daemon of a state folder (no control socket on this platform yet).
+#[cfg(not(unix))]
+pub async fn connect_daemon(_state_dir: &Path) -> Option<DaemonConnection> {
+    None
+}
+
+/// Sends a request to the daemon and reads its reply (`None` when it stopped answering).
+#[cfg(unix)]
+pub async fn ask_daemon(connection: DaemonConnection, request: &ControlRequest) -> Option<Reply> {
+    let (read, mut write) = connection.stream.into_split();
+    let mut text = serde_json::to_string(request).ok()?;
     text.push('\n');
     write.write_all(text.as_bytes()).await.ok()?;
     let mut lines = BufReader::new(read).lines();
@@ -299,8 +381,8 @@ pub async fn ask_daemon(state_dir: &Path, command: &Command) -> Option<Reply> {
     serde_json::from_str(&line).ok()
 }
 
-/// Sends a command to a running daemon (no control socket on this platform yet).
+/// Sends a request to the daemon (no control socket on this platform yet).
 #[cfg(not(unix))]
-pub async fn ask_daemon(_state_dir: &Path, _command: &Command) -> Option<Reply> {
+pub async fn ask_daemon(_connection: DaemonConnection, _request: &ControlRequest) -> Option<Reply> {
     None
 }

@@ -14,21 +14,25 @@ use outpost_protocol::package::manifest::hex;
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::request::PackageRequest;
-use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, ResolveInput, Step};
+use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, RemoveReason, ResolveInput, Step};
 use outpost_protocol::selection::AgentFacts;
 use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
+use outpost_protocol::time_fmt::format_unix;
 use quinn::Endpoint;
 use rustls::pki_types::CertificateDer;
-use serde::Serialize;
 
 use super::download::{self, DownloadError};
 use super::hooks::{self, HookAction};
 use super::identity::{self, Machine};
+pub use super::report::{PackageLine, RepoLine, ReposReport, SnapshotInfo, StatusReport, UpdateReport, UpgradeReport};
 use super::select::{self, Probed, Sources};
-use super::state::{AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, StateError, StoredPlan};
-use crate::repo::client::RepoClient;
+use super::state::{
+    AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, Removal, StateError, StepAction, StoredPlan,
+    UpdateOutcome,
+};
+use crate::repo::client::{ClientError, RepoClient};
 use crate::repo::unix_now;
-use crate::transport::{self, Identity};
+use crate::transport::{self, Identity, Pace};
 
 /// What the agent is configured with.
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct AgentSettings {
     pub locales: Vec<String>,
     /// Time limit of one hook run.
     pub hook_timeout: Duration,
+    /// How fast a repository must be: a slower one is abandoned for the next candidate.
+    pub pace: Pace,
+    /// How long a repository that was too slow is left aside.
+    pub probation: Duration,
 }
 
 /// Why an agent operation failed.
@@ -71,6 +79,13 @@ pub enum AgentError {
     /// Every repository served something refused.
     #[error("refused: {0}")]
     Refused(String),
+    /// The snapshot held has expired and no repository serves a fresh one.
+    #[error(
+        "snapshot {sequence} expired on {} and no repository serves a newer one: nothing is installed, upgraded or removed from it (is the main repository running and re-signing its snapshot?){}",
+        format_unix(*expires),
+        if detail.is_empty() { String::new() } else { format!(" ({detail})") }
+    )]
+    Expired { sequence: u64, expires: i64, detail: String },
     /// Bad request from the user.
     #[error("{0}")]
     BadRequest(String),
@@ -85,110 +100,16 @@ pub enum AgentError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// What `update` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct UpdateReport {
-    /// The repository used.
-    pub repo: String,
-    /// The snapshot's sequence.
-    pub sequence: u64,
-    /// False when the head was unchanged (nothing more was fetched).
-    pub changed: bool,
-    /// Steps now planned.
-    pub pending: usize,
-    /// Host status.
-    pub host_status: String,
-    /// Refusals from better repositories that were skipped.
-    pub refused: Vec<String>,
-}
-
-/// What `upgrade` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct UpgradeReport {
-    /// Packages installed or upgraded.
-    pub installed: Vec<String>,
-    /// Packages removed.
-    pub removed: Vec<String>,
-    /// Packages downloaded only.
-    pub downloaded: Vec<String>,
-    /// Failures: package and why.
-    pub failed: Vec<(String, String)>,
-    /// Bytes fetched from repositories.
-    pub fetched_bytes: u64,
-    /// Bytes fetched from each repository (address).
-    pub fetched_by_repo: BTreeMap<String, u64>,
-    /// True when no repository answered and the cache was used.
-    pub offline: bool,
-}
-
-/// A package line of `status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PackageLine {
-    /// Name.
-    pub name: String,
-    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
-    pub status: String,
-    /// Installed version.
-    pub installed: Option<String>,
-    /// Version once the plan has run.
-    pub target: Option<String>,
-    /// Local install state.
-    pub state: Option<String>,
-    /// Why (errors, removals).
-    pub reason: Option<String>,
-    /// The end of the last hook output.
-    pub output: Option<String>,
-}
-
-/// What `status` shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    /// The machine.
-    pub host: Machine,
-    /// OK, NEED-UPGRADE, ERROR.
-    pub host_status: String,
-    /// The last update.
-    pub last_update: Option<LastUpdate>,
-    /// The snapshot held.
-    pub sequence: Option<u64>,
-    /// Packages.
-    pub packages: Vec<PackageLine>,
-    /// Pending steps.
-    pub plan: Vec<String>,
-    /// Resolution errors.
-    pub errors: Vec<String>,
-    /// Bytes of packages fetched from each repository (address), since the state was made.
-    pub bytes_by_repo: BTreeMap<String, u64>,
-}
-
-/// One candidate repository in `repos`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RepoLine {
-    /// `host:port`.
-    pub addr: String,
-    /// Why it is a candidate.
-    pub origin: String,
-    /// Rank (lower is preferred).
-    pub rank: u32,
-    /// Answered.
-    pub healthy: bool,
-    /// Round-trip time, ms.
-    pub rtt_ms: Option<f64>,
-    /// Its snapshot sequence.
-    pub sequence: Option<u64>,
-    /// Why it did not answer.
-    pub error: Option<String>,
-    /// The one the agent uses.
-    pub chosen: bool,
-}
-
-/// `repos`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReposReport {
-    /// Candidates, best first.
-    pub candidates: Vec<RepoLine>,
-    /// The DNS SRV lookup error, if any.
-    pub dns_error: Option<String>,
+impl AgentError {
+    /// How an update that failed this way ended.
+    pub fn outcome(&self) -> UpdateOutcome {
+        match self {
+            Self::Refused(_) => UpdateOutcome::Refused,
+            Self::Expired { .. } => UpdateOutcome::Expired,
+            Self::NoRepository(_) => UpdateOutcome::Unreachable,
+            _ => UpdateOutcome::Failed,
+        }
+    }
 }
 
 /// The agent.
@@ -205,6 +126,8 @@ pub struct Agent {
 const FAILURES: &str = "failures";
 /// Bytes fetched from each repository since the state was made.
 const BYTES_BY_REPO: &str = "bytes_by_repo";
+/// Repositories left aside after they were too slow, and until when.
+const PROBATION: &str = "probation";
 
 impl Agent {
     /// Opens the agent's state and transport. Interrupted installs become ERROR (retried).
@@ -276,15 +199,53 @@ impl Agent {
         }
     }
 
-    /// Every candidate repository, checked, best first.
+    /// Repositories left aside until a time (Unix seconds), after they were too slow.
+    fn probation(&self) -> BTreeMap<String, i64> {
+        self.state
+            .get_meta_public(PROBATION)
+            .ok()
+            .flatten()
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Leaves repositories aside for the probation period (they come back after it).
+    fn put_on_probation(&self, addrs: &BTreeSet<String>) -> Result<(), AgentError> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let until = now + i64::try_from(self.settings.probation.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut all = self.probation();
+        all.retain(|_, t| *t > now);
+        for a in addrs {
+            tracing::warn!(repo = a, "too slow: left aside until {}", format_unix(until));
+            all.insert(a.clone(), until);
+        }
+        let bytes = postcard::to_stdvec(&all).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        self.state.put_meta_public(PROBATION, &bytes)?;
+        Ok(())
+    }
+
+    /// Every candidate repository, checked, best first (those on probation last).
     pub async fn probe(&self) -> (Vec<Probed>, Option<String>) {
-        let (candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
-        (select::probe(&self.endpoint, candidates).await, dns_error)
+        let (mut candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
+        let (probation, now) = (self.probation(), unix_now());
+        for c in &mut candidates {
+            c.probation = probation.get(&c.addr).is_some_and(|until| *until > now);
+        }
+        (select::probe(&self.endpoint, candidates, self.settings.pace).await, dns_error)
+    }
+
+    /// The clients of the repositories that answered, best first.
+    fn answered(probed: &[Probed]) -> Vec<RepoClient> {
+        probed.iter().filter_map(|p| p.client.clone()).collect()
     }
 
     /// `repos`: the candidates, their rule, health and round-trip time, and the choice.
     pub async fn repos(&self) -> ReposReport {
         let (probed, dns_error) = self.probe().await;
+        let (probation, now) = (self.probation(), unix_now());
         let chosen = probed.iter().position(|p| p.candidate.healthy == Some(true));
         let candidates = probed
             .iter()
@@ -298,9 +259,25 @@ impl Agent {
                 sequence: p.head.map(|h| h.sequence),
                 error: p.error.clone(),
                 chosen: Some(i) == chosen,
+                probation_until: probation.get(&p.candidate.addr).copied().filter(|t| *t > now),
             })
             .collect();
         ReposReport { candidates, dns_error }
+    }
+
+    /// The snapshot held, decoded (it was verified when it was stored).
+    fn held(&self) -> Result<Option<(SignedSnapshot, Snapshot)>, AgentError> {
+        let Some(signed) = self.state.snapshot()? else { return Ok(None) };
+        let snapshot = signed.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
+        Ok(Some((signed, snapshot)))
+    }
+
+    /// Nothing new comes from an expired snapshot, whichever path reads it.
+    fn ensure_fresh(snapshot: &Snapshot, detail: String) -> Result<(), AgentError> {
+        if snapshot.expires <= unix_now() {
+            return Err(AgentError::Expired { sequence: snapshot.sequence, expires: snapshot.expires, detail });
+        }
+        Ok(())
     }
 
     /// `update`: fetch the head of the best repository (nothing more when unchanged), then the
@@ -309,23 +286,53 @@ impl Agent {
     pub async fn update(&self) -> Result<UpdateReport, AgentError> {
         let (probed, dns_error) = self.probe().await;
         let result = self.update_from(&probed).await;
-        let (ok, repo, message) = match &result {
-            Ok(r) => (true, Some(r.repo.clone()), format!("snapshot {}, {} step(s) pending", r.sequence, r.pending)),
-            Err(e) => (false, None, e.to_string()),
-        };
-        let message = match (&dns_error, ok) {
-            (Some(d), true) => format!("{message} (DNS discovery failed: {d})"),
-            _ => message,
-        };
-        self.state.put_last_update(&LastUpdate { at: unix_now(), ok, repo, message })?;
+        self.record_update(&result, dns_error.as_deref())?;
         result
+    }
+
+    /// Keeps how an update ended, for `status` and central.
+    fn record_update(
+        &self,
+        result: &Result<UpdateReport, AgentError>,
+        dns_error: Option<&str>,
+    ) -> Result<(), AgentError> {
+        let held = self.held()?.map(|(_, s)| s.sequence);
+        let dns = dns_error.map(|d| format!(" (DNS discovery failed: {d})")).unwrap_or_default();
+        let last = match result {
+            Ok(r) => LastUpdate {
+                at: unix_now(),
+                ok: true,
+                outcome: UpdateOutcome::Ok,
+                repo: Some(r.repo.clone()),
+                sequence: Some(r.sequence),
+                message: format!(
+                    "{} snapshot {} from {}{dns}",
+                    if r.changed { "new" } else { "unchanged" },
+                    r.sequence,
+                    r.repo
+                ),
+            },
+            Err(e) => LastUpdate {
+                at: unix_now(),
+                ok: false,
+                outcome: e.outcome(),
+                repo: None,
+                sequence: held,
+                message: e.to_string(),
+            },
+        };
+        self.state.put_last_update(&last)?;
+        Ok(())
     }
 
     async fn update_from(&self, probed: &[Probed]) -> Result<UpdateReport, AgentError> {
         let held = self.state.snapshot()?;
         let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| (v.sequence, s.hash())));
+        let now = unix_now();
         let mut refused = Vec::new();
         let mut unreachable = Vec::new();
+        let mut stale = None;
+        let mut slow = BTreeSet::new();
         for p in probed {
             let (Some(client), Some(head)) = (&p.client, p.head) else {
                 unreachable.push(format!("{}: {}", p.candidate.addr, p.error.clone().unwrap_or_default()));
@@ -334,10 +341,17 @@ impl Agent {
             if let Some(h) = &held
                 && h.hash() == head.hash
             {
+                let snapshot = h.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
+                if snapshot.expires <= now {
+                    // It serves the very snapshot held, expired: another may have a fresh one.
+                    stale.get_or_insert((snapshot.sequence, snapshot.expires));
+                    unreachable.push(format!("{}: serves the same expired snapshot", client.addr));
+                    continue;
+                }
                 // Unchanged: one round trip, nothing more. (The plan is still made again: local
                 // requests or installs may have changed.)
-                let snapshot = h.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
                 let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                self.put_on_probation(&slow)?;
                 return Ok(UpdateReport {
                     repo: client.addr.clone(),
                     sequence: head.sequence,
@@ -347,10 +361,12 @@ impl Agent {
                     refused,
                 });
             }
-            match client.snapshot(&head, &self.trust, unix_now(), held_id).await {
+            match client.snapshot(&head, &self.trust, now, held_id).await {
                 Ok((signed, snapshot)) => {
                     self.state.put_snapshot(&signed)?;
+                    self.keep_records_of(&snapshot)?;
                     let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                    self.put_on_probation(&slow)?;
                     return Ok(UpdateReport {
                         repo: client.addr.clone(),
                         sequence: head.sequence,
@@ -360,14 +376,25 @@ impl Agent {
                         refused,
                     });
                 }
-                Err(e) => {
+                Err(ClientError::Refused(e)) => {
                     tracing::warn!(repo = client.addr, "snapshot refused: {e}");
                     refused.push(format!("{}: {e}", client.addr));
                 }
+                Err(e) => {
+                    if RepoClient::is_slow(&e) {
+                        slow.insert(client.addr.clone());
+                    }
+                    tracing::warn!(repo = client.addr, "snapshot not fetched: {e}");
+                    unreachable.push(format!("{}: {e}", client.addr));
+                }
             }
         }
+        self.put_on_probation(&slow)?;
         if !refused.is_empty() {
             return Err(AgentError::Refused(refused.join("; ")));
+        }
+        if let Some((sequence, expires)) = stale {
+            return Err(AgentError::Expired { sequence, expires, detail: unreachable.join("; ") });
         }
         Err(AgentError::NoRepository(if unreachable.is_empty() {
             "no repository is configured".into()
@@ -376,7 +403,19 @@ impl Agent {
         }))
     }
 
-    /// Resolves against `snapshot` (plus this host's host package) and stores the plan.
+    /// Keeps the package records the new snapshot (or an installed package) still references;
+    /// the others go.
+    fn keep_records_of(&self, snapshot: &Snapshot) -> Result<(), AgentError> {
+        let mut keep: BTreeSet<[u8; 32]> = snapshot.manifests().copied().collect();
+        keep.extend(self.state.installed()?.into_iter().map(|(_, r)| r.manifest));
+        self.state.retain_records(&keep)?;
+        Ok(())
+    }
+
+    /// Resolves against `snapshot` (plus this host's host package) and stores the plan. A host
+    /// package whose record is out of reach (offline, not kept) is stood in for by the installed
+    /// copy of the very same package; failing that the resolution is incomplete, and removes
+    /// nothing it cannot see.
     async fn resolve(&self, snapshot: &Snapshot, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
         let mut entries: Vec<PackageEntry> = Vec::new();
         let mut ids: Vec<([u8; 32], u64)> = Vec::new();
@@ -386,21 +425,39 @@ impl Agent {
             entries.push(entry);
             ids.push((raw.manifest, raw.size));
         }
+        let installed = self.state.installed()?;
+        let mut incomplete = false;
+        let mut names = vec![self.machine.uuid.clone(), self.machine.fqdn.clone()];
+        names.dedup();
         // The host package is not in the public list: it is found by the host's own names.
-        for name in [&self.machine.uuid, &self.machine.fqdn] {
-            if let Some(h) = snapshot.host_package(name) {
-                match self.record(&h.manifest, repos).await {
-                    Ok((_, manifest)) => {
-                        if let Ok(entry) = manifest.entry() {
-                            entries.push(entry);
-                            ids.push((h.manifest, h.size));
-                        }
+        for name in &names {
+            let Some(h) = snapshot.host_package(name) else { continue };
+            if ids.iter().any(|(m, _)| *m == h.manifest) {
+                continue;
+            }
+            let entry = match self.record(&h.manifest, repos).await {
+                Ok((_, manifest)) => manifest.entry().ok(),
+                Err(e) => {
+                    let stand_in = installed
+                        .iter()
+                        .find(|(_, r)| r.manifest == h.manifest)
+                        .and_then(|(_, r)| PackageEntry::from_control(&r.control()).ok());
+                    if stand_in.is_none() {
+                        tracing::warn!(
+                            "host package {} is out of reach ({e}): nothing is removed until it can be read",
+                            hex(&h.manifest)
+                        );
+                        incomplete = true;
                     }
-                    Err(e) => tracing::warn!("host package {}: {e}", hex(&h.manifest)),
+                    stand_in
                 }
+            };
+            if let Some(entry) = entry {
+                entries.push(entry);
+                ids.push((h.manifest, h.size));
             }
         }
-        let plan = self.plan_from(snapshot.sequence, &entries, &ids)?;
+        let plan = self.plan_from(snapshot.sequence, &entries, &ids, &installed, incomplete)?;
         self.state.put_plan(&plan)?;
         Ok(plan)
     }
@@ -410,8 +467,9 @@ impl Agent {
         sequence: u64,
         entries: &[PackageEntry],
         ids: &[([u8; 32], u64)],
+        installed_records: &[(String, InstalledRecord)],
+        incomplete: bool,
     ) -> Result<StoredPlan, AgentError> {
-        let installed_records = self.state.installed()?;
         let installed: Vec<_> = installed_records.iter().filter_map(|(_, r)| r.as_installed()).collect();
         let requested: Vec<PackageRequest> =
             self.state.requests()?.iter().filter_map(|(_, r)| PackageRequest::parse(r).ok()).collect();
@@ -423,29 +481,39 @@ impl Agent {
             capabilities: &caps,
             installed: &installed,
             requested: &requested,
+            incomplete,
         });
         let steps = resolution
             .plan
             .iter()
             .map(|s| match s {
                 Step::Remove { name, version, reason } => PlannedStep {
-                    action: "remove".into(),
+                    action: StepAction::Remove,
                     name: name.clone(),
                     version: version.to_string(),
                     manifest: [0; 32],
                     origin: Origin::Dependency,
                     size: 0,
-                    reason: reason.to_string(),
+                    removal: Some(match reason {
+                        RemoveReason::NoLongerExpected => Removal::NoLongerExpected,
+                        RemoveReason::ConflictsWith(w) => Removal::ConflictsWith(w.clone()),
+                    }),
+                    text: s.to_string(),
                 },
                 Step::Install { name, version, entry, origin } | Step::Upgrade { name, version, entry, origin, .. } => {
                     PlannedStep {
-                        action: if matches!(s, Step::Install { .. }) { "install".into() } else { "upgrade".into() },
+                        action: if matches!(s, Step::Install { .. }) {
+                            StepAction::Install
+                        } else {
+                            StepAction::Upgrade
+                        },
                         name: name.clone(),
                         version: version.to_string(),
                         manifest: ids[*entry].0,
                         origin: *origin,
                         size: ids[*entry].1,
-                        reason: s.to_string(),
+                        removal: None,
+                        text: s.to_string(),
                     }
                 }
             })
@@ -470,7 +538,8 @@ impl Agent {
         })
     }
 
-    /// A package record and its verified manifest: from the local cache, else from `repos`.
+    /// A package record and its verified manifest: from the local records, else from `repos`
+    /// (then kept, so that the same record is there offline).
     async fn record(&self, manifest: &[u8; 32], repos: &[RepoClient]) -> Result<(PackageRecord, Manifest), String> {
         if let Some(bytes) = self.state.record(manifest).map_err(|e| e.to_string())?
             && let Ok(record) = PackageRecord::decode(&bytes)
@@ -480,78 +549,110 @@ impl Agent {
             return Ok((record, m.into_inner()));
         }
         let mut errors = Vec::new();
+        let mut slow = BTreeSet::new();
         for repo in repos {
             match repo.record(manifest, &self.trust, unix_now()).await {
                 Ok((record, m, _)) => {
-                    self.keep_record(manifest, &record)?;
+                    self.state.put_record(manifest, &record.encode()).map_err(|e| e.to_string())?;
+                    self.put_on_probation(&slow).map_err(|e| e.to_string())?;
                     return Ok((record, m.into_inner()));
                 }
-                Err(e) => errors.push(format!("{}: {e}", repo.addr)),
+                Err(e) => {
+                    if RepoClient::is_slow(&e) {
+                        slow.insert(repo.addr.clone());
+                    }
+                    errors.push(format!("{}: {e}", repo.addr));
+                }
             }
         }
-        Err(if errors.is_empty() { "not in the cache, and no repository answered".into() } else { errors.join("; ") })
+        self.put_on_probation(&slow).map_err(|e| e.to_string())?;
+        Err(if errors.is_empty() { "not kept here, and no repository answered".into() } else { errors.join("; ") })
     }
 
-    fn keep_record(&self, manifest: &[u8; 32], record: &PackageRecord) -> Result<(), String> {
-        let mut all: Vec<([u8; 32], Vec<u8>)> = Vec::new();
-        let wanted: BTreeSet<[u8; 32]> =
-            self.state.plan().ok().flatten().map(|p| p.steps.iter().map(|s| s.manifest).collect()).unwrap_or_default();
-        for m in wanted.iter().filter(|m| *m != manifest) {
-            if let Ok(Some(b)) = self.state.record(m) {
-                all.push((*m, b));
+    /// Probes, then updates from the repositories that answered (refused or expired snapshots
+    /// stop here); returns their clients (empty: offline).
+    async fn refresh(&self) -> Result<Vec<RepoClient>, AgentError> {
+        let (probed, dns_error) = self.probe().await;
+        let repos = Self::answered(&probed);
+        if repos.is_empty() {
+            return Ok(repos);
+        }
+        let result = self.update_from(&probed).await;
+        self.record_update(&result, dns_error.as_deref())?;
+        match result {
+            Ok(_) | Err(AgentError::NoRepository(_)) => Ok(repos),
+            Err(e @ (AgentError::Refused(_) | AgentError::Expired { .. })) => Err(e),
+            Err(e) => {
+                tracing::warn!("update before upgrade failed: {e}");
+                Ok(repos)
             }
         }
-        all.push((*manifest, record.encode()));
-        self.state.set_records(&all).map_err(|e| e.to_string())
     }
 
-    /// `upgrade` (and `download-upgrade` with `download_only`): runs the stored plan, or only
-    /// the steps for `only` and what they depend on. Updates first when a repository answers.
+    /// `upgrade` (and `download-upgrade` with `download_only`): updates first when a repository
+    /// answers, then runs the plan, or only the steps for `only` and what they depend on.
+    /// Nothing is installed, upgraded or removed from an expired snapshot.
     pub async fn upgrade(
         &self,
         only: Option<&[String]>,
         download_only: bool,
         progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
     ) -> Result<UpgradeReport, AgentError> {
-        let (probed, _) = self.probe().await;
-        let repos: Vec<RepoClient> = probed.iter().filter_map(|p| p.client.clone()).collect();
-        let mut report = UpgradeReport { offline: repos.is_empty(), ..UpgradeReport::default() };
-        if !repos.is_empty()
-            && let Err(e) = self.update_from(&probed).await
-        {
-            tracing::warn!("update before upgrade failed: {e}");
-            if matches!(e, AgentError::Refused(_)) {
-                self.state.put_last_update(&LastUpdate {
-                    at: unix_now(),
-                    ok: false,
-                    repo: None,
-                    message: e.to_string(),
-                })?;
-                return Err(e);
-            }
+        let repos = self.refresh().await?;
+        self.run_plan(only, download_only, &repos, progress).await
+    }
+
+    /// The plan of the snapshot held (made again when it was made from another one).
+    async fn current_plan(&self, snapshot: &Snapshot, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
+        match self.state.plan()? {
+            Some(p) if p.sequence == snapshot.sequence => Ok(p),
+            _ => self.resolve(snapshot, repos).await,
         }
-        let plan = self.state.plan()?.ok_or(AgentError::NoPlan)?;
+    }
+
+    async fn run_plan(
+        &self,
+        only: Option<&[String]>,
+        download_only: bool,
+        repos: &[RepoClient],
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Result<UpgradeReport, AgentError> {
+        let mut report = UpgradeReport { offline: repos.is_empty(), ..UpgradeReport::default() };
+        let (_, snapshot) = self.held()?.ok_or(AgentError::NoPlan)?;
+        Self::ensure_fresh(&snapshot, String::new())?;
+        let plan = self.current_plan(&snapshot, repos).await?;
         if only.is_some() {
             // Choosing "what they need" reads the planned packages' signed depends.
-            for step in plan.steps.iter().filter(|s| s.action != "remove") {
-                let _ = self.record(&step.manifest, &repos).await;
+            for step in plan.steps.iter().filter(|s| s.action != StepAction::Remove) {
+                let _ = self.record(&step.manifest, repos).await;
             }
         }
         let steps: Vec<&PlannedStep> = match only {
             None => plan.steps.iter().collect(),
-            Some(names) => select_with_dependencies(&plan, names, &self.state, |m| self.state.record(m).ok().flatten()),
+            Some(names) => select_with_dependencies(&plan, names, |m| self.state.record(m).ok().flatten()),
         };
+        let slow: download::Slow = download::Slow::default();
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
         let mut ready: BTreeMap<String, (PathBuf, Manifest)> = BTreeMap::new();
-        for step in steps.iter().filter(|s| s.action != "remove") {
+        for step in steps.iter().filter(|s| s.action != StepAction::Remove) {
             let result = async {
-                let (_, manifest) = self.record(&step.manifest, &repos).await?;
+                let (_, manifest) = self.record(&step.manifest, repos).await?;
                 let name_ok = manifest.control.get_or_empty("package") == step.name;
                 if !name_ok {
                     return Err("the snapshot entry does not match the signed package".to_string());
                 }
+                if manifest.control.get(outpost_protocol::wapt::WAPT_SETUP_FIELD).is_some()
+                    && manifest.hook(hooks::PLATFORM_HOOK).is_none()
+                {
+                    return Err(format!(
+                        "refused: {} was imported from WAPT with a setup.py, which Outpost does not run, and it has no \
+                         {} for this platform; import it again with `outpost wapt import --hooks DIR`",
+                        step.name,
+                        hooks::PLATFORM_HOOK
+                    ));
+                }
                 let label = format!("{} {}", step.name, step.version);
-                let (dir, got) = download::ensure(&self.cache(), &step.manifest, &manifest, &repos, &|done| {
+                let (dir, got) = download::ensure(&self.cache(), &step.manifest, &manifest, repos, &slow, &|done| {
                     progress(&label, done, step.size);
                 })
                 .await
@@ -578,6 +679,8 @@ impl Agent {
                 }
             }
         }
+        let slow = slow.lock().expect("not poisoned").clone();
+        self.put_on_probation(&slow)?;
         if !report.fetched_by_repo.is_empty() {
             let mut total = self.bytes_by_repo();
             for (repo, n) in &report.fetched_by_repo {
@@ -594,7 +697,7 @@ impl Agent {
         }
         let mut failed_names: BTreeSet<String> = failures.keys().cloned().collect();
         for step in steps {
-            if step.action == "remove" {
+            if step.action == StepAction::Remove {
                 match self.uninstall(&step.name).await {
                     Ok(()) => {
                         // A local request for a package the plan removes (it gave way to a
@@ -628,11 +731,7 @@ impl Agent {
         report.failed = failures.into_iter().collect();
         self.save_failures(&report.failed)?;
         // Statuses after the run, from the same snapshot.
-        if let Some(signed) = self.state.snapshot()?
-            && let Ok(snapshot) = signed.unverified()
-        {
-            self.resolve(&snapshot, &repos).await?;
-        }
+        self.resolve(&snapshot, repos).await?;
         Ok(report)
     }
 
@@ -666,7 +765,7 @@ impl Agent {
     async fn install_one(&self, step: &PlannedStep, dir: &Path, manifest: &Manifest) -> Result<(), String> {
         let now = unix_now();
         let previous = self.state.get_installed(&step.name).map_err(|e| e.to_string())?;
-        let script = hooks::script_in(dir);
+        let script = hooks::script_for(manifest, dir);
         let hook = script.as_ref().map(std::fs::read).transpose().map_err(|e| format!("reading the hook: {e}"))?;
         let origin = match (&previous, step.origin) {
             (Some(p), _) if p.origin == Origin::Explicit => Origin::Explicit,
@@ -679,7 +778,7 @@ impl Agent {
             origin,
             hook,
             output: String::new(),
-            message: format!("{} started", step.action),
+            message: format!("{} started", step.text),
             installed_at: previous.as_ref().map_or(now, |p| p.installed_at),
             updated_at: now,
             audit: None,
@@ -798,20 +897,26 @@ impl Agent {
         result.map_err(|e| format!("running {} {}: {e}", script.display(), action.as_str()))
     }
 
-    /// `install NAME[(op version)]…`: records the requests, updates, and installs them (and
-    /// what they need).
+    /// `install NAME[(op version)]…`: updates, records the requests, and installs them (and
+    /// what they need). From an expired snapshot nothing is installed (and nothing recorded).
     pub async fn install(
         &self,
         requests: &[String],
         progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
     ) -> Result<UpgradeReport, AgentError> {
-        let mut names = Vec::new();
-        for text in requests {
-            let r = PackageRequest::parse(text).map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        let parsed = requests
+            .iter()
+            .map(|t| PackageRequest::parse(t).map_err(|e| AgentError::BadRequest(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let repos = self.refresh().await?;
+        let (_, snapshot) = self.held()?.ok_or(AgentError::NoPlan)?;
+        Self::ensure_fresh(&snapshot, String::new())?;
+        let names: Vec<String> = parsed.iter().map(|r| r.name.clone()).collect();
+        for r in &parsed {
             self.state.put_request(&r.name, &r.to_string())?;
-            names.push(r.name);
         }
-        let mut report = self.upgrade(Some(&names), false, progress).await?;
+        self.resolve(&snapshot, &repos).await?;
+        let mut report = self.run_plan(Some(&names), false, &repos, progress).await?;
         // A request nothing satisfies is an error, not a silent no-op; it is not kept, so that
         // it does not hold the host in ERROR.
         let plan = self.state.plan()?;
@@ -832,11 +937,8 @@ impl Agent {
             }
             report.failed.push((name.clone(), why));
         }
-        if dropped
-            && let Some(signed) = self.state.snapshot()?
-            && let Ok(snapshot) = signed.unverified()
-        {
-            self.resolve(&snapshot, &[]).await?;
+        if dropped {
+            self.resolve(&snapshot, &repos).await?;
         }
         Ok(report)
     }
@@ -892,6 +994,15 @@ impl Agent {
     /// `status`.
     pub fn status(&self) -> Result<StatusReport, AgentError> {
         let plan = self.state.plan()?;
+        let held = self.held()?.map(|(_, s)| s);
+        let snapshot = held.as_ref().map(|s| SnapshotInfo {
+            sequence: s.sequence,
+            created: s.created,
+            expires: s.expires,
+            expired: s.expires <= unix_now(),
+        });
+        // A plan made from another snapshot than the one held says nothing about this one.
+        let plan = plan.filter(|p| held.as_ref().is_some_and(|s| s.sequence == p.sequence));
         let installed: BTreeMap<String, InstalledRecord> = self.state.installed()?.into_iter().collect();
         let failures: BTreeMap<String, String> = self.failures().into_iter().collect();
         let mut lines: BTreeMap<String, PackageLine> = BTreeMap::new();
@@ -931,8 +1042,8 @@ impl Agent {
                 line.output = Some(tail);
             }
         }
-        let pending: BTreeSet<&str> =
-            plan.as_ref().map(|p| p.steps.iter().map(|s| s.name.as_str()).collect()).unwrap_or_default();
+        let steps: Vec<PlannedStep> = plan.as_ref().map(|p| p.steps.clone()).unwrap_or_default();
+        let pending: BTreeSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         for (name, why) in &failures {
             if let Some(line) = lines.get_mut(name)
                 && pending.contains(name.as_str())
@@ -942,27 +1053,37 @@ impl Agent {
             }
         }
         let packages: Vec<PackageLine> = lines.into_values().collect();
-        let host_status = if packages.iter().any(|p| p.status == "ERROR") {
+        let last_update = self.state.last_update()?;
+        let mut errors = plan.as_ref().map(|p| p.errors.clone()).unwrap_or_default();
+        let expired = snapshot.as_ref().is_some_and(|s| s.expired);
+        if let Some(s) = snapshot.as_ref().filter(|s| s.expired) {
+            errors.insert(
+                0,
+                format!(
+                    "snapshot {} expired on {}: nothing is installed, upgraded or removed until a repository serves a fresh one",
+                    s.sequence,
+                    format_unix(s.expires)
+                ),
+            );
+        }
+        let refused = last_update.as_ref().is_some_and(|u| u.outcome == UpdateOutcome::Refused);
+        let host_status = if packages.iter().any(|p| p.status == "ERROR") || expired || refused {
             "ERROR"
-        } else if plan.as_ref().is_some_and(|p| !p.steps.is_empty()) {
+        } else if !steps.is_empty() {
             "NEED-UPGRADE"
         } else {
             "OK"
-        };
-        let last_update = self.state.last_update()?;
-        let host_status = if last_update.as_ref().is_some_and(|u| !u.ok && u.message.starts_with("refused")) {
-            "ERROR"
-        } else {
-            host_status
         };
         Ok(StatusReport {
             host: self.machine.clone(),
             host_status: host_status.into(),
             last_update,
-            sequence: self.state.snapshot()?.and_then(|s| s.unverified().ok()).map(|s| s.sequence),
+            sequence: snapshot.as_ref().map(|s| s.sequence),
+            snapshot,
             packages,
-            plan: plan.as_ref().map(|p| p.steps.iter().map(|s| s.reason.clone()).collect()).unwrap_or_default(),
-            errors: plan.map(|p| p.errors).unwrap_or_default(),
+            plan: steps.iter().map(|s| s.text.clone()).collect(),
+            steps,
+            errors,
             bytes_by_repo: self.bytes_by_repo(),
         })
     }
@@ -993,16 +1114,15 @@ impl Agent {
 fn select_with_dependencies<'p>(
     plan: &'p StoredPlan,
     names: &[String],
-    _state: &AgentState,
     record: impl Fn(&[u8; 32]) -> Option<Vec<u8>>,
 ) -> Vec<&'p PlannedStep> {
     let mut wanted: BTreeSet<String> = names.iter().cloned().collect();
-    // Walk depends through the planned packages' records, when cached.
+    // Walk depends through the planned packages' records, when kept.
     let mut changed = true;
     while changed {
         changed = false;
         for s in &plan.steps {
-            if !wanted.contains(&s.name) || s.action == "remove" {
+            if !wanted.contains(&s.name) || s.action == StepAction::Remove {
                 continue;
             }
             let deps = record(&s.manifest)
@@ -1020,8 +1140,7 @@ fn select_with_dependencies<'p>(
     plan.steps
         .iter()
         .filter(|s| {
-            wanted.contains(&s.name)
-                || (s.action == "remove" && wanted.iter().any(|w| s.reason.contains(&format!("conflicts with {w}"))))
+            wanted.contains(&s.name) || matches!(&s.removal, Some(Removal::ConflictsWith(w)) if wanted.contains(w))
         })
         .collect()
 }

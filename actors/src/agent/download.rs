@@ -60,13 +60,18 @@ pub fn is_cached(cache: &Path, manifest_hash: &[u8; 32]) -> bool {
     cached(cache, manifest_hash).is_dir()
 }
 
+/// Repositories found too slow during an operation: each is left for the next one at once
+/// (and for the rest of the operation), and the agent puts it on probation.
+pub type Slow = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
 /// Makes the package complete in the cache, fetching what is missing from `repos` (best
-/// first). Returns its folder.
+/// first; those in `slow` are skipped while another answers). Returns its folder.
 pub async fn ensure(
     cache: &Path,
     manifest_hash: &[u8; 32],
     manifest: &Manifest,
     repos: &[RepoClient],
+    slow: &Slow,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(PathBuf, Downloaded), DownloadError> {
     let target = cached(cache, manifest_hash);
@@ -125,7 +130,7 @@ pub async fn ensure(
         loop {
             while tasks.len() < IN_FLIGHT {
                 let Some(range) = ranges.next() else { break };
-                let by_repo = by_repo.clone();
+                let (by_repo, slow) = (by_repo.clone(), slow.clone());
                 let (repos, chunks, file, stats, preferred, hash, path) = (
                     repos.clone(),
                     chunks.clone(),
@@ -136,7 +141,7 @@ pub async fn ensure(
                     path.clone(),
                 );
                 tasks.spawn(async move {
-                    let (bytes, from) = fetch(&repos, &preferred, &hash, &chunks, &range).await?;
+                    let (bytes, from) = fetch(&repos, &preferred, &slow, &hash, &chunks, &range).await?;
                     *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
                     let file2 = file.clone();
                     tokio::task::spawn_blocking(move || write_at(&file2, range.offset, &bytes))
@@ -185,18 +190,23 @@ fn first_damaged(dir: &Path, files: &[outpost_protocol::package::FileEntry]) -> 
 }
 
 /// Fetches one range from the preferred repository, failing over to the next ones; returns it
-/// and the repository that sent it.
+/// and the repository that sent it. A repository too slow for the range's deadline is marked in
+/// `slow` and tried again only when no other answers.
 async fn fetch(
     repos: &[RepoClient],
     preferred: &AtomicUsize,
+    slow: &Slow,
     file: &[u8; 32],
     chunks: &[Chunk],
     range: &Range,
 ) -> Result<(Vec<u8>, String), DownloadError> {
     let mut errors = Vec::new();
     let start = preferred.load(Ordering::Relaxed);
-    for k in 0..repos.len() {
-        let i = (start + k) % repos.len();
+    let is_slow = |addr: &str| slow.lock().expect("not poisoned").contains(addr);
+    // Those not found slow first, in order from the preferred one; the slow ones last.
+    let mut order: Vec<usize> = (0..repos.len()).map(|k| (start + k) % repos.len()).collect();
+    order.sort_by_key(|&i| is_slow(&repos[i].addr));
+    for i in order {
         match repos[i].range(file, chunks, range).await {
             Ok(bytes) => {
                 if i != start {
@@ -204,7 +214,13 @@ async fn fetch(
                 }
                 return Ok((bytes, repos[i].addr.clone()));
             }
-            Err(e) => errors.push(format!("{}: {e}", repos[i].addr)),
+            Err(e) => {
+                if RepoClient::is_slow(&e) {
+                    tracing::warn!(repo = repos[i].addr, "too slow, moving to the next repository: {e}");
+                    slow.lock().expect("not poisoned").insert(repos[i].addr.clone());
+                }
+                errors.push(format!("{}: {e}", repos[i].addr));
+            }
         }
     }
     Err(DownloadError::Unavailable {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_protocol::control::Control;
-use tokio::io::AsyncReadExt;
 
 /// How much of a hook's output is kept (its end).
 pub const OUTPUT_TAIL: usize = 16 * 1024;
@@ -46,7 +45,7 @@ pub struct HookOutcome {
     pub code: Option<i32>,
     /// True when it ran past its time limit and was killed.
     pub timed_out: bool,
-    /// The end of its output (stdout and stderr, interleaved as written).
+    /// The end of its output (stdout and stderr, in the order written).
     pub output: String,
     /// How long it ran.
     pub elapsed: Duration,
@@ -76,11 +75,14 @@ impl HookOutcome {
     }
 }
 
-/// The hook script of a package folder for this platform, if it has one.
-pub fn script_in(dir: &Path) -> Option<PathBuf> {
-    let name = if cfg!(windows) { "setup.ps1" } else { "setup.sh" };
-    let path = dir.join(name);
-    path.is_file().then_some(path)
+/// The hook this platform runs.
+pub const PLATFORM_HOOK: &str = if cfg!(windows) { "setup.ps1" } else { "setup.sh" };
+
+/// The hook script of a package unpacked in `dir`, for this platform, if it has one. Found
+/// from the signed manifest, whatever the case of its name (`Setup.sh` is the hook, as a
+/// case-insensitive file system would make it).
+pub fn script_for(manifest: &outpost_protocol::package::Manifest, dir: &Path) -> Option<PathBuf> {
+    manifest.hook(PLATFORM_HOOK).map(|p| dir.join(p)).filter(|p| p.is_file())
 }
 
 /// Runs `script` with `action` in `dir`. The environment carries `OUTPOST_PACKAGE`,
@@ -106,8 +108,6 @@ pub async fn run(
     cmd.arg(action.as_str())
         .current_dir(dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .env("OUTPOST_PACKAGE", control.get_or_empty("package"))
         .env("OUTPOST_VERSION", control.get_or_empty("version"))
@@ -121,27 +121,29 @@ pub async fn run(
     }
     #[cfg(unix)]
     cmd.process_group(0);
+    // One pipe for both outputs: what the hook writes to stdout and stderr is kept in the order
+    // it was written (two pipes read side by side would interleave them at random).
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
     let started = std::time::Instant::now();
     let mut child = cmd.spawn()?;
-    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    // The command holds the pipe's write ends: without dropping it, the pipe never ends.
+    drop(cmd);
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let sink = tail.clone();
-    let collector = tokio::spawn(async move {
-        let (mut a, mut b) = (vec![0u8; 8192], vec![0u8; 8192]);
-        let (mut out_open, mut err_open) = (true, true);
-        while out_open || err_open {
-            tokio::select! {
-                n = out.read(&mut a), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => push_tail(&mut sink.lock().expect("not poisoned"), &a[..n]),
-                },
-                n = err.read(&mut b), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => push_tail(&mut sink.lock().expect("not poisoned"), &b[..n]),
-                },
+    let (sink, (done_tx, done_rx)) = (tail.clone(), tokio::sync::oneshot::channel::<()>());
+    // A plain thread, not the runtime's blocking pool: a child the hook left running with the
+    // pipe open would otherwise keep the process from exiting.
+    std::thread::Builder::new().name("hook-output".into()).spawn(move || {
+        let mut reader = reader;
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => push_tail(&mut sink.lock().expect("not poisoned"), &buf[..n]),
             }
         }
-    });
+        let _ = done_tx.send(());
+    })?;
     let (code, timed_out) = match tokio::time::timeout(limit, child.wait()).await {
         Ok(status) => (status?.code(), false),
         Err(_) => {
@@ -149,9 +151,9 @@ pub async fn run(
             (None, true)
         }
     };
-    // The pipes close when the script and its children are gone; a child that detached and
-    // kept them open is not waited for long.
-    let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
+    // The pipe closes when the script and its children are gone; a child that detached and
+    // kept it open is not waited for long.
+    let _ = tokio::time::timeout(Duration::from_secs(5), done_rx).await;
     let output = String::from_utf8_lossy(&tail.lock().expect("not poisoned")).into_owned();
     Ok(HookOutcome { code, timed_out, output, elapsed: started.elapsed() })
 }
@@ -173,4 +175,39 @@ async fn kill_group(child: &mut tokio::process::Child) {
         }
     }
     let _ = child.kill().await;
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_keeps_the_order_it_was_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("setup.sh");
+        let body: String = (0..200).map(|i| format!("echo out {i}\necho err {i} >&2\n")).collect();
+        std::fs::write(&script, format!("{body}exit 3\n")).unwrap();
+        let control = Control::parse("package: p\nversion: 1\n").unwrap();
+        let o =
+            run(&script, HookAction::Install, dir.path(), dir.path(), &control, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(o.code, Some(3));
+        let want: String = (0..200).map(|i| format!("out {i}\nerr {i}\n")).collect();
+        assert_eq!(o.output, want);
+        assert!(o.summary("setup.sh", HookAction::Install).contains("exit code 3"));
+    }
+
+    #[tokio::test]
+    async fn a_hook_over_its_limit_is_stopped_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("setup.sh");
+        std::fs::write(&script, "echo started\nsleep 30 &\nsleep 30\n").unwrap();
+        let control = Control::parse("package: p\nversion: 1\n").unwrap();
+        let started = std::time::Instant::now();
+        let o = run(&script, HookAction::Install, dir.path(), dir.path(), &control, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert!(o.timed_out && o.code.is_none(), "{o:?}");
+        assert_eq!(o.output, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(10), "not waited for the children");
+    }
 }

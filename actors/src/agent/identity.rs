@@ -5,7 +5,7 @@
 use std::net::{IpAddr, UdpSocket};
 
 /// The machine's identity and capabilities as the agent reports and resolves with them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     /// BIOS UUID (lower-case), or machine-id shaped as a UUID.
     pub uuid: String,

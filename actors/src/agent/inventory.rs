@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use outpost_protocol::central::{
-    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageState, Section, Software, UpdateResult,
+    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageState, Section, SnapshotState, Software, UpdateResult,
 };
 
 use super::core::StatusReport;
@@ -183,6 +183,12 @@ pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
             ok: u.ok,
             message: u.message.clone(),
             repo: u.repo.clone(),
+        })),
+        Section::Snapshot(status.snapshot.as_ref().map(|s| SnapshotState {
+            sequence: s.sequence,
+            created: s.created,
+            expires: s.expires,
+            expired: s.expired,
         })),
     ]
 }

@@ -62,7 +62,18 @@ fn e(x: impl std::fmt::Display) -> String {
 impl LinkState {
     /// Opens (or creates) it.
     pub fn open(state_dir: &Path) -> Result<Self, String> {
-        let db = Database::create(state_dir.join("central.redb")).map_err(e)?;
+        let path = state_dir.join("central.redb");
+        let db = crate::db::open(&path).map_err(|x| {
+            if x.is_damaged() {
+                format!(
+                    "{x}. It holds the report sequence and the actions already run; move it away (mv {p} {p}.damaged): \
+                     the agent then sends a full report, and actions it ran before are refused by their expiry",
+                    p = path.display()
+                )
+            } else {
+                x.to_string()
+            }
+        })?;
         let txn = db.begin_write().map_err(e)?;
         txn.open_table(META).map_err(e)?;
         txn.open_table(NONCES).map_err(e)?;

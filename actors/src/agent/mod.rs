@@ -11,6 +11,8 @@
 //! * [`actor`]: the daemon's actor and its local control socket.
 //! * [`inventory`]: what the agent reports about its machine.
 //! * [`link`]: the daemon's link to central (reports, actions, settings).
+//! * [`metrics`]: the agent's metrics.
+//! * [`report`]: what the commands answer.
 
 pub mod actor;
 pub mod core;
@@ -19,6 +21,8 @@ pub mod hooks;
 pub mod identity;
 pub mod inventory;
 pub mod link;
+pub mod metrics;
+pub mod report;
 pub mod select;
 pub mod state;
 

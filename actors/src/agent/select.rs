@@ -12,6 +12,7 @@ use outpost_protocol::snapshot::Head;
 use quinn::Endpoint;
 
 use crate::repo::client::RepoClient;
+use crate::transport::Pace;
 
 /// How long a candidate may take to answer its check.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -104,8 +105,9 @@ pub async fn candidates(sources: &Sources, facts: &AgentFacts) -> (Vec<Candidate
     (selection::candidates(&sources.rules, facts, &srv, &sources.configured, sources.main.as_deref()), dns_error)
 }
 
-/// Checks every candidate at once (connect, ask for the head) and returns them best first.
-pub async fn probe(endpoint: &Endpoint, candidates: Vec<Candidate>) -> Vec<Probed> {
+/// Checks every candidate at once (connect, ask for the head) and returns them best first;
+/// the clients kept use `pace` for what follows.
+pub async fn probe(endpoint: &Endpoint, candidates: Vec<Candidate>, pace: Pace) -> Vec<Probed> {
     let tasks: Vec<_> = candidates
         .into_iter()
         .map(|c| {
@@ -113,7 +115,8 @@ pub async fn probe(endpoint: &Endpoint, candidates: Vec<Candidate>) -> Vec<Probe
             tokio::spawn(async move {
                 let started = Instant::now();
                 let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
-                    let client = RepoClient::connect(&endpoint, &c.addr).await.map_err(|e| e.to_string())?;
+                    let client =
+                        RepoClient::connect(&endpoint, &c.addr).await.map_err(|e| e.to_string())?.with_pace(pace);
                     let head = client.head().await.map_err(|e| e.to_string())?;
                     Ok::<_, String>((client, head))
                 })

@@ -18,8 +18,10 @@ const RECORDS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
 const SNAPSHOT: &str = "snapshot";
-const PLAN: &str = "plan";
-const LAST_UPDATE: &str = "last_update";
+/// The plan (a versioned record; an older `plan` key is ignored: plans are made again).
+const PLAN: &str = "plan.v2";
+const LAST_UPDATE_V1: &str = "last_update";
+const LAST_UPDATE: &str = "last_update.v2";
 
 /// A package installed on this machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,11 +66,33 @@ impl InstalledRecord {
     }
 }
 
+/// What a planned step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepAction {
+    /// Install a package that is not installed.
+    Install,
+    /// Replace an installed package (newer, retried, or pinned lower).
+    Upgrade,
+    /// Uninstall a package.
+    Remove,
+}
+
+/// Why a planned removal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removal {
+    /// Nothing on this host expects it any more.
+    NoLongerExpected,
+    /// It conflicts with this package, which is to be installed.
+    ConflictsWith(String),
+}
+
 /// One step of a stored plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
-    /// `install`, `upgrade` or `remove`.
-    pub action: String,
+    /// What the step does.
+    pub action: StepAction,
     /// Package name.
     pub name: String,
     /// Target version (or installed version, for a removal).
@@ -79,8 +103,11 @@ pub struct PlannedStep {
     pub origin: Origin,
     /// Size of the package's files.
     pub size: u64,
-    /// Why (removals).
-    pub reason: String,
+    /// Why, for a removal.
+    pub removal: Option<Removal>,
+    /// The step in words, package and version included (`remove foo 1 (no longer expected on
+    /// this host)`).
+    pub text: String,
 }
 
 /// A package's status in a stored plan.
@@ -115,6 +142,23 @@ pub struct StoredPlan {
     pub errors: Vec<String>,
 }
 
+/// How the last update ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOutcome {
+    /// A snapshot was verified (new or unchanged).
+    Ok,
+    /// Every repository that answered served something refused (forged, older, expired
+    /// snapshot): the host is in ERROR until a good update.
+    Refused,
+    /// The snapshot held has expired and no repository served a fresh one.
+    Expired,
+    /// No repository answered.
+    Unreachable,
+    /// Anything else (local failures).
+    Failed,
+}
+
 /// The result of the last update.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastUpdate {
@@ -122,10 +166,33 @@ pub struct LastUpdate {
     pub at: i64,
     /// True when it completed.
     pub ok: bool,
+    /// How it ended.
+    pub outcome: UpdateOutcome,
     /// The repository used.
     pub repo: Option<String>,
+    /// The snapshot held afterwards.
+    pub sequence: Option<u64>,
     /// What happened (or why it failed).
     pub message: String,
+}
+
+/// The first form of [`LastUpdate`], still read from states written before it changed.
+#[derive(Deserialize)]
+struct LastUpdateV1 {
+    at: i64,
+    ok: bool,
+    repo: Option<String>,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+enum LastUpdateWire {
+    V2(LastUpdate),
+}
+
+#[derive(Serialize, Deserialize)]
+enum PlanWire {
+    V2(StoredPlan),
 }
 
 /// Why the state could not be read or written.
@@ -146,8 +213,17 @@ pub struct AgentState {
 impl AgentState {
     /// Opens (or creates) `dir/state.redb`.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::create(dir.join("state.redb")).map_err(err)?;
+        std::fs::create_dir_all(dir).map_err(|e| StateError(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("state.redb");
+        let db = crate::db::open(&path).map_err(|e| match e {
+            crate::db::OpenError::Damaged { .. } => StateError(format!(
+                "{e}. Restore it from a backup, or move it away (mv {p} {p}.damaged) and run `outpost agent update`: \
+                 the agent then starts afresh, forgets what it installed, and the next upgrade installs its \
+                 packages again (their install hooks run again)",
+                p = path.display()
+            )),
+            other => StateError(other.to_string()),
+        })?;
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(INSTALLED).map_err(err)?;
@@ -233,24 +309,19 @@ impl AgentState {
         Ok(t.get(manifest).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
-    /// Caches package records, dropping those not in `keep`.
-    pub fn set_records(&self, records: &[([u8; 32], Vec<u8>)]) -> Result<(), StateError> {
+    /// Keeps a package record (verified by the caller).
+    pub fn put_record(&self, manifest: &[u8; 32], record: &[u8]) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(RECORDS).map_err(err)?.insert(manifest, record).map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Drops the records no longer referenced (by the snapshot held or an installed package).
+    pub fn retain_records(&self, keep: &std::collections::BTreeSet<[u8; 32]>) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut t = txn.open_table(RECORDS).map_err(err)?;
-            let stale: Vec<[u8; 32]> = t
-                .iter()
-                .map_err(err)?
-                .filter_map(Result::ok)
-                .map(|(k, _)| *k.value())
-                .filter(|k| !records.iter().any(|(m, _)| m == k))
-                .collect();
-            for k in &stale {
-                t.remove(k).map_err(err)?;
-            }
-            for (k, v) in records {
-                t.insert(k, v.as_slice()).map_err(err)?;
-            }
+            t.retain(|k, _| keep.contains(k)).map_err(err)?;
         }
         txn.commit().map_err(err)
     }
@@ -289,22 +360,37 @@ impl AgentState {
 
     /// The stored plan.
     pub fn plan(&self) -> Result<Option<StoredPlan>, StateError> {
-        self.get_meta(PLAN)?.map(|b| postcard::from_bytes(&b).map_err(err)).transpose()
+        let Some(bytes) = self.get_meta(PLAN)? else { return Ok(None) };
+        let PlanWire::V2(plan) = postcard::from_bytes(&bytes).map_err(err)?;
+        Ok(Some(plan))
     }
 
     /// Stores the plan.
     pub fn put_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
-        self.put_meta(PLAN, &postcard::to_stdvec(plan).map_err(err)?)
+        self.put_meta(PLAN, &postcard::to_stdvec(&PlanWire::V2(plan.clone())).map_err(err)?)
     }
 
     /// The last update's result.
     pub fn last_update(&self) -> Result<Option<LastUpdate>, StateError> {
-        self.get_meta(LAST_UPDATE)?.map(|b| postcard::from_bytes(&b).map_err(err)).transpose()
+        if let Some(bytes) = self.get_meta(LAST_UPDATE)? {
+            let LastUpdateWire::V2(u) = postcard::from_bytes(&bytes).map_err(err)?;
+            return Ok(Some(u));
+        }
+        let Some(bytes) = self.get_meta(LAST_UPDATE_V1)? else { return Ok(None) };
+        let old: LastUpdateV1 = postcard::from_bytes(&bytes).map_err(err)?;
+        Ok(Some(LastUpdate {
+            at: old.at,
+            ok: old.ok,
+            outcome: if old.ok { UpdateOutcome::Ok } else { UpdateOutcome::Failed },
+            repo: old.repo,
+            sequence: None,
+            message: old.message,
+        }))
     }
 
     /// Stores the last update's result.
     pub fn put_last_update(&self, update: &LastUpdate) -> Result<(), StateError> {
-        self.put_meta(LAST_UPDATE, &postcard::to_stdvec(update).map_err(err)?)
+        self.put_meta(LAST_UPDATE, &postcard::to_stdvec(&LastUpdateWire::V2(update.clone())).map_err(err)?)
     }
 
     /// Turns every INIT or RUNNING record (an install interrupted by a crash) into ERROR, so

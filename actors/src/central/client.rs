@@ -1,12 +1,11 @@
 //! Talking to central: one request per stream (consoles, agents), the agent's long-lived
 //! action stream, and enrollment without a certificate.
 
-use outpost_protocol::central::{self, ALPN_ENROLL, CentralRequest, CentralResponse, Signed};
+use outpost_protocol::central::{self, ALPN_ENROLL, CentralRequest, CentralResponse, MAX_CENTRAL_FRAME, Signed};
 use quinn::{Connection, Endpoint, RecvStream};
 use rustls::pki_types::CertificateDer;
 
-use super::server::read_frame;
-use crate::transport::{self, TransportError};
+use crate::transport::{self, Pace, TransportError, read_frame_limited};
 
 /// Why a call to central failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +58,23 @@ impl CentralClient {
         }
     }
 
-    /// Sends `request`, returns the answer (errors from central become `Remote`).
+    /// Sends `request`, returns the answer (errors from central become `Remote`). The request
+    /// and its answer each have the deadline of their size at the default minimum rate.
     pub async fn request(&self, request: &CentralRequest) -> Result<CentralResponse, CentralClientError> {
-        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| self.broke(e.to_string()))?;
-        send.write_all(&central::encode_request(request)).await.map_err(|e| self.broke(e.to_string()))?;
-        let _ = send.finish();
-        let body = read_frame(&mut recv)
+        let pace = Pace::default();
+        let frame = central::encode_request(request);
+        let sent = tokio::time::timeout(pace.deadline(frame.len() as u64), async {
+            let (mut send, recv) = self.connection.open_bi().await.map_err(|e| self.broke(e.to_string()))?;
+            send.write_all(&frame).await.map_err(|e| self.broke(e.to_string()))?;
+            let _ = send.finish();
+            Ok::<_, CentralClientError>(recv)
+        })
+        .await
+        .map_err(|_| self.broke("central did not take the request in time (too slow)".into()))?;
+        let mut recv = sent?;
+        let body = read_frame_limited(&mut recv, MAX_CENTRAL_FRAME, Some(pace))
             .await
-            .map_err(|e| self.broke(e))?
+            .map_err(|e| self.broke(e.to_string()))?
             .ok_or_else(|| self.broke("closed without answering".into()))?;
         let response = central::decode_response(&body).map_err(|e| self.broke(e.to_string()))?;
         if let CentralResponse::Error { code, message } = response {
@@ -103,7 +111,12 @@ impl ActionStream {
     pub async fn next(&mut self) -> Result<Option<Signed>, CentralClientError> {
         let stream = |reason: String| CentralClientError::Stream { addr: self.addr.clone(), reason };
         loop {
-            let Some(body) = read_frame(&mut self.recv).await.map_err(stream)? else { return Ok(None) };
+            // Actions come when an administrator sends them: no deadline on this stream.
+            let Some(body) =
+                read_frame_limited(&mut self.recv, MAX_CENTRAL_FRAME, None).await.map_err(|e| stream(e.to_string()))?
+            else {
+                return Ok(None);
+            };
             match central::decode_response(&body).map_err(|e| stream(e.to_string()))? {
                 CentralResponse::Action(signed) => return Ok(Some(signed)),
                 CentralResponse::Error { code, message } => {

@@ -17,6 +17,8 @@ pub struct HostRow {
     software: Vec<u32>,
     /// Its Outpost packages: interned name, status, installed version.
     packages: Vec<(u32, String, Option<String>)>,
+    /// The snapshot it holds had expired at its last report.
+    pub snapshot_expired: bool,
 }
 
 /// The fleet index.
@@ -124,6 +126,9 @@ impl Fleet {
                 self.by_name.insert(h.fqdn.to_lowercase(), id);
             }
         }
+        if changed.contains(&SectionKind::Snapshot) {
+            row.snapshot_expired = inventory.snapshot().is_some_and(|s| s.expired);
+        }
         if changed.contains(&SectionKind::Packages) {
             row.summary.status = inventory.host_status().unwrap_or("UNKNOWN").to_string();
             row.summary.packages = u32::try_from(inventory.packages().len()).unwrap_or(u32::MAX);
@@ -209,6 +214,11 @@ impl Fleet {
         let mut v: Vec<PackageSummary> = out.into_values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Hosts whose snapshot had expired at their last report (for the metrics).
+    pub fn snapshot_expired(&self) -> i64 {
+        i64::try_from(self.rows.iter().filter(|r| r.snapshot_expired).count()).unwrap_or(i64::MAX)
     }
 
     /// Hosts by status (for the metrics).

@@ -61,6 +61,8 @@ pub struct CentralMetrics {
     pub connected: Gauge,
     /// Enrollments by result (issued, pending, refused).
     pub enrollments: Family<Labels, Counter>,
+    /// Hosts whose snapshot had expired at their last report.
+    pub snapshot_expired: Gauge,
 }
 
 impl Default for CentralMetrics {
@@ -76,6 +78,7 @@ impl Default for CentralMetrics {
             action_refusals: Family::default(),
             connected: Gauge::default(),
             enrollments: Family::default(),
+            snapshot_expired: Gauge::default(),
         }
     }
 }
@@ -107,6 +110,11 @@ impl CentralMetrics {
         r.register("action_refusals", "Refused actions and settings by reason", self.action_refusals.clone());
         r.register("connected_agents", "Agents connected now", self.connected.clone());
         r.register("enrollments", "Enrollments by result", self.enrollments.clone());
+        r.register(
+            "hosts_snapshot_expired",
+            "Hosts whose snapshot had expired at their last report (they install nothing new)",
+            self.snapshot_expired.clone(),
+        );
     }
 
     fn rejected(&self, reason: &str) {
@@ -207,6 +215,7 @@ impl Central {
             outpost_protocol::central::SectionKind::Host,
             outpost_protocol::central::SectionKind::Software,
             outpost_protocol::central::SectionKind::Packages,
+            outpost_protocol::central::SectionKind::Snapshot,
         ];
         for (uuid, record, inv) in &loaded.hosts {
             fleet.update(uuid, &record.fingerprint, inv, &all, record.last_seen, record.sequence);
@@ -276,6 +285,7 @@ impl Central {
             self.metrics.hosts.get_or_create(&label("status", status)).set(*n);
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
+        self.metrics.snapshot_expired.set(self.fleet.snapshot_expired());
     }
 
     /// Forgets deliveries of expired actions (the agents refuse them anyway).

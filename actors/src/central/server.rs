@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Central, CentralMetrics, Gone, Handle, HandleReport, Listen, Peer, Revoked};
 use crate::repo::client::RepoClient;
-use crate::transport;
+use crate::transport::{self, FrameError, Pace};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 200_000;
@@ -43,23 +43,6 @@ impl std::fmt::Debug for ServerContext {
 
 fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {
     CentralResponse::Error { code, message: message.into() }
-}
-
-/// Reads one frame (at most [`MAX_CENTRAL_FRAME`] bytes); `None` at the end of the stream.
-pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, String> {
-    let mut prefix = [0u8; 4];
-    match recv.read_exact(&mut prefix).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    }
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len > MAX_CENTRAL_FRAME {
-        return Err(format!("message of {len} bytes is over the {MAX_CENTRAL_FRAME}-byte limit"));
-    }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-    Ok(Some(body))
 }
 
 async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<(), String> {
@@ -138,16 +121,18 @@ async fn handle_stream(
     conn: u64,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let body = match read_frame(&mut recv).await {
+    // A request comes whole within its deadline (a report of 1 MiB at the minimum rate), or
+    // the stream is dropped: a client that trickles bytes holds nothing here for long.
+    let body = match transport::read_frame_limited(&mut recv, MAX_CENTRAL_FRAME, Some(Pace::default())).await {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(()),
-        Err(e) => {
-            if e.contains("over the") {
-                ctx.metrics.rejected("oversized");
-                let _ = respond(&mut send, &error(ErrorCode::BadRequest, e.clone())).await;
-            }
+        Err(FrameError::TooLarge(n)) => {
+            ctx.metrics.rejected("oversized");
+            let e = format!("message of {n} bytes is over the {MAX_CENTRAL_FRAME}-byte limit");
+            let _ = respond(&mut send, &error(ErrorCode::BadRequest, e.clone())).await;
             return Err(e);
         }
+        Err(e) => return Err(e.to_string()),
     };
     let request = match central::decode_request(&body) {
         Ok(r) => r,
@@ -299,9 +284,12 @@ async fn repos(ctx: &ServerContext) -> Vec<RepoLine> {
     }
     let main = lines.iter().filter(|l| l.role == "main").filter_map(|l| l.sequence).max();
     for l in &mut lines {
-        if let (Some(m), Some(s)) = (main, l.sequence) {
-            l.lag = Some(m.saturating_sub(s));
-        }
+        l.lag = match (main, l.sequence) {
+            (Some(m), Some(s)) => Some(m.saturating_sub(s)),
+            // It answered but serves nothing yet: behind by everything.
+            (Some(m), None) if l.role == "edge" => Some(m),
+            _ => None,
+        };
     }
     lines
 }

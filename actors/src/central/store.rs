@@ -136,7 +136,18 @@ impl CentralStore {
     pub fn open(dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("central.redb");
-        let db = Database::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let db = crate::db::open(&path).map_err(|e| {
+            if e.is_damaged() {
+                format!(
+                    "{e}. Restore it from a backup, or move it away (mv {p} {p}.damaged) and start again: central \
+                     rebuilds the fleet from the agents' next reports and recovers revocations from the main \
+                     repository's snapshot; enrollment tokens, waiting hosts and the action history are lost",
+                    p = path.display()
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         {
             txn.open_table(HOSTS).map_err(|e| e.to_string())?;
@@ -179,7 +190,7 @@ impl CentralStore {
             let uuid = k.value().to_string();
             let record: HostRecord = dec(v.value())?;
             let mut inv = Inventory::default();
-            for kind in [SectionKind::Host, SectionKind::Software, SectionKind::Packages] {
+            for kind in [SectionKind::Host, SectionKind::Software, SectionKind::Packages, SectionKind::Snapshot] {
                 if let Some(s) = sections.get((uuid.as_str(), kind_byte(kind))).map_err(|x| e(x.into()))? {
                     inv.apply([dec::<Section>(s.value())?]);
                 }

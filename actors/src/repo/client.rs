@@ -15,12 +15,12 @@ use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::snapshot::{Head, MAX_SNAPSHOT_BYTES, SignedSnapshot, Snapshot};
 use outpost_protocol::verified::Verified;
 use outpost_protocol::version::Version;
-use outpost_protocol::wire::{RepoStatus, Request, Response};
+use outpost_protocol::wire::{RepoStatus, RepoStatusV2, Request, Response};
 use quinn::{Connection, Endpoint};
 use tokio::io::AsyncWriteExt;
 
 use super::sync::RANGE_BYTES;
-use crate::transport::{self, TransportError};
+use crate::transport::{self, Pace, TransportError};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,8 @@ pub struct RepoClient {
     pub connection: Connection,
     /// The address it was made to.
     pub addr: String,
+    /// How fast the repository must answer: slower is a failed repository.
+    pub pace: Pace,
 }
 
 /// A pulled package.
@@ -62,9 +64,24 @@ pub struct Pulled {
 }
 
 impl RepoClient {
-    /// Connects to `addr`.
+    /// Connects to `addr` (the default minimum rate; see [`RepoClient::with_pace`]).
     pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Self, ClientError> {
-        Ok(Self { connection: transport::connect(endpoint, addr).await?, addr: addr.to_string() })
+        Ok(Self {
+            connection: transport::connect(endpoint, addr).await?,
+            addr: addr.to_string(),
+            pace: Pace::default(),
+        })
+    }
+
+    /// The same client with another minimum rate.
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    /// True when an error means the repository was too slow.
+    pub fn is_slow(e: &ClientError) -> bool {
+        matches!(e, ClientError::Transport(t) if t.is_slow())
     }
 
     fn unexpected(&self, r: &Response) -> ClientError {
@@ -73,7 +90,7 @@ impl RepoClient {
 
     /// The repository's head.
     pub async fn head(&self) -> Result<Head, ClientError> {
-        match transport::request(&self.connection, &Request::Head).await?.2 {
+        match transport::request(&self.connection, &Request::Head, self.pace).await?.2 {
             Response::Head(h) => Ok(h),
             other => Err(self.unexpected(&other)),
         }
@@ -81,9 +98,22 @@ impl RepoClient {
 
     /// The repository's state.
     pub async fn status(&self) -> Result<RepoStatus, ClientError> {
-        match transport::request(&self.connection, &Request::Status).await?.2 {
+        match transport::request(&self.connection, &Request::Status, self.pace).await?.2 {
             Response::Status(s) => Ok(s),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The repository's state with its sync schedule (from a repository that predates it:
+    /// the plain state, without schedule).
+    pub async fn status_v2(&self) -> Result<RepoStatusV2, ClientError> {
+        match transport::request(&self.connection, &Request::StatusV2, self.pace).await {
+            Ok((_, _, Response::StatusV2(s))) => Ok(s),
+            Ok((_, _, other)) => Err(self.unexpected(&other)),
+            Err(TransportError::Remote { code: outpost_protocol::wire::ErrorCode::BadRequest, .. }) => {
+                Ok(RepoStatusV2 { status: self.status().await?, ..RepoStatusV2::default() })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -95,9 +125,13 @@ impl RepoClient {
         now: i64,
         held: Option<(u64, [u8; 32])>,
     ) -> Result<(SignedSnapshot, Verified<Snapshot>), ClientError> {
-        let bytes =
-            transport::fetch(&self.connection, &Request::Snapshot { hash: head.hash }, MAX_SNAPSHOT_BYTES as u64)
-                .await?;
+        let bytes = transport::fetch(
+            &self.connection,
+            &Request::Snapshot { hash: head.hash },
+            MAX_SNAPSHOT_BYTES as u64,
+            self.pace,
+        )
+        .await?;
         let signed = SignedSnapshot::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
         if signed.hash() != head.hash {
             return Err(ClientError::Refused("the snapshot does not match the head".into()));
@@ -113,9 +147,13 @@ impl RepoClient {
         trust: &TrustStore,
         now: i64,
     ) -> Result<(PackageRecord, Verified<Manifest>, CertInfo), ClientError> {
-        let bytes =
-            transport::fetch(&self.connection, &Request::Package { manifest: *manifest }, MAX_RECORD_BYTES as u64)
-                .await?;
+        let bytes = transport::fetch(
+            &self.connection,
+            &Request::Package { manifest: *manifest },
+            MAX_RECORD_BYTES as u64,
+            self.pace,
+        )
+        .await?;
         let record = PackageRecord::decode(&bytes).map_err(|e| ClientError::Refused(e.to_string()))?;
         if &record.hash() != manifest {
             return Err(ClientError::Refused(format!("package {} does not match its hash", hex(manifest))));
@@ -127,17 +165,41 @@ impl RepoClient {
     /// A byte range of a file, verified against its chunk list.
     pub async fn range(&self, file: &[u8; 32], chunks: &[Chunk], range: &Range) -> Result<Vec<u8>, ClientError> {
         let request = Request::Range { file: *file, offset: range.offset, len: range.len };
-        let bytes = transport::fetch(&self.connection, &request, u64::from(range.len)).await?;
+        let bytes = transport::fetch(&self.connection, &request, u64::from(range.len), self.pace).await?;
         chunking::verify_range(chunks, range, &bytes).map_err(|i| {
             ClientError::Refused(format!("chunk {i} of file {} does not match its signed hash", hex(file)))
         })?;
         Ok(bytes)
     }
 
-    /// Sends a package archive; returns the answer (`Published`).
+    /// Sends a package archive; returns the answer (`Published`). The whole exchange has the
+    /// deadline of its size at this client's minimum rate, plus time for the repository to
+    /// verify and store it.
     pub async fn publish(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<Response, ClientError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| ClientError::Io { path: path.to_path_buf(), source })?
+            .len();
+        // Verifying and storing reads the archive again on the other side.
+        let within = self.pace.deadline(size) + self.pace.deadline(size);
+        match tokio::time::timeout(within, self.publish_unbounded(path, size, progress)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Transport(TransportError::TooSlow {
+                peer: self.addr.clone(),
+                what: format!("publishing {} bytes", size),
+                seconds: within.as_secs(),
+                min_rate: self.pace.min_rate,
+            })),
+        }
+    }
+
+    async fn publish_unbounded(
+        &self,
+        path: &Path,
+        size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io { path: path.to_path_buf(), source };
-        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
         let peer = self.addr.clone();
         let stream = |reason: String| ClientError::Transport(TransportError::Stream { peer: peer.clone(), reason });
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
@@ -161,7 +223,10 @@ impl RepoClient {
             progress(done);
         }
         let _ = send.finish();
-        let body = transport::read_frame(&mut recv).await.map_err(stream)?.ok_or_else(|| stream("no answer".into()))?;
+        let body = transport::read_frame(&mut recv, None)
+            .await
+            .map_err(|e| stream(e.to_string()))?
+            .ok_or_else(|| stream("no answer".into()))?;
         let response = outpost_protocol::wire::decode_response(&body)
             .map_err(|source| ClientError::Transport(TransportError::Wire { peer: self.addr.clone(), source }))?;
         if let Response::Error { code, message } = response {
@@ -173,7 +238,7 @@ impl RepoClient {
     /// Removes packages by name (and version).
     pub async fn unpublish(&self, name: &str, version: Option<&str>) -> Result<(u64, Vec<String>), ClientError> {
         let request = Request::Unpublish { name: name.to_string(), version: version.map(str::to_string) };
-        match transport::request(&self.connection, &request).await?.2 {
+        match transport::request(&self.connection, &request, self.pace).await?.2 {
             Response::Unpublished { sequence, removed } => Ok((sequence, removed)),
             other => Err(self.unexpected(&other)),
         }

@@ -51,6 +51,29 @@ pub struct UpstreamState {
     pub head: Option<Head>,
     /// The last sync or connection error.
     pub last_error: Option<String>,
+    /// A newer snapshot waits for the next sync window.
+    pub waiting_for_window: bool,
+}
+
+/// When an edge may sync: its windows and the time zone they are written in.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Sync windows (empty: always).
+    pub windows: Vec<outpost_protocol::schedule::SyncWindow>,
+    /// Their time zone.
+    pub zone: crate::zone::Zone,
+}
+
+impl Schedule {
+    /// Whether syncing is allowed at `unix`.
+    pub fn allowed(&self, unix: i64) -> bool {
+        outpost_protocol::schedule::allowed_at(&self.windows, unix, &|t| self.zone.offset_minutes(t))
+    }
+
+    /// When the windows next open or close after `unix`.
+    pub fn next_change(&self, unix: i64) -> Option<i64> {
+        outpost_protocol::schedule::next_change(&self.windows, unix, &|t| self.zone.offset_minutes(t))
+    }
 }
 
 /// The role-specific part of a repository.
@@ -71,6 +94,8 @@ pub enum Role {
         sync: sync::SyncContext,
         /// Files being fetched for clients.
         fetching: Arc<sync::Fetching>,
+        /// When it may sync.
+        schedule: Arc<Schedule>,
     },
 }
 

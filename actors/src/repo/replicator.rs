@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use outpost_protocol::schedule::{SyncWindow, sync_allowed};
 use outpost_protocol::snapshot::Head;
 use outpost_protocol::wire::{self, Request, Response};
 use quinn::{Connection, Endpoint};
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::sync::{self, SyncContext, SyncError, SyncOutcome};
 use super::{UpstreamState, unix_now};
 use crate::metrics::label;
-use crate::transport;
+use crate::transport::{self, Pace};
 
 /// The receiving side of a head channel.
 pub type HeadReceiver = watch::Receiver<Option<Head>>;
@@ -31,10 +30,8 @@ pub struct ReplicatorConfig {
     pub upstreams: Vec<String>,
     /// How often to poll the upstream's head (heads are also pushed).
     pub poll: Duration,
-    /// When syncing is allowed (empty: always).
-    pub windows: Vec<SyncWindow>,
-    /// Local time offset for the windows, in minutes east of UTC.
-    pub utc_offset_minutes: i32,
+    /// When syncing is allowed.
+    pub schedule: Arc<super::Schedule>,
     /// How long an upstream that served refused content is avoided.
     pub quarantine: Duration,
 }
@@ -92,6 +89,11 @@ pub struct Replicator {
     syncing: bool,
     current: Option<Head>,
     avoid_until: Vec<Option<Instant>>,
+    /// The current snapshot lacks content (found at start): sync it again even if the upstream
+    /// serves the same head.
+    repair: bool,
+    /// When this replicator started (a never-synced edge lags since then).
+    started: Instant,
     cancel: CancellationToken,
 }
 
@@ -118,6 +120,19 @@ impl Replicator {
             ctx.metrics.snapshot_sequence.set(i64::try_from(h.sequence).unwrap_or(i64::MAX));
             ctx.metrics.snapshot_expiry.set(h.expires);
         }
+        // Content the current snapshot needs and the store lost (a deleted file, a database
+        // moved aside) is fetched again from upstream.
+        let repair = current.is_some() && ctx.fill == super::Fill::Immediate && {
+            let (missing, _) = ctx.store.completeness(false)?;
+            if !missing.is_empty() {
+                tracing::warn!(
+                    missing = missing.len(),
+                    first = missing[0],
+                    "the current snapshot lacks content; fetching it again from upstream"
+                );
+            }
+            !missing.is_empty()
+        };
         let (head, rx) = watch::channel(current);
         let upstream = Arc::new(Mutex::new(UpstreamState::default()));
         let n = config.upstreams.len();
@@ -133,6 +148,8 @@ impl Replicator {
             syncing: false,
             current,
             avoid_until: vec![None; n],
+            repair,
+            started: Instant::now(),
             cancel,
         };
         Ok((me, rx, upstream))
@@ -181,13 +198,33 @@ impl Replicator {
         let (Some(index), Some(wanted)) = (self.active, self.upstream.lock().expect("not poisoned").head) else {
             return;
         };
-        if self.current.is_some_and(|c| c.hash == wanted.hash) {
+        if self.current.is_some_and(|c| c.hash == wanted.hash) && !self.repair {
             return;
         }
-        if !sync_allowed(&self.config.windows, unix_now(), self.config.utc_offset_minutes) {
-            tracing::debug!("a newer snapshot is waiting for the next sync window");
+        let now = unix_now();
+        if !self.config.schedule.allowed(now) {
+            let opens = self.config.schedule.next_change(now);
+            let was_waiting =
+                std::mem::replace(&mut self.upstream.lock().expect("not poisoned").waiting_for_window, true);
+            if !was_waiting {
+                tracing::info!(
+                    sequence = wanted.sequence,
+                    "snapshot {} waits for the next sync window, which opens {}",
+                    wanted.sequence,
+                    opens.map_or_else(
+                        || "never in the coming week".to_string(),
+                        |t| format!("at {}", self.config.schedule.zone.local(t))
+                    )
+                );
+                // Wake up when it opens rather than at the next poll.
+                if let Some(t) = opens {
+                    let wait = Duration::from_secs(u64::try_from(t - now).unwrap_or(0) + 1);
+                    ctx.run_later(wait, |act, ctx| act.maybe_sync(ctx));
+                }
+            }
             return;
         }
+        self.upstream.lock().expect("not poisoned").waiting_for_window = false;
         let Some((addr, connection)) = self.upstream.lock().expect("not poisoned").connection.clone() else {
             return;
         };
@@ -203,12 +240,18 @@ impl Replicator {
 
     fn update_lag(&self) {
         let up = self.upstream.lock().expect("not poisoned").head;
-        if let (Some(up), Some(cur)) = (up, self.current) {
-            let lag = up.sequence.saturating_sub(cur.sequence);
-            self.ctx.metrics.lag_snapshots.set(i64::try_from(lag).unwrap_or(i64::MAX));
-            let seconds = if lag == 0 { 0.0 } else { (unix_now() - cur.created).max(0) as f64 };
-            self.ctx.metrics.lag_seconds.set(seconds);
-        }
+        let (lag, seconds) = match (up, self.current) {
+            (Some(up), Some(cur)) => {
+                let lag = up.sequence.saturating_sub(cur.sequence);
+                (lag, if lag == 0 { 0.0 } else { (unix_now() - cur.created).max(0) as f64 })
+            }
+            // Never synced: behind by everything the upstream has (at least one snapshot, even
+            // when no upstream answers), for as long as this edge has been waiting.
+            (up, None) => (up.map_or(1, |u| u.sequence.max(1)), self.started.elapsed().as_secs_f64()),
+            (None, Some(_)) => return,
+        };
+        self.ctx.metrics.lag_snapshots.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.ctx.metrics.lag_seconds.set(seconds);
     }
 }
 
@@ -216,6 +259,7 @@ impl Actor for Replicator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.update_lag();
         if !self.config.upstreams.is_empty() {
             self.connect(0, ctx);
         }
@@ -243,11 +287,11 @@ impl Handler<Connected> for Replicator {
         }
         let token = self.cancel.child_token();
         self.link = Some(token.clone());
-        let (me, index, connection) = (ctx.address(), msg.index, msg.connection);
+        let (me, index, connection, pace) = (ctx.address(), msg.index, msg.connection, self.ctx.pace);
         tokio::spawn(async move {
             let error = tokio::select! {
                 () = token.cancelled() => return,
-                e = subscribe(&connection, index, &me) => e,
+                e = subscribe(&connection, index, &me, pace) => e,
             };
             me.do_send(LinkDown { index, error });
         });
@@ -255,8 +299,8 @@ impl Handler<Connected> for Replicator {
 }
 
 /// Follows the upstream's pushed heads until the stream ends; returns why it ended.
-async fn subscribe(connection: &Connection, index: usize, me: &Addr<Replicator>) -> String {
-    let (_send, mut recv, first) = match transport::request(connection, &Request::Subscribe).await {
+async fn subscribe(connection: &Connection, index: usize, me: &Addr<Replicator>, pace: Pace) -> String {
+    let (_send, mut recv, first) = match transport::request(connection, &Request::Subscribe, pace).await {
         Ok(r) => r,
         Err(e) => return e.to_string(),
     };
@@ -267,13 +311,14 @@ async fn subscribe(connection: &Connection, index: usize, me: &Addr<Replicator>)
             Some(other) => return format!("unexpected answer to a subscription: {other:?}"),
             None => {}
         }
-        match transport::read_frame(&mut recv).await {
+        // Heads come when they change: no deadline here (keep-alives detect a dead link).
+        match transport::read_frame(&mut recv, None).await {
             Ok(Some(body)) => match wire::decode_response(&body) {
                 Ok(r) => next = Some(r),
                 Err(e) => return e.to_string(),
             },
             Ok(None) => return "the upstream closed the subscription".into(),
-            Err(e) => return e,
+            Err(e) => return e.to_string(),
         }
     }
 }
@@ -355,6 +400,7 @@ impl Handler<SyncDone> for Replicator {
                 metrics.snapshot_sequence.set(i64::try_from(head.sequence).unwrap_or(i64::MAX));
                 metrics.snapshot_expiry.set(head.expires);
                 self.current = Some(head);
+                self.repair = false;
                 self.upstream.lock().expect("not poisoned").last_error = None;
                 self.head.send_replace(Some(head));
                 self.update_lag();
@@ -365,14 +411,25 @@ impl Handler<SyncDone> for Replicator {
                 let addr = self.config.upstreams[msg.index].clone();
                 tracing::warn!(upstream = addr, "sync failed: {e}");
                 self.set_error(format!("sync from {addr} failed: {e}"));
-                if e.refusal().is_none() {
+                let avoid = match (e.refusal(), e.is_slow()) {
+                    (Some(reason), _) => {
+                        metrics.refused(reason);
+                        true
+                    }
+                    (None, true) => {
+                        metrics.refused("slow");
+                        true
+                    }
+                    (None, false) => false,
+                };
+                if !avoid {
                     // A transient failure (a lost connection, a full disk): try again soon.
                     ctx.run_later(Duration::from_secs(2), |act, ctx| act.maybe_sync(ctx));
                 }
-                if let Some(reason) = e.refusal() {
-                    // The upstream served content that is refused: keep serving the last good
-                    // snapshot, and use another upstream for a while.
-                    metrics.refused(reason);
+                if avoid {
+                    // The upstream served content that is refused, or was too slow: keep
+                    // serving the last good snapshot, and use another upstream for a while
+                    // (what was verified stays in `partial/`).
                     self.avoid_until[msg.index] = Some(Instant::now() + self.config.quarantine);
                     if self.config.upstreams.len() > 1 && self.active == Some(msg.index) {
                         self.drop_link();
@@ -389,6 +446,7 @@ impl Handler<Tick> for Replicator {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
+        self.update_lag();
         if self.cancel.is_cancelled() || self.connecting {
             return;
         }
@@ -404,9 +462,10 @@ impl Handler<Tick> for Replicator {
                 }
                 // Poll the head, in case a push was missed.
                 if let Some((_, connection)) = self.upstream.lock().expect("not poisoned").connection.clone() {
-                    let me = ctx.address();
+                    let (me, pace) = (ctx.address(), self.ctx.pace);
                     tokio::spawn(async move {
-                        if let Ok((_, _, Response::Head(head))) = transport::request(&connection, &Request::Head).await
+                        if let Ok((_, _, Response::Head(head))) =
+                            transport::request(&connection, &Request::Head, pace).await
                         {
                             me.do_send(UpstreamHead { index, head });
                         }

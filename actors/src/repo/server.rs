@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use outpost_protocol::package::manifest::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
-use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, Request, Response};
+use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, RepoStatusV2, Request, Response};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -17,7 +17,7 @@ use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
 use crate::store::StoreError;
-use crate::transport::{peer, read_frame, respond};
+use crate::transport::{Pace, peer, read_frame, respond};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -113,6 +113,13 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into() }
 }
 
+/// A failure on this side: the detail (paths, system errors) goes to the log, the client gets
+/// what failed and where to look.
+fn internal(e: &StoreError, what: &str) -> Response {
+    tracing::error!("{what}: {e}");
+    error(ErrorCode::Internal, format!("the repository failed {what}: {} (its log says more)", e.public_reason()))
+}
+
 async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
@@ -121,7 +128,11 @@ async fn handle_stream(
     label: &str,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let Some(body) = read_frame(&mut recv).await? else { return Ok(()) };
+    // A request is a small frame: it comes at once or the stream is dropped (a client that
+    // trickles bytes holds nothing here for long).
+    let Some(body) = read_frame(&mut recv, Some(Pace::default())).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
     let request = match wire::decode_request(&body) {
         Ok(r) => r,
         Err(e) => return respond(&mut send, &error(ErrorCode::BadRequest, e.to_string())).await,
@@ -139,7 +150,7 @@ async fn handle_stream(
                 Ok(None) => {
                     respond(&mut send, &error(ErrorCode::NotFound, format!("no snapshot {}", hex(&hash)))).await
                 }
-                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+                Err(e) => respond(&mut send, &internal(&e, "reading the snapshot")).await,
             }
         }
         Request::Package { manifest } => {
@@ -149,7 +160,7 @@ async fn handle_stream(
                 Ok(None) => {
                     respond(&mut send, &error(ErrorCode::NotFound, format!("no package {}", hex(&manifest)))).await
                 }
-                Err(e) => respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
+                Err(e) => respond(&mut send, &internal(&e, "reading the package record")).await,
             }
         }
         Request::Range { file, offset, len } => match range(shared, file, offset, len).await {
@@ -161,6 +172,7 @@ async fn handle_stream(
         },
         Request::Subscribe => subscribe(send, shared, cancel).await,
         Request::Status => respond(&mut send, &Response::Status(status(shared))).await,
+        Request::StatusV2 => respond(&mut send, &Response::StatusV2(status_v2(shared))).await,
         Request::Publish { size } => {
             let answer = publish(&mut recv, shared, who, size).await;
             respond(&mut send, &answer).await?;
@@ -201,7 +213,7 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
     let info = match blocking(move || store.file_info(&file)).await {
         Ok(Some(info)) => info,
         Ok(None) => return Err(error(ErrorCode::NotFound, format!("no file {}", hex(&file)))),
-        Err(e) => return Err(error(ErrorCode::Internal, e.to_string())),
+        Err(e) => return Err(internal(&e, &format!("reading the chunk list of file {}", hex(&file)))),
     };
     let (store, i) = (shared.store.clone(), info.clone());
     match blocking(move || store.read_range(&file, &i, offset, len)).await {
@@ -212,7 +224,7 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
             tracing::warn!(file = h, "a damaged file was found while serving it and removed");
         }
         Err(StoreError::BadRange(m)) => return Err(error(ErrorCode::BadRequest, m)),
-        Err(e) => return Err(error(ErrorCode::Internal, e.to_string())),
+        Err(e) => return Err(internal(&e, &format!("reading file {}", hex(&file)))),
     }
     let Role::Edge { upstream, sync, fetching, .. } = &shared.role else {
         return Err(error(
@@ -225,9 +237,10 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
         return Err(error(ErrorCode::Unavailable, "the file is not here yet and no upstream is reachable"));
     };
     fetching.start(connection.clone(), file, info.clone(), sync.clone());
-    super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync)
-        .await
-        .map_err(|e| error(ErrorCode::Unavailable, format!("fetching from {addr}: {e}")))
+    super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await.map_err(|e| {
+        tracing::warn!(upstream = addr, file = hex(&file), "fetching for a client failed: {e}");
+        error(ErrorCode::Unavailable, format!("fetching from upstream {addr} failed: {}", e.public_reason()))
+    })
 }
 
 async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), String> {
@@ -277,6 +290,22 @@ fn status(shared: &Shared) -> RepoStatus {
     status
 }
 
+fn status_v2(shared: &Shared) -> RepoStatusV2 {
+    let mut v2 = RepoStatusV2 { status: status(shared), ..RepoStatusV2::default() };
+    if let Role::Edge { schedule, upstream, .. } = &shared.role {
+        v2.windows = schedule.windows.iter().map(ToString::to_string).collect();
+        v2.time_zone = schedule.zone.name().to_string();
+        v2.waiting_for_window = upstream.lock().expect("not poisoned").waiting_for_window;
+        if !schedule.windows.is_empty() {
+            let now = super::unix_now();
+            v2.window_open = Some(schedule.allowed(now));
+            v2.window_changes = schedule.next_change(now);
+            v2.window_changes_local = v2.window_changes.map(|t| schedule.zone.local(t));
+        }
+    }
+    v2
+}
+
 /// May this peer change what the repository publishes?
 fn may_publish(who: &CertInfo) -> bool {
     who.has(Purpose::PackageSigning) || who.has(Purpose::Right(Right::Modify))
@@ -301,6 +330,7 @@ async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u
     }
     let path =
         shared.store.root().join("tmp").join(format!("publish-{}-{}.outpost", std::process::id(), rand_suffix()));
+    let within = Pace::default().deadline(size);
     let received = async {
         let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
         let mut left = size;
@@ -312,8 +342,10 @@ async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u
             left -= n as u64;
         }
         file.flush().await.map_err(|e| e.to_string())
-    }
-    .await;
+    };
+    let received = tokio::time::timeout(within, received)
+        .await
+        .unwrap_or_else(|_| Err(format!("the upload did not arrive within {} s", within.as_secs())));
     if let Err(e) = received {
         let _ = tokio::fs::remove_file(&path).await;
         return error(ErrorCode::BadRequest, format!("receiving the package: {e}"));
@@ -351,7 +383,11 @@ fn publish_error(e: &PublishError) -> Response {
         PublishError::Refused(_) => ErrorCode::Refused,
         PublishError::NotFound(_) => ErrorCode::NotFound,
         PublishError::BadRequest(_) => ErrorCode::BadRequest,
-        PublishError::Store(_) | PublishError::Internal(_) => ErrorCode::Internal,
+        PublishError::Store(s) => return internal(s, "storing the package"),
+        PublishError::Internal(m) => {
+            tracing::error!("publish failed: {m}");
+            return error(ErrorCode::Internal, "the repository failed to store the package (its log says more)");
+        }
     };
     error(code, e.to_string())
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use super::Fill;
 use crate::metrics::{RepoMetrics, label};
 use crate::store::{FileInfo, PartialFile, Store, StoreError};
-use crate::transport::{self, TransportError};
+use crate::transport::{self, Pace, TransportError};
 
 /// Bytes asked for in one range request.
 pub const RANGE_BYTES: u32 = 1024 * 1024;
@@ -66,6 +66,8 @@ pub struct SyncContext {
     pub concurrency: usize,
     /// Bandwidth cap.
     pub limiter: Option<Arc<Limiter>>,
+    /// How fast the upstream must be: a slower one is a failed upstream.
+    pub pace: Pace,
 }
 
 /// What a sync did.
@@ -102,6 +104,19 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// True when the upstream was too slow (it is left aside a while, like one that failed).
+    pub fn is_slow(&self) -> bool {
+        matches!(self, Self::Transport(t) if t.is_slow())
+    }
+
+    /// What went wrong, without this machine's paths: for answers to remote clients.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Store(e) => e.public_reason(),
+            other => other.to_string(),
+        }
+    }
+
     /// The refusal reason, when the upstream served something refused.
     pub fn refusal(&self) -> Option<&'static str> {
         match self {
@@ -128,7 +143,9 @@ pub async fn run(
     ctx: &SyncContext,
 ) -> Result<SyncOutcome, SyncError> {
     let received = |n: usize| ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(n as u64);
-    let bytes = transport::fetch(connection, &Request::Snapshot { hash: head.hash }, MAX_SNAPSHOT_BYTES as u64).await?;
+    let bytes =
+        transport::fetch(connection, &Request::Snapshot { hash: head.hash }, MAX_SNAPSHOT_BYTES as u64, ctx.pace)
+            .await?;
     received(bytes.len());
     let signed = SignedSnapshot::decode(&bytes)?;
     let (snapshot, _) = signed.verify(&ctx.trust, super::unix_now(), held)?;
@@ -143,7 +160,8 @@ pub async fn run(
             Some(b) => b,
             None => {
                 let b =
-                    transport::fetch(connection, &Request::Package { manifest: m }, MAX_RECORD_BYTES as u64).await?;
+                    transport::fetch(connection, &Request::Package { manifest: m }, MAX_RECORD_BYTES as u64, ctx.pace)
+                        .await?;
                 received(b.len());
                 outcome.bytes += b.len() as u64;
                 records.push((m, b.clone()));
@@ -355,7 +373,7 @@ async fn fetch_range(
         l.take(u64::from(range.len)).await;
     }
     let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
-    let bytes = transport::fetch(connection, &request, u64::from(range.len)).await?;
+    let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
     ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(bytes.len() as u64);
     if let Err(i) = chunking::verify_range(&info.chunks, &range, &bytes) {
         ctx.metrics.refused("chunk");
@@ -397,7 +415,7 @@ pub async fn fetch_range_for_client(
         l.take(u64::from(range.len)).await;
     }
     let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
-    let bytes = transport::fetch(connection, &request, u64::from(range.len)).await?;
+    let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
     ctx.metrics.received_bytes.get_or_create(&label("peer", &upstream)).inc_by(bytes.len() as u64);
     chunking::verify_range(&info.chunks, &range, &bytes).map_err(|i| {
         SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))

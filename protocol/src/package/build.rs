@@ -183,7 +183,7 @@ pub fn build<W: Read + Write + Seek>(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let hooks: Vec<&str> =
-        entries.iter().map(|e| e.path.as_str()).filter(|p| super::manifest::HOOK_FILES.contains(p)).collect();
+        entries.iter().map(|e| e.path.as_str()).filter(|p| super::manifest::hook_name(p).is_some()).collect();
     if !hooks.is_empty() && !signer.info.has(Purpose::CodeSigning) {
         return Err(BuildError::NeedsCodeSigning { hooks: hooks.join(", "), subject: signer.info.subject.clone() });
     }

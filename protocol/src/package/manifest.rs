@@ -17,8 +17,19 @@ pub const MAX_FILES: usize = 200_000;
 /// Longest file path inside a package, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
 /// Hook scripts agents run, at the package root. A package holding one needs a certificate
-/// with the code-signing usage.
-pub const HOOK_FILES: [&str; 2] = ["setup.sh", "setup.ps1"];
+/// with the code-signing usage. Names match without regard to case ([`hook_name`]): on the
+/// case-insensitive file systems of Windows and macOS, `SETUP.PS1` is `setup.ps1`.
+pub const HOOK_FILES: [&str; 4] = ["setup.sh", "setup.ps1", "setup.cmd", "setup.bat"];
+
+/// The hook a package path is, if any: a file at the root whose name is one of [`HOOK_FILES`]
+/// in any case (`Setup.SH` is `setup.sh`). Paths that Windows would also read as a hook (a
+/// trailing dot or space, a `:` stream) are refused by [`check_path`] before this is asked.
+pub fn hook_name(path: &str) -> Option<&'static str> {
+    if path.contains('/') {
+        return None;
+    }
+    HOOK_FILES.iter().copied().find(|h| h.eq_ignore_ascii_case(path))
+}
 /// The folder inside package archives that holds the manifest, signature and certificates.
 pub const RESERVED_DIR: &str = "OUTPOST";
 
@@ -106,6 +117,11 @@ pub enum ManifestError {
     /// A path that is not safe or not canonical.
     #[error("{0}")]
     Path(#[from] PathError),
+    /// Two paths that differ only by case.
+    #[error(
+        "the manifest lists {a:?} and {b:?}, which are the same file on Windows and macOS (names that differ only by case are refused)"
+    )]
+    CaseClash { a: String, b: String },
     /// Paths not sorted or repeated.
     #[error("the manifest lists {0:?} twice or out of order")]
     Order(String),
@@ -132,9 +148,14 @@ pub enum PathError {
 }
 
 impl Manifest {
-    /// The hook scripts this package carries.
+    /// The hook scripts this package carries (their paths as in the package).
     pub fn hooks(&self) -> Vec<&str> {
-        self.files.iter().map(|f| f.path.as_str()).filter(|p| HOOK_FILES.contains(p)).collect()
+        self.files.iter().map(|f| f.path.as_str()).filter(|p| hook_name(p).is_some()).collect()
+    }
+
+    /// The package path of hook `name` (`setup.sh`, `setup.ps1`, …), whatever its case.
+    pub fn hook(&self, name: &str) -> Option<&str> {
+        self.files.iter().map(|f| f.path.as_str()).find(|p| hook_name(p) == Some(name))
     }
 
     /// True when the package carries hook scripts.
@@ -193,8 +214,14 @@ impl Manifest {
             return Err(ManifestError::TooManyFiles(v2.files.len()));
         }
         let mut files = Vec::with_capacity(v2.files.len());
+        let mut folded = std::collections::HashMap::with_capacity(v2.files.len());
         for f in v2.files {
             check_path(&f.path)?;
+            // Two paths that a case-insensitive file system would make one (two hooks that
+            // would each be run, or a file that silently replaces another) are refused.
+            if let Some(other) = folded.insert(f.path.to_lowercase(), f.path.clone()) {
+                return Err(ManifestError::CaseClash { a: other, b: f.path });
+            }
             if files.last().is_some_and(|p: &FileEntry| p.path >= f.path) {
                 return Err(ManifestError::Order(f.path));
             }
@@ -237,10 +264,18 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     if path.chars().any(char::is_control) {
         return Err(invalid("it contains control characters"));
     }
+    if path.contains(':') {
+        // On Windows `setup.ps1::$DATA` is `setup.ps1`, and `a:b` a hidden stream of `a`.
+        return Err(invalid("it contains ':' (a stream name on Windows)"));
+    }
     for part in path.split('/') {
         match part {
             ".." => return Err(PathError::Unsafe(path.to_string())),
             "" | "." => return Err(invalid("it has an empty or '.' folder name")),
+            p if p.ends_with('.') || p.ends_with(' ') => {
+                // Windows drops them: `setup.ps1.` would be `setup.ps1`.
+                return Err(invalid("a name ends with '.' or a space (Windows would drop it)"));
+            }
             _ => {}
         }
     }

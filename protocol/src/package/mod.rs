@@ -13,7 +13,7 @@ pub mod record;
 
 pub use archive::{PackageArchive, PackageError};
 pub use build::{BuildError, BuildOutput, FileSource, Signer, SourceEntry, build, file_name};
-pub use manifest::{FileEntry, HOOK_FILES, Manifest, ManifestError, PathError, check_path};
+pub use manifest::{FileEntry, HOOK_FILES, Manifest, ManifestError, PathError, check_path, hook_name};
 pub use record::PackageRecord;
 
 #[cfg(test)]

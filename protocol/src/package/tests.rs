@@ -120,6 +120,56 @@ fn hooks_need_code_signing() {
 }
 
 #[test]
+fn hooks_are_found_whatever_their_case_and_ambiguous_names_are_refused() {
+    let pki = Pki::new();
+    let deployer = pki.signer(Role::Deployer, 30);
+    let signer = pki.signer(Role::Signer, 30);
+    // A deployer cannot slip in a hook a case-insensitive file system would run.
+    for name in ["SETUP.PS1", "Setup.sh", "setup.CMD", "Setup.Bat"] {
+        let mut files = Mem::new(&[(name, b"echo pwned\n"), ("a.txt", b"x")]);
+        let mut out = Cursor::new(Vec::new());
+        let err = build(&mut out, &control(""), files.entries(), &mut files, &deployer, NOW, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, BuildError::NeedsCodeSigning { .. }), "{name}: {err}");
+        // Written around the build check, verification refuses it.
+        let mut c = control("");
+        c.set("signer_fingerprint", &deployer.info().fingerprint);
+        let mut out = Cursor::new(Vec::new());
+        let mut entries = files.entries();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        write_package(&mut out, c, &entries, &mut files, &deployer, &mut |_| {}).unwrap();
+        let archive = PackageArchive::open(Cursor::new(out.into_inner())).unwrap();
+        let err = archive.verify_signature(&pki.trust, NOW).unwrap_err();
+        assert!(err.to_string().contains("code-signing"), "{name}: {err}");
+    }
+    // Signed by a signer, the hook is found by its meaning, not its spelling.
+    let mut files = Mem::new(&[("Setup.SH", b"echo hi\n"), ("sub/setup.sh", b"not a hook")]);
+    let (_, built) = build_bytes(&mut files, &signer, NOW);
+    assert_eq!(built.manifest.hooks(), vec!["Setup.SH"]);
+    assert_eq!(built.manifest.hook("setup.sh"), Some("Setup.SH"));
+    assert_eq!(built.manifest.hook("setup.ps1"), None);
+    // Two names for one hook (or any two files one file system would merge) are refused.
+    let mut files = Mem::new(&[("setup.sh", b"a"), ("SETUP.sh", b"b")]);
+    let mut out = Cursor::new(Vec::new());
+    let err = build(&mut out, &control(""), files.entries(), &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::CaseClash { .. }), "{err}");
+    let mut c = control("");
+    c.set("signer_fingerprint", &signer.info().fingerprint);
+    let mut entries = files.entries();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = Cursor::new(Vec::new());
+    write_package(&mut out, c, &entries, &mut files, &signer, &mut |_| {}).unwrap();
+    let err = PackageArchive::open(Cursor::new(out.into_inner())).unwrap_err();
+    assert!(err.to_string().contains("same file on Windows"), "{err}");
+    // Names Windows would read as another file are refused outright.
+    for bad in ["setup.ps1.", "setup.ps1 ", "setup.ps1::$DATA", "dir./a", "a:b"] {
+        assert!(check_path(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(hook_name("SeTuP.Ps1"), Some("setup.ps1"));
+    assert_eq!(hook_name("tools/setup.sh"), None);
+    assert_eq!(hook_name("setup.py"), None);
+}
+
+#[test]
 fn roles_that_cannot_sign_are_refused() {
     let pki = Pki::new();
     for role in [Role::Server, Role::Edge, Role::Host] {

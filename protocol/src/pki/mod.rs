@@ -33,6 +33,8 @@ use crate::der;
 
 /// Default lifetime of the organisation CA, in days (20 years).
 pub const DEFAULT_CA_DAYS: u32 = 7300;
+/// Longest lifetime of any certificate, in days (100 years).
+pub const MAX_DAYS: u32 = 36_500;
 /// Default lifetime of an issued certificate, in days (3 years).
 pub const DEFAULT_CERT_DAYS: u32 = 1095;
 /// How far back `not_before` is set, to tolerate clocks that are a little behind.
@@ -518,10 +520,15 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 fn set_validity(params: &mut CertificateParams, now: i64, days: u32) -> Result<(), IssueError> {
+    if days > MAX_DAYS {
+        return Err(IssueError::Lifetime(format!("{days} days is too long: at most {MAX_DAYS} days (100 years)")));
+    }
     let start =
         OffsetDateTime::from_unix_timestamp(now - CLOCK_SKEW_SECS).map_err(|e| IssueError::Lifetime(e.to_string()))?;
     params.not_before = start;
-    params.not_after = start + Duration::seconds(CLOCK_SKEW_SECS) + Duration::days(i64::from(days));
+    params.not_after = start
+        .checked_add(Duration::seconds(CLOCK_SKEW_SECS) + Duration::days(i64::from(days)))
+        .ok_or_else(|| IssueError::Lifetime(format!("{days} days from now cannot be represented")))?;
     Ok(())
 }
 

@@ -72,6 +72,8 @@ pub(super) struct Context<'a> {
     candidates: BTreeMap<&'a str, Vec<usize>>,
     /// Installed packages per name (first one wins).
     pub installed: BTreeMap<&'a str, &'a InstalledPackage>,
+    /// Nothing is removed as no longer expected ([`ResolveInput::incomplete`]).
+    pub incomplete: bool,
 }
 
 impl<'a> Context<'a> {
@@ -90,7 +92,7 @@ impl<'a> Context<'a> {
         for p in input.installed {
             installed.entry(p.entry.name.as_str()).or_insert(p);
         }
-        Self { entries: input.entries, caps, candidates, installed }
+        Self { entries: input.entries, caps, candidates, installed, incomplete: input.incomplete }
     }
 
     /// Managed roots (by name among fitting entries), then explicit ones.

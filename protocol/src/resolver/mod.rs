@@ -39,7 +39,8 @@
 //!   are left as they are.
 //! * **Removals.** An installed package that no walk reaches is removed
 //!   ([`RemoveReason::NoLongerExpected`]) when its origin is Dependency or its section is
-//!   host/unit/profile. Explicit packages stay. A failed resolution never removes anything.
+//!   host/unit/profile. Explicit packages stay. A failed resolution never removes anything,
+//!   and neither does an [`ResolveInput::incomplete`] one (what is not known is kept).
 //! * **Order.** Removals first, dependants before their dependencies; then installs and
 //!   upgrades, dependencies before dependants; ties by name.
 //! * **Statuses.** One per package installed, required, or reached but not viable, sorted by
@@ -155,6 +156,10 @@ pub struct ResolveInput<'a> {
     pub installed: &'a [InstalledPackage],
     /// Extra explicit local requests (e.g. `agent install foo(>=2)`).
     pub requested: &'a [PackageRequest],
+    /// True when some of what the host expects could not be read (a host package whose record
+    /// is out of reach offline): then nothing is removed as no longer expected, since not
+    /// knowing is not a reason to act.
+    pub incomplete: bool,
 }
 
 /// The outcome of [`resolve`].

@@ -157,7 +157,8 @@ pub(super) fn build(ctx: &Context<'_>, roots: &[Root], walk: &Walk, mut findings
         let conflict = reach.required.iter().find(|r| target(r).is_some_and(|e| in_conflict(e, &installed.entry)));
         if let Some(with) = conflict {
             removals.insert(name, RemoveReason::ConflictsWith(with.clone()));
-        } else if !walk.choices.contains_key(name)
+        } else if !ctx.incomplete
+            && !walk.choices.contains_key(name)
             && (installed.origin == Origin::Dependency || installed.entry.section.is_implicit())
         {
             removals.insert(name, RemoveReason::NoLongerExpected);

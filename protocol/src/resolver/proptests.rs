@@ -112,14 +112,19 @@ fn world() -> impl Strategy<Value = World> {
 }
 
 impl World {
-    fn resolve(&self) -> Resolution {
-        resolve(&ResolveInput {
+    fn input(&self) -> ResolveInput<'_> {
+        ResolveInput {
             entries: &self.entries,
             host: &self.host,
             capabilities: &self.caps,
             installed: &self.installed,
             requested: &self.requested,
-        })
+            incomplete: false,
+        }
+    }
+
+    fn resolve(&self) -> Resolution {
+        resolve(&self.input())
     }
 
     fn satisfiable(&self, r: &PackageRequest) -> bool {
@@ -248,5 +253,10 @@ proptest! {
         let res = w.resolve();
         prop_assert_eq!(&res, &w.resolve());
         check(&w, &res)?;
+        // (b) an incomplete resolution never removes a package as no longer expected.
+        let partial = resolve(&ResolveInput { incomplete: true, ..w.input() });
+        let removes_unseen =
+            partial.plan.iter().any(|s| matches!(s, Step::Remove { reason: RemoveReason::NoLongerExpected, .. }));
+        prop_assert!(!removes_unseen, "an incomplete resolution removed what it could not see");
     }
 }

@@ -41,6 +41,7 @@ struct World {
     caps: HostCapabilities,
     installed: Vec<InstalledPackage>,
     requested: Vec<PackageRequest>,
+    incomplete: bool,
 }
 
 impl World {
@@ -66,6 +67,7 @@ impl World {
             capabilities: &self.caps,
             installed: &self.installed,
             requested: &self.requested,
+            incomplete: self.incomplete,
         })
     }
 }
@@ -341,6 +343,30 @@ fn host_package_dropping_a_dependency_removes_it() {
     );
     assert_eq!(status(&res, "a"), PackageStatus::NeedRemove);
     assert_eq!(state(&res, "a").target, None);
+}
+
+#[test]
+fn an_incomplete_resolution_removes_nothing_it_cannot_see() {
+    // Offline, the host package's record is out of reach: its entry is missing. What it
+    // required stays (and its status is OK), while what is known still resolves.
+    let entries = vec![pkg("a", "2", ""), pkg("c", "1", "conflicts: d\n")];
+    let installed = vec![
+        dep(section("pc1.corp.lan", "1", "host", "a, b")),
+        dep(pkg("a", "1", "")),
+        dep(pkg("b", "1", "")),
+        installed(pkg("d", "1", ""), InstallState::Ok, Origin::Explicit),
+    ];
+    let mut w = World::new(entries).installed(installed).requested(&["c"]);
+    w.incomplete = true;
+    let res = w.run();
+    assert_eq!(plan(&res), ["remove d 1 (conflicts with c)", "install c 1"], "no 'no longer expected' removal");
+    for name in ["pc1.corp.lan", "a", "b"] {
+        assert_eq!(status(&res, name), PackageStatus::Ok, "{name} kept: {res:#?}");
+    }
+    // The same world, complete: the host package, a and b go.
+    w.incomplete = false;
+    let res = w.run();
+    assert!(plan(&res).iter().filter(|s| s.contains("no longer expected")).count() == 3, "{:?}", plan(&res));
 }
 
 #[test]

@@ -95,7 +95,7 @@ impl<R: Read + Seek> WaptArchive<R> {
 
     /// True when the package carries an executable setup (`setup.py`).
     pub fn has_setup(&self) -> bool {
-        self.members.contains_key("setup.py")
+        self.members.keys().any(|k| k.eq_ignore_ascii_case("setup.py"))
     }
 
     /// Checks `WAPT/manifest.sha256`: every member listed, every listed member present, every

@@ -3,12 +3,12 @@
 //! certificates under `ssl/` and revocation lists under `crl/`. The index itself is not
 //! signed; each record is.
 
-use std::io::{Cursor, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use rustls_pki_types::CertificateDer;
 
 use super::WaptError;
-use crate::control::{Record, parse_records_bytes};
+use crate::control::{Record, parse_records_reader};
 use crate::pki::parse_pem_certificates;
 
 /// Largest `Packages` text accepted.
@@ -25,23 +25,26 @@ pub struct Index {
     pub crls: usize,
 }
 
-/// Reads an index: the zip WAPT publishes, or a bare `Packages` text.
-pub fn read_index(bytes: &[u8]) -> Result<Index, WaptError> {
-    if !bytes.starts_with(b"PK\x03\x04") && !bytes.starts_with(b"PK\x05\x06") {
-        let records = parse_records_bytes(bytes).map_err(|e| WaptError::Index(format!("Packages: {e}")))?;
+/// Reads an index: the zip WAPT publishes, or a bare `Packages` text. The text is parsed as
+/// it is decompressed, one bounded record at a time ([`crate::control::parse_records_reader`]).
+pub fn read_index<R: Read + Seek>(mut reader: R) -> Result<Index, WaptError> {
+    let mut magic = [0u8; 4];
+    let got = reader.read(&mut magic).map_err(|source| WaptError::Read { path: "index".into(), source })?;
+    reader.seek(SeekFrom::Start(0)).map_err(|source| WaptError::Read { path: "index".into(), source })?;
+    let is_zip = got == 4 && (&magic == b"PK\x03\x04" || &magic == b"PK\x05\x06");
+    if !is_zip {
+        let limited = BufReader::new(reader.take(MAX_INDEX_BYTES));
+        let records = parse_records_reader(limited).map_err(|e| WaptError::Index(format!("Packages: {e}")))?;
         return Ok(Index { records, certificates: Vec::new(), crls: 0 });
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| WaptError::Archive(e.to_string()))?;
-    let mut text = Vec::new();
-    zip.by_name("Packages")
-        .map_err(|_| WaptError::Index("the zip has no 'Packages' member: it is not a WAPT index".into()))?
-        .take(MAX_INDEX_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(|source| WaptError::Read { path: "Packages".into(), source })?;
-    if text.len() as u64 > MAX_INDEX_BYTES {
-        return Err(WaptError::Index(format!("Packages is larger than {MAX_INDEX_BYTES} bytes")));
-    }
-    let records = parse_records_bytes(&text).map_err(|e| WaptError::Index(format!("Packages: {e}")))?;
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| WaptError::Archive(e.to_string()))?;
+    let records = {
+        let member = zip
+            .by_name("Packages")
+            .map_err(|_| WaptError::Index("the zip has no 'Packages' member: it is not a WAPT index".into()))?;
+        parse_records_reader(BufReader::new(member.take(MAX_INDEX_BYTES)))
+            .map_err(|e| WaptError::Index(format!("Packages: {e}")))?
+    };
     let mut certificates = Vec::new();
     let mut crls = 0;
     let names: Vec<String> = zip.file_names().filter_map(Result::ok).map(|n| n.to_string()).collect();

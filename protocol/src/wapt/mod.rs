@@ -74,17 +74,33 @@ pub enum WaptError {
     /// Reading a member failed.
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    /// Native hooks given at import that cannot be used.
+    #[error("--hooks: {0}")]
+    Hooks(String),
     /// Building the Outpost package failed.
     #[error("{0}")]
     Build(#[from] BuildError),
 }
 
+/// The control field an imported package carries when its WAPT package had a `setup.py`:
+/// agents refuse to install such a package unless it carries a native hook for their platform
+/// (WAPT's Python is never run).
+pub const WAPT_SETUP_FIELD: &str = "wapt_setup";
+/// [`WAPT_SETUP_FIELD`]'s value when no native hook was supplied.
+pub const WAPT_SETUP_NOT_CONVERTED: &str = "setup.py not converted: give native hooks with wapt import --hooks";
+/// Largest native hook script given at import.
+pub const MAX_HOOK_BYTES: usize = 1024 * 1024;
+
 /// Converts an opened WAPT package to an Outpost package signed by `signer`. When `wapt_signer`
 /// is given (the WAPT signature was verified), the control records it as `wapt_signer` and
-/// `wapt_signer_fingerprint`.
+/// `wapt_signer_fingerprint`. `hooks` are native hook scripts (`setup.sh`, `setup.ps1`, …) to
+/// add at the package root, standing in for WAPT's `setup.py`; without them a package that has
+/// a `setup.py` is marked ([`WAPT_SETUP_FIELD`]) so that agents refuse it rather than install
+/// nothing and report success.
 pub fn convert<R: Read + Seek, W: Read + Write + Seek>(
     archive: &mut WaptArchive<R>,
     wapt_signer: Option<&WaptSigner>,
+    hooks: &[(String, Vec<u8>)],
     out: W,
     signer: &Signer,
     signed_at: i64,
@@ -95,8 +111,46 @@ pub fn convert<R: Read + Seek, W: Read + Write + Seek>(
         control.set("wapt_signer", &s.certificate.subject);
         control.set("wapt_signer_fingerprint", &s.certificate.fingerprint);
     }
-    let entries = archive.payload();
-    Ok(package::build(out, &control, entries, archive, signer, signed_at, progress)?)
+    let mut entries = archive.payload();
+    for (name, bytes) in hooks {
+        if package::hook_name(name) != Some(name.as_str()) {
+            return Err(WaptError::Hooks(format!(
+                "{name:?} is not a hook name (setup.sh, setup.ps1, setup.cmd, setup.bat)"
+            )));
+        }
+        if bytes.len() > MAX_HOOK_BYTES {
+            return Err(WaptError::Hooks(format!("{name} is larger than {MAX_HOOK_BYTES} bytes")));
+        }
+        if let Some(clash) = entries.iter().find(|e| e.path.eq_ignore_ascii_case(name)) {
+            return Err(WaptError::Hooks(format!("the WAPT package already has a file {:?}", clash.path)));
+        }
+        entries.push(package::SourceEntry { path: name.clone(), size: bytes.len() as u64, mode: 0o755 });
+    }
+    if archive.has_setup() {
+        let value = if hooks.is_empty() {
+            WAPT_SETUP_NOT_CONVERTED.to_string()
+        } else {
+            format!("replaced by {}", hooks.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "))
+        };
+        control.set(WAPT_SETUP_FIELD, &value);
+    }
+    let mut source = WithHooks { archive, hooks };
+    Ok(package::build(out, &control, entries, &mut source, signer, signed_at, progress)?)
+}
+
+/// A WAPT archive's files plus native hooks given at import.
+struct WithHooks<'a, R> {
+    archive: &'a mut WaptArchive<R>,
+    hooks: &'a [(String, Vec<u8>)],
+}
+
+impl<R: Read + Seek> package::FileSource for WithHooks<'_, R> {
+    fn open(&mut self, path: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        match self.hooks.iter().find(|(n, _)| n == path) {
+            Some((_, bytes)) => Ok(Box::new(bytes.as_slice())),
+            None => package::FileSource::open(self.archive, path),
+        }
+    }
 }
 
 #[cfg(test)]

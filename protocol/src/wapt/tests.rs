@@ -125,7 +125,7 @@ fn signed_json_has_integers_and_escapes() {
 #[test]
 fn index_2016_keeps_every_record() {
     let bytes = include_bytes!("../../../tests/fixtures/wapt/Packages-2016.zip");
-    let index = read_index(bytes).unwrap();
+    let index = read_index(Cursor::new(bytes)).unwrap();
     let text_records = {
         let mut zip = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
         let mut s = String::new();
@@ -155,7 +155,7 @@ fn index_2016_keeps_every_record() {
 
 #[test]
 fn index_errors_name_the_line() {
-    let err = read_index(b"package: a\nversion: 1\n\npackage b\n").unwrap_err();
+    let err = read_index(Cursor::new(b"package: a\nversion: 1\n\npackage b\n")).unwrap_err();
     assert_eq!(
         err.to_string(),
         "Packages: line 4: no ':' in \"package b\"; each line must be `key: value` (there is no comment syntax)"
@@ -251,7 +251,7 @@ fn wapt_archive_verifies_and_converts() {
     let ours = pki::issue(&ca.cert, &ca.key, &req, NOW).unwrap();
     let signer = crate::package::Signer::new(ours.key, vec![ours.cert], NOW).unwrap();
     let mut out = Cursor::new(Vec::new());
-    let built = convert(&mut archive, Some(&wapt_signer), &mut out, &signer, NOW, &mut |_| {}).unwrap();
+    let built = convert(&mut archive, Some(&wapt_signer), &[], &mut out, &signer, NOW, &mut |_| {}).unwrap();
     let paths: Vec<&str> = built.manifest.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["WAPT/icon.png", "setup.py", "tool-setup.exe"]);
     let c = &built.manifest.control;
@@ -307,5 +307,34 @@ fn wapt_archive_refusals() {
     let bytes = wapt_zip(&vendor, &FILES, |_| {});
     for cut in [bytes.len() / 3, bytes.len() - 5] {
         assert!(matches!(WaptArchive::open(Cursor::new(bytes[..cut].to_vec())), Err(WaptError::Archive(_))));
+    }
+}
+
+#[test]
+fn sizes_that_are_not_whole_numbers_are_signed_as_text_and_verify() {
+    // WAPT keeps such values as text and signs them that way ("12 MB" is a JSON string).
+    let signer = TestSigner::codesign();
+    let fp = pki::fingerprint_sha256(signer.cert()[0].as_ref());
+    for (installed, size) in [("12 MB", "4096"), ("1.5", "3,2 Mo"), ("", "about 7 KiB")] {
+        let mut c = Control::parse(&format!(
+            "package: ex-size\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n\
+             installed_size: {installed}\nsize: {size}\nsigner: Example Vendor\nsigner_fingerprint: {fp}\n\
+             signature_date: 2026-12-01T10:00:00.000000\n"
+        ))
+        .unwrap();
+        c.set(
+            "signed_attributes",
+            "package,version,architecture,section,priority,installed_size,size,signer,signer_fingerprint,signature_date,signed_attributes",
+        );
+        let json = String::from_utf8(signed_bytes(&c).unwrap()).unwrap();
+        assert!(
+            json.contains(&format!("\"size\":{}", if size == "4096" { "4096".into() } else { format!("{size:?}") })),
+            "{json}"
+        );
+        c.set("signature", &signer.sign(json.as_bytes()));
+        // Written out and read back, as it comes from a file.
+        let again = Control::parse(&c.to_text()).unwrap();
+        verify_control(&again, &signer.cert(), NOW).unwrap_or_else(|e| panic!("{installed:?}/{size:?}: {e}"));
+        assert_eq!(again.get_u64("installed_size"), None);
     }
 }

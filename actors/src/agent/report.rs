@@ -1,0 +1,135 @@
+//! What the agent's commands answer: the reports of `update`, `upgrade` (and `install`,
+//! `remove`, `download-upgrade`), `status` and `repos`. They travel as JSON on the control
+//! socket and are printed by the command line.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::Machine;
+use super::state::{LastUpdate, PlannedStep};
+
+/// What `update` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// The repository used.
+    pub repo: String,
+    /// The snapshot's sequence.
+    pub sequence: u64,
+    /// False when the head was unchanged (nothing more was fetched).
+    pub changed: bool,
+    /// Steps now planned.
+    pub pending: usize,
+    /// Host status.
+    pub host_status: String,
+    /// Refusals from better repositories that were skipped.
+    pub refused: Vec<String>,
+}
+
+/// What `upgrade` did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// Packages installed or upgraded.
+    pub installed: Vec<String>,
+    /// Packages removed.
+    pub removed: Vec<String>,
+    /// Packages downloaded only.
+    pub downloaded: Vec<String>,
+    /// Failures: package and why.
+    pub failed: Vec<(String, String)>,
+    /// Bytes fetched from repositories.
+    pub fetched_bytes: u64,
+    /// Bytes fetched from each repository (address).
+    pub fetched_by_repo: BTreeMap<String, u64>,
+    /// True when no repository answered and the cache was used.
+    pub offline: bool,
+}
+
+/// A package line of `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageLine {
+    /// Name.
+    pub name: String,
+    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
+    pub status: String,
+    /// Installed version.
+    pub installed: Option<String>,
+    /// Version once the plan has run.
+    pub target: Option<String>,
+    /// Local install state.
+    pub state: Option<String>,
+    /// Why (errors, removals).
+    pub reason: Option<String>,
+    /// The end of the last hook output.
+    pub output: Option<String>,
+}
+
+/// The snapshot the agent holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its sequence.
+    pub sequence: u64,
+    /// When the main repository made it (Unix seconds).
+    pub created: i64,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
+    /// True once it has expired: nothing new is installed from it.
+    pub expired: bool,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The machine.
+    pub host: Machine,
+    /// OK, NEED-UPGRADE, ERROR.
+    pub host_status: String,
+    /// The last update.
+    pub last_update: Option<LastUpdate>,
+    /// The snapshot held.
+    pub sequence: Option<u64>,
+    /// The snapshot held, with its dates.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Packages.
+    pub packages: Vec<PackageLine>,
+    /// Pending steps, in words (package and version named).
+    pub plan: Vec<String>,
+    /// Pending steps.
+    pub steps: Vec<PlannedStep>,
+    /// Problems: resolution errors, an expired snapshot.
+    pub errors: Vec<String>,
+    /// Bytes of packages fetched from each repository (address), since the state was made.
+    pub bytes_by_repo: BTreeMap<String, u64>,
+}
+
+/// One candidate repository in `repos`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoLine {
+    /// `host:port`.
+    pub addr: String,
+    /// Why it is a candidate.
+    pub origin: String,
+    /// Rank (lower is preferred).
+    pub rank: u32,
+    /// Answered.
+    pub healthy: bool,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Its snapshot sequence.
+    pub sequence: Option<u64>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+    /// The one the agent uses.
+    pub chosen: bool,
+    /// Until when it is left aside after being too slow or failing (Unix seconds).
+    pub probation_until: Option<i64>,
+}
+
+/// `repos`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReposReport {
+    /// Candidates, best first.
+    pub candidates: Vec<RepoLine>,
+    /// The DNS SRV lookup error, if any.
+    pub dns_error: Option<String>,
+}
