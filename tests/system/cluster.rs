@@ -42,6 +42,16 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
+/// The `/metrics` text served at `addr`, or `None` when nothing answers.
+pub fn scrape(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
 /// A daemon that is stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -91,12 +101,7 @@ impl Daemon {
 
     /// Its metrics, or `None` when it does not answer.
     pub fn scrape_opt(&self) -> Option<String> {
-        let mut s = TcpStream::connect(&self.metrics).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+        scrape(&self.metrics)
     }
 
     /// The value of metric `name` with label set `labels` (e.g. `{reason="forged"}`), 0 if absent.
@@ -193,8 +198,14 @@ impl Cluster {
 
     /// Starts a main repository; `extra` are more flags (e.g. `--config`).
     pub fn main(&self, extra: &[&str]) -> Daemon {
+        self.main_named(extra, &[])
+    }
+
+    /// Starts a main repository whose certificate also carries these names (e.g. the address
+    /// of a relay in front of it).
+    pub fn main_named(&self, extra: &[&str], names: &[&str]) -> Daemon {
         let ip = next_ip();
-        let (cert, key) = self.node_cert("server", &ip, &[]);
+        let (cert, key) = self.node_cert("server", &ip, names);
         self.daemon("main", &ip, &cert, &key, extra)
     }
 

@@ -77,13 +77,13 @@ fn index_lists_every_record() {
 }
 
 /// A test vendor that signs WAPT archives the way WAPT does.
-struct Vendor {
+pub struct Vendor {
     key: ring::signature::RsaKeyPair,
     cert: PathBuf,
 }
 
 impl Vendor {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let pem = std::fs::read_to_string(fixture(&format!("wapt-test-signer/{name}.key"))).unwrap();
         let der = outpost_protocol::pem::parse(&pem).unwrap().remove(0).der;
         let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
@@ -98,7 +98,7 @@ impl Vendor {
 
     /// Writes `name.wapt` in `dir` with `files`, a signed control, manifest and signature;
     /// `after` is added after signing.
-    fn package(&self, dir: &Path, name: &str, files: &[(&str, &[u8])], after: &[(&str, &[u8])]) -> PathBuf {
+    pub fn package(&self, dir: &Path, name: &str, files: &[(&str, &[u8])], after: &[(&str, &[u8])]) -> PathBuf {
         self.package_sized(dir, name, "4096", files, after)
     }
 
@@ -144,7 +144,7 @@ impl Vendor {
     }
 }
 
-const PAYLOAD: [(&str, &[u8]); 2] =
+pub const PAYLOAD: [(&str, &[u8]); 2] =
     [("setup.py", b"def install():\n    print('x')\n"), ("app-5.0.msi", b"MSI-CONTENT")];
 
 #[test]
