@@ -49,6 +49,9 @@ pub struct RepoMetrics {
     pub blob_bytes: Gauge,
     /// Connected subscribers (edges and agents waiting for heads).
     pub subscribers: Gauge,
+    /// Connection attempts not served at once, by result (`retried`: asked to prove their
+    /// address; `refused`: over the limits).
+    pub handshakes: Family<Labels, Counter>,
 }
 
 impl Default for RepoMetrics {
@@ -71,6 +74,7 @@ impl Default for RepoMetrics {
             blobs: Gauge::default(),
             blob_bytes: Gauge::default(),
             subscribers: Gauge::default(),
+            handshakes: Family::default(),
         }
     }
 }
@@ -89,6 +93,9 @@ impl RepoMetrics {
         }
         for result in ["ok", "failed"] {
             let _ = self.syncs.get_or_create(&label("result", result));
+        }
+        for result in ["retried", "refused"] {
+            let _ = self.handshakes.get_or_create(&label("result", result));
         }
         let r = registry.sub_registry_with_prefix("outpost_repo");
         r.register("snapshot_sequence", "Sequence number of the snapshot served", self.snapshot_sequence.clone());
@@ -120,6 +127,11 @@ impl RepoMetrics {
         r.register("blobs", "Files stored", self.blobs.clone());
         r.register("blob_bytes", "Bytes of files stored", self.blob_bytes.clone());
         r.register("subscribers", "Clients subscribed to head changes", self.subscribers.clone());
+        r.register(
+            "handshakes",
+            "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",
+            self.handshakes.clone(),
+        );
     }
 
     /// Counts a refusal.

@@ -176,6 +176,12 @@ pub fn server(
     server_with(bind(addr)?, identity, ca, &[alpn], false)
 }
 
+/// Most connection attempts quinn holds before the accept loop sees them (each holds one
+/// datagram): a flood is refused by quinn itself beyond this.
+pub const MAX_INCOMING: usize = 4096;
+/// Most bytes buffered for connection attempts not yet accepted, all together.
+pub const INCOMING_BUFFER_TOTAL: u64 = 8 << 20;
+
 /// A server endpoint on a bound socket ([`bind`]) for several ALPNs; with `anonymous_allowed`, clients without a
 /// certificate may connect too (the server then checks, per connection, what they may do: only
 /// enrollment). Certificates that are presented are always verified.
@@ -202,6 +208,9 @@ pub fn server_with(
         quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
+    server.max_incoming(MAX_INCOMING);
+    server.incoming_buffer_size(64 * 1024);
+    server.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), tune(socket)?, Arc::new(quinn::TokioRuntime))?)
 }
 
@@ -481,4 +490,96 @@ pub async fn fetch(
 /// Writes a framed response.
 pub async fn respond(send: &mut SendStream, response: &Response) -> Result<(), String> {
     send.write_all(&wire::encode_response(response)).await.map_err(|e| e.to_string())
+}
+
+/// How many connections a server takes, and how it protects itself from unauthenticated
+/// traffic: handshakes in flight are bounded (each holds TLS state), and when more than a few
+/// are in flight a client must first prove it owns its address (QUIC Retry: a stateless token
+/// round trip, which spoofed floods cannot answer) before any state is kept for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Admission {
+    /// Established connections at most.
+    pub connections: usize,
+    /// Handshakes in flight at most (validated addresses).
+    pub handshakes: usize,
+    /// Above this many handshakes in flight, unvalidated addresses get a Retry.
+    pub validate_above: usize,
+    /// Longest a handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Admission {
+    /// Limits for a server of `connections` connections.
+    pub fn new(connections: usize) -> Self {
+        Self { connections, handshakes: 256, validate_above: 16, handshake_timeout: IDLE_TIMEOUT }
+    }
+}
+
+/// What the accept loop did with connection attempts (for metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// Asked to prove its address first (Retry).
+    Retried,
+    /// Refused: too many connections or handshakes.
+    Refused,
+    /// The handshake failed or took too long.
+    Failed,
+}
+
+/// Accepts connections until `cancel` fires, with [`Admission`]'s limits, and runs `serve` for
+/// each established one (holding its connection slot). `seen` is told about attempts that were
+/// not served. The endpoint is closed and drained at the end.
+pub async fn accept_loop<F, Fut>(
+    endpoint: Endpoint,
+    admission: Admission,
+    cancel: tokio_util::sync::CancellationToken,
+    seen: impl Fn(Admitted, &str) + Send + Sync + 'static,
+    serve: F,
+) where
+    F: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let connections = Arc::new(tokio::sync::Semaphore::new(admission.connections));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(admission.handshakes));
+    let (serve, seen) = (Arc::new(serve), Arc::new(seen));
+    loop {
+        let incoming = tokio::select! {
+            () = cancel.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let in_flight = admission.handshakes - handshakes.available_permits();
+        if !incoming.remote_address_validated() && in_flight >= admission.validate_above && incoming.may_retry() {
+            // Busy: no state for an address that has not shown it is real.
+            if incoming.retry().is_ok() {
+                seen(Admitted::Retried, "");
+            }
+            continue;
+        }
+        let Ok(connection_slot) = connections.clone().try_acquire_owned() else {
+            incoming.refuse();
+            seen(Admitted::Refused, "too many connections");
+            continue;
+        };
+        let Ok(handshake_slot) = handshakes.clone().try_acquire_owned() else {
+            incoming.refuse();
+            seen(Admitted::Refused, "too many handshakes in flight");
+            continue;
+        };
+        let (serve, seen) = (serve.clone(), seen.clone());
+        let limit = admission.handshake_timeout;
+        tokio::spawn(async move {
+            let connected = tokio::time::timeout(limit, incoming).await;
+            drop(handshake_slot);
+            match connected {
+                Ok(Ok(connection)) => {
+                    let _slot = connection_slot;
+                    serve(connection).await;
+                }
+                Ok(Err(e)) => seen(Admitted::Failed, &e.to_string()),
+                Err(_) => seen(Admitted::Failed, "the handshake took too long"),
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod deploy;
 mod field;
+mod flood;
 mod hygiene;
 mod monitoring;
 mod netns;

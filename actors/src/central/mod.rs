@@ -63,6 +63,8 @@ pub struct CentralMetrics {
     pub enrollments: Family<Labels, Counter>,
     /// Hosts whose snapshot had expired at their last report.
     pub snapshot_expired: Gauge,
+    /// Connection attempts not served at once, by result (retried, refused).
+    pub handshakes: Family<Labels, Counter>,
 }
 
 impl Default for CentralMetrics {
@@ -79,6 +81,7 @@ impl Default for CentralMetrics {
             connected: Gauge::default(),
             enrollments: Family::default(),
             snapshot_expired: Gauge::default(),
+            handshakes: Family::default(),
         }
     }
 }
@@ -95,6 +98,9 @@ impl CentralMetrics {
         for result in ["ok", "failed"] {
             let _ = self.action_results.get_or_create(&label("result", result));
         }
+        for result in ["retried", "refused"] {
+            let _ = self.handshakes.get_or_create(&label("result", result));
+        }
         let r = registry.sub_registry_with_prefix("outpost_central");
         r.register("hosts", "Hosts by status (as last reported)", self.hosts.clone());
         r.register("reports", "Inventory reports by result", self.reports.clone());
@@ -110,6 +116,11 @@ impl CentralMetrics {
         r.register("action_refusals", "Refused actions and settings by reason", self.action_refusals.clone());
         r.register("connected_agents", "Agents connected now", self.connected.clone());
         r.register("enrollments", "Enrollments by result", self.enrollments.clone());
+        r.register(
+            "handshakes",
+            "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",
+            self.handshakes.clone(),
+        );
         r.register(
             "hosts_snapshot_expired",
             "Hosts whose snapshot had expired at their last report (they install nothing new)",

@@ -11,12 +11,13 @@ use outpost_protocol::central::{self, ALPN_ENROLL, CentralRequest, CentralRespon
 use outpost_protocol::pki::{Purpose, Right, Role};
 use outpost_protocol::wire::ErrorCode;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Central, CentralMetrics, Gone, Handle, HandleReport, Listen, Peer, Revoked};
+use crate::metrics::label;
 use crate::repo::client::RepoClient;
-use crate::transport::{self, FrameError, Pace};
+use crate::transport::{self, Admission, Admitted, FrameError, Pace};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 200_000;
@@ -51,28 +52,22 @@ async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<()
 
 /// Accepts connections until `cancel` fires.
 pub async fn serve(endpoint: Endpoint, ctx: Arc<ServerContext>, cancel: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let ids = Arc::new(AtomicU64::new(1));
-    loop {
-        let incoming = tokio::select! {
-            () = cancel.cancelled() => break,
-            i = endpoint.accept() => match i { Some(i) => i, None => break },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let (ctx, cancel, id) = (ctx.clone(), cancel.clone(), ids.fetch_add(1, Ordering::Relaxed));
-        tokio::spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(c) => connection(c, ctx, cancel, id).await,
-                Err(e) => tracing::info!("central connection refused: {e}"),
-            }
-        });
-    }
-    endpoint.close(0u32.into(), b"shutting down");
-    endpoint.wait_idle().await;
+    let metrics = ctx.metrics.clone();
+    let seen = move |what: Admitted, why: &str| match what {
+        Admitted::Retried => {
+            metrics.handshakes.get_or_create(&label("result", "retried")).inc();
+        }
+        Admitted::Refused => {
+            metrics.handshakes.get_or_create(&label("result", "refused")).inc();
+        }
+        Admitted::Failed => tracing::info!("central connection refused: {why}"),
+    };
+    let serve_cancel = cancel.clone();
+    transport::accept_loop(endpoint, Admission::new(MAX_CONNECTIONS), cancel, seen, move |c| {
+        connection(c, ctx.clone(), serve_cancel.clone(), ids.fetch_add(1, Ordering::Relaxed))
+    })
+    .await;
 }
 
 async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: CancellationToken, id: u64) {

@@ -3,21 +3,18 @@
 //! and head subscriptions; the main repository also takes publishes and unpublishes from
 //! certificates that may sign packages.
 
-use std::sync::Arc;
-
 use outpost_protocol::package::manifest::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
 use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, RepoStatusV2, Request, Response};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
 use crate::store::StoreError;
-use crate::transport::{Pace, peer, read_frame, respond};
+use crate::transport::{self, Admission, Admitted, Pace, peer, read_frame, respond};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -25,32 +22,25 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// Accepts connections until `cancel` fires, then closes the endpoint and waits for it.
 pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken) {
     tokio::spawn(follow_revocations(shared.clone(), cancel.clone()));
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let incoming = tokio::select! {
-            () = cancel.cancelled() => break,
-            i = endpoint.accept() => match i { Some(i) => i, None => break },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(connection) => connection_loop(connection, shared, cancel).await,
-                Err(e) => {
-                    // A certificate from another CA, or no certificate, ends here.
-                    shared.metrics.refused("client_certificate");
-                    tracing::info!("connection refused: {e}");
-                }
-            }
-        });
-    }
-    endpoint.close(0u32.into(), b"shutting down");
-    endpoint.wait_idle().await;
+    let metrics = shared.metrics.clone();
+    let seen = move |what: Admitted, why: &str| match what {
+        Admitted::Retried => {
+            metrics.handshakes.get_or_create(&label("result", "retried")).inc();
+        }
+        Admitted::Refused => {
+            metrics.handshakes.get_or_create(&label("result", "refused")).inc();
+        }
+        Admitted::Failed => {
+            // A certificate from another CA, or no certificate, ends here.
+            metrics.refused("client_certificate");
+            tracing::info!("connection refused: {why}");
+        }
+    };
+    let serve_cancel = cancel.clone();
+    transport::accept_loop(endpoint, Admission::new(MAX_CONNECTIONS), cancel, seen, move |connection| {
+        connection_loop(connection, shared.clone(), serve_cancel.clone())
+    })
+    .await;
 }
 
 /// Adds the revocations of each new snapshot served to the certificates refused here.
