@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use outpost_protocol::pki::{CertInfo, cert_info};
 use outpost_protocol::wire::{self, Request, Response, WireError};
-use quinn::{Connection, Endpoint, RecvStream, SendStream};
+pub use quinn::Endpoint;
+use quinn::{Connection, RecvStream, SendStream};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;

@@ -39,6 +39,13 @@ fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, Agent
         }
     }
     config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))?;
+    // A UUID given by `agent reset-uuid` stands before the detected one (the configuration's
+    // before both).
+    if cfg.uuid.is_empty()
+        && let Some(u) = outpost_actors::agent::identity::reset_uuid(&cfg.state)
+    {
+        cfg.uuid = u;
+    }
     if let Some(s) = &args.server {
         cfg.server = s.clone();
     }
@@ -168,11 +175,13 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                 outpost_protocol::central::ALPN_CENTRAL,
             )?;
             let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
+            let fingerprint = outpost_protocol::pki::cert_info(&identity.chain[0])?.fingerprint;
             eprintln!("reporting to central {}", link_args.server);
             let cfg = outpost_actors::agent::link::LinkConfig {
                 server: link_args.server.clone(),
                 endpoint,
                 key,
+                fingerprint,
                 trust,
                 state_dir: link_args.state.clone(),
                 actor: addr.clone(),
@@ -401,7 +410,7 @@ fn render(command: &Command, v: &Value) {
                 crate::out!("DNS discovery: {e}");
             }
         }
-        Command::Inventory => {
+        Command::Inventory | Command::Reload => {
             crate::out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         }
         Command::Audit => {
@@ -425,4 +434,50 @@ pub fn install(args: &AgentNamesArgs) -> Result<()> {
 /// `outpost agent remove`
 pub fn remove(args: &AgentNamesArgs) -> Result<()> {
     execute(&args.agent, &Command::Remove { names: args.packages.clone() }, args.json)
+}
+
+/// `outpost agent reset-uuid`: a new random UUID for this machine, kept in the state folder
+/// (the running daemon takes it at once).
+pub fn reset_uuid(args: &AgentReadArgs) -> Result<()> {
+    let path = config::agent_config_path(args.agent.config.as_deref());
+    let mut file_cfg: AgentConfig = config::load(path.as_deref())?;
+    if let Some(s) = &args.agent.state {
+        file_cfg.state = s.clone();
+    }
+    if !file_cfg.uuid.is_empty() {
+        bail!(
+            "the UUID is set to {:?} in {}: change it there (reset-uuid gives a new one only to a machine whose UUID is detected)",
+            file_cfg.uuid,
+            path.map_or_else(|| "the configuration".into(), |p| p.display().to_string())
+        );
+    }
+    let state = std::path::absolute(&file_cfg.state)?;
+    std::fs::create_dir_all(&state).with_context(|| state.display().to_string())?;
+    let old = outpost_actors::agent::identity::detect(
+        outpost_actors::agent::identity::reset_uuid(&state).as_deref(),
+        Some(file_cfg.fqdn.as_str()).filter(|f| !f.is_empty()),
+    )
+    .uuid;
+    let new = outpost_actors::agent::identity::new_uuid().map_err(anyhow::Error::msg)?;
+    outpost_actors::disk::write_atomic(
+        &state.join(outpost_actors::agent::identity::UUID_FILE),
+        format!("{new}\n").as_bytes(),
+        0o644,
+    )
+    .with_context(|| format!("writing {}", state.join(outpost_actors::agent::identity::UUID_FILE).display()))?;
+    // A running daemon opens the agent again with it (and reports it to central).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let told = runtime.block_on(async {
+        let daemon = actor::connect_daemon(&state).await?;
+        actor::ask_daemon(daemon, &actor::ControlRequest { config: path.clone(), command: Command::Reload }).await
+    });
+    if let Some(Reply::Error(e)) = told {
+        bail!("the new UUID is written, but the daemon did not take it: {e}");
+    }
+    if args.json {
+        crate::out!("{}", serde_json::json!({"old": old, "new": new}));
+    } else {
+        crate::out!("UUID {old} replaced by {new}; central sees the new one at the next report");
+    }
+    Ok(())
 }

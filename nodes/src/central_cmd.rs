@@ -90,10 +90,12 @@ pub fn server(args: &ServerArgs) -> Result<()> {
         let revoked: Revoked = Revoked::default();
         let mut tasks = Vec::new();
         let mut publisher = None;
+        let mut in_snapshot = Vec::new();
         if let Some(main) = main {
-            let (task, p) = main.start(trust.clone(), &ca, &mut registry, revoked.clone(), cancel.clone())?;
-            tasks.push(task);
-            publisher = Some(p);
+            let started = main.start(trust.clone(), &ca, &mut registry, revoked.clone(), cancel.clone())?;
+            tasks.push(started.serving);
+            publisher = Some(started.publisher);
+            in_snapshot = started.revoked;
         }
         if let Some(socket) = central_socket {
             let store = CentralStore::open(&cfg.data.join("central")).map_err(anyhow::Error::msg)?;
@@ -104,10 +106,12 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 CentralConfig { trust: trust.clone(), enrollment, host_days: cfg.host_days },
                 metrics.clone(),
                 revoked.clone(),
+                &in_snapshot,
             )
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("opening central's data in {}", cfg.data.join("central").display()))?;
             // Revocations go into the main repository's snapshot, and so to every edge.
+            let alone = publisher.is_none();
             let central = match publisher {
                 Some(p) => central.with_revocation_hook(Box::new(move |fps| {
                     p.do_send(outpost_actors::repo::publisher::Revoke(fps));
@@ -118,8 +122,20 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 .with_context(|| format!("listening on {}", cfg.central_listen))?;
             let mut repos: Vec<String> = repo_addr.iter().cloned().collect();
             repos.extend(cfg.watch.iter().cloned());
+            let central = central.start();
+            if alone && !cfg.watch.is_empty() {
+                // Central alone: the main repository's snapshot tells it the revocations it may
+                // have lost (a central rebuilt from scratch).
+                tokio::spawn(learn_revocations(
+                    cfg.watch.clone(),
+                    transport::client(None, &identity, &ca, ALPN_REPO)?,
+                    trust.clone(),
+                    central.clone(),
+                    cancel.clone(),
+                ));
+            }
             let ctx = Arc::new(ServerContext {
-                central: central.start(),
+                central,
                 metrics,
                 revoked: revoked.clone(),
                 repos,
@@ -141,6 +157,39 @@ pub fn server(args: &ServerArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Reads the revocations in the snapshot of the first repository of `repos` that answers,
+/// at start and every hour, and tells central.
+async fn learn_revocations(
+    repos: Vec<String>,
+    endpoint: transport::Endpoint,
+    trust: outpost_protocol::pki::TrustStore,
+    central: actix::Addr<Central>,
+    cancel: CancellationToken,
+) {
+    loop {
+        for addr in &repos {
+            let got = async {
+                let client = outpost_actors::repo::client::RepoClient::connect(&endpoint, addr).await?;
+                let head = client.head().await?;
+                let (_, snapshot) = client.snapshot(&head, &trust, now(), None).await?;
+                Ok::<_, outpost_actors::repo::client::ClientError>(snapshot.revoked.clone())
+            }
+            .await;
+            match got {
+                Ok(revoked) => {
+                    let _ = central.send(outpost_actors::central::LearnRevoked(revoked)).await;
+                    break;
+                }
+                Err(e) => tracing::debug!(repo = addr, "revocations not read: {e}"),
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 /// Runs `f` with a console connection to central.
@@ -257,12 +306,15 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
             Ok(())
         }
         ConsoleCommand::Pending(a) => {
-            let CentralResponse::PendingHosts(p) = ask(a, CentralRequest::Pending)? else { bail!("unexpected answer") };
+            let CentralResponse::PendingHostsV2(p) = ask(a, CentralRequest::PendingV2)? else {
+                bail!("unexpected answer")
+            };
             if a.json {
                 return print_json(&p);
             }
-            for (uuid, fqdn, since) in p {
-                crate::out!("{fqdn:<32} {uuid:<38} waiting since {}", format_unix(since));
+            for h in p {
+                crate::out!("{:<32} {:<38} waiting since {}", h.fqdn, h.uuid, format_unix(h.since));
+                crate::out!("    {}", h.reason);
             }
             Ok(())
         }
@@ -314,6 +366,9 @@ fn hosts(a: &ConsoleHostsArgs) -> Result<()> {
             if h.online { ", online" } else { "" },
             if h.revoked { ", REVOKED" } else { "" }
         );
+        if let Some(c) = &h.clash {
+            crate::out!("    CLASH (certificate sha256:{}): {c}", &h.fingerprint[..16.min(h.fingerprint.len())]);
+        }
     }
     if (hosts.len() as u64) < total {
         eprintln!("{} of {total} hosts shown (--limit)", hosts.len());
@@ -325,9 +380,14 @@ fn hosts(a: &ConsoleHostsArgs) -> Result<()> {
 
 fn host(a: &ConsoleHostArgs) -> Result<()> {
     match (&a.action, &a.name, &a.console) {
-        (Some(ConsoleHostCommand::Approve { name, console }), _, _) => {
-            done(console, CentralRequest::Approve(name.clone()))
-        }
+        (Some(ConsoleHostCommand::Approve { name, replace, console }), _, _) => done(
+            console,
+            if *replace {
+                CentralRequest::ApproveReplacing(name.clone())
+            } else {
+                CentralRequest::Approve(name.clone())
+            },
+        ),
         (Some(ConsoleHostCommand::Revoke { name, console }), _, _) => {
             done(console, CentralRequest::Revoke(name.clone()))
         }
@@ -341,7 +401,11 @@ fn host(a: &ConsoleHostArgs) -> Result<()> {
             }
             let s = &d.summary;
             crate::out!("host:      {} ({})", s.fqdn, s.uuid);
+            crate::out!("cert:      sha256:{}", s.fingerprint);
             crate::out!("status:    {}{}", s.status, if s.revoked { " (certificate REVOKED)" } else { "" });
+            if let Some(c) = &s.clash {
+                crate::out!("CLASH:     {c}");
+            }
             crate::out!("ou:        {}", s.ou);
             crate::out!("site:      {}", s.site);
             crate::out!("report:    {} ({}){}", s.sequence, ago(s.last_seen), if s.online { ", online" } else { "" });
@@ -617,12 +681,16 @@ pub fn agent_enroll(args: &AgentEnrollArgs) -> Result<()> {
             .with_context(|| format!("enrolling with central {}", cfg.server))?;
         match answer {
             CentralResponse::Enrolled { chain_pem } => break chain_pem,
-            CentralResponse::EnrollPending => {
+            CentralResponse::EnrollPending | CentralResponse::EnrollWaiting { .. } => {
                 if !told {
-                    eprintln!(
-                        "Waiting for an administrator: outpost console host approve {} (or {})",
-                        machine.fqdn, machine.uuid
-                    );
+                    if let CentralResponse::EnrollWaiting { reason } = &answer {
+                        eprintln!("Waiting for an administrator: {reason}");
+                    } else {
+                        eprintln!(
+                            "Waiting for an administrator: outpost console host approve {} (or {})",
+                            machine.fqdn, machine.uuid
+                        );
+                    }
                     told = true;
                 }
                 if std::time::Instant::now() > deadline {

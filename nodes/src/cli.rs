@@ -161,12 +161,17 @@ pub enum ConsoleHostCommand {
     Approve {
         /// UUID or FQDN.
         name: String,
+        /// Revoke the certificates that held this machine or name before (a reinstalled
+        /// machine); without it both stay, flagged as a clash until one is revoked.
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
         console: ConsoleArgs,
     },
-    /// Revoke a host's certificate: it is refused by central and the main repository.
+    /// Revoke a host's certificate: it is refused by central and every repository.
     Revoke {
-        /// UUID or FQDN.
+        /// UUID, FQDN, or the certificate's fingerprint (sha256:…; also a certificate that never
+        /// reported, or one central has never seen).
         name: String,
         #[command(flatten)]
         console: ConsoleArgs,
@@ -288,6 +293,9 @@ pub enum AgentCommand {
     Inventory(AgentReadArgs),
     /// Get a host certificate from central: with an enrollment token, or wait for approval.
     Enroll(AgentEnrollArgs),
+    /// Give this machine a new UUID (a cloned disk image, a machine reinstalled from another's
+    /// image): central then tells it apart from the original.
+    ResetUuid(AgentReadArgs),
 }
 
 /// `outpost agent enroll`

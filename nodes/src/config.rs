@@ -685,12 +685,8 @@ mod tests {
         duration("poll", &e.poll).unwrap();
         assert_eq!(bytes("bandwidth", &e.bandwidth).unwrap(), 0);
         // Every role has its own /metrics port, so that all of them can share a machine.
-        let ports = [
-            MainConfig::default().metrics,
-            e.metrics.clone(),
-            ServerConfig::default().metrics,
-            AgentConfig::default().metrics,
-        ];
+        let ports =
+            [MainConfig::default().metrics, e.metrics, ServerConfig::default().metrics, AgentConfig::default().metrics];
         let distinct: std::collections::BTreeSet<&String> = ports.iter().collect();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         assert_eq!(utc_offset("+01:30").unwrap(), 90);

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Command::Agent(AgentCommand::Repos(a)) => agent_cmd::read(a, &Agent::Repos),
         Command::Agent(AgentCommand::Install(a)) => agent_cmd::install(a),
         Command::Agent(AgentCommand::Remove(a)) => agent_cmd::remove(a),
+        Command::Agent(AgentCommand::ResetUuid(a)) => agent_cmd::reset_uuid(a),
         Command::Wapt(WaptCommand::VerifyControl(a)) => wapt_cmd::verify_control(a),
         Command::Wapt(WaptCommand::Index(a)) => wapt_cmd::index(a),
         Command::Wapt(WaptCommand::Import(a)) => wapt_cmd::import(a),

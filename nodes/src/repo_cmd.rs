@@ -121,10 +121,11 @@ impl MainSetup {
         registry: &mut Registry,
         revoked: outpost_actors::central::Revoked,
         cancel: CancellationToken,
-    ) -> Result<(tokio::task::JoinHandle<()>, actix::Addr<Publisher>)> {
+    ) -> Result<MainStarted> {
         let c = self.common;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
         store.set_role("main")?;
+        let in_snapshot = store.current()?.and_then(|s| s.unverified().ok()).map(|s| s.revoked).unwrap_or_default();
         let metrics = Arc::new(RepoMetrics::default());
         metrics.register(registry);
         let (publisher, head) = Publisher::new(
@@ -153,8 +154,22 @@ impl MainSetup {
             endpoint.local_addr()?,
             c.data.display()
         );
-        Ok((tokio::spawn(server::serve(endpoint, shared, cancel)), publisher))
+        Ok(MainStarted {
+            serving: tokio::spawn(server::serve(endpoint, shared, cancel)),
+            publisher,
+            revoked: in_snapshot,
+        })
     }
+}
+
+/// A main repository started inside a daemon.
+pub struct MainStarted {
+    /// The task serving clients (it ends after the cancellation).
+    pub serving: tokio::task::JoinHandle<()>,
+    /// The publisher.
+    pub publisher: actix::Addr<Publisher>,
+    /// The certificates the current snapshot revokes (central recovers them from here).
+    pub revoked: Vec<String>,
 }
 
 /// `outpost repo main`
@@ -167,7 +182,7 @@ pub fn main(args: &RepoMainArgs) -> Result<()> {
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let mut registry = Registry::default();
-        let (serving, _) = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?;
+        let serving = setup.start(trust, &ca, &mut registry, Default::default(), cancel.clone())?.serving;
         daemon::serve_metrics(metrics, registry, cancel.clone())?;
         daemon::shutdown_signal().await;
         eprintln!("stopping");

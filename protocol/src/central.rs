@@ -418,12 +418,38 @@ pub enum Targets {
     All,
 }
 
+/// What a host is known by: its certificate first (one certificate, one host), then the names
+/// it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostNames<'a> {
+    /// SHA-256 fingerprint of its certificate (lower-case hex).
+    pub fingerprint: &'a str,
+    /// Its UUID.
+    pub uuid: &'a str,
+    /// Its FQDN.
+    pub fqdn: &'a str,
+    /// Its DN.
+    pub ou: &'a str,
+}
+
+/// The certificate fingerprint a host name gives, when it is one: `sha256:<hex>` or the 64 hex
+/// digits alone.
+pub fn fingerprint_name(name: &str) -> Option<String> {
+    let hex = name.strip_prefix("sha256:").unwrap_or(name).to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 impl Targets {
-    /// True when the host with `uuid`, `fqdn` and `ou` is a target.
-    pub fn includes(&self, uuid: &str, fqdn: &str, ou: &str) -> bool {
+    /// True when host `h` is a target: by certificate fingerprint, UUID or FQDN, by OU, or all.
+    pub fn includes(&self, h: &HostNames<'_>) -> bool {
+        let (uuid, fqdn, ou) = (h.uuid, h.fqdn, h.ou);
         match self {
             Self::All => true,
-            Self::Hosts(names) => names.iter().any(|n| n.eq_ignore_ascii_case(uuid) || n.eq_ignore_ascii_case(fqdn)),
+            Self::Hosts(names) => names.iter().any(|n| {
+                n.eq_ignore_ascii_case(uuid)
+                    || n.eq_ignore_ascii_case(fqdn)
+                    || fingerprint_name(n).is_some_and(|fp| !h.fingerprint.is_empty() && fp == h.fingerprint)
+            }),
             Self::Ou(dn) => {
                 let norm = |s: &str| s.to_lowercase().replace(' ', "");
                 let (ou, dn) = (norm(ou), norm(dn));
@@ -616,6 +642,11 @@ pub struct HostSummary {
     pub revoked: bool,
     /// True when it holds a connection to central now.
     pub online: bool,
+    /// SHA-256 fingerprint of its certificate: one certificate, one host.
+    pub fingerprint: String,
+    /// Set when another certificate claims the same UUID or FQDN (a cloned machine, a second
+    /// enrollment), or when this certificate is used by two machines at once: what clashes.
+    pub clash: Option<String>,
 }
 
 /// `console host NAME`.
@@ -733,6 +764,10 @@ pub enum CentralRequest {
     Act(Signed),
     /// Console: distribute signed agent settings.
     SetSettings(Signed),
+    /// Console: hosts waiting for approval, with why ([`CentralResponse::PendingHostsV2`]).
+    PendingV2,
+    /// Console: approve a waiting host, revoking the certificates that held its name before.
+    ApproveReplacing(String),
 }
 
 /// An answer. Only ever add variants.
@@ -770,6 +805,23 @@ pub enum CentralResponse {
     Done(String),
     /// Refused or failed.
     Error { code: crate::wire::ErrorCode, message: String },
+    /// Enrollment: waiting for an administrator, and why (the name is already enrolled…).
+    EnrollWaiting { reason: String },
+    /// Waiting hosts, with why.
+    PendingHostsV2(Vec<PendingHost>),
+}
+
+/// A host waiting for enrollment approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHost {
+    /// Its UUID.
+    pub uuid: String,
+    /// Its FQDN.
+    pub fqdn: String,
+    /// Since when (Unix seconds).
+    pub since: i64,
+    /// Why it waits: no token, or the certificates that already claim its name.
+    pub reason: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -874,14 +926,23 @@ mod tests {
 
     #[test]
     fn targets_match_hosts_and_ous() {
+        let n = |uuid, fqdn, ou| HostNames { fingerprint: "", uuid, fqdn, ou };
         let t = Targets::Ou("OU=Paris,DC=example,DC=org".into());
-        assert!(t.includes("u", "pc1", "CN=pc1,OU=Paris,DC=example,DC=org"));
-        assert!(t.includes("u", "pc1", "OU=Paris, DC=example, DC=org"));
-        assert!(!t.includes("u", "pc1", "CN=pc1,OU=NotParis,DC=example,DC=org"));
-        assert!(!t.includes("u", "pc1", "CN=pc1,OU=Lyon,DC=example,DC=org"));
+        assert!(t.includes(&n("u", "pc1", "CN=pc1,OU=Paris,DC=example,DC=org")));
+        assert!(t.includes(&n("u", "pc1", "OU=Paris, DC=example, DC=org")));
+        assert!(!t.includes(&n("u", "pc1", "CN=pc1,OU=NotParis,DC=example,DC=org")));
+        assert!(!t.includes(&n("u", "pc1", "CN=pc1,OU=Lyon,DC=example,DC=org")));
         let h = Targets::Hosts(vec!["PC1.example.org".into()]);
-        assert!(h.includes("x", "pc1.example.org", ""));
-        assert!(!h.includes("x", "pc2.example.org", ""));
+        assert!(h.includes(&n("x", "pc1.example.org", "")));
+        assert!(!h.includes(&n("x", "pc2.example.org", "")));
+        // By certificate: exactly the host holding it, whatever names it reports.
+        let fp = "ab".repeat(32);
+        let by_cert = Targets::Hosts(vec![format!("sha256:{}", fp.to_uppercase())]);
+        assert!(by_cert.includes(&HostNames { fingerprint: &fp, uuid: "x", fqdn: "pc1", ou: "" }));
+        assert!(!by_cert.includes(&HostNames { fingerprint: &"cd".repeat(32), uuid: "x", fqdn: "pc1", ou: "" }));
+        assert!(!by_cert.includes(&n("x", "pc1", "")), "a host that does not say its certificate is not it");
+        assert_eq!(fingerprint_name(&fp), Some(fp.clone()));
+        assert_eq!(fingerprint_name("pc1.example.org"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod deploy;
 mod field;
 mod flood;
 mod hygiene;
+mod identity;
 mod monitoring;
 mod netns;
 mod pkg;

@@ -36,6 +36,8 @@ pub enum Command {
     Audit,
     /// The inventory sections this host reports to central.
     Inventory,
+    /// Open the agent again from its configuration (after `reset-uuid` changed who it is).
+    Reload,
 }
 
 impl Command {
@@ -82,6 +84,7 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
         Command::Repos => json::<_, String>(Ok(agent.repos().await)),
         Command::Audit => json(agent.audit().await),
         Command::Inventory => json(agent.inventory_sections()),
+        Command::Reload => json::<_, String>(Ok(serde_json::json!({"reloaded": true}))),
     }
 }
 
@@ -165,12 +168,13 @@ impl AgentActor {
         self.agent.clone()
     }
 
-    /// After each operation: when the `config` packages' settings changed, the agent is opened
-    /// again with them (the old one is closed first: one database handle at a time).
-    fn reload_if_changed(&mut self, ctx: &mut Context<Self>) {
+    /// After each operation: when the `config` packages' settings changed (or `force`), the
+    /// agent is opened again with them (the old one is closed first: one database handle at a
+    /// time).
+    fn reload_if_changed(&mut self, ctx: &mut Context<Self>, force: bool) {
         let Some(dir) = self.agent.as_ref().map(|a| a.state_dir().to_path_buf()) else { return };
         let mark = overlay_mark(&dir);
-        if mark == self.settings_mark || self.reopen.is_none() {
+        if (mark == self.settings_mark && !force) || self.reopen.is_none() {
             return;
         }
         self.settings_mark = mark;
@@ -257,7 +261,7 @@ impl Handler<Cycle> for AgentActor {
             }
             .into_actor(self)
             .map(|(), act, ctx| {
-                act.reload_if_changed(ctx);
+                act.reload_if_changed(ctx, false);
                 act.notify();
             }),
         ))
@@ -270,6 +274,7 @@ impl Handler<Command> for AgentActor {
     fn handle(&mut self, command: Command, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent();
         let changes = command.changes_state();
+        let force = matches!(command, Command::Reload);
         AtomicResponse::new(Box::pin(
             async move {
                 match agent {
@@ -279,7 +284,7 @@ impl Handler<Command> for AgentActor {
             }
             .into_actor(self)
             .map(move |reply, act, ctx| {
-                act.reload_if_changed(ctx);
+                act.reload_if_changed(ctx, force);
                 if changes {
                     act.notify();
                 } else {

@@ -25,6 +25,25 @@ pub struct Machine {
     pub locale: Option<String>,
 }
 
+/// The file of a state folder holding the UUID `outpost agent reset-uuid` gave the machine.
+pub const UUID_FILE: &str = "uuid";
+
+/// The UUID `outpost agent reset-uuid` gave this machine, if it did (it stands before the
+/// detected one; a UUID in the configuration stands before both).
+pub fn reset_uuid(state_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(state_dir.join(UUID_FILE)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// A new random UUID (version 4), lower-case.
+pub fn new_uuid() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(|_| "no randomness available")?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+}
+
 /// Detects the machine; `uuid` and `fqdn` override detection when given.
 pub fn detect(uuid: Option<&str>, fqdn: Option<&str>) -> Machine {
     let uuid = uuid.map(str::to_string).filter(|u| !u.is_empty()).unwrap_or_else(detect_uuid).to_lowercase();

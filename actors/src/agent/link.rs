@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use actix::Addr;
 use outpost_protocol::central::{
-    Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostFacts, Inventory, Report, Section,
-    Signed,
+    Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostFacts, HostNames, Inventory, Report,
+    Section, Signed,
 };
 use outpost_protocol::pki::{PrivateKey, TrustStore};
 use quinn::Endpoint;
@@ -123,6 +123,8 @@ pub struct LinkConfig {
     pub endpoint: Endpoint,
     /// The host key (signs reports).
     pub key: PrivateKey,
+    /// The SHA-256 fingerprint of the host certificate (actions may target it).
+    pub fingerprint: String,
     /// The organisation CA (checks actions and settings).
     pub trust: TrustStore,
     /// The state folder.
@@ -266,7 +268,7 @@ async fn settings(cfg: &LinkConfig, state: &LinkState, client: &CentralClient, h
     if doc.sequence <= last {
         return;
     }
-    if !doc.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
+    if !doc.targets.includes(&HostNames { fingerprint: &cfg.fingerprint, uuid: &h.uuid, fqdn: &h.fqdn, ou: &h.ou }) {
         return;
     }
     let dir = cfg.state_dir.join("config.d");
@@ -297,7 +299,7 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
         tracing::warn!(signer = info.subject, "action refused: {why}");
         (Some(action.nonce), false, format!("refused: {why}"))
     };
-    if !action.targets.includes(&h.uuid, &h.fqdn, &h.ou) {
+    if !action.targets.includes(&HostNames { fingerprint: &cfg.fingerprint, uuid: &h.uuid, fqdn: &h.fqdn, ou: &h.ou }) {
         return refuse(format!("this host is not a target ({})", action.targets.describe()));
     }
     match state.first_sight(&action.nonce, action.expires, now) {

@@ -1,39 +1,59 @@
-//! The fleet in memory: one summary per host and the indexes the console queries use (hosts by
-//! installed software and by Outpost package), so that a query over 100,000 hosts touches only
-//! the hosts that match. Full inventories stay in the database.
+//! The fleet in memory: one row per host certificate (one certificate, one host: two machines
+//! claiming one UUID or one name are two rows, flagged, never merged), and the indexes the
+//! console queries use (hosts by installed software and by Outpost package), so that a query
+//! over 100,000 hosts touches only the hosts that match. Full inventories stay in the database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use outpost_protocol::central::{HostQuery, HostSummary, Inventory, PackageSummary, Section, SectionKind};
+use outpost_protocol::central::{
+    HostQuery, HostSummary, Inventory, PackageSummary, Section, SectionKind, fingerprint_name,
+};
 
-/// One host.
+/// One host: one certificate.
 #[derive(Clone, Debug, Default)]
 pub struct HostRow {
-    /// What `console hosts` shows.
+    /// What `console hosts` shows (the clash and online flags are filled in when asked).
     pub summary: HostSummary,
-    /// Fingerprint of the certificate that reports for it.
-    pub fingerprint: String,
     /// Interned names of its installed software.
     software: Vec<u32>,
     /// Its Outpost packages: interned name, status, installed version.
     packages: Vec<(u32, String, Option<String>)>,
     /// The snapshot it holds had expired at its last report.
     pub snapshot_expired: bool,
+    /// Set while this certificate is used by two machines at once (a cloned disk image).
+    pub shared: Option<String>,
+}
+
+impl HostRow {
+    /// The certificate's fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.summary.fingerprint
+    }
 }
 
 /// The fleet index.
 #[derive(Debug, Default)]
 pub struct Fleet {
     rows: Vec<HostRow>,
-    by_uuid: HashMap<String, u32>,
-    by_name: HashMap<String, u32>,
+    by_fingerprint: HashMap<String, u32>,
+    by_uuid: HashMap<String, Vec<u32>>,
+    by_name: HashMap<String, Vec<u32>>,
     names: HashMap<String, u32>,
     by_software: HashMap<u32, HashSet<u32>>,
     by_package: HashMap<u32, HashSet<u32>>,
 }
 
+fn remove_from(index: &mut HashMap<String, Vec<u32>>, key: &str, id: u32) {
+    if let Some(list) = index.get_mut(key) {
+        list.retain(|x| *x != id);
+        if list.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 impl Fleet {
-    /// Number of hosts.
+    /// Number of hosts (certificates that reported).
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -49,11 +69,31 @@ impl Fleet {
         *self.names.entry(key).or_insert(next)
     }
 
-    /// The row of a host by UUID or FQDN (case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&HostRow> {
+    /// The row of a certificate.
+    pub fn by_fingerprint(&self, fingerprint: &str) -> Option<&HostRow> {
+        self.by_fingerprint.get(fingerprint).and_then(|id| self.rows.get(*id as usize))
+    }
+
+    fn by_fingerprint_mut(&mut self, fingerprint: &str) -> Option<&mut HostRow> {
+        let id = *self.by_fingerprint.get(fingerprint)?;
+        self.rows.get_mut(id as usize)
+    }
+
+    /// Every row a name designates: a certificate fingerprint (`sha256:…` or the hex alone),
+    /// a UUID or an FQDN (case-insensitive). Several rows when several certificates claim it.
+    pub fn find(&self, name: &str) -> Vec<&HostRow> {
+        if let Some(fp) = fingerprint_name(name) {
+            return self.by_fingerprint(&fp).into_iter().collect();
+        }
         let key = name.to_lowercase();
-        let id = self.by_uuid.get(&key).or_else(|| self.by_name.get(&key))?;
-        self.rows.get(*id as usize)
+        let mut ids: Vec<u32> = self.by_uuid.get(&key).into_iter().flatten().copied().collect();
+        for id in self.by_name.get(&key).into_iter().flatten() {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        ids.sort_unstable();
+        ids.iter().filter_map(|id| self.rows.get(*id as usize)).collect()
     }
 
     /// Every host.
@@ -61,24 +101,25 @@ impl Fleet {
         self.rows.iter()
     }
 
-    /// Adds a host or updates its summary fields from `inventory` (the whole inventory after
-    /// the report was applied) and `changed` (the sections the report carried).
+    /// Adds a host (certificate) or updates its summary fields from `inventory` (the whole
+    /// inventory after the report was applied) and `changed` (the sections the report carried).
     pub fn update(
         &mut self,
-        uuid: &str,
         fingerprint: &str,
+        uuid: &str,
         inventory: &Inventory,
         changed: &[SectionKind],
         seen: i64,
         sequence: u64,
     ) {
-        let key = uuid.to_lowercase();
-        let id = match self.by_uuid.get(&key) {
+        let id = match self.by_fingerprint.get(fingerprint) {
             Some(id) => *id,
             None => {
                 let id = u32::try_from(self.rows.len()).expect("fewer than 4 billion hosts");
-                self.rows.push(HostRow::default());
-                self.by_uuid.insert(key, id);
+                let mut row = HostRow::default();
+                row.summary.fingerprint = fingerprint.to_string();
+                self.rows.push(row);
+                self.by_fingerprint.insert(fingerprint.to_string(), id);
                 id
             }
         };
@@ -112,20 +153,21 @@ impl Fleet {
             }
             self.rows[id as usize].packages = packages;
         }
+        // The UUID a host reports may change (`agent reset-uuid`): the index follows.
+        let old_uuid = self.rows[id as usize].summary.uuid.to_lowercase();
+        if old_uuid != uuid.to_lowercase() {
+            remove_from(&mut self.by_uuid, &old_uuid, id);
+            self.by_uuid.entry(uuid.to_lowercase()).or_default().push(id);
+        }
+        let old_fqdn = self.rows[id as usize].summary.fqdn.to_lowercase();
         let row = &mut self.rows[id as usize];
-        row.fingerprint = fingerprint.to_string();
         row.summary.uuid = uuid.to_string();
         if let Some(h) = inventory.host() {
-            if !row.summary.fqdn.is_empty() {
-                self.by_name.remove(&row.summary.fqdn.to_lowercase());
-            }
             row.summary.fqdn = h.fqdn.clone();
             row.summary.ou = h.ou.clone();
             row.summary.site = h.site.clone();
-            if !h.fqdn.is_empty() {
-                self.by_name.insert(h.fqdn.to_lowercase(), id);
-            }
         }
+        let new_fqdn = row.summary.fqdn.to_lowercase();
         if changed.contains(&SectionKind::Snapshot) {
             row.snapshot_expired = inventory.snapshot().is_some_and(|s| s.expired);
         }
@@ -137,14 +179,77 @@ impl Fleet {
         }
         row.summary.last_seen = seen;
         row.summary.sequence = sequence;
+        if old_fqdn != new_fqdn {
+            remove_from(&mut self.by_name, &old_fqdn, id);
+            if !new_fqdn.is_empty() {
+                self.by_name.entry(new_fqdn).or_default().push(id);
+            }
+        }
     }
 
-    /// Marks a host revoked (or not).
-    pub fn set_revoked(&mut self, name: &str, revoked: bool) -> bool {
-        let key = name.to_lowercase();
-        let Some(id) = self.by_uuid.get(&key).or_else(|| self.by_name.get(&key)).copied() else { return false };
-        self.rows[id as usize].summary.revoked = revoked;
-        true
+    /// Marks a certificate revoked (or not); false when no host reported with it.
+    pub fn set_revoked(&mut self, fingerprint: &str, revoked: bool) -> bool {
+        match self.by_fingerprint_mut(fingerprint) {
+            Some(row) => {
+                row.summary.revoked = revoked;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Notes that a certificate is (or is no longer) used by two machines at once.
+    pub fn set_shared(&mut self, fingerprint: &str, shared: Option<String>) {
+        if let Some(row) = self.by_fingerprint_mut(fingerprint) {
+            row.shared = shared;
+        }
+    }
+
+    /// What clashes with this host: other live certificates claiming its UUID or FQDN, or its
+    /// certificate in use by two machines. `None` when it is alone.
+    pub fn clash(&self, row: &HostRow) -> Option<String> {
+        if row.summary.revoked {
+            return None;
+        }
+        let others = |index: &HashMap<String, Vec<u32>>, key: &str| -> Vec<String> {
+            if key.is_empty() {
+                return Vec::new();
+            }
+            index
+                .get(&key.to_lowercase())
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.rows.get(*id as usize))
+                .filter(|r| r.fingerprint() != row.fingerprint() && !r.summary.revoked)
+                .map(|r| r.fingerprint()[..16].to_string())
+                .collect()
+        };
+        let mut parts = Vec::new();
+        let same_uuid = others(&self.by_uuid, &row.summary.uuid);
+        if !same_uuid.is_empty() {
+            parts.push(format!("UUID {} also claimed by certificate(s) {}", row.summary.uuid, same_uuid.join(", ")));
+        }
+        let same_name = others(&self.by_name, &row.summary.fqdn);
+        if !same_name.is_empty() {
+            parts.push(format!("name {} also claimed by certificate(s) {}", row.summary.fqdn, same_name.join(", ")));
+        }
+        if let Some(s) = &row.shared {
+            parts.push(s.clone());
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// Hosts in a clash (for the metrics).
+    pub fn clashes(&self) -> i64 {
+        i64::try_from(self.rows.iter().filter(|r| self.clash(r).is_some()).count()).unwrap_or(i64::MAX)
+    }
+
+    /// A row's summary with its clash and online flags.
+    pub fn summary(&self, row: &HostRow, online: bool) -> HostSummary {
+        let mut s = row.summary.clone();
+        s.online = online;
+        s.clash = self.clash(row);
+        s
     }
 
     /// Hosts matching every filter of `q`, by FQDN, and how many matched in all; `online` tells
@@ -180,18 +285,17 @@ impl Fleet {
             None => self.rows.iter().filter(|r| matches(r)).collect(),
         };
         let total = hits.len() as u64;
-        hits.sort_unstable_by(|a, b| a.summary.fqdn.cmp(&b.summary.fqdn).then(a.summary.uuid.cmp(&b.summary.uuid)));
+        hits.sort_unstable_by(|a, b| {
+            a.summary
+                .fqdn
+                .cmp(&b.summary.fqdn)
+                .then(a.summary.uuid.cmp(&b.summary.uuid))
+                .then(a.fingerprint().cmp(b.fingerprint()))
+        });
         if q.limit > 0 {
             hits.truncate(q.limit as usize);
         }
-        let out = hits
-            .into_iter()
-            .map(|r| {
-                let mut s = r.summary.clone();
-                s.online = online(&r.fingerprint);
-                s
-            })
-            .collect();
+        let out = hits.into_iter().map(|r| self.summary(r, online(r.fingerprint()))).collect();
         (total, out)
     }
 
@@ -216,11 +320,6 @@ impl Fleet {
         v
     }
 
-    /// Hosts whose snapshot had expired at their last report (for the metrics).
-    pub fn snapshot_expired(&self) -> i64 {
-        i64::try_from(self.rows.iter().filter(|r| r.snapshot_expired).count()).unwrap_or(i64::MAX)
-    }
-
     /// Hosts by status (for the metrics).
     pub fn by_status(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
@@ -228,6 +327,11 @@ impl Fleet {
             *out.entry(r.summary.status.clone()).or_default() += 1;
         }
         out
+    }
+
+    /// Hosts whose snapshot had expired at their last report (for the metrics).
+    pub fn snapshot_expired(&self) -> i64 {
+        i64::try_from(self.rows.iter().filter(|r| r.snapshot_expired).count()).unwrap_or(i64::MAX)
     }
 }
 
@@ -263,12 +367,13 @@ mod tests {
         ])
     }
 
+    const ALL: [SectionKind; 3] = [SectionKind::Host, SectionKind::Software, SectionKind::Packages];
+
     #[test]
     fn queries_use_the_indexes_and_follow_updates() {
         let mut f = Fleet::default();
-        let all = [SectionKind::Host, SectionKind::Software, SectionKind::Packages];
-        f.update("u1", "fp1", &inventory("a.ex", "OK", &["vim", "curl"]), &all, 1, 1);
-        f.update("u2", "fp2", &inventory("b.ex", "ERROR", &["vim"]), &all, 1, 1);
+        f.update("fp1", "u1", &inventory("a.ex", "OK", &["vim", "curl"]), &ALL, 1, 1);
+        f.update("fp2", "u2", &inventory("b.ex", "ERROR", &["vim"]), &ALL, 1, 1);
         let q = |q: HostQuery| f.query(&q, &|_| false).1.into_iter().map(|h| h.fqdn).collect::<Vec<_>>();
         assert_eq!(q(HostQuery { software: Some("VIM".into()), ..HostQuery::default() }), ["a.ex", "b.ex"]);
         assert_eq!(q(HostQuery { software: Some("curl".into()), ..HostQuery::default() }), ["a.ex"]);
@@ -281,12 +386,42 @@ mod tests {
         assert!(q(HostQuery { software: Some("emacs".into()), ..HostQuery::default() }).is_empty());
 
         // u1 removes curl: the index follows; a report without packages keeps the status.
-        f.update("u1", "fp1", &inventory("a.ex", "ERROR", &["vim"]), &[SectionKind::Software], 2, 2);
-        assert_eq!(f.get("a.ex").unwrap().summary.status, "OK");
+        f.update("fp1", "u1", &inventory("a.ex", "ERROR", &["vim"]), &[SectionKind::Software], 2, 2);
+        assert_eq!(f.find("a.ex")[0].summary.status, "OK");
         assert!(f.query(&HostQuery { software: Some("curl".into()), ..HostQuery::default() }, &|_| false).1.is_empty());
         let p = f.packages();
         assert_eq!(p[0].by_status.get("OK"), Some(&1));
         assert_eq!(p[0].versions.get("2"), Some(&2));
         assert_eq!(f.by_status().get("ERROR"), Some(&1));
+    }
+
+    #[test]
+    fn two_certificates_claiming_one_machine_are_two_hosts_flagged_never_merged() {
+        let mut f = Fleet::default();
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        f.update(&a, "uuid-1", &inventory("pc1.ex", "OK", &["vim"]), &ALL, 1, 1);
+        assert_eq!(f.clash(f.find("pc1.ex")[0]), None);
+        // A cloned image: same UUID, another name, its own certificate.
+        f.update(&b, "UUID-1", &inventory("pc2.ex", "OK", &["emacs"]), &ALL, 1, 1);
+        assert_eq!(f.len(), 2, "never merged");
+        assert_eq!(f.find("uuid-1").len(), 2);
+        let clash = f.clash(f.by_fingerprint(&a).unwrap()).unwrap();
+        assert!(clash.contains("UUID uuid-1 also claimed by certificate(s) bbbbbbbbbbbbbbbb"), "{clash}");
+        // A second enrollment under the same name.
+        f.update(&c, "uuid-3", &inventory("pc1.ex", "OK", &[]), &ALL, 1, 1);
+        assert_eq!(f.find("PC1.EX").len(), 2);
+        assert!(f.clash(f.by_fingerprint(&c).unwrap()).unwrap().contains("name pc1.ex"));
+        assert_eq!(f.clashes(), 3);
+        // By certificate, exactly one.
+        assert_eq!(f.find(&format!("sha256:{b}")).len(), 1);
+        assert_eq!(f.find(&format!("sha256:{b}"))[0].summary.fqdn, "pc2.ex");
+        // The clone gets a new UUID (agent reset-uuid) and the old one is revoked: no clash left.
+        f.update(&b, "uuid-2", &inventory("pc2.ex", "OK", &["emacs"]), &[SectionKind::Host], 2, 2);
+        assert_eq!(f.find("uuid-1").len(), 1);
+        f.set_revoked(&c, true);
+        assert_eq!(f.clashes(), 0);
+        // One certificate used by two machines at once.
+        f.set_shared(&a, Some("in use from two addresses".into()));
+        assert!(f.clash(f.by_fingerprint(&a).unwrap()).unwrap().contains("two addresses"));
     }
 }

@@ -2,13 +2,21 @@
 //! signed actions relayed to agents, and the console's queries.
 //!
 //! [`Central`] is the actor that owns the state: the fleet index ([`fleet::Fleet`]), tokens,
-//! waiting hosts, revoked certificates, actions and agent settings; the database
-//! ([`store::CentralStore`]) makes every change durable before it is answered. Connections
-//! ([`server`]) verify report signatures before handing them to the actor, so the actor does no
-//! cryptography but certificate issuance and action checks.
+//! waiting hosts, the certificates it issued, revoked certificates, actions and agent
+//! settings; the database ([`store::CentralStore`]) makes every change durable before it is
+//! answered. Connections ([`server`]) verify report signatures before handing them to the
+//! actor, so the actor does no cryptography but certificate issuance and action checks.
+//!
+//! A host is a certificate: two certificates that claim one UUID or one name (a cloned disk
+//! image, a second enrollment) are two hosts, flagged as a clash and never merged; actions go
+//! to exactly the certificates their targets designate ([`relay`]); enrolling under a name
+//! already enrolled waits for an administrator ([`enrollment`]).
 
 pub mod client;
+pub mod enrollment;
 pub mod fleet;
+pub mod metrics;
+pub mod relay;
 pub mod server;
 pub mod store;
 
@@ -17,122 +25,22 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use outpost_protocol::central::{
-    Action, ActionLine, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, Inventory, Report,
-    ReportDecision, Signed, decide, hex,
+    Action, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostNames, Inventory, PendingHost, Report,
+    ReportDecision, Section, Signed, decide, hex,
 };
-use outpost_protocol::pki::{self, CertInfo, PrivateKey, TrustStore};
+use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
 use outpost_protocol::wire::ErrorCode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use self::fleet::{Fleet, kinds};
-use self::store::{ActionRecord, CentralStore, HostRecord, Op, PendingRecord, TokenRecord};
-use crate::metrics::{Labels, label};
+pub use self::metrics::CentralMetrics;
+use self::store::{ActionRecord, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord};
+use crate::metrics::label;
 use crate::repo::unix_now;
 
 /// Revoked certificate fingerprints, shared with the repository served by the same process.
 pub type Revoked = Arc<RwLock<HashSet<String>>>;
-
-/// Central's metrics (`outpost_central_…`).
-#[derive(Debug)]
-pub struct CentralMetrics {
-    /// Hosts by status.
-    pub hosts: Family<Labels, Gauge>,
-    /// Reports by result: applied, rejected, full_requested.
-    pub reports: Family<Labels, Counter>,
-    /// Rejected reports by reason.
-    pub rejections: Family<Labels, Counter>,
-    /// Full reports asked for.
-    pub full_requests: Counter,
-    /// Actions relayed to agents (one per host reached).
-    pub actions_sent: Counter,
-    /// Action results by result (ok, failed).
-    pub action_results: Family<Labels, Counter>,
-    /// Seconds from relaying an action to its result.
-    pub action_latency: Histogram,
-    /// Refused actions and settings by reason.
-    pub action_refusals: Family<Labels, Counter>,
-    /// Agents connected now.
-    pub connected: Gauge,
-    /// Enrollments by result (issued, pending, refused).
-    pub enrollments: Family<Labels, Counter>,
-    /// Hosts whose snapshot had expired at their last report.
-    pub snapshot_expired: Gauge,
-    /// Connection attempts not served at once, by result (retried, refused).
-    pub handshakes: Family<Labels, Counter>,
-}
-
-impl Default for CentralMetrics {
-    fn default() -> Self {
-        Self {
-            hosts: Family::default(),
-            reports: Family::default(),
-            rejections: Family::default(),
-            full_requests: Counter::default(),
-            actions_sent: Counter::default(),
-            action_results: Family::default(),
-            action_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            action_refusals: Family::default(),
-            connected: Gauge::default(),
-            enrollments: Family::default(),
-            snapshot_expired: Gauge::default(),
-            handshakes: Family::default(),
-        }
-    }
-}
-
-impl CentralMetrics {
-    /// Registers every metric under `outpost_central_…`, with the usual series at zero.
-    pub fn register(&self, registry: &mut Registry) {
-        for result in ["applied", "rejected", "full_requested"] {
-            let _ = self.reports.get_or_create(&label("result", result));
-        }
-        for reason in ["signature", "replay", "unknown_host", "oversized", "malformed", "revoked"] {
-            let _ = self.rejections.get_or_create(&label("reason", reason));
-        }
-        for result in ["ok", "failed"] {
-            let _ = self.action_results.get_or_create(&label("result", result));
-        }
-        for result in ["retried", "refused"] {
-            let _ = self.handshakes.get_or_create(&label("result", result));
-        }
-        let r = registry.sub_registry_with_prefix("outpost_central");
-        r.register("hosts", "Hosts by status (as last reported)", self.hosts.clone());
-        r.register("reports", "Inventory reports by result", self.reports.clone());
-        r.register("report_rejections", "Rejected inventory reports by reason", self.rejections.clone());
-        r.register("full_report_requests", "Full inventory reports asked for", self.full_requests.clone());
-        r.register("actions_sent", "Actions relayed to agents (one per host)", self.actions_sent.clone());
-        r.register("action_results", "Action results by result", self.action_results.clone());
-        r.register(
-            "action_latency_seconds",
-            "Seconds from relaying an action to its result",
-            self.action_latency.clone(),
-        );
-        r.register("action_refusals", "Refused actions and settings by reason", self.action_refusals.clone());
-        r.register("connected_agents", "Agents connected now", self.connected.clone());
-        r.register("enrollments", "Enrollments by result", self.enrollments.clone());
-        r.register(
-            "handshakes",
-            "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",
-            self.handshakes.clone(),
-        );
-        r.register(
-            "hosts_snapshot_expired",
-            "Hosts whose snapshot had expired at their last report (they install nothing new)",
-            self.snapshot_expired.clone(),
-        );
-    }
-
-    fn rejected(&self, reason: &str) {
-        self.reports.get_or_create(&label("result", "rejected")).inc();
-        self.rejections.get_or_create(&label("reason", reason)).inc();
-    }
-}
 
 /// The enrollment CA: its certificate and key, and the chain sent with issued certificates.
 #[derive(Debug)]
@@ -174,7 +82,7 @@ pub struct Peer {
 
 struct Agent {
     conn: u64,
-    subject: String,
+    remote: String,
     tx: mpsc::UnboundedSender<Signed>,
 }
 
@@ -193,10 +101,12 @@ pub struct Central {
     revoked_hosts: HashMap<String, String>,
     tokens: HashMap<[u8; 32], TokenRecord>,
     pending: BTreeMap<String, PendingRecord>,
+    /// Certificates issued at enrollment, by fingerprint.
+    enrolled: HashMap<String, EnrolledRecord>,
     /// Connected agents by certificate fingerprint.
     agents: HashMap<String, Agent>,
-    /// Reports accepted but not yet durable: host (lower-case) → sequence. The fleet index
-    /// shows a report only once it is on disk; these keep replays out meanwhile.
+    /// Reports accepted but not yet durable: certificate → sequence. The fleet index shows a
+    /// report only once it is on disk; these keep replays out meanwhile.
     inflight: HashMap<String, u64>,
     /// Actions already sent to a connection: (nonce, fingerprint).
     delivered: HashSet<([u8; 16], String)>,
@@ -212,13 +122,20 @@ impl std::fmt::Debug for Central {
     }
 }
 
+/// What a host row is known by, for target matching.
+fn names_of(row: &fleet::HostRow) -> HostNames<'_> {
+    HostNames { fingerprint: row.fingerprint(), uuid: &row.summary.uuid, fqdn: &row.summary.fqdn, ou: &row.summary.ou }
+}
+
 impl Central {
-    /// Loads the database into memory.
+    /// Loads the database into memory. `known_revoked` are revocations learned elsewhere (the
+    /// main repository's snapshot carries them): they survive the loss of central's data.
     pub fn open(
         store: CentralStore,
         config: CentralConfig,
         metrics: Arc<CentralMetrics>,
         revoked: Revoked,
+        known_revoked: &[String],
     ) -> Result<Self, String> {
         let loaded = store.load()?;
         let mut fleet = Fleet::default();
@@ -228,17 +145,8 @@ impl Central {
             outpost_protocol::central::SectionKind::Packages,
             outpost_protocol::central::SectionKind::Snapshot,
         ];
-        for (uuid, record, inv) in &loaded.hosts {
-            fleet.update(uuid, &record.fingerprint, inv, &all, record.last_seen, record.sequence);
-        }
-        let mut revoked_hosts = HashMap::new();
-        {
-            let mut set = revoked.write().expect("not poisoned");
-            for (fp, uuid) in &loaded.revoked {
-                set.insert(fp.clone());
-                revoked_hosts.insert(fp.clone(), uuid.clone());
-                fleet.set_revoked(uuid, true);
-            }
+        for (record, inv) in &loaded.hosts {
+            fleet.update(&record.fingerprint, &record.uuid, inv, &all, record.last_seen, record.sequence);
         }
         let now = unix_now();
         let mut actions = BTreeMap::new();
@@ -253,22 +161,31 @@ impl Central {
                 settings.insert(seq, (doc, signed));
             }
         }
-        Ok(Self {
+        let mut central = Self {
             store,
             fleet,
             config,
             metrics,
             revoked,
-            revoked_hosts,
+            revoked_hosts: HashMap::new(),
             tokens: loaded.tokens.into_iter().collect(),
             pending: loaded.pending.into_iter().collect(),
+            enrolled: loaded.enrolled.into_iter().collect(),
             agents: HashMap::new(),
             inflight: HashMap::new(),
             delivered: HashSet::new(),
             actions,
             settings,
             on_revoke: None,
-        })
+        };
+        for (fp, uuid) in &loaded.revoked {
+            central.mark_revoked(fp, uuid);
+        }
+        let learned = central.learn_revoked(known_revoked);
+        if learned > 0 {
+            tracing::warn!(learned, "revocations recovered from the main repository's snapshot");
+        }
+        Ok(central)
     }
 
     /// Tells `hook` every revoked certificate fingerprint (all of them at start, then each new
@@ -297,6 +214,7 @@ impl Central {
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
         self.metrics.snapshot_expired.set(self.fleet.snapshot_expired());
+        self.metrics.identity_clashes.set(self.fleet.clashes());
     }
 
     /// Forgets deliveries of expired actions (the agents refuse them anyway).
@@ -307,17 +225,19 @@ impl Central {
         self.delivered.retain(|(n, _)| live.contains(n));
     }
 
-    /// Applies a verified report; answers once it is durable.
+    /// Applies a verified report; answers once it is durable. The host is the certificate
+    /// that signed it: a report never lands on another certificate's host.
     fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(Applied, Vec<Op>), CentralResponse> {
         let reject = |m: &CentralMetrics, reason: &str, message: String| {
             m.rejected(reason);
             Err(CentralResponse::Error { code: ErrorCode::Refused, message })
         };
-        if self.is_revoked(&peer.info.fingerprint) {
+        let fp = peer.info.fingerprint.clone();
+        if self.is_revoked(&fp) {
             return reject(&self.metrics, "revoked", "this host's certificate is revoked".into());
         }
-        let row = self.fleet.get(&report.host);
-        let inflight = self.inflight.get(&report.host.to_lowercase()).copied();
+        let row = self.fleet.by_fingerprint(&fp);
+        let inflight = self.inflight.get(&fp).copied();
         if row.is_none() && inflight.is_none() && !report.full {
             // A host central does not know (new, or central lost its data): everything, please.
             self.metrics.full_requests.inc();
@@ -326,14 +246,14 @@ impl Central {
         }
         // The certificate must name the host the report is about (by UUID or FQDN).
         let reported_fqdn = report.sections.iter().find_map(|s| match s {
-            outpost_protocol::central::Section::Host(h) => Some(h.fqdn.clone()),
+            Section::Host(h) => Some(h.fqdn.clone()),
             _ => None,
         });
         let known_fqdn = row.map(|r| r.summary.fqdn.clone());
         let cn = peer.info.subject.to_lowercase();
-        let names_it = cn == report.host.to_lowercase()
-            || reported_fqdn.as_deref().is_some_and(|f| f.to_lowercase() == cn)
-            || known_fqdn.as_deref().is_some_and(|f| f.to_lowercase() == cn);
+        // The name it reports now, else the one it reported before.
+        let fqdn = reported_fqdn.or(known_fqdn);
+        let names_it = cn == report.host.to_lowercase() || fqdn.as_deref().is_some_and(|f| f.to_lowercase() == cn);
         if !names_it {
             return reject(
                 &self.metrics,
@@ -341,8 +261,7 @@ impl Central {
                 format!("the certificate {:?} does not name host {}", peer.info.subject, report.host),
             );
         }
-        let stored = row.filter(|r| r.fingerprint == peer.info.fingerprint || report.full).map(|r| r.summary.sequence);
-        let last = stored.max(inflight);
+        let last = row.map(|r| r.summary.sequence).max(inflight);
         match decide(last, &report) {
             ReportDecision::Replay => reject(
                 &self.metrics,
@@ -356,21 +275,21 @@ impl Central {
             }
             ReportDecision::Apply => {
                 let now = unix_now();
-                self.inflight.insert(report.host.to_lowercase(), report.sequence);
+                self.inflight.insert(fp.clone(), report.sequence);
                 let applied = Applied {
                     uuid: report.host.clone(),
-                    fingerprint: peer.info.fingerprint.clone(),
+                    fingerprint: fp.clone(),
                     changed: kinds(&report.sections),
                     partial: Inventory::from_sections(report.sections.clone()),
                     seen: now,
                     sequence: report.sequence,
                 };
                 let op = Op::Report {
-                    uuid: report.host,
                     record: HostRecord {
-                        fingerprint: peer.info.fingerprint.clone(),
+                        fingerprint: fp,
                         sequence: report.sequence,
                         last_seen: now,
+                        uuid: report.host,
                     },
                     sections: report.sections,
                     full: report.full,
@@ -382,263 +301,55 @@ impl Central {
 
     /// A durable report reaches the fleet index (and the host's waiting actions go out).
     fn applied(&mut self, a: &Applied) {
-        self.fleet.update(&a.uuid, &a.fingerprint, &a.partial, &a.changed, a.seen, a.sequence);
+        let clashed = self.fleet.by_fingerprint(&a.fingerprint).and_then(|r| self.fleet.clash(r)).is_some();
+        self.fleet.update(&a.fingerprint, &a.uuid, &a.partial, &a.changed, a.seen, a.sequence);
+        if !clashed && let Some(clash) = self.fleet.by_fingerprint(&a.fingerprint).and_then(|r| self.fleet.clash(r)) {
+            tracing::warn!(fingerprint = a.fingerprint, uuid = a.uuid, "identity clash: {clash}");
+        }
         self.metrics.reports.get_or_create(&label("result", "applied")).inc();
-        let key = a.uuid.to_lowercase();
-        if self.inflight.get(&key) == Some(&a.sequence) {
-            self.inflight.remove(&key);
+        if self.inflight.get(&a.fingerprint) == Some(&a.sequence) {
+            self.inflight.remove(&a.fingerprint);
         }
         self.deliver(&a.fingerprint);
     }
 
-    fn enroll(&mut self, request: &[u8], token: Option<&str>, uuid: &str, fqdn: &str) -> (CentralResponse, Vec<Op>) {
-        let refuse = |m: &CentralMetrics, msg: String| {
-            m.enrollments.get_or_create(&label("result", "refused")).inc();
-            (CentralResponse::Error { code: ErrorCode::Forbidden, message: msg }, vec![])
-        };
-        let Some(ca) = &self.config.enrollment else {
-            return refuse(
-                &self.metrics,
-                "enrollment is turned off on this server (no enrollment CA configured)".into(),
-            );
-        };
-        if uuid.trim().is_empty() || fqdn.trim().is_empty() {
-            return refuse(&self.metrics, "enrollment needs the host's UUID and FQDN".into());
-        }
-        let now = unix_now();
-        let issue = |ca: &EnrollmentCa| -> Result<String, String> {
-            let cert = pki::issue_host_from_request(
-                &ca.cert,
-                &ca.key,
-                request,
-                fqdn,
-                &[],
-                now,
-                host_days(ca, self.config.host_days, now),
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(format!("{}{}", pki::pem_certificate(&cert), pki::pem_certificate(&ca.cert)))
-        };
-        let mut ops = Vec::new();
-        if let Some(token) = token {
-            let hash = *blake3::hash(token.trim().as_bytes()).as_bytes();
-            let Some(t) = self.tokens.get(&hash).cloned() else {
-                return refuse(&self.metrics, "unknown enrollment token".into());
-            };
-            if t.expires <= now || t.uses == 0 {
-                return refuse(&self.metrics, "the enrollment token has expired or is used up".into());
+    /// The one host `name` designates, or an error that lists the candidates.
+    fn one_host(&self, name: &str) -> Result<&fleet::HostRow, CentralResponse> {
+        let rows = self.fleet.find(name);
+        match rows.as_slice() {
+            [] => {
+                let enrolled = self
+                    .enrolled
+                    .values()
+                    .any(|e| e.fqdn.eq_ignore_ascii_case(name) || e.uuid.eq_ignore_ascii_case(name));
+                Err(error(
+                    ErrorCode::NotFound,
+                    if enrolled {
+                        format!("{name} was enrolled but has not reported yet")
+                    } else {
+                        format!("no host {name}")
+                    },
+                ))
             }
-            let chain = match issue(ca) {
-                Ok(c) => c,
-                Err(e) => return refuse(&self.metrics, format!("cannot issue: {e}")),
-            };
-            let left = TokenRecord { expires: t.expires, uses: t.uses - 1 };
-            self.tokens.insert(hash, left.clone());
-            ops.push(Op::Token { hash, record: Some(left) });
-            self.metrics.enrollments.get_or_create(&label("result", "issued")).inc();
-            tracing::info!(uuid, fqdn, "host enrolled with a token");
-            return (CentralResponse::Enrolled { chain_pem: chain }, ops);
+            [row] => Ok(row),
+            many => Err(error(
+                ErrorCode::BadRequest,
+                format!(
+                    "{name} is claimed by {} certificates: {}; name one by its fingerprint (sha256:…)",
+                    many.len(),
+                    many.iter()
+                        .map(|r| format!("sha256:{} ({}, {})", r.fingerprint(), r.summary.fqdn, r.summary.uuid))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
         }
-        // No token: wait for approval (the same request is asked again until then).
-        match self.pending.get(uuid) {
-            Some(p) if p.request == request => {
-                if let Some(chain) = p.issued.clone() {
-                    self.pending.remove(uuid);
-                    ops.push(Op::Pending { uuid: uuid.to_string(), record: None });
-                    self.metrics.enrollments.get_or_create(&label("result", "issued")).inc();
-                    return (CentralResponse::Enrolled { chain_pem: chain }, ops);
-                }
-            }
-            _ => {
-                let record =
-                    PendingRecord { fqdn: fqdn.to_string(), request: request.to_vec(), since: now, issued: None };
-                self.pending.insert(uuid.to_string(), record.clone());
-                ops.push(Op::Pending { uuid: uuid.to_string(), record: Some(record) });
-                self.metrics.enrollments.get_or_create(&label("result", "pending")).inc();
-                tracing::info!(uuid, fqdn, "host waits for approval (outpost console host approve)");
-            }
-        }
-        (CentralResponse::EnrollPending, ops)
-    }
-
-    fn approve(&mut self, name: &str) -> (CentralResponse, Vec<Op>) {
-        let found = self
-            .pending
-            .iter()
-            .find(|(u, p)| u.eq_ignore_ascii_case(name) || p.fqdn.eq_ignore_ascii_case(name))
-            .map(|(u, p)| (u.clone(), p.clone()));
-        let Some((uuid, mut p)) = found else {
-            return (error(ErrorCode::NotFound, format!("no host {name} is waiting for approval")), vec![]);
-        };
-        let Some(ca) = &self.config.enrollment else {
-            return (error(ErrorCode::Unavailable, "enrollment is turned off on this server"), vec![]);
-        };
-        match pki::issue_host_from_request(
-            &ca.cert,
-            &ca.key,
-            &p.request,
-            &p.fqdn,
-            &[],
-            unix_now(),
-            host_days(ca, self.config.host_days, unix_now()),
-        ) {
-            Ok(cert) => {
-                p.issued = Some(format!("{}{}", pki::pem_certificate(&cert), pki::pem_certificate(&ca.cert)));
-                self.pending.insert(uuid.clone(), p.clone());
-                (
-                    CentralResponse::Done(format!(
-                        "approved {} ({uuid}); it gets its certificate when it asks again",
-                        p.fqdn
-                    )),
-                    vec![Op::Pending { uuid, record: Some(p) }],
-                )
-            }
-            Err(e) => (error(ErrorCode::Internal, format!("cannot issue: {e}")), vec![]),
-        }
-    }
-
-    fn revoke(&mut self, name: &str) -> (CentralResponse, Vec<Op>) {
-        let Some(row) = self.fleet.get(name) else {
-            return (error(ErrorCode::NotFound, format!("no host {name} has reported to this server")), vec![]);
-        };
-        let (uuid, fp) = (row.summary.uuid.clone(), row.fingerprint.clone());
-        self.revoked.write().expect("not poisoned").insert(fp.clone());
-        self.revoked_hosts.insert(fp.clone(), uuid.clone());
-        self.fleet.set_revoked(&uuid, true);
-        self.agents.remove(&fp);
-        if let Some(hook) = &self.on_revoke {
-            hook(vec![fp.clone()]);
-        }
-        tracing::warn!(uuid, fingerprint = fp, "host certificate revoked");
-        (
-            CentralResponse::Done(format!("revoked the certificate of {name} ({fp}); it is refused from now on")),
-            vec![Op::Revoked { fingerprint: fp, uuid, at: unix_now() }],
-        )
-    }
-
-    fn act(&mut self, signed: &Signed) -> (CentralResponse, Vec<Op>) {
-        let now = unix_now();
-        let (action, info) = match Action::verify(signed, &self.config.trust, now) {
-            Ok(v) => v,
-            Err(e) => {
-                self.metrics.action_refusals.get_or_create(&label("reason", e.reason())).inc();
-                return (error(ErrorCode::Forbidden, format!("action refused: {e}")), vec![]);
-            }
-        };
-        if self.actions.contains_key(&action.nonce) {
-            self.metrics.action_refusals.get_or_create(&label("reason", "replay")).inc();
-            return (error(ErrorCode::Forbidden, "action refused: this action was already relayed (replay)"), vec![]);
-        }
-        let targets: Vec<String> = self
-            .fleet
-            .rows()
-            .filter(|r| action.targets.includes(&r.summary.uuid, &r.summary.fqdn, &r.summary.ou))
-            .map(|r| r.fingerprint.clone())
-            .collect();
-        let mut online = 0u32;
-        for fp in &targets {
-            if let Some(a) = self.agents.get(fp)
-                && a.tx.send(signed.clone()).is_ok()
-            {
-                online += 1;
-                self.delivered.insert((action.nonce, fp.clone()));
-                self.metrics.actions_sent.inc();
-            }
-        }
-        let record =
-            ActionRecord { signed: signed.clone(), issuer: info.subject.clone(), relayed: now, results: vec![] };
-        let id = hex(&action.nonce);
-        tracing::info!(
-            id,
-            kind = action.kind.name(),
-            targets = targets.len(),
-            online,
-            issuer = info.subject,
-            "action relayed"
-        );
-        let op = Op::Action { nonce: action.nonce, record: record.clone() };
-        self.actions.insert(action.nonce, ActionState { action, record });
-        (
-            CentralResponse::ActionQueued { id, targets: u32::try_from(targets.len()).unwrap_or(u32::MAX), online },
-            vec![op],
-        )
-    }
-
-    fn action_result(&mut self, uuid: &str, nonce: [u8; 16], ok: bool, message: String) -> Vec<Op> {
-        let Some(state) = self.actions.get_mut(&nonce) else { return vec![] };
-        if state.record.results.iter().any(|(h, ..)| h == uuid) {
-            return vec![];
-        }
-        let latency = (unix_now_f64() - state.record.relayed as f64).max(0.0);
-        state.record.results.push((uuid.to_string(), ok, message, latency));
-        self.metrics.action_results.get_or_create(&label("result", if ok { "ok" } else { "failed" })).inc();
-        self.metrics.action_latency.observe(latency);
-        vec![Op::Action { nonce, record: state.record.clone() }]
-    }
-
-    /// Sends a connected agent the unexpired actions for its host it has not been sent yet.
-    fn deliver(&mut self, fingerprint: &str) {
-        let now = unix_now();
-        let Some(agent) = self.agents.get(fingerprint) else { return };
-        let Some(row) = self.fleet.get(&agent.subject) else { return };
-        let uuid = row.summary.uuid.clone();
-        let mut sent = Vec::new();
-        for s in self.actions.values() {
-            if s.action.expires > now
-                && s.action.targets.includes(&row.summary.uuid, &row.summary.fqdn, &row.summary.ou)
-                && !s.record.results.iter().any(|(h, ..)| *h == uuid)
-                && !self.delivered.contains(&(s.action.nonce, fingerprint.to_string()))
-                && agent.tx.send(s.record.signed.clone()).is_ok()
-            {
-                sent.push(s.action.nonce);
-            }
-        }
-        for n in sent {
-            self.metrics.actions_sent.inc();
-            self.delivered.insert((n, fingerprint.to_string()));
-        }
-    }
-
-    fn action_lines(&self) -> Vec<ActionLine> {
-        self.actions
-            .values()
-            .map(|s| {
-                let answered: HashSet<&str> = s.record.results.iter().map(|(h, ..)| h.as_str()).collect();
-                let pending = self
-                    .fleet
-                    .rows()
-                    .filter(|r| s.action.targets.includes(&r.summary.uuid, &r.summary.fqdn, &r.summary.ou))
-                    .filter(|r| !answered.contains(r.summary.uuid.as_str()))
-                    .map(|r| r.summary.fqdn.clone())
-                    .collect();
-                let packages = match &s.action.kind {
-                    outpost_protocol::central::ActionKind::Install(p)
-                    | outpost_protocol::central::ActionKind::Remove(p) => p.clone(),
-                    _ => vec![],
-                };
-                let name =
-                    |uuid: &str| self.fleet.get(uuid).map_or_else(|| uuid.to_string(), |r| r.summary.fqdn.clone());
-                ActionLine {
-                    id: hex(&s.action.nonce),
-                    kind: s.action.kind.name().into(),
-                    packages,
-                    issuer: s.record.issuer.clone(),
-                    targets: s.action.targets.describe(),
-                    expires: s.action.expires,
-                    results: s.record.results.iter().map(|(h, ok, m, l)| (name(h), *ok, m.clone(), *l)).collect(),
-                    pending,
-                }
-            })
-            .collect()
     }
 
     fn host_detail(&self, name: &str) -> Result<HostDetail, CentralResponse> {
-        let Some(row) = self.fleet.get(name) else {
-            return Err(error(ErrorCode::NotFound, format!("no host {name}")));
-        };
-        let inventory = self.store.inventory(&row.summary.uuid).map_err(|e| error(ErrorCode::Internal, e))?;
-        let mut summary = row.summary.clone();
-        summary.online = self.agents.contains_key(&row.fingerprint);
+        let row = self.one_host(name)?;
+        let inventory = self.store.inventory(row.fingerprint()).map_err(|e| error(ErrorCode::Internal, e))?;
+        let summary = self.fleet.summary(row, self.agents.contains_key(row.fingerprint()));
         let actions = self
             .actions
             .values()
@@ -646,7 +357,7 @@ impl Central {
                 s.record
                     .results
                     .iter()
-                    .filter(|(h, ..)| *h == summary.uuid)
+                    .filter(|(h, ..)| h == row.fingerprint())
                     .map(|(_, ok, m, _)| (hex(&s.action.nonce), s.action.kind.name().to_string(), *ok, m.clone()))
             })
             .collect();
@@ -654,12 +365,14 @@ impl Central {
     }
 
     fn settings_for(&self, peer: &Peer) -> Option<Signed> {
-        let row = self.fleet.get(&peer.info.subject);
+        let fp = &peer.info.fingerprint;
+        let row = self.fleet.by_fingerprint(fp);
         let (uuid, fqdn, ou) = row.map_or_else(
             || (peer.info.subject.clone(), peer.info.subject.clone(), String::new()),
             |r| (r.summary.uuid.clone(), r.summary.fqdn.clone(), r.summary.ou.clone()),
         );
-        self.settings.values().rev().find(|(d, _)| d.targets.includes(&uuid, &fqdn, &ou)).map(|(_, s)| s.clone())
+        let names = HostNames { fingerprint: fp, uuid: &uuid, fqdn: &fqdn, ou: &ou };
+        self.settings.values().rev().find(|(d, _)| d.targets.includes(&names)).map(|(_, s)| s.clone())
     }
 
     fn set_settings(&mut self, signed: Signed) -> (CentralResponse, Vec<Op>) {
@@ -705,12 +418,19 @@ impl Central {
         self.tokens.insert(hash, record.clone());
         (CentralResponse::Token { token, expires, uses: record.uses }, vec![Op::Token { hash, record: Some(record) }])
     }
-}
 
-/// The lifetime of a host certificate: as configured, but never beyond the enrollment CA's.
-fn host_days(ca: &EnrollmentCa, wanted: u32, now: i64) -> u32 {
-    let left = pki::cert_info(&ca.cert).map(|i| (i.not_after - now) / 86_400 - 1).unwrap_or(1);
-    wanted.min(u32::try_from(left.max(1)).unwrap_or(1))
+    fn pending_hosts(&self) -> Vec<PendingHost> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.issued.is_none())
+            .map(|(u, p)| PendingHost {
+                uuid: u.clone(),
+                fqdn: p.fqdn.clone(),
+                since: p.since,
+                reason: p.reason.clone(),
+            })
+            .collect()
+    }
 }
 
 fn unix_now_f64() -> f64 {
@@ -760,6 +480,8 @@ pub struct Listen {
     pub peer: Peer,
     /// Its connection.
     pub conn: u64,
+    /// Its address (two machines sharing one certificate show up as two addresses).
+    pub remote: String,
     /// Where actions go.
     pub tx: mpsc::UnboundedSender<Signed>,
 }
@@ -773,6 +495,11 @@ pub struct Gone {
     /// Its connection.
     pub conn: u64,
 }
+
+/// Revocations learned after start (from a main repository's snapshot).
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct LearnRevoked(pub Vec<String>);
 
 impl Central {
     fn durable(&self, response: CentralResponse, ops: Vec<Op>) -> ResponseFuture<CentralResponse> {
@@ -803,9 +530,8 @@ impl Handler<HandleReport> for Central {
                         CentralResponse::ReportApplied { sequence: applied.sequence }
                     }
                     failed => {
-                        let key = applied.uuid.to_lowercase();
-                        if act.inflight.get(&key) == Some(&applied.sequence) {
-                            act.inflight.remove(&key);
+                        if act.inflight.get(&applied.fingerprint) == Some(&applied.sequence) {
+                            act.inflight.remove(&applied.fingerprint);
                         }
                         let why =
                             failed.map_or_else(|_| "the writer stopped".to_string(), |r| r.err().unwrap_or_default());
@@ -826,12 +552,32 @@ impl Handler<Listen> for Central {
         if self.is_revoked(&fp) {
             return Err("this host's certificate is revoked".into());
         }
+        // The same certificate from another address while the first is connected: two
+        // machines share it (a cloned disk image with its key).
+        let shared = self.agents.get(&fp).filter(|a| a.conn != msg.conn && a.remote_host() != remote_host(&msg.remote));
+        let flag =
+            shared.map(|a| format!("certificate in use by two machines at once ({} and {})", a.remote, msg.remote));
+        if let Some(f) = &flag {
+            tracing::warn!(fingerprint = fp, "identity clash: {f}");
+        }
+        self.fleet.set_shared(&fp, flag);
         self.delivered.retain(|(_, f)| *f != fp);
-        self.agents.insert(fp.clone(), Agent { conn: msg.conn, subject: msg.peer.info.subject.clone(), tx: msg.tx });
+        self.agents.insert(fp.clone(), Agent { conn: msg.conn, remote: msg.remote, tx: msg.tx });
         self.deliver(&fp);
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
         Ok(())
     }
+}
+
+impl Agent {
+    fn remote_host(&self) -> &str {
+        remote_host(&self.remote)
+    }
+}
+
+/// The address of `ip:port` without the port.
+fn remote_host(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 impl Handler<Gone> for Central {
@@ -845,6 +591,18 @@ impl Handler<Gone> for Central {
     }
 }
 
+impl Handler<LearnRevoked> for Central {
+    type Result = usize;
+
+    fn handle(&mut self, msg: LearnRevoked, _: &mut Self::Context) -> usize {
+        let n = self.learn_revoked(&msg.0);
+        if n > 0 {
+            tracing::warn!(learned = n, "revocations recovered from the main repository's snapshot");
+        }
+        n
+    }
+}
+
 impl Handler<Handle> for Central {
     type Result = ResponseFuture<CentralResponse>;
 
@@ -854,11 +612,7 @@ impl Handler<Handle> for Central {
                 self.enroll(&request, token.as_deref(), &uuid, &fqdn)
             }
             (CentralRequest::ActionResult { nonce, ok, message }, Some(peer)) => {
-                let uuid = self
-                    .fleet
-                    .get(&peer.info.subject)
-                    .map_or_else(|| peer.info.subject.clone(), |r| r.summary.uuid.clone());
-                let ops = self.action_result(&uuid, nonce, ok, message);
+                let ops = self.action_result(&peer.info.fingerprint, nonce, ok, message);
                 (CentralResponse::Done("recorded".into()), ops)
             }
             (CentralRequest::Settings, Some(peer)) => (CentralResponse::Settings(self.settings_for(peer)), vec![]),
@@ -876,15 +630,13 @@ impl Handler<Handle> for Central {
             (CentralRequest::TokenCreate { uses, valid_secs }, _) => self.token(uses, valid_secs),
             (CentralRequest::Pending, _) => (
                 CentralResponse::PendingHosts(
-                    self.pending
-                        .iter()
-                        .filter(|(_, p)| p.issued.is_none())
-                        .map(|(u, p)| (u.clone(), p.fqdn.clone(), p.since))
-                        .collect(),
+                    self.pending_hosts().into_iter().map(|p| (p.uuid, p.fqdn, p.since)).collect(),
                 ),
                 vec![],
             ),
-            (CentralRequest::Approve(name), _) => self.approve(&name),
+            (CentralRequest::PendingV2, _) => (CentralResponse::PendingHostsV2(self.pending_hosts()), vec![]),
+            (CentralRequest::Approve(name), _) => self.approve(&name, false),
+            (CentralRequest::ApproveReplacing(name), _) => self.approve(&name, true),
             (CentralRequest::Revoke(name), _) => self.revoke(&name),
             (CentralRequest::Act(signed), _) => self.act(&signed),
             (CentralRequest::SetSettings(signed), _) => self.set_settings(signed),

@@ -99,8 +99,9 @@ async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: Cancellat
         };
         let Ok((send, recv)) = stream else { return };
         let (ctx, peer, cancel) = (ctx.clone(), peer.clone(), cancel.clone());
+        let link = (id, conn.remote_address().to_string());
         tokio::spawn(async move {
-            if let Err(e) = handle_stream(send, recv, &ctx, peer, enroll, id, cancel).await {
+            if let Err(e) = handle_stream(send, recv, &ctx, peer, enroll, link, cancel).await {
                 tracing::debug!("central stream ended: {e}");
             }
         });
@@ -113,7 +114,7 @@ async fn handle_stream(
     ctx: &ServerContext,
     peer: Option<Peer>,
     enroll: bool,
-    conn: u64,
+    link: (u64, String),
     cancel: CancellationToken,
 ) -> Result<(), String> {
     // A request comes whole within its deadline (a report of 1 MiB at the minimum rate), or
@@ -158,7 +159,7 @@ async fn handle_stream(
                 error(ErrorCode::Refused, format!("report refused: {e}"))
             }
         },
-        CentralRequest::Listen if is_host => return listen(send, recv, ctx, peer, conn, cancel).await,
+        CentralRequest::Listen if is_host => return listen(send, recv, ctx, peer, link, cancel).await,
         r @ (CentralRequest::ActionResult { .. } | CentralRequest::Settings | CentralRequest::Enroll { .. })
             if is_host =>
         {
@@ -169,7 +170,8 @@ async fn handle_stream(
         | CentralRequest::Host(_)
         | CentralRequest::Packages
         | CentralRequest::Actions
-        | CentralRequest::Pending)
+        | CentralRequest::Pending
+        | CentralRequest::PendingV2)
             if right(Right::View) =>
         {
             ask(ctx, Handle { peer: Some(peer), request: r }).await
@@ -177,6 +179,7 @@ async fn handle_stream(
         r @ CentralRequest::Act(_) if right(Right::Act) => ask(ctx, Handle { peer: Some(peer), request: r }).await,
         r @ (CentralRequest::TokenCreate { .. }
         | CentralRequest::Approve(_)
+        | CentralRequest::ApproveReplacing(_)
         | CentralRequest::Revoke(_)
         | CentralRequest::SetSettings(_))
             if right(Right::Modify) =>
@@ -188,6 +191,7 @@ async fn handle_stream(
                 CentralRequest::Act(_) => "acting needs an admin certificate with the act right",
                 CentralRequest::TokenCreate { .. }
                 | CentralRequest::Approve(_)
+                | CentralRequest::ApproveReplacing(_)
                 | CentralRequest::Revoke(_)
                 | CentralRequest::SetSettings(_) => "this needs an admin certificate with the modify right",
                 CentralRequest::Report(_) | CentralRequest::Listen | CentralRequest::ActionResult { .. } => {
@@ -216,12 +220,12 @@ async fn listen(
     mut recv: RecvStream,
     ctx: &ServerContext,
     peer: Peer,
-    conn: u64,
+    (conn, remote): (u64, String),
     cancel: CancellationToken,
 ) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let fingerprint = peer.info.fingerprint.clone();
-    match ctx.central.send(Listen { peer, conn, tx }).await {
+    match ctx.central.send(Listen { peer, conn, remote, tx }).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return respond(&mut send, &error(ErrorCode::Forbidden, e)).await,
         Err(e) => return respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,

@@ -1,5 +1,6 @@
-//! Central's database (redb): hosts, their inventory sections, enrollment tokens and waiting
-//! hosts, revoked certificates, actions with their results, and the signed agent settings.
+//! Central's database (redb): hosts (one per certificate), their inventory sections, enrollment
+//! tokens and waiting hosts, the certificates issued at enrollment, revoked certificates,
+//! actions with their results, and the signed agent settings.
 //!
 //! Writes go through one writer thread that commits whatever arrived together in one
 //! transaction (group commit): a report is answered only once it is durable, and thousands of
@@ -13,8 +14,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-const HOSTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts");
-const SECTIONS: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections");
+/// Hosts by certificate fingerprint (one certificate, one host).
+const HOSTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts.v2");
+/// Their sections, by fingerprint and kind.
+const SECTIONS: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections.v2");
+/// The first layout, by UUID: moved to the tables above when found.
+const HOSTS_V1: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts");
+const SECTIONS_V1: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections");
+/// Certificates issued at enrollment, by fingerprint (a host that never reported is known).
+const ENROLLED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("enrolled");
 const TOKENS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("tokens");
 const PENDING: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("pending");
 const REVOKED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("revoked");
@@ -24,15 +32,43 @@ const SETTINGS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("set
 /// Most operations committed in one transaction.
 const GROUP: usize = 2048;
 
-/// What central keeps of a host besides its sections.
+/// What central keeps of a host (a certificate) besides its sections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
-    /// Fingerprint of the certificate that reports for it.
+    /// Fingerprint of the certificate that reports for it (the host's key).
     pub fingerprint: String,
     /// Sequence of the last report applied.
     pub sequence: u64,
     /// When the last report arrived.
     pub last_seen: i64,
+    /// The UUID it reports.
+    pub uuid: String,
+}
+
+/// The first form of [`HostRecord`] (hosts keyed by UUID).
+#[derive(Deserialize)]
+struct HostRecordV1 {
+    fingerprint: String,
+    sequence: u64,
+    last_seen: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum HostWire {
+    V2(HostRecord),
+}
+
+/// A host certificate issued at enrollment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolledRecord {
+    /// The UUID it was issued for.
+    pub uuid: String,
+    /// The name it was issued for.
+    pub fqdn: String,
+    /// When (Unix seconds).
+    pub issued: i64,
+    /// When it expires.
+    pub not_after: i64,
 }
 
 /// An enrollment token.
@@ -55,6 +91,23 @@ pub struct PendingRecord {
     pub since: i64,
     /// The certificate chain once approved (PEM).
     pub issued: Option<String>,
+    /// Why it waits (no token, or the certificates that already claim its name).
+    pub reason: String,
+}
+
+/// The first form of [`PendingRecord`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PendingRecordV1 {
+    fqdn: String,
+    request: Vec<u8>,
+    since: i64,
+    issued: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum PendingWire {
+    V1(PendingRecordV1),
+    V2(PendingRecord),
 }
 
 /// A relayed action and its results.
@@ -66,8 +119,26 @@ pub struct ActionRecord {
     pub issuer: String,
     /// When central relayed it first.
     pub relayed: i64,
-    /// Results: host UUID, ok, message, seconds from relay to result.
+    /// Results: host certificate fingerprint, ok, message, seconds from relay to result.
     pub results: Vec<(String, bool, String, f64)>,
+    /// For actions naming hosts: each name and the certificate it designated when the action
+    /// was relayed (a machine enrolled under that name later does not get it).
+    pub resolved: Option<Vec<(String, String)>>,
+}
+
+/// The first form of [`ActionRecord`] (results by host UUID, targets resolved at delivery).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ActionRecordV1 {
+    signed: Signed,
+    issuer: String,
+    relayed: i64,
+    results: Vec<(String, bool, String, f64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ActionWire {
+    V1(ActionRecordV1),
+    V2(ActionRecord),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,8 +162,9 @@ fn kind_byte(k: SectionKind) -> u8 {
 /// One change to the database.
 #[derive(Debug)]
 pub enum Op {
-    /// A report: the host record, the sections it carried, and whether it replaces all of them.
-    Report { uuid: String, record: HostRecord, sections: Vec<Section>, full: bool },
+    /// A report: the host record (keyed by certificate), the sections it carried, and whether
+    /// it replaces all of them.
+    Report { record: HostRecord, sections: Vec<Section>, full: bool },
     /// A token (or its new use count).
     Token { hash: [u8; 32], record: Option<TokenRecord> },
     /// A waiting host (or its removal).
@@ -103,6 +175,8 @@ pub enum Op {
     Action { nonce: [u8; 16], record: ActionRecord },
     /// Signed agent settings by sequence.
     Settings { sequence: u64, signed: Signed },
+    /// A certificate issued at enrollment.
+    Enrolled { fingerprint: String, record: EnrolledRecord },
 }
 
 type Job = (Vec<Op>, oneshot::Sender<Result<(), String>>);
@@ -117,8 +191,8 @@ pub struct CentralStore {
 /// Everything loaded at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Hosts with the sections the fleet index needs (host, software, packages).
-    pub hosts: Vec<(String, HostRecord, Inventory)>,
+    /// Hosts (certificates) with the sections the fleet index needs.
+    pub hosts: Vec<(HostRecord, Inventory)>,
     /// Tokens by hash.
     pub tokens: Vec<([u8; 32], TokenRecord)>,
     /// Waiting hosts.
@@ -129,10 +203,17 @@ pub struct Loaded {
     pub actions: Vec<([u8; 16], ActionRecord)>,
     /// Settings by sequence.
     pub settings: Vec<(u64, Signed)>,
+    /// Certificates issued at enrollment.
+    pub enrolled: Vec<(String, EnrolledRecord)>,
 }
 
+/// The sections the fleet index is built from.
+const INDEXED: [SectionKind; 4] =
+    [SectionKind::Host, SectionKind::Software, SectionKind::Packages, SectionKind::Snapshot];
+
 impl CentralStore {
-    /// Opens (or creates) `dir/central.redb` and starts the writer thread.
+    /// Opens (or creates) `dir/central.redb`, moves a database of the first layout to the
+    /// current one, and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("central.redb");
@@ -157,6 +238,8 @@ impl CentralStore {
             txn.open_table(REVOKED).map_err(|e| e.to_string())?;
             txn.open_table(ACTIONS).map_err(|e| e.to_string())?;
             txn.open_table(SETTINGS).map_err(|e| e.to_string())?;
+            txn.open_table(ENROLLED).map_err(|e| e.to_string())?;
+            migrate_v1(&txn)?;
         }
         txn.commit().map_err(|e| e.to_string())?;
         let db = Arc::new(db);
@@ -187,15 +270,15 @@ impl CentralStore {
         let sections = txn.open_table(SECTIONS).map_err(|x| e(x.into()))?;
         for item in hosts.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
-            let uuid = k.value().to_string();
-            let record: HostRecord = dec(v.value())?;
+            let fp = k.value().to_string();
+            let HostWire::V2(record) = postcard::from_bytes(v.value()).map_err(|x| x.to_string())?;
             let mut inv = Inventory::default();
-            for kind in [SectionKind::Host, SectionKind::Software, SectionKind::Packages, SectionKind::Snapshot] {
-                if let Some(s) = sections.get((uuid.as_str(), kind_byte(kind))).map_err(|x| e(x.into()))? {
+            for kind in INDEXED {
+                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(|x| e(x.into()))? {
                     inv.apply([dec::<Section>(s.value())?]);
                 }
             }
-            out.hosts.push((uuid, record, inv));
+            out.hosts.push((record, inv));
         }
         for item in txn.open_table(TOKENS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
@@ -203,36 +286,108 @@ impl CentralStore {
         }
         for item in txn.open_table(PENDING).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
-            out.pending.push((k.value().to_string(), dec(v.value())?));
+            let record = match postcard::from_bytes(v.value()).map_err(|x| x.to_string())? {
+                PendingWire::V2(r) => r,
+                PendingWire::V1(o) => PendingRecord {
+                    fqdn: o.fqdn,
+                    request: o.request,
+                    since: o.since,
+                    issued: o.issued,
+                    reason: "no enrollment token".into(),
+                },
+            };
+            out.pending.push((k.value().to_string(), record));
         }
         for item in txn.open_table(REVOKED).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             let (uuid, _at): (String, i64) = dec(v.value())?;
             out.revoked.push((k.value().to_string(), uuid));
         }
+        // Results of the first layout named hosts by UUID: by certificate now.
+        let fp_of: std::collections::HashMap<String, String> =
+            out.hosts.iter().map(|(r, _)| (r.uuid.to_lowercase(), r.fingerprint.clone())).collect();
         for item in txn.open_table(ACTIONS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
-            out.actions.push((*k.value(), dec(v.value())?));
+            let record = match postcard::from_bytes(v.value()).map_err(|x| x.to_string())? {
+                ActionWire::V2(r) => r,
+                ActionWire::V1(old) => ActionRecord {
+                    signed: old.signed,
+                    issuer: old.issuer,
+                    relayed: old.relayed,
+                    results: old
+                        .results
+                        .into_iter()
+                        .map(|(h, ok, m, l)| (fp_of.get(&h.to_lowercase()).cloned().unwrap_or(h), ok, m, l))
+                        .collect(),
+                    resolved: None,
+                },
+            };
+            out.actions.push((*k.value(), record));
         }
         for item in txn.open_table(SETTINGS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
             let (k, v) = item.map_err(|x| e(x.into()))?;
             out.settings.push((k.value(), dec(v.value())?));
         }
+        for item in txn.open_table(ENROLLED).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
+            let (k, v) = item.map_err(|x| e(x.into()))?;
+            out.enrolled.push((k.value().to_string(), dec(v.value())?));
+        }
         Ok(out)
     }
 
-    /// A host's whole inventory.
-    pub fn inventory(&self, uuid: &str) -> Result<Inventory, String> {
+    /// A host's whole inventory, by its certificate's fingerprint.
+    pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, String> {
         let e = |e: redb::Error| e.to_string();
         let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
         let t = txn.open_table(SECTIONS).map_err(|x| e(x.into()))?;
         let mut inv = Inventory::default();
-        for item in t.range((uuid, 0u8)..=(uuid, u8::MAX)).map_err(|x| e(x.into()))? {
+        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(|x| e(x.into()))? {
             let (_, v) = item.map_err(|x| e(x.into()))?;
             inv.apply([dec::<Section>(v.value())?]);
         }
         Ok(inv)
     }
+}
+
+/// Moves hosts of the first layout (keyed by UUID) to the current one (keyed by certificate).
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
+    let e = |x: redb::TableError| x.to_string();
+    let old_hosts = match txn.open_table(HOSTS_V1) {
+        Ok(t) => t,
+        Err(x) => return Err(e(x)),
+    };
+    let hosts: Vec<(String, HostRecordV1)> = old_hosts
+        .iter()
+        .map_err(|x| x.to_string())?
+        .filter_map(Result::ok)
+        .filter_map(|(k, v)| dec::<HostRecordV1>(v.value()).ok().map(|r| (k.value().to_string(), r)))
+        .collect();
+    drop(old_hosts);
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let old_sections = txn.open_table(SECTIONS_V1).map_err(e)?;
+    let mut new_hosts = txn.open_table(HOSTS).map_err(e)?;
+    let mut new_sections = txn.open_table(SECTIONS).map_err(e)?;
+    for (uuid, r) in &hosts {
+        let record = HostRecord {
+            fingerprint: r.fingerprint.clone(),
+            sequence: r.sequence,
+            last_seen: r.last_seen,
+            uuid: uuid.clone(),
+        };
+        let bytes = postcard::to_stdvec(&HostWire::V2(record)).map_err(|x| x.to_string())?;
+        new_hosts.insert(r.fingerprint.as_str(), bytes.as_slice()).map_err(|x| x.to_string())?;
+        for item in old_sections.range((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX)).map_err(|x| x.to_string())? {
+            let (k, v) = item.map_err(|x| x.to_string())?;
+            new_sections.insert((r.fingerprint.as_str(), k.value().1), v.value()).map_err(|x| x.to_string())?;
+        }
+    }
+    drop(old_sections);
+    txn.delete_table(HOSTS_V1).map_err(|x| x.to_string())?;
+    txn.delete_table(SECTIONS_V1).map_err(|x| x.to_string())?;
+    tracing::info!(hosts = hosts.len(), "central database moved to hosts keyed by certificate");
+    Ok(())
 }
 
 fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -266,19 +421,18 @@ fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), St
         let mut revoked = txn.open_table(REVOKED).map_err(|x| e(x.into()))?;
         let mut actions = txn.open_table(ACTIONS).map_err(|x| e(x.into()))?;
         let mut settings = txn.open_table(SETTINGS).map_err(|x| e(x.into()))?;
+        let mut enrolled = txn.open_table(ENROLLED).map_err(|x| e(x.into()))?;
         for op in ops {
             match op {
-                Op::Report { uuid, record, sections: new, full } => {
-                    hosts.insert(uuid.as_str(), enc(record).as_slice()).map_err(|x| e(x.into()))?;
+                Op::Report { record, sections: new, full } => {
+                    let fp = record.fingerprint.as_str();
+                    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(|x| x.to_string())?;
+                    hosts.insert(fp, bytes.as_slice()).map_err(|x| e(x.into()))?;
                     if *full {
-                        sections
-                            .retain_in((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX), |_, _| false)
-                            .map_err(|x| e(x.into()))?;
+                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(|x| e(x.into()))?;
                     }
                     for s in new {
-                        sections
-                            .insert((uuid.as_str(), kind_byte(s.kind())), enc(s).as_slice())
-                            .map_err(|x| e(x.into()))?;
+                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(|x| e(x.into()))?;
                     }
                 }
                 Op::Token { hash, record: Some(r) } => {
@@ -288,7 +442,8 @@ fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), St
                     tokens.remove(hash).map_err(|x| e(x.into()))?;
                 }
                 Op::Pending { uuid, record: Some(r) } => {
-                    pending.insert(uuid.as_str(), enc(r).as_slice()).map_err(|x| e(x.into()))?;
+                    let bytes = postcard::to_stdvec(&PendingWire::V2(r.clone())).map_err(|x| x.to_string())?;
+                    pending.insert(uuid.as_str(), bytes.as_slice()).map_err(|x| e(x.into()))?;
                 }
                 Op::Pending { uuid, record: None } => {
                     pending.remove(uuid.as_str()).map_err(|x| e(x.into()))?;
@@ -299,7 +454,11 @@ fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), St
                         .map_err(|x| e(x.into()))?;
                 }
                 Op::Action { nonce, record } => {
-                    actions.insert(nonce, enc(record).as_slice()).map_err(|x| e(x.into()))?;
+                    let bytes = postcard::to_stdvec(&ActionWire::V2(record.clone())).map_err(|x| x.to_string())?;
+                    actions.insert(nonce, bytes.as_slice()).map_err(|x| e(x.into()))?;
+                }
+                Op::Enrolled { fingerprint, record } => {
+                    enrolled.insert(fingerprint.as_str(), enc(record).as_slice()).map_err(|x| e(x.into()))?;
                 }
                 Op::Settings { sequence, signed } => {
                     settings.insert(*sequence, enc(signed).as_slice()).map_err(|x| e(x.into()))?;

@@ -1,0 +1,114 @@
+//! Central's metrics (`outpost_central_…`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::metrics::{Labels, label};
+
+/// Central's metrics (`outpost_central_…`).
+#[derive(Debug)]
+pub struct CentralMetrics {
+    /// Hosts by status.
+    pub hosts: Family<Labels, Gauge>,
+    /// Reports by result: applied, rejected, full_requested.
+    pub reports: Family<Labels, Counter>,
+    /// Rejected reports by reason.
+    pub rejections: Family<Labels, Counter>,
+    /// Full reports asked for.
+    pub full_requests: Counter,
+    /// Actions relayed to agents (one per host reached).
+    pub actions_sent: Counter,
+    /// Action results by result (ok, failed).
+    pub action_results: Family<Labels, Counter>,
+    /// Seconds from relaying an action to its result.
+    pub action_latency: Histogram,
+    /// Refused actions and settings by reason.
+    pub action_refusals: Family<Labels, Counter>,
+    /// Agents connected now.
+    pub connected: Gauge,
+    /// Enrollments by result (issued, pending, refused).
+    pub enrollments: Family<Labels, Counter>,
+    /// Hosts whose snapshot had expired at their last report.
+    pub snapshot_expired: Gauge,
+    /// Connection attempts not served at once, by result (retried, refused).
+    pub handshakes: Family<Labels, Counter>,
+    /// Hosts whose certificate clashes with another's (same UUID or name), or is used by two
+    /// machines at once.
+    pub identity_clashes: Gauge,
+}
+
+impl Default for CentralMetrics {
+    fn default() -> Self {
+        Self {
+            hosts: Family::default(),
+            reports: Family::default(),
+            rejections: Family::default(),
+            full_requests: Counter::default(),
+            actions_sent: Counter::default(),
+            action_results: Family::default(),
+            action_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            action_refusals: Family::default(),
+            connected: Gauge::default(),
+            enrollments: Family::default(),
+            snapshot_expired: Gauge::default(),
+            handshakes: Family::default(),
+            identity_clashes: Gauge::default(),
+        }
+    }
+}
+
+impl CentralMetrics {
+    /// Registers every metric under `outpost_central_…`, with the usual series at zero.
+    pub fn register(&self, registry: &mut Registry) {
+        for result in ["applied", "rejected", "full_requested"] {
+            let _ = self.reports.get_or_create(&label("result", result));
+        }
+        for reason in ["signature", "replay", "unknown_host", "oversized", "malformed", "revoked"] {
+            let _ = self.rejections.get_or_create(&label("reason", reason));
+        }
+        for result in ["ok", "failed"] {
+            let _ = self.action_results.get_or_create(&label("result", result));
+        }
+        for result in ["retried", "refused"] {
+            let _ = self.handshakes.get_or_create(&label("result", result));
+        }
+        let r = registry.sub_registry_with_prefix("outpost_central");
+        r.register("hosts", "Hosts by status (as last reported)", self.hosts.clone());
+        r.register("reports", "Inventory reports by result", self.reports.clone());
+        r.register("report_rejections", "Rejected inventory reports by reason", self.rejections.clone());
+        r.register("full_report_requests", "Full inventory reports asked for", self.full_requests.clone());
+        r.register("actions_sent", "Actions relayed to agents (one per host)", self.actions_sent.clone());
+        r.register("action_results", "Action results by result", self.action_results.clone());
+        r.register(
+            "action_latency_seconds",
+            "Seconds from relaying an action to its result",
+            self.action_latency.clone(),
+        );
+        r.register("action_refusals", "Refused actions and settings by reason", self.action_refusals.clone());
+        r.register("connected_agents", "Agents connected now", self.connected.clone());
+        r.register("enrollments", "Enrollments by result", self.enrollments.clone());
+        r.register(
+            "handshakes",
+            "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",
+            self.handshakes.clone(),
+        );
+        r.register(
+            "identity_clashes",
+            "Hosts whose certificate clashes with another's (same UUID or name: a cloned machine, a second enrollment) or is used by two machines at once",
+            self.identity_clashes.clone(),
+        );
+        r.register(
+            "hosts_snapshot_expired",
+            "Hosts whose snapshot had expired at their last report (they install nothing new)",
+            self.snapshot_expired.clone(),
+        );
+    }
+
+    pub(crate) fn rejected(&self, reason: &str) {
+        self.reports.get_or_create(&label("result", "rejected")).inc();
+        self.rejections.get_or_create(&label("reason", reason)).inc();
+    }
+}

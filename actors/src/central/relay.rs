@@ -1,0 +1,195 @@
+//! Relaying administrators' signed actions to exactly the hosts they target: a host named in
+//! an action is resolved to its certificate when the action is relayed (a name two live
+//! certificates claim is refused: the administrator names one by its fingerprint), so a
+//! machine enrolled under that name later, or a clone, never receives it; actions for an OU or
+//! all hosts go to every certificate that matches when it connects.
+
+use std::collections::HashSet;
+
+use outpost_protocol::central::{Action, ActionKind, ActionLine, CentralResponse, Signed, Targets, hex};
+use outpost_protocol::wire::ErrorCode;
+
+use super::fleet::HostRow;
+use super::store::{ActionRecord, Op};
+use super::{ActionState, Central, error, names_of, unix_now_f64};
+use crate::metrics::label;
+use crate::repo::unix_now;
+
+impl Central {
+    /// Whether the action of `state` is for the host of `row`.
+    fn eligible(&self, state: &ActionState, row: &HostRow) -> bool {
+        if row.summary.revoked || !state.action.targets.includes(&names_of(row)) {
+            return false;
+        }
+        let Targets::Hosts(names) = &state.action.targets else { return true };
+        let resolved = state.record.resolved.as_deref().unwrap_or_default();
+        let mine = |n: &&String| Targets::Hosts(vec![(*n).clone()]).includes(&names_of(row));
+        names.iter().filter(mine).any(|n| {
+            // Resolved when relayed: that very certificate. Unknown then: the one live
+            // certificate it designates now (never several).
+            match resolved.iter().find(|(name, _)| name == n) {
+                Some((_, fp)) => fp == row.fingerprint(),
+                None => {
+                    let live: Vec<&HostRow> = self.fleet.find(n).into_iter().filter(|r| !r.summary.revoked).collect();
+                    live.len() == 1 && live[0].fingerprint() == row.fingerprint()
+                }
+            }
+        })
+    }
+
+    pub(super) fn act(&mut self, signed: &Signed) -> (CentralResponse, Vec<Op>) {
+        let now = unix_now();
+        let (action, info) = match Action::verify(signed, &self.config.trust, now) {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics.action_refusals.get_or_create(&label("reason", e.reason())).inc();
+                return (error(ErrorCode::Forbidden, format!("action refused: {e}")), vec![]);
+            }
+        };
+        if self.actions.contains_key(&action.nonce) {
+            self.metrics.action_refusals.get_or_create(&label("reason", "replay")).inc();
+            return (error(ErrorCode::Forbidden, "action refused: this action was already relayed (replay)"), vec![]);
+        }
+        // Each host name designates one certificate, or the action is refused.
+        let mut resolved: Vec<(String, String)> = Vec::new();
+        if let Targets::Hosts(names) = &action.targets {
+            for name in names {
+                let live: Vec<&HostRow> = self.fleet.find(name).into_iter().filter(|r| !r.summary.revoked).collect();
+                match live.as_slice() {
+                    [] => {}
+                    [one] => resolved.push((name.clone(), one.fingerprint().to_string())),
+                    many => {
+                        self.metrics.action_refusals.get_or_create(&label("reason", "ambiguous")).inc();
+                        let list: Vec<String> = many
+                            .iter()
+                            .map(|r| format!("sha256:{} ({}, {})", r.fingerprint(), r.summary.fqdn, r.summary.uuid))
+                            .collect();
+                        return (
+                            error(
+                                ErrorCode::BadRequest,
+                                format!(
+                                    "action refused: {name} is claimed by {} certificates ({}); target one by its fingerprint (--hosts sha256:…)",
+                                    many.len(),
+                                    list.join(", ")
+                                ),
+                            ),
+                            vec![],
+                        );
+                    }
+                }
+            }
+        }
+        let record = ActionRecord {
+            signed: signed.clone(),
+            issuer: info.subject.clone(),
+            relayed: now,
+            results: vec![],
+            resolved: matches!(action.targets, Targets::Hosts(_)).then_some(resolved),
+        };
+        let state = ActionState { action, record };
+        let targets: Vec<String> =
+            self.fleet.rows().filter(|r| self.eligible(&state, r)).map(|r| r.fingerprint().to_string()).collect();
+        let mut online = 0u32;
+        for fp in &targets {
+            if let Some(a) = self.agents.get(fp)
+                && a.tx.send(signed.clone()).is_ok()
+            {
+                online += 1;
+                self.delivered.insert((state.action.nonce, fp.clone()));
+                self.metrics.actions_sent.inc();
+            }
+        }
+        let id = hex(&state.action.nonce);
+        tracing::info!(
+            id,
+            kind = state.action.kind.name(),
+            targets = targets.len(),
+            online,
+            issuer = info.subject,
+            "action relayed"
+        );
+        let op = Op::Action { nonce: state.action.nonce, record: state.record.clone() };
+        self.actions.insert(state.action.nonce, state);
+        (
+            CentralResponse::ActionQueued { id, targets: u32::try_from(targets.len()).unwrap_or(u32::MAX), online },
+            vec![op],
+        )
+    }
+
+    /// A host's result for an action: recorded once per certificate.
+    pub(super) fn action_result(&mut self, fingerprint: &str, nonce: [u8; 16], ok: bool, message: String) -> Vec<Op> {
+        let Some(state) = self.actions.get_mut(&nonce) else { return vec![] };
+        if state.record.results.iter().any(|(h, ..)| h == fingerprint) {
+            return vec![];
+        }
+        let latency = (unix_now_f64() - state.record.relayed as f64).max(0.0);
+        state.record.results.push((fingerprint.to_string(), ok, message, latency));
+        self.metrics.action_results.get_or_create(&label("result", if ok { "ok" } else { "failed" })).inc();
+        self.metrics.action_latency.observe(latency);
+        vec![Op::Action { nonce, record: state.record.clone() }]
+    }
+
+    /// Sends a connected agent the unexpired actions for its host it has not been sent yet.
+    pub(super) fn deliver(&mut self, fingerprint: &str) {
+        let now = unix_now();
+        let Some(agent) = self.agents.get(fingerprint) else { return };
+        let Some(row) = self.fleet.by_fingerprint(fingerprint) else { return };
+        let mut sent = Vec::new();
+        for s in self.actions.values() {
+            if s.action.expires > now
+                && !s.record.results.iter().any(|(h, ..)| h == fingerprint)
+                && !self.delivered.contains(&(s.action.nonce, fingerprint.to_string()))
+                && self.eligible(s, row)
+                && agent.tx.send(s.record.signed.clone()).is_ok()
+            {
+                sent.push(s.action.nonce);
+            }
+        }
+        for n in sent {
+            self.metrics.actions_sent.inc();
+            self.delivered.insert((n, fingerprint.to_string()));
+        }
+    }
+
+    pub(super) fn action_lines(&self) -> Vec<ActionLine> {
+        let name = |fp: &str| {
+            self.fleet.by_fingerprint(fp).map_or_else(
+                || format!("sha256:{}", fp.get(..16).unwrap_or(fp)),
+                |r| {
+                    // Two certificates under one name are told apart.
+                    if self.fleet.clash(r).is_some() {
+                        format!("{} (sha256:{})", r.summary.fqdn, &r.fingerprint()[..16])
+                    } else {
+                        r.summary.fqdn.clone()
+                    }
+                },
+            )
+        };
+        self.actions
+            .values()
+            .map(|s| {
+                let answered: HashSet<&str> = s.record.results.iter().map(|(h, ..)| h.as_str()).collect();
+                let pending = self
+                    .fleet
+                    .rows()
+                    .filter(|r| self.eligible(s, r) && !answered.contains(r.fingerprint()))
+                    .map(|r| name(r.fingerprint()))
+                    .collect();
+                let packages = match &s.action.kind {
+                    ActionKind::Install(p) | ActionKind::Remove(p) => p.clone(),
+                    _ => vec![],
+                };
+                ActionLine {
+                    id: hex(&s.action.nonce),
+                    kind: s.action.kind.name().into(),
+                    packages,
+                    issuer: s.record.issuer.clone(),
+                    targets: s.action.targets.describe(),
+                    expires: s.action.expires,
+                    results: s.record.results.iter().map(|(h, ok, m, l)| (name(h), *ok, m.clone(), *l)).collect(),
+                    pending,
+                }
+            })
+            .collect()
+    }
+}
