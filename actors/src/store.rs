@@ -38,6 +38,7 @@ const SNAPSHOTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("sn
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 const CURRENT: &str = "current";
 const ROLE: &str = "role";
+const LINEAGE: &str = "lineage";
 
 /// A file's size and signed chunk list, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +476,20 @@ impl Store {
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?.insert(ROLE, role.as_bytes()).map_err(db_err)?;
         txn.commit().map_err(db_err)
+    }
+
+    /// Keeps a CA-signed lineage document for the main repository to open at its next start.
+    pub fn set_lineage(&self, signed: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?.insert(LINEAGE, signed).map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// The lineage document kept by [`Store::set_lineage`], if any.
+    pub fn lineage(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        Ok(meta.get(LINEAGE).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// How the store is used, as recorded by the node that last ran on it.

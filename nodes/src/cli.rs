@@ -402,6 +402,22 @@ pub enum RepoCommand {
     Fsck(RepoFsckArgs),
     /// Drop old snapshots and the blobs nothing references any more.
     Gc(RepoGcArgs),
+    /// Install a CA-signed lineage document (`outpost pki sign-lineage`) in a stopped main
+    /// repository's data folder: at its next start it opens the new lineage.
+    SetLineage(RepoSetLineageArgs),
+}
+
+/// `outpost repo set-lineage`
+#[derive(Debug, Args)]
+pub struct RepoSetLineageArgs {
+    /// The lineage document.
+    pub file: PathBuf,
+    /// The main repository's data folder (for `outpost server`: its `repo/` folder).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// The organisation CA certificate (the document must be signed by its key).
+    #[arg(long, value_name = "CA.crt")]
+    pub ca: PathBuf,
 }
 
 /// Flags every daemon takes; they override the configuration file.
@@ -555,6 +571,31 @@ pub enum PkiCommand {
     /// Make the enrollment CA central uses to issue host certificates (it can issue nothing
     /// else): `enroll-ca.crt`, `enroll-ca.key` in DIR.
     EnrollCa(PkiEnrollCaArgs),
+    /// Sign, with the CA's own key, a lineage document that moves every edge and agent to a
+    /// new line of snapshots (after the main repository was restored from an older backup or
+    /// replaced); install it with `outpost repo set-lineage`. See deploy/README.md.
+    SignLineage(PkiSignLineageArgs),
+}
+
+/// `outpost pki sign-lineage`
+#[derive(Debug, Args)]
+pub struct PkiSignLineageArgs {
+    /// Folder holding the CA (`ca.crt`, `ca.key`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The lineage to open: greater than the one the repositories serve (`outpost repo
+    /// status` shows it; 0 before any).
+    #[arg(long, value_name = "N")]
+    pub epoch: u64,
+    /// Why, for the record.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Where to write the document (default: lineage-N.outpost-lineage in the current folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Read the CA key's password from FILE (otherwise `OUTPOST_CA_PASSWORD`).
+    #[arg(long, value_name = "FILE")]
+    pub ca_password_file: Option<PathBuf>,
 }
 
 /// `outpost pki enroll-ca`

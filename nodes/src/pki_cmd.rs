@@ -7,7 +7,7 @@ use outpost_actors::disk;
 use outpost_protocol::pki::{self, CertInfo, IssueRequest, Issued, Right, Role};
 use outpost_protocol::time_fmt::format_unix;
 
-use crate::cli::{NewKeyPassword, PkiInitArgs, PkiIssueArgs, PkiShowArgs};
+use crate::cli::{NewKeyPassword, PkiInitArgs, PkiIssueArgs, PkiShowArgs, PkiSignLineageArgs};
 use crate::now;
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
 
@@ -198,4 +198,38 @@ pub fn file_stem(name: &str) -> String {
     let stem: String =
         name.trim().chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     if stem.is_empty() || stem.starts_with('.') { format!("cert{stem}") } else { stem }
+}
+
+/// `outpost pki sign-lineage`
+pub fn sign_lineage(args: &PkiSignLineageArgs) -> Result<()> {
+    if args.epoch == 0 {
+        bail!("--epoch: lineage 0 is the first one; a new lineage is 1 or more (greater than the one served)");
+    }
+    if args.reason.trim().is_empty() {
+        bail!("--reason: say why (it stays in every snapshot of the lineage)");
+    }
+    let ca_cert = secrets::load_certs(&args.dir.join(CA_CERT))?.remove(0);
+    let source = PasswordSource {
+        file: args.ca_password_file.as_deref(),
+        env: vec![CA_PASSWORD_ENV, KEY_PASSWORD_ENV],
+        purpose: format!("the CA key {}", args.dir.join(CA_KEY).display()),
+    };
+    let ca_key = secrets::load_key(&args.dir.join(CA_KEY), &source)?;
+    let doc = outpost_protocol::lineage::LineageDoc {
+        epoch: args.epoch,
+        created: now(),
+        reason: args.reason.trim().to_string(),
+    };
+    let signed = doc.sign(&ca_key, &ca_cert)?;
+    let out = args.out.clone().unwrap_or_else(|| format!("lineage-{}.outpost-lineage", args.epoch).into());
+    disk::write_atomic(&out, &signed.encode(), 0o644).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "Signed lineage {} ({}). Stop the main repository, run `outpost repo set-lineage {} --data DIR --ca {}`, and start it again.",
+        args.epoch,
+        doc.reason,
+        out.display(),
+        args.dir.join(CA_CERT).display()
+    );
+    crate::out!("{}", out.display());
+    Ok(())
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     ClientArgs, DaemonArgs, PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs,
-    RepoPullArgs, RepoStatusArgs,
+    RepoPullArgs, RepoSetLineageArgs, RepoStatusArgs,
 };
 use crate::config::{self, EdgeConfig, MainConfig};
 use crate::pkg_cmd::human_bytes;
@@ -344,6 +344,7 @@ pub fn status(args: &RepoStatusArgs) -> Result<()> {
         json["window_changes"] = serde_json::json!(v2.window_changes);
         json["window_changes_local"] = serde_json::json!(v2.window_changes_local);
         json["waiting_for_window"] = serde_json::json!(v2.waiting_for_window);
+        json["epoch"] = serde_json::json!(v2.epoch);
         crate::out!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
@@ -356,6 +357,9 @@ pub fn status(args: &RepoStatusArgs) -> Result<()> {
             format_unix(h.expires)
         ),
         None => crate::out!("snapshot:    none yet"),
+    }
+    if v2.epoch > 0 {
+        crate::out!("lineage:     {}", v2.epoch);
     }
     crate::out!("packages:    {} (+ {} host packages)", status.packages, status.hosts);
     crate::out!("store:       {} blobs, {}", status.blobs, human_bytes(status.bytes));
@@ -571,6 +575,39 @@ pub fn gc(args: &RepoGcArgs) -> Result<()> {
         r.blobs_removed,
         human_bytes(r.bytes_freed),
         r.blobs_in_grace
+    );
+    Ok(())
+}
+
+/// `outpost repo set-lineage`
+pub fn set_lineage(args: &RepoSetLineageArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let signed =
+        outpost_protocol::lineage::SignedLineage::decode(&bytes).with_context(|| args.file.display().to_string())?;
+    let (trust, _) = daemon::trust(&args.ca)?;
+    let doc = signed.verify(&trust, now()).with_context(|| format!("{}: REFUSED", args.file.display()))?;
+    let store = open_for_maintenance(&args.data, false)?;
+    let current = store.current()?.and_then(|s| s.unverified().ok());
+    if let Some(c) = &current
+        && doc.epoch <= c.epoch
+    {
+        bail!(
+            "{} opens lineage {}, but this repository already serves lineage {}: sign a lineage greater than {}",
+            args.file.display(),
+            doc.epoch,
+            c.epoch,
+            c.epoch
+        );
+    }
+    if store.role()?.is_some_and(|r| r != "main") {
+        bail!("{} is an edge's data folder: a lineage is opened by the main repository", args.data.display());
+    }
+    store.set_lineage(&bytes)?;
+    crate::out!(
+        "Lineage {} ({}) installed: the main repository opens it at its next start, at snapshot {}.",
+        doc.epoch,
+        doc.reason,
+        current.map_or(1, |c| c.sequence + 1)
     );
     Ok(())
 }

@@ -14,6 +14,8 @@
 //! * [`wapt`]: reading WAPT's signed controls, package archives and indexes.
 //! * [`chunking`]: content-defined chunking and file recipes.
 //! * [`snapshot`]: signed repository snapshots and heads.
+//! * [`lineage`]: CA-signed lineage documents that move edges and agents to a new line of
+//!   snapshots (after a restore).
 //! * [`wire`]: the repository protocol's messages and limits.
 //! * [`schedule`]: sync windows and the bandwidth token bucket.
 //! * [`central`]: enrollment, signed inventory reports, actions and console queries.
@@ -23,6 +25,7 @@ pub mod chunking;
 pub mod control;
 pub mod der;
 pub mod entry;
+pub mod lineage;
 pub mod package;
 pub mod pem;
 pub mod pki;

@@ -19,6 +19,8 @@ pub enum Domain {
     Action,
     /// Agent settings distributed by central.
     AgentSettings,
+    /// A snapshot lineage document (signed by the CA itself).
+    Lineage,
 }
 
 impl Domain {
@@ -30,6 +32,7 @@ impl Domain {
             Self::InventoryReport => b"outpost inventory report v1\0",
             Self::Action => b"outpost admin action v1\0",
             Self::AgentSettings => b"outpost agent settings v1\0",
+            Self::Lineage => b"outpost snapshot lineage v1\0",
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::Control;
 use crate::entry::{EntryError, PackageEntry};
+use crate::lineage::SignedLineage;
 use crate::pki::{CertInfo, ChainError, PrivateKey, Purpose, TrustStore};
 use crate::signing::{self, Domain, SignatureError};
 use crate::time_fmt::format_unix;
@@ -64,6 +65,23 @@ pub struct Snapshot {
     /// SHA-256 fingerprints of revoked host certificates, sorted: every repository refuses
     /// them (revocation reaches every edge with the snapshot).
     pub revoked: Vec<String>,
+    /// The lineage this snapshot belongs to (0: the first). A higher epoch supersedes every
+    /// snapshot of lower ones, whatever their sequences ([`crate::lineage`]).
+    pub epoch: u64,
+    /// The CA-signed document opening `epoch` (none for epoch 0).
+    pub lineage: Option<SignedLineage>,
+}
+
+/// The second version, without lineages.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    repository: String,
+    sequence: u64,
+    created: i64,
+    expires: i64,
+    entries: Vec<SnapshotEntry>,
+    hosts: Vec<HostEntry>,
+    revoked: Vec<String>,
 }
 
 /// The first version, without revocations.
@@ -80,7 +98,19 @@ struct SnapshotV1 {
 #[derive(Serialize, Deserialize)]
 enum SnapshotWire {
     V1(SnapshotV1),
-    V2(Snapshot),
+    V2(SnapshotV2),
+    V3(Snapshot),
+}
+
+/// What a consumer holds, for the rollback checks: the snapshot's lineage, sequence and hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its sequence.
+    pub sequence: u64,
+    /// BLAKE3 of its encoding.
+    pub hash: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +167,14 @@ pub enum SnapshotError {
     /// An entry whose control does not describe a package.
     #[error("snapshot entry {index}: {source}")]
     Entry { index: usize, source: EntryError },
+    /// From an older lineage than the one held.
+    #[error(
+        "snapshot {sequence} belongs to lineage {epoch}, older than lineage {held} already held (rollback refused)"
+    )]
+    OlderLineage { sequence: u64, epoch: u64, held: u64 },
+    /// A new lineage without a valid CA-signed document.
+    #[error("snapshot {sequence} opens lineage {epoch} without a valid lineage document: {why}")]
+    Lineage { sequence: u64, epoch: u64, why: String },
 }
 
 impl SnapshotError {
@@ -146,8 +184,9 @@ impl SnapshotError {
             Self::Decode(_) | Self::TooLarge(_) | Self::Entry { .. } => "malformed",
             Self::Chain(_) | Self::Signature(_) => "forged",
             Self::Expired { .. } => "expired",
-            Self::Rollback { .. } => "rollback",
+            Self::Rollback { .. } | Self::OlderLineage { .. } => "rollback",
             Self::Equivocation { .. } => "equivocation",
+            Self::Lineage { .. } => "forged",
         }
     }
 }
@@ -180,9 +219,28 @@ impl Snapshot {
         self.entries.iter().map(|e| &e.manifest).chain(self.hosts.iter().map(|h| &h.manifest))
     }
 
-    /// Signs the snapshot.
+    /// What a consumer holding this snapshot (signed as `signed`) checks the next against.
+    pub fn held(&self, signed: &SignedSnapshot) -> Held {
+        Held { epoch: self.epoch, sequence: self.sequence, hash: signed.hash() }
+    }
+
+    /// Signs the snapshot (in the oldest encoding that holds it, so that consumers that predate
+    /// lineages read the snapshots of the first one).
     pub fn sign(&self, key: &PrivateKey, chain: &[CertificateDer<'_>]) -> SignedSnapshot {
-        let snapshot = postcard::to_stdvec(&SnapshotWire::V2(self.clone())).expect("encoding to a Vec cannot fail");
+        let wire = if self.epoch == 0 && self.lineage.is_none() {
+            SnapshotWire::V2(SnapshotV2 {
+                repository: self.repository.clone(),
+                sequence: self.sequence,
+                created: self.created,
+                expires: self.expires,
+                entries: self.entries.clone(),
+                hosts: self.hosts.clone(),
+                revoked: self.revoked.clone(),
+            })
+        } else {
+            SnapshotWire::V3(self.clone())
+        };
+        let snapshot = postcard::to_stdvec(&wire).expect("encoding to a Vec cannot fail");
         let signature = signing::sign(key, Domain::Snapshot, &snapshot).to_vec();
         let chain = chain.iter().map(|c| c.as_ref().to_vec()).collect();
         SignedSnapshot::assemble(snapshot, signature, chain)
@@ -209,7 +267,14 @@ impl Snapshot {
             entries: Vec::new(),
             hosts: Vec::new(),
             revoked: Vec::new(),
+            epoch: 0,
+            lineage: None,
         }
+    }
+
+    /// The next snapshot, opening the lineage of `doc` (signed as `lineage`).
+    pub fn with_lineage(&self, lineage: SignedLineage, epoch: u64, now: i64, lifetime_secs: i64) -> Self {
+        Self { epoch, lineage: Some(lineage), ..self.next(now, lifetime_secs) }
     }
 
     /// The next snapshot with these fingerprints revoked too; `None` when they all are already.
@@ -346,30 +411,68 @@ impl SignedSnapshot {
                 entries: v.entries,
                 hosts: v.hosts,
                 revoked: Vec::new(),
+                epoch: 0,
+                lineage: None,
             },
-            SnapshotWire::V2(s) => s,
+            SnapshotWire::V2(v) => Snapshot {
+                repository: v.repository,
+                sequence: v.sequence,
+                created: v.created,
+                expires: v.expires,
+                entries: v.entries,
+                hosts: v.hosts,
+                revoked: v.revoked,
+                epoch: 0,
+                lineage: None,
+            },
+            SnapshotWire::V3(s) => s,
         })
     }
 
     /// Verifies the signature (chain to `trust` with the snapshot-signing usage), the expiry
-    /// at `now`, and that it is not older than `held` (sequence and hash of the snapshot held).
+    /// at `now`, its lineage (a lineage after the first needs its CA-signed document), and that
+    /// it is not older than `held`: an older lineage is refused, a newer one accepted whatever
+    /// its sequence, and within one lineage the sequence never goes back nor repeats with other
+    /// content.
     pub fn verify(
         &self,
         trust: &TrustStore,
         now: i64,
-        held: Option<(u64, [u8; 32])>,
+        held: Option<Held>,
     ) -> Result<(Verified<Snapshot>, CertInfo), SnapshotError> {
         let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let signer = trust.verify(&chain, now, &[Purpose::SnapshotSigning]).map_err(SnapshotError::Chain)?;
         signing::verify(&signer.public_key, Domain::Snapshot, &self.snapshot, &self.signature)
             .map_err(SnapshotError::Signature)?;
         let snapshot = self.unverified()?;
-        if let Some((sequence, hash)) = held {
-            if snapshot.sequence < sequence {
-                return Err(SnapshotError::Rollback { sequence: snapshot.sequence, held: sequence });
+        if snapshot.epoch > 0 {
+            let lineage_err =
+                |why: String| SnapshotError::Lineage { sequence: snapshot.sequence, epoch: snapshot.epoch, why };
+            let doc = snapshot
+                .lineage
+                .as_ref()
+                .ok_or_else(|| lineage_err("none is attached".into()))?
+                .verify(trust, now)
+                .map_err(|e| lineage_err(e.to_string()))?;
+            if doc.epoch != snapshot.epoch {
+                return Err(lineage_err(format!("the document opens lineage {}", doc.epoch)));
             }
-            if snapshot.sequence == sequence && self.hash() != hash {
-                return Err(SnapshotError::Equivocation { sequence });
+        }
+        if let Some(h) = held {
+            if snapshot.epoch < h.epoch {
+                return Err(SnapshotError::OlderLineage {
+                    sequence: snapshot.sequence,
+                    epoch: snapshot.epoch,
+                    held: h.epoch,
+                });
+            }
+            if snapshot.epoch == h.epoch {
+                if snapshot.sequence < h.sequence {
+                    return Err(SnapshotError::Rollback { sequence: snapshot.sequence, held: h.sequence });
+                }
+                if snapshot.sequence == h.sequence && self.hash() != h.hash {
+                    return Err(SnapshotError::Equivocation { sequence: h.sequence });
+                }
             }
         }
         if snapshot.expires <= now {
@@ -412,6 +515,8 @@ mod tests {
             entries: vec![SnapshotEntry { control, manifest: [1; 32], size: 10 }],
             hosts: vec![HostEntry { name_hash: host_name_hash("PC1.example.org"), manifest: [2; 32], size: 0 }],
             revoked: vec![],
+            epoch: 0,
+            lineage: None,
         }
     }
 
@@ -481,7 +586,7 @@ mod tests {
         assert_eq!(v.package_entries().len(), 1);
 
         let s4 = snapshot(4).sign(&server.key, std::slice::from_ref(&server.cert));
-        let held = Some((5, s5.hash()));
+        let held = Some(Held { epoch: 0, sequence: 5, hash: s5.hash() });
         assert!(matches!(s4.verify(&trust, NOW, held), Err(SnapshotError::Rollback { sequence: 4, held: 5 })));
         assert!(s5.verify(&trust, NOW, held).is_ok(), "the same snapshot again is fine");
         let mut other = snapshot(5);
@@ -506,5 +611,49 @@ mod tests {
             b[at] ^= 1;
             assert!(SignedSnapshot::decode(&b).and_then(|s| s.verify(&trust, NOW, None).map(drop)).is_err(), "{at}");
         }
+    }
+
+    #[test]
+    fn a_ca_signed_lineage_moves_consumers_to_a_new_line_and_nothing_else_does() {
+        use crate::lineage::LineageDoc;
+        let ca = pki::create_ca("Org", NOW, 100).unwrap();
+        let trust = TrustStore::new(vec![ca.cert.clone()]).unwrap();
+        let server = node(&ca, Role::Server);
+        let sign = |s: &Snapshot| s.sign(&server.key, std::slice::from_ref(&server.cert));
+        // Consumers hold 500 of the first lineage; the main was restored at 480.
+        let held500 = sign(&snapshot(500));
+        let held = Some(snapshot(500).held(&held500));
+        let restored = sign(&snapshot(480));
+        assert_eq!(restored.verify(&trust, NOW, held).unwrap_err().reason(), "rollback");
+        // A lineage document signed by the CA opens lineage 1: 481 of lineage 1 is accepted.
+        let doc = LineageDoc { epoch: 1, created: NOW, reason: "restored from backup".into() };
+        let lineage = doc.sign(&ca.key, &ca.cert).unwrap();
+        let next = snapshot(480).with_lineage(lineage.clone(), 1, NOW, 3600);
+        let signed = sign(&next);
+        let (v, _) = signed.verify(&trust, NOW, held).unwrap();
+        assert_eq!((v.epoch, v.sequence), (1, 481));
+        // From then on the old lineage is refused, and lineage 1 follows the usual rules.
+        let held1 = Some(next.held(&signed));
+        assert!(matches!(held500.verify(&trust, NOW, held1), Err(SnapshotError::OlderLineage { .. })));
+        let later = sign(&next.next(NOW, 3600));
+        later.verify(&trust, NOW, held1).unwrap();
+        let mut replayed = next.clone();
+        replayed.sequence = 470;
+        assert_eq!(sign(&replayed).verify(&trust, NOW, held1).unwrap_err().reason(), "rollback");
+        // A higher epoch without the CA's document (the snapshot key alone, a compromised
+        // mirror) is refused.
+        let mut bare = next.clone();
+        bare.epoch = 2;
+        assert!(matches!(sign(&bare).verify(&trust, NOW, held1), Err(SnapshotError::Lineage { .. })));
+        bare.lineage = None;
+        assert!(matches!(sign(&bare).verify(&trust, NOW, held1), Err(SnapshotError::Lineage { .. })));
+        let admin = node(&ca, Role::Signer);
+        let by_signer =
+            SignedLineage { signature: signing::sign(&admin.key, Domain::Lineage, &lineage.body).to_vec(), ..lineage };
+        let mut forged = next;
+        forged.lineage = Some(by_signer);
+        assert_eq!(sign(&forged).verify(&trust, NOW, None).unwrap_err().reason(), "forged");
+        // The first lineage is still written as version 2 (consumers that predate lineages).
+        let SnapshotWire::V2(_) = postcard::from_bytes(&held500.snapshot).unwrap() else { panic!("not version 2") };
     }
 }

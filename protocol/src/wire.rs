@@ -134,6 +134,8 @@ pub struct RepoStatusV2 {
     pub window_changes_local: Option<String>,
     /// A newer snapshot is waiting for the next window.
     pub waiting_for_window: bool,
+    /// The lineage of the snapshot served (0: the first; see [`crate::lineage`]).
+    pub epoch: u64,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -374,3 +374,85 @@ fn any_repository_serves_byte_ranges_of_chunks() {
         }
     });
 }
+
+/// Copies a folder tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_main_restored_from_an_older_backup_moves_edges_and_agents_on_through_a_signed_lineage() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &["--poll", "1s"]);
+    c.publish(&c.package("a", "1", &[("a", b"a")]), &main.addr);
+    // The nightly backup of the main's data folder (taken stopped).
+    main.stop();
+    let backup = c.dir().join("main-backup");
+    copy_dir(&main.data, &backup);
+    main.restart(&[]);
+    c.publish(&c.package("b", "1", &[("b", b"b")]), &main.addr);
+    let held = c.publish(&c.package("c", "1", &[("c", b"c")]), &main.addr);
+    c.wait_sequence(&edge.addr, held, SYNC);
+    let host = crate::agent::Host::new(&c, "pc-lin.test", &format!("repos = [{:?}]", edge.addr));
+    host.run(&["update"]).ok();
+
+    // The main's disk is lost; it is restored from the backup: its snapshots are older than
+    // what every edge holds, and they are refused.
+    main.stop();
+    std::fs::remove_dir_all(&main.data).unwrap();
+    copy_dir(&backup, &main.data);
+    main.restart(&[]);
+    let d = c.publish(&c.package("d", "1", &[("d", b"d")]), &main.addr);
+    assert!(d < held, "the restored main is behind: {d} < {held}");
+    wait_for(SYNC, "the edge to refuse the restored main's snapshot", || {
+        let s = c.status(&edge.addr)?;
+        s["last_error"].as_str()?.contains("rollback refused").then_some(())
+    });
+    assert_eq!(c.sequence(&edge.addr), held, "the edge keeps serving its last good snapshot");
+
+    // Only the CA's own key opens a new lineage.
+    let other = crate::common::Pki::new();
+    let forged = run_in(
+        other.path(),
+        &["pki", "sign-lineage", "--dir", "pki", "--epoch", "1", "--reason", "forged", "--out", "forged.lin"],
+    )
+    .ok();
+    let forged = other.path().join(forged.stdout.trim());
+    main.stop();
+    let data = main.data.to_str().unwrap().to_string();
+    let ca = c.pki.ca();
+    run_in(c.dir(), &["repo", "set-lineage", forged.to_str().unwrap(), "--data", &data, "--ca", ca.to_str().unwrap()])
+        .fails_with("not signed by the organisation CA");
+    let signed = run_in(
+        c.dir(),
+        &["pki", "sign-lineage", "--dir", "pki", "--epoch", "1", "--reason", "main restored from backup"],
+    )
+    .ok();
+    let lineage = c.dir().join(signed.stdout.trim());
+    run_in(c.dir(), &["repo", "set-lineage", lineage.to_str().unwrap(), "--data", &data, "--ca", ca.to_str().unwrap()])
+        .ok();
+    main.restart(&[]);
+    // The edge moves to the new lineage, and so does the agent.
+    wait_for(SYNC, "the edge to take the new lineage", || {
+        (c.status(&edge.addr)?["epoch"].as_u64()? == 1).then_some(())
+    });
+    let e = c.publish(&c.package("e", "1", &[("e", b"e")]), &main.addr);
+    c.wait_sequence(&edge.addr, e, SYNC);
+    let u = host.json(&["update"]);
+    assert_eq!((u["changed"].as_bool(), u["sequence"].as_u64()), (Some(true), Some(e)), "{u}");
+    host.run(&["install", "e"]).ok();
+    // The same document again does nothing new.
+    main.stop();
+    run_in(c.dir(), &["repo", "set-lineage", lineage.to_str().unwrap(), "--data", &data, "--ca", ca.to_str().unwrap()])
+        .fails_with("already serves lineage 1");
+}

@@ -327,7 +327,7 @@ impl Agent {
 
     async fn update_from(&self, probed: &[Probed]) -> Result<UpdateReport, AgentError> {
         let held = self.state.snapshot()?;
-        let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| (v.sequence, s.hash())));
+        let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| v.held(s)));
         let now = unix_now();
         let mut refused = Vec::new();
         let mut unreachable = Vec::new();

@@ -12,7 +12,7 @@ use outpost_protocol::package::manifest::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::{CertInfo, TrustStore};
-use outpost_protocol::snapshot::{Head, MAX_SNAPSHOT_BYTES, SignedSnapshot, Snapshot};
+use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, Snapshot};
 use outpost_protocol::verified::Verified;
 use outpost_protocol::version::Version;
 use outpost_protocol::wire::{RepoStatus, RepoStatusV2, Request, Response};
@@ -123,7 +123,7 @@ impl RepoClient {
         head: &Head,
         trust: &TrustStore,
         now: i64,
-        held: Option<(u64, [u8; 32])>,
+        held: Option<Held>,
     ) -> Result<(SignedSnapshot, Verified<Snapshot>), ClientError> {
         let bytes = transport::fetch(
             &self.connection,

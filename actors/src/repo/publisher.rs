@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::lineage::SignedLineage;
 use outpost_protocol::package::{PackageArchive, PackageError, PackageRecord};
 use outpost_protocol::pki::{PrivateKey, TrustStore};
 use outpost_protocol::snapshot::{Head, SignedSnapshot, Snapshot};
@@ -162,6 +163,29 @@ impl Publisher {
                 tracing::info!("created the first (empty) snapshot");
                 (snapshot, signed)
             }
+        };
+        // A lineage document installed while the main was stopped (after a restore): the next
+        // snapshot opens its lineage, which edges and agents accept over the old one.
+        let (current, signed) = match store.lineage()? {
+            Some(bytes) => {
+                let lineage = SignedLineage::decode(&bytes).map_err(|e| PublishError::Internal(e.to_string()))?;
+                let doc = lineage.verify(&trust, now).map_err(|e| PublishError::Internal(e.to_string()))?;
+                if doc.epoch > current.epoch {
+                    let next = current.with_lineage(lineage, doc.epoch, now, lifetime);
+                    let signed = next.sign(&key, &chain);
+                    store.commit(&[], &[], &[], Some((next.sequence, &signed)))?;
+                    tracing::warn!(
+                        epoch = doc.epoch,
+                        sequence = next.sequence,
+                        reason = doc.reason,
+                        "opened a new snapshot lineage: edges and agents move to it"
+                    );
+                    (next, signed)
+                } else {
+                    (current, signed)
+                }
+            }
+            None => (current, signed),
         };
         let (head, rx) = watch::channel(Some(current.head(&signed)));
         let publisher =

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use outpost_protocol::snapshot::Head;
+use outpost_protocol::snapshot::{Head, Held};
 use outpost_protocol::wire::{self, Request, Response};
 use quinn::{Connection, Endpoint};
 use tokio::sync::watch;
@@ -92,6 +92,8 @@ pub struct Replicator {
     /// The current snapshot lacks content (found at start): sync it again even if the upstream
     /// serves the same head.
     repair: bool,
+    /// What the edge serves, for the next sync's rollback checks (its lineage included).
+    held: Option<Held>,
     /// When this replicator started (a never-synced edge lags since then).
     started: Instant,
     cancel: CancellationToken,
@@ -112,9 +114,12 @@ impl Replicator {
         ctx: SyncContext,
         cancel: CancellationToken,
     ) -> Result<(Self, HeadReceiver, Arc<Mutex<UpstreamState>>), crate::store::StoreError> {
-        let current = match ctx.store.current()? {
-            Some(signed) => signed.unverified().ok().map(|s| s.head(&signed)),
-            None => None,
+        let (current, held) = match ctx.store.current()? {
+            Some(signed) => match signed.unverified() {
+                Ok(s) => (Some(s.head(&signed)), Some(s.held(&signed))),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
         };
         if let Some(h) = current {
             ctx.metrics.snapshot_sequence.set(i64::try_from(h.sequence).unwrap_or(i64::MAX));
@@ -149,6 +154,7 @@ impl Replicator {
             current,
             avoid_until: vec![None; n],
             repair,
+            held,
             started: Instant::now(),
             cancel,
         };
@@ -229,7 +235,7 @@ impl Replicator {
             return;
         };
         self.syncing = true;
-        let held = self.current.map(|h| (h.sequence, h.hash));
+        let held = self.held;
         let (sync_ctx, me, started) = (self.ctx.clone(), ctx.address(), Instant::now());
         tracing::info!(upstream = addr, sequence = wanted.sequence, "sync started");
         tokio::spawn(async move {
@@ -400,6 +406,7 @@ impl Handler<SyncDone> for Replicator {
                 metrics.snapshot_sequence.set(i64::try_from(head.sequence).unwrap_or(i64::MAX));
                 metrics.snapshot_expiry.set(head.expires);
                 self.current = Some(head);
+                self.held = out.held;
                 self.repair = false;
                 self.upstream.lock().expect("not poisoned").last_error = None;
                 self.head.send_replace(Some(head));

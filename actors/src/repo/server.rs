@@ -282,6 +282,11 @@ fn status(shared: &Shared) -> RepoStatus {
 
 fn status_v2(shared: &Shared) -> RepoStatusV2 {
     let mut v2 = RepoStatusV2 { status: status(shared), ..RepoStatusV2::default() };
+    let head = *shared.head.borrow();
+    v2.epoch = head
+        .and_then(|h| shared.store.snapshot_by_hash(&h.hash).ok().flatten())
+        .and_then(|s| s.unverified().ok())
+        .map_or(0, |s| s.epoch);
     if let Role::Edge { schedule, upstream, .. } = &shared.role {
         v2.windows = schedule.windows.iter().map(ToString::to_string).collect();
         v2.time_zone = schedule.zone.name().to_string();

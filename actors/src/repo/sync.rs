@@ -16,7 +16,7 @@ use outpost_protocol::package::manifest::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
-use outpost_protocol::snapshot::{Head, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
+use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
 use outpost_protocol::wire::Request;
 use quinn::Connection;
 use tokio::task::JoinSet;
@@ -81,6 +81,8 @@ pub struct SyncOutcome {
     pub deduplicated: u64,
     /// Bytes received.
     pub bytes: u64,
+    /// What the edge holds now (for the next sync's rollback checks).
+    pub held: Option<Held>,
 }
 
 /// Why a sync failed.
@@ -139,7 +141,7 @@ pub async fn run(
     connection: &Connection,
     upstream: &str,
     head: Head,
-    held: Option<(u64, [u8; 32])>,
+    held: Option<Held>,
     ctx: &SyncContext,
 ) -> Result<SyncOutcome, SyncError> {
     let received = |n: usize| ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(n as u64);
@@ -193,6 +195,7 @@ pub async fn run(
     blocking(move || store.commit(&records, &files, &complete, Some((sequence, &signed2)))).await?;
     export_usage(ctx);
     outcome.head = Some(snapshot.head(&signed));
+    outcome.held = Some(snapshot.held(&signed));
     Ok(outcome)
 }
 
