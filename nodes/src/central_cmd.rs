@@ -52,6 +52,9 @@ pub fn server(args: &ServerArgs) -> Result<()> {
     if !cfg.repository && !cfg.central {
         bail!("nothing to run: both the repository and central are turned off");
     }
+    if cfg.host_days == 0 || cfg.host_days > pki::MAX_DAYS {
+        bail!("host_days: {} must be between 1 and {} (days)", cfg.host_days, pki::MAX_DAYS);
+    }
     let common = Common::from(&cfg.node(), &args.daemon);
     cfg.data = common.data.clone();
     let main_cfg = cfg.main();

@@ -316,22 +316,62 @@ fn snapshots_are_re_signed_before_they_expire_and_daemons_stop_cleanly() {
 }
 
 #[test]
-fn sync_windows_hold_replication_until_they_open() {
+fn sync_windows_hold_replication_until_they_open_and_say_when() {
     let c = Cluster::new();
     let main = c.main(&[]);
-    // A window that opens two hours from now (UTC), so it is closed during the test.
-    let hour = (now() / 3600 + 2) % 24;
+    // A window that opens two hours from now in Tokyo's local time (UTC+9, no daylight saving
+    // time), so it is closed during the test.
+    let hour = (now() / 3600 + 9 + 2) % 24;
     let window = format!("{hour:02}:00-{:02}:00", (hour + 1) % 24);
-    let mut edge = c.edge(&[&main.addr], &["--sync-window", &window, "--poll", "1s"]);
+    let mut edge = c.edge(&[&main.addr], &["--sync-window", &window, "--time-zone", "Asia/Tokyo", "--poll", "1s"]);
+    // Never synced: the lag says so (the lag alert can fire for it).
+    wait_for(SYNC, "a never-synced edge to report a lag", || {
+        (edge.metric("outpost_repo_lag_snapshots", "") >= 1.0).then_some(())
+    });
     let seq = c.publish(&c.package("held", "1", &[("a", b"a")]), &main.addr);
     wait_for(SYNC, "the edge to see the main's head", || {
         (c.status(&edge.addr)?["upstream_head"]["sequence"].as_u64()? >= seq).then_some(())
     });
-    let status = c.status(&edge.addr).unwrap();
+    let status = wait_for(SYNC, "the edge to wait for its window", || {
+        c.status(&edge.addr).filter(|s| s["waiting_for_window"] == true)
+    });
     assert!(status["head"].is_null(), "nothing synced outside the window: {status}");
+    assert_eq!(status["lag_snapshots"].as_u64(), Some(seq), "{status}");
+    assert_eq!(status["window_open"], false);
+    assert_eq!(status["time_zone"], "Asia/Tokyo");
+    // It opens at the hour, local time, within the next three hours.
+    let opens = status["window_changes"].as_i64().unwrap();
+    assert!(opens > now() && opens <= now() + 3 * 3600 && opens % 3600 == 0, "{status}");
+    assert!(status["window_changes_local"].as_str().unwrap().ends_with(&format!("{hour:02}:00 +09:00")), "{status}");
+    let text = c.client(&["repo", "status"], &edge.addr).ok().stdout;
+    assert!(text.contains("closed now, opens") && text.contains("waits for the next window"), "{text}");
     assert_eq!(edge.metric("outpost_repo_syncs_total", "{result=\"ok\"}"), 0.0);
+    assert!(edge.metric("outpost_repo_lag_seconds", "") > 0.0);
     edge.restart(&[("--sync-window", &[])]);
     c.wait_sequence(&edge.addr, seq, SYNC);
+}
+
+#[test]
+fn clients_get_reasons_not_the_servers_paths() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let payload = noise(400_000, 8);
+    let seq = c.publish(&c.package("app", "1", &[("app.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    // A blob cut short on disk, with no upstream to fetch it again from.
+    main.stop();
+    let dir = std::fs::read_dir(edge.data.join("blobs")).unwrap().next().unwrap().unwrap().path();
+    let blob = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+    let r = c.client(&["repo", "pull", "app", "--out", "p"], &edge.addr);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let data = edge.data.to_string_lossy().into_owned();
+    assert!(!r.stderr.contains(&data) && !r.stderr.contains("failed to fill whole buffer"), "{}", r.stderr);
+    assert!(r.stderr.contains("no upstream is reachable") || r.stderr.contains("damaged"), "{}", r.stderr);
+    assert_eq!(edge.metric("outpost_repo_damaged_blobs_total", ""), 1.0, "a short file is damage, and was removed");
+    assert!(!blob.exists());
 }
 
 #[test]

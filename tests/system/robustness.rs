@@ -167,6 +167,8 @@ fn values_too_large_or_meaningless_are_refused_with_the_field_named() {
         ),
         "days",
     );
+    let cfg = write("server0.toml", "host_days = 0\n");
+    refused(run_strings(c.dir(), &node_args(&c, &["server", "--config", &cfg], &server)), "host_days");
     let cfg = write("edge-zone.toml", "time_zone = \"Mars/Olympus\"\nupstreams = [\"127.0.0.1:9\"]\n");
     refused(run_strings(c.dir(), &node_args(&c, &["repo", "edge", "--config", &cfg], &edge)), "unknown time zone");
 }
