@@ -527,6 +527,19 @@ pub enum Admitted {
     Failed,
 }
 
+impl Admitted {
+    /// The `result` label of a handshakes counter for attempts turned away before a handshake
+    /// (`None` for a failed handshake, which has a peer to tell about).
+    #[must_use]
+    pub fn turned_away(self) -> Option<&'static str> {
+        match self {
+            Self::Retried => Some("retried"),
+            Self::Refused => Some("refused"),
+            Self::Failed => None,
+        }
+    }
+}
+
 /// Accepts connections until `cancel` fires, with [`Admission`]'s limits, and runs `serve` for
 /// each established one (holding its connection slot). `seen` is told about attempts that were
 /// not served. The endpoint is closed and drained at the end.

@@ -101,23 +101,8 @@ fn handshake_floods_cannot_lock_clients_out_or_grow_memory() {
 fn central_keeps_serving_consoles_and_agents_through_a_flood() {
     let c = Cluster::new();
     let (server, central) = c.server(&[]);
-    let admin = c.pki.issue("admin", "flood-admin", &["--rights", "view"]);
-    let console = |args: &[&str]| {
-        let mut all = vec!["console"];
-        all.extend_from_slice(args);
-        let ca = c.pki.ca();
-        all.extend_from_slice(&[
-            "--server",
-            &central,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--cert",
-            admin.0.to_str().unwrap(),
-            "--key",
-            admin.1.to_str().unwrap(),
-        ]);
-        crate::common::run_in(c.dir(), &all)
-    };
+    let admin = crate::central::Console::new(&c, &central, "flood-admin", "view");
+    let console = |args: &[&str]| admin.run(args);
     console(&["hosts"]).ok();
     let before = rss(&server);
     let target = central.clone();

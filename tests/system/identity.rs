@@ -44,6 +44,14 @@ fn waiting(host: &Host, admin: &Console<'_>, name: &str) -> (Bg, Value) {
     (enroll, pending)
 }
 
+/// Publishes a package `tool` whose hook writes to the cluster's `hooks.log`, and returns an
+/// enrollment token good for five machines.
+fn publish_tool(c: &Cluster, repo: &str, admin: &Console<'_>) -> String {
+    let log = c.dir().join("hooks.log");
+    c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &hook(&log, ""))]), repo);
+    admin.json(&["token", "create", "--uses", "5"])["token"].as_str().unwrap().to_string()
+}
+
 fn hosts_named(admin: &Console<'_>, name: &str) -> Vec<Value> {
     admin.hosts(&[]).into_iter().filter(|h| h["fqdn"] == name || h["uuid"] == name).collect()
 }
@@ -53,9 +61,7 @@ fn cloned_machines_are_two_hosts_flagged_and_actions_reach_exactly_the_one_targe
     let c = Cluster::new();
     let (server, central) = c.server(&[]);
     let admin = Console::new(&c, &central, "Alice", "view,act,modify");
-    let log = c.dir().join("hooks.log");
-    c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &hook(&log, ""))]), &server.addr);
-    let token = admin.json(&["token", "create", "--uses", "5"])["token"].as_str().unwrap().to_string();
+    let token = publish_tool(&c, &server.addr, &admin);
     // A disk image copied to a second machine: the same detected UUID (both agents run on this
     // machine and detect its UUID), another name.
     let (a, cert_a) = machine(&c, &central, &server.addr, "pc-a.test", "");
@@ -119,9 +125,7 @@ fn a_second_enrollment_under_a_name_waits_for_an_administrator_and_never_gets_th
     let c = Cluster::new();
     let (server, central) = c.server(&[]);
     let admin = Console::new(&c, &central, "Alice", "view,act,modify");
-    let log = c.dir().join("hooks.log");
-    c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &hook(&log, ""))]), &server.addr);
-    let token = admin.json(&["token", "create", "--uses", "5"])["token"].as_str().unwrap().to_string();
+    let token = publish_tool(&c, &server.addr, &admin);
     let (a, cert_a) = machine(&c, &central, &server.addr, "pc1.test", "uuid-1");
     a.run(&["enroll", "--token", &token]).ok();
     let fp_a = fingerprint(&cert_a);

@@ -54,14 +54,11 @@ async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<()
 pub async fn serve(endpoint: Endpoint, ctx: Arc<ServerContext>, cancel: CancellationToken) {
     let ids = Arc::new(AtomicU64::new(1));
     let metrics = ctx.metrics.clone();
-    let seen = move |what: Admitted, why: &str| match what {
-        Admitted::Retried => {
-            metrics.handshakes.get_or_create(&label("result", "retried")).inc();
+    let seen = move |what: Admitted, why: &str| match what.turned_away() {
+        Some(result) => {
+            metrics.handshakes.get_or_create(&label("result", result)).inc();
         }
-        Admitted::Refused => {
-            metrics.handshakes.get_or_create(&label("result", "refused")).inc();
-        }
-        Admitted::Failed => tracing::info!("central connection refused: {why}"),
+        None => tracing::info!("central connection refused: {why}"),
     };
     let serve_cancel = cancel.clone();
     transport::accept_loop(endpoint, Admission::new(MAX_CONNECTIONS), cancel, seen, move |c| {

@@ -23,14 +23,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken) {
     tokio::spawn(follow_revocations(shared.clone(), cancel.clone()));
     let metrics = shared.metrics.clone();
-    let seen = move |what: Admitted, why: &str| match what {
-        Admitted::Retried => {
-            metrics.handshakes.get_or_create(&label("result", "retried")).inc();
+    let seen = move |what: Admitted, why: &str| match what.turned_away() {
+        Some(result) => {
+            metrics.handshakes.get_or_create(&label("result", result)).inc();
         }
-        Admitted::Refused => {
-            metrics.handshakes.get_or_create(&label("result", "refused")).inc();
-        }
-        Admitted::Failed => {
+        None => {
             // A certificate from another CA, or no certificate, ends here.
             metrics.refused("client_certificate");
             tracing::info!("connection refused: {why}");
