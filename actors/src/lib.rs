@@ -3,6 +3,7 @@
 //!
 //! * [`agent`]: the agent of a managed machine.
 //! * [`central`]: the central server (enrollment, inventory, actions, console).
+//! * [`clock`]: the wall clock, read in one place.
 //! * [`db`]: opening redb databases with an integrity check (damage is an error, not a panic).
 //! * [`disk`]: crash-safe file writes and package source folders.
 //! * [`store`]: the content store (blobs named by BLAKE3, metadata in redb).
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod central;
+pub mod clock;
 pub mod db;
 pub mod disk;
 pub mod metrics;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use outpost_protocol::chunking::{self, Chunk, MAX_RANGE};
-use outpost_protocol::package::manifest::hex;
+use outpost_protocol::hex::{hex, parse_hex};
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::snapshot::SignedSnapshot;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -756,18 +756,6 @@ fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> io::Result
         offset += n as u64;
     }
     Ok(())
-}
-
-/// Parses 64 lower-case hex digits.
-pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

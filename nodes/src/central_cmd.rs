@@ -26,9 +26,10 @@ use crate::cli::{
     TargetArgs,
 };
 use crate::config::{self, ServerConfig};
+use crate::daemon;
 use crate::repo_cmd::{Common, MainSetup, listen_addr};
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
-use crate::{daemon, now};
+use outpost_actors::clock::unix_now;
 
 /// `outpost server`
 pub fn server(args: &ServerArgs) -> Result<()> {
@@ -176,7 +177,7 @@ async fn learn_revocations(
             let got = async {
                 let client = outpost_actors::repo::client::RepoClient::connect(&endpoint, addr).await?;
                 let head = client.head().await?;
-                let (_, snapshot) = client.snapshot(&head, &trust, now(), None).await?;
+                let (_, snapshot) = client.snapshot(&head, &trust, unix_now(), None).await?;
                 Ok::<_, outpost_actors::repo::client::ClientError>(snapshot.revoked.clone())
             }
             .await;
@@ -230,7 +231,7 @@ fn ago(t: i64) -> String {
     if t == 0 {
         return "never".into();
     }
-    let s = now() - t;
+    let s = unix_now() - t;
     match s {
         s if s < 120 => format!("{s}s ago"),
         s if s < 7200 => format!("{}m ago", s / 60),
@@ -555,7 +556,7 @@ fn action(a: &ConsoleActionArgs) -> Result<()> {
     if valid > most {
         bail!("--expires: {:?} is too long; an action is valid for at most 30 days", a.expires);
     }
-    let created = now();
+    let created = unix_now();
     let action = Action {
         nonce: nonce()?,
         targets: targets(&a.targets)?,
@@ -580,10 +581,10 @@ fn settings(a: &ConsoleSettingsArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
     let _: config::AgentOverlay = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
     let doc = AgentSettingsDoc {
-        sequence: a.sequence.unwrap_or_else(|| u64::try_from(now()).unwrap_or(0)),
+        sequence: a.sequence.unwrap_or_else(|| u64::try_from(unix_now()).unwrap_or(0)),
         targets: targets(&a.targets)?,
         toml: text,
-        created: now(),
+        created: unix_now(),
     };
     let (chain, key) = admin_key(&a.console)?;
     done(&a.console, CentralRequest::SetSettings(doc.sign(&key, &chain)))
@@ -593,12 +594,12 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
     for p in &a.packages {
         outpost_protocol::request::PackageRequest::parse(p).with_context(|| format!("package request {p:?}"))?;
     }
-    let work = std::env::temp_dir().join(format!("outpost-host-package-{}-{}", std::process::id(), now()));
+    let work = std::env::temp_dir().join(format!("outpost-host-package-{}-{}", std::process::id(), unix_now()));
     let _ = std::fs::remove_dir_all(&work);
     let src = work.join("src");
     std::fs::create_dir_all(src.join("WAPT"))?;
     // Versions only grow: the time of the change.
-    let version = format!("{}", now());
+    let version = format!("{}", unix_now());
     let control = format!(
         "package: {}\nversion: {version}\narchitecture: all\nsection: host\npriority: optional\ndescription: host package of {} (outpost console host set-packages)\ndepends: {}\n",
         a.host,
@@ -636,7 +637,7 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     published?;
     if a.now {
-        let created = now();
+        let created = unix_now();
         let (chain, key) = admin_key(&a.console)?;
         let action = Action {
             nonce: nonce()?,
@@ -754,7 +755,7 @@ pub fn enroll_ca(args: &PkiEnrollCaArgs) -> Result<()> {
         };
         Some(s.get(true).context("(or use --no-password: central loads this key unattended)")?)
     };
-    let issued = pki::create_enrollment_ca(&ca_cert, &ca_key, &args.name, now(), args.days)?;
+    let issued = pki::create_enrollment_ca(&ca_cert, &ca_key, &args.name, unix_now(), args.days)?;
     let key_pem = pki::encode_private_key(&issued.key, password.as_ref().map(|p| p.as_bytes()))?;
     outpost_actors::disk::write_all_or_none(
         &[(key_path.as_path(), key_pem.as_bytes(), 0o600), (cert_path.as_path(), issued.cert_pem().as_bytes(), 0o644)],

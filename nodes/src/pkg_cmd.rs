@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use outpost_actors::disk::{AtomicFile, DirSource};
 use outpost_protocol::control::Control;
-use outpost_protocol::package::{self, PackageArchive, Signer, manifest::hex};
+use outpost_protocol::hex::hex;
+use outpost_protocol::package::{self, PackageArchive, Signer};
 use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
@@ -15,7 +16,8 @@ use serde_json::json;
 use crate::cli::{PkgBuildArgs, PkgShowArgs, PkgVerifyArgs, SigningKey};
 use crate::progress::Progress;
 use crate::secrets::{self, KEY_PASSWORD_ENV, PasswordSource};
-use crate::{now, signing_time};
+use crate::signing_time;
+use outpost_actors::clock::unix_now;
 
 /// WAPT files that a source folder may still hold from a WAPT build; they are not packaged.
 const WAPT_LEFTOVERS: [&str; 5] =
@@ -63,7 +65,7 @@ pub fn verify(args: &PkgVerifyArgs) -> Result<()> {
     let total = archive.manifest().total_size();
     let progress = Progress::bytes("verifying", archive.len() + total);
     let (verified, signer) = archive
-        .verify(&trust, now(), &mut |n| progress.set(n))
+        .verify(&trust, unix_now(), &mut |n| progress.set(n))
         .with_context(|| format!("{}: REFUSED", args.file.display()))?;
     progress.finish();
     let m = verified.manifest();
@@ -144,7 +146,7 @@ pub fn load_signer(args: &SigningKey) -> Result<Signer> {
         purpose: format!("the key {}", args.key.display()),
     };
     let key = secrets::load_key(&args.key, &source)?;
-    Signer::new(key, chain, now()).with_context(|| format!("{} cannot sign packages", args.cert.display()))
+    Signer::new(key, chain, unix_now()).with_context(|| format!("{} cannot sign packages", args.cert.display()))
 }
 
 /// Sizes for people: `1.5 MiB`.

@@ -8,8 +8,8 @@ use outpost_protocol::pki::{self, CertInfo, IssueRequest, Issued, Right, Role};
 use outpost_protocol::time_fmt::format_unix;
 
 use crate::cli::{NewKeyPassword, PkiInitArgs, PkiIssueArgs, PkiShowArgs, PkiSignLineageArgs};
-use crate::now;
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
+use outpost_actors::clock::unix_now;
 
 /// File name of the CA certificate in a PKI folder.
 pub const CA_CERT: &str = "ca.crt";
@@ -29,7 +29,7 @@ pub fn init(args: &PkiInitArgs) -> Result<()> {
         );
     }
     let password = new_key_password(&args.password, "the new CA key")?;
-    let ca = pki::create_ca(&args.org, now(), args.days)?;
+    let ca = pki::create_ca(&args.org, unix_now(), args.days)?;
     write_pair(&ca, &cert_path, &key_path, password.as_ref().map(|p| p.as_str()), args.force)?;
     let info = pki::cert_info(&ca.cert)?;
     eprintln!("Created the CA {:?}, valid until {}.", info.subject, format_unix(info.not_after));
@@ -73,8 +73,8 @@ pub fn issue(args: &PkiIssueArgs) -> Result<()> {
 
     let request =
         IssueRequest { role, name: args.name.clone(), rights, alt_names: args.alt_names.clone(), days: args.days };
-    let issued =
-        pki::issue(&ca_cert, &ca_key, &request, now()).with_context(|| format!("issuing {role} {:?}", args.name))?;
+    let issued = pki::issue(&ca_cert, &ca_key, &request, unix_now())
+        .with_context(|| format!("issuing {role} {:?}", args.name))?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write_pair(&issued, &cert_path, &key_path, password.as_ref().map(|p| p.as_str()), args.force)?;
     let info = pki::cert_info(&issued.cert)?;
@@ -119,7 +119,7 @@ pub fn show(args: &PkiShowArgs) -> Result<()> {
         crate::out!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(());
     }
-    let now = now();
+    let now = unix_now();
     for (i, info) in infos.iter().enumerate() {
         if i > 0 {
             crate::out!();
@@ -217,7 +217,7 @@ pub fn sign_lineage(args: &PkiSignLineageArgs) -> Result<()> {
     let ca_key = secrets::load_key(&args.dir.join(CA_KEY), &source)?;
     let doc = outpost_protocol::lineage::LineageDoc {
         epoch: args.epoch,
-        created: now(),
+        created: unix_now(),
         reason: args.reason.trim().to_string(),
     };
     let signed = doc.sign(&ca_key, &ca_cert)?;

@@ -13,7 +13,7 @@ use outpost_actors::repo::sync::{Limiter, SyncContext};
 use outpost_actors::repo::{Fill, Role, Shared, server};
 use outpost_actors::store::Store;
 use outpost_actors::transport;
-use outpost_protocol::package::manifest::hex;
+use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{Purpose, cert_info};
 use outpost_protocol::time_fmt::format_unix;
 use outpost_protocol::version::Version;
@@ -26,9 +26,10 @@ use crate::cli::{
     RepoPullArgs, RepoSetLineageArgs, RepoStatusArgs,
 };
 use crate::config::{self, EdgeConfig, MainConfig};
+use crate::daemon;
 use crate::pkg_cmd::human_bytes;
 use crate::progress::Progress;
-use crate::{daemon, now};
+use outpost_actors::clock::unix_now;
 
 /// The shortest period of anything that repeats (polls, re-signing).
 const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
@@ -426,7 +427,7 @@ pub fn pull(args: &RepoPullArgs) -> Result<()> {
     let pulled = with_client(&args.client, move |client, trust| async move {
         let progress = Progress::bytes("pulling", 0);
         let pulled = client
-            .pull(&trust, now(), &name, version.as_ref(), &out, &mut |done, total| {
+            .pull(&trust, unix_now(), &name, version.as_ref(), &out, &mut |done, total| {
                 progress.resize(total);
                 progress.set(done);
             })
@@ -488,7 +489,7 @@ fn open_for_maintenance(data: &std::path::Path, repair: bool) -> Result<Store> {
         Ok(s) => Ok(s),
         Err(outpost_actors::store::StoreError::DamagedDatabase(why)) if repair => {
             let db = data.join("state.redb");
-            let aside = data.join(format!("state.redb.damaged-{}", now()));
+            let aside = data.join(format!("state.redb.damaged-{}", unix_now()));
             std::fs::rename(&db, &aside).with_context(|| format!("moving {} aside", db.display()))?;
             eprintln!(
                 "{why}\nmoved the damaged database to {}; an edge fetches its snapshot again from upstream at its next \
@@ -585,7 +586,7 @@ pub fn set_lineage(args: &RepoSetLineageArgs) -> Result<()> {
     let signed =
         outpost_protocol::lineage::SignedLineage::decode(&bytes).with_context(|| args.file.display().to_string())?;
     let (trust, _) = daemon::trust(&args.ca)?;
-    let doc = signed.verify(&trust, now()).with_context(|| format!("{}: REFUSED", args.file.display()))?;
+    let doc = signed.verify(&trust, unix_now()).with_context(|| format!("{}: REFUSED", args.file.display()))?;
     let store = open_for_maintenance(&args.data, false)?;
     let current = store.current()?.and_then(|s| s.unverified().ok());
     if let Some(c) = &current

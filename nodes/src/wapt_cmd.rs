@@ -14,14 +14,15 @@ use outpost_protocol::wapt::{self, WaptArchive, WaptSigner};
 use crate::cli::{WaptImportArgs, WaptIndexArgs, WaptVerifyControlArgs};
 use crate::pkg_cmd::{human_bytes, load_signer};
 use crate::progress::Progress;
-use crate::{now, secrets, signing_time};
+use crate::{secrets, signing_time};
+use outpost_actors::clock::unix_now;
 
 /// `outpost wapt verify-control`
 pub fn verify_control(args: &WaptVerifyControlArgs) -> Result<()> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let control = Control::parse_bytes(&bytes).with_context(|| args.file.display().to_string())?;
     let trusted = secrets::load_cert_paths(&args.trust)?;
-    let signer = wapt::verify_control(&control, &trusted, now())
+    let signer = wapt::verify_control(&control, &trusted, unix_now())
         .with_context(|| format!("{}: signature REFUSED", args.file.display()))?;
     crate::out!(
         "OK {}: {} {} signed by {}{}",
@@ -106,7 +107,7 @@ pub fn import(args: &WaptImportArgs) -> Result<()> {
         None
     } else {
         let trusted = secrets::load_cert_paths(&args.trust)?;
-        let signer = archive.verify_signature(&trusted, now()).with_context(refused)?;
+        let signer = archive.verify_signature(&trusted, unix_now()).with_context(refused)?;
         eprintln!("WAPT signature OK: signed by {}{}", signer.certificate.describe(), signed_on(&signer));
         warn_expired(&signer);
         Some(signer)

@@ -18,6 +18,7 @@
 //!   snapshots (after a restore).
 //! * [`wire`]: the repository protocol's messages and limits.
 //! * [`schedule`]: sync windows and the bandwidth token bucket.
+//! * [`hex`]: the one text form of hashes and fingerprints.
 //! * [`central`]: enrollment, signed inventory reports, actions and console queries.
 
 pub mod central;
@@ -25,6 +26,7 @@ pub mod chunking;
 pub mod control;
 pub mod der;
 pub mod entry;
+pub mod hex;
 pub mod lineage;
 pub mod package;
 pub mod pem;

@@ -2,6 +2,7 @@
 //! processes on 127.0.0.x, real hooks writing real files, faults injected by killing
 //! repositories, serving refused snapshots and packages, and damaging the cache.
 
+use outpost_actors::clock::unix_now as now;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -253,10 +254,6 @@ fn rogue(
     let data = c.dir().join(format!("rogue-{tag}"));
     Store::open(&data).unwrap().commit(records, &[], &[], Some((snapshot.sequence, &signed))).unwrap();
     c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
-}
-
-fn now() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
 }
 
 /// A snapshot entry for `record`.

@@ -227,8 +227,7 @@ fn bad_sources_are_refused_with_the_file_and_line() {
 #[test]
 fn expired_certificates_are_refused() {
     let s = Setup::new();
-    let now =
-        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let now = outpost_actors::clock::unix_now();
     // A signer certificate that was valid for 30 days, two months ago.
     let ca_pem = std::fs::read_to_string(s.pki.ca()).unwrap();
     let ca_cert = pki::parse_pem_certificates(&ca_pem).unwrap().remove(0);

@@ -2,6 +2,7 @@
 //! 127.0.0.x, real QUIC, real files; faults injected by killing processes, damaging files and
 //! serving refused snapshots.
 
+use outpost_actors::clock::unix_now as now;
 use std::time::Duration;
 
 use outpost_actors::store::Store;
@@ -12,10 +13,6 @@ use crate::cluster::{Cluster, Daemon, blob_files, noise, wait_for};
 use crate::common::{listing, run_in};
 
 const SYNC: Duration = Duration::from_secs(60);
-
-fn now() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
-}
 
 #[test]
 fn publish_replicates_down_a_three_level_tree_and_pulls_verify() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use outpost_protocol::control::Control;
 use outpost_protocol::entry::{HostCapabilities, PackageEntry, Section};
-use outpost_protocol::package::manifest::hex;
+use outpost_protocol::hex::hex;
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::request::PackageRequest;
@@ -30,8 +30,8 @@ use super::state::{
     AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, Removal, StateError, StepAction, StoredPlan,
     UpdateOutcome,
 };
+use crate::clock::unix_now;
 use crate::repo::client::{ClientError, RepoClient};
-use crate::repo::unix_now;
 use crate::transport::{self, Identity, Pace};
 
 /// What the agent is configured with.

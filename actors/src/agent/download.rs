@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use outpost_protocol::chunking::{self, Chunk, Range};
+use outpost_protocol::hex::hex;
 use outpost_protocol::package::Manifest;
-use outpost_protocol::package::manifest::hex;
 use tokio::task::JoinSet;
 
 use crate::repo::client::RepoClient;

@@ -10,7 +10,7 @@ use outpost_protocol::central::{
     Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageState, Section, SnapshotState, Software, UpdateResult,
 };
 
-use super::core::StatusReport;
+use super::report::StatusReport;
 
 fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()

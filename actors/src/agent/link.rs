@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::{AgentActor, Command, Reply};
 use crate::central::client::{ActionStream, CentralClient, CentralClientError};
-use crate::repo::unix_now;
+use crate::clock::unix_now;
 
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 const NONCES: TableDefinition<'static, &[u8; 16], i64> = TableDefinition::new("nonces");

@@ -12,8 +12,8 @@ use outpost_protocol::wire::ErrorCode;
 
 use super::store::{EnrolledRecord, Op, PendingRecord, TokenRecord};
 use super::{Central, CentralMetrics, EnrollmentCa, error};
+use crate::clock::unix_now;
 use crate::metrics::label;
-use crate::repo::unix_now;
 
 /// A live certificate that claims a machine or a name.
 #[derive(Clone, Debug, PartialEq, Eq)]

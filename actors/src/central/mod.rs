@@ -26,8 +26,9 @@ use std::sync::{Arc, RwLock};
 use actix::prelude::*;
 use outpost_protocol::central::{
     Action, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostNames, Inventory, PendingHost, Report,
-    ReportDecision, Section, Signed, decide, hex,
+    ReportDecision, Section, Signed, decide,
 };
+use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
 use outpost_protocol::wire::ErrorCode;
 use rustls::pki_types::CertificateDer;
@@ -36,8 +37,8 @@ use tokio::sync::mpsc;
 use self::fleet::{Fleet, kinds};
 pub use self::metrics::CentralMetrics;
 use self::store::{ActionRecord, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord};
+use crate::clock::unix_now;
 use crate::metrics::label;
-use crate::repo::unix_now;
 
 /// Revoked certificate fingerprints, shared with the repository served by the same process.
 pub type Revoked = Arc<RwLock<HashSet<String>>>;
@@ -431,10 +432,6 @@ impl Central {
             })
             .collect()
     }
-}
-
-fn unix_now_f64() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {

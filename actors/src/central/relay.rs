@@ -6,14 +6,15 @@
 
 use std::collections::HashSet;
 
-use outpost_protocol::central::{Action, ActionKind, ActionLine, CentralResponse, Signed, Targets, hex};
+use outpost_protocol::central::{Action, ActionKind, ActionLine, CentralResponse, Signed, Targets};
+use outpost_protocol::hex::hex;
 use outpost_protocol::wire::ErrorCode;
 
 use super::fleet::HostRow;
 use super::store::{ActionRecord, Op};
-use super::{ActionState, Central, error, names_of, unix_now_f64};
+use super::{ActionState, Central, error, names_of};
+use crate::clock::{unix_now, unix_now_f64};
 use crate::metrics::label;
-use crate::repo::unix_now;
 
 impl Central {
     /// Whether the action of `state` is for the host of `row`.

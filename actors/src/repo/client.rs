@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use outpost_protocol::chunking::{self, Chunk, Range};
 use outpost_protocol::entry::PackageEntry;
-use outpost_protocol::package::manifest::hex;
+use outpost_protocol::hex::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::{CertInfo, TrustStore};

@@ -118,9 +118,3 @@ pub struct Shared {
     /// process): their connections are refused.
     pub revoked: crate::central::Revoked,
 }
-
-/// The current time, Unix seconds.
-pub fn unix_now() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-}

@@ -20,7 +20,7 @@ use outpost_protocol::version::Version;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 
-use super::unix_now;
+use crate::clock::unix_now;
 use crate::metrics::RepoMetrics;
 use crate::store::{FileInfo, Store, StoreError};
 

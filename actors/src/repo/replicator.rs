@@ -15,8 +15,9 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::UpstreamState;
 use super::sync::{self, SyncContext, SyncError, SyncOutcome};
-use super::{UpstreamState, unix_now};
+use crate::clock::unix_now;
 use crate::metrics::label;
 use crate::transport::{self, Pace};
 

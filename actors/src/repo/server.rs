@@ -3,7 +3,7 @@
 //! and head subscriptions; the main repository also takes publishes and unpublishes from
 //! certificates that may sign packages.
 
-use outpost_protocol::package::manifest::hex;
+use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
 use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, RepoStatusV2, Request, Response};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
@@ -289,7 +289,7 @@ fn status_v2(shared: &Shared) -> RepoStatusV2 {
         v2.time_zone = schedule.zone.name().to_string();
         v2.waiting_for_window = upstream.lock().expect("not poisoned").waiting_for_window;
         if !schedule.windows.is_empty() {
-            let now = super::unix_now();
+            let now = crate::clock::unix_now();
             v2.window_open = Some(schedule.allowed(now));
             v2.window_changes = schedule.next_change(now);
             v2.window_changes_local = v2.window_changes.map(|t| schedule.zone.local(t));

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outpost_protocol::chunking::{self, MAX_RANGE, Range};
+use outpost_protocol::hex::hex;
 use outpost_protocol::package::PackageRecord;
-use outpost_protocol::package::manifest::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
@@ -150,7 +150,7 @@ pub async fn run(
             .await?;
     received(bytes.len());
     let signed = SignedSnapshot::decode(&bytes)?;
-    let (snapshot, _) = signed.verify(&ctx.trust, super::unix_now(), held)?;
+    let (snapshot, _) = signed.verify(&ctx.trust, crate::clock::unix_now(), held)?;
     let mut outcome = SyncOutcome { bytes: bytes.len() as u64, ..SyncOutcome::default() };
 
     // Package records, verified as of the snapshot's date (the main accepted them then).

@@ -231,7 +231,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let ca: Vec<CertificateDer<'static>> = pki::parse_pem_certificates(&ca_pem)?;
     let ca_key = pki::decode_private_key(&std::fs::read_to_string(work.join("pki/ca.key"))?, None)?;
     let started = Instant::now();
-    let now = outpost_actors::repo::unix_now();
+    let now = outpost_actors::clock::unix_now();
     let mut hosts = Vec::with_capacity(o.hosts);
     for i in 0..o.hosts {
         let fqdn = format!("h{i:06}.fleet.test");

@@ -16,7 +16,8 @@ use super::build::{
     ARCHIVE_SIGNATURE_LEN, ARCHIVE_SIGNATURE_PREFIX, CERTIFICATES_MEMBER, MANIFEST_MEMBER, SIGNATURE_MEMBER,
     hash_prefix,
 };
-use super::manifest::{Manifest, ManifestError, PathError, RESERVED_DIR, check_path, hex};
+use super::manifest::{Manifest, ManifestError, PathError, RESERVED_DIR, check_path};
+use crate::hex::hex;
 use crate::pki::{CertInfo, ChainError, Purpose, TrustStore, cert_info, parse_pem_certificates};
 use crate::signing::{self, Domain, SignatureError};
 use crate::verified::Verified;
@@ -89,9 +90,9 @@ pub struct PackageArchive<R> {
     zip: Option<ZipArchive<R>>,
     len: u64,
     archive_signature: Vec<u8>,
-    manifest_bytes: Vec<u8>,
-    signature: Vec<u8>,
-    chain: Vec<CertificateDer<'static>>,
+    pub(super) manifest_bytes: Vec<u8>,
+    pub(super) signature: Vec<u8>,
+    pub(super) chain: Vec<CertificateDer<'static>>,
     manifest: Manifest,
 }
 
@@ -209,15 +210,6 @@ impl<R: Read + Seek> PackageArchive<R> {
     /// when the package has hooks) and the signature over the manifest bytes.
     pub fn verify_signature(&self, trust: &TrustStore, now: i64) -> Result<CertInfo, PackageError> {
         check_manifest_signature(&self.manifest, &self.manifest_bytes, &self.signature, &self.chain, trust, now)
-    }
-
-    /// The parts a repository keeps of this package: manifest bytes, signature, certificates.
-    pub fn record(&self) -> super::record::PackageRecord {
-        super::record::PackageRecord {
-            manifest: self.manifest_bytes.clone(),
-            signature: self.signature.clone(),
-            chain: self.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
-        }
     }
 
     /// Opens the member holding the file at `path` of the manifest (verify first).

@@ -4,6 +4,7 @@
 //! covers those exact bytes, which are kept beside the parsed value. Its BLAKE3 hash is the
 //! package's identity in snapshots.
 
+use crate::hex::hex;
 use serde::{Deserialize, Serialize};
 
 use crate::chunking::{self, Chunk};
@@ -283,11 +284,6 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
         return Err(PathError::Reserved(path.to_string()));
     }
     Ok(())
-}
-
-/// Lower-case hex of a hash.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hex_serde<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {

@@ -5,7 +5,7 @@
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::archive::{PackageError, check_manifest_signature};
+use super::archive::{PackageArchive, PackageError, check_manifest_signature};
 use super::manifest::Manifest;
 use crate::pki::{CertInfo, TrustStore};
 use crate::verified::Verified;
@@ -62,5 +62,16 @@ impl PackageRecord {
         let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let info = check_manifest_signature(&manifest, &self.manifest, &self.signature, &chain, trust, now)?;
         Ok((Verified::new(manifest), info))
+    }
+}
+
+impl<R> PackageArchive<R> {
+    /// The parts a repository keeps of this package: manifest bytes, signature, certificates.
+    pub fn record(&self) -> PackageRecord {
+        PackageRecord {
+            manifest: self.manifest_bytes.clone(),
+            signature: self.signature.clone(),
+            chain: self.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+        }
     }
 }

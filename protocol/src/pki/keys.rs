@@ -1,6 +1,7 @@
 //! Private keys: Ed25519 in PKCS#8, written as PEM, encrypted with a password by default
 //! (PKCS#8 `ENCRYPTED PRIVATE KEY`, PBES2 with scrypt and AES-256-CBC, which OpenSSL reads).
 
+use crate::hex::hex;
 use std::fmt;
 
 use ed25519_dalek::Signer as _;
@@ -142,8 +143,4 @@ pub fn decode_private_key(text: &str, password: Option<&[u8]>) -> Result<Private
 /// SHA-256 of bytes (certificate fingerprints), lower-case hex.
 pub fn fingerprint_sha256(der: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,8 +7,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::keys::{fingerprint_sha256, hex};
+use super::keys::fingerprint_sha256;
 use super::{Purpose, Right, Role};
+use crate::hex::hex;
 use crate::time_fmt::format_unix;
 
 /// Signature algorithms accepted in chains: Ed25519 (Outpost) and RSA (imported vendors).

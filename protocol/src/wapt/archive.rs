@@ -138,7 +138,7 @@ impl<R: Read + Seek> WaptArchive<R> {
                 done += n as u64;
                 progress(done);
             }
-            if &crate::package::manifest::hex(ctx.finish().as_ref()) != hash {
+            if &crate::hex::hex(ctx.finish().as_ref()) != hash {
                 return Err(WaptError::HashMismatch { path: path.clone() });
             }
         }
