@@ -73,15 +73,9 @@ fn classify(path: &Path, e: redb::DatabaseError) -> OpenError {
             path,
             detail: format!("written in database format {v}, which this version of Outpost cannot read"),
         },
-        other => {
-            let detail = other.to_string();
-            // Formats redb does not recognise are damage too (a truncated or overwritten file).
-            if detail.contains("magic") || detail.contains("header") || detail.contains("orrupt") {
-                OpenError::Damaged { path, detail }
-            } else {
-                OpenError::Other { path, detail }
-            }
-        }
+        // A file redb does not recognise (truncated, overwritten) is `Io` of kind `InvalidData`
+        // or `Corrupted`, both above.
+        other => OpenError::Other { path, detail: other.to_string() },
     }
 }
 

@@ -8,9 +8,11 @@ use std::time::Duration;
 use actix::Actor;
 use anyhow::{Context, Result, bail};
 use outpost_actors::agent::actor::{self, AgentActor, Command, Reply};
+use outpost_actors::agent::report::{Answer, StatusReport};
 use outpost_actors::agent::select::Sources;
 use outpost_actors::agent::{Agent, AgentSettings};
-use serde_json::Value;
+use outpost_protocol::resolver::PackageStatus;
+use outpost_protocol::time_fmt::format_unix;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AgentArgs, AgentNamesArgs, AgentReadArgs};
@@ -259,17 +261,16 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
         bar.finish();
         Ok(reply)
     })?;
-    let value = match reply {
-        Reply::Ok(v) => v,
+    let answer = match reply {
+        Reply::Ok(answer) => answer,
         Reply::Error(e) => bail!("{e}"),
     };
     if json {
-        crate::out!("{}", serde_json::to_string_pretty(&value)?);
+        crate::out!("{}", serde_json::to_string_pretty(&answer_json(&answer)?)?);
     } else {
-        render(command, &value);
+        render(&answer);
     }
-    let failed: Vec<String> =
-        value.get("failed").and_then(Value::as_array).into_iter().flatten().map(|f| s(&f[0])).collect();
+    let failed: Vec<&str> = answer.failed().iter().map(|f| f.name.as_str()).collect();
     if !failed.is_empty() {
         bail!(
             "{} package(s) failed: {} (see above; `outpost agent status` shows their output)",
@@ -280,144 +281,135 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(t) => t.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+/// The report inside `answer`, as `--json` prints it.
+fn answer_json(answer: &Answer) -> serde_json::Result<serde_json::Value> {
+    match answer {
+        Answer::Update(r) => serde_json::to_value(r),
+        Answer::Upgrade(r) => serde_json::to_value(r),
+        Answer::Status(r) => serde_json::to_value(r),
+        Answer::Repos(r) => serde_json::to_value(r),
+        Answer::Audit(r) => serde_json::to_value(r),
+        Answer::Inventory(r) => serde_json::to_value(r),
+        Answer::Reloaded => Ok(serde_json::json!({ "reloaded": true })),
     }
 }
 
-fn render(command: &Command, v: &Value) {
-    match command {
-        Command::Update => {
+fn or_blank<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn render(answer: &Answer) {
+    match answer {
+        Answer::Update(u) => {
             crate::out!(
                 "{} snapshot {} from {}: {} step(s) pending, host {}",
-                if v["changed"].as_bool() == Some(true) { "New" } else { "Unchanged" },
-                s(&v["sequence"]),
-                s(&v["repo"]),
-                s(&v["pending"]),
-                s(&v["host_status"])
+                if u.changed { "New" } else { "Unchanged" },
+                u.sequence,
+                u.repo,
+                u.pending,
+                u.host_status
             );
-            for r in v["refused"].as_array().into_iter().flatten() {
-                crate::out!("  refused: {}", s(r));
+            for r in &u.refused {
+                crate::out!("  refused: {r}");
             }
         }
-        Command::Upgrade | Command::DownloadUpgrade | Command::Install { .. } | Command::Remove { .. } => {
-            if v["offline"].as_bool() == Some(true) {
+        Answer::Upgrade(u) => {
+            if u.offline {
                 crate::out!("No repository answered: working from the cache.");
             }
-            for (key, what) in [("removed", "removed"), ("installed", "installed"), ("downloaded", "downloaded")] {
-                for p in v[key].as_array().into_iter().flatten() {
-                    crate::out!("  {what}: {}", s(p));
+            for (list, what) in [(&u.removed, "removed"), (&u.installed, "installed"), (&u.downloaded, "downloaded")] {
+                for p in list {
+                    crate::out!("  {what}: {p}");
                 }
             }
-            for f in v["failed"].as_array().into_iter().flatten() {
-                crate::out!("  FAILED {}: {}", s(&f[0]), s(&f[1]));
+            for f in &u.failed {
+                crate::out!("  FAILED {}: {}", f.name, f.reason);
             }
-            let bytes = v["fetched_bytes"].as_u64().unwrap_or(0);
-            if bytes > 0 {
-                crate::out!("  fetched {}", human_bytes(bytes));
+            if u.fetched_bytes > 0 {
+                crate::out!("  fetched {}", human_bytes(u.fetched_bytes));
             }
-            if v.as_object().is_some_and(|o| {
-                ["installed", "removed", "failed", "downloaded"]
-                    .iter()
-                    .all(|k| o.get(*k).and_then(Value::as_array).is_none_or(Vec::is_empty))
-            }) {
+            if u.installed.is_empty() && u.removed.is_empty() && u.failed.is_empty() && u.downloaded.is_empty() {
                 crate::out!("Nothing to do.");
             }
         }
-        Command::Status => {
-            crate::out!("host:     {} ({})", s(&v["host"]["fqdn"]), s(&v["host"]["uuid"]));
-            crate::out!("status:   {}", s(&v["host_status"]));
-            if let Some(u) = v["last_update"].as_object() {
-                let at = u
-                    .get("at")
-                    .and_then(Value::as_i64)
-                    .map(outpost_protocol::time_fmt::format_unix)
-                    .unwrap_or_default();
-                crate::out!(
-                    "update:   {} {} ({})",
-                    if u.get("ok").and_then(Value::as_bool) == Some(true) { "ok" } else { "FAILED" },
-                    at,
-                    s(&u["message"])
-                );
-            }
-            if let Some(snap) = v["snapshot"].as_object() {
-                let at = |k: &str| snap.get(k).and_then(Value::as_i64).map(outpost_protocol::time_fmt::format_unix);
-                crate::out!(
-                    "snapshot: {} (expires {}){}",
-                    s(&snap["sequence"]),
-                    at("expires").unwrap_or_default(),
-                    if snap.get("expired").and_then(Value::as_bool) == Some(true) {
-                        ": EXPIRED, nothing new is installed"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            crate::out!("{:<13} {:<32} {:<14} {:<14} {}", "STATUS", "PACKAGE", "INSTALLED", "TARGET", "REASON");
-            for p in v["packages"].as_array().into_iter().flatten() {
-                crate::out!(
-                    "{:<13} {:<32} {:<14} {:<14} {}",
-                    s(&p["status"]),
-                    s(&p["name"]),
-                    s(&p["installed"]),
-                    s(&p["target"]),
-                    s(&p["reason"])
-                );
-                // The output an error message points to: the end of the failing hook's.
-                if p["status"] == "ERROR"
-                    && let Some(out) = p["output"].as_str().filter(|o| !o.trim().is_empty())
-                {
-                    for line in out.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
-                        crate::out!("    | {line}");
-                    }
-                }
-            }
-            if let Some(by) = v["bytes_by_repo"].as_object().filter(|o| !o.is_empty()) {
-                let parts: Vec<String> =
-                    by.iter().map(|(k, n)| format!("{} from {k}", human_bytes(n.as_u64().unwrap_or(0)))).collect();
-                crate::out!("fetched:  {}", parts.join(", "));
-            }
-            for step in v["plan"].as_array().into_iter().flatten() {
-                crate::out!("  planned: {}", s(step));
-            }
-            for e in v["errors"].as_array().into_iter().flatten() {
-                crate::out!("  error: {}", s(e));
-            }
-        }
-        Command::Repos => {
+        Answer::Status(st) => render_status(st),
+        Answer::Repos(r) => {
             crate::out!("{:<3} {:<28} {:<40} {:>9} {:>8} {}", "", "REPOSITORY", "FROM", "RTT ms", "SNAPSHOT", "STATE");
-            for c in v["candidates"].as_array().into_iter().flatten() {
-                let rtt = c["rtt_ms"].as_f64().map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
-                let state = if c["healthy"].as_bool() == Some(true) {
+            for c in &r.candidates {
+                let rtt = c.rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.1}"));
+                let state = if c.healthy {
                     "healthy".to_string()
                 } else {
-                    format!("down: {}", s(&c["error"]))
+                    format!("down: {}", c.error.as_deref().unwrap_or_default())
                 };
                 crate::out!(
                     "{:<3} {:<28} {:<40} {:>9} {:>8} {}",
-                    if c["chosen"].as_bool() == Some(true) { "=>" } else { "" },
-                    s(&c["addr"]),
-                    s(&c["origin"]),
+                    if c.chosen { "=>" } else { "" },
+                    c.addr,
+                    c.origin,
                     rtt,
-                    s(&c["sequence"]),
+                    or_blank(c.sequence),
                     state
                 );
             }
-            if let Some(e) = v["dns_error"].as_str() {
+            if let Some(e) = &r.dns_error {
                 crate::out!("DNS discovery: {e}");
             }
         }
-        Command::Inventory | Command::Reload => {
-            crate::out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        Answer::Inventory(_) | Answer::Reloaded => {
+            crate::out!("{}", answer_json(answer).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or_default());
         }
-        Command::Audit => {
-            for a in v.as_array().into_iter().flatten() {
-                crate::out!("{:<8} {:<32} {}", s(&a[1]), s(&a[0]), s(&a[2]));
+        Answer::Audit(lines) => {
+            for a in lines {
+                crate::out!("{:<8} {:<32} {}", a.result, a.name, a.message);
             }
         }
+    }
+}
+
+fn render_status(st: &StatusReport) {
+    crate::out!("host:     {} ({})", st.host.fqdn, st.host.uuid);
+    crate::out!("status:   {}", st.host_status);
+    if let Some(u) = &st.last_update {
+        crate::out!("update:   {} {} ({})", if u.ok { "ok" } else { "FAILED" }, format_unix(u.at), u.message);
+    }
+    if let Some(snap) = &st.snapshot {
+        crate::out!(
+            "snapshot: {} (expires {}){}",
+            snap.sequence,
+            format_unix(snap.expires),
+            if snap.expired { ": EXPIRED, nothing new is installed" } else { "" }
+        );
+    }
+    crate::out!("{:<13} {:<32} {:<14} {:<14} {}", "STATUS", "PACKAGE", "INSTALLED", "TARGET", "REASON");
+    for p in &st.packages {
+        crate::out!(
+            "{:<13} {:<32} {:<14} {:<14} {}",
+            p.status,
+            p.name,
+            or_blank(p.installed.as_deref()),
+            or_blank(p.target.as_deref()),
+            or_blank(p.reason.as_deref())
+        );
+        // The output an error message points to: the end of the failing hook's.
+        if p.status == PackageStatus::Error
+            && let Some(out) = p.output.as_deref().filter(|o| !o.trim().is_empty())
+        {
+            for line in out.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                crate::out!("    | {line}");
+            }
+        }
+    }
+    if !st.bytes_by_repo.is_empty() {
+        let parts: Vec<String> =
+            st.bytes_by_repo.iter().map(|(k, n)| format!("{} from {k}", human_bytes(*n))).collect();
+        crate::out!("fetched:  {}", parts.join(", "));
+    }
+    for step in &st.plan {
+        crate::out!("  planned: {step}");
+    }
+    for e in &st.errors {
+        crate::out!("  error: {e}");
     }
 }
 

@@ -88,6 +88,8 @@ pub enum ErrorCode {
     Unavailable,
     /// A fault on the repository's side.
     Internal,
+    /// Not newer than what is held: a replay, or a sender restored from an older backup.
+    Stale,
 }
 
 /// A repository's state, for `outpost repo status`.

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::Agent;
+use super::report::Answer;
 
 /// A command, as sent on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
@@ -57,35 +58,30 @@ pub struct ControlRequest {
     pub command: Command,
 }
 
-/// An answer: the command's report as JSON, or an error.
+/// An answer: the command's report, or why it failed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
     /// The report.
-    Ok(serde_json::Value),
+    Ok(Answer),
     /// Why it failed.
     Error(String),
 }
 
 /// Runs a command on an agent (the daemon's actor and the one-shot commands share this).
 pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, u64) + Send + Sync)) -> Reply {
-    fn json<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Reply {
-        match r {
-            Ok(v) => serde_json::to_value(v).map_or_else(|e| Reply::Error(e.to_string()), Reply::Ok),
-            Err(e) => Reply::Error(e.to_string()),
-        }
-    }
-    match command {
-        Command::Update => json(agent.update().await),
-        Command::Upgrade => json(agent.upgrade(None, false, progress).await),
-        Command::DownloadUpgrade => json(agent.upgrade(None, true, progress).await),
-        Command::Install { requests } => json(agent.install(&requests, progress).await),
-        Command::Remove { names } => json(agent.remove(&names).await),
-        Command::Status => json(agent.status()),
-        Command::Repos => json::<_, String>(Ok(agent.repos().await)),
-        Command::Audit => json(agent.audit().await),
-        Command::Inventory => json(agent.inventory_sections()),
-        Command::Reload => json::<_, String>(Ok(serde_json::json!({"reloaded": true}))),
-    }
+    let answer = match command {
+        Command::Update => agent.update().await.map(Answer::Update),
+        Command::Upgrade => agent.upgrade(None, false, progress).await.map(Answer::Upgrade),
+        Command::DownloadUpgrade => agent.upgrade(None, true, progress).await.map(Answer::Upgrade),
+        Command::Install { requests } => agent.install(&requests, progress).await.map(Answer::Upgrade),
+        Command::Remove { names } => agent.remove(&names).await.map(Answer::Upgrade),
+        Command::Status => agent.status().map(|s| Answer::Status(Box::new(s))),
+        Command::Repos => Ok(Answer::Repos(agent.repos().await)),
+        Command::Audit => agent.audit().await.map(Answer::Audit),
+        Command::Inventory => agent.inventory_sections().map(Answer::Inventory),
+        Command::Reload => Ok(Answer::Reloaded),
+    };
+    answer.map_or_else(|e| Reply::Error(e.to_string()), Reply::Ok)
 }
 
 /// Opens the agent again from the configuration (after a `config` package changed the

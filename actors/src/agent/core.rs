@@ -24,12 +24,15 @@ use rustls::pki_types::CertificateDer;
 use super::download::{self, DownloadError};
 use super::hooks::{self, HookAction};
 use super::identity::{self, Machine};
-pub use super::report::{PackageLine, RepoLine, ReposReport, SnapshotInfo, StatusReport, UpdateReport, UpgradeReport};
+pub use super::report::{
+    AuditLine, Failure, PackageLine, RepoLine, ReposReport, SnapshotInfo, StatusReport, UpdateReport, UpgradeReport,
+};
 use super::select::{self, Probed, Sources};
 use super::state::{
-    AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, Removal, StateError, StepAction, StoredPlan,
+    AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, StateError, StepAction, StoredPlan,
     UpdateOutcome,
 };
+use super::status;
 use crate::clock::unix_now;
 use crate::repo::client::{ClientError, RepoClient};
 use crate::transport::{self, Identity, Pace};
@@ -494,10 +497,7 @@ impl Agent {
                     manifest: [0; 32],
                     origin: Origin::Dependency,
                     size: 0,
-                    removal: Some(match reason {
-                        RemoveReason::NoLongerExpected => Removal::NoLongerExpected,
-                        RemoveReason::ConflictsWith(w) => Removal::ConflictsWith(w.clone()),
-                    }),
+                    removal: Some(reason.clone()),
                     text: s.to_string(),
                 },
                 Step::Install { name, version, entry, origin } | Step::Upgrade { name, version, entry, origin, .. } => {
@@ -527,14 +527,14 @@ impl Agent {
                 .iter()
                 .map(|p| PlannedStatus {
                     name: p.name.clone(),
-                    status: p.status.as_str().to_string(),
+                    status: p.status,
                     installed: p.installed.as_ref().map(ToString::to_string),
                     target: p.target.as_ref().map(ToString::to_string),
                     reason: p.reason.clone(),
                 })
                 .collect(),
-            host_status: resolution.host_status.as_str().to_string(),
-            errors: resolution.errors.iter().map(ToString::to_string).collect(),
+            host_status: resolution.host_status,
+            errors: resolution.errors,
         })
     }
 
@@ -691,7 +691,7 @@ impl Agent {
         }
         if download_only {
             report.downloaded = ready.keys().cloned().collect();
-            report.failed = failures.into_iter().collect();
+            report.failed = failures.into_iter().map(|(name, reason)| Failure { name, reason }).collect();
             self.save_failures(&report.failed)?;
             return Ok(report);
         }
@@ -728,14 +728,14 @@ impl Agent {
                 }
             }
         }
-        report.failed = failures.into_iter().collect();
+        report.failed = failures.into_iter().map(|(name, reason)| Failure { name, reason }).collect();
         self.save_failures(&report.failed)?;
         // Statuses after the run, from the same snapshot.
         self.resolve(&snapshot, repos).await?;
         Ok(report)
     }
 
-    fn save_failures(&self, failed: &[(String, String)]) -> Result<(), AgentError> {
+    fn save_failures(&self, failed: &[Failure]) -> Result<(), AgentError> {
         let bytes = postcard::to_stdvec(failed).map_err(|e| AgentError::BadRequest(e.to_string()))?;
         self.state.put_meta_public(FAILURES, &bytes)?;
         Ok(())
@@ -750,7 +750,7 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    fn failures(&self) -> Vec<(String, String)> {
+    fn failures(&self) -> Vec<Failure> {
         self.state
             .get_meta_public(FAILURES)
             .ok()
@@ -923,19 +923,17 @@ impl Agent {
         let mut dropped = false;
         for name in &names {
             if self.state.get_installed(name)?.is_some_and(|r| !r.state.is_broken())
-                || report.failed.iter().any(|(n, _)| n == name)
+                || report.failed.iter().any(|f| &f.name == name)
             {
                 continue;
             }
-            let why = plan
-                .as_ref()
-                .and_then(|p| p.errors.iter().find(|e| e.contains(name.as_str())).cloned())
-                .unwrap_or_else(|| format!("{name} was not installed"));
-            if plan.as_ref().is_some_and(|p| p.errors.iter().any(|e| e.contains(name.as_str()))) {
+            let unresolved = plan.as_ref().and_then(|p| p.errors.iter().find(|e| e.concerns(name)));
+            if unresolved.is_some() {
                 self.state.remove_request(name)?;
                 dropped = true;
             }
-            report.failed.push((name.clone(), why));
+            let reason = unresolved.map_or_else(|| format!("{name} was not installed"), ToString::to_string);
+            report.failed.push(Failure { name: name.clone(), reason });
         }
         if dropped {
             self.resolve(&snapshot, &repos).await?;
@@ -952,7 +950,7 @@ impl Agent {
             self.state.remove_request(name)?;
             match self.uninstall(name).await {
                 Ok(()) => report.removed.push(name.clone()),
-                Err(e) => report.failed.push((name.clone(), e)),
+                Err(reason) => report.failed.push(Failure { name: name.clone(), reason }),
             }
         }
         if let Some(signed) = self.state.snapshot()?
@@ -964,29 +962,29 @@ impl Agent {
     }
 
     /// `audit`: runs each installed package's `audit` hook; exit 0 is OK, 1 WARNING, others ERROR.
-    pub async fn audit(&self) -> Result<Vec<(String, String, String)>, AgentError> {
+    pub async fn audit(&self) -> Result<Vec<AuditLine>, AgentError> {
         let mut out = Vec::new();
         for (name, mut record) in self.state.installed()? {
             let Some(hook) = record.hook.clone() else {
-                out.push((name, "OK".into(), "no hook: nothing to audit".into()));
+                out.push(AuditLine { name, result: InstallState::Ok, message: "no hook: nothing to audit".into() });
                 continue;
             };
-            let (status, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
+            let (result, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
                 Ok(o) => {
-                    let status = match o.code {
-                        Some(0) if !o.timed_out => "OK",
-                        Some(1) => "WARNING",
-                        _ => "ERROR",
+                    let result = match o.code {
+                        Some(0) if !o.timed_out => InstallState::Ok,
+                        Some(1) => InstallState::Warning,
+                        _ => InstallState::Error,
                     };
                     record.output = o.output.clone();
-                    (status.to_string(), o.summary("setup.sh", HookAction::Audit))
+                    (result, o.summary("setup.sh", HookAction::Audit))
                 }
-                Err(e) => ("ERROR".into(), e),
+                Err(e) => (InstallState::Error, e),
             };
-            record.audit = Some(status.clone());
+            record.audit = Some(result.as_str().to_string());
             record.updated_at = unix_now();
             self.state.put_installed(&name, &record)?;
-            out.push((name, status, message));
+            out.push(AuditLine { name, result, message });
         }
         Ok(out)
     }
@@ -994,96 +992,32 @@ impl Agent {
     /// `status`.
     pub fn status(&self) -> Result<StatusReport, AgentError> {
         let plan = self.state.plan()?;
-        let held = self.held()?.map(|(_, s)| s);
-        let snapshot = held.as_ref().map(|s| SnapshotInfo {
+        let snapshot = self.held()?.map(|(_, s)| SnapshotInfo {
             sequence: s.sequence,
             created: s.created,
             expires: s.expires,
             expired: s.expires <= unix_now(),
         });
-        // A plan made from another snapshot than the one held says nothing about this one.
-        let plan = plan.filter(|p| held.as_ref().is_some_and(|s| s.sequence == p.sequence));
         let installed: BTreeMap<String, InstalledRecord> = self.state.installed()?.into_iter().collect();
-        let failures: BTreeMap<String, String> = self.failures().into_iter().collect();
-        let mut lines: BTreeMap<String, PackageLine> = BTreeMap::new();
-        if let Some(p) = &plan {
-            for p in &p.packages {
-                lines.insert(
-                    p.name.clone(),
-                    PackageLine {
-                        name: p.name.clone(),
-                        status: p.status.clone(),
-                        installed: p.installed.clone(),
-                        target: p.target.clone(),
-                        state: None,
-                        reason: p.reason.clone(),
-                        output: None,
-                    },
-                );
-            }
-        }
-        for (name, r) in &installed {
-            let line = lines.entry(name.clone()).or_insert_with(|| PackageLine {
-                name: name.clone(),
-                status: if r.state.is_broken() { "ERROR".into() } else { "OK".into() },
-                installed: r.control().get("version").map(str::to_string),
-                target: None,
-                state: None,
-                reason: None,
-                output: None,
-            });
-            line.state = Some(r.state.as_str().to_string());
-            if r.state.is_broken() {
-                line.status = "ERROR".into();
-                line.reason = Some(r.message.clone());
-            }
-            if !r.output.is_empty() {
-                let tail: String = r.output.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
-                line.output = Some(tail);
-            }
-        }
-        let steps: Vec<PlannedStep> = plan.as_ref().map(|p| p.steps.clone()).unwrap_or_default();
-        let pending: BTreeSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-        for (name, why) in &failures {
-            if let Some(line) = lines.get_mut(name)
-                && pending.contains(name.as_str())
-            {
-                line.status = "ERROR".into();
-                line.reason = Some(why.clone());
-            }
-        }
-        let packages: Vec<PackageLine> = lines.into_values().collect();
+        let failures = self.failures();
         let last_update = self.state.last_update()?;
-        let mut errors = plan.as_ref().map(|p| p.errors.clone()).unwrap_or_default();
-        let expired = snapshot.as_ref().is_some_and(|s| s.expired);
-        if let Some(s) = snapshot.as_ref().filter(|s| s.expired) {
-            errors.insert(
-                0,
-                format!(
-                    "snapshot {} expired on {}: nothing is installed, upgraded or removed until a repository serves a fresh one",
-                    s.sequence,
-                    format_unix(s.expires)
-                ),
-            );
-        }
-        let refused = last_update.as_ref().is_some_and(|u| u.outcome == UpdateOutcome::Refused);
-        let host_status = if packages.iter().any(|p| p.status == "ERROR") || expired || refused {
-            "ERROR"
-        } else if !steps.is_empty() {
-            "NEED-UPGRADE"
-        } else {
-            "OK"
-        };
+        let decided = status::decide(status::Held {
+            plan: plan.as_ref(),
+            snapshot: snapshot.as_ref(),
+            installed: &installed,
+            failures: &failures,
+            last_update: last_update.as_ref(),
+        });
         Ok(StatusReport {
             host: self.machine.clone(),
-            host_status: host_status.into(),
+            host_status: decided.host_status,
             last_update,
             sequence: snapshot.as_ref().map(|s| s.sequence),
             snapshot,
-            packages,
-            plan: steps.iter().map(|s| s.text.clone()).collect(),
-            steps,
-            errors,
+            packages: decided.packages,
+            plan: decided.steps.iter().map(|s| s.text.clone()).collect(),
+            steps: decided.steps,
+            errors: decided.errors,
             bytes_by_repo: self.bytes_by_repo(),
         })
     }
@@ -1140,7 +1074,7 @@ fn select_with_dependencies<'p>(
     plan.steps
         .iter()
         .filter(|s| {
-            wanted.contains(&s.name) || matches!(&s.removal, Some(Removal::ConflictsWith(w)) if wanted.contains(w))
+            wanted.contains(&s.name) || matches!(&s.removal, Some(RemoveReason::ConflictsWith(w)) if wanted.contains(w))
         })
         .collect()
 }

@@ -169,7 +169,7 @@ pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
         .iter()
         .map(|p| PackageState {
             name: p.name.clone(),
-            status: p.status.clone(),
+            status: p.status.as_str().to_string(),
             installed: p.installed.clone(),
             target: p.target.clone(),
             reason: p.reason.clone(),
@@ -177,7 +177,7 @@ pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
         })
         .collect();
     vec![
-        Section::Packages { host_status: status.host_status.clone(), packages },
+        Section::Packages { host_status: status.host_status.as_str().to_string(), packages },
         Section::LastUpdate(status.last_update.as_ref().map(|u| UpdateResult {
             at: u.at,
             ok: u.ok,

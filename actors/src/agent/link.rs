@@ -16,9 +16,10 @@ use std::time::Duration;
 use actix::Addr;
 use outpost_protocol::central::{
     Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostFacts, HostNames, Inventory, Report,
-    Section, Signed,
+    Signed,
 };
 use outpost_protocol::pki::{PrivateKey, TrustStore};
+use outpost_protocol::wire::ErrorCode;
 use quinn::Endpoint;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::actor::{AgentActor, Command, Reply};
+use super::report::Answer;
 use crate::central::client::{ActionStream, CentralClient, CentralClientError};
 use crate::clock::unix_now;
 
@@ -204,10 +206,8 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
 /// The current inventory, from the daemon.
 async fn inventory(cfg: &LinkConfig) -> Result<Inventory, String> {
     match cfg.actor.send(Command::Inventory).await.map_err(e)? {
-        Reply::Ok(v) => {
-            let sections: Vec<Section> = serde_json::from_value(v).map_err(e)?;
-            Ok(Inventory::from_sections(sections))
-        }
+        Reply::Ok(Answer::Inventory(sections)) => Ok(Inventory::from_sections(sections)),
+        Reply::Ok(other) => Err(format!("unexpected answer to an inventory request: {other:?}")),
         Reply::Error(m) => Err(m),
     }
 }
@@ -243,7 +243,7 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
                 st = ReportState { sequence: st.sequence.max(last.unwrap_or(0)) + 1, sent: None };
             }
             Ok(other) => return Err(format!("unexpected answer to a report: {other:?}")),
-            Err(CentralClientError::Remote { message, .. }) if message.contains("not newer") => {
+            Err(CentralClientError::Remote { code: ErrorCode::Stale, .. }) => {
                 // Central holds a later sequence (this state was restored from a backup):
                 // continue above it with a full report.
                 st = ReportState { sequence: st.sequence + 1000, sent: None };
@@ -315,9 +315,8 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
     };
     tracing::info!(kind = action.kind.name(), signer = info.subject, "running an action from central");
     match cfg.actor.send(command).await {
-        Ok(Reply::Ok(v)) => {
-            let failed: Vec<String> =
-                v.get("failed").and_then(|f| f.as_array()).into_iter().flatten().map(|f| f.to_string()).collect();
+        Ok(Reply::Ok(answer)) => {
+            let failed: Vec<&str> = answer.failed().iter().map(|f| f.name.as_str()).collect();
             if failed.is_empty() {
                 (Some(action.nonce), true, format!("{} done", action.kind.name()))
             } else {

@@ -8,13 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use outpost_protocol::resolver::{HostStatus, PackageStatus};
+
 use super::core::StatusReport;
 use crate::metrics::{Labels, label};
-
-/// Host statuses a series is kept for (0 when not the current one).
-pub const HOST_STATUSES: [&str; 3] = ["OK", "NEED-UPGRADE", "ERROR"];
-/// Package statuses a series is kept for.
-pub const PACKAGE_STATUSES: [&str; 5] = ["OK", "NEED-INSTALL", "NEED-UPGRADE", "NEED-REMOVE", "ERROR"];
 
 /// The agent's metrics.
 #[derive(Debug, Default)]
@@ -40,11 +37,12 @@ pub struct AgentMetrics {
 impl AgentMetrics {
     /// Registers every metric under `outpost_agent_…`.
     pub fn register(&self, registry: &mut Registry) {
-        for s in HOST_STATUSES {
-            let _ = self.host_status.get_or_create(&label("status", s));
+        // A series for every status (0 when not the current one).
+        for s in HostStatus::ALL {
+            let _ = self.host_status.get_or_create(&label("status", s.as_str()));
         }
-        for s in PACKAGE_STATUSES {
-            let _ = self.packages.get_or_create(&label("status", s));
+        for s in PackageStatus::ALL {
+            let _ = self.packages.get_or_create(&label("status", s.as_str()));
         }
         let r = registry.sub_registry_with_prefix("outpost_agent");
         r.register("snapshot_sequence", "Sequence of the snapshot held", self.snapshot_sequence.clone());
@@ -75,12 +73,12 @@ impl AgentMetrics {
         self.snapshot_sequence.set(snapshot.map_or(0, |s| i64::try_from(s.sequence).unwrap_or(i64::MAX)));
         self.snapshot_expiry.set(snapshot.map_or(0, |s| s.expires));
         self.snapshot_expired.set(i64::from(snapshot.is_some_and(|s| s.expired)));
-        for s in HOST_STATUSES {
-            self.host_status.get_or_create(&label("status", s)).set(i64::from(status.host_status.as_str() == s));
+        for s in HostStatus::ALL {
+            self.host_status.get_or_create(&label("status", s.as_str())).set(i64::from(status.host_status == s));
         }
-        for s in PACKAGE_STATUSES {
+        for s in PackageStatus::ALL {
             let n = status.packages.iter().filter(|p| p.status == s).count();
-            self.packages.get_or_create(&label("status", s)).set(i64::try_from(n).unwrap_or(i64::MAX));
+            self.packages.get_or_create(&label("status", s.as_str())).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(u) = &status.last_update {
             self.last_update.set(u.at);

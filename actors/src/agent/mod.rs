@@ -8,6 +8,7 @@
 //! * [`download`]: the verified package cache (resumable, across repositories).
 //! * [`hooks`]: running `setup.sh` / `setup.ps1`.
 //! * [`state`]: the local redb state.
+//! * [`status`]: what `status` says, decided from what the agent holds (pure).
 //! * [`actor`]: the daemon's actor and its local control socket.
 //! * [`inventory`]: what the agent reports about its machine.
 //! * [`link`]: the daemon's link to central (reports, actions, settings).
@@ -25,5 +26,6 @@ pub mod metrics;
 pub mod report;
 pub mod select;
 pub mod state;
+pub mod status;
 
 pub use core::{Agent, AgentError, AgentSettings};

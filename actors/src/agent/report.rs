@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use outpost_protocol::central::Section;
+use outpost_protocol::resolver::{HostStatus, InstallState, PackageStatus, StatusReason};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Machine;
@@ -21,7 +23,7 @@ pub struct UpdateReport {
     /// Steps now planned.
     pub pending: usize,
     /// Host status.
-    pub host_status: String,
+    pub host_status: HostStatus,
     /// Refusals from better repositories that were skipped.
     pub refused: Vec<String>,
 }
@@ -35,8 +37,8 @@ pub struct UpgradeReport {
     pub removed: Vec<String>,
     /// Packages downloaded only.
     pub downloaded: Vec<String>,
-    /// Failures: package and why.
-    pub failed: Vec<(String, String)>,
+    /// Packages that failed, and why.
+    pub failed: Vec<Failure>,
     /// Bytes fetched from repositories.
     pub fetched_bytes: u64,
     /// Bytes fetched from each repository (address).
@@ -45,21 +47,43 @@ pub struct UpgradeReport {
     pub offline: bool,
 }
 
+/// A package that failed to download, verify, install or remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The package.
+    pub name: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The result of one package's audit hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLine {
+    /// The package.
+    pub name: String,
+    /// OK, WARNING or ERROR.
+    pub result: InstallState,
+    /// What the hook said, or why it could not run.
+    pub message: String,
+}
+
 /// A package line of `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageLine {
     /// Name.
     pub name: String,
     /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
-    pub status: String,
+    pub status: PackageStatus,
     /// Installed version.
     pub installed: Option<String>,
     /// Version once the plan has run.
     pub target: Option<String>,
     /// Local install state.
-    pub state: Option<String>,
-    /// Why (errors, removals).
+    pub state: Option<InstallState>,
+    /// Why (errors, removals, failed installs), in words.
     pub reason: Option<String>,
+    /// Why, as resolution decided it (when the reason comes from the plan).
+    pub cause: Option<StatusReason>,
     /// The end of the last hook output.
     pub output: Option<String>,
 }
@@ -83,7 +107,7 @@ pub struct StatusReport {
     /// The machine.
     pub host: Machine,
     /// OK, NEED-UPGRADE, ERROR.
-    pub host_status: String,
+    pub host_status: HostStatus,
     /// The last update.
     pub last_update: Option<LastUpdate>,
     /// The snapshot held.
@@ -132,4 +156,34 @@ pub struct ReposReport {
     pub candidates: Vec<RepoLine>,
     /// The DNS SRV lookup error, if any.
     pub dns_error: Option<String>,
+}
+
+/// What a command answers, by command: the control socket carries these, and the command line
+/// prints them (as text, or the inner report as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    /// `update`.
+    Update(UpdateReport),
+    /// `upgrade`, `download-upgrade`, `install`, `remove`.
+    Upgrade(UpgradeReport),
+    /// `status`.
+    Status(Box<StatusReport>),
+    /// `repos`.
+    Repos(ReposReport),
+    /// `audit`.
+    Audit(Vec<AuditLine>),
+    /// The inventory sections this host reports.
+    Inventory(Vec<Section>),
+    /// The agent was opened again from its configuration.
+    Reloaded,
+}
+
+impl Answer {
+    /// The packages that failed, when the command installs or removes.
+    pub fn failed(&self) -> &[Failure] {
+        match self {
+            Self::Upgrade(u) => &u.failed,
+            _ => &[],
+        }
+    }
 }

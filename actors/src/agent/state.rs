@@ -7,7 +7,9 @@ use std::path::Path;
 
 use outpost_protocol::control::Control;
 use outpost_protocol::entry::PackageEntry;
-use outpost_protocol::resolver::{InstallState, InstalledPackage, Origin};
+use outpost_protocol::resolver::{
+    HostStatus, InstallState, InstalledPackage, Origin, PackageStatus, RemoveReason, ResolveError, StatusReason,
+};
 use outpost_protocol::snapshot::SignedSnapshot;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -18,8 +20,9 @@ const RECORDS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
 const SNAPSHOT: &str = "snapshot";
-/// The plan (a versioned record; an older `plan` key is ignored: plans are made again).
-const PLAN: &str = "plan.v2";
+/// The plan (a versioned record; older `plan` and `plan.v2` keys, whose statuses were text,
+/// are ignored: plans are made again at the next update).
+const PLAN: &str = "plan.v3";
 const LAST_UPDATE_V1: &str = "last_update";
 const LAST_UPDATE: &str = "last_update.v2";
 
@@ -78,16 +81,6 @@ pub enum StepAction {
     Remove,
 }
 
-/// Why a planned removal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Removal {
-    /// Nothing on this host expects it any more.
-    NoLongerExpected,
-    /// It conflicts with this package, which is to be installed.
-    ConflictsWith(String),
-}
-
 /// One step of a stored plan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
@@ -104,7 +97,7 @@ pub struct PlannedStep {
     /// Size of the package's files.
     pub size: u64,
     /// Why, for a removal.
-    pub removal: Option<Removal>,
+    pub removal: Option<RemoveReason>,
     /// The step in words, package and version included (`remove foo 1 (no longer expected on
     /// this host)`).
     pub text: String,
@@ -116,13 +109,13 @@ pub struct PlannedStatus {
     /// Package name.
     pub name: String,
     /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
-    pub status: String,
+    pub status: PackageStatus,
     /// Installed version.
     pub installed: Option<String>,
     /// Version once the plan has run.
     pub target: Option<String>,
     /// Why (errors, removals).
-    pub reason: Option<String>,
+    pub reason: Option<StatusReason>,
 }
 
 /// The stored result of the last resolution.
@@ -137,9 +130,9 @@ pub struct StoredPlan {
     /// Package statuses.
     pub packages: Vec<PlannedStatus>,
     /// Host status.
-    pub host_status: String,
+    pub host_status: HostStatus,
     /// Resolution errors.
-    pub errors: Vec<String>,
+    pub errors: Vec<ResolveError>,
 }
 
 /// How the last update ended.
@@ -192,7 +185,7 @@ enum LastUpdateWire {
 
 #[derive(Serialize, Deserialize)]
 enum PlanWire {
-    V2(StoredPlan),
+    V3(StoredPlan),
 }
 
 /// Why the state could not be read or written.
@@ -361,13 +354,13 @@ impl AgentState {
     /// The stored plan.
     pub fn plan(&self) -> Result<Option<StoredPlan>, StateError> {
         let Some(bytes) = self.get_meta(PLAN)? else { return Ok(None) };
-        let PlanWire::V2(plan) = postcard::from_bytes(&bytes).map_err(err)?;
+        let PlanWire::V3(plan) = postcard::from_bytes(&bytes).map_err(err)?;
         Ok(Some(plan))
     }
 
     /// Stores the plan.
     pub fn put_plan(&self, plan: &StoredPlan) -> Result<(), StateError> {
-        self.put_meta(PLAN, &postcard::to_stdvec(&PlanWire::V2(plan.clone())).map_err(err)?)
+        self.put_meta(PLAN, &postcard::to_stdvec(&PlanWire::V3(plan.clone())).map_err(err)?)
     }
 
     /// The last update's result.

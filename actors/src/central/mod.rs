@@ -229,10 +229,12 @@ impl Central {
     /// Applies a verified report; answers once it is durable. The host is the certificate
     /// that signed it: a report never lands on another certificate's host.
     fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(Applied, Vec<Op>), CentralResponse> {
-        let reject = |m: &CentralMetrics, reason: &str, message: String| {
+        let reject_as = |m: &CentralMetrics, code: ErrorCode, reason: &str, message: String| {
             m.rejected(reason);
-            Err(CentralResponse::Error { code: ErrorCode::Refused, message })
+            Err(CentralResponse::Error { code, message })
         };
+        let reject =
+            |m: &CentralMetrics, reason: &str, message: String| reject_as(m, ErrorCode::Refused, reason, message);
         let fp = peer.info.fingerprint.clone();
         if self.is_revoked(&fp) {
             return reject(&self.metrics, "revoked", "this host's certificate is revoked".into());
@@ -264,8 +266,9 @@ impl Central {
         }
         let last = row.map(|r| r.summary.sequence).max(inflight);
         match decide(last, &report) {
-            ReportDecision::Replay => reject(
+            ReportDecision::Replay => reject_as(
                 &self.metrics,
+                ErrorCode::Stale,
                 "replay",
                 format!("report {} is not newer than report {} already applied", report.sequence, last.unwrap_or(0)),
             ),
@@ -381,7 +384,7 @@ impl Central {
             Ok((doc, info)) => {
                 if self.settings.keys().next_back().is_some_and(|last| *last >= doc.sequence) {
                     return (
-                        error(ErrorCode::Refused, "settings refused: their sequence is not newer than the last ones"),
+                        error(ErrorCode::Stale, "settings refused: their sequence is not newer than the last ones"),
                         vec![],
                     );
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{HostIdentity, InstalledPackage, Origin, ResolveError, ResolveInput, dn, unit_names};
+use super::{HostIdentity, InstalledPackage, Origin, ResolveError, ResolveInput, StatusReason, dn, unit_names};
 use crate::entry::{HostCapabilities, MAX_DEPENDENCY_DEPTH, PackageEntry};
 use crate::request::PackageRequest;
 
@@ -535,15 +535,12 @@ pub(super) fn blocked(walk: &Walk, findings: &Findings) -> BTreeMap<String, Bloc
     out
 }
 
-/// The text explaining why `name` (non-viable) cannot be installed.
-pub(super) fn reason(name: &str, blocked: &Blocked, findings: &Findings) -> String {
-    let message = |n: &str| findings.about.get(n).map(|&i| findings.errors[i].to_string());
-    match (message(name), &blocked.via) {
-        (Some(own), _) => own,
-        (None, Some(via)) => format!(
-            "needs {via}, which cannot be installed: {}",
-            message(&blocked.cause).unwrap_or_else(|| "see the errors".to_string())
-        ),
-        (None, None) => "cannot be installed".to_string(),
+/// Why `name` (non-viable) cannot be installed.
+pub(super) fn reason(name: &str, blocked: &Blocked, findings: &Findings) -> StatusReason {
+    let error = |n: &str| findings.about.get(n).map(|&i| findings.errors[i].clone());
+    match (error(name), &blocked.via) {
+        (Some(own), _) => StatusReason::Unresolved(own),
+        (None, Some(via)) => StatusReason::Blocked { via: via.clone(), cause: error(&blocked.cause) },
+        (None, None) => StatusReason::CannotBeInstalled,
     }
 }

@@ -212,7 +212,7 @@ impl fmt::Display for Step {
 }
 
 /// Why an installed package is removed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RemoveReason {
     /// Nothing expects it any more (dropped dependency, host/unit/profile package gone).
@@ -251,6 +251,9 @@ pub enum PackageStatus {
 }
 
 impl PackageStatus {
+    /// Every status, in the order they are listed.
+    pub const ALL: [Self; 5] = [Self::Ok, Self::NeedInstall, Self::NeedUpgrade, Self::NeedRemove, Self::Error];
+
     /// The status as reported.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -284,6 +287,9 @@ pub enum HostStatus {
 }
 
 impl HostStatus {
+    /// Every status, in the order they are listed.
+    pub const ALL: [Self; 3] = [Self::Ok, Self::NeedUpgrade, Self::Error];
+
     /// The status as reported.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -312,12 +318,53 @@ pub struct PackageState {
     /// Version present once the plan has run (`None`: absent).
     pub target: Option<Version>,
     /// Why, when ERROR or NEED-REMOVE.
-    pub reason: Option<String>,
+    pub reason: Option<StatusReason>,
+}
+
+/// Why a package is in ERROR or NEED-REMOVE. Its text (`Display`) names the packages.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusReason {
+    /// Resolution found this error about the package itself.
+    Unresolved(ResolveError),
+    /// It needs `via`, which cannot be installed; `cause` is the nearest error on the way.
+    Blocked { via: String, cause: Option<ResolveError> },
+    /// Its last install (of `version`) ended in `state`; it is retried with `retry`, or
+    /// removed for `removal`.
+    LastInstall { version: Version, state: InstallState, retry: Option<Version>, removal: Option<RemoveReason> },
+    /// It is to be removed.
+    Removal(RemoveReason),
+    /// It cannot be installed, with nothing more known.
+    CannotBeInstalled,
+}
+
+impl fmt::Display for StatusReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unresolved(e) => write!(f, "{e}"),
+            Self::Blocked { via, cause } => match cause {
+                Some(c) => write!(f, "needs {via}, which cannot be installed: {c}"),
+                None => write!(f, "needs {via}, which cannot be installed: see the errors"),
+            },
+            Self::LastInstall { version, state, retry, removal } => {
+                write!(f, "the last install of {version} ended in state {state}")?;
+                if let Some(v) = retry {
+                    write!(f, "; it is retried with version {v}")?;
+                }
+                if let Some(r) = removal {
+                    write!(f, "; it will be removed ({r})")?;
+                }
+                Ok(())
+            }
+            Self::Removal(r) => write!(f, "{r}"),
+            Self::CannotBeInstalled => f.write_str("cannot be installed"),
+        }
+    }
 }
 
 /// What resolution found wrong. Messages name the packages.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResolveError {
     /// Neither an installed package nor a fitting entry satisfies a request. `package` is the
     /// dependant, or the requested name for a root request; `detail` lists what exists and why
@@ -336,6 +383,19 @@ pub enum ResolveError {
     /// Requests on one name that no single version satisfies.
     #[error("no version of {name} satisfies all of: {}", .requests.join(", "))]
     Unsatisfiable { name: String, requests: Vec<String> },
+}
+
+impl ResolveError {
+    /// True when the error is about `name`: the package that cannot be had, or the name of a
+    /// request that cannot be satisfied.
+    pub fn concerns(&self, name: &str) -> bool {
+        match self {
+            Self::Missing { package, request, .. } => package == name || request.name == name,
+            Self::Cycle { path } | Self::TooDeep { path } => path.iter().any(|p| p == name),
+            Self::Conflict { package, .. } => package == name,
+            Self::Unsatisfiable { name: n, .. } => n == name,
+        }
+    }
 }
 
 fn missing_message(package: &str, request: &PackageRequest, detail: &str) -> String {

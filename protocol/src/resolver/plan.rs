@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::graph::{self, Blocked, Choice, Context, Findings, Root, RootKind, Walk};
-use super::{HostStatus, Origin, PackageState, PackageStatus, RemoveReason, Resolution, ResolveError, Step};
+use super::{
+    HostStatus, Origin, PackageState, PackageStatus, RemoveReason, Resolution, ResolveError, StatusReason, Step,
+};
 use crate::entry::PackageEntry;
 
 /// Which names the plan must provide.
@@ -223,19 +225,15 @@ pub(super) fn build(ctx: &Context<'_>, roots: &[Root], walk: &Walk, mut findings
         let reason = match status {
             PackageStatus::Error => Some(match (blocked.get(name), broken) {
                 (Some(b), _) => graph::reason(name, b, &findings),
-                (None, Some(p)) => {
-                    let mut text = format!("the last install of {} ended in state {}", p.entry.version, p.state);
-                    if let (Some(_), Some(v)) = (step, &target) {
-                        text.push_str(&format!("; it is retried with version {v}"));
-                    }
-                    if let Some(r) = removal {
-                        text.push_str(&format!("; it will be removed ({r})"));
-                    }
-                    text
-                }
-                (None, None) => "cannot be installed".to_string(),
+                (None, Some(p)) => StatusReason::LastInstall {
+                    version: p.entry.version.clone(),
+                    state: p.state,
+                    retry: step.and(target.clone()),
+                    removal: removal.cloned(),
+                },
+                (None, None) => StatusReason::CannotBeInstalled,
             }),
-            PackageStatus::NeedRemove => removal.map(ToString::to_string),
+            PackageStatus::NeedRemove => removal.cloned().map(StatusReason::Removal),
             _ => None,
         };
         packages.push(PackageState {

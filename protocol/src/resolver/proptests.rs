@@ -213,7 +213,7 @@ fn check(w: &World, res: &Resolution) -> Result<(), TestCaseError> {
     for p in &res.packages {
         let broken = before.get(p.name.as_str()).is_some_and(|i| i.state.is_broken());
         if p.status == PackageStatus::Error {
-            let reason = p.reason.as_deref().unwrap_or_default();
+            let reason = p.reason.as_ref().map(ToString::to_string).unwrap_or_default();
             prop_assert!(broken || messages.iter().any(|m| reason.ends_with(m.as_str())), "unexplained ERROR {:?}", p);
         } else {
             prop_assert!(!broken, "failed install not in ERROR: {:?}", p);

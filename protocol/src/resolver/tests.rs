@@ -232,10 +232,9 @@ fn filters_exclude_entries_and_missing_says_why() {
     assert!(res.plan.is_empty(), "nothing of the host package is planned: {:?}", plan(&res));
     assert_eq!(status(&res, "app"), PackageStatus::Error);
     assert_eq!(status(&res, "pc1.corp.lan"), PackageStatus::Error);
-    assert_eq!(
-        state(&res, "pc1.corp.lan").reason.as_deref(),
-        Some(format!("needs app, which cannot be installed: {}", errors(&res)[0]).as_str())
-    );
+    let reason = state(&res, "pc1.corp.lan").reason.clone().unwrap();
+    assert_eq!(reason, StatusReason::Blocked { via: "app".into(), cause: Some(res.errors[0].clone()) });
+    assert_eq!(reason.to_string(), format!("needs app, which cannot be installed: {}", errors(&res)[0]));
     assert_eq!(res.host_status, HostStatus::Error);
 }
 
@@ -255,7 +254,8 @@ fn missing_dependency_leaves_installed_packages_alone() {
     assert_eq!(state(&res, "app").target, Some(Version::parse("1").unwrap()), "stays installed");
     assert_eq!(status(&res, "pc1.corp.lan"), PackageStatus::Error);
     assert!(res.packages.iter().all(|p| p.name != "tool"), "only the failed host package needed tool");
-    assert_eq!(state(&res, "lib").reason.as_deref(), Some(errors(&res)[0].as_str()));
+    assert_eq!(state(&res, "lib").reason, Some(StatusReason::Unresolved(res.errors[0].clone())));
+    assert_eq!(state(&res, "lib").reason.as_ref().unwrap().to_string(), errors(&res)[0]);
     // A requested name that nothing provides.
     let res = World::new(vec![]).requested(&["nothing(>=2)"]).run();
     assert_eq!(
@@ -312,7 +312,7 @@ fn broken_installs_are_retried() {
         let res = World::new(entries).installed(installed).run();
         assert_eq!(plan(&res), ["reinstall a 1.0"], "{state_}");
         assert_eq!(status(&res, "a"), PackageStatus::Error);
-        let reason = state(&res, "a").reason.clone().unwrap();
+        let reason = state(&res, "a").reason.as_ref().unwrap().to_string();
         assert!(reason.contains(state_.as_str()) && reason.contains("retried"), "{reason}");
         // No candidate: stays ERROR without a step.
         assert_eq!(status(&res, "gone"), PackageStatus::Error);
@@ -410,7 +410,8 @@ fn conflicting_installed_package_is_removed_first() {
     let installed = vec![dep(pkg("old", "1", ""))];
     let res = World::new(entries).installed(installed).run();
     assert_eq!(plan(&res), ["remove old 1 (conflicts with new)", "install new 2", "install pc1.corp.lan 1"]);
-    assert_eq!(state(&res, "old").reason.as_deref(), Some("conflicts with new"));
+    assert_eq!(state(&res, "old").reason, Some(StatusReason::Removal(RemoveReason::ConflictsWith("new".into()))));
+    assert_eq!(state(&res, "old").reason.as_ref().unwrap().to_string(), "conflicts with new");
     assert!(res.errors.is_empty());
     // The other direction: the installed package names the new one.
     let installed = vec![dep(pkg("old", "1", "conflicts: new(>=2)\n"))];
