@@ -12,11 +12,11 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Parses the 64 lower-case hex digits of a 32-byte hash; `None` for anything else.
+/// Parses lower-case hex digits, two a byte; `None` for anything else.
 #[must_use]
-pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
+pub fn decode(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() != 64 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let value = |d: u8| match d {
@@ -24,11 +24,21 @@ pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
         b'a'..=b'f' => Some(d - b'a' + 10),
         _ => None,
     };
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = value(pair[0])? << 4 | value(pair[1])?;
-    }
-    Some(out)
+    digits.chunks_exact(2).map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?)).collect()
+}
+
+/// Parses the 64 lower-case hex digits of a 32-byte hash; `None` for anything else.
+#[must_use]
+pub fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    decode(text)?.try_into().ok()
+}
+
+/// For tests (here and in the crates that store these encodings): asserts that `bytes` are the frozen encoding `golden` of `what`, printing the
+/// encoding found when they are not (a changed encoding of a stored or sent version breaks every
+/// reader of what was written before: add a version instead).
+#[track_caller]
+pub fn assert_golden(what: &str, bytes: &[u8], golden: &str) {
+    assert!(hex(bytes) == golden, "the encoding of {what} changed; it is now:\n{}", hex(bytes));
 }
 
 #[cfg(test)]
@@ -46,5 +56,8 @@ mod tests {
         assert_eq!(parse_hex(&text[..62]), None);
         assert_eq!(parse_hex(&format!("{}zz", &text[..62])), None);
         assert_eq!(parse_hex(&format!("{}é", &text[..62])), None);
+        assert_eq!(decode("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode("0"), None);
+        assert_eq!(decode(""), Some(vec![]));
     }
 }

@@ -152,3 +152,24 @@ mod tests {
         assert!(changed.verify(&trust, NOW).is_err());
     }
 }
+
+/// The encodings written by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::hex::{assert_golden, decode};
+
+    #[test]
+    fn lineage_documents_still_decode() {
+        let doc = LineageDoc { epoch: 3, created: 1_700_000_000, reason: "restored".into() };
+        let body = postcard::to_stdvec(&LineageWire::V1(doc.clone())).unwrap();
+        let golden = "000380c49fd50c08726573746f726564";
+        assert_golden("a lineage document", &body, golden);
+        let LineageWire::V1(back) = postcard::from_bytes(&decode(golden).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        let signed = SignedLineage { body, signature: vec![5; 4], ca: "cafe".into() };
+        let golden = "0010000380c49fd50c08726573746f72656404050505050463616665";
+        assert_golden("a signed lineage document", &signed.encode(), golden);
+        assert_eq!(SignedLineage::decode(&decode(golden).unwrap()).unwrap(), signed);
+    }
+}

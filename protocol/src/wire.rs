@@ -235,3 +235,41 @@ mod tests {
         assert!(matches!(decode_request(&[1, 0]), Err(WireError::Decode(_))), "unknown version");
     }
 }
+
+/// The encodings sent by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::hex::{assert_golden, decode};
+
+    #[test]
+    fn repository_messages_still_decode() {
+        let requests = [
+            (Request::Head, "0000"),
+            (
+                Request::Range { file: [7; 32], offset: 10, len: 100 },
+                "000307070707070707070707070707070707070707070707070707070707070707070a64",
+            ),
+            (Request::Unpublish { name: "a".into(), version: Some("1".into()) }, "00060161010131"),
+            (Request::StatusV2, "0008"),
+        ];
+        for (request, golden) in requests {
+            assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
+            assert_eq!(decode_request(&decode(golden).unwrap()).unwrap(), request);
+        }
+        let head = Head { sequence: 4, hash: [8; 32], created: 1, expires: 2 };
+        let responses = [
+            (Response::Head(head), "00000408080808080808080808080808080808080808080808080808080808080808080204"),
+            (
+                Response::Published { sequence: 3, name: "a".into(), version: "1".into(), replaced: true },
+                "0003030161013101",
+            ),
+            (Response::Error { code: ErrorCode::Stale, message: "old".into() }, "000506036f6c64"),
+            (Response::StatusV2(RepoStatusV2::default()), "0006000000000000000000000000000000000000"),
+        ];
+        for (response, golden) in responses {
+            assert_golden(&format!("{response:?}"), &encode_response(&response)[4..], golden);
+            assert_eq!(decode_response(&decode(golden).unwrap()).unwrap(), response);
+        }
+    }
+}

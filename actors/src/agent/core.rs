@@ -204,12 +204,7 @@ impl Agent {
 
     /// Repositories left aside until a time (Unix seconds), after they were too slow.
     fn probation(&self) -> BTreeMap<String, i64> {
-        self.state
-            .get_meta_public(PROBATION)
-            .ok()
-            .flatten()
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default()
+        self.state.kept(PROBATION).ok().flatten().unwrap_or_default()
     }
 
     /// Leaves repositories aside for the probation period (they come back after it).
@@ -225,8 +220,7 @@ impl Agent {
             tracing::warn!(repo = a, "too slow: left aside until {}", format_unix(until));
             all.insert(a.clone(), until);
         }
-        let bytes = postcard::to_stdvec(&all).map_err(|e| AgentError::BadRequest(e.to_string()))?;
-        self.state.put_meta_public(PROBATION, &bytes)?;
+        self.state.keep(PROBATION, &all)?;
         Ok(())
     }
 
@@ -686,8 +680,7 @@ impl Agent {
             for (repo, n) in &report.fetched_by_repo {
                 *total.entry(repo.clone()).or_default() += n;
             }
-            let bytes = postcard::to_stdvec(&total).map_err(|e| AgentError::BadRequest(e.to_string()))?;
-            self.state.put_meta_public(BYTES_BY_REPO, &bytes)?;
+            self.state.keep(BYTES_BY_REPO, &total)?;
         }
         if download_only {
             report.downloaded = ready.keys().cloned().collect();
@@ -736,27 +729,16 @@ impl Agent {
     }
 
     fn save_failures(&self, failed: &[Failure]) -> Result<(), AgentError> {
-        let bytes = postcard::to_stdvec(failed).map_err(|e| AgentError::BadRequest(e.to_string()))?;
-        self.state.put_meta_public(FAILURES, &bytes)?;
+        self.state.keep(FAILURES, &failed)?;
         Ok(())
     }
 
     fn bytes_by_repo(&self) -> BTreeMap<String, u64> {
-        self.state
-            .get_meta_public(BYTES_BY_REPO)
-            .ok()
-            .flatten()
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default()
+        self.state.kept(BYTES_BY_REPO).ok().flatten().unwrap_or_default()
     }
 
     fn failures(&self) -> Vec<Failure> {
-        self.state
-            .get_meta_public(FAILURES)
-            .ok()
-            .flatten()
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default()
+        self.state.kept(FAILURES).ok().flatten().unwrap_or_default()
     }
 
     /// Installs (or upgrades to) one package from its cache folder: INIT and RUNNING are

@@ -39,7 +39,7 @@ const SETTINGS_SEQ: &str = "settings_sequence";
 /// The file of the central `config` overlay (applied like a `config` package's settings).
 pub const SETTINGS_FILE: &str = "00-central.toml";
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct ReportState {
     sequence: u64,
     /// What central has (after the last applied report); `None` forces a full report.
@@ -325,5 +325,35 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
         }
         Ok(Reply::Error(m)) => (Some(action.nonce), false, m),
         Err(x) => (Some(action.nonce), false, x.to_string()),
+    }
+}
+
+/// The records written by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use outpost_protocol::hex::{assert_golden, decode};
+
+    use super::*;
+
+    #[test]
+    fn the_report_state_and_settings_sequence_still_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = LinkState::open(dir.path()).unwrap();
+        let sent = Inventory::from_sections(vec![outpost_protocol::central::Section::Memory(1024)]);
+        let st = ReportState { sequence: 4, sent: Some(sent) };
+        let golden = "0004010104048008";
+        assert_golden("the report state", &postcard::to_stdvec(&Wire::V1(st.clone())).unwrap(), golden);
+        put_raw(&state, REPORT, &decode(golden).unwrap());
+        assert_eq!(state.get::<ReportState>(REPORT), Some(st));
+        let golden = "0009";
+        assert_golden("the settings sequence", &postcard::to_stdvec(&Wire::V1(9u64)).unwrap(), golden);
+        put_raw(&state, SETTINGS_SEQ, &decode(golden).unwrap());
+        assert_eq!(state.get::<u64>(SETTINGS_SEQ), Some(9));
+    }
+
+    fn put_raw(state: &LinkState, key: &str, bytes: &[u8]) {
+        let txn = state.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(key, bytes).unwrap();
+        txn.commit().unwrap();
     }
 }

@@ -184,6 +184,11 @@ enum LastUpdateWire {
 }
 
 #[derive(Serialize, Deserialize)]
+enum KeptWire<T> {
+    V1(T),
+}
+
+#[derive(Serialize, Deserialize)]
 enum PlanWire {
     V3(StoredPlan),
 }
@@ -319,14 +324,21 @@ impl AgentState {
         txn.commit().map_err(err)
     }
 
-    /// A stored value by key.
-    pub fn get_meta_public(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        self.get_meta(key)
+    /// A small record the agent keeps under `key` (failures of the last upgrade, bytes by
+    /// repository, probations), versioned; the form written before versions is still read.
+    pub fn kept<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+        if let Some(bytes) = self.get_meta(&format!("{key}.v1"))? {
+            let KeptWire::V1(v) = postcard::from_bytes(&bytes).map_err(err)?;
+            return Ok(Some(v));
+        }
+        // Written before these records were versioned.
+        let Some(bytes) = self.get_meta(key)? else { return Ok(None) };
+        Ok(Some(postcard::from_bytes(&bytes).map_err(err)?))
     }
 
-    /// Stores a value by key.
-    pub fn put_meta_public(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
-        self.put_meta(key, value)
+    /// Keeps a small record under `key` (see [`Self::kept`]).
+    pub fn keep<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
+        self.put_meta(&format!("{key}.v1"), &postcard::to_stdvec(&KeptWire::V1(value)).map_err(err)?)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -400,5 +412,129 @@ impl AgentState {
             }
         }
         Ok(names)
+    }
+}
+
+/// The records written by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use outpost_protocol::hex::{assert_golden, decode};
+    use outpost_protocol::request::PackageRequest;
+
+    use super::*;
+
+    fn bytes(golden: &str) -> Vec<u8> {
+        decode(golden).expect("hex")
+    }
+
+    #[test]
+    fn installed_records_still_decode() {
+        let record = InstalledRecord {
+            control: vec![("package".into(), "a".into())],
+            manifest: [1; 32],
+            state: InstallState::Error,
+            origin: Origin::Explicit,
+            hook: Some(b"exit 0".to_vec()),
+            output: "out".into(),
+            message: "failed".into(),
+            installed_at: 1,
+            updated_at: 2,
+            audit: Some("WARNING".into()),
+        };
+        let golden = "0001077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c6564020401075741524e494e47";
+        assert_golden(
+            "an installed package",
+            &postcard::to_stdvec(&InstalledWire::V1(record.clone())).unwrap(),
+            golden,
+        );
+        let InstalledWire::V1(back) = postcard::from_bytes(&bytes(golden)).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn last_updates_of_both_versions_still_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AgentState::open(dir.path()).unwrap();
+        // The first version, under its own key, still reads (as a failure or a success).
+        let golden = "0a000103723a3104646f776e";
+        let v1 = (5i64, false, Some("r:1".to_string()), "down".to_string());
+        assert_golden("a last update (version 1)", &postcard::to_stdvec(&v1).unwrap(), golden);
+        state.put_meta(LAST_UPDATE_V1, &bytes(golden)).unwrap();
+        let want = LastUpdate {
+            at: 5,
+            ok: false,
+            outcome: UpdateOutcome::Failed,
+            repo: Some("r:1".into()),
+            sequence: None,
+            message: "down".into(),
+        };
+        assert_eq!(state.last_update().unwrap(), Some(want.clone()));
+        let v2 = LastUpdate { outcome: UpdateOutcome::Expired, sequence: Some(7), ..want };
+        let golden = "000a00020103723a31010704646f776e";
+        assert_golden(
+            "a last update (version 2)",
+            &postcard::to_stdvec(&LastUpdateWire::V2(v2.clone())).unwrap(),
+            golden,
+        );
+        state.put_meta(LAST_UPDATE, &bytes(golden)).unwrap();
+        assert_eq!(state.last_update().unwrap(), Some(v2));
+    }
+
+    #[test]
+    fn plans_still_decode_with_their_typed_statuses() {
+        let error = ResolveError::Missing {
+            package: "a".into(),
+            request: PackageRequest::parse("b(>=2)").unwrap(),
+            detail: "none".into(),
+        };
+        let plan = StoredPlan {
+            created: 1,
+            sequence: 2,
+            steps: vec![PlannedStep {
+                action: StepAction::Remove,
+                name: "c".into(),
+                version: "1".into(),
+                manifest: [0; 32],
+                origin: Origin::Dependency,
+                size: 0,
+                removal: Some(RemoveReason::ConflictsWith("d".into())),
+                text: "remove c 1 (conflicts with d)".into(),
+            }],
+            packages: vec![PlannedStatus {
+                name: "a".into(),
+                status: PackageStatus::Error,
+                installed: None,
+                target: None,
+                reason: Some(StatusReason::Unresolved(error.clone())),
+            }],
+            host_status: HostStatus::Error,
+            errors: vec![error],
+        };
+        let golden = "00020201020163013100000000000000000000000000000000000000000000000000000000000000000100010101641d72656d6f7665206320312028636f6e666c6963747320776974682064290101610400000100000161016201030132046e6f6e650201000161016201030132046e6f6e65";
+        assert_golden("a plan (version 3)", &postcard::to_stdvec(&PlanWire::V3(plan.clone())).unwrap(), golden);
+        let dir = tempfile::tempdir().unwrap();
+        let state = AgentState::open(dir.path()).unwrap();
+        state.put_meta(PLAN, &bytes(golden)).unwrap();
+        assert_eq!(state.plan().unwrap(), Some(plan));
+    }
+
+    #[test]
+    fn kept_records_still_decode_in_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AgentState::open(dir.path()).unwrap();
+        let value = std::collections::BTreeMap::from([("r:1".to_string(), 5u64)]);
+        // Before versions: the bare encoding under the bare key.
+        let golden = "0103723a3105";
+        assert_golden("a kept record (unversioned)", &postcard::to_stdvec(&value).unwrap(), golden);
+        state.put_meta("bytes_by_repo", &bytes(golden)).unwrap();
+        assert_eq!(state.kept("bytes_by_repo").unwrap(), Some(value.clone()));
+        // Version 1 wins over the old form.
+        let newer = std::collections::BTreeMap::from([("r:1".to_string(), 7u64)]);
+        let golden = "000103723a3107";
+        assert_golden("a kept record (version 1)", &postcard::to_stdvec(&KeptWire::V1(&newer)).unwrap(), golden);
+        state.put_meta("bytes_by_repo.v1", &bytes(golden)).unwrap();
+        assert_eq!(state.kept("bytes_by_repo").unwrap(), Some(newer));
+        state.keep("bytes_by_repo", &value).unwrap();
+        assert_eq!(state.kept("bytes_by_repo").unwrap(), Some(value));
     }
 }

@@ -123,3 +123,12 @@ fn gc_drops_what_no_kept_snapshot_references() {
     assert_eq!(store.snapshots().unwrap().len(), 1);
     assert_eq!(store.current().unwrap().unwrap().unverified().unwrap().sequence, 2);
 }
+
+/// The chunk lists written by earlier versions, frozen: each must still decode to what it said.
+#[test]
+fn golden_file_infos_still_decode() {
+    let info = FileInfo { size: 5, chunks: vec![Chunk { hash: [3; 32], len: 5 }] };
+    let golden = "000501030303030303030303030303030303030303030303030303030303030303030305";
+    outpost_protocol::hex::assert_golden("a file's chunk list", &info.encode(), golden);
+    assert_eq!(FileInfo::decode(&outpost_protocol::hex::decode(golden).unwrap()).unwrap(), info);
+}

@@ -366,3 +366,33 @@ mod tests {
         assert!(matches!(check_path("OUTPOST/manifest"), Err(PathError::Reserved(_))));
     }
 }
+
+/// The encodings signed by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::hex::{assert_golden, decode};
+
+    #[test]
+    fn manifests_still_decode_and_version_one_is_refused_by_name() {
+        let control = "package: a\nversion: 1.0-1\narchitecture: all\nsection: base\npriority: optional\n";
+        let manifest = Manifest {
+            control: Control::parse(control).unwrap(),
+            files: vec![FileEntry {
+                path: "bin/a".into(),
+                size: 3,
+                mode: 0o755,
+                blake3: [1; 32],
+                chunks: vec![Chunk { hash: [1; 32], len: 3 }],
+            }],
+        };
+        let golden = "0105077061636b61676501610776657273696f6e05312e302d310c61726368697465637475726503616c6c0773656374696f6e0462617365087072696f72697479086f7074696f6e616c010562696e2f6103ed03010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010103";
+        assert_golden("a version-2 manifest", &manifest.encode(), golden);
+        assert_eq!(Manifest::decode(&decode(golden).unwrap()).unwrap(), manifest);
+        let v1 = ManifestWire::V1(ManifestV1 { control: vec![("package".into(), "a".into())], files: vec![] });
+        let golden = "0001077061636b616765016100";
+        assert_golden("a version-1 manifest", &postcard::to_stdvec(&v1).unwrap(), golden);
+        let e = Manifest::decode(&decode(golden).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("version-1 manifest"), "{e}");
+    }
+}

@@ -75,3 +75,18 @@ impl<R> PackageArchive<R> {
         }
     }
 }
+
+/// The encodings written by earlier versions, frozen: each must still decode to what it said.
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::hex::{assert_golden, decode};
+
+    #[test]
+    fn package_records_still_decode() {
+        let record = PackageRecord { manifest: vec![1, 2], signature: vec![3; 4], chain: vec![vec![5; 2], vec![6]] };
+        let golden = "000201020403030303020205050106";
+        assert_golden("a package record", &record.encode(), golden);
+        assert_eq!(PackageRecord::decode(&decode(golden).unwrap()).unwrap(), record);
+    }
+}
