@@ -271,6 +271,37 @@ pub fn better(a: &Candidate, b: &Candidate) -> bool {
     a.key().cmp(&b.key()) == Ordering::Less
 }
 
+/// Repositories left aside after they were too slow or failed mid-transfer, each until a time
+/// (Unix seconds). Stored by the agent (its encoding is the map's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Probation(std::collections::BTreeMap<String, i64>);
+
+impl Probation {
+    /// Leaves `addrs` aside from `now` for `period` seconds (and forgets probations that are
+    /// over). Returns until when.
+    pub fn leave_aside<'a>(&mut self, addrs: impl IntoIterator<Item = &'a String>, now: i64, period: i64) -> i64 {
+        let until = now.saturating_add(period.max(0));
+        self.0.retain(|_, t| *t > now);
+        for a in addrs {
+            self.0.insert(a.clone(), until);
+        }
+        until
+    }
+
+    /// Until when `addr` is left aside, if it is at `now`.
+    pub fn until(&self, addr: &str, now: i64) -> Option<i64> {
+        self.0.get(addr).copied().filter(|t| *t > now)
+    }
+
+    /// Marks the candidates on probation at `now` (they then sort after every other).
+    pub fn mark(&self, candidates: &mut [Candidate], now: i64) {
+        for c in candidates {
+            c.probation = self.until(&c.addr, now).is_some();
+        }
+    }
+}
+
 /// Glob match with `*` (any run) and `?` (one character).
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
@@ -442,5 +473,47 @@ mod tests {
         ] {
             assert_eq!(glob(p, t), want, "{p} {t}");
         }
+    }
+
+    #[test]
+    fn a_slow_repository_is_left_aside_then_preferred_again_when_its_probation_ends() {
+        let rule = Rule {
+            sequence: 1,
+            name: "site".into(),
+            condition: Condition::Site("paris".into()),
+            negate: true,
+            repos: vec!["edge:4433".into()],
+            no_fallback: false,
+        };
+        let facts = AgentFacts::default();
+        let t0 = 1_000_000;
+        let choose_at = |probation: &Probation, now: i64| {
+            let mut c = candidates(std::slice::from_ref(&rule), &facts, &[], &[], Some("main:4433"));
+            for x in &mut c {
+                x.healthy = Some(true);
+            }
+            probation.mark(&mut c, now);
+            sort(&mut c);
+            choose(&c).map(|c| c.addr.clone()).unwrap()
+        };
+        let mut probation = Probation::default();
+        assert_eq!(choose_at(&probation, t0), "edge:4433");
+        // Too slow at t0: the main repository until the probation ends, then the edge again.
+        let until = probation.leave_aside(["edge:4433".to_string()].iter(), t0, 300);
+        assert_eq!(until, t0 + 300);
+        assert_eq!(probation.until("edge:4433", t0 + 299), Some(until));
+        assert_eq!(choose_at(&probation, t0 + 1), "main:4433");
+        assert_eq!(choose_at(&probation, t0 + 299), "main:4433");
+        assert_eq!(choose_at(&probation, t0 + 300), "edge:4433", "fail-back");
+        // A later probation of another forgets the ones that are over.
+        probation.leave_aside(["main:4433".to_string()].iter(), t0 + 400, 10);
+        assert_eq!(probation, {
+            let mut p = Probation::default();
+            p.leave_aside(["main:4433".to_string()].iter(), t0 + 400, 10);
+            p
+        });
+        // The stored form is the plain map.
+        let map = std::collections::BTreeMap::from([("main:4433".to_string(), t0 + 410)]);
+        assert_eq!(postcard::to_stdvec(&probation).unwrap(), postcard::to_stdvec(&map).unwrap());
     }
 }

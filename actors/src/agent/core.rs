@@ -15,7 +15,7 @@ use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::request::PackageRequest;
 use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, RemoveReason, ResolveInput, Step};
-use outpost_protocol::selection::AgentFacts;
+use outpost_protocol::selection::{AgentFacts, Probation};
 use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
 use outpost_protocol::time_fmt::format_unix;
 use quinn::Endpoint;
@@ -202,8 +202,8 @@ impl Agent {
         }
     }
 
-    /// Repositories left aside until a time (Unix seconds), after they were too slow.
-    fn probation(&self) -> BTreeMap<String, i64> {
+    /// Repositories left aside after they were too slow.
+    fn probation(&self) -> Probation {
         self.state.kept(PROBATION).ok().flatten().unwrap_or_default()
     }
 
@@ -212,25 +212,20 @@ impl Agent {
         if addrs.is_empty() {
             return Ok(());
         }
-        let now = unix_now();
-        let until = now + i64::try_from(self.settings.probation.as_secs()).unwrap_or(i64::MAX / 2);
-        let mut all = self.probation();
-        all.retain(|_, t| *t > now);
+        let mut probation = self.probation();
+        let period = i64::try_from(self.settings.probation.as_secs()).unwrap_or(i64::MAX / 2);
+        let until = probation.leave_aside(addrs, unix_now(), period);
         for a in addrs {
             tracing::warn!(repo = a, "too slow: left aside until {}", format_unix(until));
-            all.insert(a.clone(), until);
         }
-        self.state.keep(PROBATION, &all)?;
+        self.state.keep(PROBATION, &probation)?;
         Ok(())
     }
 
     /// Every candidate repository, checked, best first (those on probation last).
     pub async fn probe(&self) -> (Vec<Probed>, Option<String>) {
         let (mut candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
-        let (probation, now) = (self.probation(), unix_now());
-        for c in &mut candidates {
-            c.probation = probation.get(&c.addr).is_some_and(|until| *until > now);
-        }
+        self.probation().mark(&mut candidates, unix_now());
         (select::probe(&self.endpoint, candidates, self.settings.pace).await, dns_error)
     }
 
@@ -256,7 +251,7 @@ impl Agent {
                 sequence: p.head.map(|h| h.sequence),
                 error: p.error.clone(),
                 chosen: Some(i) == chosen,
-                probation_until: probation.get(&p.candidate.addr).copied().filter(|t| *t > now),
+                probation_until: probation.until(&p.candidate.addr, now),
             })
             .collect();
         ReposReport { candidates, dns_error }

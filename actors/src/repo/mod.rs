@@ -1,5 +1,6 @@
 //! Repositories: the main repository publishes signed snapshots ([`publisher`]); edges
-//! replicate them from an ordered list of upstreams ([`replicator`], [`sync`]); both serve
+//! replicate them from an ordered list of upstreams ([`replicator`], [`sync`], and the pure
+//! choice of upstream in [`upstreams`]); both serve
 //! clients over QUIC ([`server`]); [`client`] is the client side (status, pull, publish).
 //!
 //! State lives in actors (the [`publisher::Publisher`] and [`replicator::Replicator`]); the
@@ -11,6 +12,7 @@ pub mod publisher;
 pub mod replicator;
 pub mod server;
 pub mod sync;
+pub mod upstreams;
 
 use std::sync::{Arc, Mutex};
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UpstreamState;
 use super::sync::{self, SyncContext, SyncError, SyncOutcome};
+use super::upstreams::{Effect, Upstreams, Use};
 use crate::clock::unix_now;
 use crate::metrics::label;
 use crate::transport::{self, Pace};
@@ -84,12 +85,11 @@ pub struct Replicator {
     ctx: SyncContext,
     head: watch::Sender<Option<Head>>,
     upstream: Arc<Mutex<UpstreamState>>,
-    active: Option<usize>,
+    /// Which upstream to use (the decisions; this actor does the I/O).
+    choice: Upstreams,
     link: Option<CancellationToken>,
-    connecting: bool,
     syncing: bool,
     current: Option<Head>,
-    avoid_until: Vec<Option<Instant>>,
     /// The current snapshot lacks content (found at start): sync it again even if the upstream
     /// serves the same head.
     repair: bool,
@@ -102,7 +102,7 @@ pub struct Replicator {
 
 impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replicator").field("active", &self.active).field("current", &self.current).finish()
+        f.debug_struct("Replicator").field("choice", &self.choice).field("current", &self.current).finish()
     }
 }
 
@@ -141,19 +141,17 @@ impl Replicator {
         };
         let (head, rx) = watch::channel(current);
         let upstream = Arc::new(Mutex::new(UpstreamState::default()));
-        let n = config.upstreams.len();
+        let choice = Upstreams::new(config.upstreams.len(), config.quarantine);
         let me = Self {
             config,
             endpoint,
             ctx,
             head,
             upstream: upstream.clone(),
-            active: None,
+            choice,
             link: None,
-            connecting: false,
             syncing: false,
             current,
-            avoid_until: vec![None; n],
             repair,
             held,
             started: Instant::now(),
@@ -162,18 +160,23 @@ impl Replicator {
         Ok((me, rx, upstream))
     }
 
-    fn usable(&self, index: usize) -> bool {
-        self.avoid_until[index].is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// The first usable upstream at or after `from` (wrapping), or `from` if none is usable.
-    fn next_usable(&self, from: usize) -> usize {
-        let n = self.config.upstreams.len();
-        (0..n).map(|k| (from + k) % n).find(|&i| self.usable(i)).unwrap_or(from % n)
+    /// Does what the upstream choice decided.
+    fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Connect(index) => self.connect(index, ctx),
+                Effect::DropLink => self.drop_link(),
+                Effect::RetryAfter(wait) => {
+                    ctx.run_later(wait, |act, ctx| {
+                        let effects = act.choice.retry(Instant::now());
+                        act.apply(effects, ctx);
+                    });
+                }
+            }
+        }
     }
 
     fn connect(&mut self, index: usize, ctx: &mut Context<Self>) {
-        self.connecting = true;
         let (endpoint, addr, me) = (self.endpoint.clone(), self.config.upstreams[index].clone(), ctx.address());
         tokio::spawn(async move {
             match transport::connect(&endpoint, &addr).await {
@@ -191,7 +194,6 @@ impl Replicator {
         if let Some((_, c)) = up.connection.take() {
             c.close(0u32.into(), b"switching upstream");
         }
-        self.active = None;
     }
 
     fn set_error(&self, error: String) {
@@ -202,7 +204,8 @@ impl Replicator {
         if self.syncing || self.cancel.is_cancelled() {
             return;
         }
-        let (Some(index), Some(wanted)) = (self.active, self.upstream.lock().expect("not poisoned").head) else {
+        let (Some(index), Some(wanted)) = (self.choice.active(), self.upstream.lock().expect("not poisoned").head)
+        else {
             return;
         };
         if self.current.is_some_and(|c| c.hash == wanted.hash) && !self.repair {
@@ -267,9 +270,8 @@ impl Actor for Replicator {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.update_lag();
-        if !self.config.upstreams.is_empty() {
-            self.connect(0, ctx);
-        }
+        let effects = self.choice.start(Instant::now());
+        self.apply(effects, ctx);
         ctx.run_interval(self.config.poll, |_, ctx| ctx.notify(Tick));
     }
 }
@@ -278,15 +280,13 @@ impl Handler<Connected> for Replicator {
     type Result = ();
 
     fn handle(&mut self, msg: Connected, ctx: &mut Self::Context) {
-        self.connecting = false;
-        if self.active.is_some_and(|a| a <= msg.index) {
+        if self.choice.connected(msg.index) == Use::Close {
             msg.connection.close(0u32.into(), b"not needed");
             return;
         }
         self.drop_link();
         let addr = self.config.upstreams[msg.index].clone();
         tracing::info!(upstream = addr, "connected to upstream");
-        self.active = Some(msg.index);
         {
             let mut up = self.upstream.lock().expect("not poisoned");
             up.connection = Some((addr, msg.connection.clone()));
@@ -334,25 +334,13 @@ impl Handler<ConnectFailed> for Replicator {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectFailed, ctx: &mut Self::Context) {
-        self.connecting = false;
         tracing::warn!(upstream = self.config.upstreams[msg.index], "cannot reach upstream: {}", msg.error);
-        if self.active.is_some() {
-            return; // a fail-back probe that did not answer
+        if self.choice.active().is_none() {
+            // (A fail-back attempt that did not answer changes nothing.)
+            self.set_error(msg.error);
         }
-        self.set_error(msg.error);
-        let n = self.config.upstreams.len();
-        if msg.index + 1 < n {
-            let next = self.next_usable(msg.index + 1);
-            self.connect(next, ctx);
-        } else {
-            // Every upstream tried: start over after a short pause.
-            ctx.run_later(Duration::from_secs(1), |act, ctx| {
-                if act.active.is_none() && !act.connecting {
-                    let first = act.next_usable(0);
-                    act.connect(first, ctx);
-                }
-            });
-        }
+        let effects = self.choice.connect_failed(msg.index, Instant::now());
+        self.apply(effects, ctx);
     }
 }
 
@@ -360,14 +348,13 @@ impl Handler<LinkDown> for Replicator {
     type Result = ();
 
     fn handle(&mut self, msg: LinkDown, ctx: &mut Self::Context) {
-        if self.active != Some(msg.index) || self.cancel.is_cancelled() {
+        if self.choice.active() != Some(msg.index) || self.cancel.is_cancelled() {
             return;
         }
         tracing::warn!(upstream = self.config.upstreams[msg.index], "lost upstream: {}", msg.error);
         self.set_error(msg.error);
-        self.drop_link();
-        let next = self.next_usable((msg.index + 1) % self.config.upstreams.len());
-        self.connect(next, ctx);
+        let effects = self.choice.link_down(msg.index, Instant::now());
+        self.apply(effects, ctx);
     }
 }
 
@@ -375,7 +362,7 @@ impl Handler<UpstreamHead> for Replicator {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamHead, ctx: &mut Self::Context) {
-        if self.active != Some(msg.index) {
+        if self.choice.active() != Some(msg.index) {
             return;
         }
         self.upstream.lock().expect("not poisoned").head = Some(msg.head);
@@ -434,17 +421,10 @@ impl Handler<SyncDone> for Replicator {
                     // A transient failure (a lost connection, a full disk): try again soon.
                     ctx.run_later(Duration::from_secs(2), |act, ctx| act.maybe_sync(ctx));
                 }
-                if avoid {
-                    // The upstream served content that is refused, or was too slow: keep
-                    // serving the last good snapshot, and use another upstream for a while
-                    // (what was verified stays in `partial/`).
-                    self.avoid_until[msg.index] = Some(Instant::now() + self.config.quarantine);
-                    if self.config.upstreams.len() > 1 && self.active == Some(msg.index) {
-                        self.drop_link();
-                        let next = self.next_usable((msg.index + 1) % self.config.upstreams.len());
-                        self.connect(next, ctx);
-                    }
-                }
+                // Refused content or too slow: keep serving the last good snapshot, and use
+                // another upstream for a while (what was verified stays in `partial/`).
+                let effects = self.choice.sync_failed(msg.index, avoid, Instant::now());
+                self.apply(effects, ctx);
             }
         }
     }
@@ -455,19 +435,15 @@ impl Handler<Tick> for Replicator {
 
     fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
         self.update_lag();
-        if self.cancel.is_cancelled() || self.connecting {
+        if self.cancel.is_cancelled() || self.choice.connecting() {
             return;
         }
-        match self.active {
-            None => {
-                let first = self.next_usable(0);
-                self.connect(first, ctx);
-            }
+        // Connect, or fail back to a preferred upstream that answers again.
+        let effects = self.choice.tick(Instant::now());
+        self.apply(effects, ctx);
+        match self.choice.active() {
+            None => {}
             Some(index) => {
-                // Fail back to a preferred upstream that answers again.
-                if let Some(better) = (0..index).find(|&i| self.usable(i)) {
-                    self.connect(better, ctx);
-                }
                 // Poll the head, in case a push was missed.
                 if let Some((_, connection)) = self.upstream.lock().expect("not poisoned").connection.clone() {
                     let (me, pace) = (ctx.address(), self.ctx.pace);
