@@ -14,7 +14,7 @@ use outpost_protocol::hex::hex;
 use outpost_protocol::package::{Manifest, PackageRecord};
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::request::PackageRequest;
-use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, RemoveReason, ResolveInput, Step};
+use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, ResolveInput};
 use outpost_protocol::selection::{AgentFacts, Probation};
 use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
 use outpost_protocol::time_fmt::format_unix;
@@ -24,13 +24,13 @@ use rustls::pki_types::CertificateDer;
 use super::download::{self, DownloadError};
 use super::hooks::{self, HookAction};
 use super::identity::{self, Machine};
+use super::plan;
 pub use super::report::{
     AuditLine, Failure, PackageLine, RepoLine, ReposReport, SnapshotInfo, StatusReport, UpdateReport, UpgradeReport,
 };
 use super::select::{self, Probed, Sources};
 use super::state::{
-    AgentState, InstalledRecord, LastUpdate, PlannedStatus, PlannedStep, StateError, StepAction, StoredPlan,
-    UpdateOutcome,
+    AgentState, InstalledRecord, LastUpdate, PlannedStep, StateError, StepAction, StoredPlan, UpdateOutcome,
 };
 use super::status;
 use crate::clock::unix_now;
@@ -475,56 +475,7 @@ impl Agent {
             requested: &requested,
             incomplete,
         });
-        let steps = resolution
-            .plan
-            .iter()
-            .map(|s| match s {
-                Step::Remove { name, version, reason } => PlannedStep {
-                    action: StepAction::Remove,
-                    name: name.clone(),
-                    version: version.to_string(),
-                    manifest: [0; 32],
-                    origin: Origin::Dependency,
-                    size: 0,
-                    removal: Some(reason.clone()),
-                    text: s.to_string(),
-                },
-                Step::Install { name, version, entry, origin } | Step::Upgrade { name, version, entry, origin, .. } => {
-                    PlannedStep {
-                        action: if matches!(s, Step::Install { .. }) {
-                            StepAction::Install
-                        } else {
-                            StepAction::Upgrade
-                        },
-                        name: name.clone(),
-                        version: version.to_string(),
-                        manifest: ids[*entry].0,
-                        origin: *origin,
-                        size: ids[*entry].1,
-                        removal: None,
-                        text: s.to_string(),
-                    }
-                }
-            })
-            .collect();
-        Ok(StoredPlan {
-            created: unix_now(),
-            sequence,
-            steps,
-            packages: resolution
-                .packages
-                .iter()
-                .map(|p| PlannedStatus {
-                    name: p.name.clone(),
-                    status: p.status,
-                    installed: p.installed.as_ref().map(ToString::to_string),
-                    target: p.target.as_ref().map(ToString::to_string),
-                    reason: p.reason.clone(),
-                })
-                .collect(),
-            host_status: resolution.host_status,
-            errors: resolution.errors,
-        })
+        Ok(plan::stored(resolution, ids, sequence, unix_now()))
     }
 
     /// A package record and its verified manifest: from the local records, else from `repos`
@@ -618,7 +569,17 @@ impl Agent {
         }
         let steps: Vec<&PlannedStep> = match only {
             None => plan.steps.iter().collect(),
-            Some(names) => select_with_dependencies(&plan, names, |m| self.state.record(m).ok().flatten()),
+            Some(names) => plan::select(&plan, names, |m| {
+                self.state
+                    .record(m)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| PackageRecord::decode(&b).ok())
+                    .and_then(|r| Manifest::decode(&r.manifest).ok())
+                    .and_then(|m| m.entry().ok())
+                    .map(|e| e.depends.into_iter().map(|d| d.name).collect())
+                    .unwrap_or_default()
+            }),
         };
         let slow: download::Slow = download::Slow::default();
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
@@ -896,21 +857,18 @@ impl Agent {
         let mut report = self.run_plan(Some(&names), false, &repos, progress).await?;
         // A request nothing satisfies is an error, not a silent no-op; it is not kept, so that
         // it does not hold the host in ERROR.
-        let plan = self.state.plan()?;
+        let stored = self.state.plan()?;
+        let installed: BTreeSet<String> =
+            self.state.installed()?.into_iter().filter(|(_, r)| !r.state.is_broken()).map(|(n, _)| n).collect();
         let mut dropped = false;
-        for name in &names {
-            if self.state.get_installed(name)?.is_some_and(|r| !r.state.is_broken())
-                || report.failed.iter().any(|f| &f.name == name)
-            {
-                continue;
-            }
-            let unresolved = plan.as_ref().and_then(|p| p.errors.iter().find(|e| e.concerns(name)));
+        let done = |n: &str| installed.contains(n) || report.failed.iter().any(|f| f.name == n);
+        for (name, unresolved) in plan::unmet(stored.as_ref(), &names, done) {
             if unresolved.is_some() {
-                self.state.remove_request(name)?;
+                self.state.remove_request(&name)?;
                 dropped = true;
             }
             let reason = unresolved.map_or_else(|| format!("{name} was not installed"), ToString::to_string);
-            report.failed.push(Failure { name: name.clone(), reason });
+            report.failed.push(Failure { name, reason });
         }
         if dropped {
             self.resolve(&snapshot, &repos).await?;
@@ -1019,41 +977,6 @@ impl Agent {
     pub fn snapshot(&self) -> Result<Option<SignedSnapshot>, AgentError> {
         Ok(self.state.snapshot()?)
     }
-}
-
-/// The steps for `names` and, through the signed `depends` of what they install, what they need.
-fn select_with_dependencies<'p>(
-    plan: &'p StoredPlan,
-    names: &[String],
-    record: impl Fn(&[u8; 32]) -> Option<Vec<u8>>,
-) -> Vec<&'p PlannedStep> {
-    let mut wanted: BTreeSet<String> = names.iter().cloned().collect();
-    // Walk depends through the planned packages' records, when kept.
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for s in &plan.steps {
-            if !wanted.contains(&s.name) || s.action == StepAction::Remove {
-                continue;
-            }
-            let deps = record(&s.manifest)
-                .and_then(|b| PackageRecord::decode(&b).ok())
-                .and_then(|r| Manifest::decode(&r.manifest).ok())
-                .and_then(|m| m.entry().ok())
-                .map(|e| e.depends.into_iter().map(|d| d.name).collect::<Vec<_>>())
-                .unwrap_or_default();
-            for d in deps {
-                changed |= wanted.insert(d);
-            }
-        }
-    }
-    // Conflicting packages removed for the wanted ones go too.
-    plan.steps
-        .iter()
-        .filter(|s| {
-            wanted.contains(&s.name) || matches!(&s.removal, Some(RemoveReason::ConflictsWith(w)) if wanted.contains(w))
-        })
-        .collect()
 }
 
 fn sanitize(name: &str) -> String {

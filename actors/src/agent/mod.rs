@@ -5,6 +5,7 @@
 //! * [`identity`]: who and what the machine is.
 //! * [`select`]: which repository (rules, DNS SRV, configured list, main; health and RTT).
 //! * [`core`]: update, upgrade, install, remove, audit, status.
+//! * [`plan`]: the stored plan and the steps a partial upgrade runs (pure).
 //! * [`download`]: the verified package cache (resumable, across repositories).
 //! * [`hooks`]: running `setup.sh` / `setup.ps1`.
 //! * [`state`]: the local redb state.
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod inventory;
 pub mod link;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod select;
 pub mod state;
