@@ -371,10 +371,7 @@ pub async fn read_frame_limited(
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(FrameError::Stream(e.to_string())),
     }
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge(len));
-    }
+    let len = wire::frame_len(prefix, max).map_err(|_| FrameError::TooLarge(u32::from_le_bytes(prefix) as usize))?;
     let mut body = vec![0u8; len];
     timed(within(len as u64), recv.read_exact(&mut body)).await?.map_err(|e| FrameError::Stream(e.to_string()))?;
     Ok(Some(body))

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{AgentArgs, AgentNamesArgs, AgentReadArgs};
 use crate::config::{self, AgentConfig};
 use crate::daemon;
-use crate::pkg_cmd::human_bytes;
+use crate::output::human_bytes;
 use crate::progress::Progress;
 
 /// The configuration after the file, the `config` packages' overlays and the flags.

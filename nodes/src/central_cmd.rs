@@ -27,6 +27,8 @@ use crate::cli::{
 };
 use crate::config::{self, ServerConfig};
 use crate::daemon;
+use crate::output::human_bytes;
+use crate::packaging;
 use crate::repo_cmd::{Common, MainSetup, listen_addr};
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
 use outpost_actors::clock::unix_now;
@@ -426,7 +428,7 @@ fn host(a: &ConsoleHostArgs) -> Result<()> {
                         crate::out!("cpu:       {} ({} threads)", c.model, c.threads);
                     }
                     Section::Memory(m) => {
-                        crate::out!("memory:    {}", crate::pkg_cmd::human_bytes(*m));
+                        crate::out!("memory:    {}", human_bytes(*m));
                     }
                     Section::Disks(d) => {
                         for d in d {
@@ -434,8 +436,8 @@ fn host(a: &ConsoleHostArgs) -> Result<()> {
                                 "disk:      {} {} {} free of {}",
                                 d.mount,
                                 d.fs,
-                                crate::pkg_cmd::human_bytes(d.free),
-                                crate::pkg_cmd::human_bytes(d.size)
+                                human_bytes(d.free),
+                                human_bytes(d.size)
                             );
                         }
                     }
@@ -607,35 +609,25 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
         a.packages.join(",")
     );
     std::fs::write(src.join("WAPT/control"), control)?;
-    let built = crate::pkg_cmd::build(&crate::cli::PkgBuildArgs {
-        src_dir: src,
-        signing: crate::cli::SigningKey {
-            cert: a.console.cert.clone(),
-            key: a.console.key.clone(),
-            password_file: a.console.password_file.clone(),
-        },
-        out: work.clone(),
-    });
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
+    let signing = crate::cli::SigningKey {
+        cert: a.console.cert.clone(),
+        key: a.console.key.clone(),
+        password_file: a.console.password_file.clone(),
     };
-    let published = crate::repo_cmd::publish(&crate::cli::PkgPublishArgs {
-        file: built,
-        client: crate::cli::ClientArgs {
-            repo: a.repo.clone(),
-            ca: a.console.ca.clone(),
-            cert: a.console.cert.clone(),
-            key: a.console.key.clone(),
-            password_file: a.console.password_file.clone(),
-            min_rate: "16KiB".into(),
-        },
-    });
+    let client = crate::cli::ClientArgs {
+        repo: a.repo.clone(),
+        ca: a.console.ca.clone(),
+        cert: a.console.cert.clone(),
+        key: a.console.key.clone(),
+        password_file: a.console.password_file.clone(),
+        min_rate: "16KiB".into(),
+    };
+    let published = crate::secrets::load_signer(&signing)
+        .and_then(|signer| packaging::build(&src, &work, &signer, crate::signing_time(), false))
+        .and_then(|built| packaging::publish(&client, &built.path));
     let _ = std::fs::remove_dir_all(&work);
-    published?;
+    let p = published?;
+    crate::out!("Published {} {} to {}: snapshot {}", p.name, p.version, a.repo, p.sequence);
     if a.now {
         let created = unix_now();
         let (chain, key) = admin_key(&a.console)?;

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::cli::DemoArgs;
-use crate::pkg_cmd::human_bytes;
+use crate::output::human_bytes;
 
 const NET: &str = "127.77";
 const DOMAIN: &str = "demo.example";

@@ -11,6 +11,7 @@ mod config;
 mod daemon;
 mod demo;
 mod output;
+mod packaging;
 mod pkg_cmd;
 mod pki_cmd;
 mod progress;

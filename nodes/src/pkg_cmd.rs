@@ -5,57 +5,34 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use outpost_actors::disk::{AtomicFile, DirSource};
-use outpost_protocol::control::Control;
 use outpost_protocol::hex::hex;
-use outpost_protocol::package::{self, PackageArchive, Signer};
+use outpost_protocol::package::PackageArchive;
 use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
 
-use crate::cli::{PkgBuildArgs, PkgShowArgs, PkgVerifyArgs, SigningKey};
+use crate::cli::{PkgBuildArgs, PkgShowArgs, PkgVerifyArgs};
+use crate::output::human_bytes;
+use crate::packaging;
 use crate::progress::Progress;
-use crate::secrets::{self, KEY_PASSWORD_ENV, PasswordSource};
+use crate::secrets::{self, load_signer};
 use crate::signing_time;
 use outpost_actors::clock::unix_now;
 
-/// WAPT files that a source folder may still hold from a WAPT build; they are not packaged.
-const WAPT_LEFTOVERS: [&str; 5] =
-    ["WAPT/control", "WAPT/manifest.sha256", "WAPT/signature.sha256", "WAPT/certificate.crt", "WAPT/signature"];
-
 /// `outpost pkg build`
 pub fn build(args: &PkgBuildArgs) -> Result<PathBuf> {
-    let control_path = args.src_dir.join("WAPT").join("control");
-    let control_bytes = std::fs::read(&control_path)
-        .with_context(|| format!("reading {} (a package source folder holds WAPT/control)", control_path.display()))?;
-    let control = Control::parse_bytes(&control_bytes).with_context(|| control_path.display().to_string())?;
     let signer = load_signer(&args.signing)?;
-    let mut source = DirSource::new(&args.src_dir);
-    let entries = source.entries(&WAPT_LEFTOVERS)?;
-    let total: u64 = entries.iter().map(|e| e.size).sum();
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-
-    let entry = outpost_protocol::entry::PackageEntry::from_control(&control)
-        .with_context(|| control_path.display().to_string())?;
-    let target = args.out.join(package::file_name(&entry));
-    let mut file = AtomicFile::create(&target, 0o644).with_context(|| format!("creating {}", target.display()))?;
-    let progress = Progress::bytes("building", total);
-    let built = package::build(&mut file, &control, entries, &mut source, &signer, signing_time(), &mut |n| {
-        progress.set(n);
-    })
-    .with_context(|| format!("building {}", args.src_dir.display()))?;
-    progress.finish();
-    file.commit().with_context(|| format!("writing {}", target.display()))?;
+    let built = packaging::build(&args.src_dir, &args.out, &signer, signing_time(), true)?;
     eprintln!(
         "Built {} {} ({} files, {}), signed by {:?}.",
-        entry.name,
-        entry.version,
-        built.manifest.files.len(),
-        human_bytes(built.manifest.total_size()),
+        built.entry.name,
+        built.entry.version,
+        built.files,
+        human_bytes(built.size),
         signer.info().subject
     );
-    crate::out!("{}", target.display());
-    Ok(target)
+    crate::out!("{}", built.path.display());
+    Ok(built.path)
 }
 
 /// `outpost pkg verify`
@@ -135,28 +112,4 @@ fn print_signer(s: &CertInfo) {
 fn open(path: &Path) -> Result<PackageArchive<BufReader<File>>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     PackageArchive::open(BufReader::new(file)).with_context(|| format!("{}: REFUSED", path.display()))
-}
-
-/// Loads the signing certificate and key and checks they can sign packages now.
-pub fn load_signer(args: &SigningKey) -> Result<Signer> {
-    let chain = secrets::load_certs(&args.cert)?;
-    let source = PasswordSource {
-        file: args.password_file.as_deref(),
-        env: vec![KEY_PASSWORD_ENV],
-        purpose: format!("the key {}", args.key.display()),
-    };
-    let key = secrets::load_key(&args.key, &source)?;
-    Signer::new(key, chain, unix_now()).with_context(|| format!("{} cannot sign packages", args.cert.display()))
-}
-
-/// Sizes for people: `1.5 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
 }

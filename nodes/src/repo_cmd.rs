@@ -6,7 +6,6 @@ use std::sync::Arc;
 use actix::Actor;
 use anyhow::{Context, Result, bail};
 use outpost_actors::metrics::RepoMetrics;
-use outpost_actors::repo::client::RepoClient;
 use outpost_actors::repo::publisher::{Publisher, PublisherConfig};
 use outpost_actors::repo::replicator::{Replicator, ReplicatorConfig};
 use outpost_actors::repo::sync::{Limiter, SyncContext};
@@ -17,17 +16,18 @@ use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{Purpose, cert_info};
 use outpost_protocol::time_fmt::format_unix;
 use outpost_protocol::version::Version;
-use outpost_protocol::wire::{ALPN_REPO, Response};
+use outpost_protocol::wire::ALPN_REPO;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    ClientArgs, DaemonArgs, PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs,
-    RepoPullArgs, RepoSetLineageArgs, RepoStatusArgs,
+    DaemonArgs, PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs, RepoPullArgs,
+    RepoSetLineageArgs, RepoStatusArgs,
 };
 use crate::config::{self, EdgeConfig, MainConfig};
 use crate::daemon;
-use crate::pkg_cmd::human_bytes;
+use crate::output::human_bytes;
+use crate::packaging;
 use crate::progress::Progress;
 use outpost_actors::clock::unix_now;
 
@@ -311,31 +311,9 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
     })
 }
 
-/// Runs a client operation on a fresh connection.
-fn with_client<T, F, Fut>(args: &ClientArgs, f: F) -> Result<T>
-where
-    F: FnOnce(RepoClient, outpost_protocol::pki::TrustStore) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let identity = daemon::identity(&args.cert, &args.key, args.password_file.as_deref())?;
-    let (trust, ca) = daemon::trust(&args.ca)?;
-    let pace = config::min_rate("--min-rate", &args.min_rate)?;
-    let addr = args.repo.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async move {
-        let endpoint = transport::client(None, &identity, &ca, ALPN_REPO)?;
-        let client =
-            RepoClient::connect(&endpoint, &addr).await.with_context(|| format!("repository {addr}"))?.with_pace(pace);
-        let result = f(client.clone(), trust).await;
-        client.connection.close(0u32.into(), b"done");
-        transport::finish(&endpoint).await;
-        result
-    })
-}
-
 /// `outpost repo status`
 pub fn status(args: &RepoStatusArgs) -> Result<()> {
-    let v2 = with_client(&args.client, |client, _| async move { Ok(client.status_v2().await?) })?;
+    let v2 = packaging::with_repo(&args.client, |client, _| async move { Ok(client.status_v2().await?) })?;
     let status = &v2.status;
     if args.json {
         let mut json = status_json(status);
@@ -424,7 +402,7 @@ fn name_version(text: &str) -> Result<(String, Option<Version>)> {
 pub fn pull(args: &RepoPullArgs) -> Result<()> {
     let (name, version) = name_version(&args.package)?;
     let out = args.out.clone();
-    let pulled = with_client(&args.client, move |client, trust| async move {
+    let pulled = packaging::with_repo(&args.client, move |client, trust| async move {
         let progress = Progress::bytes("pulling", 0);
         let pulled = client
             .pull(&trust, unix_now(), &name, version.as_ref(), &out, &mut |done, total| {
@@ -448,18 +426,7 @@ pub fn pull(args: &RepoPullArgs) -> Result<()> {
 
 /// `outpost pkg publish`
 pub fn publish(args: &PkgPublishArgs) -> Result<()> {
-    let file = args.file.clone();
-    let size = std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?.len();
-    let response = with_client(&args.client, move |client, _| async move {
-        let progress = Progress::bytes("uploading", size);
-        let r = client.publish(&file, &mut |n| progress.set(n)).await;
-        progress.finish();
-        Ok(r?)
-    })
-    .with_context(|| format!("publishing {}", args.file.display()))?;
-    let Response::Published { sequence, name, version, replaced } = response else {
-        bail!("unexpected answer: {response:?}");
-    };
+    let packaging::Published { sequence, name, version, replaced } = packaging::publish(&args.client, &args.file)?;
     crate::out!(
         "Published {name} {version} to {}: snapshot {sequence}{}",
         args.client.repo,
@@ -472,12 +439,10 @@ pub fn publish(args: &PkgPublishArgs) -> Result<()> {
 pub fn unpublish(args: &PkgUnpublishArgs) -> Result<()> {
     let (name, version) = name_version(&args.package)?;
     let version = version.map(|v| v.to_string());
-    let (sequence, removed) =
-        with_client(
-            &args.client,
-            move |client, _| async move { Ok(client.unpublish(&name, version.as_deref()).await?) },
-        )
-        .with_context(|| format!("unpublishing {}", args.package))?;
+    let (sequence, removed) = packaging::with_repo(&args.client, move |client, _| async move {
+        Ok(client.unpublish(&name, version.as_deref()).await?)
+    })
+    .with_context(|| format!("unpublishing {}", args.package))?;
     crate::out!("Removed {} from {}: snapshot {sequence}", removed.join(", "), args.client.repo);
     Ok(())
 }

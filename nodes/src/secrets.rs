@@ -8,9 +8,13 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use outpost_actors::clock::unix_now;
+use outpost_protocol::package::Signer;
 use outpost_protocol::pki::{self, KeyError, PrivateKey};
 use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
+
+use crate::cli::SigningKey;
 
 /// Environment variable holding a key password.
 pub const KEY_PASSWORD_ENV: &str = "OUTPOST_KEY_PASSWORD";
@@ -106,4 +110,16 @@ pub fn load_cert_paths(paths: &[std::path::PathBuf]) -> Result<Vec<CertificateDe
         }
     }
     Ok(out)
+}
+
+/// Loads the signing certificate and key and checks they can sign packages now.
+pub fn load_signer(args: &SigningKey) -> Result<Signer> {
+    let chain = load_certs(&args.cert)?;
+    let source = PasswordSource {
+        file: args.password_file.as_deref(),
+        env: vec![KEY_PASSWORD_ENV],
+        purpose: format!("the key {}", args.key.display()),
+    };
+    let key = load_key(&args.key, &source)?;
+    Signer::new(key, chain, unix_now()).with_context(|| format!("{} cannot sign packages", args.cert.display()))
 }

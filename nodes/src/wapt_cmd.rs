@@ -12,8 +12,9 @@ use outpost_protocol::time_fmt::format_unix;
 use outpost_protocol::wapt::{self, WaptArchive, WaptSigner};
 
 use crate::cli::{WaptImportArgs, WaptIndexArgs, WaptVerifyControlArgs};
-use crate::pkg_cmd::{human_bytes, load_signer};
+use crate::output::human_bytes;
 use crate::progress::Progress;
+use crate::secrets::load_signer;
 use crate::{secrets, signing_time};
 use outpost_actors::clock::unix_now;
 

@@ -836,12 +836,14 @@ enum CentralResponseWire {
 
 /// Frames a request (little-endian `u32` length, then postcard).
 pub fn encode_request(r: &CentralRequest) -> Vec<u8> {
-    frame(&postcard::to_stdvec(&CentralRequestWire::V1(r.clone())).expect("encoding to a Vec cannot fail"))
+    crate::wire::frame(&postcard::to_stdvec(&CentralRequestWire::V1(r.clone())).expect("encoding to a Vec cannot fail"))
 }
 
 /// Frames a response.
 pub fn encode_response(r: &CentralResponse) -> Vec<u8> {
-    frame(&postcard::to_stdvec(&CentralResponseWire::V1(r.clone())).expect("encoding to a Vec cannot fail"))
+    crate::wire::frame(
+        &postcard::to_stdvec(&CentralResponseWire::V1(r.clone())).expect("encoding to a Vec cannot fail"),
+    )
 }
 
 /// Decodes a request body.
@@ -856,12 +858,6 @@ pub fn decode_response(body: &[u8]) -> Result<CentralResponse, CentralError> {
     let CentralResponseWire::V1(r) =
         postcard::from_bytes(body).map_err(|e| CentralError::Decode { what: "response", reason: e.to_string() })?;
     Ok(r)
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = u32::try_from(body.len()).expect("frames are under 4 GiB").to_le_bytes().to_vec();
-    out.extend_from_slice(body);
-    out
 }
 
 #[cfg(test)]

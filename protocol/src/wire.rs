@@ -185,19 +185,21 @@ pub fn decode_response(body: &[u8]) -> Result<Response, WireError> {
     Ok(r)
 }
 
-/// Reads a frame length prefix, refusing lengths over the limit.
-pub fn frame_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+/// Reads a frame's length prefix, refusing lengths over `max` (the repository protocol's is
+/// [`MAX_FRAME_BYTES`]; central's messages have their own).
+pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, WireError> {
     let len = u32::from_le_bytes(prefix) as usize;
-    check_len(len)?;
-    Ok(len)
+    if len > max { Err(WireError::TooLarge(len)) } else { Ok(len) }
 }
 
 fn check_len(len: usize) -> Result<(), WireError> {
     if len > MAX_FRAME_BYTES { Err(WireError::TooLarge(len)) } else { Ok(()) }
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = (u32::try_from(body.len()).expect("frames are small")).to_le_bytes().to_vec();
+/// Frames a message body: its length (little-endian `u32`), then the body. The one framing of
+/// every protocol.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (u32::try_from(body.len()).expect("frames are under 4 GiB")).to_le_bytes().to_vec();
     out.extend_from_slice(body);
     out
 }
@@ -225,12 +227,12 @@ mod tests {
     fn frames_round_trip_and_limits_hold() {
         let r = Request::Range { file: [7; 32], offset: 10, len: 100 };
         let framed = encode_request(&r);
-        let len = frame_len(framed[..4].try_into().unwrap()).unwrap();
+        let len = frame_len(framed[..4].try_into().unwrap(), MAX_FRAME_BYTES).unwrap();
         assert_eq!(decode_request(&framed[4..4 + len]).unwrap(), r);
         let a = Response::Error { code: ErrorCode::Forbidden, message: "no".into() };
         let framed = encode_response(&a);
         assert_eq!(decode_response(&framed[4..]).unwrap(), a);
-        assert!(matches!(frame_len((u32::MAX).to_le_bytes()), Err(WireError::TooLarge(_))));
+        assert!(matches!(frame_len((u32::MAX).to_le_bytes(), MAX_FRAME_BYTES), Err(WireError::TooLarge(_))));
         assert!(matches!(decode_request(&[0, 200]), Err(WireError::Decode(_))));
         assert!(matches!(decode_request(&[1, 0]), Err(WireError::Decode(_))), "unknown version");
     }
