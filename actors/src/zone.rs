@@ -6,6 +6,17 @@
 use jiff::Timestamp;
 use jiff::tz::{Offset, TimeZone};
 
+/// Why a time zone is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// An offset out of range.
+    #[error("time zone {text:?}: the offset is out of range")]
+    Offset { text: String, source: jiff::Error },
+    /// A name the time-zone database does not know.
+    #[error("unknown time zone {name}: use an IANA name like \"Europe/Paris\", \"UTC\" or an offset like \"+01:00\"")]
+    Unknown { name: String, source: jiff::Error },
+}
+
 /// A time zone and the name it was given by.
 #[derive(Clone, Debug)]
 pub struct Zone {
@@ -15,7 +26,7 @@ pub struct Zone {
 
 impl Zone {
     /// Parses a zone: an IANA name, `UTC`, `+HH:MM`/`-HH:MM`, or "" for this machine's zone.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ZoneError> {
         let t = text.trim();
         if t.is_empty() {
             let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
@@ -23,21 +34,19 @@ impl Zone {
             return Ok(Self { tz, name });
         }
         if let Some(minutes) = fixed_offset(t) {
-            let offset = Offset::from_seconds(minutes * 60).map_err(|e| format!("time zone {t:?}: {e}"))?;
+            let offset = Offset::from_seconds(minutes * 60)
+                .map_err(|source| ZoneError::Offset { text: t.to_string(), source })?;
             return Ok(Self { tz: TimeZone::fixed(offset), name: format!("UTC{t}") });
         }
-        let tz = TimeZone::get(t).map_err(|e| {
-            format!(
-                "unknown time zone {}: use an IANA name like \"Europe/Paris\", \"UTC\" or an offset like \"+01:00\" ({e})",
-                outpost_protocol::text::excerpt(t, 60)
-            )
-        })?;
+        let tz = TimeZone::get(t)
+            .map_err(|source| ZoneError::Unknown { name: outpost_protocol::text::excerpt(t, 60), source })?;
         Ok(Self { tz, name: t.to_string() })
     }
 
     /// A fixed offset in minutes east of UTC.
-    pub fn fixed_minutes(minutes: i32) -> Result<Self, String> {
-        let offset = Offset::from_seconds(minutes * 60).map_err(|e| e.to_string())?;
+    pub fn fixed_minutes(minutes: i32) -> Result<Self, ZoneError> {
+        let offset = Offset::from_seconds(minutes * 60)
+            .map_err(|source| ZoneError::Offset { text: format!("{minutes} minutes"), source })?;
         let sign = if minutes < 0 { '-' } else { '+' };
         let name = format!("UTC{sign}{:02}:{:02}", minutes.abs() / 60, minutes.abs() % 60);
         Ok(Self { tz: TimeZone::fixed(offset), name })
@@ -93,7 +102,9 @@ mod tests {
         assert_eq!(Zone::parse("-03:00").unwrap().offset_minutes(winter), -180);
         assert!(Zone::parse("").is_ok(), "the system's zone, or UTC without one");
         let e = Zone::parse("Mars/Olympus_Mons").unwrap_err();
-        assert!(e.contains("unknown time zone") && e.contains("Europe/Paris"), "{e}");
+        assert!(matches!(&e, ZoneError::Unknown { name, .. } if name == "\"Mars/Olympus_Mons\""), "{e:?}");
+        assert!(e.to_string().contains("Europe/Paris"), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is chained, not repeated");
         assert!(Zone::parse("+25:00").is_err());
     }
 }

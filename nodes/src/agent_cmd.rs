@@ -450,7 +450,7 @@ pub fn reset_uuid(args: &AgentReadArgs) -> Result<()> {
         Some(file_cfg.fqdn.as_str()).filter(|f| !f.is_empty()),
     )
     .uuid;
-    let new = outpost_actors::agent::identity::new_uuid().map_err(anyhow::Error::msg)?;
+    let new = outpost_actors::agent::identity::new_uuid()?;
     outpost_actors::disk::write_atomic(
         &state.join(outpost_actors::agent::identity::UUID_FILE),
         format!("{new}\n").as_bytes(),

@@ -598,11 +598,10 @@ pub fn windows(values: &[String]) -> Result<Vec<SyncWindow>> {
 /// else this machine's zone.
 pub fn zone(time_zone: &str, utc_offset_value: &str) -> Result<outpost_actors::zone::Zone> {
     if !time_zone.trim().is_empty() || utc_offset_value.trim().is_empty() {
-        return outpost_actors::zone::Zone::parse(time_zone).map_err(|e| anyhow::anyhow!("time_zone: {e}"));
+        return outpost_actors::zone::Zone::parse(time_zone).context("time_zone");
     }
     tracing::warn!("utc_offset is deprecated: write time_zone = \"Europe/Paris\" (or \"{utc_offset_value}\")");
-    outpost_actors::zone::Zone::fixed_minutes(utc_offset(utc_offset_value)?)
-        .map_err(|e| anyhow::anyhow!("utc_offset: {e}"))
+    outpost_actors::zone::Zone::fixed_minutes(utc_offset(utc_offset_value)?).context("utc_offset")
 }
 
 /// `+HH:MM` / `-HH:MM` into minutes east of UTC.

@@ -34,13 +34,18 @@ pub fn reset_uuid(state_dir: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(state_dir.join(UUID_FILE)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// The operating system gave no random bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("no randomness is available from the operating system")]
+pub struct NoRandomness;
+
 /// A new random UUID (version 4), lower-case.
-pub fn new_uuid() -> Result<String, String> {
+pub fn new_uuid() -> Result<String, NoRandomness> {
     let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(|_| "no randomness available")?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).map_err(|_| NoRandomness)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = outpost_protocol::hex::hex(&b);
     Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
 }
 

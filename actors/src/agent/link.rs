@@ -57,30 +57,58 @@ pub struct LinkState {
     db: Database,
 }
 
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
+/// Why the link to central stopped or its state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The link's database is damaged.
+    #[error(
+        "{error}. It holds the report sequence and the actions already run; move it away (mv {p} {p}.damaged): \
+         the agent then sends a full report, and actions it ran before are refused by their expiry",
+        p = path.display()
+    )]
+    Damaged { error: crate::db::OpenError, path: PathBuf },
+    /// The link's database could not be opened.
+    #[error(transparent)]
+    Open(crate::db::OpenError),
+    /// The link's database failed.
+    #[error("the central link's state database")]
+    Db(#[source] redb::Error),
+    /// A record could not be encoded.
+    #[error("the central link's state")]
+    Encode(#[from] postcard::Error),
+    /// Central could not be reached or refused a request.
+    #[error(transparent)]
+    Central(#[from] CentralClientError),
+    /// The agent's actor is gone (the daemon is stopping).
+    #[error("the agent is stopping")]
+    Stopping(#[from] actix::MailboxError),
+    /// The agent answered an error.
+    #[error("the agent: {0}")]
+    Agent(String),
+    /// An answer that does not fit the request.
+    #[error("unexpected answer to {what}: {answer}")]
+    Unexpected { what: &'static str, answer: String },
+    /// Central ended the action stream.
+    #[error("central closed the action stream")]
+    Closed,
+}
+
+fn db(x: impl Into<redb::Error>) -> LinkError {
+    LinkError::Db(x.into())
 }
 
 impl LinkState {
     /// Opens (or creates) it.
-    pub fn open(state_dir: &Path) -> Result<Self, String> {
+    pub fn open(state_dir: &Path) -> Result<Self, LinkError> {
         let path = state_dir.join("central.redb");
-        let db = crate::db::open(&path).map_err(|x| {
-            if x.is_damaged() {
-                format!(
-                    "{x}. It holds the report sequence and the actions already run; move it away (mv {p} {p}.damaged): \
-                     the agent then sends a full report, and actions it ran before are refused by their expiry",
-                    p = path.display()
-                )
-            } else {
-                x.to_string()
-            }
+        let database = crate::db::open(&path).map_err(|error| {
+            if error.is_damaged() { LinkError::Damaged { error, path: path.clone() } } else { LinkError::Open(error) }
         })?;
-        let txn = db.begin_write().map_err(e)?;
-        txn.open_table(META).map_err(e)?;
-        txn.open_table(NONCES).map_err(e)?;
-        txn.commit().map_err(e)?;
-        Ok(Self { db })
+        let txn = database.begin_write().map_err(db)?;
+        txn.open_table(META).map_err(db)?;
+        txn.open_table(NONCES).map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(Self { db: database })
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
@@ -91,28 +119,28 @@ impl LinkState {
         Some(x)
     }
 
-    fn put<T: Serialize>(&self, key: &str, value: T) -> Result<(), String> {
-        let bytes = postcard::to_stdvec(&Wire::V1(value)).map_err(e)?;
-        let txn = self.db.begin_write().map_err(e)?;
-        txn.open_table(META).map_err(e)?.insert(key, bytes.as_slice()).map_err(e)?;
-        txn.commit().map_err(e)
+    fn put<T: Serialize>(&self, key: &str, value: T) -> Result<(), LinkError> {
+        let bytes = postcard::to_stdvec(&Wire::V1(value))?;
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(META).map_err(db)?.insert(key, bytes.as_slice()).map_err(db)?;
+        txn.commit().map_err(db)
     }
 
     /// Records `nonce` until `expires`; false when it was already seen (a replay). Expired
     /// nonces are forgotten (their actions are refused as expired anyway).
-    pub fn first_sight(&self, nonce: &[u8; 16], expires: i64, now: i64) -> Result<bool, String> {
-        let txn = self.db.begin_write().map_err(e)?;
+    pub fn first_sight(&self, nonce: &[u8; 16], expires: i64, now: i64) -> Result<bool, LinkError> {
+        let txn = self.db.begin_write().map_err(db)?;
         let fresh = {
-            let mut t = txn.open_table(NONCES).map_err(e)?;
-            t.retain(|_, exp| exp > now).map_err(e)?;
-            if t.get(nonce).map_err(e)?.is_some() {
+            let mut t = txn.open_table(NONCES).map_err(db)?;
+            t.retain(|_, exp| exp > now).map_err(db)?;
+            if t.get(nonce).map_err(db)?.is_some() {
                 false
             } else {
-                t.insert(nonce, expires).map_err(e)?;
+                t.insert(nonce, expires).map_err(db)?;
                 true
             }
         };
-        txn.commit().map_err(e)?;
+        txn.commit().map_err(db)?;
         Ok(fresh)
     }
 }
@@ -149,7 +177,7 @@ pub async fn run(cfg: LinkConfig, cancel: CancellationToken) {
     let state = match LinkState::open(&cfg.state_dir) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("central link: cannot open its state: {e}");
+            tracing::error!("central link: cannot open its state: {}", outpost_protocol::text::causes(&e));
             return;
         }
     };
@@ -157,7 +185,11 @@ pub async fn run(cfg: LinkConfig, cancel: CancellationToken) {
     loop {
         match session(&cfg, &state, &cancel).await {
             Ok(()) => return,
-            Err(e) => tracing::warn!(server = cfg.server, "central link: {e}; trying again in {pause:?}"),
+            Err(e) => tracing::warn!(
+                server = cfg.server,
+                "central link: {}; trying again in {pause:?}",
+                outpost_protocol::text::causes(&e)
+            ),
         }
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -167,10 +199,10 @@ pub async fn run(cfg: LinkConfig, cancel: CancellationToken) {
     }
 }
 
-async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken) -> Result<(), String> {
-    let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await.map_err(e)?;
+async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken) -> Result<(), LinkError> {
+    let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await?;
     tracing::info!(server = cfg.server, "connected to central");
-    let mut actions: ActionStream = client.listen().await.map_err(e)?;
+    let mut actions: ActionStream = client.listen().await?;
     let mut facts = report(cfg, state, &client).await?;
     settings(cfg, state, &client, &facts).await;
     let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -189,26 +221,26 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
                 settings(cfg, state, &client, &facts).await;
                 facts = report(cfg, state, &client).await?;
             }
-            a = actions.next() => match a.map_err(e)? {
+            a = actions.next() => match a? {
                 Some(signed) => {
                     let (nonce, ok, message) = act(cfg, state, &signed, &facts).await;
                     if let Some(nonce) = nonce {
-                        client.request(&CentralRequest::ActionResult { nonce, ok, message }).await.map_err(e)?;
+                        client.request(&CentralRequest::ActionResult { nonce, ok, message }).await?;
                     }
                     facts = report(cfg, state, &client).await?;
                 }
-                None => return Err("central closed the action stream".into()),
+                None => return Err(LinkError::Closed),
             },
         }
     }
 }
 
 /// The current inventory, from the daemon.
-async fn inventory(cfg: &LinkConfig) -> Result<Inventory, String> {
-    match cfg.actor.send(Command::Inventory).await.map_err(e)? {
+async fn inventory(cfg: &LinkConfig) -> Result<Inventory, LinkError> {
+    match cfg.actor.send(Command::Inventory).await? {
         Reply::Ok(Answer::Inventory(sections)) => Ok(Inventory::from_sections(sections)),
-        Reply::Ok(other) => Err(format!("unexpected answer to an inventory request: {other:?}")),
-        Reply::Error(m) => Err(m),
+        Reply::Ok(other) => Err(LinkError::Unexpected { what: "an inventory request", answer: format!("{other:?}") }),
+        Reply::Error(m) => Err(LinkError::Agent(m)),
     }
 }
 
@@ -216,7 +248,7 @@ async fn inventory(cfg: &LinkConfig) -> Result<Inventory, String> {
 /// when central asks), signed, with the next sequence.
 /// Returns the host's facts from the inventory it collected (for settings and actions, which
 /// need only those: the inventory is collected once per operation).
-async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<HostFacts, String> {
+async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<HostFacts, LinkError> {
     let now_inv = inventory(cfg).await?;
     let facts = now_inv.host().cloned().unwrap_or_default();
     let host = now_inv.host().map(|h| h.uuid.clone()).unwrap_or_default();
@@ -242,13 +274,13 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
                 tracing::info!(?last, "central asks for a full report");
                 st = ReportState { sequence: st.sequence.max(last.unwrap_or(0)) + 1, sent: None };
             }
-            Ok(other) => return Err(format!("unexpected answer to a report: {other:?}")),
+            Ok(other) => return Err(LinkError::Unexpected { what: "a report", answer: format!("{other:?}") }),
             Err(CentralClientError::Remote { code: ErrorCode::Stale, .. }) => {
                 // Central holds a later sequence (this state was restored from a backup):
                 // continue above it with a full report.
                 st = ReportState { sequence: st.sequence + 1000, sent: None };
             }
-            Err(x) => return Err(x.to_string()),
+            Err(x) => return Err(x.into()),
         }
     }
     Ok(facts)
@@ -305,7 +337,7 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
     match state.first_sight(&action.nonce, action.expires, now) {
         Ok(true) => {}
         Ok(false) => return refuse("this action was already received (replay)".into()),
-        Err(x) => return refuse(x),
+        Err(x) => return refuse(outpost_protocol::text::causes(&x)),
     }
     let command = match &action.kind {
         ActionKind::Update => Command::Update,

@@ -47,10 +47,26 @@ pub struct Probed {
     pub client: Option<RepoClient>,
 }
 
+/// Why DNS discovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The resolver could not be set up (no system configuration).
+    #[error("cannot set up DNS resolution")]
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The lookup failed (not "no such records", which is an empty answer).
+    #[error("{name}")]
+    Lookup {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Looks up `_outpost._udp.<domain>` SRV records.
-pub async fn srv_records(domain: &str, servers: &[SocketAddr]) -> Result<Vec<SrvRecord>, String> {
+pub async fn srv_records(domain: &str, servers: &[SocketAddr]) -> Result<Vec<SrvRecord>, DnsError> {
+    let setup = |e| DnsError::Setup(Box::new(e));
     let builder = if servers.is_empty() {
-        hickory_resolver::TokioResolver::builder_tokio().map_err(|e| e.to_string())?
+        hickory_resolver::TokioResolver::builder_tokio().map_err(setup)?
     } else {
         let name_servers = servers
             .iter()
@@ -67,12 +83,12 @@ pub async fn srv_records(domain: &str, servers: &[SocketAddr]) -> Result<Vec<Srv
             TokioRuntimeProvider::default(),
         )
     };
-    let resolver = builder.build().map_err(|e| e.to_string())?;
+    let resolver = builder.build().map_err(setup)?;
     let name = format!("_outpost._udp.{}.", domain.trim_end_matches('.'));
     let lookup = match resolver.srv_lookup(name.as_str()).await {
         Ok(l) => l,
         Err(e) if e.is_no_records_found() => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{name}: {e}")),
+        Err(e) => return Err(DnsError::Lookup { name, source: Box::new(e) }),
     };
     let mut records = Vec::new();
     for record in lookup.answers() {
@@ -98,7 +114,7 @@ pub async fn candidates(sources: &Sources, facts: &AgentFacts) -> (Vec<Candidate
     let (srv, dns_error) = match &sources.srv_domain {
         Some(d) => match srv_records(d, &sources.dns_servers).await {
             Ok(r) => (r, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Vec::new(), Some(outpost_protocol::text::causes(&e))),
         },
         None => (Vec::new(), None),
     };
