@@ -104,7 +104,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             in_snapshot = started.revoked;
         }
         if let Some(socket) = central_socket {
-            let store = CentralStore::open(&cfg.data.join("central")).map_err(anyhow::Error::msg)?;
+            let store = CentralStore::open(&cfg.data.join("central"))?;
             let metrics = Arc::new(CentralMetrics::default());
             metrics.register(&mut registry);
             let central = Central::open(
@@ -114,7 +114,6 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 revoked.clone(),
                 &in_snapshot,
             )
-            .map_err(anyhow::Error::msg)
             .with_context(|| format!("opening central's data in {}", cfg.data.join("central").display()))?;
             // Revocations go into the main repository's snapshot, and so to every edge.
             let alone = publisher.is_none();

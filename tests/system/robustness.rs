@@ -209,6 +209,7 @@ fn damaged_databases_are_errors_that_say_what_to_do() {
     std::fs::write(&central, b"garbage").unwrap();
     let r = refused(run_strings(c.dir(), server.args()), "is damaged");
     assert!(r.stderr.contains("move it away") && r.stderr.contains("rebuilds the fleet"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("is damaged").count(), 1, "each cause said once: {}", r.stderr);
 }
 
 #[test]

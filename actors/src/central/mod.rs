@@ -36,9 +36,12 @@ use tokio::sync::mpsc;
 
 use self::fleet::{Fleet, kinds};
 pub use self::metrics::CentralMetrics;
-use self::store::{ActionRecord, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord};
+use self::store::{
+    ActionRecord, CentralDbError, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord,
+};
 use crate::clock::unix_now;
 use crate::metrics::label;
+use outpost_protocol::text::causes;
 
 /// Revoked certificate fingerprints, shared with the repository served by the same process.
 pub type Revoked = Arc<RwLock<HashSet<String>>>;
@@ -137,7 +140,7 @@ impl Central {
         metrics: Arc<CentralMetrics>,
         revoked: Revoked,
         known_revoked: &[String],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CentralDbError> {
         let loaded = store.load()?;
         let mut fleet = Fleet::default();
         let all = [
@@ -352,7 +355,7 @@ impl Central {
 
     fn host_detail(&self, name: &str) -> Result<HostDetail, CentralResponse> {
         let row = self.one_host(name)?;
-        let inventory = self.store.inventory(row.fingerprint()).map_err(|e| error(ErrorCode::Internal, e))?;
+        let inventory = self.store.inventory(row.fingerprint()).map_err(|e| error(ErrorCode::Internal, causes(&e)))?;
         let summary = self.fleet.summary(row, self.agents.contains_key(row.fingerprint()));
         let actions = self
             .actions
@@ -510,8 +513,8 @@ impl Central {
         Box::pin(async move {
             match done.await {
                 Ok(Ok(())) => response,
-                Ok(Err(e)) => error(ErrorCode::Internal, format!("central database: {e}")),
-                Err(_) => error(ErrorCode::Internal, "central database writer stopped"),
+                Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
+                Err(_) => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
             }
         })
     }
@@ -533,9 +536,11 @@ impl Handler<HandleReport> for Central {
                         if act.inflight.get(&applied.fingerprint) == Some(&applied.sequence) {
                             act.inflight.remove(&applied.fingerprint);
                         }
-                        let why =
-                            failed.map_or_else(|_| "the writer stopped".to_string(), |r| r.err().unwrap_or_default());
-                        error(ErrorCode::Internal, format!("central database: {why}"))
+                        let why = match failed {
+                            Ok(Err(e)) => causes(&*e),
+                            _ => CentralDbError::WriterStopped.to_string(),
+                        };
+                        error(ErrorCode::Internal, why)
                     }
                 }))
             }

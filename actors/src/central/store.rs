@@ -146,23 +146,62 @@ enum Wire<T> {
     V1(T),
 }
 
+/// Why central's database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CentralDbError {
+    /// The database file is damaged.
+    #[error(
+        "{error}. Restore it from a backup, or move it away (mv {p} {p}.damaged) and start again: central \
+         rebuilds the fleet from the agents' next reports and recovers revocations from the main \
+         repository's snapshot; enrollment tokens, waiting hosts and the action history are lost",
+        p = path.display()
+    )]
+    Damaged { error: crate::db::OpenError, path: std::path::PathBuf },
+    /// The database file could not be opened.
+    #[error(transparent)]
+    Open(crate::db::OpenError),
+    /// Its folder could not be made.
+    #[error("{}", path.display())]
+    Folder { path: std::path::PathBuf, source: std::io::Error },
+    /// The database failed.
+    #[error("central's database")]
+    Db(#[source] redb::Error),
+    /// A stored record cannot be read.
+    #[error("central's database: a {what} record cannot be read")]
+    Decode { what: &'static str, source: postcard::Error },
+    /// A record could not be encoded.
+    #[error("central's database: a record cannot be encoded")]
+    Encode(#[source] postcard::Error),
+    /// The writer thread could not start.
+    #[error("starting central's database writer")]
+    Thread(#[source] std::io::Error),
+    /// The writer thread has stopped.
+    #[error("central's database writer has stopped")]
+    WriterStopped,
+}
+
+fn db(e: impl Into<redb::Error>) -> CentralDbError {
+    CentralDbError::Db(e.into())
+}
+
 fn enc<T: Serialize + Clone>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(&Wire::V1(v.clone())).expect("encoding to a Vec cannot fail")
 }
 
-fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
-    let Wire::V1(v) = postcard::from_bytes(b).map_err(|e| e.to_string())?;
+fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, CentralDbError> {
+    let Wire::V1(v) = postcard::from_bytes(b).map_err(|source| CentralDbError::Decode { what: "record", source })?;
     Ok(v)
 }
 
-fn decode_host(bytes: &[u8]) -> Result<HostRecord, String> {
-    let HostWire::V2(record) = postcard::from_bytes(bytes).map_err(|x| x.to_string())?;
+fn decode_host(bytes: &[u8]) -> Result<HostRecord, CentralDbError> {
+    let HostWire::V2(record) =
+        postcard::from_bytes(bytes).map_err(|source| CentralDbError::Decode { what: "host", source })?;
     Ok(record)
 }
 
 /// A waiting host; the first form did not say why it waits (it had no token).
-fn decode_pending(bytes: &[u8]) -> Result<PendingRecord, String> {
-    Ok(match postcard::from_bytes(bytes).map_err(|x| x.to_string())? {
+fn decode_pending(bytes: &[u8]) -> Result<PendingRecord, CentralDbError> {
+    Ok(match postcard::from_bytes(bytes).map_err(|source| CentralDbError::Decode { what: "waiting host", source })? {
         PendingWire::V2(r) => r,
         PendingWire::V1(o) => PendingRecord {
             fqdn: o.fqdn,
@@ -176,8 +215,11 @@ fn decode_pending(bytes: &[u8]) -> Result<PendingRecord, String> {
 
 /// A relayed action; the first form named hosts by UUID, which `fp_of` (lower-cased UUID to
 /// certificate fingerprint) turns into certificates where it can.
-fn decode_action(bytes: &[u8], fp_of: &std::collections::HashMap<String, String>) -> Result<ActionRecord, String> {
-    Ok(match postcard::from_bytes(bytes).map_err(|x| x.to_string())? {
+fn decode_action(
+    bytes: &[u8],
+    fp_of: &std::collections::HashMap<String, String>,
+) -> Result<ActionRecord, CentralDbError> {
+    Ok(match postcard::from_bytes(bytes).map_err(|source| CentralDbError::Decode { what: "action", source })? {
         ActionWire::V2(r) => r,
         ActionWire::V1(old) => ActionRecord {
             signed: old.signed,
@@ -217,7 +259,10 @@ pub enum Op {
     Enrolled { fingerprint: String, record: EnrolledRecord },
 }
 
-type Job = (Vec<Op>, oneshot::Sender<Result<(), String>>);
+/// What the writer answers: one result for every job of a group commit, hence shared.
+pub type Written = Result<(), Arc<CentralDbError>>;
+
+type Job = (Vec<Op>, oneshot::Sender<Written>);
 
 /// The database and its writer.
 #[derive(Debug, Clone)]
@@ -252,113 +297,109 @@ const INDEXED: [SectionKind; 4] =
 impl CentralStore {
     /// Opens (or creates) `dir/central.redb`, moves a database of the first layout to the
     /// current one, and starts the writer thread.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Self, CentralDbError> {
+        std::fs::create_dir_all(dir).map_err(|source| CentralDbError::Folder { path: dir.to_path_buf(), source })?;
         let path = dir.join("central.redb");
-        let db = crate::db::open(&path).map_err(|e| {
-            if e.is_damaged() {
-                format!(
-                    "{e}. Restore it from a backup, or move it away (mv {p} {p}.damaged) and start again: central \
-                     rebuilds the fleet from the agents' next reports and recovers revocations from the main \
-                     repository's snapshot; enrollment tokens, waiting hosts and the action history are lost",
-                    p = path.display()
-                )
+        let database = crate::db::open(&path).map_err(|error| {
+            if error.is_damaged() {
+                CentralDbError::Damaged { error, path: path.clone() }
             } else {
-                e.to_string()
+                CentralDbError::Open(error)
             }
         })?;
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        let txn = database.begin_write().map_err(db)?;
         {
-            txn.open_table(HOSTS).map_err(|e| e.to_string())?;
-            txn.open_table(SECTIONS).map_err(|e| e.to_string())?;
-            txn.open_table(TOKENS).map_err(|e| e.to_string())?;
-            txn.open_table(PENDING).map_err(|e| e.to_string())?;
-            txn.open_table(REVOKED).map_err(|e| e.to_string())?;
-            txn.open_table(ACTIONS).map_err(|e| e.to_string())?;
-            txn.open_table(SETTINGS).map_err(|e| e.to_string())?;
-            txn.open_table(ENROLLED).map_err(|e| e.to_string())?;
+            txn.open_table(HOSTS).map_err(db)?;
+            txn.open_table(SECTIONS).map_err(db)?;
+            txn.open_table(TOKENS).map_err(db)?;
+            txn.open_table(PENDING).map_err(db)?;
+            txn.open_table(REVOKED).map_err(db)?;
+            txn.open_table(ACTIONS).map_err(db)?;
+            txn.open_table(SETTINGS).map_err(db)?;
+            txn.open_table(ENROLLED).map_err(db)?;
             migrate_v1(&txn)?;
         }
-        txn.commit().map_err(|e| e.to_string())?;
-        let db = Arc::new(db);
+        txn.commit().map_err(db)?;
+        let database = Arc::new(database);
+        // Unbounded on purpose: the central actor queues from synchronous handlers, and what it
+        // queues is bounded upstream (a job per accepted request, requests bounded by the
+        // connection and frame limits; group commits drain the queue faster than it fills).
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer_db = db.clone();
+        let writer_db = database.clone();
         std::thread::Builder::new()
             .name("central-writer".into())
             .spawn(move || writer(&writer_db, rx))
-            .map_err(|e| e.to_string())?;
-        Ok(Self { db, writer: tx })
+            .map_err(CentralDbError::Thread)?;
+        Ok(Self { db: database, writer: tx })
     }
 
     /// Queues `ops`; the receiver answers once they are durable.
-    pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Result<(), String>> {
+    pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Written> {
         let (tx, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError((_, tx))) = self.writer.send((ops, tx)) {
-            let _ = tx.send(Err("the database writer has stopped".into()));
+            let _ = tx.send(Err(Arc::new(CentralDbError::WriterStopped)));
         }
         rx
     }
 
     /// Loads what the central actor keeps in memory.
-    pub fn load(&self) -> Result<Loaded, String> {
-        let e = |e: redb::Error| e.to_string();
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
+    pub fn load(&self) -> Result<Loaded, CentralDbError> {
+        let txn = self.db.begin_read().map_err(db)?;
         let mut out = Loaded::default();
-        let hosts = txn.open_table(HOSTS).map_err(|x| e(x.into()))?;
-        let sections = txn.open_table(SECTIONS).map_err(|x| e(x.into()))?;
-        for item in hosts.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        let hosts = txn.open_table(HOSTS).map_err(db)?;
+        let sections = txn.open_table(SECTIONS).map_err(db)?;
+        for item in hosts.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             let fp = k.value().to_string();
             let record = decode_host(v.value())?;
             let mut inv = Inventory::default();
             for kind in INDEXED {
-                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(|x| e(x.into()))? {
+                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(db)? {
                     inv.apply([dec::<Section>(s.value())?]);
                 }
             }
             out.hosts.push((record, inv));
         }
-        for item in txn.open_table(TOKENS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(TOKENS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             out.tokens.push((*k.value(), dec(v.value())?));
         }
-        for item in txn.open_table(PENDING).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(PENDING).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             let record = decode_pending(v.value())?;
             out.pending.push((k.value().to_string(), record));
         }
-        for item in txn.open_table(REVOKED).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(REVOKED).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             let (uuid, _at): (String, i64) = dec(v.value())?;
             out.revoked.push((k.value().to_string(), uuid));
         }
         // Results of the first layout named hosts by UUID: by certificate now.
         let fp_of: std::collections::HashMap<String, String> =
             out.hosts.iter().map(|(r, _)| (r.uuid.to_lowercase(), r.fingerprint.clone())).collect();
-        for item in txn.open_table(ACTIONS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(ACTIONS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             let record = decode_action(v.value(), &fp_of)?;
             out.actions.push((*k.value(), record));
         }
-        for item in txn.open_table(SETTINGS).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(SETTINGS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             out.settings.push((k.value(), dec(v.value())?));
         }
-        for item in txn.open_table(ENROLLED).map_err(|x| e(x.into()))?.iter().map_err(|x| e(x.into()))? {
-            let (k, v) = item.map_err(|x| e(x.into()))?;
+        for item in txn.open_table(ENROLLED).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             out.enrolled.push((k.value().to_string(), dec(v.value())?));
         }
         Ok(out)
     }
 
     /// A host's whole inventory, by its certificate's fingerprint.
-    pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, String> {
-        let e = |e: redb::Error| e.to_string();
-        let txn = self.db.begin_read().map_err(|x| e(x.into()))?;
-        let t = txn.open_table(SECTIONS).map_err(|x| e(x.into()))?;
+    pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, CentralDbError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(SECTIONS).map_err(db)?;
         let mut inv = Inventory::default();
-        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(|x| e(x.into()))? {
-            let (_, v) = item.map_err(|x| e(x.into()))?;
+        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(db)? {
+            let (_, v) = item.map_err(db)?;
             inv.apply([dec::<Section>(v.value())?]);
         }
         Ok(inv)
@@ -366,15 +407,14 @@ impl CentralStore {
 }
 
 /// Moves hosts of the first layout (keyed by UUID) to the current one (keyed by certificate).
-fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
-    let e = |x: redb::TableError| x.to_string();
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
     let old_hosts = match txn.open_table(HOSTS_V1) {
         Ok(t) => t,
-        Err(x) => return Err(e(x)),
+        Err(x) => return Err(db(x)),
     };
     let hosts: Vec<(String, HostRecordV1)> = old_hosts
         .iter()
-        .map_err(|x| x.to_string())?
+        .map_err(db)?
         .filter_map(Result::ok)
         .filter_map(|(k, v)| dec::<HostRecordV1>(v.value()).ok().map(|r| (k.value().to_string(), r)))
         .collect();
@@ -382,9 +422,9 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
     if hosts.is_empty() {
         return Ok(());
     }
-    let old_sections = txn.open_table(SECTIONS_V1).map_err(e)?;
-    let mut new_hosts = txn.open_table(HOSTS).map_err(e)?;
-    let mut new_sections = txn.open_table(SECTIONS).map_err(e)?;
+    let old_sections = txn.open_table(SECTIONS_V1).map_err(db)?;
+    let mut new_hosts = txn.open_table(HOSTS).map_err(db)?;
+    let mut new_sections = txn.open_table(SECTIONS).map_err(db)?;
     for (uuid, r) in &hosts {
         let record = HostRecord {
             fingerprint: r.fingerprint.clone(),
@@ -392,16 +432,16 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
             last_seen: r.last_seen,
             uuid: uuid.clone(),
         };
-        let bytes = postcard::to_stdvec(&HostWire::V2(record)).map_err(|x| x.to_string())?;
-        new_hosts.insert(r.fingerprint.as_str(), bytes.as_slice()).map_err(|x| x.to_string())?;
-        for item in old_sections.range((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX)).map_err(|x| x.to_string())? {
-            let (k, v) = item.map_err(|x| x.to_string())?;
-            new_sections.insert((r.fingerprint.as_str(), k.value().1), v.value()).map_err(|x| x.to_string())?;
+        let bytes = postcard::to_stdvec(&HostWire::V2(record)).map_err(CentralDbError::Encode)?;
+        new_hosts.insert(r.fingerprint.as_str(), bytes.as_slice()).map_err(db)?;
+        for item in old_sections.range((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX)).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            new_sections.insert((r.fingerprint.as_str(), k.value().1), v.value()).map_err(db)?;
         }
     }
     drop(old_sections);
-    txn.delete_table(HOSTS_V1).map_err(|x| x.to_string())?;
-    txn.delete_table(SECTIONS_V1).map_err(|x| x.to_string())?;
+    txn.delete_table(HOSTS_V1).map_err(db)?;
+    txn.delete_table(SECTIONS_V1).map_err(db)?;
     tracing::info!(hosts = hosts.len(), "central database moved to hosts keyed by certificate");
     Ok(())
 }
@@ -419,70 +459,67 @@ fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = commit(db, jobs.iter().flat_map(|(ops, _)| ops.iter()));
+        let result = commit(db, jobs.iter().flat_map(|(ops, _)| ops.iter())).map_err(Arc::new);
         for (_, tx) in jobs {
             let _ = tx.send(result.clone());
         }
     }
 }
 
-fn commit<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), String> {
-    let e = |e: redb::Error| e.to_string();
-    let txn = db.begin_write().map_err(|x| e(x.into()))?;
+fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
+    let txn = database.begin_write().map_err(db)?;
     {
-        let mut hosts = txn.open_table(HOSTS).map_err(|x| e(x.into()))?;
-        let mut sections = txn.open_table(SECTIONS).map_err(|x| e(x.into()))?;
-        let mut tokens = txn.open_table(TOKENS).map_err(|x| e(x.into()))?;
-        let mut pending = txn.open_table(PENDING).map_err(|x| e(x.into()))?;
-        let mut revoked = txn.open_table(REVOKED).map_err(|x| e(x.into()))?;
-        let mut actions = txn.open_table(ACTIONS).map_err(|x| e(x.into()))?;
-        let mut settings = txn.open_table(SETTINGS).map_err(|x| e(x.into()))?;
-        let mut enrolled = txn.open_table(ENROLLED).map_err(|x| e(x.into()))?;
+        let mut hosts = txn.open_table(HOSTS).map_err(db)?;
+        let mut sections = txn.open_table(SECTIONS).map_err(db)?;
+        let mut tokens = txn.open_table(TOKENS).map_err(db)?;
+        let mut pending = txn.open_table(PENDING).map_err(db)?;
+        let mut revoked = txn.open_table(REVOKED).map_err(db)?;
+        let mut actions = txn.open_table(ACTIONS).map_err(db)?;
+        let mut settings = txn.open_table(SETTINGS).map_err(db)?;
+        let mut enrolled = txn.open_table(ENROLLED).map_err(db)?;
         for op in ops {
             match op {
                 Op::Report { record, sections: new, full } => {
                     let fp = record.fingerprint.as_str();
-                    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(|x| x.to_string())?;
-                    hosts.insert(fp, bytes.as_slice()).map_err(|x| e(x.into()))?;
+                    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
+                    hosts.insert(fp, bytes.as_slice()).map_err(db)?;
                     if *full {
-                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(|x| e(x.into()))?;
+                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db)?;
                     }
                     for s in new {
-                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(|x| e(x.into()))?;
+                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db)?;
                     }
                 }
                 Op::Token { hash, record: Some(r) } => {
-                    tokens.insert(hash, enc(r).as_slice()).map_err(|x| e(x.into()))?;
+                    tokens.insert(hash, enc(r).as_slice()).map_err(db)?;
                 }
                 Op::Token { hash, record: None } => {
-                    tokens.remove(hash).map_err(|x| e(x.into()))?;
+                    tokens.remove(hash).map_err(db)?;
                 }
                 Op::Pending { uuid, record: Some(r) } => {
-                    let bytes = postcard::to_stdvec(&PendingWire::V2(r.clone())).map_err(|x| x.to_string())?;
-                    pending.insert(uuid.as_str(), bytes.as_slice()).map_err(|x| e(x.into()))?;
+                    let bytes = postcard::to_stdvec(&PendingWire::V2(r.clone())).map_err(CentralDbError::Encode)?;
+                    pending.insert(uuid.as_str(), bytes.as_slice()).map_err(db)?;
                 }
                 Op::Pending { uuid, record: None } => {
-                    pending.remove(uuid.as_str()).map_err(|x| e(x.into()))?;
+                    pending.remove(uuid.as_str()).map_err(db)?;
                 }
                 Op::Revoked { fingerprint, uuid, at } => {
-                    revoked
-                        .insert(fingerprint.as_str(), enc(&(uuid.clone(), *at)).as_slice())
-                        .map_err(|x| e(x.into()))?;
+                    revoked.insert(fingerprint.as_str(), enc(&(uuid.clone(), *at)).as_slice()).map_err(db)?;
                 }
                 Op::Action { nonce, record } => {
-                    let bytes = postcard::to_stdvec(&ActionWire::V2(record.clone())).map_err(|x| x.to_string())?;
-                    actions.insert(nonce, bytes.as_slice()).map_err(|x| e(x.into()))?;
+                    let bytes = postcard::to_stdvec(&ActionWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
+                    actions.insert(nonce, bytes.as_slice()).map_err(db)?;
                 }
                 Op::Enrolled { fingerprint, record } => {
-                    enrolled.insert(fingerprint.as_str(), enc(record).as_slice()).map_err(|x| e(x.into()))?;
+                    enrolled.insert(fingerprint.as_str(), enc(record).as_slice()).map_err(db)?;
                 }
                 Op::Settings { sequence, signed } => {
-                    settings.insert(*sequence, enc(signed).as_slice()).map_err(|x| e(x.into()))?;
+                    settings.insert(*sequence, enc(signed).as_slice()).map_err(db)?;
                 }
             }
         }
     }
-    txn.commit().map_err(|x| e(x.into()))
+    txn.commit().map_err(db)
 }
 
 /// The records written by earlier versions, frozen: each must still decode to what it said.
