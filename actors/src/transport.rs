@@ -96,24 +96,34 @@ impl Pace {
 }
 
 /// Why a frame could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// Over the size limit.
+    #[error("message of {0} bytes is over the limit")]
     TooLarge(usize),
     /// Not within its deadline.
+    #[error("the message did not arrive within {seconds} s")]
     TooSlow { seconds: u64 },
     /// The stream failed.
-    Stream(String),
+    #[error(transparent)]
+    Stream(#[from] quinn::ReadExactError),
 }
 
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::TooLarge(n) => write!(f, "message of {n} bytes is over the limit"),
-            Self::TooSlow { seconds } => write!(f, "the message did not arrive within {seconds} s"),
-            Self::Stream(e) => f.write_str(e),
-        }
-    }
+/// Why a stream could not be served to its end (the peer went away, reset it, or was too slow).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The request could not be read.
+    #[error("reading the request")]
+    Read(#[from] FrameError),
+    /// The answer could not be written.
+    #[error("writing the answer")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already finished.
+    #[error("the stream was already finished")]
+    Finished(#[from] quinn::ClosedStream),
+    /// The answer was refused; it was sent to the client.
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -369,11 +379,11 @@ pub async fn read_frame_limited(
     match timed(within(0), recv.read_exact(&mut prefix)).await? {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(FrameError::Stream(e.to_string())),
+        Err(e) => return Err(FrameError::Stream(e)),
     }
     let len = wire::frame_len(prefix, max).map_err(|_| FrameError::TooLarge(u32::from_le_bytes(prefix) as usize))?;
     let mut body = vec![0u8; len];
-    timed(within(len as u64), recv.read_exact(&mut body)).await?.map_err(|e| FrameError::Stream(e.to_string()))?;
+    timed(within(len as u64), recv.read_exact(&mut body)).await??;
     Ok(Some(body))
 }
 
@@ -486,8 +496,8 @@ pub async fn fetch(
 }
 
 /// Writes a framed response.
-pub async fn respond(send: &mut SendStream, response: &Response) -> Result<(), String> {
-    send.write_all(&wire::encode_response(response)).await.map_err(|e| e.to_string())
+pub async fn respond(send: &mut SendStream, response: &Response) -> Result<(), StreamError> {
+    Ok(send.write_all(&wire::encode_response(response)).await?)
 }
 
 /// How many connections a server takes, and how it protects itself from unauthenticated

@@ -475,9 +475,14 @@ pub struct HandleReport {
     pub report: Report,
 }
 
+/// A revoked certificate asked for its actions.
+#[derive(Debug, thiserror::Error)]
+#[error("this host's certificate is revoked")]
+pub struct CertificateRevoked;
+
 /// An agent's action stream opened: queued actions are sent now.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), CertificateRevoked>")]
 pub struct Listen {
     /// The host.
     pub peer: Peer,
@@ -550,12 +555,12 @@ impl Handler<HandleReport> for Central {
 }
 
 impl Handler<Listen> for Central {
-    type Result = Result<(), String>;
+    type Result = Result<(), CertificateRevoked>;
 
     fn handle(&mut self, msg: Listen, _: &mut Self::Context) -> Self::Result {
         let fp = msg.peer.info.fingerprint.clone();
         if self.is_revoked(&fp) {
-            return Err("this host's certificate is revoked".into());
+            return Err(CertificateRevoked);
         }
         // The same certificate from another address while the first is connected: two
         // machines share it (a cloned disk image with its key).

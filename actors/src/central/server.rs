@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Central, CentralMetrics, Gone, Handle, HandleReport, Listen, Peer, Revoked};
 use crate::metrics::label;
 use crate::repo::client::RepoClient;
-use crate::transport::{self, Admission, Admitted, FrameError, Pace};
+use crate::transport::{self, Admission, Admitted, FrameError, Pace, StreamError};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 200_000;
@@ -46,8 +46,8 @@ fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {
     CentralResponse::Error { code, message: message.into() }
 }
 
-async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<(), String> {
-    send.write_all(&central::encode_response(response)).await.map_err(|e| e.to_string())
+async fn respond(send: &mut SendStream, response: &CentralResponse) -> Result<(), StreamError> {
+    Ok(send.write_all(&central::encode_response(response)).await?)
 }
 
 /// Accepts connections until `cancel` fires.
@@ -99,7 +99,7 @@ async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: Cancellat
         let link = (id, conn.remote_address().to_string());
         tokio::spawn(async move {
             if let Err(e) = handle_stream(send, recv, &ctx, peer, enroll, link, cancel).await {
-                tracing::debug!("central stream ended: {e}");
+                tracing::debug!("central stream ended: {}", outpost_protocol::text::causes(&e));
             }
         });
     }
@@ -113,7 +113,7 @@ async fn handle_stream(
     enroll: bool,
     link: (u64, String),
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     // A request comes whole within its deadline (a report of 1 MiB at the minimum rate), or
     // the stream is dropped: a client that trickles bytes holds nothing here for long.
     let body = match transport::read_frame_limited(&mut recv, MAX_CENTRAL_FRAME, Some(Pace::default())).await {
@@ -123,9 +123,9 @@ async fn handle_stream(
             ctx.metrics.rejected("oversized");
             let e = format!("message of {n} bytes is over the {MAX_CENTRAL_FRAME}-byte limit");
             let _ = respond(&mut send, &error(ErrorCode::BadRequest, e.clone())).await;
-            return Err(e);
+            return Err(StreamError::Refused(e));
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let request = match central::decode_request(&body) {
         Ok(r) => r,
@@ -219,12 +219,14 @@ async fn listen(
     peer: Peer,
     (conn, remote): (u64, String),
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
+    // Unbounded on purpose: the central actor sends from synchronous handlers, and what it sends
+    // a host is bounded by the actions it holds (each delivered once per connection).
     let (tx, mut rx) = mpsc::unbounded_channel();
     let fingerprint = peer.info.fingerprint.clone();
     match ctx.central.send(Listen { peer, conn, remote, tx }).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return respond(&mut send, &error(ErrorCode::Forbidden, e)).await,
+        Ok(Err(e)) => return respond(&mut send, &error(ErrorCode::Forbidden, e.to_string())).await,
         Err(e) => return respond(&mut send, &error(ErrorCode::Internal, e.to_string())).await,
     }
     let result = loop {

@@ -14,7 +14,7 @@ use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
 use crate::store::StoreError;
-use crate::transport::{self, Admission, Admitted, Pace, peer, read_frame, respond};
+use crate::transport::{self, Admission, Admitted, Pace, StreamError, peer, read_frame, respond};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -81,7 +81,7 @@ async fn connection_loop(connection: Connection, shared: Shared, cancel: Cancell
         let (shared, who, label, cancel) = (shared.clone(), who.clone(), label.clone(), cancel.clone());
         tokio::spawn(async move {
             if let Err(e) = handle_stream(send, recv, &shared, &who, &label, cancel).await {
-                tracing::debug!(peer = label, "stream ended: {e}");
+                tracing::debug!(peer = label, "stream ended: {}", outpost_protocol::text::causes(&e));
             }
         });
     }
@@ -114,10 +114,10 @@ async fn handle_stream(
     who: &CertInfo,
     label: &str,
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StreamError> {
     // A request is a small frame: it comes at once or the stream is dropped (a client that
     // trickles bytes holds nothing here for long).
-    let Some(body) = read_frame(&mut recv, Some(Pace::default())).await.map_err(|e| e.to_string())? else {
+    let Some(body) = read_frame(&mut recv, Some(Pace::default())).await? else {
         return Ok(());
     };
     let request = match wire::decode_request(&body) {
@@ -163,7 +163,7 @@ async fn handle_stream(
         Request::Publish { size } => {
             let answer = publish(&mut recv, shared, who, size).await;
             respond(&mut send, &answer).await?;
-            send.finish().map_err(|e| e.to_string())
+            Ok(send.finish()?)
         }
         Request::Unpublish { name, version } => {
             let answer = unpublish(shared, who, name, version).await;
@@ -178,12 +178,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Db(e.to_string()))?
 }
 
-async fn send_data(send: &mut SendStream, data: Vec<u8>, shared: &Shared, label: &str) -> Result<(), String> {
+async fn send_data(send: &mut SendStream, data: Vec<u8>, shared: &Shared, label: &str) -> Result<(), StreamError> {
     let len = data.len() as u64;
     respond(send, &Response::Data { len }).await?;
     // Handed to QUIC as is: no copy of the bytes.
-    send.write_chunk(bytes::Bytes::from(data)).await.map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
+    send.write_chunk(bytes::Bytes::from(data)).await?;
+    send.finish()?;
     shared.metrics.sent_bytes.get_or_create(&label_peer(label)).inc_by(len);
     Ok(())
 }
@@ -230,7 +230,7 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
     })
 }
 
-async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), String> {
+async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), StreamError> {
     let mut head = shared.head.clone();
     shared.metrics.subscribers.inc();
     let result = async {
