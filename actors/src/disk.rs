@@ -139,8 +139,8 @@ pub enum SourceError {
     #[error("{0}: file names in packages must be UTF-8")]
     NotUtf8(PathBuf),
     /// Reading the folder failed.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 /// Folders and files never packaged (version-control metadata, Python caches).
@@ -164,7 +164,7 @@ impl DirSource {
         let mut out = Vec::new();
         let mut stack = vec![(self.root.clone(), String::new())];
         while let Some((dir, prefix)) = stack.pop() {
-            let io_err = |source| SourceError::Io { path: dir.clone(), source };
+            let io_err = |source| SourceError::Io { path: dir.clone(), error: source };
             let mut children: Vec<_> = fs::read_dir(&dir).map_err(io_err)?.collect::<Result<_, _>>().map_err(io_err)?;
             children.sort_by_key(fs::DirEntry::file_name);
             for child in children {
@@ -174,8 +174,8 @@ impl DirSource {
                     continue;
                 }
                 let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-                let meta =
-                    fs::symlink_metadata(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let meta = fs::symlink_metadata(&path)
+                    .map_err(|source| SourceError::Io { path: path.clone(), error: source })?;
                 let kind = meta.file_type();
                 if kind.is_symlink() {
                     return Err(SourceError::Symlink(path));

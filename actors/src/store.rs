@@ -69,8 +69,8 @@ impl FileInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Disk I/O.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     /// The database.
     #[error("state database: {0}")]
     Db(String),
@@ -94,7 +94,7 @@ impl StoreError {
     /// What went wrong, without this machine's paths: for answers to remote clients.
     pub fn public_reason(&self) -> String {
         match self {
-            Self::Io { source, .. } => source.to_string(),
+            Self::Io { error: source, .. } => source.to_string(),
             Self::Db(_) | Self::DamagedDatabase(_) => "its state database failed".into(),
             Self::Damaged(h) => format!("file {h} was damaged on disk and has been removed"),
             Self::Mismatch(what) => format!("{what} does not match its hash"),
@@ -108,7 +108,7 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io { path: path.to_path_buf(), error: source }
 }
 
 /// What [`Store::fsck`] found.
@@ -320,7 +320,7 @@ impl Store {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { path, source: e }),
+            Err(e) => return Err(StoreError::Io { path, error: e }),
         };
         // The chunks covering the range.
         let offsets = chunking::offsets(&info.chunks);
@@ -336,7 +336,7 @@ impl Store {
                 self.remove_blob(hash);
                 return Err(StoreError::Damaged(hex(hash)));
             }
-            return Err(StoreError::Io { path, source: e });
+            return Err(StoreError::Io { path, error: e });
         }
         let mut at = 0usize;
         for c in &info.chunks[first..last] {
@@ -402,7 +402,7 @@ impl Store {
         let blobs = self.root.join("blobs");
         let dir = File::open(&blobs).map_err(io_err(&blobs))?;
         #[cfg(unix)]
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: blobs.clone(), source: e.into() })?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: blobs.clone(), error: e.into() })?;
         #[cfg(not(unix))]
         dir.sync_all().map_err(io_err(&blobs))?;
         Ok(())

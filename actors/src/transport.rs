@@ -37,7 +37,7 @@ pub enum TransportError {
     #[error("TLS setup: {0}")]
     Tls(String),
     /// Socket.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The listening address cannot be used.
     #[error("cannot listen on {addr}: {why}")]
@@ -52,8 +52,8 @@ pub enum TransportError {
     #[error("connection to {peer}: {reason}")]
     Stream { peer: String, reason: String },
     /// A message could not be decoded.
-    #[error("from {peer}: {source}")]
-    Wire { peer: String, source: WireError },
+    #[error("from {peer}: {error}")]
+    Wire { peer: String, error: WireError },
     /// The peer answered with an error.
     #[error("{peer} answered: {message}")]
     Remote { peer: String, code: wire::ErrorCode, message: String },
@@ -455,7 +455,8 @@ pub async fn request(
         Err(FrameError::TooSlow { seconds }) => return Err(slow(seconds)),
         Err(e) => return Err(stream(e.to_string())),
     };
-    let response = wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer(), source })?;
+    let response =
+        wire::decode_response(&body).map_err(|source| TransportError::Wire { peer: peer(), error: source })?;
     if let Response::Error { code, message } = response {
         return Err(TransportError::Remote { peer: peer(), code, message });
     }

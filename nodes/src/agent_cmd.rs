@@ -138,15 +138,14 @@ pub fn run(args: &AgentArgs) -> Result<()> {
     };
     let reopen_args = args.clone();
     let reopen: actor::Reopen = Box::new(move |overlays| {
-        let (cfg, settings) = settings_with(&reopen_args, overlays).map_err(|e| format!("{e:#}"))?;
-        let every = config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))
-            .map_err(|e| format!("{e:#}"))?;
-        let agent = open(&reopen_args, &cfg, settings).map_err(|e| format!("{e:#}"))?;
+        let (cfg, settings) = settings_with(&reopen_args, overlays)?;
+        let every = config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))?;
+        let agent = open(&reopen_args, &cfg, settings)?;
         Ok((agent, every, cfg.upgrade == "auto"))
     });
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
-        let (agent, every, auto) = reopen(true).map_err(anyhow::Error::msg)?;
+        let (agent, every, auto) = reopen(true).map_err(|e| anyhow::anyhow!(e))?;
         let m = agent.machine().clone();
         eprintln!(
             "outpost agent for {} (uuid {}), state in {}, update every {}, upgrade {}",

@@ -334,11 +334,11 @@ pub enum CentralError {
     #[error("{what} cannot be decoded: {reason}")]
     Decode { what: &'static str, reason: String },
     /// The signature does not verify.
-    #[error("{what}: bad signature: {source}")]
-    Signature { what: &'static str, source: SignatureError },
+    #[error("{what}: bad signature: {error}")]
+    Signature { what: &'static str, error: SignatureError },
     /// The signer's certificate is refused.
-    #[error("{what}: signer refused: {source}")]
-    Signer { what: &'static str, source: ChainError },
+    #[error("{what}: signer refused: {error}")]
+    Signer { what: &'static str, error: ChainError },
     /// Past its expiry.
     #[error("{what} expired at {expires} (now {now})")]
     Expired { what: &'static str, expires: i64, now: i64 },
@@ -379,7 +379,7 @@ impl SignedReport {
             return Err(CentralError::TooLarge { what, len: self.report.len(), limit: MAX_REPORT_BYTES });
         }
         signing::verify(public_key, Domain::InventoryReport, &self.report, &self.signature)
-            .map_err(|source| CentralError::Signature { what, source })?;
+            .map_err(|source| CentralError::Signature { what, error: source })?;
         let ReportWire::V1(r) =
             postcard::from_bytes(&self.report).map_err(|e| CentralError::Decode { what, reason: e.to_string() })?;
         Ok(r)
@@ -541,9 +541,9 @@ impl Signed {
         let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let info = trust
             .verify(&chain, now, &[Purpose::Role(Role::Admin), Purpose::Right(right)])
-            .map_err(|source| CentralError::Signer { what, source })?;
+            .map_err(|source| CentralError::Signer { what, error: source })?;
         signing::verify(&info.public_key, domain, &self.body, &self.signature)
-            .map_err(|source| CentralError::Signature { what, source })?;
+            .map_err(|source| CentralError::Signature { what, error: source })?;
         Ok(info)
     }
 

@@ -101,7 +101,7 @@ pub enum EntryError {
     Missing(Vec<&'static str>),
     /// The version field does not parse.
     #[error("field 'version': {0}")]
-    Version(#[from] VersionError),
+    Version(VersionError),
     /// A section outside the known list.
     #[error(
         "field 'section': unknown section {0:?} (expected one of base, restricted, group, host, unit, profile, wsus, selfservice, config)"
@@ -113,14 +113,20 @@ pub enum EntryError {
     )]
     Architecture(String),
     /// A `depends` or `conflicts` item that does not parse.
-    #[error("field '{field}': {source}")]
-    Request { field: &'static str, source: RequestError },
+    #[error("field '{field}': {error}")]
+    Request { field: &'static str, error: RequestError },
     /// A date that does not parse.
     #[error("field '{field}': invalid date {value:?} (expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)")]
     Date { field: &'static str, value: String },
     /// A package name that cannot be used.
     #[error("field 'package': invalid name {0:?} (no parentheses or control characters)")]
     Name(String),
+}
+
+impl From<VersionError> for EntryError {
+    fn from(e: VersionError) -> Self {
+        Self::Version(e)
+    }
 }
 
 /// A package entry: the fields resolution and filtering use, plus the full control.
@@ -232,7 +238,7 @@ impl PackageEntry {
         }
         let requests = |field: &'static str| {
             PackageRequest::parse_list(control.get_or_empty(field))
-                .map_err(|source| EntryError::Request { field, source })
+                .map_err(|source| EntryError::Request { field, error: source })
         };
         let date = |field: &'static str| -> Result<Option<i64>, EntryError> {
             let value = control.get_or_empty(field).trim();

@@ -98,8 +98,8 @@ pub enum RequestError {
     #[error("invalid package request {text:?}: unknown operator {operator:?} (use one of > < = == >= <=)")]
     Operator { text: String, operator: String },
     /// A version that does not parse.
-    #[error("invalid package request {text:?}: {source}")]
-    Version { text: String, source: VersionError },
+    #[error("invalid package request {text:?}: {error}")]
+    Version { text: String, error: VersionError },
 }
 
 impl PackageRequest {
@@ -133,7 +133,7 @@ impl PackageRequest {
         let operator = Operator::parse(op_text)
             .ok_or_else(|| RequestError::Operator { text: text.to_string(), operator: op_text.to_string() })?;
         let version = Version::parse(version_text.trim())
-            .map_err(|source| RequestError::Version { text: text.to_string(), source })?;
+            .map_err(|source| RequestError::Version { text: text.to_string(), error: source })?;
         Ok(Self { name: name.to_string(), condition: Some(Condition { operator, version }) })
     }
 

@@ -165,8 +165,8 @@ pub enum SnapshotError {
     #[error("snapshot {sequence} differs from the snapshot {sequence} already held (equivocation refused)")]
     Equivocation { sequence: u64 },
     /// An entry whose control does not describe a package.
-    #[error("snapshot entry {index}: {source}")]
-    Entry { index: usize, source: EntryError },
+    #[error("snapshot entry {index}: {error}")]
+    Entry { index: usize, error: EntryError },
     /// From an older lineage than the one held.
     #[error(
         "snapshot {sequence} belongs to lineage {epoch}, older than lineage {held} already held (rollback refused)"
@@ -481,7 +481,7 @@ impl SignedSnapshot {
         for (index, e) in snapshot.entries.iter().enumerate() {
             let control = Control::from_fields(e.control.clone())
                 .map_err(|err| SnapshotError::Decode(format!("entry {index}: {err}")))?;
-            PackageEntry::from_control(&control).map_err(|source| SnapshotError::Entry { index, source })?;
+            PackageEntry::from_control(&control).map_err(|source| SnapshotError::Entry { index, error: source })?;
         }
         Ok((Verified::new(snapshot), signer))
     }

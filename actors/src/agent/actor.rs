@@ -88,7 +88,10 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
 /// settings): `true` applies the `config` packages' overlays, `false` ignores them (the
 /// fallback when they do not make valid settings). Returns the agent, its update interval and
 /// whether it upgrades by itself.
-pub type Reopen = Box<dyn Fn(bool) -> Result<(Agent, Duration, bool), String> + Send>;
+pub type Reopen = Box<dyn Fn(bool) -> Result<(Agent, Duration, bool), ReopenError> + Send>;
+
+/// Why the agent could not be opened again (the configuration's own error, with its causes).
+pub type ReopenError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The daemon's actor.
 pub struct AgentActor {
@@ -177,7 +180,10 @@ impl AgentActor {
         self.agent = None;
         let reopen = self.reopen.as_ref().expect("checked");
         let opened = reopen(true).or_else(|e| {
-            tracing::error!("the settings from config packages are not valid, ignored: {e}");
+            tracing::error!(
+                "the settings from config packages are not valid, ignored: {}",
+                outpost_protocol::text::causes(&*e)
+            );
             reopen(false)
         });
         match opened {
@@ -191,7 +197,7 @@ impl AgentActor {
                 }
             }
             Err(e) => {
-                tracing::error!("cannot open the agent again: {e}; stopping");
+                tracing::error!("cannot open the agent again: {}; stopping", outpost_protocol::text::causes(&*e));
                 System::current().stop_with_code(1);
             }
         }

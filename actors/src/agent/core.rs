@@ -17,6 +17,7 @@ use outpost_protocol::request::PackageRequest;
 use outpost_protocol::resolver::{self, HostIdentity, InstallState, Origin, ResolveInput};
 use outpost_protocol::selection::{AgentFacts, Probation};
 use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
+use outpost_protocol::text::causes;
 use outpost_protocol::time_fmt::format_unix;
 use quinn::Endpoint;
 use rustls::pki_types::CertificateDer;
@@ -74,7 +75,7 @@ pub struct AgentSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// State database.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     /// No repository answered.
     #[error("no repository answered: {0}")]
@@ -93,14 +94,68 @@ pub enum AgentError {
     #[error("{0}")]
     BadRequest(String),
     /// Transport setup.
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] transport::TransportError),
     /// Nothing to work from yet.
     #[error("no plan yet: run `outpost agent update` (no repository has answered so far)")]
     NoPlan,
     /// Local files.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+/// Why one package could not be fetched, installed or removed (the upgrade report says it for
+/// that package; the others go on).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The state database.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The record kept here does not verify (any more).
+    #[error(transparent)]
+    Package(#[from] outpost_protocol::package::PackageError),
+    /// No repository served the record; each one's reason.
+    #[error("{}", if .0.is_empty() { "not kept here, and no repository answered".to_string() } else { .0.join("; ") })]
+    Unavailable(Vec<String>),
+    /// The snapshot entry and the signed package disagree.
+    #[error("the snapshot entry does not match the signed package")]
+    Mismatch,
+    /// An imported WAPT package whose only hook is `setup.py`.
+    #[error(
+        "refused: {name} was imported from WAPT with a setup.py, which Outpost does not run, and it has no {hook} \
+         for this platform; import it again with `outpost wapt import --hooks DIR`"
+    )]
+    PythonOnly { name: String, hook: &'static str },
+    /// The package's files could not be had.
+    #[error("not in the cache, and no repository answered")]
+    Offline,
+    /// The package's files could not be had.
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// A local file.
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// The hook could not be started.
+    #[error("cannot run {} {}", script.display(), action.as_str())]
+    HookStart { script: PathBuf, action: HookAction, source: std::io::Error },
+    /// The hook ran and failed: what it said, in short (its output is kept with the package).
+    #[error("{0}")]
+    Hook(String),
+    /// It is not installed.
+    #[error("{0} is not installed")]
+    NotInstalled(String),
+    /// One of its dependencies failed in this run.
+    #[error("not installed: its dependency {0} failed")]
+    Dependency(String),
+    /// Something the agent as a whole failed at (probation bookkeeping).
+    #[error(transparent)]
+    Agent(Box<AgentError>),
+}
+
+impl From<AgentError> for StepError {
+    fn from(e: AgentError) -> Self {
+        Self::Agent(Box::new(e))
+    }
 }
 
 impl AgentError {
@@ -480,12 +535,12 @@ impl Agent {
 
     /// A package record and its verified manifest: from the local records, else from `repos`
     /// (then kept, so that the same record is there offline).
-    async fn record(&self, manifest: &[u8; 32], repos: &[RepoClient]) -> Result<(PackageRecord, Manifest), String> {
-        if let Some(bytes) = self.state.record(manifest).map_err(|e| e.to_string())?
+    async fn record(&self, manifest: &[u8; 32], repos: &[RepoClient]) -> Result<(PackageRecord, Manifest), StepError> {
+        if let Some(bytes) = self.state.record(manifest)?
             && let Ok(record) = PackageRecord::decode(&bytes)
             && record.hash() == *manifest
         {
-            let (m, _) = record.verify(&self.trust, unix_now()).map_err(|e| e.to_string())?;
+            let (m, _) = record.verify(&self.trust, unix_now())?;
             return Ok((record, m.into_inner()));
         }
         let mut errors = Vec::new();
@@ -493,8 +548,8 @@ impl Agent {
         for repo in repos {
             match repo.record(manifest, &self.trust, unix_now()).await {
                 Ok((record, m, _)) => {
-                    self.state.put_record(manifest, &record.encode()).map_err(|e| e.to_string())?;
-                    self.put_on_probation(&slow).map_err(|e| e.to_string())?;
+                    self.state.put_record(manifest, &record.encode())?;
+                    self.put_on_probation(&slow)?;
                     return Ok((record, m.into_inner()));
                 }
                 Err(e) => {
@@ -505,8 +560,8 @@ impl Agent {
                 }
             }
         }
-        self.put_on_probation(&slow).map_err(|e| e.to_string())?;
-        Err(if errors.is_empty() { "not kept here, and no repository answered".into() } else { errors.join("; ") })
+        self.put_on_probation(&slow)?;
+        Err(StepError::Unavailable(errors))
     }
 
     /// Probes, then updates from the repositories that answered (refused or expired snapshots
@@ -582,24 +637,19 @@ impl Agent {
             }),
         };
         let slow: download::Slow = download::Slow::default();
-        let mut failures: BTreeMap<String, String> = BTreeMap::new();
+        let mut failures: BTreeMap<String, StepError> = BTreeMap::new();
         let mut ready: BTreeMap<String, (PathBuf, Manifest)> = BTreeMap::new();
         for step in steps.iter().filter(|s| s.action != StepAction::Remove) {
             let result = async {
                 let (_, manifest) = self.record(&step.manifest, repos).await?;
                 let name_ok = manifest.control.get_or_empty("package") == step.name;
                 if !name_ok {
-                    return Err("the snapshot entry does not match the signed package".to_string());
+                    return Err(StepError::Mismatch);
                 }
                 if manifest.control.get(outpost_protocol::wapt::WAPT_SETUP_FIELD).is_some()
                     && manifest.hook(hooks::PLATFORM_HOOK).is_none()
                 {
-                    return Err(format!(
-                        "refused: {} was imported from WAPT with a setup.py, which Outpost does not run, and it has no \
-                         {} for this platform; import it again with `outpost wapt import --hooks DIR`",
-                        step.name,
-                        hooks::PLATFORM_HOOK
-                    ));
+                    return Err(StepError::PythonOnly { name: step.name.clone(), hook: hooks::PLATFORM_HOOK });
                 }
                 let label = format!("{} {}", step.name, step.version);
                 let (dir, got) = download::ensure(&self.cache(), &step.manifest, &manifest, repos, &slow, &|done| {
@@ -607,12 +657,10 @@ impl Agent {
                 })
                 .await
                 .map_err(|e| match e {
-                    DownloadError::Unavailable { .. } if repos.is_empty() => {
-                        "not in the cache, and no repository answered".to_string()
-                    }
-                    other => other.to_string(),
+                    DownloadError::Unavailable { .. } if repos.is_empty() => StepError::Offline,
+                    other => StepError::Download(other),
                 })?;
-                Ok::<_, String>((dir, manifest, got))
+                Ok::<_, StepError>((dir, manifest, got))
             }
             .await;
             match result {
@@ -640,7 +688,7 @@ impl Agent {
         }
         if download_only {
             report.downloaded = ready.keys().cloned().collect();
-            report.failed = failures.into_iter().map(|(name, reason)| Failure { name, reason }).collect();
+            report.failed = failures.into_iter().map(|(name, e)| Failure { name, reason: causes(&e) }).collect();
             self.save_failures(&report.failed)?;
             return Ok(report);
         }
@@ -655,7 +703,7 @@ impl Agent {
                         report.removed.push(step.name.clone());
                     }
                     Err(e) => {
-                        failures.insert(step.name.clone(), e.clone());
+                        failures.insert(step.name.clone(), e);
                         failed_names.insert(step.name.clone());
                     }
                 }
@@ -665,7 +713,7 @@ impl Agent {
             if let Ok(entry) = manifest.entry()
                 && let Some(dep) = entry.depends.iter().find(|d| failed_names.contains(&d.name))
             {
-                failures.insert(step.name.clone(), format!("not installed: its dependency {} failed", dep.name));
+                failures.insert(step.name.clone(), StepError::Dependency(dep.name.clone()));
                 failed_names.insert(step.name.clone());
                 continue;
             }
@@ -677,7 +725,7 @@ impl Agent {
                 }
             }
         }
-        report.failed = failures.into_iter().map(|(name, reason)| Failure { name, reason }).collect();
+        report.failed = failures.into_iter().map(|(name, e)| Failure { name, reason: causes(&e) }).collect();
         self.save_failures(&report.failed)?;
         // Statuses after the run, from the same snapshot.
         self.resolve(&snapshot, repos).await?;
@@ -700,11 +748,14 @@ impl Agent {
     /// Installs (or upgrades to) one package from its cache folder: INIT and RUNNING are
     /// recorded before the hook runs, so a crash leaves a record the next start turns into
     /// ERROR.
-    async fn install_one(&self, step: &PlannedStep, dir: &Path, manifest: &Manifest) -> Result<(), String> {
+    async fn install_one(&self, step: &PlannedStep, dir: &Path, manifest: &Manifest) -> Result<(), StepError> {
         let now = unix_now();
-        let previous = self.state.get_installed(&step.name).map_err(|e| e.to_string())?;
+        let previous = self.state.get_installed(&step.name)?;
         let script = hooks::script_for(manifest, dir);
-        let hook = script.as_ref().map(std::fs::read).transpose().map_err(|e| format!("reading the hook: {e}"))?;
+        let hook = match &script {
+            Some(s) => Some(std::fs::read(s).map_err(|source| StepError::Io { path: s.clone(), source })?),
+            None => None,
+        };
         let origin = match (&previous, step.origin) {
             (Some(p), _) if p.origin == Origin::Explicit => Origin::Explicit,
             (_, o) => o,
@@ -721,7 +772,7 @@ impl Agent {
             updated_at: now,
             audit: None,
         };
-        let put = |r: &InstalledRecord| self.state.put_installed(&step.name, r).map_err(|e| e.to_string());
+        let put = |r: &InstalledRecord| self.state.put_installed(&step.name, r);
         put(&record)?;
         record.state = InstallState::Running;
         put(&record)?;
@@ -740,10 +791,11 @@ impl Agent {
                     Ok(o) => Some(o),
                     Err(e) => {
                         record.state = InstallState::Error;
-                        record.message = format!("cannot run {}: {e}", s.display());
+                        let e = StepError::HookStart { script: s.clone(), action: HookAction::Install, source: e };
+                        record.message = outpost_protocol::text::causes(&e);
                         record.updated_at = unix_now();
                         put(&record)?;
-                        return Err(record.message);
+                        return Err(e);
                     }
                 }
             }
@@ -766,7 +818,8 @@ impl Agent {
         if ok {
             record.state = InstallState::Ok;
             if manifest.entry().is_ok_and(|e| e.section == Section::Config) {
-                self.apply_config(&step.name, dir).map_err(|e| e.to_string())?;
+                self.apply_config(&step.name, dir)
+                    .map_err(|source| StepError::Io { path: dir.to_path_buf(), source })?;
             }
             put(&record)?;
             let _ = std::fs::remove_dir_all(dir);
@@ -776,7 +829,7 @@ impl Agent {
             record.state = InstallState::Error;
             put(&record)?;
             tracing::warn!(package = step.name, "install failed: {}", record.message);
-            Err(record.message)
+            Err(StepError::Hook(record.message))
         }
     }
 
@@ -793,9 +846,9 @@ impl Agent {
     }
 
     /// Removes an installed package: runs the uninstall hook kept at install time.
-    async fn uninstall(&self, name: &str) -> Result<(), String> {
-        let Some(record) = self.state.get_installed(name).map_err(|e| e.to_string())? else {
-            return Err(format!("{name} is not installed"));
+    async fn uninstall(&self, name: &str) -> Result<(), StepError> {
+        let Some(record) = self.state.get_installed(name)? else {
+            return Err(StepError::NotInstalled(name.to_string()));
         };
         if let Some(hook) = &record.hook {
             let outcome = self.run_kept_hook(name, hook, HookAction::Uninstall, &record).await?;
@@ -804,15 +857,15 @@ impl Agent {
                 r.output = outcome.output.clone();
                 r.message = outcome.summary("setup.sh", HookAction::Uninstall);
                 r.updated_at = unix_now();
-                self.state.put_installed(name, &r).map_err(|e| e.to_string())?;
-                return Err(r.message);
+                self.state.put_installed(name, &r)?;
+                return Err(StepError::Hook(r.message));
             }
         }
         if record.control().get("section").and_then(Section::parse) == Some(Section::Config) {
             let _ =
                 std::fs::remove_file(self.settings.state_dir.join("config.d").join(format!("{}.toml", sanitize(name))));
         }
-        self.state.remove_installed(name).map_err(|e| e.to_string())?;
+        self.state.remove_installed(name)?;
         tracing::info!(package = name, "removed");
         Ok(())
     }
@@ -823,16 +876,16 @@ impl Agent {
         hook: &[u8],
         action: HookAction,
         record: &InstalledRecord,
-    ) -> Result<hooks::HookOutcome, String> {
+    ) -> Result<hooks::HookOutcome, StepError> {
         let work = self.settings.state_dir.join("hooks").join(sanitize(name));
-        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        std::fs::create_dir_all(&work).map_err(|source| StepError::Io { path: work.clone(), source })?;
         let script = work.join(if cfg!(windows) { "setup.ps1" } else { "setup.sh" });
-        std::fs::write(&script, hook).map_err(|e| format!("{}: {e}", script.display()))?;
+        std::fs::write(&script, hook).map_err(|source| StepError::Io { path: script.clone(), source })?;
         let result =
             hooks::run(&script, action, &work, &self.settings.state_dir, &record.control(), self.settings.hook_timeout)
                 .await;
         let _ = std::fs::remove_dir_all(&work);
-        result.map_err(|e| format!("running {} {}: {e}", script.display(), action.as_str()))
+        result.map_err(|source| StepError::HookStart { script, action, source })
     }
 
     /// `install NAME[(op version)]…`: updates, records the requests, and installs them (and
@@ -885,7 +938,7 @@ impl Agent {
             self.state.remove_request(name)?;
             match self.uninstall(name).await {
                 Ok(()) => report.removed.push(name.clone()),
-                Err(reason) => report.failed.push(Failure { name: name.clone(), reason }),
+                Err(e) => report.failed.push(Failure { name: name.clone(), reason: causes(&e) }),
             }
         }
         if let Some(signed) = self.state.snapshot()?
@@ -914,7 +967,7 @@ impl Agent {
                     record.output = o.output.clone();
                     (result, o.summary("setup.sh", HookAction::Audit))
                 }
-                Err(e) => (InstallState::Error, e),
+                Err(e) => (InstallState::Error, causes(&e)),
             };
             record.audit = Some(result.as_str().to_string());
             record.updated_at = unix_now();

@@ -35,8 +35,8 @@ pub enum DownloadError {
     )]
     Damaged { file: String },
     /// Local files.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 }
 
 /// What a download did.
@@ -78,7 +78,7 @@ pub async fn ensure(
     let partial = cache.join(format!("{}.partial", hex(manifest_hash)));
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DownloadError::Io { path, source }
+        move |source| DownloadError::Io { path, error: source }
     };
     if target.is_dir() {
         // Checked again before every use: the cache is on disk, and what is installed must
@@ -88,7 +88,7 @@ pub async fn ensure(
         let files = manifest.files.clone();
         let damaged = tokio::task::spawn_blocking(move || first_damaged(&target2, &files))
             .await
-            .map_err(|e| DownloadError::Io { path: target.clone(), source: std::io::Error::other(e) })?;
+            .map_err(|e| DownloadError::Io { path: target.clone(), error: std::io::Error::other(e) })?;
         let Some(bad) = damaged else {
             let size = manifest.total_size();
             return Ok((target, Downloaded { fetched: 0, reused: size, by_repo: Default::default() }));
@@ -146,14 +146,14 @@ pub async fn ensure(
                     let file2 = file.clone();
                     tokio::task::spawn_blocking(move || write_at(&file2, range.offset, &bytes))
                         .await
-                        .map_err(|e| DownloadError::Io { path: path.clone(), source: std::io::Error::other(e) })?
-                        .map_err(|source| DownloadError::Io { path, source })?;
+                        .map_err(|e| DownloadError::Io { path: path.clone(), error: std::io::Error::other(e) })?
+                        .map_err(|source| DownloadError::Io { path, error: source })?;
                     stats.0.fetch_add(u64::from(range.len), Ordering::Relaxed);
                     Ok::<_, DownloadError>(())
                 });
             }
             let Some(done) = tasks.join_next().await else { break };
-            done.map_err(|e| DownloadError::Io { path: path.clone(), source: std::io::Error::other(e) })??;
+            done.map_err(|e| DownloadError::Io { path: path.clone(), error: std::io::Error::other(e) })??;
             progress(stats.0.load(Ordering::Relaxed) + stats.1.load(Ordering::Relaxed));
         }
         #[cfg(unix)]

@@ -11,7 +11,7 @@ use crate::transport::{self, Pace, TransportError, read_frame_limited};
 #[derive(Debug, thiserror::Error)]
 pub enum CentralClientError {
     /// Transport.
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// The stream broke.
     #[error("central {addr}: {reason}")]

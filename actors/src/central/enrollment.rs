@@ -7,6 +7,7 @@
 
 use outpost_protocol::central::{CentralResponse, fingerprint_name};
 use outpost_protocol::pki;
+use outpost_protocol::text::causes;
 use outpost_protocol::time_fmt::format_unix;
 use outpost_protocol::wire::ErrorCode;
 
@@ -28,6 +29,20 @@ pub(super) struct Holder {
 fn host_days(ca: &EnrollmentCa, wanted: u32, now: i64) -> u32 {
     let left = pki::cert_info(&ca.cert).map(|i| (i.not_after - now) / 86_400 - 1).unwrap_or(1);
     wanted.min(u32::try_from(left.max(1)).unwrap_or(1))
+}
+
+/// Why a host certificate was not issued.
+#[derive(Debug, thiserror::Error)]
+enum HostCertError {
+    /// No enrollment CA on this server.
+    #[error("enrollment is turned off on this server")]
+    Off,
+    /// The request or the CA could not make a certificate.
+    #[error(transparent)]
+    Pki(#[from] pki::IssueError),
+    /// The certificate made cannot be read back.
+    #[error(transparent)]
+    Chain(#[from] pki::ChainError),
 }
 
 impl Central {
@@ -104,13 +119,12 @@ impl Central {
 
     /// Issues a host certificate for `fqdn` from `request`; returns the PEM chain and the record
     /// of the certificate issued.
-    fn issue(&self, request: &[u8], uuid: &str, fqdn: &str) -> Result<(String, String, EnrolledRecord), String> {
-        let ca = self.config.enrollment.as_ref().ok_or("enrollment is turned off on this server")?;
+    fn issue(&self, request: &[u8], uuid: &str, fqdn: &str) -> Result<(String, String, EnrolledRecord), HostCertError> {
+        let ca = self.config.enrollment.as_ref().ok_or(HostCertError::Off)?;
         let now = unix_now();
         let days = host_days(ca, self.config.host_days, now);
-        let cert = pki::issue_host_from_request(&ca.cert, &ca.key, request, fqdn, &[], now, days)
-            .map_err(|e| e.to_string())?;
-        let info = pki::cert_info(&cert).map_err(|e| e.to_string())?;
+        let cert = pki::issue_host_from_request(&ca.cert, &ca.key, request, fqdn, &[], now, days)?;
+        let info = pki::cert_info(&cert)?;
         let chain = format!("{}{}", pki::pem_certificate(&cert), pki::pem_certificate(&ca.cert));
         let record =
             EnrolledRecord { uuid: uuid.to_string(), fqdn: fqdn.to_string(), issued: now, not_after: info.not_after };
@@ -166,7 +180,7 @@ impl Central {
         if let (Some((hash, t)), true) = (&token, holders.is_empty()) {
             let (chain, fingerprint, record) = match self.issue(request, uuid, fqdn) {
                 Ok(issued) => issued,
-                Err(e) => return refuse(&self.metrics, format!("cannot issue: {e}")),
+                Err(e) => return refuse(&self.metrics, format!("cannot issue: {}", causes(&e))),
             };
             let left = TokenRecord { expires: t.expires, uses: t.uses - 1 };
             self.tokens.insert(*hash, left.clone());
@@ -223,7 +237,7 @@ impl Central {
         let holders = self.holders(&uuid, &p.fqdn);
         let (chain, fingerprint, record) = match self.issue(&p.request, &uuid, &p.fqdn) {
             Ok(issued) => issued,
-            Err(e) => return (error(ErrorCode::Internal, format!("cannot issue: {e}")), vec![]),
+            Err(e) => return (error(ErrorCode::Internal, format!("cannot issue: {}", causes(&e))), vec![]),
         };
         p.issued = Some(chain);
         self.pending.insert(uuid.clone(), p.clone());

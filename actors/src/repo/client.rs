@@ -26,7 +26,7 @@ use crate::transport::{self, Pace, TransportError};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The network or the repository's answer.
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// Refused content.
     #[error("{0}")]
@@ -35,8 +35,8 @@ pub enum ClientError {
     #[error("{0}")]
     NotFound(String),
     /// Local files.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 }
 
 /// A connection to a repository.
@@ -178,7 +178,7 @@ impl RepoClient {
     pub async fn publish(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<Response, ClientError> {
         let size = tokio::fs::metadata(path)
             .await
-            .map_err(|source| ClientError::Io { path: path.to_path_buf(), source })?
+            .map_err(|source| ClientError::Io { path: path.to_path_buf(), error: source })?
             .len();
         // Verifying and storing reads the archive again on the other side.
         let within = self.pace.deadline(size) + self.pace.deadline(size);
@@ -199,7 +199,7 @@ impl RepoClient {
         size: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io { path: path.to_path_buf(), source };
+        let io = |source| ClientError::Io { path: path.to_path_buf(), error: source };
         let peer = self.addr.clone();
         let stream = |reason: String| ClientError::Transport(TransportError::Stream { peer: peer.clone(), reason });
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
@@ -227,8 +227,9 @@ impl RepoClient {
             .await
             .map_err(|e| stream(e.to_string()))?
             .ok_or_else(|| stream("no answer".into()))?;
-        let response = outpost_protocol::wire::decode_response(&body)
-            .map_err(|source| ClientError::Transport(TransportError::Wire { peer: self.addr.clone(), source }))?;
+        let response = outpost_protocol::wire::decode_response(&body).map_err(|source| {
+            ClientError::Transport(TransportError::Wire { peer: self.addr.clone(), error: source })
+        })?;
         if let Response::Error { code, message } = response {
             return Err(ClientError::Transport(TransportError::Remote { peer: self.addr.clone(), code, message }));
         }
@@ -280,12 +281,12 @@ impl RepoClient {
         let target = out.join(format!("{}_{}", sanitize(&entry.name), sanitize(entry.version.as_str())));
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ClientError::Io { path, source }
+            move |source| ClientError::Io { path, error: source }
         };
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             return Err(ClientError::Io {
                 path: target.clone(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "already exists; remove it or choose another --out",
                 ),
@@ -317,7 +318,7 @@ impl RepoClient {
         let mut done = 0u64;
         for f in &manifest.files {
             let path = dir.join(&f.path);
-            let io = |source| ClientError::Io { path: path.clone(), source };
+            let io = |source| ClientError::Io { path: path.clone(), error: source };
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(io)?;
             }

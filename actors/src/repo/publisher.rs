@@ -44,7 +44,7 @@ pub struct PublisherConfig {
 pub enum PublishError {
     /// The package is refused (bad signature, tampered, expired certificate…).
     #[error("package refused: {0}")]
-    Refused(#[from] PackageError),
+    Refused(PackageError),
     /// Nothing matches an unpublish.
     #[error("{0}")]
     NotFound(String),
@@ -52,11 +52,17 @@ pub enum PublishError {
     #[error("{0}")]
     BadRequest(String),
     /// The store failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<PackageError> for PublishError {
+    fn from(e: PackageError) -> Self {
+        Self::Refused(e)
+    }
 }
 
 impl PublishError {

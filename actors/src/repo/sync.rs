@@ -89,7 +89,7 @@ pub struct SyncOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The snapshot was refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     /// A package record was refused.
     #[error("package {manifest}: {reason}")]
@@ -98,10 +98,10 @@ pub enum SyncError {
     #[error("{0}")]
     Content(String),
     /// The network.
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// The store.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

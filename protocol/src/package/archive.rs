@@ -39,7 +39,7 @@ pub enum PackageError {
     MissingMember(&'static str),
     /// A member name that is unsafe or not allowed.
     #[error("archive member: {0}")]
-    Path(#[from] PathError),
+    Path(PathError),
     /// A member not listed in the manifest.
     #[error("archive member {0:?} is not listed in the signed manifest")]
     Unlisted(String),
@@ -54,7 +54,7 @@ pub enum PackageError {
     TooLarge { name: &'static str, size: u64, limit: u64 },
     /// The manifest does not decode.
     #[error("manifest: {0}")]
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     /// The certificates do not parse.
     #[error("{CERTIFICATES_MEMBER}: {0}")]
     Certificates(ChainError),
@@ -66,7 +66,7 @@ pub enum PackageError {
     SignerMismatch { named: String, carried: String },
     /// The signature does not verify.
     #[error("signature: {0} (the package was changed after signing, or is damaged)")]
-    Signature(#[from] SignatureError),
+    Signature(SignatureError),
     /// No archive signature in the zip comment.
     #[error(
         "the archive carries no archive signature in its comment: it was rewritten by another zip tool, or is not an Outpost package"
@@ -79,8 +79,26 @@ pub enum PackageError {
     #[error("file {path:?} does not match the signed manifest: {what}")]
     Content { path: String, what: String },
     /// Reading failed.
-    #[error("reading {path:?}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("reading {path:?}: {error}")]
+    Read { path: String, error: io::Error },
+}
+
+impl From<SignatureError> for PackageError {
+    fn from(e: SignatureError) -> Self {
+        Self::Signature(e)
+    }
+}
+
+impl From<ManifestError> for PackageError {
+    fn from(e: ManifestError) -> Self {
+        Self::Manifest(e)
+    }
+}
+
+impl From<PathError> for PackageError {
+    fn from(e: PathError) -> Self {
+        Self::Path(e)
+    }
 }
 
 /// An opened, not yet verified package archive.
@@ -99,7 +117,7 @@ pub struct PackageArchive<R> {
 impl<R: Read + Seek> PackageArchive<R> {
     /// Opens an archive and checks its structure (not its signature or content).
     pub fn open(mut reader: R) -> Result<Self, PackageError> {
-        let read_err = |source| PackageError::Read { path: "(archive)".into(), source };
+        let read_err = |source| PackageError::Read { path: "(archive)".into(), error: source };
         let len = reader.seek(SeekFrom::End(0)).map_err(read_err)?;
         reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
         let mut zip = ZipArchive::new(reader).map_err(|e| PackageError::Archive(e.to_string()))?;
@@ -165,7 +183,7 @@ impl<R: Read + Seek> PackageArchive<R> {
     /// Checks the archive signature: every byte of the file but the comment that carries it.
     /// `progress` gets the bytes read so far.
     pub fn verify_archive(&mut self, signer_key: &[u8], progress: &mut dyn FnMut(u64)) -> Result<(), PackageError> {
-        let read_err = |source| PackageError::Read { path: "(archive)".into(), source };
+        let read_err = |source| PackageError::Read { path: "(archive)".into(), error: source };
         let mut reader = self.zip.take().expect("present").into_inner();
         let signed_len = self.len - ARCHIVE_SIGNATURE_LEN as u64;
         reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
@@ -313,7 +331,7 @@ fn read_member<R: Read + Seek>(
     member
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| PackageError::Read { path: name.to_string(), source })?;
+        .map_err(|source| PackageError::Read { path: name.to_string(), error: source })?;
     if bytes.len() as u64 > limit {
         return Err(PackageError::TooLarge { name, size: bytes.len() as u64, limit });
     }

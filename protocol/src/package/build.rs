@@ -123,9 +123,9 @@ pub struct BuildOutput {
 pub enum BuildError {
     /// The control does not describe a package.
     #[error("control: {0}")]
-    Control(#[from] EntryError),
+    Control(EntryError),
     /// A file path that cannot go in a package.
-    #[error("{0}")]
+    #[error(transparent)]
     Path(#[from] PathError),
     /// Two paths that differ only in case collide on Windows and macOS.
     #[error("{a:?} and {b:?} differ only in letter case; they would overwrite each other on Windows and macOS")]
@@ -147,11 +147,17 @@ pub enum BuildError {
     )]
     Changed { path: String, expected: u64, actual: u64 },
     /// Reading a file failed.
-    #[error("{path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("{path}: {error}")]
+    Read { path: String, error: io::Error },
     /// Writing the archive failed.
     #[error("writing the package failed: {0}")]
     Write(String),
+}
+
+impl From<EntryError> for BuildError {
+    fn from(e: EntryError) -> Self {
+        Self::Control(e)
+    }
 }
 
 /// Builds a package into `out`. `progress` is called with the number of payload bytes done.
@@ -215,14 +221,15 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
     let mut files = Vec::with_capacity(entries.len());
     let mut done = 0u64;
     for e in entries {
-        let method = compression_for(source, e).map_err(|source| BuildError::Read { path: e.path.clone(), source })?;
+        let method =
+            compression_for(source, e).map_err(|source| BuildError::Read { path: e.path.clone(), error: source })?;
         let options = SimpleFileOptions::default()
             .compression_method(method)
             .last_modified_time(DateTime::default())
             .unix_permissions(e.mode & 0o777)
             .large_file(e.size >= u64::from(u32::MAX));
         zip.start_file(e.path.as_str(), options).map_err(write_err)?;
-        let read_err = |source| BuildError::Read { path: e.path.clone(), source };
+        let read_err = |source| BuildError::Read { path: e.path.clone(), error: source };
         let reader = source.open(&e.path).map_err(read_err)?;
         // Cut while writing: one read gives the file hash, its chunk list and the archive.
         let chunked = chunking::chunk(reader.take(e.size + 1), |_, bytes| {

@@ -116,7 +116,7 @@ pub enum ManifestError {
     #[error("the manifest lists {0} files; the limit is {MAX_FILES}")]
     TooManyFiles(usize),
     /// A path that is not safe or not canonical.
-    #[error("{0}")]
+    #[error(transparent)]
     Path(#[from] PathError),
     /// Two paths that differ only by case.
     #[error(
@@ -128,10 +128,16 @@ pub enum ManifestError {
     Order(String),
     /// Control fields that do not describe a package.
     #[error("control: {0}")]
-    Control(#[from] EntryError),
+    Control(EntryError),
     /// A chunk list that does not fit its file.
     #[error("file {path:?}: {reason}")]
     Chunks { path: String, reason: String },
+}
+
+impl From<EntryError> for ManifestError {
+    fn from(e: EntryError) -> Self {
+        Self::Control(e)
+    }
 }
 
 /// Why a path cannot be a file of a package.

@@ -311,7 +311,13 @@ pub enum IssueError {
     Lifetime(String),
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
+}
+
+impl From<rcgen::Error> for IssueError {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Generate(e)
+    }
 }
 
 /// Makes the organisation CA (self-signed, Ed25519).

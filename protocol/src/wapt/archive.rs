@@ -132,7 +132,7 @@ impl<R: Read + Seek> WaptArchive<R> {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(WaptError::Read { path: path.clone(), source: e }),
+                    Err(e) => return Err(WaptError::Read { path: path.clone(), error: e }),
                 };
                 ctx.update(&buffer[..n]);
                 done += n as u64;
@@ -239,7 +239,7 @@ fn read_small<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Opt
     member
         .take(MAX_META_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| WaptError::Read { path: name.to_string(), source })?;
+        .map_err(|source| WaptError::Read { path: name.to_string(), error: source })?;
     if bytes.len() as u64 > MAX_META_BYTES {
         return Err(WaptError::Archive(format!("{name} is larger than {MAX_META_BYTES} bytes")));
     }

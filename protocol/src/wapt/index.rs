@@ -29,8 +29,8 @@ pub struct Index {
 /// it is decompressed, one bounded record at a time ([`crate::control::parse_records_reader`]).
 pub fn read_index<R: Read + Seek>(mut reader: R) -> Result<Index, WaptError> {
     let mut magic = [0u8; 4];
-    let got = reader.read(&mut magic).map_err(|source| WaptError::Read { path: "index".into(), source })?;
-    reader.seek(SeekFrom::Start(0)).map_err(|source| WaptError::Read { path: "index".into(), source })?;
+    let got = reader.read(&mut magic).map_err(|source| WaptError::Read { path: "index".into(), error: source })?;
+    reader.seek(SeekFrom::Start(0)).map_err(|source| WaptError::Read { path: "index".into(), error: source })?;
     let is_zip = got == 4 && (&magic == b"PK\x03\x04" || &magic == b"PK\x05\x06");
     if !is_zip {
         let limited = BufReader::new(reader.take(MAX_INDEX_BYTES));
@@ -58,7 +58,7 @@ pub fn read_index<R: Read + Seek>(mut reader: R) -> Result<Index, WaptError> {
                 .map_err(|e| WaptError::Archive(e.to_string()))?
                 .take(super::archive::MAX_META_BYTES)
                 .read_to_end(&mut pem)
-                .map_err(|source| WaptError::Read { path: name.clone(), source })?;
+                .map_err(|source| WaptError::Read { path: name.clone(), error: source })?;
             let certs = parse_pem_certificates(&String::from_utf8_lossy(&pem))
                 .map_err(|e| WaptError::Certificate(format!("{name}: {e}")))?;
             certificates.extend(certs.into_iter().map(|c| (name.clone(), c)));

@@ -72,13 +72,13 @@ pub enum WaptError {
     #[error("{0}")]
     Index(String),
     /// Reading a member failed.
-    #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("reading {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// Native hooks given at import that cannot be used.
     #[error("--hooks: {0}")]
     Hooks(String),
     /// Building the Outpost package failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Build(#[from] BuildError),
 }
 
