@@ -1,0 +1,128 @@
+//! What the console is answered: hosts, packages, repositories, actions, waiting hosts.
+
+use super::Inventory;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A host's line in `console hosts`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// UUID.
+    pub uuid: String,
+    /// FQDN.
+    pub fqdn: String,
+    /// OU distinguished name.
+    pub ou: String,
+    /// Site.
+    pub site: String,
+    /// OK, NEED-UPGRADE, ERROR… (UNKNOWN before any report).
+    pub status: String,
+    /// Last report (Unix seconds).
+    pub last_seen: i64,
+    /// Sequence of the last report applied.
+    pub sequence: u64,
+    /// Outpost packages.
+    pub packages: u32,
+    /// True when its certificate is revoked.
+    pub revoked: bool,
+    /// True when it holds a connection to central now.
+    pub online: bool,
+    /// SHA-256 fingerprint of its certificate: one certificate, one host.
+    pub fingerprint: String,
+    /// Set when another certificate claims the same UUID or FQDN (a cloned machine, a second
+    /// enrollment), or when this certificate is used by two machines at once: what clashes.
+    pub clash: Option<String>,
+}
+
+/// `console host NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDetail {
+    /// The summary.
+    pub summary: HostSummary,
+    /// The inventory.
+    pub inventory: Inventory,
+    /// Recent action results for this host: action id (hex), kind, ok, message.
+    pub actions: Vec<(String, String, bool, String)>,
+}
+
+/// Which hosts `console hosts` lists (all filters must hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostQuery {
+    /// Host status.
+    pub status: Option<String>,
+    /// Has this Outpost package (any status).
+    pub package: Option<String>,
+    /// Has this software installed (dpkg/rpm name, case-insensitive).
+    pub software: Option<String>,
+    /// In this OU.
+    pub ou: Option<String>,
+    /// At this site.
+    pub site: Option<String>,
+    /// At most this many lines (0: no limit).
+    pub limit: u32,
+}
+
+/// A package's line in `console packages`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageSummary {
+    /// Name.
+    pub name: String,
+    /// Hosts that have it, by status.
+    pub by_status: BTreeMap<String, u32>,
+    /// Hosts by installed version.
+    pub versions: BTreeMap<String, u32>,
+}
+
+/// A repository's line in `console repos`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoLine {
+    /// Address.
+    pub addr: String,
+    /// Name.
+    pub name: String,
+    /// main or edge.
+    pub role: String,
+    /// Snapshot sequence served.
+    pub sequence: Option<u64>,
+    /// Snapshots behind the main.
+    pub lag: Option<u64>,
+    /// Its upstream.
+    pub upstream: Option<String>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// An action's line in `console actions`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionLine {
+    /// Nonce, hex.
+    pub id: String,
+    /// update, upgrade, install, remove.
+    pub kind: String,
+    /// Packages of install/remove.
+    pub packages: Vec<String>,
+    /// The signer.
+    pub issuer: String,
+    /// Targets as given.
+    pub targets: String,
+    /// Expiry.
+    pub expires: i64,
+    /// Results: host, ok, message, seconds from relay to result.
+    pub results: Vec<(String, bool, String, f64)>,
+    /// Hosts that have not answered yet.
+    pub pending: Vec<String>,
+}
+
+/// A host waiting for enrollment approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHost {
+    /// Its UUID.
+    pub uuid: String,
+    /// Its FQDN.
+    pub fqdn: String,
+    /// Since when (Unix seconds).
+    pub since: i64,
+    /// Why it waits: no token, or the certificates that already claim its name.
+    pub reason: String,
+}

@@ -1,0 +1,100 @@
+//! The encodings sent and stored by earlier versions, frozen: each must still decode to what it
+//! said.
+
+use super::action::{ActionWire, SettingsWire};
+use super::report::ReportWire;
+use super::*;
+use crate::hex::{assert_golden, decode};
+
+fn report() -> Report {
+    let facts = HostFacts {
+        uuid: "u".into(),
+        fqdn: "h.ex".into(),
+        ou: "OU=x".into(),
+        site: "s".into(),
+        profiles: vec!["p".into()],
+        agent_version: "0.1.0".into(),
+    };
+    let package = PackageState {
+        name: "a".into(),
+        status: "ERROR".into(),
+        installed: Some("1".into()),
+        target: None,
+        reason: Some("why".into()),
+        output: None,
+    };
+    Report {
+        host: "u".into(),
+        sequence: 2,
+        full: true,
+        created: 100,
+        sections: vec![
+            Section::Host(facts),
+            Section::Memory(1024),
+            Section::Packages { host_status: "ERROR".into(), packages: vec![package] },
+            Section::Snapshot(None),
+        ],
+    }
+}
+
+#[test]
+fn reports_actions_and_settings_still_decode() {
+    let golden = "0001750201c8010400017504682e6578044f553d78017301017005302e312e3004800808054552524f52010161054552524f52010131000103776879000a00";
+    assert_golden("a report", &postcard::to_stdvec(&ReportWire::V1(report())).unwrap(), golden);
+    let ReportWire::V1(back) = postcard::from_bytes(&decode(golden).unwrap()).unwrap();
+    assert_eq!(back, report());
+
+    let action = Action {
+        nonce: [4; 16],
+        targets: Targets::Hosts(vec!["h.ex".into()]),
+        kind: ActionKind::Install(vec!["a".into()]),
+        created: 1,
+        expires: 2,
+    };
+    let golden = "0004040404040404040404040404040404000104682e6578020101610204";
+    assert_golden("an action", &postcard::to_stdvec(&ActionWire::V1(action.clone())).unwrap(), golden);
+    let ActionWire::V1(back) = postcard::from_bytes(&decode(golden).unwrap()).unwrap();
+    assert_eq!(back, action);
+
+    let settings =
+        AgentSettingsDoc { sequence: 3, targets: Targets::Ou("OU=x".into()), toml: "a = 1".into(), created: 5 };
+    let golden = "000301044f553d780561203d20310a";
+    assert_golden("agent settings", &postcard::to_stdvec(&SettingsWire::V1(settings.clone())).unwrap(), golden);
+    let SettingsWire::V1(back) = postcard::from_bytes(&decode(golden).unwrap()).unwrap();
+    assert_eq!(back, settings);
+}
+
+#[test]
+fn central_messages_still_decode() {
+    let requests = [
+        (
+            CentralRequest::Enroll { request: vec![1], token: None, uuid: "u".into(), fqdn: "h".into() },
+            "000001010001750168",
+        ),
+        (CentralRequest::Report(SignedReport { report: vec![1, 2], signature: vec![3; 4] }), "00010201020403030303"),
+        (CentralRequest::Hosts(HostQuery::default()), "0005000000000000"),
+        (CentralRequest::ApproveReplacing("h".into()), "00110168"),
+    ];
+    for (request, golden) in requests {
+        assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
+        assert_eq!(decode_request(&decode(golden).unwrap()).unwrap(), request);
+    }
+    let responses = [
+        (CentralResponse::ReportApplied { sequence: 2 }, "000202"),
+        (CentralResponse::FullReportNeeded { last: Some(1) }, "00030101"),
+        (CentralResponse::Error { code: crate::wire::ErrorCode::Refused, message: "no".into() }, "000f01026e6f"),
+        (
+            CentralResponse::PendingHostsV2(vec![PendingHost {
+                uuid: "u".into(),
+                fqdn: "h".into(),
+                since: 1,
+                reason: "r".into(),
+            }]),
+            "00110101750168020172",
+        ),
+    ];
+    for (response, golden) in responses {
+        assert_golden(&format!("{response:?}"), &encode_response(&response)[4..], golden);
+        assert_eq!(decode_response(&decode(golden).unwrap()).unwrap(), response);
+    }
+}

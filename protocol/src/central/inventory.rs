@@ -1,0 +1,276 @@
+//! What a host reports about itself: its facts, hardware, software, Outpost packages and last
+//! update, in sections; and the inventory they make.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Who the host says it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// BIOS UUID (or machine-id).
+    pub uuid: String,
+    /// Fully qualified name.
+    pub fqdn: String,
+    /// Distinguished name of the host or its OU.
+    pub ou: String,
+    /// Site.
+    pub site: String,
+    /// Directory groups.
+    pub profiles: Vec<String>,
+    /// The agent's version.
+    pub agent_version: String,
+}
+
+/// DMI data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// System vendor.
+    pub vendor: String,
+    /// Product name.
+    pub product: String,
+    /// Serial number.
+    pub serial: String,
+    /// BIOS version.
+    pub bios: String,
+}
+
+/// Operating system.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Os {
+    /// Name, like "Debian GNU/Linux".
+    pub name: String,
+    /// Version, like "12".
+    pub version: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Machine architecture.
+    pub arch: String,
+}
+
+/// Processor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// Model name.
+    pub model: String,
+    /// Logical processors.
+    pub threads: u32,
+}
+
+/// A mounted file system.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Mount point.
+    pub mount: String,
+    /// File system type.
+    pub fs: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Free bytes.
+    pub free: u64,
+}
+
+/// A network interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInterface {
+    /// Name.
+    pub name: String,
+    /// Hardware address.
+    pub mac: String,
+    /// Addresses with prefix length.
+    pub addresses: Vec<String>,
+}
+
+/// Installed software (from dpkg or rpm).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Software {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+/// An Outpost package's state on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageState {
+    /// Name.
+    pub name: String,
+    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
+    pub status: String,
+    /// Installed version.
+    pub installed: Option<String>,
+    /// Version after the plan.
+    pub target: Option<String>,
+    /// Why (errors, removals).
+    pub reason: Option<String>,
+    /// The end of the last hook output.
+    pub output: Option<String>,
+}
+
+/// The last update's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateResult {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// Whether it worked.
+    pub ok: bool,
+    /// What happened.
+    pub message: String,
+    /// The repository used.
+    pub repo: Option<String>,
+}
+
+/// The snapshot an agent holds (its freshness: nothing new is installed from an expired one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// Its sequence.
+    pub sequence: u64,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it expires (Unix seconds).
+    pub expires: i64,
+    /// True when it had expired at the time of the report.
+    pub expired: bool,
+}
+
+/// One section of an inventory. Only ever add variants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Section {
+    /// Identity and placement.
+    Host(HostFacts),
+    /// DMI.
+    Hardware(Hardware),
+    /// Operating system.
+    Os(Os),
+    /// Processor.
+    Cpu(Cpu),
+    /// Memory in bytes.
+    Memory(u64),
+    /// File systems.
+    Disks(Vec<Disk>),
+    /// Interfaces.
+    Network(Vec<NetInterface>),
+    /// Installed software.
+    Software(Vec<Software>),
+    /// Outpost packages and the host's status.
+    Packages { host_status: String, packages: Vec<PackageState> },
+    /// The last update.
+    LastUpdate(Option<UpdateResult>),
+    /// The snapshot held.
+    Snapshot(Option<SnapshotState>),
+}
+
+/// Which section a [`Section`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SectionKind {
+    /// [`Section::Host`].
+    Host,
+    /// [`Section::Hardware`].
+    Hardware,
+    /// [`Section::Os`].
+    Os,
+    /// [`Section::Cpu`].
+    Cpu,
+    /// [`Section::Memory`].
+    Memory,
+    /// [`Section::Disks`].
+    Disks,
+    /// [`Section::Network`].
+    Network,
+    /// [`Section::Software`].
+    Software,
+    /// [`Section::Packages`].
+    Packages,
+    /// [`Section::LastUpdate`].
+    LastUpdate,
+    /// [`Section::Snapshot`].
+    Snapshot,
+}
+
+impl Section {
+    /// Which section it is.
+    pub fn kind(&self) -> SectionKind {
+        match self {
+            Self::Host(_) => SectionKind::Host,
+            Self::Hardware(_) => SectionKind::Hardware,
+            Self::Os(_) => SectionKind::Os,
+            Self::Cpu(_) => SectionKind::Cpu,
+            Self::Memory(_) => SectionKind::Memory,
+            Self::Disks(_) => SectionKind::Disks,
+            Self::Network(_) => SectionKind::Network,
+            Self::Software(_) => SectionKind::Software,
+            Self::Packages { .. } => SectionKind::Packages,
+            Self::LastUpdate(_) => SectionKind::LastUpdate,
+            Self::Snapshot(_) => SectionKind::Snapshot,
+        }
+    }
+}
+
+/// A host's whole inventory: at most one section of each kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Sections by kind.
+    pub sections: BTreeMap<SectionKind, Section>,
+}
+
+impl Inventory {
+    /// An inventory of these sections (a later one of a kind replaces an earlier one).
+    pub fn from_sections(sections: impl IntoIterator<Item = Section>) -> Self {
+        let mut inv = Self::default();
+        inv.apply(sections);
+        inv
+    }
+
+    /// Replaces the sections given.
+    pub fn apply(&mut self, sections: impl IntoIterator<Item = Section>) {
+        for s in sections {
+            self.sections.insert(s.kind(), s);
+        }
+    }
+
+    /// The sections of `self` that differ from (or are missing in) `old`.
+    pub fn changed_since(&self, old: &Inventory) -> Vec<Section> {
+        self.sections.iter().filter(|(k, s)| old.sections.get(k) != Some(s)).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Identity and placement, if reported.
+    pub fn host(&self) -> Option<&HostFacts> {
+        match self.sections.get(&SectionKind::Host) {
+            Some(Section::Host(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The host's status (OK, NEED-UPGRADE, ERROR…), if reported.
+    pub fn host_status(&self) -> Option<&str> {
+        match self.sections.get(&SectionKind::Packages) {
+            Some(Section::Packages { host_status, .. }) => Some(host_status),
+            _ => None,
+        }
+    }
+
+    /// Outpost packages.
+    pub fn packages(&self) -> &[PackageState] {
+        match self.sections.get(&SectionKind::Packages) {
+            Some(Section::Packages { packages, .. }) => packages,
+            _ => &[],
+        }
+    }
+
+    /// The snapshot the host holds, if reported.
+    pub fn snapshot(&self) -> Option<&SnapshotState> {
+        match self.sections.get(&SectionKind::Snapshot) {
+            Some(Section::Snapshot(s)) => s.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Installed software.
+    pub fn software(&self) -> &[Software] {
+        match self.sections.get(&SectionKind::Software) {
+            Some(Section::Software(s)) => s,
+            _ => &[],
+        }
+    }
+}
