@@ -11,11 +11,14 @@ use outpost_actors::agent::actor::{self, AgentActor, Command, Reply};
 use outpost_actors::agent::report::{Answer, StatusReport};
 use outpost_actors::agent::select::Sources;
 use outpost_actors::agent::{Agent, AgentSettings};
+use outpost_actors::central::client::enroll;
+use outpost_protocol::central::{CentralRequest, CentralResponse};
+use outpost_protocol::pki::{self, PrivateKey};
 use outpost_protocol::resolver::PackageStatus;
 use outpost_protocol::time_fmt::format_unix;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentArgs, AgentNamesArgs, AgentReadArgs};
+use crate::cli::{AgentArgs, AgentEnrollArgs, AgentNamesArgs, AgentReadArgs};
 use crate::config::{self, AgentConfig};
 use crate::daemon;
 use crate::output::human_bytes;
@@ -470,5 +473,83 @@ pub fn reset_uuid(args: &AgentReadArgs) -> Result<()> {
     } else {
         crate::out!("UUID {old} replaced by {new}; central sees the new one at the next report");
     }
+    Ok(())
+}
+
+/// `outpost agent enroll`
+pub fn agent_enroll(args: &AgentEnrollArgs) -> Result<()> {
+    let (cfg, _) = crate::agent_cmd::settings(&args.agent)?;
+    if cfg.server.is_empty() {
+        bail!("no central server: give --server ADDR or `server` in the configuration");
+    }
+    if !args.force
+        && let Some(existing) = [&cfg.cert, &cfg.key].into_iter().find(|p| p.exists())
+    {
+        bail!("{} already exists (use --force to enroll again and replace it)", existing.display());
+    }
+    let (_, ca) = daemon::trust(&cfg.ca)?;
+    let machine = outpost_actors::agent::identity::detect(
+        Some(cfg.uuid.as_str()).filter(|s| !s.is_empty()),
+        Some(cfg.fqdn.as_str()).filter(|s| !s.is_empty()),
+    );
+    let key = PrivateKey::generate()?;
+    let request = pki::certificate_request(&key, &machine.fqdn)?;
+    let wait = config::duration("--wait", &args.wait)?;
+    let deadline = std::time::Instant::now() + wait;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut told = false;
+    let chain = loop {
+        let req = CentralRequest::Enroll {
+            request: request.clone(),
+            token: args.token.clone(),
+            uuid: machine.uuid.clone(),
+            fqdn: machine.fqdn.clone(),
+        };
+        let answer = runtime
+            .block_on(enroll(&ca, &cfg.server, req))
+            .with_context(|| format!("enrolling with central {}", cfg.server))?;
+        match answer {
+            CentralResponse::Enrolled { chain_pem } => break chain_pem,
+            CentralResponse::EnrollPending | CentralResponse::EnrollWaiting { .. } => {
+                if !told {
+                    if let CentralResponse::EnrollWaiting { reason } = &answer {
+                        eprintln!("Waiting for an administrator: {reason}");
+                    } else {
+                        eprintln!(
+                            "Waiting for an administrator: outpost console host approve {} (or {})",
+                            machine.fqdn, machine.uuid
+                        );
+                    }
+                    told = true;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "not approved within {}; run `outpost agent enroll` again later (the request stays waiting)",
+                        args.wait
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => bail!("unexpected answer {other:?}"),
+        }
+    };
+    let certs = pki::parse_pem_certificates(&chain)?;
+    let info = pki::cert_info(&certs[0])?;
+    if info.public_key != key.public_key() {
+        bail!("central returned a certificate for another key");
+    }
+    let key_pem = pki::encode_private_key(&key, None)?;
+    for p in [&cfg.cert, &cfg.key] {
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+        }
+    }
+    outpost_actors::disk::write_all_or_none(
+        &[(cfg.key.as_path(), key_pem.as_bytes(), 0o600), (cfg.cert.as_path(), chain.as_bytes(), 0o644)],
+        args.force,
+    )
+    .with_context(|| format!("writing {} and {}", cfg.cert.display(), cfg.key.display()))?;
+    eprintln!("Enrolled {} ({}): certificate valid until {}.", machine.fqdn, machine.uuid, format_unix(info.not_after));
+    crate::out!("{}", cfg.cert.display());
     Ok(())
 }

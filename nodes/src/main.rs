@@ -5,9 +5,9 @@
 //! output; everything else goes to standard error.
 
 mod agent_cmd;
-mod central_cmd;
 mod cli;
 mod config;
+mod console_cmd;
 mod daemon;
 mod demo;
 mod output;
@@ -17,6 +17,7 @@ mod pki_cmd;
 mod progress;
 mod repo_cmd;
 mod secrets;
+mod server_cmd;
 mod wapt_cmd;
 
 use std::process::ExitCode;
@@ -39,11 +40,11 @@ fn main() -> ExitCode {
         Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
         Command::Pki(PkiCommand::Issue(a)) => pki_cmd::issue(a),
         Command::Pki(PkiCommand::Show(a)) => pki_cmd::show(a),
-        Command::Pki(PkiCommand::EnrollCa(a)) => central_cmd::enroll_ca(a),
+        Command::Pki(PkiCommand::EnrollCa(a)) => pki_cmd::enroll_ca(a),
         Command::Pki(PkiCommand::SignLineage(a)) => pki_cmd::sign_lineage(a),
-        Command::Server(a) => central_cmd::server(a),
-        Command::Console(c) => central_cmd::console(c),
-        Command::Agent(AgentCommand::Enroll(a)) => central_cmd::agent_enroll(a),
+        Command::Server(a) => server_cmd::server(a),
+        Command::Console(c) => console_cmd::console(c),
+        Command::Agent(AgentCommand::Enroll(a)) => agent_cmd::agent_enroll(a),
         Command::Agent(AgentCommand::Inventory(a)) => agent_cmd::read(a, &Agent::Inventory),
         Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
         Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),

@@ -7,7 +7,7 @@ use outpost_actors::disk;
 use outpost_protocol::pki::{self, CertInfo, IssueRequest, Issued, Right, Role};
 use outpost_protocol::time_fmt::format_unix;
 
-use crate::cli::{NewKeyPassword, PkiInitArgs, PkiIssueArgs, PkiShowArgs, PkiSignLineageArgs};
+use crate::cli::{NewKeyPassword, PkiEnrollCaArgs, PkiInitArgs, PkiIssueArgs, PkiShowArgs, PkiSignLineageArgs};
 use crate::secrets::{self, CA_PASSWORD_ENV, KEY_PASSWORD_ENV, PasswordSource};
 use outpost_actors::clock::unix_now;
 
@@ -231,5 +231,43 @@ pub fn sign_lineage(args: &PkiSignLineageArgs) -> Result<()> {
         args.dir.join(CA_CERT).display()
     );
     crate::out!("{}", out.display());
+    Ok(())
+}
+
+/// `outpost pki enroll-ca`
+pub fn enroll_ca(args: &PkiEnrollCaArgs) -> Result<()> {
+    let cert_path = args.dir.join("enroll-ca.crt");
+    let key_path = args.dir.join("enroll-ca.key");
+    if !args.force
+        && let Some(existing) = [&cert_path, &key_path].into_iter().find(|p| p.exists())
+    {
+        bail!("{} already exists; use --force to replace it", existing.display());
+    }
+    let ca_cert = secrets::load_certs(&args.dir.join("ca.crt"))?.remove(0);
+    let source = PasswordSource {
+        file: args.ca_password_file.as_deref(),
+        env: vec![CA_PASSWORD_ENV, KEY_PASSWORD_ENV],
+        purpose: format!("the CA key {}", args.dir.join("ca.key").display()),
+    };
+    let ca_key = secrets::load_key(&args.dir.join("ca.key"), &source)?;
+    let password = if args.password.no_password {
+        None
+    } else {
+        let s = PasswordSource {
+            file: args.password.password_file.as_deref(),
+            env: vec![KEY_PASSWORD_ENV],
+            purpose: "the enrollment CA key".into(),
+        };
+        Some(s.get(true).context("(or use --no-password: central loads this key unattended)")?)
+    };
+    let issued = pki::create_enrollment_ca(&ca_cert, &ca_key, &args.name, unix_now(), args.days)?;
+    let key_pem = pki::encode_private_key(&issued.key, password.as_ref().map(|p| p.as_bytes()))?;
+    outpost_actors::disk::write_all_or_none(
+        &[(key_path.as_path(), key_pem.as_bytes(), 0o600), (cert_path.as_path(), issued.cert_pem().as_bytes(), 0o644)],
+        args.force,
+    )?;
+    eprintln!("Made the enrollment CA {:?}: it can issue host certificates only.", args.name);
+    eprintln!("  give central: enroll_cert = {:?}, enroll_key = {:?}", cert_path, key_path);
+    crate::out!("{}", cert_path.display());
     Ok(())
 }
