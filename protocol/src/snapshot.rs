@@ -440,24 +440,7 @@ impl SignedSnapshot {
         now: i64,
         held: Option<Held>,
     ) -> Result<(Verified<Snapshot>, CertInfo), SnapshotError> {
-        let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-        let signer = trust.verify(&chain, now, &[Purpose::SnapshotSigning]).map_err(SnapshotError::Chain)?;
-        signing::verify(&signer.public_key, Domain::Snapshot, &self.snapshot, &self.signature)
-            .map_err(SnapshotError::Signature)?;
-        let snapshot = self.unverified()?;
-        if snapshot.epoch > 0 {
-            let lineage_err =
-                |why: String| SnapshotError::Lineage { sequence: snapshot.sequence, epoch: snapshot.epoch, why };
-            let doc = snapshot
-                .lineage
-                .as_ref()
-                .ok_or_else(|| lineage_err("none is attached".into()))?
-                .verify(trust, now)
-                .map_err(|e| lineage_err(e.to_string()))?;
-            if doc.epoch != snapshot.epoch {
-                return Err(lineage_err(format!("the document opens lineage {}", doc.epoch)));
-            }
-        }
+        let (snapshot, signer) = self.check(trust, now)?;
         if let Some(h) = held {
             if snapshot.epoch < h.epoch {
                 return Err(SnapshotError::OlderLineage {
@@ -478,12 +461,45 @@ impl SignedSnapshot {
         if snapshot.expires <= now {
             return Err(SnapshotError::Expired { sequence: snapshot.sequence, expires: snapshot.expires });
         }
+        Ok((Verified::new(snapshot), signer))
+    }
+
+    /// Verifies a snapshot this node verified before and kept: its signature, chain, lineage
+    /// document and entries as of when it was made. Freshness and rollback are the caller's
+    /// rules (an expired snapshot is still read, to say so and to keep what is installed).
+    pub fn verify_kept(&self, trust: &TrustStore) -> Result<Verified<Snapshot>, SnapshotError> {
+        let created = self.unverified()?.created;
+        let (snapshot, _) = self.check(trust, created)?;
+        Ok(Verified::new(snapshot))
+    }
+
+    /// The signature (chain to `trust` with the snapshot-signing usage, at `at`), the lineage
+    /// document of a lineage after the first, and the entries.
+    fn check(&self, trust: &TrustStore, at: i64) -> Result<(Snapshot, CertInfo), SnapshotError> {
+        let chain: Vec<CertificateDer<'_>> = self.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let signer = trust.verify(&chain, at, &[Purpose::SnapshotSigning]).map_err(SnapshotError::Chain)?;
+        signing::verify(&signer.public_key, Domain::Snapshot, &self.snapshot, &self.signature)
+            .map_err(SnapshotError::Signature)?;
+        let snapshot = self.unverified()?;
+        if snapshot.epoch > 0 {
+            let lineage_err =
+                |why: String| SnapshotError::Lineage { sequence: snapshot.sequence, epoch: snapshot.epoch, why };
+            let doc = snapshot
+                .lineage
+                .as_ref()
+                .ok_or_else(|| lineage_err("none is attached".into()))?
+                .verify(trust, at)
+                .map_err(|e| lineage_err(e.to_string()))?;
+            if doc.epoch != snapshot.epoch {
+                return Err(lineage_err(format!("the document opens lineage {}", doc.epoch)));
+            }
+        }
         for (index, e) in snapshot.entries.iter().enumerate() {
             let control = Control::from_fields(e.control.clone())
                 .map_err(|err| SnapshotError::Decode(format!("entry {index}: {err}")))?;
             PackageEntry::from_control(&control).map_err(|source| SnapshotError::Entry { index, error: source })?;
         }
-        Ok((Verified::new(snapshot), signer))
+        Ok((snapshot, signer))
     }
 }
 
@@ -610,7 +626,14 @@ mod tests {
             let mut b = bytes.clone();
             b[at] ^= 1;
             assert!(SignedSnapshot::decode(&b).and_then(|s| s.verify(&trust, NOW, None).map(drop)).is_err(), "{at}");
+            assert!(SignedSnapshot::decode(&b).and_then(|s| s.verify_kept(&trust).map(drop)).is_err(), "kept {at}");
         }
+        // What a node kept verifies again, expired or not; forged content does not.
+        assert_eq!(s5.verify_kept(&trust).unwrap().sequence, 5);
+        assert!(SignedSnapshot::decode(s5.encoded()).unwrap().verify_kept(&trust).is_ok());
+        assert_eq!(forged.verify_kept(&trust).unwrap_err().reason(), "forged");
+        let other_trust = TrustStore::new(vec![other_ca.cert.clone()]).unwrap();
+        assert_eq!(s5.verify_kept(&other_trust).unwrap_err().reason(), "forged");
     }
 
     #[test]

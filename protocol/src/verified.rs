@@ -5,7 +5,7 @@
 use std::ops::Deref;
 
 /// A value that passed verification.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified<T>(T);
 
 impl<T> Verified<T> {

@@ -349,6 +349,35 @@ fn refused_snapshots_and_packages_install_nothing_and_the_status_says_why() {
 }
 
 #[test]
+fn a_snapshot_changed_behind_the_agents_back_is_refused_not_planned_from() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    c.publish(&c.package_with("good", "1", "", &[("setup.sh", &hook(&log, ""))]), &main.addr);
+    let host = Host::new(&c, "pc3.test", "");
+    host.run(&["update", "--repo", &main.addr]).ok();
+    // Someone who can write the agent's state swaps in a snapshot signed by a certificate that
+    // may not sign snapshots.
+    let (cert, key) = c.pki.issue("edge", "not-a-signer", &["--san", "127.0.0.1"]);
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(cert).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(key).unwrap(), None).unwrap();
+    let t = now();
+    let forged = Snapshot { sequence: 99, created: t, expires: t + 3600, ..Snapshot::empty("x", 0, t, 0) };
+    outpost_actors::agent::state::AgentState::open(&host.state)
+        .unwrap()
+        .put_snapshot(&forged.sign(&key, &chain))
+        .unwrap();
+    // Offline, the agent works from what it holds: it refuses it, installs nothing, and says why.
+    host.run(&["install", "good", "--repo", "127.0.0.1:9"]).fails_with("snapshot signer refused");
+    host.run(&["status"]).fails_with("snapshot signer refused");
+    assert!(log_lines(&log).is_empty(), "no hook ran: {:?}", log_lines(&log));
+    // A good update from the main repository replaces it.
+    host.run(&["update", "--repo", &main.addr]).ok();
+    host.run(&["install", "good", "--repo", &main.addr]).ok();
+    assert_eq!(host.package("good").unwrap()["status"], "OK");
+}
+
+#[test]
 fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back() {
     let c = Cluster::new();
     let main = c.main(&[]);

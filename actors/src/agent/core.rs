@@ -19,6 +19,7 @@ use outpost_protocol::selection::{AgentFacts, Probation};
 use outpost_protocol::snapshot::{SignedSnapshot, Snapshot};
 use outpost_protocol::text::causes;
 use outpost_protocol::time_fmt::format_unix;
+use outpost_protocol::verified::Verified;
 use quinn::Endpoint;
 use rustls::pki_types::CertificateDer;
 
@@ -312,10 +313,11 @@ impl Agent {
         ReposReport { candidates, dns_error }
     }
 
-    /// The snapshot held, decoded (it was verified when it was stored).
-    fn held(&self) -> Result<Option<(SignedSnapshot, Snapshot)>, AgentError> {
+    /// The snapshot held, verified again (signature, chain and entries as of when it was made:
+    /// a state database changed behind the agent's back is refused, not planned from).
+    fn held(&self) -> Result<Option<(SignedSnapshot, Verified<Snapshot>)>, AgentError> {
         let Some(signed) = self.state.snapshot()? else { return Ok(None) };
-        let snapshot = signed.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
+        let snapshot = signed.verify_kept(&self.trust).map_err(|e| AgentError::Refused(e.to_string()))?;
         Ok(Some((signed, snapshot)))
     }
 
@@ -373,7 +375,15 @@ impl Agent {
     }
 
     async fn update_from(&self, probed: &[Probed]) -> Result<UpdateReport, AgentError> {
-        let held = self.state.snapshot()?;
+        // A held snapshot that no longer verifies (the state was changed behind the agent's back)
+        // holds nothing back: the next good snapshot replaces it.
+        let held = self.state.snapshot()?.filter(|s| match s.verify_kept(&self.trust) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("the snapshot held does not verify any more, it is replaced: {e}");
+                false
+            }
+        });
         let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| v.held(s)));
         let now = unix_now();
         let mut refused = Vec::new();
@@ -388,7 +398,7 @@ impl Agent {
             if let Some(h) = &held
                 && h.hash() == head.hash
             {
-                let snapshot = h.unverified().map_err(|e| AgentError::Refused(e.to_string()))?;
+                let snapshot = h.verify_kept(&self.trust).map_err(|e| AgentError::Refused(e.to_string()))?;
                 if snapshot.expires <= now {
                     // It serves the very snapshot held, expired: another may have a fresh one.
                     stale.get_or_insert((snapshot.sequence, snapshot.expires));
@@ -463,7 +473,7 @@ impl Agent {
     /// package whose record is out of reach (offline, not kept) is stood in for by the installed
     /// copy of the very same package; failing that the resolution is incomplete, and removes
     /// nothing it cannot see.
-    async fn resolve(&self, snapshot: &Snapshot, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
+    async fn resolve(&self, snapshot: &Verified<Snapshot>, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
         let mut entries: Vec<PackageEntry> = Vec::new();
         let mut ids: Vec<([u8; 32], u64)> = Vec::new();
         for raw in &snapshot.entries {
@@ -598,7 +608,11 @@ impl Agent {
     }
 
     /// The plan of the snapshot held (made again when it was made from another one).
-    async fn current_plan(&self, snapshot: &Snapshot, repos: &[RepoClient]) -> Result<StoredPlan, AgentError> {
+    async fn current_plan(
+        &self,
+        snapshot: &Verified<Snapshot>,
+        repos: &[RepoClient],
+    ) -> Result<StoredPlan, AgentError> {
         match self.state.plan()? {
             Some(p) if p.sequence == snapshot.sequence => Ok(p),
             _ => self.resolve(snapshot, repos).await,
@@ -941,9 +955,7 @@ impl Agent {
                 Err(e) => report.failed.push(Failure { name: name.clone(), reason: causes(&e) }),
             }
         }
-        if let Some(signed) = self.state.snapshot()?
-            && let Ok(snapshot) = signed.unverified()
-        {
+        if let Some((_, snapshot)) = self.held().ok().flatten() {
             self.resolve(&snapshot, &[]).await?;
         }
         Ok(report)

@@ -30,6 +30,7 @@ use outpost_protocol::central::{
 };
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
+use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::ErrorCode;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
@@ -91,7 +92,7 @@ struct Agent {
 }
 
 struct ActionState {
-    action: Action,
+    action: Verified<Action>,
     record: ActionRecord,
 }
 
@@ -115,7 +116,7 @@ pub struct Central {
     /// Actions already sent to a connection: (nonce, fingerprint).
     delivered: HashSet<([u8; 16], String)>,
     actions: BTreeMap<[u8; 16], ActionState>,
-    settings: BTreeMap<u64, (AgentSettingsDoc, Signed)>,
+    settings: BTreeMap<u64, (Verified<AgentSettingsDoc>, Signed)>,
     /// Told every revoked fingerprint (the main repository's publisher, in `outpost server`).
     on_revoke: Option<Box<dyn Fn(Vec<String>) + Send>>,
 }
@@ -231,7 +232,8 @@ impl Central {
 
     /// Applies a verified report; answers once it is durable. The host is the certificate
     /// that signed it: a report never lands on another certificate's host.
-    fn apply_report(&mut self, peer: &Peer, report: Report) -> Result<(Applied, Vec<Op>), CentralResponse> {
+    fn apply_report(&mut self, peer: &Peer, report: Verified<Report>) -> Result<(Applied, Vec<Op>), CentralResponse> {
+        let report = report.into_inner();
         let reject_as = |m: &CentralMetrics, code: ErrorCode, reason: &str, message: String| {
             m.rejected(reason);
             Err(CentralResponse::Error { code, message })
@@ -472,7 +474,7 @@ pub struct HandleReport {
     /// The reporting host.
     pub peer: Peer,
     /// The report (signature checked with the peer's key).
-    pub report: Report,
+    pub report: Verified<Report>,
 }
 
 /// A revoked certificate asked for its actions.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::{CertInfo, PrivateKey, Purpose, Right, Role, TrustStore};
 use crate::signing::{self, Domain};
+use crate::verified::Verified;
 
 /// Which hosts an action or configuration is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +163,7 @@ impl Action {
 
     /// Checks a signed action: an admin with the `act` right signed it, it is not expired, not
     /// created in the future, and valid for at most [`MAX_ACTION_SECS`].
-    pub fn verify(signed: &Signed, trust: &TrustStore, now: i64) -> Result<(Action, CertInfo), CentralError> {
+    pub fn verify(signed: &Signed, trust: &TrustStore, now: i64) -> Result<(Verified<Action>, CertInfo), CentralError> {
         let what = "action";
         let info = signed.check(what, Domain::Action, Right::Act, trust, now)?;
         let ActionWire::V1(a) =
@@ -176,7 +177,7 @@ impl Action {
         if a.expires - a.created > MAX_ACTION_SECS {
             return Err(CentralError::Invalid { what, reason: "valid for more than 30 days".into() });
         }
-        Ok((a, info))
+        Ok((Verified::new(a), info))
     }
 }
 
@@ -207,7 +208,11 @@ impl AgentSettingsDoc {
     }
 
     /// Checks that an admin with the `modify` right signed it.
-    pub fn verify(signed: &Signed, trust: &TrustStore, now: i64) -> Result<(AgentSettingsDoc, CertInfo), CentralError> {
+    pub fn verify(
+        signed: &Signed,
+        trust: &TrustStore,
+        now: i64,
+    ) -> Result<(Verified<AgentSettingsDoc>, CertInfo), CentralError> {
         let what = "agent settings";
         let info = signed.check(what, Domain::AgentSettings, Right::Modify, trust, now)?;
         let SettingsWire::V1(d) =
@@ -215,6 +220,6 @@ impl AgentSettingsDoc {
         if d.created > now + SKEW_SECS {
             return Err(CentralError::Invalid { what, reason: "created in the future".into() });
         }
-        Ok((d, info))
+        Ok((Verified::new(d), info))
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::PrivateKey;
 use crate::signing::{self, Domain};
+use crate::verified::Verified;
 
 /// An inventory report: the whole inventory (`full`) or the sections that changed since the
 /// previous report, which had `sequence - 1`.
@@ -49,7 +50,7 @@ impl Report {
 impl SignedReport {
     /// Checks the size and the signature by `public_key` (the host certificate's key), then
     /// decodes.
-    pub fn verify(&self, public_key: &[u8]) -> Result<Report, CentralError> {
+    pub fn verify(&self, public_key: &[u8]) -> Result<Verified<Report>, CentralError> {
         let what = "inventory report";
         if self.report.len() > MAX_REPORT_BYTES {
             return Err(CentralError::TooLarge { what, len: self.report.len(), limit: MAX_REPORT_BYTES });
@@ -58,7 +59,7 @@ impl SignedReport {
             .map_err(|source| CentralError::Signature { what, error: source })?;
         let ReportWire::V1(r) =
             postcard::from_bytes(&self.report).map_err(|e| CentralError::Decode { what, reason: e.to_string() })?;
-        Ok(r)
+        Ok(Verified::new(r))
     }
 }
 

@@ -31,7 +31,7 @@ fn reports_are_signed_and_size_limited() {
     let key = PrivateKey::generate().unwrap();
     let other = PrivateKey::generate().unwrap();
     let signed = report(1, true).sign(&key);
-    assert_eq!(signed.verify(&key.public_key()).unwrap(), report(1, true));
+    assert_eq!(signed.verify(&key.public_key()).unwrap().into_inner(), report(1, true));
     assert!(matches!(signed.verify(&other.public_key()), Err(CentralError::Signature { .. })));
     let mut bad = signed;
     let n = bad.report.len() - 1;
