@@ -1,0 +1,278 @@
+//! `update`: the best repository's head, its snapshot when newer, verified; the plan made again.
+
+use super::*;
+
+impl Agent {
+    /// `update`: fetch the head of the best repository (nothing more when unchanged), then the
+    /// snapshot if newer; verify it; resolve; store the plan and statuses. A refused snapshot
+    /// changes nothing; the next repository is tried.
+    pub async fn update(&self) -> Result<UpdateReport, AgentError> {
+        let (probed, dns_error) = self.probe().await;
+        let result = self.update_from(&probed).await;
+        self.record_update(&result, dns_error.as_deref())?;
+        result
+    }
+
+    /// Keeps how an update ended, for `status` and central.
+    pub(super) fn record_update(
+        &self,
+        result: &Result<UpdateReport, AgentError>,
+        dns_error: Option<&str>,
+    ) -> Result<(), AgentError> {
+        let held = self.held()?.map(|(_, s)| s.sequence);
+        let dns = dns_error.map(|d| format!(" (DNS discovery failed: {d})")).unwrap_or_default();
+        let last = match result {
+            Ok(r) => LastUpdate {
+                at: unix_now(),
+                ok: true,
+                outcome: UpdateOutcome::Ok,
+                repo: Some(r.repo.clone()),
+                sequence: Some(r.sequence),
+                message: format!(
+                    "{} snapshot {} from {}{dns}",
+                    if r.changed { "new" } else { "unchanged" },
+                    r.sequence,
+                    r.repo
+                ),
+            },
+            Err(e) => LastUpdate {
+                at: unix_now(),
+                ok: false,
+                outcome: e.outcome(),
+                repo: None,
+                sequence: held,
+                message: e.to_string(),
+            },
+        };
+        self.state.put_last_update(&last)?;
+        Ok(())
+    }
+
+    pub(super) async fn update_from(&self, probed: &[Probed]) -> Result<UpdateReport, AgentError> {
+        // A held snapshot that no longer verifies (the state was changed behind the agent's back)
+        // holds nothing back: the next good snapshot replaces it.
+        let held = self.state.snapshot()?.filter(|s| match s.verify_kept(&self.trust) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("the snapshot held does not verify any more, it is replaced: {e}");
+                false
+            }
+        });
+        let held_id = held.as_ref().and_then(|s| s.unverified().ok().map(|v| v.held(s)));
+        let now = unix_now();
+        let mut refused = Vec::new();
+        let mut unreachable = Vec::new();
+        let mut stale = None;
+        let mut slow = BTreeSet::new();
+        for p in probed {
+            let (Some(client), Some(head)) = (&p.client, p.head) else {
+                unreachable.push(format!("{}: {}", p.candidate.addr, p.error.clone().unwrap_or_default()));
+                continue;
+            };
+            if let Some(h) = &held
+                && h.hash() == head.hash
+            {
+                let snapshot = h.verify_kept(&self.trust).map_err(|e| AgentError::Refused(e.to_string()))?;
+                if snapshot.expires <= now {
+                    // It serves the very snapshot held, expired: another may have a fresh one.
+                    stale.get_or_insert((snapshot.sequence, snapshot.expires));
+                    unreachable.push(format!("{}: serves the same expired snapshot", client.addr));
+                    continue;
+                }
+                // Unchanged: one round trip, nothing more. (The plan is still made again: local
+                // requests or installs may have changed.)
+                let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                self.put_on_probation(&slow)?;
+                return Ok(UpdateReport {
+                    repo: client.addr.clone(),
+                    sequence: head.sequence,
+                    changed: false,
+                    pending: plan.steps.len(),
+                    host_status: plan.host_status,
+                    refused,
+                });
+            }
+            match client.snapshot(&head, &self.trust, now, held_id).await {
+                Ok((signed, snapshot)) => {
+                    self.state.put_snapshot(&signed)?;
+                    self.keep_records_of(&snapshot)?;
+                    let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                    self.put_on_probation(&slow)?;
+                    return Ok(UpdateReport {
+                        repo: client.addr.clone(),
+                        sequence: head.sequence,
+                        changed: true,
+                        pending: plan.steps.len(),
+                        host_status: plan.host_status,
+                        refused,
+                    });
+                }
+                Err(ClientError::Refused(e)) => {
+                    tracing::warn!(repo = client.addr, "snapshot refused: {e}");
+                    refused.push(format!("{}: {e}", client.addr));
+                }
+                Err(e) => {
+                    if RepoClient::is_slow(&e) {
+                        slow.insert(client.addr.clone());
+                    }
+                    tracing::warn!(repo = client.addr, "snapshot not fetched: {e}");
+                    unreachable.push(format!("{}: {e}", client.addr));
+                }
+            }
+        }
+        self.put_on_probation(&slow)?;
+        if !refused.is_empty() {
+            return Err(AgentError::Refused(refused.join("; ")));
+        }
+        if let Some((sequence, expires)) = stale {
+            return Err(AgentError::Expired { sequence, expires, detail: unreachable.join("; ") });
+        }
+        Err(AgentError::NoRepository(if unreachable.is_empty() {
+            "no repository is configured".into()
+        } else {
+            unreachable.join("; ")
+        }))
+    }
+
+    /// Keeps the package records the new snapshot (or an installed package) still references;
+    /// the others go.
+    pub(super) fn keep_records_of(&self, snapshot: &Snapshot) -> Result<(), AgentError> {
+        let mut keep: BTreeSet<[u8; 32]> = snapshot.manifests().copied().collect();
+        keep.extend(self.state.installed()?.into_iter().map(|(_, r)| r.manifest));
+        self.state.retain_records(&keep)?;
+        Ok(())
+    }
+
+    /// Resolves against `snapshot` (plus this host's host package) and stores the plan. A host
+    /// package whose record is out of reach (offline, not kept) is stood in for by the installed
+    /// copy of the very same package; failing that the resolution is incomplete, and removes
+    /// nothing it cannot see.
+    pub(super) async fn resolve(
+        &self,
+        snapshot: &Verified<Snapshot>,
+        repos: &[RepoClient],
+    ) -> Result<StoredPlan, AgentError> {
+        let mut entries: Vec<PackageEntry> = Vec::new();
+        let mut ids: Vec<([u8; 32], u64)> = Vec::new();
+        for raw in &snapshot.entries {
+            let Ok(control) = Control::from_fields(raw.control.clone()) else { continue };
+            let Ok(entry) = PackageEntry::from_control(&control) else { continue };
+            entries.push(entry);
+            ids.push((raw.manifest, raw.size));
+        }
+        let installed = self.state.installed()?;
+        let mut incomplete = false;
+        let mut names = vec![self.machine.uuid.clone(), self.machine.fqdn.clone()];
+        names.dedup();
+        // The host package is not in the public list: it is found by the host's own names.
+        for name in &names {
+            let Some(h) = snapshot.host_package(name) else { continue };
+            if ids.iter().any(|(m, _)| *m == h.manifest) {
+                continue;
+            }
+            let entry = match self.record(&h.manifest, repos).await {
+                Ok((_, manifest)) => manifest.entry().ok(),
+                Err(e) => {
+                    let stand_in = installed
+                        .iter()
+                        .find(|(_, r)| r.manifest == h.manifest)
+                        .and_then(|(_, r)| PackageEntry::from_control(&r.control()).ok());
+                    if stand_in.is_none() {
+                        tracing::warn!(
+                            "host package {} is out of reach ({e}): nothing is removed until it can be read",
+                            hex(&h.manifest)
+                        );
+                        incomplete = true;
+                    }
+                    stand_in
+                }
+            };
+            if let Some(entry) = entry {
+                entries.push(entry);
+                ids.push((h.manifest, h.size));
+            }
+        }
+        let plan = self.plan_from(snapshot.sequence, &entries, &ids, &installed, incomplete)?;
+        self.state.put_plan(&plan)?;
+        Ok(plan)
+    }
+
+    pub(super) fn plan_from(
+        &self,
+        sequence: u64,
+        entries: &[PackageEntry],
+        ids: &[([u8; 32], u64)],
+        installed_records: &[(String, InstalledRecord)],
+        incomplete: bool,
+    ) -> Result<StoredPlan, AgentError> {
+        let installed: Vec<_> = installed_records.iter().filter_map(|(_, r)| r.as_installed()).collect();
+        let requested: Vec<PackageRequest> =
+            self.state.requests()?.iter().filter_map(|(_, r)| PackageRequest::parse(r).ok()).collect();
+        let host = self.host_identity();
+        let caps = self.capabilities();
+        let resolution = resolver::resolve(&ResolveInput {
+            entries,
+            host: &host,
+            capabilities: &caps,
+            installed: &installed,
+            requested: &requested,
+            incomplete,
+        });
+        Ok(plan::stored(resolution, ids, sequence, unix_now()))
+    }
+
+    /// A package record and its verified manifest: from the local records, else from `repos`
+    /// (then kept, so that the same record is there offline).
+    pub(super) async fn record(
+        &self,
+        manifest: &[u8; 32],
+        repos: &[RepoClient],
+    ) -> Result<(PackageRecord, Manifest), StepError> {
+        if let Some(bytes) = self.state.record(manifest)?
+            && let Ok(record) = PackageRecord::decode(&bytes)
+            && record.hash() == *manifest
+        {
+            let (m, _) = record.verify(&self.trust, unix_now())?;
+            return Ok((record, m.into_inner()));
+        }
+        let mut errors = Vec::new();
+        let mut slow = BTreeSet::new();
+        for repo in repos {
+            match repo.record(manifest, &self.trust, unix_now()).await {
+                Ok((record, m, _)) => {
+                    self.state.put_record(manifest, &record.encode())?;
+                    self.put_on_probation(&slow)?;
+                    return Ok((record, m.into_inner()));
+                }
+                Err(e) => {
+                    if RepoClient::is_slow(&e) {
+                        slow.insert(repo.addr.clone());
+                    }
+                    errors.push(format!("{}: {e}", repo.addr));
+                }
+            }
+        }
+        self.put_on_probation(&slow)?;
+        Err(StepError::Unavailable(errors))
+    }
+
+    /// Probes, then updates from the repositories that answered (refused or expired snapshots
+    /// stop here); returns their clients (empty: offline).
+    pub(super) async fn refresh(&self) -> Result<Vec<RepoClient>, AgentError> {
+        let (probed, dns_error) = self.probe().await;
+        let repos = Self::answered(&probed);
+        if repos.is_empty() {
+            return Ok(repos);
+        }
+        let result = self.update_from(&probed).await;
+        self.record_update(&result, dns_error.as_deref())?;
+        match result {
+            Ok(_) | Err(AgentError::NoRepository(_)) => Ok(repos),
+            Err(e @ (AgentError::Refused(_) | AgentError::Expired { .. })) => Err(e),
+            Err(e) => {
+                tracing::warn!("update before upgrade failed: {e}");
+                Ok(repos)
+            }
+        }
+    }
+}
