@@ -499,46 +499,6 @@ impl Store {
         Ok(meta.get(ROLE).map_err(db_err)?.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
     }
 
-    /// What the current snapshot needs that the store lacks: `(missing, not_fetched)`. On an
-    /// on-demand edge absent files are counted in `not_fetched` instead of `missing`.
-    pub fn completeness(&self, on_demand: bool) -> Result<(Vec<String>, u64), StoreError> {
-        let mut missing = Vec::new();
-        let mut not_fetched = 0;
-        let Some(signed) = self.current()? else { return Ok((missing, 0)) };
-        let snapshot = signed.unverified().map_err(db_err)?;
-        let mut seen = HashSet::new();
-        for m in snapshot.manifests() {
-            let Some(bytes) = self.record(m)? else {
-                missing.push(format!("package record {}", hex(m)));
-                continue;
-            };
-            let manifest = PackageRecord::decode(&bytes)
-                .map_err(db_err)
-                .and_then(|r| Manifest::decode(&r.manifest).map_err(db_err));
-            let Ok(manifest) = manifest else {
-                missing.push(format!("package record {} (unreadable)", hex(m)));
-                continue;
-            };
-            let label =
-                format!("{} {}", manifest.control.get_or_empty("package"), manifest.control.get_or_empty("version"));
-            for f in &manifest.files {
-                if !seen.insert(f.blake3) {
-                    continue;
-                }
-                if self.file_info(&f.blake3)?.is_none() {
-                    missing.push(format!("{label}: chunk list of {} ({})", f.path, hex(&f.blake3)));
-                } else if !self.has_file(&f.blake3) {
-                    if on_demand {
-                        not_fetched += 1;
-                    } else {
-                        missing.push(format!("{label}: file {} ({})", f.path, hex(&f.blake3)));
-                    }
-                }
-            }
-        }
-        Ok((missing, not_fetched))
-    }
-
     /// The current snapshot, if any.
     pub fn current(&self) -> Result<Option<SignedSnapshot>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -570,159 +530,6 @@ impl Store {
     pub fn snapshot_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SignedSnapshot>, StoreError> {
         Ok(self.snapshots()?.into_iter().rev().map(|(_, s)| s).find(|s| &s.hash() == hash))
     }
-
-    fn for_each_blob(&self, mut f: impl FnMut([u8; 32], PathBuf, fs::Metadata)) -> Result<Vec<PathBuf>, StoreError> {
-        let base = self.root.join("blobs");
-        let mut stray = Vec::new();
-        for dir in fs::read_dir(&base).map_err(io_err(&base))? {
-            let dir = dir.map_err(io_err(&base))?.path();
-            if !dir.is_dir() {
-                stray.push(dir);
-                continue;
-            }
-            for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let entry = entry.map_err(io_err(&dir))?;
-                let path = entry.path();
-                match parse_hex(&entry.file_name().to_string_lossy()) {
-                    Some(hash) => {
-                        let meta = entry.metadata().map_err(io_err(&path))?;
-                        f(hash, path, meta);
-                    }
-                    None => stray.push(path),
-                }
-            }
-        }
-        Ok(stray)
-    }
-
-    /// Re-hashes every file, then checks that everything the current snapshot needs is here.
-    /// With `repair`, damaged files are removed (an edge fetches them again). `progress` gets
-    /// the bytes read so far.
-    pub fn fsck(&self, repair: bool, progress: &mut dyn FnMut(u64)) -> Result<FsckReport, StoreError> {
-        let mut blobs = Vec::new();
-        let stray = self.for_each_blob(|hash, path, _| blobs.push((hash, path)))?;
-        let role = self.role()?;
-        let mut report = FsckReport { stray, role: role.clone(), ..FsckReport::default() };
-        let mut buf = vec![0u8; 1 << 20];
-        for (hash, path) in blobs {
-            let mut file = File::open(&path).map_err(io_err(&path))?;
-            let mut hasher = blake3::Hasher::new();
-            loop {
-                let n = file.read(&mut buf).map_err(io_err(&path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                report.bytes += n as u64;
-                progress(report.bytes);
-            }
-            report.checked += 1;
-            if hasher.finalize().as_bytes() != &hash {
-                report.damaged.push(hex(&hash));
-                if repair {
-                    self.remove_blob(&hash);
-                    report.removed += 1;
-                }
-            }
-        }
-        let on_demand = role.as_deref() == Some("edge on-demand");
-        (report.missing, report.not_fetched) = self.completeness(on_demand)?;
-        Ok(report)
-    }
-
-    /// Drops snapshots beyond the newest `keep`, then the records, chunk lists, chunk locations
-    /// and files that no kept snapshot references, sparing files younger than `grace` (a sync
-    /// or publish in progress writes files before its snapshot is committed).
-    pub fn gc(&self, keep: usize, grace: Duration) -> Result<GcReport, StoreError> {
-        let mut report = GcReport::default();
-        let snapshots = self.snapshots()?;
-        let current = self.current()?.map(|s| s.hash());
-        let cut = snapshots.len().saturating_sub(keep.max(1));
-        let (dropped, kept) = snapshots.split_at(cut);
-        let mut manifests = HashSet::new();
-        for (_, s) in kept {
-            manifests.extend(s.unverified().map_err(db_err)?.manifests().copied());
-        }
-        let mut files = HashSet::new();
-        for m in &manifests {
-            let Some(bytes) = self.record(m)? else { continue };
-            let Ok(record) = PackageRecord::decode(&bytes) else { continue };
-            let Ok(manifest) = Manifest::decode(&record.manifest) else { continue };
-            files.extend(manifest.files.iter().map(|f| f.blake3));
-        }
-        let txn = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            for (seq, s) in dropped {
-                if Some(s.hash()) != current {
-                    t.remove(seq).map_err(db_err)?;
-                    report.snapshots_dropped += 1;
-                }
-            }
-            report.metadata_dropped +=
-                drop_keys(&mut txn.open_table(RECORDS).map_err(db_err)?, |k| !manifests.contains(k))?;
-            report.metadata_dropped += drop_keys(&mut txn.open_table(FILES).map_err(db_err)?, |k| !files.contains(k))?;
-            let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
-            let stale: Vec<[u8; 32]> = t
-                .iter()
-                .map_err(db_err)?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| !files.contains(v.value().0))
-                .map(|(k, _)| *k.value())
-                .collect();
-            for k in &stale {
-                t.remove(k).map_err(db_err)?;
-            }
-            report.metadata_dropped += stale.len() as u64;
-        }
-        txn.commit().map_err(db_err)?;
-        let now = SystemTime::now();
-        let mut victims = Vec::new();
-        self.for_each_blob(|hash, _, meta| {
-            if files.contains(&hash) {
-                return;
-            }
-            let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
-            if age >= grace {
-                victims.push(hash);
-            } else {
-                report.blobs_in_grace += 1;
-            }
-        })?;
-        for hash in victims {
-            report.bytes_freed += self.remove_blob(&hash);
-            report.blobs_removed += 1;
-        }
-        // Partial files nothing needs any more.
-        if let Ok(entries) = fs::read_dir(self.root.join("partial")) {
-            for e in entries.filter_map(Result::ok) {
-                let keep = parse_hex(&e.file_name().to_string_lossy()).is_some_and(|h| files.contains(&h));
-                let old = e
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| now.duration_since(m).ok())
-                    .unwrap_or_default()
-                    >= grace;
-                if !keep && old {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(report)
-    }
-}
-
-fn drop_keys(
-    table: &mut redb::Table<'_, &'static [u8; 32], &'static [u8]>,
-    stale: impl Fn(&[u8; 32]) -> bool,
-) -> Result<u64, StoreError> {
-    let keys: Vec<[u8; 32]> =
-        table.iter().map_err(db_err)?.filter_map(Result::ok).map(|(k, _)| *k.value()).filter(|k| stale(k)).collect();
-    for k in &keys {
-        table.remove(k).map_err(db_err)?;
-    }
-    Ok(keys.len() as u64)
 }
 
 #[cfg(unix)]
@@ -757,6 +564,8 @@ fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> io::Result
     }
     Ok(())
 }
+
+mod maintenance;
 
 #[cfg(test)]
 mod tests;
