@@ -160,13 +160,13 @@ pub struct PartialFile {
 impl PartialFile {
     /// Writes verified bytes at `offset`.
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        write_at(&self.file, offset, bytes).map_err(io_err(&self.path))
+        crate::disk::write_at(&self.file, offset, bytes).map_err(io_err(&self.path))
     }
 
     /// Reads bytes at `offset` (to check what an earlier, interrupted fetch left).
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
         let mut buf = vec![0u8; len];
-        read_exact_at(&self.file, offset, &mut buf).map_err(io_err(&self.path))?;
+        crate::disk::read_exact_at(&self.file, offset, &mut buf).map_err(io_err(&self.path))?;
         Ok(buf)
     }
 
@@ -329,7 +329,7 @@ impl Store {
         let last = offsets.partition_point(|&o| o < end);
         let (start, stop) = (offsets.get(first).copied().unwrap_or(0), offsets.get(last).copied().unwrap_or(info.size));
         let mut buf = vec![0u8; usize::try_from(stop - start).expect("at most a range and two chunks")];
-        if let Err(e) = read_exact_at(&file, start, &mut buf) {
+        if let Err(e) = crate::disk::read_exact_at(&file, start, &mut buf) {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 // Shorter than its chunk list says: damaged like a changed byte.
                 drop(file);
@@ -365,7 +365,7 @@ impl Store {
         let path = self.blob_path(&file);
         let Ok(f) = File::open(&path) else { return Ok(None) };
         let mut buf = vec![0u8; chunk.len as usize];
-        if read_exact_at(&f, offset, &mut buf).is_err() || blake3::hash(&buf).as_bytes() != &chunk.hash {
+        if crate::disk::read_exact_at(&f, offset, &mut buf).is_err() || blake3::hash(&buf).as_bytes() != &chunk.hash {
             return Ok(None);
         }
         Ok(Some(buf))
@@ -383,7 +383,7 @@ impl Store {
     pub fn read_stored(&self, file: &[u8; 32], offset: u64, len: usize) -> Option<Vec<u8>> {
         let f = File::open(self.blob_path(file)).ok()?;
         let mut buf = vec![0u8; len];
-        read_exact_at(&f, offset, &mut buf).ok()?;
+        crate::disk::read_exact_at(&f, offset, &mut buf).ok()?;
         Some(buf)
     }
 
@@ -530,39 +530,6 @@ impl Store {
     pub fn snapshot_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SignedSnapshot>, StoreError> {
         Ok(self.snapshots()?.into_iter().rev().map(|(_, s)| s).find(|s| &s.hash() == hash))
     }
-}
-
-#[cfg(unix)]
-fn write_at(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn write_at(file: &File, mut offset: u64, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
-        bytes = &bytes[n..];
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn read_exact_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf = &mut buf[n..];
-        offset += n as u64;
-    }
-    Ok(())
 }
 
 mod maintenance;

@@ -205,18 +205,6 @@ fn hook(fail: bool) -> Vec<u8> {
     .into_bytes()
 }
 
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
-
 /// `outpost demo`
 pub fn run(args: &DemoArgs) -> Result<()> {
     let (dir, temporary) = match &args.dir {
@@ -416,7 +404,7 @@ impl Demo {
                 "demo-app",
                 "2.1-1",
                 "description: The application every desktop gets (needs demo-lib)\ndepends: demo-lib\n",
-                vec![("setup.sh", hook(false)), ("app.bin", payload(3_000_000, 1))],
+                vec![("setup.sh", hook(false)), ("app.bin", outpost_protocol::chunking::noise(3_000_000, 1))],
             )?,
             out(
                 "demo-paris-fonts",

@@ -152,21 +152,23 @@ pub fn verify_range(chunks: &[Chunk], range: &Range, bytes: &[u8]) -> Result<(),
     Ok(())
 }
 
+/// Reproducible, incompressible bytes (an xorshift stream from `seed`): payloads that chunk like
+/// real files, for the demo, benchmarks and tests.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn chunk_lists_describe_files_and_share_unchanged_chunks() {

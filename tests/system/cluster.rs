@@ -384,17 +384,7 @@ impl Cluster {
 }
 
 /// Pseudo-random bytes (incompressible, reproducible).
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
+pub use outpost_protocol::chunking::noise;
 
 /// Number of blob files in a data folder.
 pub fn blob_files(data: &Path) -> usize {

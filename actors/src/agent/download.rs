@@ -118,7 +118,9 @@ pub async fn ensure(
         let mut have = vec![false; f.chunks.len()];
         for (i, c) in f.chunks.iter().enumerate() {
             let mut buf = vec![0u8; c.len as usize];
-            if read_at(&file, offsets[i], &mut buf).is_ok() && blake3::hash(&buf).as_bytes() == &c.hash {
+            if crate::disk::read_exact_at(&file, offsets[i], &mut buf).is_ok()
+                && blake3::hash(&buf).as_bytes() == &c.hash
+            {
                 have[i] = true;
                 stats.1.fetch_add(u64::from(c.len), Ordering::Relaxed);
             }
@@ -144,7 +146,7 @@ pub async fn ensure(
                     let (bytes, from) = fetch(&repos, &preferred, &slow, &hash, &chunks, &range).await?;
                     *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
                     let file2 = file.clone();
-                    tokio::task::spawn_blocking(move || write_at(&file2, range.offset, &bytes))
+                    tokio::task::spawn_blocking(move || crate::disk::write_at(&file2, range.offset, &bytes))
                         .await
                         .map_err(|e| DownloadError::Io { path: path.clone(), error: std::io::Error::other(e) })?
                         .map_err(|source| DownloadError::Io { path, error: source })?;
@@ -227,37 +229,4 @@ async fn fetch(
         file: hex(file),
         errors: if errors.is_empty() { "no repository".into() } else { errors.join("; ") },
     })
-}
-
-#[cfg(unix)]
-fn write_at(file: &fs::File, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
-}
-
-#[cfg(unix)]
-fn read_at(file: &fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn write_at(file: &fs::File, mut offset: u64, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_write(file, bytes, offset)?;
-        bytes = &bytes[n..];
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn read_at(file: &fs::File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_read(file, buf, offset)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf = &mut buf[n..];
-        offset += n as u64;
-    }
-    Ok(())
 }

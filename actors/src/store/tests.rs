@@ -1,16 +1,6 @@
 use super::*;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
-}
+use outpost_protocol::chunking::noise;
 
 fn info_of(data: &[u8]) -> ([u8; 32], FileInfo) {
     let c = chunking::chunk(data, |_, _| Ok(())).unwrap();
