@@ -98,6 +98,21 @@ fn free_tcp(ip: &str) -> Result<u16> {
     Ok(TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}"))?.local_addr()?.port())
 }
 
+/// The addresses of the demo's nodes.
+struct Network {
+    /// The main repository.
+    repo: String,
+    /// Central.
+    central: String,
+    /// The server's `/metrics`.
+    server_metrics: String,
+    /// Each site's edge: its address and its `/metrics`.
+    edges: BTreeMap<&'static str, (String, String)>,
+}
+
+/// A demo host: its FQDN, its site and its configuration file.
+type DemoHost = (String, &'static str, PathBuf);
+
 impl Demo {
     fn say(&self, what: &str) {
         self.step.set(self.step.get() + 1);
@@ -254,9 +269,27 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 }
 
 impl Demo {
-    #[allow(clippy::too_many_lines)]
     fn go(&self, args: &DemoArgs) -> Result<()> {
         let started = Instant::now();
+        self.make_pki()?;
+        let net = self.start_server()?;
+        self.start_edges(&net)?;
+        let published = self.publish_samples(&net)?;
+        let (hosts, dns) = self.start_agents(args, &net)?;
+        self.converge(&net, &hosts, published)?;
+        self.report(args, &net, &hosts, dns.as_ref(), started)?;
+        if args.keep_running {
+            println!("Running; Ctrl-C stops everything.");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                self.procs.check()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A throw-away PKI: CA, enrollment CA, packager, administrator, the server and the edges.
+    fn make_pki(&self) -> Result<()> {
         self.say("making a throw-away PKI (CA, enrollment CA, packager, administrator, nodes)");
         self.run(&["pki", "init", "--dir", "pki", "--org", "Demo Org", "--no-password"])?;
         self.run(&["pki", "enroll-ca", "--dir", "pki", "--no-password"])?;
@@ -274,7 +307,6 @@ impl Demo {
             "view,act,modify",
             "--no-password",
         ])?;
-        let server_ip = format!("{NET}.0.1");
         self.run(&[
             "pki",
             "issue",
@@ -285,7 +317,7 @@ impl Demo {
             "--name",
             "server.demo.example",
             "--san",
-            &server_ip,
+            &format!("{NET}.0.1"),
             "--no-password",
         ])?;
         for s in &SITES {
@@ -306,7 +338,12 @@ impl Demo {
                 "--no-password",
             ])?;
         }
+        Ok(())
+    }
 
+    /// Starts `outpost server` (central and the main repository); chooses every address.
+    fn start_server(&self) -> Result<Network> {
+        let server_ip = format!("{NET}.0.1");
         self.say("starting outpost server (central and the main repository)");
         let repo = format!("{server_ip}:{}", free_udp(&server_ip)?);
         let central = format!("{server_ip}:{}", free_udp(&server_ip)?);
@@ -350,7 +387,12 @@ impl Demo {
         }
         self.spawn("server", &server_args)?;
         self.wait("the server", || std::net::TcpStream::connect(&server_metrics).ok())?;
+        Ok(Network { repo, central, server_metrics, edges })
+    }
 
+    /// Starts the site edges (annex chained under paris).
+    fn start_edges(&self, net: &Network) -> Result<()> {
+        let (repo, edges, ca) = (&net.repo, &net.edges, self.path("pki/ca.crt"));
         self.say("starting the site edges: paris, annex (chained under paris), lyon");
         for s in &SITES {
             let (addr, metrics) = edges[s.name].clone();
@@ -388,7 +430,12 @@ impl Demo {
             )?;
             self.wait(&format!("edge {}", s.name), || std::net::TcpStream::connect(&metrics).ok())?;
         }
+        Ok(())
+    }
 
+    /// Builds and publishes the sample packages; returns how many.
+    fn publish_samples(&self, net: &Network) -> Result<usize> {
+        let repo = &net.repo;
         self.say("building and publishing sample packages");
         let out = |name: &str, version: &str, extra: &str, files: Vec<(&str, Vec<u8>)>| {
             self.package(name, version, extra, &files)
@@ -422,9 +469,14 @@ impl Demo {
             out("demo-desktops", "1", "section: profile\ndepends: demo-app,demo-flaky\n", vec![])?,
         ];
         for p in &pkgs {
-            self.publish(p, &repo)?;
+            self.publish(p, repo)?;
         }
+        Ok(pkgs.len())
+    }
 
+    /// Enrolls and starts the agents; returns them and the DNS server Lyon's agents ask, if any.
+    fn start_agents(&self, args: &DemoArgs, net: &Network) -> Result<(Vec<DemoHost>, Option<String>)> {
+        let (repo, central, edges, ca) = (&net.repo, &net.central, &net.edges, self.path("pki/ca.crt"));
         let dns = self.dnsmasq(&edges["lyon"].0)?;
         let agents_per_site = args.agents.div_ceil(SITES.len()).max(1);
         self.say(&format!(
@@ -437,7 +489,7 @@ impl Demo {
             }
         ));
         let token: Value =
-            serde_json::from_str(&self.console(&central, &["token", "create", "--uses", "1000", "--json"])?)?;
+            serde_json::from_str(&self.console(central, &["token", "create", "--uses", "1000", "--json"])?)?;
         let token = token["token"].as_str().unwrap_or_default().to_string();
         let mut hosts: Vec<(String, &'static str, PathBuf)> = Vec::new();
         for s in &SITES {
@@ -480,10 +532,16 @@ impl Demo {
                 hosts.push((fqdn, s.name, config));
             }
         }
+        Ok((hosts, dns))
+    }
 
+    /// Waits for every host to report demo-flaky's failure, then publishes the fix and upgrades
+    /// every host with an action, until all are OK.
+    fn converge(&self, net: &Network, hosts: &[DemoHost], published: usize) -> Result<()> {
+        let (repo, central, edges) = (&net.repo, &net.central, &net.edges);
         self.say("waiting for every host to install and report (demo-flaky 1.0-1 fails on purpose)");
         let hosts_json = || -> Option<Vec<Value>> {
-            let out = self.console(&central, &["hosts", "--json"]).ok()?;
+            let out = self.console(central, &["hosts", "--json"]).ok()?;
             serde_json::from_str::<Value>(&out).ok()?["hosts"].as_array().cloned()
         };
         self.wait("every host to report an ERROR for demo-flaky", || {
@@ -493,19 +551,32 @@ impl Demo {
 
         self.say("publishing demo-flaky 1.0-2 (fixed) and sending an upgrade action to every host");
         let fixed = self.package("demo-flaky", "1.0-2", "description: Fixed\n", &[("setup.sh", hook(false))])?;
-        self.publish(&fixed, &repo)?;
+        self.publish(&fixed, repo)?;
         self.wait("the edges to serve the fix", || {
             SITES
                 .iter()
-                .all(|s| self.scrape_sum(&edges[s.name].1, "outpost_repo_snapshot_sequence") >= (pkgs.len() + 2) as f64)
+                .all(|s| self.scrape_sum(&edges[s.name].1, "outpost_repo_snapshot_sequence") >= (published + 2) as f64)
                 .then_some(())
         })?;
-        self.console(&central, &["action", "upgrade", "--all", "--expires", "10m"])?;
+        self.console(central, &["action", "upgrade", "--all", "--expires", "10m"])?;
         self.wait("every host to be OK", || {
             let h = hosts_json()?;
             (h.len() == hosts.len() && h.iter().all(|h| h["status"] == "OK")).then_some(())
         })?;
+        Ok(())
+    }
 
+    /// Prints what each host got and from where, the metrics addresses and console commands,
+    /// and writes `demo.json`.
+    fn report(
+        &self,
+        args: &DemoArgs,
+        net: &Network,
+        hosts: &[DemoHost],
+        dns: Option<&String>,
+        started: Instant,
+    ) -> Result<()> {
+        let (repo, central, server_metrics, edges) = (&net.repo, &net.central, &net.server_metrics, &net.edges);
         self.say("collecting what each host got, and from where");
         // Addresses and the DNS names Lyon's agents found by SRV, by repository.
         let names: BTreeMap<String, String> = edges
@@ -521,7 +592,7 @@ impl Demo {
             "{:<26} {:<6} {:<8} {:<12} {:>11} {:>11} HOOK FILES",
             "HOST", "SITE", "STATUS", "SERVED BY", "FROM EDGE", "FROM MAIN"
         );
-        for (fqdn, site, config) in &hosts {
+        for (fqdn, site, config) in hosts {
             let c = config.to_string_lossy();
             let st: Value = serde_json::from_str(&self.run(&["agent", "status", "--json", "--config", &c])?)?;
             let served = st["last_update"]["repo"]
@@ -530,7 +601,7 @@ impl Demo {
                 .unwrap_or_default();
             let (mut edge, mut main) = (0u64, 0u64);
             for (addr, n) in st["bytes_by_repo"].as_object().into_iter().flatten() {
-                if *addr == repo { main += n.as_u64().unwrap_or(0) } else { edge += n.as_u64().unwrap_or(0) }
+                if addr == repo { main += n.as_u64().unwrap_or(0) } else { edge += n.as_u64().unwrap_or(0) }
             }
             let files = std::fs::read_dir(config.with_file_name("installed")).map(|d| d.count()).unwrap_or(0);
             println!(
@@ -567,20 +638,13 @@ impl Demo {
             serde_json::to_vec_pretty(&serde_json::json!({
                 "central": central,
                 "repo": repo,
-                "metrics": std::iter::once(server_metrics).chain(SITES.iter().map(|s| edges[s.name].1.clone())).collect::<Vec<_>>(),
+                "metrics": std::iter::once(server_metrics.clone()).chain(SITES.iter().map(|s| edges[s.name].1.clone())).collect::<Vec<_>>(),
                 "edges": edges.iter().map(|(n, (a, m))| (n.to_string(), serde_json::json!({"addr": a, "metrics": m}))).collect::<BTreeMap<_, _>>(),
                 "hosts": hosts.iter().map(|(f, s, c)| serde_json::json!({"fqdn": f, "site": s, "config": c})).collect::<Vec<_>>(),
                 "admin": {"cert": self.path("pki/Demo_Admin.crt"), "key": self.path("pki/Demo_Admin.key"), "ca": self.path("pki/ca.crt")},
                 "dnsmasq": dns,
             }))?,
         )?;
-        if args.keep_running {
-            println!("Running; Ctrl-C stops everything.");
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                self.procs.check()?;
-            }
-        }
         Ok(())
     }
 
