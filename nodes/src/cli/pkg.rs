@@ -1,0 +1,89 @@
+//! `outpost pkg …`.
+
+use std::path::PathBuf;
+
+use super::ClientArgs;
+use clap::{Args, Subcommand};
+
+/// `outpost pkg …`
+#[derive(Debug, Subcommand)]
+pub enum PkgCommand {
+    /// Build a signed package from SRC_DIR (WAPT/control, payload, optional setup.sh/setup.ps1).
+    Build(PkgBuildArgs),
+    /// Check a package: certificate chain, key usages, signature and every byte.
+    Verify(PkgVerifyArgs),
+    /// Show a package's control, files and signer (without verifying it).
+    Show(PkgShowArgs),
+    /// Publish a package to the main repository.
+    Publish(PkgPublishArgs),
+    /// Remove a package (all versions, or NAME=VERSION) from the main repository.
+    Unpublish(PkgUnpublishArgs),
+}
+
+/// `outpost pkg publish`
+#[derive(Debug, Args)]
+pub struct PkgPublishArgs {
+    /// The package file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `outpost pkg unpublish`
+#[derive(Debug, Args)]
+pub struct PkgUnpublishArgs {
+    /// NAME or NAME=VERSION.
+    pub package: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The signing certificate and key.
+#[derive(Debug, Args, Clone)]
+pub struct SigningKey {
+    /// Signer certificate (PEM; may be followed by intermediates).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its private key.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`, otherwise a
+    /// prompt on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `outpost pkg build`
+#[derive(Debug, Args)]
+pub struct PkgBuildArgs {
+    /// Source folder.
+    pub src_dir: PathBuf,
+    #[command(flatten)]
+    pub signing: SigningKey,
+    /// Where to write the package (default: the current folder).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// `outpost pkg verify`
+#[derive(Debug, Args)]
+pub struct PkgVerifyArgs {
+    /// The package file.
+    pub file: PathBuf,
+    /// The organisation CA certificate (PEM; several CAs may be in the file).
+    #[arg(long, value_name = "CA.crt")]
+    pub trust: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost pkg show`
+#[derive(Debug, Args)]
+pub struct PkgShowArgs {
+    /// The package file.
+    pub file: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,229 @@
+//! `outpost server` and `outpost console …`.
+
+use std::path::PathBuf;
+
+use super::DaemonArgs;
+use clap::{Args, Subcommand};
+
+/// `outpost server`
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// QUIC address of central (agents and consoles).
+    #[arg(long, value_name = "IP:PORT")]
+    pub central_listen: Option<String>,
+    /// The enrollment CA certificate (`outpost pki enroll-ca`); enrollment is off without it.
+    #[arg(long, value_name = "FILE")]
+    pub enroll_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, value_name = "FILE")]
+    pub enroll_key: Option<PathBuf>,
+    /// A repository `console repos` shows (repeatable; the main repository is always shown).
+    #[arg(long = "watch", value_name = "ADDR")]
+    pub watch: Vec<String>,
+    /// Run only central (no main repository).
+    #[arg(long, conflicts_with = "no_central")]
+    pub no_repository: bool,
+    /// Run only the main repository (no central).
+    #[arg(long)]
+    pub no_central: bool,
+}
+
+/// Flags every console command takes.
+#[derive(Debug, Args, Clone)]
+pub struct ConsoleArgs {
+    /// Central's address.
+    #[arg(long, value_name = "ADDR", env = "OUTPOST_SERVER")]
+    pub server: String,
+    /// The organisation CA certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Your admin certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Its private key.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost console …`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Hosts, with filters.
+    Hosts(ConsoleHostsArgs),
+    /// One host (inventory, packages with status and output), or act on hosts.
+    Host(ConsoleHostArgs),
+    /// Outpost packages across the fleet.
+    Packages(ConsoleArgs),
+    /// Repositories and their replication lag.
+    Repos(ConsoleArgs),
+    /// Actions and their results.
+    Actions(ConsoleArgs),
+    /// Hosts waiting for approval.
+    Pending(ConsoleArgs),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(ConsoleTokenCommand),
+    /// Sign an action with your key and have central relay it: update, upgrade, install,
+    /// remove.
+    Action(ConsoleActionArgs),
+    /// Sign agent settings (a `config` package's `agent.toml`: rules, settings) and have
+    /// central distribute them.
+    Settings(ConsoleSettingsArgs),
+}
+
+/// `outpost console hosts`
+#[derive(Debug, Args)]
+pub struct ConsoleHostsArgs {
+    /// Only hosts with this status (OK, NEED-UPGRADE, ERROR, UNKNOWN…).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only hosts with this Outpost package.
+    #[arg(long)]
+    pub package: Option<String>,
+    /// Only hosts with this software installed (dpkg/rpm name).
+    #[arg(long)]
+    pub software: Option<String>,
+    /// Only hosts in this OU (distinguished name).
+    #[arg(long)]
+    pub ou: Option<String>,
+    /// Only hosts at this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// At most this many lines (0: all).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// `outpost console host`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConsoleHostArgs {
+    /// The host (UUID or FQDN).
+    pub name: Option<String>,
+    #[command(subcommand)]
+    pub action: Option<ConsoleHostCommand>,
+    #[command(flatten)]
+    pub console: Option<ConsoleArgs>,
+}
+
+/// `outpost console host approve|revoke|set-packages`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleHostCommand {
+    /// Approve a host waiting for enrollment.
+    Approve {
+        /// UUID or FQDN.
+        name: String,
+        /// Revoke the certificates that held this machine or name before (a reinstalled
+        /// machine); without it both stay, flagged as a clash until one is revoked.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Revoke a host's certificate: it is refused by central and every repository.
+    Revoke {
+        /// UUID, FQDN, or the certificate's fingerprint (sha256:…; also a certificate that never
+        /// reported, or one central has never seen).
+        name: String,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Build the host's package with these dependencies, sign it with your key (never on the
+    /// server) and publish it.
+    SetPackages(ConsoleSetPackagesArgs),
+}
+
+/// `outpost console host set-packages`
+#[derive(Debug, Args)]
+pub struct ConsoleSetPackagesArgs {
+    /// The host's FQDN (or UUID): the host package's name.
+    pub host: String,
+    /// Packages it must have (requests like NAME or NAME(>=1.2)).
+    pub packages: Vec<String>,
+    /// The main repository to publish to.
+    #[arg(long, value_name = "ADDR")]
+    pub repo: String,
+    /// Also send the host an update and upgrade action now.
+    #[arg(long)]
+    pub now: bool,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// `outpost console token create`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleTokenCommand {
+    /// A new enrollment token (printed once).
+    Create {
+        /// How many hosts may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid.
+        #[arg(long, default_value = "1d")]
+        valid: String,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+}
+
+/// Which hosts an action or settings are for.
+#[derive(Debug, Args, Clone)]
+#[group(required = false, multiple = false)]
+pub struct TargetArgs {
+    /// Hosts by FQDN or UUID, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Every host in this OU.
+    #[arg(long)]
+    pub ou: Option<String>,
+    /// Every host.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `outpost console action`
+#[derive(Debug, Args)]
+pub struct ConsoleActionArgs {
+    /// update, upgrade, install or remove (or `send` with --signed).
+    #[arg(value_parser = ["update", "upgrade", "install", "remove", "send"])]
+    pub kind: String,
+    /// Packages (install, remove).
+    pub packages: Vec<String>,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// How long the action stays valid (queued for offline hosts).
+    #[arg(long, default_value = "1h")]
+    pub expires: String,
+    /// Also write the signed action to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// With `send`: relay this already signed action file.
+    #[arg(long, value_name = "FILE")]
+    pub signed: Option<PathBuf>,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// `outpost console settings`
+#[derive(Debug, Args)]
+pub struct ConsoleSettingsArgs {
+    /// The settings (TOML, the fields of a `config` package's `agent.toml`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Sequence (default: now, in seconds): agents apply only newer settings.
+    #[arg(long)]
+    pub sequence: Option<u64>,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
