@@ -3,11 +3,15 @@
 //! `30s`, `5m`, `2h`, `7d`; sizes like `10MB` or `5MiB`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use outpost_protocol::schedule::{SyncWindow, parse_bytes, parse_duration};
+use anyhow::{Context, Result};
 use serde::Deserialize;
+
+mod agent;
+mod values;
+
+pub use agent::*;
+pub use values::*;
 
 /// Default port of the repository protocol.
 pub const REPO_PORT: u16 = 7443;
@@ -128,218 +132,6 @@ impl Default for EdgeConfig {
             quarantine: "10m".into(),
             min_rate: "16KiB".into(),
         }
-    }
-}
-
-/// `outpost agent …` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AgentConfig {
-    /// State folder: local database, package cache, control socket.
-    pub state: PathBuf,
-    /// The organisation CA certificate.
-    pub ca: PathBuf,
-    /// This host's certificate (role `host`).
-    pub cert: PathBuf,
-    /// Its private key.
-    pub key: PathBuf,
-    /// Repositories to use (`host:port`), after rules and DNS discovery; `--repo` replaces
-    /// them and turns rules and DNS discovery off.
-    pub repos: Vec<String>,
-    /// The main repository, the last resort (`host:port`).
-    pub main: String,
-    /// The central server (`host:port`), once it exists.
-    pub server: String,
-    /// Local address for outgoing connections ("" for the system's choice).
-    pub bind: String,
-    /// Look for `_outpost._udp.<domain>` SRV records.
-    pub srv_discovery: bool,
-    /// Domain for SRV discovery ("" for the host's own domain).
-    pub dns_domain: String,
-    /// DNS servers to ask (`ip:port`) instead of the system's.
-    pub dns_servers: Vec<String>,
-    /// Override the detected BIOS UUID.
-    pub uuid: String,
-    /// Override the detected fully qualified name.
-    pub fqdn: String,
-    /// Distinguished name of the host or its OU (for unit packages), like
-    /// "CN=pc1,OU=Paris,DC=example,DC=org".
-    pub ou: String,
-    /// Directory groups (for profile packages).
-    pub profiles: Vec<String>,
-    /// Site (for repository rules).
-    pub site: String,
-    /// The public address, when known (for repository rules).
-    pub public_ip: String,
-    /// Accepted maturities, preferred first.
-    pub maturities: Vec<String>,
-    /// Locales, preferred first (empty: the environment's).
-    pub locales: Vec<String>,
-    /// How often the daemon updates.
-    pub update_every: String,
-    /// "auto": the daemon installs what each update plans; "manual": only on command.
-    pub upgrade: String,
-    /// Time limit of one hook run.
-    pub hook_timeout: String,
-    /// Repository rules, tried in sequence order.
-    pub rules: Vec<RuleConfig>,
-    /// The slowest transfer accepted from a repository, like `16KiB` (per second): a slower
-    /// one is abandoned for the next candidate (what was verified is kept).
-    pub min_rate: String,
-    /// How long a repository that was too slow is left aside before it is tried first again.
-    pub probation: String,
-    /// HTTP address of the daemon's `/metrics`; empty to turn it off.
-    pub metrics: String,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            state: PathBuf::from("/var/lib/outpost/agent"),
-            ca: PathBuf::from("/etc/outpost/ca.crt"),
-            cert: PathBuf::from("/etc/outpost/host.crt"),
-            key: PathBuf::from("/etc/outpost/host.key"),
-            repos: Vec::new(),
-            main: String::new(),
-            server: String::new(),
-            bind: String::new(),
-            srv_discovery: true,
-            dns_domain: String::new(),
-            dns_servers: Vec::new(),
-            uuid: String::new(),
-            fqdn: String::new(),
-            ou: String::new(),
-            profiles: Vec::new(),
-            site: String::new(),
-            public_ip: String::new(),
-            maturities: vec!["PROD".into()],
-            locales: Vec::new(),
-            update_every: "2h".into(),
-            upgrade: "auto".into(),
-            hook_timeout: "10m".into(),
-            rules: Vec::new(),
-            min_rate: "16KiB".into(),
-            probation: "10m".into(),
-            metrics: crate::daemon::metrics_port::AGENT.into(),
-        }
-    }
-}
-
-/// A repository rule in a configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Rules are tried in increasing sequence.
-    pub sequence: u32,
-    /// A name for `outpost agent repos`.
-    #[serde(default)]
-    pub name: String,
-    /// agent_ip, public_ip (CIDR), domain, hostname (glob) or site.
-    pub condition: String,
-    /// What the condition compares with.
-    pub value: String,
-    /// Match when the condition is false.
-    #[serde(default)]
-    pub negate: bool,
-    /// Repositories for matching agents.
-    pub repos: Vec<String>,
-    /// When it matches, use only its repositories.
-    #[serde(default)]
-    pub no_fallback: bool,
-}
-
-impl RuleConfig {
-    /// The rule it describes.
-    pub fn rule(&self) -> Result<outpost_protocol::selection::Rule> {
-        use outpost_protocol::selection::{Cidr, Condition, Rule};
-        let cidr = |v: &str| Cidr::parse(v).map_err(|e| anyhow::anyhow!("rule {}: {e}", self.sequence));
-        let condition = match self.condition.as_str() {
-            "agent_ip" => Condition::AgentIp(cidr(&self.value)?),
-            "public_ip" => Condition::PublicIp(cidr(&self.value)?),
-            "domain" => Condition::Domain(self.value.clone()),
-            "hostname" => Condition::Hostname(self.value.clone()),
-            "site" => Condition::Site(self.value.clone()),
-            other => bail!(
-                "rule {}: unknown condition {other:?} (agent_ip, public_ip, domain, hostname, site)",
-                self.sequence
-            ),
-        };
-        if self.repos.is_empty() {
-            bail!("rule {}: no repos", self.sequence);
-        }
-        Ok(Rule {
-            sequence: self.sequence,
-            name: if self.name.is_empty() { format!("rule {}", self.sequence) } else { self.name.clone() },
-            condition,
-            negate: self.negate,
-            repos: self.repos.clone(),
-            no_fallback: self.no_fallback,
-        })
-    }
-}
-
-/// Settings a `config` package may change (its `agent.toml`, kept in the state folder).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AgentOverlay {
-    /// Replaces `update_every`.
-    pub update_every: Option<String>,
-    /// Replaces `upgrade`.
-    pub upgrade: Option<String>,
-    /// Replaces `maturities`.
-    pub maturities: Option<Vec<String>>,
-    /// Replaces `locales`.
-    pub locales: Option<Vec<String>>,
-    /// Replaces `hook_timeout`.
-    pub hook_timeout: Option<String>,
-    /// Replaces `repos`.
-    pub repos: Option<Vec<String>>,
-    /// Replaces `rules`.
-    pub rules: Option<Vec<RuleConfig>>,
-}
-
-impl AgentConfig {
-    /// Applies the overlays `config` packages installed (in name order).
-    pub fn with_overlays(mut self) -> Result<Self> {
-        let dir = self.state.join("config.d");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(self) };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let text = std::fs::read_to_string(&f).with_context(|| f.display().to_string())?;
-            let o: AgentOverlay = match toml::from_str(&text) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!("{}: ignored: {e}", f.display());
-                    continue;
-                }
-            };
-            if let Some(v) = o.update_every {
-                self.update_every = v;
-            }
-            if let Some(v) = o.upgrade {
-                self.upgrade = v;
-            }
-            if let Some(v) = o.maturities {
-                self.maturities = v;
-            }
-            if let Some(v) = o.locales {
-                self.locales = v;
-            }
-            if let Some(v) = o.hook_timeout {
-                self.hook_timeout = v;
-            }
-            if let Some(v) = o.repos {
-                self.repos = v;
-            }
-            if let Some(v) = o.rules {
-                self.rules = v;
-            }
-        }
-        Ok(self)
     }
 }
 
@@ -549,90 +341,19 @@ pub fn agent_config_path(flag: Option<&Path>) -> Option<PathBuf> {
     default.is_file().then_some(default)
 }
 
-/// A duration as written in configuration files (`2h`, `90s`).
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// Parses a duration field (`30s`, `5m`, `2h`, `7d`), naming the field when it is wrong.
-pub fn duration(field: &str, value: &str) -> Result<Duration> {
-    parse_duration(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
-}
-
-/// A duration field that must be at least `min` (a zero poll interval would keep a core busy,
-/// a zero re-sign period would sign snapshots without end).
-pub fn duration_at_least(field: &str, value: &str, min: Duration) -> Result<Duration> {
-    let d = duration(field, value)?;
-    if d < min {
-        bail!("{field}: {value:?} is too short; it must be at least {}", human_duration(min));
-    }
-    Ok(d)
-}
-
-/// A byte-size field.
-pub fn bytes(field: &str, value: &str) -> Result<u64> {
-    parse_bytes(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
-}
-
-/// A minimum transfer rate field (bytes per second, at least 1 KiB/s).
-pub fn min_rate(field: &str, value: &str) -> Result<outpost_actors::transport::Pace> {
-    let rate = bytes(field, value)?;
-    if rate < 1024 {
-        bail!("{field}: {value:?} is too low; it must be at least 1KiB (per second)");
-    }
-    Ok(outpost_actors::transport::Pace { min_rate: rate })
-}
-
-/// Sync windows.
-pub fn windows(values: &[String]) -> Result<Vec<SyncWindow>> {
-    values.iter().map(|w| SyncWindow::parse(w).map_err(|e| anyhow::anyhow!("sync_windows: {e}"))).collect()
-}
-
-/// The time zone of an edge's sync windows: `time_zone`, else the deprecated `utc_offset`,
-/// else this machine's zone.
-pub fn zone(time_zone: &str, utc_offset_value: &str) -> Result<outpost_actors::zone::Zone> {
-    if !time_zone.trim().is_empty() || utc_offset_value.trim().is_empty() {
-        return outpost_actors::zone::Zone::parse(time_zone).context("time_zone");
-    }
-    tracing::warn!("utc_offset is deprecated: write time_zone = \"Europe/Paris\" (or \"{utc_offset_value}\")");
-    outpost_actors::zone::Zone::fixed_minutes(utc_offset(utc_offset_value)?).context("utc_offset")
-}
-
-/// `+HH:MM` / `-HH:MM` into minutes east of UTC.
-pub fn utc_offset(value: &str) -> Result<i32> {
-    let v = value.trim();
-    let (sign, rest) = match v.as_bytes().first() {
-        Some(b'+') => (1, &v[1..]),
-        Some(b'-') => (-1, &v[1..]),
-        _ => bail!("utc_offset: {value:?} should look like +01:00"),
-    };
-    let (h, m) = rest.split_once(':').with_context(|| format!("utc_offset: {value:?} should look like +01:00"))?;
-    let (h, m): (i32, i32) = (h.parse()?, m.parse()?);
-    if h > 14 || m > 59 {
-        bail!("utc_offset: {value:?} is out of range");
-    }
-    Ok(sign * (h * 60 + m))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn deploy_examples_load_and_are_valid() {
-        let main: MainConfig = toml::from_str(include_str!("../../deploy/repo-main.toml")).unwrap();
+        let main: MainConfig = toml::from_str(include_str!("../../../deploy/repo-main.toml")).unwrap();
         assert!(
             duration("resign_every", &main.resign_every).unwrap()
                 < duration("snapshot_lifetime", &main.snapshot_lifetime).unwrap()
         );
         assert_eq!(main.listen, MainConfig::default().listen);
-        let edge: EdgeConfig = toml::from_str(include_str!("../../deploy/repo-edge.toml")).unwrap();
+        let edge: EdgeConfig = toml::from_str(include_str!("../../../deploy/repo-edge.toml")).unwrap();
         assert_eq!(edge.metrics, EdgeConfig::default().metrics);
         min_rate("min_rate", &edge.min_rate).unwrap();
         assert_eq!(edge.upstreams.len(), 2);
@@ -647,7 +368,7 @@ mod tests {
 
     #[test]
     fn deploy_agent_example_loads_and_its_rules_are_valid() {
-        let agent: AgentConfig = toml::from_str(include_str!("../../deploy/agent.toml")).unwrap();
+        let agent: AgentConfig = toml::from_str(include_str!("../../../deploy/agent.toml")).unwrap();
         assert_eq!(agent.state, AgentConfig::default().state);
         assert_eq!(agent.rules.len(), 2);
         for r in &agent.rules {
@@ -664,7 +385,7 @@ mod tests {
 
     #[test]
     fn deploy_server_example_loads() {
-        let server: ServerConfig = toml::from_str(include_str!("../../deploy/server.toml")).unwrap();
+        let server: ServerConfig = toml::from_str(include_str!("../../../deploy/server.toml")).unwrap();
         assert!(server.repository && server.central);
         assert_eq!(server.watch.len(), 1);
         assert_eq!(server.main().data, server.data.join("repo"));
