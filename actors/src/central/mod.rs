@@ -15,6 +15,7 @@
 pub mod client;
 pub mod enrollment;
 pub mod fleet;
+mod handlers;
 pub mod metrics;
 pub mod relay;
 pub mod server;
@@ -25,8 +26,8 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use outpost_protocol::central::{
-    Action, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostNames, Inventory, PendingHost, Report,
-    ReportDecision, Section, Signed, decide,
+    Action, AgentSettingsDoc, CentralResponse, HostDetail, HostNames, Inventory, PendingHost, Report, ReportDecision,
+    Section, Signed, decide,
 };
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
@@ -36,6 +37,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use self::fleet::{Fleet, kinds};
+pub use self::handlers::{CertificateRevoked, Gone, Handle, HandleReport, LearnRevoked, Listen};
 pub use self::metrics::CentralMetrics;
 use self::store::{
     ActionRecord, CentralDbError, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord,
@@ -453,207 +455,5 @@ impl Actor for Central {
         self.refresh_gauges();
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| act.refresh_gauges());
         ctx.run_interval(std::time::Duration::from_secs(60), |act, _| act.prune());
-    }
-}
-
-/// A request from a connection, already authorised by the connection (role and rights) and,
-/// for reports, with the signature checked.
-#[derive(Debug, Message)]
-#[rtype(result = "CentralResponse")]
-pub struct Handle {
-    /// Who asks (`None` on the enrollment protocol).
-    pub peer: Option<Peer>,
-    /// The request (reports come as [`HandleReport`]).
-    pub request: CentralRequest,
-}
-
-/// A verified report.
-#[derive(Debug, Message)]
-#[rtype(result = "CentralResponse")]
-pub struct HandleReport {
-    /// The reporting host.
-    pub peer: Peer,
-    /// The report (signature checked with the peer's key).
-    pub report: Verified<Report>,
-}
-
-/// A revoked certificate asked for its actions.
-#[derive(Debug, thiserror::Error)]
-#[error("this host's certificate is revoked")]
-pub struct CertificateRevoked;
-
-/// An agent's action stream opened: queued actions are sent now.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), CertificateRevoked>")]
-pub struct Listen {
-    /// The host.
-    pub peer: Peer,
-    /// Its connection.
-    pub conn: u64,
-    /// Its address (two machines sharing one certificate show up as two addresses).
-    pub remote: String,
-    /// Where actions go.
-    pub tx: mpsc::UnboundedSender<Signed>,
-}
-
-/// An agent's action stream closed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Gone {
-    /// The host certificate's fingerprint.
-    pub fingerprint: String,
-    /// Its connection.
-    pub conn: u64,
-}
-
-/// Revocations learned after start (from a main repository's snapshot).
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct LearnRevoked(pub Vec<String>);
-
-impl Central {
-    fn durable(&self, response: CentralResponse, ops: Vec<Op>) -> ResponseFuture<CentralResponse> {
-        if ops.is_empty() {
-            return Box::pin(async move { response });
-        }
-        let done = self.store.write(ops);
-        Box::pin(async move {
-            match done.await {
-                Ok(Ok(())) => response,
-                Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
-                Err(_) => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
-            }
-        })
-    }
-}
-
-impl Handler<HandleReport> for Central {
-    type Result = ResponseActFuture<Self, CentralResponse>;
-
-    fn handle(&mut self, msg: HandleReport, _: &mut Self::Context) -> Self::Result {
-        match self.apply_report(&msg.peer, msg.report) {
-            Ok((applied, ops)) => {
-                let done = self.store.write(ops);
-                Box::pin(done.into_actor(self).map(move |written, act, _| match written {
-                    Ok(Ok(())) => {
-                        act.applied(&applied);
-                        CentralResponse::ReportApplied { sequence: applied.sequence }
-                    }
-                    failed => {
-                        if act.inflight.get(&applied.fingerprint) == Some(&applied.sequence) {
-                            act.inflight.remove(&applied.fingerprint);
-                        }
-                        let why = match failed {
-                            Ok(Err(e)) => causes(&*e),
-                            _ => CentralDbError::WriterStopped.to_string(),
-                        };
-                        error(ErrorCode::Internal, why)
-                    }
-                }))
-            }
-            Err(response) => Box::pin(actix::fut::ready(response)),
-        }
-    }
-}
-
-impl Handler<Listen> for Central {
-    type Result = Result<(), CertificateRevoked>;
-
-    fn handle(&mut self, msg: Listen, _: &mut Self::Context) -> Self::Result {
-        let fp = msg.peer.info.fingerprint.clone();
-        if self.is_revoked(&fp) {
-            return Err(CertificateRevoked);
-        }
-        // The same certificate from another address while the first is connected: two
-        // machines share it (a cloned disk image with its key).
-        let shared = self.agents.get(&fp).filter(|a| a.conn != msg.conn && a.remote_host() != remote_host(&msg.remote));
-        let flag =
-            shared.map(|a| format!("certificate in use by two machines at once ({} and {})", a.remote, msg.remote));
-        if let Some(f) = &flag {
-            tracing::warn!(fingerprint = fp, "identity clash: {f}");
-        }
-        self.fleet.set_shared(&fp, flag);
-        self.delivered.retain(|(_, f)| *f != fp);
-        self.agents.insert(fp.clone(), Agent { conn: msg.conn, remote: msg.remote, tx: msg.tx });
-        self.deliver(&fp);
-        self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
-        Ok(())
-    }
-}
-
-impl Agent {
-    fn remote_host(&self) -> &str {
-        remote_host(&self.remote)
-    }
-}
-
-/// The address of `ip:port` without the port.
-fn remote_host(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
-}
-
-impl Handler<Gone> for Central {
-    type Result = ();
-
-    fn handle(&mut self, msg: Gone, _: &mut Self::Context) {
-        if self.agents.get(&msg.fingerprint).is_some_and(|a| a.conn == msg.conn) {
-            self.agents.remove(&msg.fingerprint);
-        }
-        self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
-    }
-}
-
-impl Handler<LearnRevoked> for Central {
-    type Result = usize;
-
-    fn handle(&mut self, msg: LearnRevoked, _: &mut Self::Context) -> usize {
-        let n = self.learn_revoked(&msg.0);
-        if n > 0 {
-            tracing::warn!(learned = n, "revocations recovered from the main repository's snapshot");
-        }
-        n
-    }
-}
-
-impl Handler<Handle> for Central {
-    type Result = ResponseFuture<CentralResponse>;
-
-    fn handle(&mut self, msg: Handle, _: &mut Self::Context) -> Self::Result {
-        let (response, ops) = match (msg.request, &msg.peer) {
-            (CentralRequest::Enroll { request, token, uuid, fqdn }, _) => {
-                self.enroll(&request, token.as_deref(), &uuid, &fqdn)
-            }
-            (CentralRequest::ActionResult { nonce, ok, message }, Some(peer)) => {
-                let ops = self.action_result(&peer.info.fingerprint, nonce, ok, message);
-                (CentralResponse::Done("recorded".into()), ops)
-            }
-            (CentralRequest::Settings, Some(peer)) => (CentralResponse::Settings(self.settings_for(peer)), vec![]),
-            (CentralRequest::Hosts(q), _) => {
-                let agents = &self.agents;
-                let (total, hosts) = self.fleet.query(&q, &|fp| agents.contains_key(fp));
-                (CentralResponse::Hosts { total, hosts }, vec![])
-            }
-            (CentralRequest::Host(name), _) => match self.host_detail(&name) {
-                Ok(d) => (CentralResponse::Host(Box::new(d)), vec![]),
-                Err(e) => (e, vec![]),
-            },
-            (CentralRequest::Packages, _) => (CentralResponse::Packages(self.fleet.packages()), vec![]),
-            (CentralRequest::Actions, _) => (CentralResponse::Actions(self.action_lines()), vec![]),
-            (CentralRequest::TokenCreate { uses, valid_secs }, _) => self.token(uses, valid_secs),
-            (CentralRequest::Pending, _) => (
-                CentralResponse::PendingHosts(
-                    self.pending_hosts().into_iter().map(|p| (p.uuid, p.fqdn, p.since)).collect(),
-                ),
-                vec![],
-            ),
-            (CentralRequest::PendingV2, _) => (CentralResponse::PendingHostsV2(self.pending_hosts()), vec![]),
-            (CentralRequest::Approve(name), _) => self.approve(&name, false),
-            (CentralRequest::ApproveReplacing(name), _) => self.approve(&name, true),
-            (CentralRequest::Revoke(name), _) => self.revoke(&name),
-            (CentralRequest::Act(signed), _) => self.act(&signed),
-            (CentralRequest::SetSettings(signed), _) => self.set_settings(signed),
-            (other, _) => (error(ErrorCode::BadRequest, format!("unexpected request {other:?}")), vec![]),
-        };
-        self.durable(response, ops)
     }
 }
