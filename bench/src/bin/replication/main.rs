@@ -1,6 +1,9 @@
 //! Whole-system replication benchmark: the release `outpost` binary as `repo main` and `repo
 //! edge` processes on loopback addresses, against its peers measured in the same run.
 //!
+//! (Over 600 lines on purpose: the scenarios, in the order they run and are reported, read top to
+//! bottom in one file; the peers, processes and QUIC baseline are in the files beside it.)
+//!
 //! Run (installs rsync, nginx, curl and openssl with `bench/setup` when missing, then builds
 //! the release `outpost` binary with cargo):
 //!
