@@ -47,13 +47,54 @@ pub struct InstalledRecord {
     pub installed_at: i64,
     /// When its state last changed.
     pub updated_at: i64,
-    /// Result of the last audit, if any (`OK`, `WARNING`, `ERROR`).
-    pub audit: Option<String>,
+    /// Result of the last audit, if any (OK, WARNING or ERROR).
+    pub audit: Option<InstallState>,
+}
+
+/// The first form of [`InstalledRecord`]: the audit result as text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct InstalledRecordV1 {
+    control: Vec<(String, String)>,
+    manifest: [u8; 32],
+    state: InstallState,
+    origin: Origin,
+    hook: Option<Vec<u8>>,
+    output: String,
+    message: String,
+    installed_at: i64,
+    updated_at: i64,
+    audit: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 enum InstalledWire {
-    V1(InstalledRecord),
+    V1(InstalledRecordV1),
+    V2(InstalledRecord),
+}
+
+impl InstalledWire {
+    fn decode(bytes: &[u8]) -> Result<InstalledRecord, StateError> {
+        Ok(match postcard::from_bytes(bytes).map_err(err)? {
+            Self::V2(r) => r,
+            Self::V1(o) => InstalledRecord {
+                control: o.control,
+                manifest: o.manifest,
+                state: o.state,
+                origin: o.origin,
+                hook: o.hook,
+                output: o.output,
+                message: o.message,
+                installed_at: o.installed_at,
+                updated_at: o.updated_at,
+                audit: o.audit.and_then(|a| match a.as_str() {
+                    "OK" => Some(InstallState::Ok),
+                    "WARNING" => Some(InstallState::Warning),
+                    "ERROR" => Some(InstallState::Error),
+                    _ => None,
+                }),
+            },
+        })
+    }
 }
 
 impl InstalledRecord {
@@ -240,8 +281,7 @@ impl AgentState {
         let mut out = Vec::new();
         for item in t.iter().map_err(err)? {
             let (k, v) = item.map_err(err)?;
-            let InstalledWire::V1(r) = postcard::from_bytes(v.value()).map_err(err)?;
-            out.push((k.value().to_string(), r));
+            out.push((k.value().to_string(), InstalledWire::decode(v.value())?));
         }
         Ok(out)
     }
@@ -251,17 +291,14 @@ impl AgentState {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(INSTALLED).map_err(err)?;
         match t.get(name).map_err(err)? {
-            Some(v) => {
-                let InstalledWire::V1(r) = postcard::from_bytes(v.value()).map_err(err)?;
-                Ok(Some(r))
-            }
+            Some(v) => Ok(Some(InstalledWire::decode(v.value())?)),
             None => Ok(None),
         }
     }
 
     /// Writes (durably) an installed package's record.
     pub fn put_installed(&self, name: &str, record: &InstalledRecord) -> Result<(), StateError> {
-        let bytes = postcard::to_stdvec(&InstalledWire::V1(record.clone())).map_err(err)?;
+        let bytes = postcard::to_stdvec(&InstalledWire::V2(record.clone())).map_err(err)?;
         let txn = self.db.begin_write().map_err(err)?;
         txn.open_table(INSTALLED).map_err(err)?.insert(name, bytes.as_slice()).map_err(err)?;
         txn.commit().map_err(err)
@@ -428,8 +465,8 @@ mod golden {
     }
 
     #[test]
-    fn installed_records_still_decode() {
-        let record = InstalledRecord {
+    fn installed_records_of_both_versions_still_decode() {
+        let v1 = InstalledRecordV1 {
             control: vec![("package".into(), "a".into())],
             manifest: [1; 32],
             state: InstallState::Error,
@@ -441,14 +478,32 @@ mod golden {
             updated_at: 2,
             audit: Some("WARNING".into()),
         };
+        let record = InstalledRecord {
+            control: vec![("package".into(), "a".into())],
+            manifest: [1; 32],
+            state: InstallState::Error,
+            origin: Origin::Explicit,
+            hook: Some(b"exit 0".to_vec()),
+            output: "out".into(),
+            message: "failed".into(),
+            installed_at: 1,
+            updated_at: 2,
+            audit: Some(InstallState::Warning),
+        };
         let golden = "0001077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c6564020401075741524e494e47";
         assert_golden(
-            "an installed package",
-            &postcard::to_stdvec(&InstalledWire::V1(record.clone())).unwrap(),
+            "an installed package (version 1)",
+            &postcard::to_stdvec(&InstalledWire::V1(v1)).unwrap(),
             golden,
         );
-        let InstalledWire::V1(back) = postcard::from_bytes(&bytes(golden)).unwrap();
-        assert_eq!(back, record);
+        assert_eq!(InstalledWire::decode(&bytes(golden)).unwrap(), record, "the audit text becomes its state");
+        let golden = "0101077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c656402040103";
+        assert_golden(
+            "an installed package (version 2)",
+            &postcard::to_stdvec(&InstalledWire::V2(record.clone())).unwrap(),
+            golden,
+        );
+        assert_eq!(InstalledWire::decode(&bytes(golden)).unwrap(), record);
     }
 
     #[test]

@@ -396,7 +396,7 @@ impl Agent {
                 }
                 Err(e) => (InstallState::Error, causes(&e)),
             };
-            record.audit = Some(result.as_str().to_string());
+            record.audit = Some(result);
             record.updated_at = unix_now();
             self.state.put_installed(&name, &record)?;
             out.push(AuditLine { name, result, message });
