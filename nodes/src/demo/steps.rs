@@ -17,50 +17,17 @@ impl Demo {
         self.say("making a throw-away PKI (CA, enrollment CA, packager, administrator, nodes)");
         self.run(&["pki", "init", "--dir", "pki", "--org", "Demo Org", "--no-password"])?;
         self.run(&["pki", "enroll-ca", "--dir", "pki", "--no-password"])?;
-        self.run(&["pki", "issue", "--dir", "pki", "--role", "signer", "--name", "Demo Packager", "--no-password"])?;
-        self.run(&[
-            "pki",
-            "issue",
-            "--dir",
-            "pki",
-            "--role",
-            "admin",
-            "--name",
-            "Demo Admin",
-            "--rights",
-            "view,act,modify",
-            "--no-password",
-        ])?;
-        self.run(&[
-            "pki",
-            "issue",
-            "--dir",
-            "pki",
-            "--role",
-            "server",
-            "--name",
-            "server.demo.example",
-            "--san",
-            &format!("{NET}.0.1"),
-            "--no-password",
-        ])?;
+        let issue = |role: &str, name: &str, extra: &[&str]| {
+            let mut args = vec!["pki", "issue", "--dir", "pki", "--role", role, "--name", name, "--no-password"];
+            args.extend_from_slice(extra);
+            self.run(&args).map(drop)
+        };
+        issue("signer", "Demo Packager", &[])?;
+        issue("admin", "Demo Admin", &["--rights", "view,act,modify"])?;
+        issue("server", "server.demo.example", &["--san", &format!("{NET}.0.1")])?;
         for s in &SITES {
             // The name is in the certificate too: Lyon's agents reach their edge by it (DNS SRV).
-            let ip = format!("{NET}.{}.1", s.net);
-            let name = format!("edge-{}.demo.example", s.name);
-            self.run(&[
-                "pki",
-                "issue",
-                "--dir",
-                "pki",
-                "--role",
-                "edge",
-                "--name",
-                &name,
-                "--san",
-                &ip,
-                "--no-password",
-            ])?;
+            issue("edge", &format!("edge-{}.demo.example", s.name), &["--san", &format!("{NET}.{}.1", s.net)])?;
         }
         Ok(())
     }
