@@ -90,6 +90,15 @@ pub enum StoreError {
     BadRange(String),
 }
 
+impl From<crate::assembler::AssemblyError> for StoreError {
+    fn from(e: crate::assembler::AssemblyError) -> Self {
+        match e {
+            crate::assembler::AssemblyError::Io { path, error } => Self::Io { path, error },
+            other => Self::Db(other.to_string()),
+        }
+    }
+}
+
 impl StoreError {
     /// What went wrong, without this machine's paths: for answers to remote clients.
     pub fn public_reason(&self) -> String {
@@ -178,6 +187,18 @@ impl PartialFile {
     /// Writes the file's data to disk now (so that the final flush has little left to do).
     pub fn sync_data(&self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(io_err(&self.path))
+    }
+}
+
+impl crate::assembler::Positional for PartialFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        crate::disk::read_exact_at(&self.file, offset, buf)
+    }
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        crate::disk::write_at(&self.file, offset, bytes)
     }
 }
 

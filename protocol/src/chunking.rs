@@ -10,6 +10,8 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
+use crate::verified::Verified;
+
 /// Smallest chunk FastCDC cuts (except a file's last chunk).
 pub const MIN_CHUNK: u32 = 2 * 1024;
 /// Target average chunk size: small enough that a change costs little more than its own
@@ -135,21 +137,36 @@ pub fn missing_ranges(chunks: &[Chunk], max: u32, mut missing: impl FnMut(usize)
     out
 }
 
-/// Verifies the bytes of `range` against the chunk list; returns the index of the first chunk
-/// that does not match.
-pub fn verify_range(chunks: &[Chunk], range: &Range, bytes: &[u8]) -> Result<(), usize> {
+/// The bytes of a range of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeBytes {
+    /// Which range.
+    pub range: Range,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Verifies the bytes of `range` against the chunk list: they are returned as verified, or the
+/// index of the first chunk that does not match is.
+pub fn verify_range(chunks: &[Chunk], range: Range, bytes: Vec<u8>) -> Result<Verified<RangeBytes>, usize> {
     if bytes.len() != range.len as usize {
         return Err(range.first);
     }
+    let Some(listed) = chunks.get(range.first..range.first.saturating_add(range.count)) else {
+        return Err(range.first);
+    };
     let mut at = 0usize;
-    for (i, c) in chunks[range.first..range.first + range.count].iter().enumerate() {
+    for (i, c) in listed.iter().enumerate() {
         let end = at + c.len as usize;
-        if blake3::hash(&bytes[at..end]).as_bytes() != &c.hash {
-            return Err(range.first + i);
+        match bytes.get(at..end) {
+            Some(piece) if blake3::hash(piece).as_bytes() == &c.hash => at = end,
+            _ => return Err(range.first + i),
         }
-        at = end;
     }
-    Ok(())
+    if at != bytes.len() {
+        return Err(range.first);
+    }
+    Ok(Verified::new(RangeBytes { range, bytes }))
 }
 
 /// Reproducible, incompressible bytes (an xorshift stream from `seed`): payloads that chunk like
@@ -224,11 +241,12 @@ mod tests {
         let c = chunk(data.as_slice(), |_, _| Ok(())).unwrap();
         let all = missing_ranges(&c.chunks, MAX_RANGE, |_| true);
         assert_eq!(all.len(), 1);
-        assert_eq!(verify_range(&c.chunks, &all[0], &data), Ok(()));
+        let verified = verify_range(&c.chunks, all[0], data.clone()).unwrap().into_inner();
+        assert_eq!((verified.range, &verified.bytes), (all[0], &data));
         let mut bad = data.clone();
         let second = c.chunks[0].len as usize + 5;
         bad[second] ^= 1;
-        assert_eq!(verify_range(&c.chunks, &all[0], &bad), Err(1));
-        assert_eq!(verify_range(&c.chunks, &all[0], &data[1..]), Err(0));
+        assert_eq!(verify_range(&c.chunks, all[0], bad), Err(1));
+        assert_eq!(verify_range(&c.chunks, all[0], data[1..].to_vec()), Err(0));
     }
 }

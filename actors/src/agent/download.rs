@@ -7,18 +7,18 @@
 //! The folder is renamed to `cache/<manifest>/` only when every file is whole; it is removed
 //! after a successful install and kept after a failure (an upgrade can retry offline).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use outpost_protocol::chunking::{self, Chunk, Range};
+use outpost_protocol::chunking::{Chunk, Range, RangeBytes};
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::Manifest;
-use tokio::task::JoinSet;
+use outpost_protocol::verified::Verified;
 
+use crate::assembler::{self, AssemblyError};
 use crate::repo::client::RepoClient;
-use crate::repo::sync::RANGE_BYTES;
 
 /// Ranges in flight per package.
 const IN_FLIGHT: usize = 8;
@@ -37,6 +37,18 @@ pub enum DownloadError {
     /// Local files.
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
+    /// Assembling the files failed otherwise.
+    #[error(transparent)]
+    Assembly(AssemblyError),
+}
+
+impl From<AssemblyError> for DownloadError {
+    fn from(e: AssemblyError) -> Self {
+        match e {
+            AssemblyError::Io { path, error } => Self::Io { path, error },
+            other => Self::Assembly(other),
+        }
+    }
 }
 
 /// What a download did.
@@ -101,78 +113,28 @@ pub async fn ensure(
         fs::rename(&target, &partial).map_err(io(&partial))?;
     }
     fs::create_dir_all(&partial).map_err(io(&partial))?;
-    let stats = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let by_repo: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let preferred = Arc::new(AtomicUsize::new(0));
     let repos: Arc<Vec<RepoClient>> = Arc::new(repos.to_vec());
-    for f in &manifest.files {
-        let path = partial.join(&f.path);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
-        file.set_len(f.size).map_err(io(&path))?;
-        // What an earlier attempt left and still verifies is kept.
-        let offsets = chunking::offsets(&f.chunks);
-        let mut have = vec![false; f.chunks.len()];
-        for (i, c) in f.chunks.iter().enumerate() {
-            let mut buf = vec![0u8; c.len as usize];
-            if crate::disk::read_exact_at(&file, offsets[i], &mut buf).is_ok()
-                && blake3::hash(&buf).as_bytes() == &c.hash
-            {
-                have[i] = true;
-                stats.1.fetch_add(u64::from(c.len), Ordering::Relaxed);
+    let assembled = assembler::package_folder::<DownloadError, _>(
+        &partial,
+        manifest,
+        IN_FLIGHT,
+        |hash, assembly, range| {
+            let (repos, preferred, slow, by_repo, hash, assembly) =
+                (repos.clone(), preferred.clone(), slow.clone(), by_repo.clone(), *hash, assembly.clone());
+            async move {
+                let (verified, from) = fetch(&repos, &preferred, &slow, &hash, assembly.chunks(), &range).await?;
+                *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
+                Ok(verified)
             }
-        }
-        let file = Arc::new(file);
-        let chunks = Arc::new(f.chunks.clone());
-        let mut tasks = JoinSet::new();
-        let mut ranges = chunking::missing_ranges(&f.chunks, RANGE_BYTES, |i| !have[i]).into_iter();
-        loop {
-            while tasks.len() < IN_FLIGHT {
-                let Some(range) = ranges.next() else { break };
-                let (by_repo, slow) = (by_repo.clone(), slow.clone());
-                let (repos, chunks, file, stats, preferred, hash, path) = (
-                    repos.clone(),
-                    chunks.clone(),
-                    file.clone(),
-                    stats.clone(),
-                    preferred.clone(),
-                    f.blake3,
-                    path.clone(),
-                );
-                tasks.spawn(async move {
-                    let (bytes, from) = fetch(&repos, &preferred, &slow, &hash, &chunks, &range).await?;
-                    *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
-                    let file2 = file.clone();
-                    tokio::task::spawn_blocking(move || crate::disk::write_at(&file2, range.offset, &bytes))
-                        .await
-                        .map_err(|e| DownloadError::Io { path: path.clone(), error: std::io::Error::other(e) })?
-                        .map_err(|source| DownloadError::Io { path, error: source })?;
-                    stats.0.fetch_add(u64::from(range.len), Ordering::Relaxed);
-                    Ok::<_, DownloadError>(())
-                });
-            }
-            let Some(done) = tasks.join_next().await else { break };
-            done.map_err(|e| DownloadError::Io { path: path.clone(), error: std::io::Error::other(e) })??;
-            progress(stats.0.load(Ordering::Relaxed) + stats.1.load(Ordering::Relaxed));
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).map_err(io(&path))?;
-        }
-    }
-    let control = partial.join("WAPT");
-    fs::create_dir_all(&control).map_err(io(&control))?;
-    fs::write(control.join("control"), manifest.control.to_text()).map_err(io(&control))?;
+        },
+        &mut |done, _| progress(done),
+    )
+    .await?;
     fs::rename(&partial, &target).map_err(io(&target))?;
     let by_repo = by_repo.lock().expect("not poisoned").clone();
-    Ok((
-        target,
-        Downloaded { fetched: stats.0.load(Ordering::Relaxed), reused: stats.1.load(Ordering::Relaxed), by_repo },
-    ))
+    Ok((target, Downloaded { fetched: assembled.fetched, reused: assembled.reused, by_repo }))
 }
 
 /// The first file of a cached package whose size or BLAKE3 differs from the manifest's.
@@ -201,7 +163,7 @@ async fn fetch(
     file: &[u8; 32],
     chunks: &[Chunk],
     range: &Range,
-) -> Result<(Vec<u8>, String), DownloadError> {
+) -> Result<(Verified<RangeBytes>, String), DownloadError> {
     let mut errors = Vec::new();
     let start = preferred.load(Ordering::Relaxed);
     let is_slow = |addr: &str| slow.lock().expect("not poisoned").contains(addr);

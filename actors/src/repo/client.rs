@@ -2,11 +2,9 @@
 //! status, verified snapshots, publishing, and pulling a package (fetch, verify every chunk
 //! and every file against the signed manifest, unpack into a folder that appears whole).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use outpost_protocol::chunking::{self, Chunk, Range};
+use outpost_protocol::chunking::{self, Chunk, Range, RangeBytes};
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
@@ -17,9 +15,8 @@ use outpost_protocol::verified::Verified;
 use outpost_protocol::version::Version;
 use outpost_protocol::wire::{RepoStatus, RepoStatusV2, Request, Response};
 use quinn::{Connection, Endpoint};
-use tokio::io::AsyncWriteExt;
 
-use super::sync::RANGE_BYTES;
+use crate::assembler::{self, AssemblyError};
 use crate::transport::{self, Pace, TransportError};
 
 /// Why a client operation failed.
@@ -37,6 +34,18 @@ pub enum ClientError {
     /// Local files.
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
+    /// Assembling the files failed otherwise.
+    #[error(transparent)]
+    Assembly(AssemblyError),
+}
+
+impl From<AssemblyError> for ClientError {
+    fn from(e: AssemblyError) -> Self {
+        match e {
+            AssemblyError::Io { path, error } => Self::Io { path, error },
+            other => Self::Assembly(other),
+        }
+    }
 }
 
 /// A connection to a repository.
@@ -163,13 +172,17 @@ impl RepoClient {
     }
 
     /// A byte range of a file, verified against its chunk list.
-    pub async fn range(&self, file: &[u8; 32], chunks: &[Chunk], range: &Range) -> Result<Vec<u8>, ClientError> {
+    pub async fn range(
+        &self,
+        file: &[u8; 32],
+        chunks: &[Chunk],
+        range: &Range,
+    ) -> Result<Verified<RangeBytes>, ClientError> {
         let request = Request::Range { file: *file, offset: range.offset, len: range.len };
         let bytes = transport::fetch(&self.connection, &request, u64::from(range.len), self.pace).await?;
-        chunking::verify_range(chunks, range, &bytes).map_err(|i| {
+        chunking::verify_range(chunks, *range, bytes).map_err(|i| {
             ClientError::Refused(format!("chunk {i} of file {} does not match its signed hash", hex(file)))
-        })?;
-        Ok(bytes)
+        })
     }
 
     /// Sends a package archive; returns the answer (`Published`). The whole exchange has the
@@ -254,7 +267,7 @@ impl RepoClient {
         name: &str,
         version: Option<&Version>,
         out: &Path,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<Pulled, ClientError> {
         let head = self.head().await?;
         let (_, snapshot) = self.snapshot(&head, trust, now, None).await?;
@@ -300,9 +313,6 @@ impl RepoClient {
             let _ = tokio::fs::remove_dir_all(&partial).await;
             return Err(e);
         }
-        let control = partial.join("WAPT");
-        tokio::fs::create_dir_all(&control).await.map_err(io(&control))?;
-        tokio::fs::write(control.join("control"), manifest.control.to_text()).await.map_err(io(&control))?;
         tokio::fs::rename(&partial, &target).await.map_err(io(&target))?;
         Ok(Pulled { dir: target, entry, signer, bytes: manifest.total_size() })
     }
@@ -311,41 +321,20 @@ impl RepoClient {
         &self,
         manifest: &Manifest,
         dir: &Path,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(), ClientError> {
         const IN_FLIGHT: usize = 4;
-        let total = manifest.total_size();
-        let mut done = 0u64;
-        for f in &manifest.files {
-            let path = dir.join(&f.path);
-            let io = |source| ClientError::Io { path: path.clone(), error: source };
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io)?;
-            }
-            let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-            let chunks = Arc::new(f.chunks.clone());
-            let mut ranges = chunking::missing_ranges(&f.chunks, RANGE_BYTES, |_| true).into_iter();
-            // Ranges are fetched a few at a time and written in order.
-            let mut pending = VecDeque::new();
-            loop {
-                while pending.len() < IN_FLIGHT {
-                    let Some(r) = ranges.next() else { break };
-                    let (me, chunks, hash) = (self.clone(), chunks.clone(), f.blake3);
-                    pending.push_back(tokio::spawn(async move { me.range(&hash, &chunks, &r).await }));
-                }
-                let Some(next) = pending.pop_front() else { break };
-                let bytes = next.await.map_err(|e| ClientError::Refused(e.to_string()))??;
-                file.write_all(&bytes).await.map_err(io)?;
-                done += bytes.len() as u64;
-                progress(done, total);
-            }
-            file.flush().await.map_err(io)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).await.map_err(io)?;
-            }
-        }
+        assembler::package_folder::<ClientError, _>(
+            dir,
+            manifest,
+            IN_FLIGHT,
+            |hash, assembly, range| {
+                let (me, hash, assembly) = (self.clone(), *hash, assembly.clone());
+                async move { me.range(&hash, assembly.chunks(), &range).await }
+            },
+            progress,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -10,24 +10,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_protocol::chunking::{self, MAX_RANGE, Range};
+use outpost_protocol::chunking::{self, Chunk, MAX_RANGE, Range, RangeBytes};
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::PackageRecord;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
 use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
+use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::Request;
 use quinn::Connection;
 use tokio::task::JoinSet;
 
 use super::Fill;
+use crate::assembler::{self, Assembly, AssemblyError, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
 use crate::store::{FileInfo, PartialFile, Store, StoreError};
 use crate::transport::{self, Pace, TransportError};
-
-/// Bytes asked for in one range request.
-pub const RANGE_BYTES: u32 = 1024 * 1024;
 
 /// A bandwidth cap shared by every transfer of an edge.
 #[derive(Debug)]
@@ -103,6 +102,15 @@ pub enum SyncError {
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<AssemblyError> for SyncError {
+    fn from(e: AssemblyError) -> Self {
+        match e {
+            AssemblyError::Io { .. } => Self::Store(e.into()),
+            other => Self::Content(other.to_string()),
+        }
+    }
 }
 
 impl SyncError {
@@ -205,14 +213,6 @@ fn export_usage(ctx: &SyncContext) {
     ctx.metrics.blob_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
-/// A file being assembled and the chunks it still lacks.
-struct Assembly {
-    hash: [u8; 32],
-    info: Arc<FileInfo>,
-    partial: Arc<PartialFile>,
-    ranges: Vec<Range>,
-}
-
 /// Makes every file of `files` complete in the store: chunks it has (left by an interrupted
 /// fetch, or in other files) are reused, the rest fetched from `connection`.
 pub async fn fetch_files(
@@ -222,7 +222,20 @@ pub async fn fetch_files(
     ctx: &SyncContext,
 ) -> Result<SyncOutcome, SyncError> {
     let mut outcome = SyncOutcome::default();
-    let mut assemblies = Vec::new();
+    // Each file is flushed and moved into place as soon as its last range is written, while
+    // the others are still arriving: the final flush then has little left to do.
+    let mut remaining: HashMap<[u8; 32], (usize, Arc<Assembly<PartialFile>>)> = HashMap::new();
+    let mut finishing = JoinSet::new();
+    let finish = |finishing: &mut JoinSet<Result<(), StoreError>>, assembly: Arc<Assembly<PartialFile>>| {
+        let store = ctx.store.clone();
+        finishing.spawn_blocking(move || {
+            let partial =
+                Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
+            partial.sync_data()?;
+            store.finish(partial)
+        });
+    };
+    let mut jobs = Vec::new();
     for (hash, info) in files {
         if ctx.store.has_file(hash) {
             continue;
@@ -230,169 +243,115 @@ pub async fn fetch_files(
         let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
         let (assembly, reused) = blocking(move || prepare(&store, h, i)).await?;
         outcome.deduplicated += reused;
-        assemblies.push(assembly);
+        let assembly = Arc::new(assembly);
+        let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
+        if ranges.is_empty() {
+            finish(&mut finishing, assembly);
+        } else {
+            remaining.insert(*hash, (ranges.len(), assembly.clone()));
+            jobs.extend(ranges.into_iter().map(|r| (*hash, assembly.clone(), r)));
+        }
     }
     ctx.metrics.chunks_deduplicated.inc_by(outcome.deduplicated);
 
-    // Each file is flushed and moved into place as soon as its last range is written, while
-    // the others are still arriving: the final flush then has little left to do.
-    let mut remaining: HashMap<[u8; 32], (usize, Arc<PartialFile>)> =
-        assemblies.iter().map(|a| (a.hash, (a.ranges.len(), a.partial.clone()))).collect();
-    let mut finishing = JoinSet::new();
-    let finish = |finishing: &mut JoinSet<Result<(), StoreError>>, partial: Arc<PartialFile>, store: Arc<Store>| {
-        finishing.spawn_blocking(move || {
-            let partial = Arc::try_unwrap(partial).map_err(|_| StoreError::Db("a file is still in use".into()))?;
-            partial.sync_data()?;
-            store.finish(partial)
-        });
-    };
-    let jobs: Vec<_> = assemblies
-        .iter()
-        .flat_map(|a| a.ranges.iter().map(|r| (a.hash, a.info.clone(), a.partial.clone(), *r)).collect::<Vec<_>>())
-        .collect();
-    for a in assemblies.iter().filter(|a| a.ranges.is_empty()) {
-        if let Some((_, partial)) = remaining.remove(&a.hash) {
-            finish(&mut finishing, partial, ctx.store.clone());
-        }
-    }
-    drop(assemblies);
-    let mut queue = jobs.into_iter();
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.len() < ctx.concurrency.max(1) {
-            let Some((hash, info, partial, range)) = queue.next() else { break };
-            let (connection, ctx, upstream) = (connection.clone(), ctx.clone(), upstream.to_string());
-            tasks.spawn(async move {
-                fetch_range(&connection, &upstream, &hash, &info, &partial, range, &ctx).await.map(|()| (hash, range))
-            });
-        }
-        let Some(done) = tasks.join_next().await else { break };
-        let (hash, range) = done.map_err(|e| SyncError::Content(e.to_string()))??;
-        outcome.fetched += range.count as u64;
-        outcome.bytes += u64::from(range.len);
-        if let Some(entry) = remaining.get_mut(&hash) {
-            entry.0 -= 1;
-            if entry.0 == 0
-                && let Some((_, partial)) = remaining.remove(&hash)
-            {
-                finish(&mut finishing, partial, ctx.store.clone());
+    let fetched = assembler::fetch_all(
+        jobs,
+        ctx.concurrency,
+        |hash, assembly, range| {
+            let (connection, ctx, upstream, hash, assembly) =
+                (connection.clone(), ctx.clone(), upstream.to_string(), *hash, assembly.clone());
+            async move { fetch_range(&connection, &upstream, &hash, assembly.chunks(), range, &ctx).await }
+        },
+        |hash, range| {
+            outcome.fetched += range.count as u64;
+            outcome.bytes += u64::from(range.len);
+            if let Some(entry) = remaining.get_mut(hash) {
+                entry.0 -= 1;
+                if entry.0 == 0
+                    && let Some((_, assembly)) = remaining.remove(hash)
+                {
+                    finish(&mut finishing, assembly);
+                }
             }
-        }
-    }
+            Ok::<_, SyncError>(())
+        },
+    )
+    .await;
+    // Files already finishing are finished even when a fetch failed: they are whole.
     while let Some(done) = finishing.join_next().await {
         done.map_err(|e| SyncError::Content(e.to_string()))??;
     }
+    fetched?;
     export_usage(ctx);
     Ok(outcome)
 }
 
 /// Opens a file's partial copy and finds what it still lacks. Blocking.
 ///
-/// Chunks are checked and copied in runs of up to [`RANGE_BYTES`]: what an interrupted fetch
-/// left in the partial copy, then chunks other stored files hold at consecutive offsets (the
-/// unchanged parts of a new version), each run read, checked chunk by chunk and written at once.
-fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly, u64), StoreError> {
+/// What an interrupted fetch left in the partial copy is kept, then chunks other stored files
+/// hold at consecutive offsets (the unchanged parts of a new version) are copied in runs of up
+/// to [`RANGE_BYTES`], each run read once and checked chunk by chunk.
+fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly<PartialFile>, u64), StoreError> {
     let (partial, existed) = store.partial(&hash, info.size)?;
-    let offsets = chunking::offsets(&info.chunks);
-    let mut have = vec![false; info.chunks.len()];
+    let mut assembly = Assembly::new(partial, info.chunks);
     let mut reused = 0u64;
-    let run_bytes = RANGE_BYTES.min(MAX_RANGE) as u64;
-    let check = |first: usize, bytes: &[u8], have: &mut [bool], reused: &mut u64| {
-        let mut at = 0usize;
-        for (i, c) in info.chunks[first..].iter().enumerate() {
-            let Some(piece) = bytes.get(at..at + c.len as usize) else { break };
-            if !have[first + i] && blake3::hash(piece).as_bytes() == &c.hash {
-                have[first + i] = true;
-                *reused += 1;
-            }
-            at += c.len as usize;
-        }
-    };
     if existed {
-        let mut i = 0;
-        while i < info.chunks.len() {
-            let mut j = i;
-            while j < info.chunks.len() && offsets[j] + u64::from(info.chunks[j].len) - offsets[i] <= run_bytes {
-                j += 1;
-            }
-            let j = j.max(i + 1);
-            let len = offsets[j - 1] + u64::from(info.chunks[j - 1].len) - offsets[i];
-            let bytes = partial.read_at(offsets[i], usize::try_from(len).expect("a run fits in memory"))?;
-            check(i, &bytes, &mut have, &mut reused);
-            i = j;
-        }
+        reused += assembly.keep_verified()?.chunks;
     }
-    let locations = store.chunk_locations(&info.chunks)?;
+    let locations = store.chunk_locations(assembly.chunks())?;
+    let run_bytes = u64::from(RANGE_BYTES.min(MAX_RANGE));
     let mut i = 0;
-    while i < info.chunks.len() {
-        let Some((source, at)) = locations[i].filter(|_| !have[i]) else {
+    while i < locations.len() {
+        let Some((source, at)) = locations[i].filter(|_| !assembly.has(i)) else {
             i += 1;
             continue;
         };
         // The longest run of chunks stored one after the other in the same file.
+        let chunks = assembly.chunks();
         let mut j = i + 1;
-        let mut end = at + u64::from(info.chunks[i].len);
-        while j < info.chunks.len()
-            && !have[j]
+        let mut end = at + u64::from(chunks[i].len);
+        while j < chunks.len()
+            && !assembly.has(j)
             && locations[j] == Some((source, end))
-            && end + u64::from(info.chunks[j].len) - at <= run_bytes
+            && end + u64::from(chunks[j].len) - at <= run_bytes
         {
-            end += u64::from(info.chunks[j].len);
+            end += u64::from(chunks[j].len);
             j += 1;
         }
+        // A damaged stored chunk is simply not taken: it will be fetched.
         if let Some(bytes) = store.read_stored(&source, at, usize::try_from(end - at).expect("a run fits in memory")) {
-            let before = reused;
-            check(i, &bytes, &mut have, &mut reused);
-            if reused - before == (j - i) as u64 {
-                partial.write_at(offsets[i], &bytes)?;
-            } else {
-                // Some stored chunk is damaged: write only the good ones.
-                let mut pos = 0usize;
-                for k in i..j {
-                    let len = info.chunks[k].len as usize;
-                    if have[k] {
-                        partial.write_at(offsets[k], &bytes[pos..pos + len])?;
-                    }
-                    pos += len;
-                }
-            }
+            reused += assembly.offer(i, &bytes)?.chunks;
         }
         i = j;
     }
-    let ranges = chunking::missing_ranges(&info.chunks, RANGE_BYTES.min(MAX_RANGE), |i| !have[i]);
-    Ok((Assembly { hash, info: Arc::new(info), partial: Arc::new(partial), ranges }, reused))
+    Ok((assembly, reused))
 }
 
+/// Fetches one range of a file from upstream, verified against its chunk list.
 async fn fetch_range(
     connection: &Connection,
     upstream: &str,
     hash: &[u8; 32],
-    info: &FileInfo,
-    partial: &Arc<PartialFile>,
+    chunks: &[Chunk],
     range: Range,
     ctx: &SyncContext,
-) -> Result<(), SyncError> {
+) -> Result<Verified<RangeBytes>, SyncError> {
     if let Some(l) = &ctx.limiter {
         l.take(u64::from(range.len)).await;
     }
     let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
     let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
     ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(bytes.len() as u64);
-    if let Err(i) = chunking::verify_range(&info.chunks, &range, &bytes) {
+    let verified = chunking::verify_range(chunks, range, bytes).map_err(|i| {
         ctx.metrics.refused("chunk");
-        return Err(SyncError::Content(format!(
-            "chunk {i} of file {} from {upstream} does not match its signed hash",
-            hex(hash)
-        )));
-    }
-    let (partial, offset) = (partial.clone(), range.offset);
-    blocking(move || partial.write_at(offset, &bytes)).await?;
+        SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))
+    })?;
     ctx.metrics.chunks_fetched.inc_by(range.count as u64);
-    Ok(())
+    Ok(verified)
 }
 
 /// Fetches a range for a client straight from upstream (on-demand fill, or a damaged file),
-/// verified against the chunk list. The range must be made of whole chunks.
+/// verified against the chunk list. The range is widened to whole chunks to be verified.
 pub async fn fetch_range_for_client(
     connection: &Connection,
     hash: &[u8; 32],
@@ -414,18 +373,9 @@ pub async fn fetch_range_for_client(
         len: u32::try_from(stop - start).map_err(|e| SyncError::Content(e.to_string()))?,
     };
     let upstream = transport::peer_label(connection);
-    if let Some(l) = &ctx.limiter {
-        l.take(u64::from(range.len)).await;
-    }
-    let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
-    let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
-    ctx.metrics.received_bytes.get_or_create(&label("peer", &upstream)).inc_by(bytes.len() as u64);
-    chunking::verify_range(&info.chunks, &range, &bytes).map_err(|i| {
-        SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))
-    })?;
-    ctx.metrics.chunks_fetched.inc_by(range.count as u64);
+    let verified = fetch_range(connection, &upstream, hash, &info.chunks, range, ctx).await?.into_inner();
     let skip = usize::try_from(offset - start).expect("within the range");
-    Ok(bytes[skip..skip + len as usize].to_vec())
+    Ok(verified.bytes[skip..skip + len as usize].to_vec())
 }
 
 /// Files being fetched in the background for clients, so each is fetched once.

@@ -1,0 +1,344 @@
+//! The one chunk assembler: a file is made whole in place from chunks, each checked against
+//! the signed chunk list before it is written. The edge's sync, the agent's download and
+//! `repo pull` all assemble through it.
+//!
+//! Assembling is resumable: what the file already holds and still verifies (left by an
+//! interrupted attempt) is kept ([`Assembly::keep_verified`]); chunks found elsewhere (in other
+//! stored files) are offered and kept when they verify ([`Assembly::offer`]); the rest is
+//! fetched as ranges ([`fetch_all`]), a bounded number in flight, each written as soon as it
+//! arrives. Only bytes that passed [`chunking::verify_range`] can be written: [`Assembly::write`]
+//! takes a [`Verified`] range.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use outpost_protocol::chunking::{self, Chunk, Range, RangeBytes};
+use outpost_protocol::package::Manifest;
+use outpost_protocol::verified::Verified;
+use tokio::task::JoinSet;
+
+/// Bytes asked for in one range request.
+pub const RANGE_BYTES: u32 = 1024 * 1024;
+
+/// A file that can be read and written at any offset.
+pub trait Positional: Send + Sync + 'static {
+    /// Where it is (for messages).
+    fn path(&self) -> &Path;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `bytes` at `offset`.
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// A plain file and its path.
+#[derive(Debug)]
+pub struct PlainFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl PlainFile {
+    /// Opens (or creates) `path` for assembling a file of `size` bytes; what it holds is kept.
+    pub fn open(path: &Path, size: u64) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        file.set_len(size)?;
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+}
+
+impl Positional for PlainFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        crate::disk::read_exact_at(&self.file, offset, buf)
+    }
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        crate::disk::write_at(&self.file, offset, bytes)
+    }
+}
+
+/// Why assembling failed on this side (fetching fails with the caller's own errors).
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    /// The file on disk.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    /// A transfer task stopped abnormally.
+    #[error("a transfer task failed: {0}")]
+    Task(String),
+    /// A fetch answered with another range than the one asked for.
+    #[error("{path}: a fetch answered bytes {got} instead of {asked}")]
+    WrongRange { path: PathBuf, asked: u64, got: u64 },
+}
+
+/// Chunks found already in place or elsewhere, and their bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// Chunks.
+    pub chunks: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Found {
+    fn add_assign(&mut self, other: Self) {
+        self.chunks += other.chunks;
+        self.bytes += other.bytes;
+    }
+}
+
+/// A file being assembled: its chunk list and which chunks it holds, verified.
+#[derive(Debug)]
+pub struct Assembly<F> {
+    file: F,
+    chunks: Vec<Chunk>,
+    offsets: Vec<u64>,
+    have: Vec<bool>,
+}
+
+impl<F: Positional> Assembly<F> {
+    /// Starts assembling `file` (already sized) from `chunks`; nothing is assumed present.
+    pub fn new(file: F, chunks: Vec<Chunk>) -> Self {
+        let offsets = chunking::offsets(&chunks);
+        let have = vec![false; chunks.len()];
+        Self { file, chunks, offsets, have }
+    }
+
+    /// The chunk list.
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// Where chunk `i` starts.
+    pub fn offset(&self, i: usize) -> u64 {
+        self.offsets[i]
+    }
+
+    /// True when chunk `i` is in place and verified.
+    pub fn has(&self, i: usize) -> bool {
+        self.have[i]
+    }
+
+    /// The file.
+    pub fn file(&self) -> &F {
+        &self.file
+    }
+
+    /// The file, once assembled.
+    pub fn into_file(self) -> F {
+        self.file
+    }
+
+    fn io(&self) -> impl FnOnce(io::Error) -> AssemblyError + '_ {
+        |error| AssemblyError::Io { path: self.file.path().to_path_buf(), error }
+    }
+
+    /// Keeps what the file already holds and still verifies, read in runs of up to
+    /// [`RANGE_BYTES`]. Blocking.
+    pub fn keep_verified(&mut self) -> Result<Found, AssemblyError> {
+        let mut found = Found::default();
+        let mut i = 0;
+        while i < self.chunks.len() {
+            let mut j = i + 1;
+            while j < self.chunks.len() && self.end(j) - self.offsets[i] <= u64::from(RANGE_BYTES) {
+                j += 1;
+            }
+            let mut bytes = vec![0u8; usize::try_from(self.end(j - 1) - self.offsets[i]).expect("a run fits")];
+            self.file.read_exact_at(self.offsets[i], &mut bytes).map_err(self.io())?;
+            found += self.mark(i, &bytes);
+            i = j;
+        }
+        Ok(found)
+    }
+
+    /// Offers `bytes`, read elsewhere, as the chunks from `first` on: those that verify and are
+    /// missing here are written. Blocking.
+    pub fn offer(&mut self, first: usize, bytes: &[u8]) -> Result<Found, AssemblyError> {
+        let mut found = Found::default();
+        let base = self.offsets[first];
+        let mut at = 0usize;
+        // Runs of newly verified chunks are written in one go each.
+        let mut run: Option<usize> = None;
+        for k in first..self.chunks.len() {
+            let len = self.chunks[k].len as usize;
+            let Some(piece) = bytes.get(at..at + len) else { break };
+            if !self.have[k] && blake3::hash(piece).as_bytes() == &self.chunks[k].hash {
+                self.have[k] = true;
+                found.chunks += 1;
+                found.bytes += len as u64;
+                run.get_or_insert(at);
+            } else if let Some(start) = run.take() {
+                self.file.write_all_at(base + start as u64, &bytes[start..at]).map_err(self.io())?;
+            }
+            at += len;
+        }
+        if let Some(start) = run {
+            self.file.write_all_at(base + start as u64, &bytes[start..at]).map_err(self.io())?;
+        }
+        Ok(found)
+    }
+
+    /// The ranges still missing, coalesced up to `max` bytes each.
+    pub fn missing(&self, max: u32) -> Vec<Range> {
+        chunking::missing_ranges(&self.chunks, max, |i| !self.have[i])
+    }
+
+    /// Verifies fetched bytes of `range` against this file's chunk list.
+    pub fn verify(&self, range: Range, bytes: Vec<u8>) -> Result<Verified<RangeBytes>, usize> {
+        chunking::verify_range(&self.chunks, range, bytes)
+    }
+
+    /// Writes a verified range in place. Blocking.
+    pub fn write(&self, verified: &RangeBytes) -> Result<(), AssemblyError> {
+        self.file.write_all_at(verified.range.offset, &verified.bytes).map_err(self.io())
+    }
+
+    fn end(&self, i: usize) -> u64 {
+        self.offsets[i] + u64::from(self.chunks[i].len)
+    }
+
+    /// Marks the chunks from `first` on that `bytes` (laid out from chunk `first`) verifies.
+    fn mark(&mut self, first: usize, bytes: &[u8]) -> Found {
+        let mut found = Found::default();
+        let mut at = 0usize;
+        for (i, c) in self.chunks[first..].iter().enumerate() {
+            let Some(piece) = bytes.get(at..at + c.len as usize) else { break };
+            if !self.have[first + i] && blake3::hash(piece).as_bytes() == &c.hash {
+                self.have[first + i] = true;
+                found.chunks += 1;
+                found.bytes += u64::from(c.len);
+            }
+            at += c.len as usize;
+        }
+        found
+    }
+}
+
+/// Fetches every range of `jobs`, at most `in_flight` at once, and writes each in its assembly
+/// as it arrives. `fetch` returns the range's bytes verified against the assembly's chunk list
+/// (with [`Assembly::verify`]); `written(key, range)` is called after each range is written,
+/// in the order they complete. The first error stops the rest; what was written stays.
+pub async fn fetch_all<K, F, E, Fut>(
+    jobs: Vec<(K, Arc<Assembly<F>>, Range)>,
+    in_flight: usize,
+    fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
+    mut written: impl FnMut(&K, Range) -> Result<(), E>,
+) -> Result<(), E>
+where
+    K: Send + 'static,
+    F: Positional,
+    E: From<AssemblyError> + Send + 'static,
+    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
+{
+    let mut queue = jobs.into_iter();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.len() < in_flight.max(1) {
+            let Some((key, assembly, range)) = queue.next() else { break };
+            let fetched = fetch(&key, &assembly, range);
+            tasks.spawn(async move {
+                let verified = fetched.await?.into_inner();
+                if verified.range != range {
+                    return Err(AssemblyError::WrongRange {
+                        path: assembly.file.path().to_path_buf(),
+                        asked: range.offset,
+                        got: verified.range.offset,
+                    }
+                    .into());
+                }
+                tokio::task::spawn_blocking(move || assembly.write(&verified))
+                    .await
+                    .map_err(|e| AssemblyError::Task(e.to_string()))??;
+                Ok::<_, E>((key, range))
+            });
+        }
+        let Some(done) = tasks.join_next().await else { break };
+        let (key, range) = done.map_err(|e| E::from(AssemblyError::Task(e.to_string())))??;
+        written(&key, range)?;
+    }
+    Ok(())
+}
+
+/// What [`package_folder`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Assembled {
+    /// Bytes fetched.
+    pub fetched: u64,
+    /// Bytes found already verified in the folder.
+    pub reused: u64,
+}
+
+/// Makes `dir` hold every file of `manifest`, whole and verified, and its control file:
+/// what the folder already holds and verifies is kept, the rest fetched with `fetch` (at most
+/// `in_flight` ranges at once). `progress(done, total)` follows the bytes in place.
+pub async fn package_folder<E, Fut>(
+    dir: &Path,
+    manifest: &Manifest,
+    in_flight: usize,
+    fetch: impl Fn(&[u8; 32], &Arc<Assembly<PlainFile>>, Range) -> Fut,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Assembled, E>
+where
+    E: From<AssemblyError> + Send + 'static,
+    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
+{
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| AssemblyError::Io { path, error }
+    };
+    let total = manifest.total_size();
+    let mut done = Assembled::default();
+    let mut jobs = Vec::new();
+    for f in &manifest.files {
+        let path = dir.join(&f.path);
+        let (chunks, size) = (f.chunks.clone(), f.size);
+        let assembly = tokio::task::spawn_blocking(move || {
+            let file = PlainFile::open(&path, size).map_err(io(&path))?;
+            let mut assembly = Assembly::new(file, chunks);
+            let found = assembly.keep_verified()?;
+            Ok::<_, AssemblyError>((assembly, found))
+        })
+        .await
+        .map_err(|e| AssemblyError::Task(e.to_string()))?;
+        let (assembly, found) = assembly?;
+        done.reused += found.bytes;
+        let assembly = Arc::new(assembly);
+        jobs.extend(assembly.missing(RANGE_BYTES).into_iter().map(|r| (f.blake3, assembly.clone(), r)));
+    }
+    progress(done.reused, total);
+    fetch_all(
+        jobs,
+        in_flight,
+        |hash, assembly, range| fetch(hash, assembly, range),
+        |_, range| {
+            done.fetched += u64::from(range.len);
+            progress(done.reused + done.fetched, total);
+            Ok::<_, E>(())
+        },
+    )
+    .await?;
+    for f in &manifest.files {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(&f.path);
+            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode)).map_err(io(&path))?;
+        }
+        #[cfg(not(unix))]
+        let _ = f;
+    }
+    let control = dir.join("WAPT");
+    fs::create_dir_all(&control).map_err(io(&control))?;
+    fs::write(control.join("control"), manifest.control.to_text()).map_err(io(&control))?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests;

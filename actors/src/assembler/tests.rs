@@ -1,0 +1,171 @@
+//! The assembler on real files: what it keeps, what it takes from elsewhere, what it fetches,
+//! and that bytes which do not verify never reach the file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use outpost_protocol::chunking::{self, Chunked, noise};
+use outpost_protocol::package::FileEntry;
+
+use super::*;
+
+fn chunked(data: &[u8]) -> Chunked {
+    chunking::chunk(data, |_, _| Ok(())).unwrap()
+}
+
+fn open(dir: &Path, name: &str, size: u64) -> PlainFile {
+    PlainFile::open(&dir.join(name), size).unwrap()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error(transparent)]
+    Assembly(#[from] AssemblyError),
+    #[error("chunk {0} does not verify")]
+    Mismatch(usize),
+}
+
+type Fetched = std::future::Ready<Result<Verified<RangeBytes>, TestError>>;
+
+/// Fetches from `source`, verified, counting the bytes asked for.
+fn from(source: Arc<Vec<u8>>, asked: Arc<AtomicUsize>) -> impl Fn(&(), &Arc<Assembly<PlainFile>>, Range) -> Fetched {
+    move |_, assembly, range| {
+        asked.fetch_add(range.len as usize, Ordering::Relaxed);
+        let start = usize::try_from(range.offset).unwrap();
+        let bytes = source[start..start + range.len as usize].to_vec();
+        std::future::ready(assembly.verify(range, bytes).map_err(TestError::Mismatch))
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_file_resumes_fetching_only_what_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Arc::new(noise(600_000, 1));
+    let c = chunked(&data);
+    assert!(c.chunks.len() > 20, "enough chunks to cut the file in several ranges");
+    // An earlier attempt wrote the first third, then one of its chunks was damaged on disk.
+    let third = usize::try_from(chunking::offsets(&c.chunks)[c.chunks.len() / 3]).unwrap();
+    let mut left = data[..third].to_vec();
+    left[10] ^= 0xff;
+    std::fs::write(dir.path().join("f"), &left).unwrap();
+
+    let mut assembly = Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone());
+    let kept = assembly.keep_verified().unwrap();
+    assert_eq!(kept.bytes, third as u64 - u64::from(c.chunks[0].len), "all but the damaged first chunk kept");
+    assert!(!assembly.has(0) && assembly.has(1));
+    let missing = assembly.missing(64 * 1024);
+    assert_eq!(missing[0].first, 0, "the damaged chunk is fetched again");
+
+    let asked = Arc::new(AtomicUsize::new(0));
+    let assembly = Arc::new(assembly);
+    let jobs = missing.into_iter().map(|r| ((), assembly.clone(), r)).collect();
+    let mut written = 0u64;
+    fetch_all(jobs, 3, from(data.clone(), asked.clone()), |_, r| {
+        written += u64::from(r.len);
+        Ok::<_, TestError>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.load(Ordering::Relaxed) as u64, c.size - kept.bytes, "only what was missing was asked for");
+    assert_eq!(written, c.size - kept.bytes);
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), *data, "the file is whole");
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_verify_are_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(200_000, 2);
+    let c = chunked(&data);
+    let mut forged = data.clone();
+    let second = c.chunks[0].len as usize + 3;
+    forged[second] ^= 1;
+    let assembly = Arc::new(Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone()));
+    let jobs = assembly.missing(RANGE_BYTES).into_iter().map(|r| ((), assembly.clone(), r)).collect();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let err = fetch_all(jobs, 2, from(Arc::new(forged), asked), |_, _| Ok::<_, TestError>(())).await.unwrap_err();
+    assert!(matches!(err, TestError::Mismatch(1)), "{err}");
+    let on_disk = std::fs::read(dir.path().join("f")).unwrap();
+    assert!(on_disk.iter().all(|&b| b == 0), "nothing of the forged range reached the file");
+}
+
+#[test]
+fn chunks_offered_from_elsewhere_are_kept_only_when_they_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(300_000, 3);
+    let c = chunked(&data);
+    let mut assembly = Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone());
+    let offsets = chunking::offsets(&c.chunks);
+    // Chunks 2..6 offered, chunk 4 damaged in the copy offered.
+    let (start, end) = (usize::try_from(offsets[2]).unwrap(), usize::try_from(offsets[6]).unwrap());
+    let mut offered = data[start..end].to_vec();
+    let fourth = usize::try_from(offsets[4]).unwrap() - start;
+    offered[fourth] ^= 1;
+    let found = assembly.offer(2, &offered).unwrap();
+    assert_eq!(found.chunks, 3);
+    assert_eq!((2..6).map(|i| assembly.has(i)).collect::<Vec<_>>(), [true, true, false, true]);
+    // Offering the same again finds nothing new.
+    assert_eq!(assembly.offer(2, &offered).unwrap(), Found::default());
+    let on_disk = std::fs::read(dir.path().join("f")).unwrap();
+    assert_eq!(on_disk[start..fourth + start], data[start..fourth + start], "good chunks written in place");
+    let fifth = usize::try_from(offsets[5]).unwrap();
+    assert!(on_disk[fourth + start..fifth].iter().all(|&b| b == 0), "the damaged chunk is not written");
+    assert_eq!(on_disk[fifth..end], data[fifth..end]);
+    let missing = assembly.missing(RANGE_BYTES);
+    let covered: Vec<usize> = missing.iter().flat_map(|r| r.first..r.first + r.count).collect();
+    assert!(covered.contains(&4) && !covered.contains(&3) && covered.contains(&0));
+}
+
+#[tokio::test]
+async fn a_package_folder_is_whole_with_its_modes_and_control_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (noise(150_000, 4), noise(70_000, 5));
+    let (ca, cb) = (chunked(&a), chunked(&b));
+    let entry = |path: &str, c: &Chunked, mode| FileEntry {
+        path: path.into(),
+        size: c.size,
+        mode,
+        blake3: c.file,
+        chunks: c.chunks.clone(),
+    };
+    let control = outpost_protocol::control::Control::parse("package: demo\nversion: 1.0-1\n").unwrap();
+    let manifest = Manifest { control, files: vec![entry("bin/a", &ca, 0o755), entry("b.txt", &cb, 0o644)] };
+    let sources = Arc::new([(ca.file, a.clone()), (cb.file, b.clone())]);
+    let mut seen = Vec::new();
+    let done = package_folder::<TestError, _>(
+        dir.path(),
+        &manifest,
+        2,
+        |hash, assembly, range| {
+            let data = &sources.iter().find(|(h, _)| h == hash).unwrap().1;
+            let start = usize::try_from(range.offset).unwrap();
+            let bytes = data[start..start + range.len as usize].to_vec();
+            std::future::ready(assembly.verify(range, bytes).map_err(TestError::Mismatch))
+        },
+        &mut |done, total| seen.push((done, total)),
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.fetched, done.reused), (ca.size + cb.size, 0));
+    assert_eq!(std::fs::read(dir.path().join("bin/a")).unwrap(), a);
+    assert_eq!(std::fs::read(dir.path().join("b.txt")).unwrap(), b);
+    let written = std::fs::read_to_string(dir.path().join("WAPT/control")).unwrap();
+    assert_eq!(outpost_protocol::control::Control::parse(&written).unwrap(), manifest.control);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("bin/a")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+    }
+    assert_eq!(seen.last(), Some(&(ca.size + cb.size, ca.size + cb.size)), "progress reaches the total");
+    // Again on the same folder: everything is found in place, nothing fetched.
+    let again = package_folder::<TestError, _>(
+        dir.path(),
+        &manifest,
+        2,
+        |_, _, _| std::future::ready(Err(TestError::Mismatch(usize::MAX))),
+        &mut |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.fetched, again.reused), (0, ca.size + cb.size));
+}
