@@ -31,16 +31,16 @@ pub fn settings(args: &AgentArgs) -> Result<(AgentConfig, AgentSettings)> {
 
 /// The same, with or without the `config` packages' overlays.
 fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, AgentSettings)> {
-    let mut cfg: AgentConfig = config::load(config::agent_config_path(args.config.as_deref()).as_deref())?;
-    if let Some(s) = &args.state {
-        cfg.state = s.clone();
-    }
+    let file: AgentConfig = config::load(config::agent_config_path(args.config.as_deref()).as_deref())?;
+    // The flags go over the file (the state folder they name holds the overlays), then over
+    // the `config` packages' overlays: a flag always wins.
+    let cfg = config::with_flags(&file, args)?;
+    let mut cfg = if overlays { config::with_flags(&cfg.with_overlays()?, args)? } else { cfg };
     // Absolute from here on: hooks run in their package's folder and are given these paths.
     cfg.state = std::path::absolute(&cfg.state).with_context(|| format!("state: {}", cfg.state.display()))?;
-    let mut cfg = if overlays { cfg.with_overlays()? } else { cfg };
-    for (field, value) in [(&mut cfg.ca, &args.ca), (&mut cfg.cert, &args.cert), (&mut cfg.key, &args.key)] {
-        if let Some(v) = value {
-            *field = std::path::absolute(v).unwrap_or_else(|_| v.clone());
+    for field in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
+        if !field.as_os_str().is_empty() {
+            *field = std::path::absolute(&*field).unwrap_or_else(|_| field.clone());
         }
     }
     config::duration_at_least("update_every", &cfg.update_every, Duration::from_secs(1))?;
@@ -50,9 +50,6 @@ fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, Agent
         && let Some(u) = outpost_actors::agent::identity::reset_uuid(&cfg.state)
     {
         cfg.uuid = u;
-    }
-    if let Some(s) = &args.server {
-        cfg.server = s.clone();
     }
     let rules = cfg.rules.iter().map(config::RuleConfig::rule).collect::<Result<Vec<_>>>()?;
     let opt = |s: &str| Some(s.to_string()).filter(|v| !v.is_empty());
@@ -68,7 +65,7 @@ fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, Agent
         outpost_actors::agent::identity::detect(opt(&cfg.uuid).as_deref(), opt(&cfg.fqdn).as_deref()).domain;
     let sources = Sources {
         rules,
-        configured: if args.repos.is_empty() { cfg.repos.clone() } else { args.repos.clone() },
+        configured: cfg.repos.clone(),
         configured_only: !args.repos.is_empty(),
         main: opt(&cfg.main),
         srv_domain: if cfg.srv_discovery { opt(&cfg.dns_domain).or(machine_domain) } else { None },
@@ -434,10 +431,7 @@ pub fn remove(args: &AgentNamesArgs) -> Result<()> {
 /// (the running daemon takes it at once).
 pub fn reset_uuid(args: &AgentReadArgs) -> Result<()> {
     let path = config::agent_config_path(args.agent.config.as_deref());
-    let mut file_cfg: AgentConfig = config::load(path.as_deref())?;
-    if let Some(s) = &args.agent.state {
-        file_cfg.state = s.clone();
-    }
+    let file_cfg: AgentConfig = config::with_flags(&config::load(path.as_deref())?, &args.agent)?;
     if !file_cfg.uuid.is_empty() {
         bail!(
             "the UUID is set to {:?} in {}: change it there (reset-uuid gives a new one only to a machine whose UUID is detected)",

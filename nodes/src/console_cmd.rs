@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
 use outpost_actors::transport;
 use outpost_protocol::central::{
-    ALPN_CENTRAL, Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostQuery, Signed, Targets,
+    ALPN_CENTRAL, Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostQuery, Signed,
+    Targets,
 };
 use outpost_protocol::pki::PrivateKey;
 use outpost_protocol::time_fmt::format_unix;
@@ -228,88 +229,7 @@ fn host(a: &ConsoleHostArgs) -> Result<()> {
             if console.json {
                 return print_json(&d);
             }
-            let s = &d.summary;
-            crate::out!("host:      {} ({})", s.fqdn, s.uuid);
-            crate::out!("cert:      sha256:{}", s.fingerprint);
-            crate::out!("status:    {}{}", s.status, if s.revoked { " (certificate REVOKED)" } else { "" });
-            if let Some(c) = &s.clash {
-                crate::out!("CLASH:     {c}");
-            }
-            crate::out!("ou:        {}", s.ou);
-            crate::out!("site:      {}", s.site);
-            crate::out!("report:    {} ({}){}", s.sequence, ago(s.last_seen), if s.online { ", online" } else { "" });
-            for section in d.inventory.sections.values() {
-                use outpost_protocol::central::Section;
-                match section {
-                    Section::Hardware(h) => {
-                        crate::out!("hardware:  {} {} (serial {}, BIOS {})", h.vendor, h.product, h.serial, h.bios);
-                    }
-                    Section::Os(o) => {
-                        crate::out!("os:        {} {} (kernel {}, {})", o.name, o.version, o.kernel, o.arch);
-                    }
-                    Section::Cpu(c) => {
-                        crate::out!("cpu:       {} ({} threads)", c.model, c.threads);
-                    }
-                    Section::Memory(m) => {
-                        crate::out!("memory:    {}", human_bytes(*m));
-                    }
-                    Section::Disks(d) => {
-                        for d in d {
-                            crate::out!(
-                                "disk:      {} {} {} free of {}",
-                                d.mount,
-                                d.fs,
-                                human_bytes(d.free),
-                                human_bytes(d.size)
-                            );
-                        }
-                    }
-                    Section::Network(n) => {
-                        for i in n {
-                            crate::out!("network:   {} {} {}", i.name, i.mac, i.addresses.join(" "));
-                        }
-                    }
-                    Section::Software(s) => {
-                        crate::out!("software:  {} installed (--json lists them)", s.len());
-                    }
-                    Section::Snapshot(Some(snap)) => {
-                        crate::out!(
-                            "snapshot:  {} (made {}, expires {}){}",
-                            snap.sequence,
-                            format_unix(snap.created),
-                            format_unix(snap.expires),
-                            if snap.expired { ": EXPIRED, nothing new is installed" } else { "" }
-                        );
-                    }
-                    Section::LastUpdate(Some(u)) => {
-                        crate::out!(
-                            "update:    {} {} ({})",
-                            if u.ok { "ok" } else { "FAILED" },
-                            format_unix(u.at),
-                            u.message
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            crate::out!("{:<13} {:<32} {:<14} {:<14} REASON", "STATUS", "PACKAGE", "INSTALLED", "TARGET");
-            for p in d.inventory.packages() {
-                crate::out!(
-                    "{:<13} {:<32} {:<14} {:<14} {}",
-                    p.status,
-                    p.name,
-                    p.installed.clone().unwrap_or_default(),
-                    p.target.clone().unwrap_or_default(),
-                    p.reason.clone().unwrap_or_default()
-                );
-                if p.status == "ERROR"
-                    && let Some(o) = &p.output
-                {
-                    for line in o.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
-                        crate::out!("    | {line}");
-                    }
-                }
-            }
+            print_host(&d);
             Ok(())
         }
         _ => bail!("give a host (UUID or FQDN) and --server/--ca/--cert/--key, or approve|revoke|set-packages"),
@@ -464,4 +384,88 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
         relay(&a.console, action.sign(&key, &chain))?;
     }
     Ok(())
+}
+
+/// `console host NAME` for a reader.
+fn print_host(d: &HostDetail) {
+    let s = &d.summary;
+    crate::out!("host:      {} ({})", s.fqdn, s.uuid);
+    crate::out!("cert:      sha256:{}", s.fingerprint);
+    crate::out!("status:    {}{}", s.status, if s.revoked { " (certificate REVOKED)" } else { "" });
+    if let Some(c) = &s.clash {
+        crate::out!("CLASH:     {c}");
+    }
+    crate::out!("ou:        {}", s.ou);
+    crate::out!("site:      {}", s.site);
+    crate::out!("report:    {} ({}){}", s.sequence, ago(s.last_seen), if s.online { ", online" } else { "" });
+    for section in d.inventory.sections.values() {
+        use outpost_protocol::central::Section;
+        match section {
+            Section::Hardware(h) => {
+                crate::out!("hardware:  {} {} (serial {}, BIOS {})", h.vendor, h.product, h.serial, h.bios);
+            }
+            Section::Os(o) => {
+                crate::out!("os:        {} {} (kernel {}, {})", o.name, o.version, o.kernel, o.arch);
+            }
+            Section::Cpu(c) => {
+                crate::out!("cpu:       {} ({} threads)", c.model, c.threads);
+            }
+            Section::Memory(m) => {
+                crate::out!("memory:    {}", human_bytes(*m));
+            }
+            Section::Disks(d) => {
+                for d in d {
+                    crate::out!(
+                        "disk:      {} {} {} free of {}",
+                        d.mount,
+                        d.fs,
+                        human_bytes(d.free),
+                        human_bytes(d.size)
+                    );
+                }
+            }
+            Section::Network(n) => {
+                for i in n {
+                    crate::out!("network:   {} {} {}", i.name, i.mac, i.addresses.join(" "));
+                }
+            }
+            Section::Software(s) => {
+                crate::out!("software:  {} installed (--json lists them)", s.len());
+            }
+            Section::Snapshot(Some(snap)) => {
+                crate::out!(
+                    "snapshot:  {} (made {}, expires {}){}",
+                    snap.sequence,
+                    format_unix(snap.created),
+                    format_unix(snap.expires),
+                    if snap.expired { ": EXPIRED, nothing new is installed" } else { "" }
+                );
+            }
+            Section::LastUpdate(Some(u)) => {
+                crate::out!("update:    {} {} ({})", if u.ok { "ok" } else { "FAILED" }, format_unix(u.at), u.message);
+            }
+            _ => {}
+        }
+    }
+    crate::out!("{:<13} {:<32} {:<14} {:<14} REASON", "STATUS", "PACKAGE", "INSTALLED", "TARGET");
+    for p in d.inventory.packages() {
+        crate::out!(
+            "{:<13} {:<32} {:<14} {:<14} {}",
+            p.status.as_str(),
+            p.name,
+            p.installed.clone().unwrap_or_default(),
+            p.target.clone().unwrap_or_default(),
+            p.reason.clone().or_else(|| p.cause.as_ref().map(ToString::to_string)).unwrap_or_default()
+        );
+        if p.status == outpost_protocol::resolver::PackageStatus::Error
+            && let Some(o) = &p.output
+        {
+            for line in o.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                crate::out!("    | {line}");
+            }
+        }
+    }
+    for r in &d.actions {
+        crate::out!("action:    {} {} {}: {}", r.id, r.kind, if r.ok { "ok" } else { "FAILED" }, r.message);
+    }
 }

@@ -1,6 +1,5 @@
 //! `outpost repo main | edge | status | pull | fsck | gc` and `outpost pkg publish | unpublish`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::Actor;
@@ -21,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    DaemonArgs, PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs, RepoPullArgs,
+    PkgPublishArgs, PkgUnpublishArgs, RepoEdgeArgs, RepoFsckArgs, RepoGcArgs, RepoMainArgs, RepoPullArgs,
     RepoSetLineageArgs, RepoStatusArgs,
 };
 use crate::config::{self, EdgeConfig, MainConfig};
@@ -34,44 +33,10 @@ use outpost_actors::clock::unix_now;
 /// The shortest period of anything that repeats (polls, re-signing).
 const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The settings every daemon has, after the file and the flags.
-#[derive(Debug, Clone)]
-pub struct Common {
-    /// QUIC address.
-    pub listen: String,
-    /// Data folder.
-    pub data: PathBuf,
-    /// CA certificate.
-    pub ca: PathBuf,
-    /// Node certificate.
-    pub cert: PathBuf,
-    /// Node key.
-    pub key: PathBuf,
-    /// Metrics address.
-    pub metrics: String,
-    /// Name.
-    pub name: String,
-}
-
-impl Common {
-    /// The file's fields with the flags over them.
-    pub fn from(c: &crate::config::NodeFields, flags: &DaemonArgs) -> Self {
-        Common {
-            listen: flags.listen.clone().unwrap_or_else(|| c.listen.clone()),
-            data: flags.data.clone().unwrap_or_else(|| c.data.clone()),
-            ca: flags.ca.clone().unwrap_or_else(|| c.ca.clone()),
-            cert: flags.cert.clone().unwrap_or_else(|| c.cert.clone()),
-            key: flags.key.clone().unwrap_or_else(|| c.key.clone()),
-            metrics: flags.metrics.clone().unwrap_or_else(|| c.metrics.clone()),
-            name: flags.name.clone().unwrap_or_else(|| c.name.clone()),
-        }
-    }
-}
-
 /// The main repository's settings, checked.
 pub struct MainSetup {
-    /// Common daemon settings.
-    pub common: Common,
+    /// Its settings, the flags over the file.
+    pub cfg: MainConfig,
     /// Publisher settings.
     pub publisher: PublisherConfig,
     /// TLS identity.
@@ -84,7 +49,8 @@ pub struct MainSetup {
 
 impl MainSetup {
     /// Checks the configuration and loads the identity.
-    pub fn new(cfg: &MainConfig, c: Common, password_file: Option<&std::path::Path>) -> Result<Self> {
+    pub fn new(cfg: MainConfig, password_file: Option<&std::path::Path>) -> Result<Self> {
+        let c = &cfg;
         let publisher = PublisherConfig {
             name: c.name.clone(),
             lifetime: config::duration_at_least("snapshot_lifetime", &cfg.snapshot_lifetime, SECOND)?,
@@ -110,7 +76,7 @@ impl MainSetup {
         }
         let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
         let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
-        Ok(Self { common: c, publisher, identity, key, socket })
+        Ok(Self { cfg, publisher, identity, key, socket })
     }
 
     /// Starts the publisher and the server inside a running actix system; returns the task
@@ -123,7 +89,7 @@ impl MainSetup {
         revoked: outpost_actors::central::Revoked,
         cancel: CancellationToken,
     ) -> Result<MainStarted> {
-        let c = self.common;
+        let c = self.cfg;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
         store.set_role("main")?;
         let in_snapshot = store.current()?.and_then(|s| s.unverified().ok()).map(|s| s.revoked).unwrap_or_default();
@@ -175,11 +141,11 @@ pub struct MainStarted {
 
 /// `outpost repo main`
 pub fn main(args: &RepoMainArgs) -> Result<()> {
-    let cfg: MainConfig = config::load(args.daemon.config.as_deref())?;
-    let c = Common::from(&cfg.node(), &args.daemon);
-    let setup = MainSetup::new(&cfg, c.clone(), args.daemon.password_file.as_deref())?;
-    let (trust, ca) = daemon::trust(&c.ca)?;
-    let metrics = daemon::bind_metrics(&c.metrics)?;
+    let cfg: MainConfig = config::with_flags(&config::load(args.daemon.config.as_deref())?, &args.daemon)?;
+    let (ca_path, metrics) = (cfg.ca.clone(), cfg.metrics.clone());
+    let setup = MainSetup::new(cfg, args.daemon.password_file.as_deref())?;
+    let (trust, ca) = daemon::trust(&ca_path)?;
+    let metrics = daemon::bind_metrics(&metrics)?;
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let mut registry = Registry::default();
@@ -200,21 +166,21 @@ pub fn listen_addr(field: &str, value: &str) -> Result<std::net::SocketAddr> {
 
 /// `outpost repo edge`
 pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
-    let cfg: EdgeConfig = config::load(args.daemon.config.as_deref())?;
-    let c = Common::from(&cfg.node(), &args.daemon);
-    let upstreams = if args.upstreams.is_empty() { cfg.upstreams.clone() } else { args.upstreams.clone() };
+    let cfg: EdgeConfig = config::with_flags(&config::load(args.daemon.config.as_deref())?, args)?;
+    let c = &cfg;
+    let upstreams = cfg.upstreams.clone();
     if upstreams.is_empty() {
         bail!("an edge needs at least one upstream: give --upstream HOST:PORT or `upstreams` in the configuration");
     }
     for u in &upstreams {
         transport::resolve(u).with_context(|| format!("upstream {u}"))?;
     }
-    let fill = match args.fill.as_deref().unwrap_or(&cfg.fill) {
+    let fill = match cfg.fill.as_str() {
         "immediate" => Fill::Immediate,
         "on-demand" => Fill::OnDemand,
         other => bail!("fill: {other:?} must be immediate or on-demand"),
     };
-    let bandwidth = config::bytes("bandwidth", args.bandwidth.as_deref().unwrap_or(&cfg.bandwidth))?;
+    let bandwidth = config::bytes("bandwidth", &cfg.bandwidth)?;
     let pace = config::min_rate("min_rate", &cfg.min_rate)?;
     if bandwidth > 0 && bandwidth < pace.min_rate {
         bail!(
@@ -223,13 +189,13 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             cfg.min_rate
         );
     }
-    let windows = config::windows(if args.sync_windows.is_empty() { &cfg.sync_windows } else { &args.sync_windows })?;
-    let zone = config::zone(args.time_zone.as_deref().unwrap_or(&cfg.time_zone), &cfg.utc_offset)?;
+    let windows = config::windows(&cfg.sync_windows)?;
+    let zone = config::zone(&cfg.time_zone, &cfg.utc_offset)?;
     let schedule = Arc::new(outpost_actors::repo::Schedule { windows, zone });
     let replicator_config = ReplicatorConfig {
         schedule: schedule.clone(),
         upstreams: upstreams.clone(),
-        poll: config::duration_at_least("poll", args.poll.as_deref().unwrap_or(&cfg.poll), SECOND)?,
+        poll: config::duration_at_least("poll", &cfg.poll, SECOND)?,
         quarantine: config::duration("quarantine", &cfg.quarantine)?,
     };
     let identity = daemon::identity(&c.cert, &c.key, args.daemon.password_file.as_deref())?;

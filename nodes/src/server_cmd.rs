@@ -17,22 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServerArgs;
 use crate::config::{self, ServerConfig};
 use crate::daemon;
-use crate::repo_cmd::{Common, MainSetup, listen_addr};
+use crate::repo_cmd::{MainSetup, listen_addr};
 use crate::secrets::{self, KEY_PASSWORD_ENV, PasswordSource};
 use outpost_actors::clock::unix_now;
 
 /// `outpost server`
 pub fn server(args: &ServerArgs) -> Result<()> {
-    let mut cfg: ServerConfig = config::load(args.daemon.config.as_deref())?;
-    if let Some(l) = &args.central_listen {
-        cfg.central_listen = l.clone();
-    }
-    if let Some(c) = &args.enroll_cert {
-        cfg.enroll_cert = c.clone();
-    }
-    if let Some(k) = &args.enroll_key {
-        cfg.enroll_key = k.clone();
-    }
+    let mut cfg: ServerConfig = config::with_flags(&config::load(args.daemon.config.as_deref())?, args)?;
     cfg.watch.extend(args.watch.iter().cloned());
     if args.no_repository {
         cfg.repository = false;
@@ -46,16 +37,9 @@ pub fn server(args: &ServerArgs) -> Result<()> {
     if cfg.host_days == 0 || cfg.host_days > pki::MAX_DAYS {
         bail!("host_days: {} must be between 1 and {} (days)", cfg.host_days, pki::MAX_DAYS);
     }
-    let common = Common::from(&cfg.node(), &args.daemon);
-    cfg.data = common.data.clone();
-    let main_cfg = cfg.main();
-    let mut main_common = common.clone();
-    main_common.data = cfg.data.join("repo");
-    let main = if cfg.repository {
-        Some(MainSetup::new(&main_cfg, main_common, args.daemon.password_file.as_deref())?)
-    } else {
-        None
-    };
+    let common = &cfg;
+    let main =
+        if cfg.repository { Some(MainSetup::new(cfg.main(), args.daemon.password_file.as_deref())?) } else { None };
     let identity = daemon::identity(&common.cert, &common.key, args.daemon.password_file.as_deref())?;
     let (trust, ca) = daemon::trust(&common.ca)?;
     let enrollment = if cfg.central && !cfg.enroll_cert.as_os_str().is_empty() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use outpost_protocol::central::{
-    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageState, Section, SnapshotState, Software, UpdateResult,
+    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageReport, Section, SnapshotState, Software, UpdateResult,
 };
 
 use super::report::StatusReport;
@@ -167,17 +167,19 @@ pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
     let packages = status
         .packages
         .iter()
-        .map(|p| PackageState {
+        .map(|p| PackageReport {
             name: p.name.clone(),
-            status: p.status.as_str().to_string(),
+            status: p.status,
             installed: p.installed.clone(),
             target: p.target.clone(),
+            state: p.state,
+            cause: p.cause.clone(),
             reason: p.reason.clone(),
             output: p.output.clone(),
         })
         .collect();
     vec![
-        Section::Packages { host_status: status.host_status.as_str().to_string(), packages },
+        Section::PackagesV2 { host_status: status.host_status, packages },
         Section::LastUpdate(status.last_update.as_ref().map(|u| UpdateResult {
             at: u.at,
             ok: u.ok,

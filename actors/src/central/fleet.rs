@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
-    HostQuery, HostSummary, Inventory, PackageSummary, Section, SectionKind, fingerprint_name,
+    HostQuery, HostSummary, Inventory, PackageSummary, Section, SectionKind, fingerprint_name, parse_status,
+    status_text,
 };
+use outpost_protocol::resolver::{HostStatus, PackageStatus};
 
 /// One host: one certificate.
 #[derive(Clone, Debug, Default)]
@@ -16,8 +18,10 @@ pub struct HostRow {
     pub summary: HostSummary,
     /// Interned names of its installed software.
     software: Vec<u32>,
+    /// Its status (`None` until it reports its packages).
+    status: Option<HostStatus>,
     /// Its Outpost packages: interned name, status, installed version.
-    packages: Vec<(u32, String, Option<String>)>,
+    packages: Vec<(u32, PackageStatus, Option<String>)>,
     /// The snapshot it holds had expired at its last report.
     pub snapshot_expired: bool,
     /// Set while this certificate is used by two machines at once (a cloned disk image).
@@ -137,11 +141,8 @@ impl Fleet {
             self.rows[id as usize].software = names;
         }
         if changed.contains(&SectionKind::Packages) {
-            let packages: Vec<(u32, String, Option<String>)> = inventory
-                .packages()
-                .iter()
-                .map(|p| (self.intern(&p.name), p.status.clone(), p.installed.clone()))
-                .collect();
+            let packages: Vec<(u32, PackageStatus, Option<String>)> =
+                inventory.packages().iter().map(|p| (self.intern(&p.name), p.status, p.installed.clone())).collect();
             let old = std::mem::take(&mut self.rows[id as usize].packages);
             for (n, _, _) in &old {
                 if let Some(set) = self.by_package.get_mut(n) {
@@ -172,11 +173,10 @@ impl Fleet {
             row.snapshot_expired = inventory.snapshot().is_some_and(|s| s.expired);
         }
         if changed.contains(&SectionKind::Packages) {
-            row.summary.status = inventory.host_status().unwrap_or("UNKNOWN").to_string();
+            row.status = inventory.host_status();
             row.summary.packages = u32::try_from(inventory.packages().len()).unwrap_or(u32::MAX);
-        } else if row.summary.status.is_empty() {
-            row.summary.status = "UNKNOWN".into();
         }
+        row.summary.status = status_text(row.status).to_string();
         row.summary.last_seen = seen;
         row.summary.sequence = sequence;
         if old_fqdn != new_fqdn {
@@ -270,10 +270,11 @@ impl Fleet {
         if let Some(p) = &q.package {
             narrow(self.names.get(&p.to_lowercase()).and_then(|n| self.by_package.get(n)));
         }
-        let status = q.status.as_ref().map(|s| s.to_uppercase());
+        // A status no host can have matches no host.
+        let status = q.status.as_ref().map(|s| parse_status(s));
         let ou = q.ou.as_ref().map(|o| o.to_lowercase().replace(' ', ""));
         let matches = |row: &HostRow| {
-            status.as_ref().is_none_or(|s| &row.summary.status == s)
+            status.is_none_or(|s| s == Some(row.status))
                 && q.site.as_ref().is_none_or(|s| row.summary.site.eq_ignore_ascii_case(s))
                 && ou.as_ref().is_none_or(|o| {
                     let mine = row.summary.ou.to_lowercase().replace(' ', "");
@@ -309,7 +310,7 @@ impl Fleet {
                     name: names.get(n).copied().unwrap_or_default().to_string(),
                     ..PackageSummary::default()
                 });
-                *p.by_status.entry(status.clone()).or_default() += 1;
+                *p.by_status.entry(status.as_str().to_string()).or_default() += 1;
                 if let Some(v) = version {
                     *p.versions.entry(v.clone()).or_default() += 1;
                 }
@@ -324,7 +325,7 @@ impl Fleet {
     pub fn by_status(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         for r in &self.rows {
-            *out.entry(r.summary.status.clone()).or_default() += 1;
+            *out.entry(status_text(r.status).to_string()).or_default() += 1;
         }
         out
     }
@@ -342,7 +343,7 @@ pub fn kinds(sections: &[Section]) -> Vec<SectionKind> {
 
 #[cfg(test)]
 mod tests {
-    use outpost_protocol::central::{HostFacts, PackageState, Software};
+    use outpost_protocol::central::{HostFacts, PackageReport, Software};
 
     use super::*;
 
@@ -355,13 +356,17 @@ mod tests {
                 ..HostFacts::default()
             }),
             Section::Software(software.iter().map(|s| Software { name: (*s).into(), version: "1".into() }).collect()),
-            Section::Packages {
-                host_status: status.into(),
-                packages: vec![PackageState {
+            Section::PackagesV2 {
+                host_status: HostStatus::parse(status).unwrap(),
+                packages: vec![PackageReport {
                     name: "tool".into(),
-                    status: status.into(),
+                    status: PackageStatus::parse(status).unwrap(),
                     installed: Some("2".into()),
-                    ..PackageState::default()
+                    target: None,
+                    state: None,
+                    cause: None,
+                    reason: None,
+                    output: None,
                 }],
             },
         ])
@@ -378,6 +383,8 @@ mod tests {
         assert_eq!(q(HostQuery { software: Some("VIM".into()), ..HostQuery::default() }), ["a.ex", "b.ex"]);
         assert_eq!(q(HostQuery { software: Some("curl".into()), ..HostQuery::default() }), ["a.ex"]);
         assert_eq!(q(HostQuery { status: Some("error".into()), ..HostQuery::default() }), ["b.ex"]);
+        assert!(q(HostQuery { status: Some("unknown".into()), ..HostQuery::default() }).is_empty());
+        assert!(q(HostQuery { status: Some("bogus".into()), ..HostQuery::default() }).is_empty(), "no host has it");
         assert_eq!(
             q(HostQuery { package: Some("tool".into()), site: Some("PARIS".into()), ..HostQuery::default() }),
             ["a.ex", "b.ex"]

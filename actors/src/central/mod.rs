@@ -26,11 +26,12 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use outpost_protocol::central::{
-    Action, AgentSettingsDoc, CentralResponse, HostDetail, HostNames, Inventory, PendingHost, Report, ReportDecision,
-    Section, Signed, decide,
+    Action, AgentSettingsDoc, CentralResponse, HostActionResult, HostDetail, HostNames, Inventory, PendingHost, Report,
+    ReportDecision, Section, Signed, decide, status_text,
 };
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
+use outpost_protocol::resolver::HostStatus;
 use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::ErrorCode;
 use rustls::pki_types::CertificateDer;
@@ -213,7 +214,7 @@ impl Central {
     fn refresh_gauges(&self) {
         let counts = self.fleet.by_status();
         // Every status has a series (0 when no host has it), so that rules and dashboards see 0.
-        for status in ["OK", "NEED-UPGRADE", "ERROR", "UNKNOWN"] {
+        for status in HostStatus::ALL.map(Some).into_iter().chain([None]).map(status_text) {
             self.metrics.hosts.get_or_create(&label("status", status)).set(counts.get(status).copied().unwrap_or(0));
         }
         for (status, n) in &counts {
@@ -365,11 +366,12 @@ impl Central {
             .actions
             .values()
             .flat_map(|s| {
-                s.record
-                    .results
-                    .iter()
-                    .filter(|(h, ..)| h == row.fingerprint())
-                    .map(|(_, ok, m, _)| (hex(&s.action.nonce), s.action.kind.name().to_string(), *ok, m.clone()))
+                s.record.results.iter().filter(|(h, ..)| h == row.fingerprint()).map(|(_, ok, m, _)| HostActionResult {
+                    id: hex(&s.action.nonce),
+                    kind: s.action.kind.name().to_string(),
+                    ok: *ok,
+                    message: m.clone(),
+                })
             })
             .collect();
         Ok(HostDetail { summary, inventory, actions })

@@ -40,10 +40,11 @@ use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
 use outpost_actors::transport::{self, Identity};
 use outpost_protocol::central::{
-    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostQuery, Os, PackageState, Report, Section,
+    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostQuery, Os, PackageReport, Report, Section,
     Software, UpdateResult,
 };
 use outpost_protocol::pki::{self, IssueRequest, PrivateKey, Role};
+use outpost_protocol::resolver::{HostStatus, PackageStatus};
 use rustls::pki_types::CertificateDer;
 
 use crate::procs::Daemon;
@@ -116,16 +117,18 @@ fn software_of(i: usize, n: usize) -> Vec<Software> {
 
 fn packages_of(i: usize, round: u64) -> Section {
     let packages = (0..10)
-        .map(|k| PackageState {
+        .map(|k| PackageReport {
             name: format!("outpost-pkg-{k}"),
-            status: if (i + k + round as usize).is_multiple_of(97) { "ERROR".into() } else { "OK".into() },
+            status: if (i + k + round as usize).is_multiple_of(97) { PackageStatus::Error } else { PackageStatus::Ok },
             installed: Some(format!("{k}.0")),
             target: None,
+            state: None,
+            cause: None,
             reason: None,
             output: None,
         })
         .collect();
-    Section::Packages { host_status: "OK".into(), packages }
+    Section::PackagesV2 { host_status: HostStatus::Ok, packages }
 }
 
 fn full_sections(i: usize, h: &SimHost, software: usize) -> Vec<Section> {

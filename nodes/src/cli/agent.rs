@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
 /// `outpost agent …`. Every command works whether or not the daemon runs: when it does, the
 /// command is run by the daemon.
@@ -52,11 +53,13 @@ pub struct AgentEnrollArgs {
     pub agent: AgentArgs,
 }
 
-/// Flags every agent command takes; they override the configuration file.
-#[derive(Debug, Args, Clone)]
+/// Flags every agent command takes; they override the configuration file. Each is serialized
+/// under the name of the configuration field it sets ([`crate::config::with_flags`]).
+#[derive(Debug, Args, Clone, Serialize)]
 pub struct AgentArgs {
     /// Configuration file (TOML); deploy/agent.toml documents every field.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// State folder.
     #[arg(long, value_name = "DIR")]
@@ -72,9 +75,11 @@ pub struct AgentArgs {
     pub key: Option<PathBuf>,
     /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub password_file: Option<PathBuf>,
     /// A repository to use (repeatable); turns rules and DNS discovery off.
     #[arg(long = "repo", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repos: Vec<String>,
     /// The central server.
     #[arg(long, value_name = "ADDR")]

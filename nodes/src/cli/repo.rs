@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
 /// `outpost repo …`
 #[derive(Debug, Subcommand)]
@@ -37,11 +38,13 @@ pub struct RepoSetLineageArgs {
     pub ca: PathBuf,
 }
 
-/// Flags every daemon takes; they override the configuration file.
-#[derive(Debug, Args, Clone)]
+/// Flags every daemon takes; they override the configuration file. Each is serialized under
+/// the name of the configuration field it sets ([`crate::config::with_flags`]).
+#[derive(Debug, Args, Clone, Serialize)]
 pub struct DaemonArgs {
     /// Configuration file (TOML); see deploy/ for documented examples.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// QUIC address to listen on (ip:port).
     #[arg(long, value_name = "ADDR")]
@@ -60,6 +63,7 @@ pub struct DaemonArgs {
     pub key: Option<PathBuf>,
     /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub password_file: Option<PathBuf>,
     /// HTTP address for /metrics ("" to turn it off).
     #[arg(long, value_name = "ADDR")]
@@ -77,12 +81,14 @@ pub struct RepoMainArgs {
 }
 
 /// `outpost repo edge`
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
 pub struct RepoEdgeArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub daemon: DaemonArgs,
     /// An upstream (host:port), in order of preference; repeat for fail-over.
     #[arg(long = "upstream", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<String>,
     /// immediate or on-demand.
     #[arg(long, value_parser = ["immediate", "on-demand"])]
@@ -92,6 +98,7 @@ pub struct RepoEdgeArgs {
     pub bandwidth: Option<String>,
     /// A sync window, like "Mon-Fri 20:00-06:00" (repeatable).
     #[arg(long = "sync-window", value_name = "WINDOW")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<String>,
     /// Poll interval, like 5m.
     #[arg(long, value_name = "DURATION")]

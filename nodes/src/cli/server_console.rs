@@ -4,11 +4,14 @@ use std::path::PathBuf;
 
 use super::DaemonArgs;
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
-/// `outpost server`
-#[derive(Debug, Args)]
+/// `outpost server`. Its flags override the configuration file, each serialized under the
+/// name of the field it sets ([`crate::config::with_flags`]); `--watch` adds to the file's list.
+#[derive(Debug, Args, Serialize)]
 pub struct ServerArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub daemon: DaemonArgs,
     /// QUIC address of central (agents and consoles).
     #[arg(long, value_name = "IP:PORT")]
@@ -21,12 +24,15 @@ pub struct ServerArgs {
     pub enroll_key: Option<PathBuf>,
     /// A repository `console repos` shows (repeatable; the main repository is always shown).
     #[arg(long = "watch", value_name = "ADDR")]
+    #[serde(skip)]
     pub watch: Vec<String>,
     /// Run only central (no main repository).
     #[arg(long, conflicts_with = "no_central")]
+    #[serde(skip)]
     pub no_repository: bool,
     /// Run only the main repository (no central).
     #[arg(long)]
+    #[serde(skip)]
     pub no_central: bool,
 }
 
@@ -82,8 +88,8 @@ pub enum ConsoleCommand {
 /// `outpost console hosts`
 #[derive(Debug, Args)]
 pub struct ConsoleHostsArgs {
-    /// Only hosts with this status (OK, NEED-UPGRADE, ERROR, UNKNOWN…).
-    #[arg(long)]
+    /// Only hosts with this status: OK, NEED-UPGRADE, ERROR or UNKNOWN (not reported yet).
+    #[arg(long, value_parser = host_status)]
     pub status: Option<String>,
     /// Only hosts with this Outpost package.
     #[arg(long)]
@@ -226,4 +232,11 @@ pub struct ConsoleSettingsArgs {
     pub sequence: Option<u64>,
     #[command(flatten)]
     pub console: ConsoleArgs,
+}
+
+/// A host status as `--status` takes it (any case), written as console answers write it.
+fn host_status(text: &str) -> Result<String, String> {
+    outpost_protocol::central::parse_status(text)
+        .map(|s| outpost_protocol::central::status_text(s).to_string())
+        .ok_or_else(|| format!("{text:?} is not a host status: OK, NEED-UPGRADE, ERROR or UNKNOWN"))
 }

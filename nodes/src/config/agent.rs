@@ -2,11 +2,11 @@
 //! packages and central add.
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// `outpost agent …` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// State folder: local database, package cache, control socket.
@@ -100,7 +100,7 @@ impl Default for AgentConfig {
 }
 
 /// A repository rule in a configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Rules are tried in increasing sequence.
@@ -152,8 +152,9 @@ impl RuleConfig {
     }
 }
 
-/// Settings a `config` package may change (its `agent.toml`, kept in the state folder).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Settings a `config` package may change (its `agent.toml`, kept in the state folder). Each
+/// field is named as the setting it replaces; those not given are left out.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentOverlay {
     /// Replaces `update_every`.
@@ -191,27 +192,7 @@ impl AgentConfig {
                     continue;
                 }
             };
-            if let Some(v) = o.update_every {
-                self.update_every = v;
-            }
-            if let Some(v) = o.upgrade {
-                self.upgrade = v;
-            }
-            if let Some(v) = o.maturities {
-                self.maturities = v;
-            }
-            if let Some(v) = o.locales {
-                self.locales = v;
-            }
-            if let Some(v) = o.hook_timeout {
-                self.hook_timeout = v;
-            }
-            if let Some(v) = o.repos {
-                self.repos = v;
-            }
-            if let Some(v) = o.rules {
-                self.rules = v;
-            }
+            self = super::with_flags(&self, &o).with_context(|| f.display().to_string())?;
         }
         Ok(self)
     }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 mod agent;
 mod values;
@@ -17,7 +18,7 @@ pub use values::*;
 pub const REPO_PORT: u16 = 7443;
 
 /// `outpost repo main` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MainConfig {
     /// QUIC address to listen on (`ip:port`).
@@ -63,7 +64,7 @@ impl Default for MainConfig {
 }
 
 /// `outpost repo edge` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     /// QUIC address to listen on (`ip:port`).
@@ -135,51 +136,10 @@ impl Default for EdgeConfig {
     }
 }
 
-/// The fields every daemon has.
-#[derive(Debug, Clone)]
-pub struct NodeFields {
-    /// QUIC address.
-    pub listen: String,
-    /// Data folder.
-    pub data: PathBuf,
-    /// CA certificate.
-    pub ca: PathBuf,
-    /// Node certificate.
-    pub cert: PathBuf,
-    /// Node key.
-    pub key: PathBuf,
-    /// Metrics address.
-    pub metrics: String,
-    /// Name.
-    pub name: String,
-}
-
-macro_rules! node_fields {
-    ($t:ty) => {
-        impl $t {
-            /// The fields every daemon has.
-            pub fn node(&self) -> NodeFields {
-                NodeFields {
-                    listen: self.listen.clone(),
-                    data: self.data.clone(),
-                    ca: self.ca.clone(),
-                    cert: self.cert.clone(),
-                    key: self.key.clone(),
-                    metrics: self.metrics.clone(),
-                    name: self.name.clone(),
-                }
-            }
-        }
-    };
-}
-node_fields!(MainConfig);
-node_fields!(EdgeConfig);
-node_fields!(ServerConfig);
-
 /// `outpost server` settings: the main repository's fields (its QUIC address is `listen`, its
 /// data in `data/repo`), central's (`central_listen`, data in `data/central`), and which roles
 /// run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// QUIC address of the main repository (`ip:port`).
@@ -295,6 +255,19 @@ impl PathFields for ServerConfig {
     }
 }
 
+/// Puts the flags given on the command line over a configuration. Each flag is serialized
+/// under the name of the field it sets (flags not given are left out), so a flag and its field
+/// share one name, and a flag that names no field is an error (caught by the tests), never a
+/// flag silently ignored.
+pub fn with_flags<T: Serialize + DeserializeOwned>(cfg: &T, flags: &impl Serialize) -> Result<T> {
+    let mut table = toml::Table::try_from(cfg).context("the configuration")?;
+    let flags = toml::Table::try_from(flags).context("the command-line flags")?;
+    table.extend(flags);
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("command-line flags: {}", e.to_string().trim_end()))
+}
+
 /// Reads a TOML file, naming the file and field in errors. Relative paths in it are relative
 /// to the file's folder (as a reader of the file expects), not to the current folder.
 pub fn load<T: for<'de> Deserialize<'de> + Default + PathFields>(path: Option<&Path>) -> Result<T> {
@@ -394,6 +367,119 @@ mod tests {
                 < duration("snapshot_lifetime", &server.snapshot_lifetime).unwrap()
         );
         assert_ne!(server.listen, server.central_listen);
+    }
+
+    fn parse(args: &[&str]) -> crate::cli::Command {
+        use clap::Parser;
+        crate::cli::Cli::try_parse_from(std::iter::once("outpost").chain(args.iter().copied())).unwrap().command
+    }
+
+    #[test]
+    fn every_daemon_flag_sets_the_field_of_its_name_and_no_other() {
+        use crate::cli::{AgentCommand, Command, RepoCommand};
+        let node = ["--listen", "10.0.0.1:1", "--data", "d", "--ca", "c", "--cert", "e", "--key", "k"];
+        let named = ["--metrics", "10.0.0.1:2", "--name", "n", "--password-file", "p", "--config", "f"];
+        let Command::Repo(RepoCommand::Edge(edge)) = parse(
+            &[
+                &["repo", "edge"][..],
+                &node,
+                &named,
+                &[
+                    "--upstream",
+                    "a:1",
+                    "--upstream",
+                    "b:2",
+                    "--fill",
+                    "on-demand",
+                    "--bandwidth",
+                    "1MB",
+                    "--sync-window",
+                    "Mon 00:00-01:00",
+                    "--poll",
+                    "1m",
+                    "--time-zone",
+                    "UTC",
+                ],
+            ]
+            .concat(),
+        ) else {
+            panic!("not repo edge")
+        };
+        let file = EdgeConfig { concurrency: 3, ..EdgeConfig::default() };
+        let e = with_flags(&file, &edge).unwrap();
+        assert_eq!(
+            (e.listen.as_str(), e.data.as_path(), e.ca.as_path(), e.cert.as_path(), e.key.as_path()),
+            ("10.0.0.1:1", Path::new("d"), Path::new("c"), Path::new("e"), Path::new("k"))
+        );
+        assert_eq!((e.metrics.as_str(), e.name.as_str()), ("10.0.0.1:2", "n"));
+        assert_eq!(e.upstreams, ["a:1", "b:2"]);
+        assert_eq!((e.fill.as_str(), e.bandwidth.as_str(), e.poll.as_str()), ("on-demand", "1MB", "1m"));
+        assert_eq!((e.sync_windows.len(), e.time_zone.as_str()), (1, "UTC"));
+        assert_eq!(e.concurrency, 3, "a field no flag names keeps the file's value");
+
+        // No flag given: the file's values stay, lists included.
+        let Command::Repo(RepoCommand::Edge(bare)) = parse(&["repo", "edge"]) else { panic!() };
+        let file = EdgeConfig { upstreams: vec!["x:1".into()], name: "site".into(), ..EdgeConfig::default() };
+        let e = with_flags(&file, &bare).unwrap();
+        assert_eq!((e.upstreams.as_slice(), e.name.as_str()), (&["x:1".to_string()][..], "site"));
+
+        let Command::Repo(RepoCommand::Main(main)) = parse(&[&["repo", "main"][..], &node, &named].concat()) else {
+            panic!()
+        };
+        let m = with_flags(&MainConfig::default(), &main.daemon).unwrap();
+        assert_eq!((m.listen.as_str(), m.name.as_str(), m.key.as_path()), ("10.0.0.1:1", "n", Path::new("k")));
+
+        let Command::Server(server) = parse(
+            &[
+                &["server"][..],
+                &node,
+                &["--central-listen", "10.0.0.1:3", "--enroll-cert", "ec", "--enroll-key", "ek", "--watch", "w:1"],
+            ]
+            .concat(),
+        ) else {
+            panic!()
+        };
+        let file = ServerConfig { watch: vec!["v:1".into()], ..ServerConfig::default() };
+        let s = with_flags(&file, &server).unwrap();
+        assert_eq!((s.listen.as_str(), s.central_listen.as_str()), ("10.0.0.1:1", "10.0.0.1:3"));
+        assert_eq!((s.enroll_cert.as_path(), s.enroll_key.as_path()), (Path::new("ec"), Path::new("ek")));
+        assert_eq!(s.watch, ["v:1"], "--watch adds to the list (server_cmd), it does not replace it here");
+        assert_eq!(s.main().data, Path::new("d").join("repo"));
+
+        let Command::Agent(AgentCommand::Status(status)) = parse(&[
+            "agent",
+            "status",
+            "--state",
+            "s",
+            "--ca",
+            "c",
+            "--cert",
+            "e",
+            "--key",
+            "k",
+            "--repo",
+            "r:1",
+            "--server",
+            "central:1",
+        ]) else {
+            panic!()
+        };
+        let a = with_flags(&AgentConfig::default(), &status.agent).unwrap();
+        assert_eq!(
+            (a.state.as_path(), a.ca.as_path(), a.cert.as_path()),
+            (Path::new("s"), Path::new("c"), Path::new("e"))
+        );
+        assert_eq!((a.repos.as_slice(), a.server.as_str()), (&["r:1".to_string()][..], "central:1"));
+    }
+
+    #[test]
+    fn a_flag_that_names_no_field_is_an_error() {
+        #[derive(Serialize)]
+        struct Stray {
+            lisen: &'static str,
+        }
+        let e = with_flags(&EdgeConfig::default(), &Stray { lisen: "x" }).unwrap_err();
+        assert!(format!("{e:#}").contains("lisen"), "{e:#}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the console is answered: hosts, packages, repositories, actions, waiting hosts.
 
 use super::Inventory;
+use crate::resolver::HostStatus;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,33 @@ pub struct HostSummary {
     pub clash: Option<String>,
 }
 
+/// What `console hosts` shows as the status of a host that has not reported its packages yet.
+pub const UNKNOWN_STATUS: &str = "UNKNOWN";
+
+/// The text of a host status in console answers ([`UNKNOWN_STATUS`] before any report).
+pub fn status_text(status: Option<HostStatus>) -> &'static str {
+    status.map_or(UNKNOWN_STATUS, HostStatus::as_str)
+}
+
+/// The host status a filter names, case-insensitively: `Some(None)` for [`UNKNOWN_STATUS`],
+/// `None` when no status has that name.
+pub fn parse_status(text: &str) -> Option<Option<HostStatus>> {
+    if text.eq_ignore_ascii_case(UNKNOWN_STATUS) { Some(None) } else { HostStatus::parse(text).map(Some) }
+}
+
+/// One result of an action on a host, in `console host NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostActionResult {
+    /// The action's id (hex).
+    pub id: String,
+    /// What it did (install, upgrade…).
+    pub kind: String,
+    /// True when it succeeded.
+    pub ok: bool,
+    /// What the agent said.
+    pub message: String,
+}
+
 /// `console host NAME`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostDetail {
@@ -42,8 +70,8 @@ pub struct HostDetail {
     pub summary: HostSummary,
     /// The inventory.
     pub inventory: Inventory,
-    /// Recent action results for this host: action id (hex), kind, ok, message.
-    pub actions: Vec<(String, String, bool, String)>,
+    /// Recent action results for this host.
+    pub actions: Vec<HostActionResult>,
 }
 
 /// Which hosts `console hosts` lists (all filters must hold).

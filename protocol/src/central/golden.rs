@@ -5,6 +5,7 @@ use super::action::{ActionWire, SettingsWire};
 use super::report::ReportWire;
 use super::*;
 use crate::hex::{assert_golden, decode};
+use crate::resolver::{HostStatus, InstallState, PackageStatus, RemoveReason, StatusReason};
 
 fn report() -> Report {
     let facts = HostFacts {
@@ -43,6 +44,28 @@ fn reports_actions_and_settings_still_decode() {
     assert_golden("a report", &postcard::to_stdvec(&ReportWire::V1(report())).unwrap(), golden);
     let ReportWire::V1(back) = postcard::from_bytes(&decode(golden).unwrap()).unwrap();
     assert_eq!(back, report());
+    // A version-1 packages section is typed on arrival, its words kept.
+    let inventory = Inventory::from_sections(back.sections);
+    assert_eq!(inventory.host_status(), Some(HostStatus::Error));
+    let p = &inventory.packages()[0];
+    assert_eq!((p.status, p.reason.as_deref(), p.cause.as_ref()), (PackageStatus::Error, Some("why"), None));
+
+    let typed = Section::PackagesV2 {
+        host_status: HostStatus::NeedUpgrade,
+        packages: vec![PackageReport {
+            name: "a".into(),
+            status: PackageStatus::NeedRemove,
+            installed: Some("1".into()),
+            target: None,
+            state: Some(InstallState::Ok),
+            cause: Some(StatusReason::Removal(RemoveReason::ConflictsWith("b".into()))),
+            reason: Some("conflicts with b".into()),
+            output: None,
+        }],
+    };
+    let golden = "0b010101610301013100010201030101620110636f6e666c696374732077697468206200";
+    assert_golden("a typed packages section", &postcard::to_stdvec(&typed).unwrap(), golden);
+    assert_eq!(postcard::from_bytes::<Section>(&decode(golden).unwrap()).unwrap(), typed);
 
     let action = Action {
         nonce: [4; 16],
@@ -79,8 +102,19 @@ fn central_messages_still_decode() {
         assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
         assert_eq!(decode_request(&decode(golden).unwrap()).unwrap(), request);
     }
+    let detail = HostDetail {
+        summary: HostSummary { fqdn: "h".into(), status: "OK".into(), ..HostSummary::default() },
+        inventory: Inventory::default(),
+        actions: vec![HostActionResult { id: "01".into(), kind: "install".into(), ok: true, message: "m".into() }],
+    };
+    // The action results were a tuple before they had names: the bytes are the same.
+    assert_eq!(
+        postcard::to_stdvec(&detail.actions[0]).unwrap(),
+        postcard::to_stdvec(&("01", "install", true, "m")).unwrap()
+    );
     let responses = [
         (CentralResponse::ReportApplied { sequence: 2 }, "000202"),
+        (CentralResponse::Host(Box::new(detail)), "00070001680000024f4b00000000000000000102303107696e7374616c6c01016d"),
         (CentralResponse::FullReportNeeded { last: Some(1) }, "00030101"),
         (CentralResponse::Error { code: crate::wire::ErrorCode::Refused, message: "no".into() }, "000f01026e6f"),
         (

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::resolver::{HostStatus, InstallState, PackageStatus, StatusReason};
+
 /// Who the host says it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -90,7 +92,8 @@ pub struct Software {
     pub version: String,
 }
 
-/// An Outpost package's state on the host.
+/// An Outpost package's state on the host, as version 1 of [`Section::Packages`] sent it
+/// (statuses as text). Read from older agents and turned into a [`PackageReport`] on arrival.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageState {
     /// Name.
@@ -105,6 +108,53 @@ pub struct PackageState {
     pub reason: Option<String>,
     /// The end of the last hook output.
     pub output: Option<String>,
+}
+
+/// An Outpost package's state on the host, typed ([`Section::PackagesV2`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageReport {
+    /// Name.
+    pub name: String,
+    /// Its status.
+    pub status: PackageStatus,
+    /// Installed version.
+    pub installed: Option<String>,
+    /// Version after the plan.
+    pub target: Option<String>,
+    /// The local install state (WAPT's `install_status`).
+    pub state: Option<InstallState>,
+    /// Why, as resolution decided it (when the status comes from the plan).
+    pub cause: Option<StatusReason>,
+    /// Why, in words (errors, removals, failed installs).
+    pub reason: Option<String>,
+    /// The end of the last hook output.
+    pub output: Option<String>,
+}
+
+impl PackageState {
+    /// The typed report of a version-1 line: a status no version knows is an ERROR, its
+    /// reason kept in words.
+    pub fn upgraded(self) -> PackageReport {
+        let status = PackageStatus::parse(&self.status);
+        let reason = match (status, self.reason) {
+            (Some(_), reason) => reason,
+            (None, reason) => Some(format!(
+                "reported status {:?}{}",
+                self.status,
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            )),
+        };
+        PackageReport {
+            name: self.name,
+            status: status.unwrap_or(PackageStatus::Error),
+            installed: self.installed,
+            target: self.target,
+            state: None,
+            cause: None,
+            reason,
+            output: self.output,
+        }
+    }
 }
 
 /// The last update's result.
@@ -152,12 +202,18 @@ pub enum Section {
     Network(Vec<NetInterface>),
     /// Installed software.
     Software(Vec<Software>),
-    /// Outpost packages and the host's status.
+    /// Outpost packages and the host's status, version 1 (statuses as text): read from older
+    /// agents, turned into [`Section::PackagesV2`] by [`Section::upgraded`]. (Names matter in
+    /// JSON only, where the current version keeps the name readers know.)
+    #[serde(rename = "PackagesV1")]
     Packages { host_status: String, packages: Vec<PackageState> },
     /// The last update.
     LastUpdate(Option<UpdateResult>),
     /// The snapshot held.
     Snapshot(Option<SnapshotState>),
+    /// Outpost packages and the host's status, typed.
+    #[serde(rename = "Packages")]
+    PackagesV2 { host_status: HostStatus, packages: Vec<PackageReport> },
 }
 
 /// Which section a [`Section`] is.
@@ -200,18 +256,45 @@ impl Section {
             Self::Disks(_) => SectionKind::Disks,
             Self::Network(_) => SectionKind::Network,
             Self::Software(_) => SectionKind::Software,
-            Self::Packages { .. } => SectionKind::Packages,
+            Self::Packages { .. } | Self::PackagesV2 { .. } => SectionKind::Packages,
             Self::LastUpdate(_) => SectionKind::LastUpdate,
             Self::Snapshot(_) => SectionKind::Snapshot,
         }
     }
 }
 
-/// A host's whole inventory: at most one section of each kind.
+impl Section {
+    /// The section in its current version (a version-1 packages section typed; a host
+    /// status no version knows is ERROR).
+    pub fn upgraded(self) -> Self {
+        match self {
+            Self::Packages { host_status, packages } => Self::PackagesV2 {
+                host_status: HostStatus::parse(&host_status).unwrap_or(HostStatus::Error),
+                packages: packages.into_iter().map(PackageState::upgraded).collect(),
+            },
+            other => other,
+        }
+    }
+}
+
+/// A host's whole inventory: at most one section of each kind, each in its current version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "InventoryWire")]
 pub struct Inventory {
     /// Sections by kind.
     pub sections: BTreeMap<SectionKind, Section>,
+}
+
+/// An inventory as decoded, before its sections are brought to their current version.
+#[derive(Deserialize)]
+struct InventoryWire {
+    sections: BTreeMap<SectionKind, Section>,
+}
+
+impl From<InventoryWire> for Inventory {
+    fn from(wire: InventoryWire) -> Self {
+        Self::from_sections(wire.sections.into_values())
+    }
 }
 
 impl Inventory {
@@ -222,10 +305,10 @@ impl Inventory {
         inv
     }
 
-    /// Replaces the sections given.
+    /// Replaces the sections given (brought to their current version).
     pub fn apply(&mut self, sections: impl IntoIterator<Item = Section>) {
         for s in sections {
-            self.sections.insert(s.kind(), s);
+            self.sections.insert(s.kind(), s.upgraded());
         }
     }
 
@@ -242,18 +325,18 @@ impl Inventory {
         }
     }
 
-    /// The host's status (OK, NEED-UPGRADE, ERROR…), if reported.
-    pub fn host_status(&self) -> Option<&str> {
+    /// The host's status, if reported.
+    pub fn host_status(&self) -> Option<HostStatus> {
         match self.sections.get(&SectionKind::Packages) {
-            Some(Section::Packages { host_status, .. }) => Some(host_status),
+            Some(Section::PackagesV2 { host_status, .. }) => Some(*host_status),
             _ => None,
         }
     }
 
     /// Outpost packages.
-    pub fn packages(&self) -> &[PackageState] {
+    pub fn packages(&self) -> &[PackageReport] {
         match self.sections.get(&SectionKind::Packages) {
-            Some(Section::Packages { packages, .. }) => packages,
+            Some(Section::PackagesV2 { packages, .. }) => packages,
             _ => &[],
         }
     }

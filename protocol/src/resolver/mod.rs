@@ -254,6 +254,11 @@ impl PackageStatus {
     /// Every status, in the order they are listed.
     pub const ALL: [Self; 5] = [Self::Ok, Self::NeedInstall, Self::NeedUpgrade, Self::NeedRemove, Self::Error];
 
+    /// The status a text names (`OK`, `need-upgrade`…; case does not matter).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+
     /// The status as reported.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -289,6 +294,11 @@ pub enum HostStatus {
 impl HostStatus {
     /// Every status, in the order they are listed.
     pub const ALL: [Self; 3] = [Self::Ok, Self::NeedUpgrade, Self::Error];
+
+    /// The status a text names (`OK`, `error`…; case does not matter).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
 
     /// The status as reported.
     pub fn as_str(self) -> &'static str {
