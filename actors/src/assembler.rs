@@ -23,14 +23,20 @@ use tokio::task::JoinSet;
 /// Bytes asked for in one range request.
 pub const RANGE_BYTES: u32 = 1024 * 1024;
 
-/// A file that can be read and written at any offset.
+/// A file on disk that is read and written at any offset.
 pub trait Positional: Send + Sync + 'static {
     /// Where it is (for messages).
     fn path(&self) -> &Path;
+    /// The open file.
+    fn file(&self) -> &File;
     /// Reads exactly `buf.len()` bytes at `offset`.
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        crate::disk::read_exact_at(self.file(), offset, buf)
+    }
     /// Writes all of `bytes` at `offset`.
-    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        crate::disk::write_at(self.file(), offset, bytes)
+    }
 }
 
 /// A plain file and its path.
@@ -56,11 +62,8 @@ impl Positional for PlainFile {
     fn path(&self) -> &Path {
         &self.path
     }
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        crate::disk::read_exact_at(&self.file, offset, buf)
-    }
-    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        crate::disk::write_at(&self.file, offset, bytes)
+    fn file(&self) -> &File {
+        &self.file
     }
 }
 

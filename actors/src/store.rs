@@ -194,11 +194,8 @@ impl crate::assembler::Positional for PartialFile {
     fn path(&self) -> &Path {
         &self.path
     }
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        crate::disk::read_exact_at(&self.file, offset, buf)
-    }
-    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        crate::disk::write_at(&self.file, offset, bytes)
+    fn file(&self) -> &File {
+        &self.file
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use outpost_protocol::central::{
-    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, PackageReport, Section, SnapshotState, Software, UpdateResult,
+    Cpu, Disk, Hardware, HostFacts, NetInterface, Os, Section, SnapshotState, Software, UpdateResult,
 };
 
 use super::report::StatusReport;
@@ -164,20 +164,7 @@ pub fn machine_sections(host: HostFacts) -> Vec<Section> {
 
 /// The agent's own sections, from `status`.
 pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
-    let packages = status
-        .packages
-        .iter()
-        .map(|p| PackageReport {
-            name: p.name.clone(),
-            status: p.status,
-            installed: p.installed.clone(),
-            target: p.target.clone(),
-            state: p.state,
-            cause: p.cause.clone(),
-            reason: p.reason.clone(),
-            output: p.output.clone(),
-        })
-        .collect();
+    let packages = status.packages.clone();
     vec![
         Section::PackagesV2 { host_status: status.host_status, packages },
         Section::LastUpdate(status.last_update.as_ref().map(|u| UpdateResult {

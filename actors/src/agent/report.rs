@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use outpost_protocol::central::Section;
-use outpost_protocol::resolver::{HostStatus, InstallState, PackageStatus, StatusReason};
+use outpost_protocol::resolver::{HostStatus, InstallState};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Machine;
@@ -67,26 +67,8 @@ pub struct AuditLine {
     pub message: String,
 }
 
-/// A package line of `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackageLine {
-    /// Name.
-    pub name: String,
-    /// OK, NEED-INSTALL, NEED-UPGRADE, NEED-REMOVE, ERROR.
-    pub status: PackageStatus,
-    /// Installed version.
-    pub installed: Option<String>,
-    /// Version once the plan has run.
-    pub target: Option<String>,
-    /// Local install state.
-    pub state: Option<InstallState>,
-    /// Why (errors, removals, failed installs), in words.
-    pub reason: Option<String>,
-    /// Why, as resolution decided it (when the reason comes from the plan).
-    pub cause: Option<StatusReason>,
-    /// The end of the last hook output.
-    pub output: Option<String>,
-}
+/// A package line of `status`: what the inventory reports to central, field for field.
+pub type PackageLine = outpost_protocol::central::PackageReport;
 
 /// The snapshot the agent holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,7 +63,7 @@ fn reports_actions_and_settings_still_decode() {
             output: None,
         }],
     };
-    let golden = "0b010101610301013100010201030101620110636f6e666c696374732077697468206200";
+    let golden = "0b01010161030101310001020110636f6e666c6963747320776974682062010301016200";
     assert_golden("a typed packages section", &postcard::to_stdvec(&typed).unwrap(), golden);
     assert_eq!(postcard::from_bytes::<Section>(&decode(golden).unwrap()).unwrap(), typed);
 

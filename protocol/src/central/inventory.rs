@@ -123,10 +123,10 @@ pub struct PackageReport {
     pub target: Option<String>,
     /// The local install state (WAPT's `install_status`).
     pub state: Option<InstallState>,
-    /// Why, as resolution decided it (when the status comes from the plan).
-    pub cause: Option<StatusReason>,
     /// Why, in words (errors, removals, failed installs).
     pub reason: Option<String>,
+    /// Why, as resolution decided it (when the status comes from the plan).
+    pub cause: Option<StatusReason>,
     /// The end of the last hook output.
     pub output: Option<String>,
 }
