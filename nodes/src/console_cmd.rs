@@ -129,8 +129,14 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
                     l.results.len(),
                     l.pending.len()
                 );
-                for (h, ok, m, lat) in &l.results {
-                    crate::out!("    {:<30} {:<6} {:>6.2}s {}", h, if *ok { "OK" } else { "FAILED" }, lat, m);
+                for r in &l.results {
+                    crate::out!(
+                        "    {:<30} {:<6} {:>6.2}s {}",
+                        r.host,
+                        if r.ok { "OK" } else { "FAILED" },
+                        r.seconds,
+                        r.message
+                    );
                 }
             }
             Ok(())

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
-    HostQuery, HostSummary, Inventory, PackageSummary, Section, SectionKind, fingerprint_name, parse_status,
-    status_text,
+    FleetOverview, HostFilter, HostPage, HostPageQuery, HostQuery, HostSort, HostSummary, Inventory, MAX_PAGE,
+    PackageSummary, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
 };
 use outpost_protocol::resolver::{HostStatus, PackageStatus};
 
@@ -253,9 +253,71 @@ impl Fleet {
     }
 
     /// Hosts matching every filter of `q`, by FQDN, and how many matched in all; `online` tells
-    /// from a certificate fingerprint whether the host is connected.
+    /// from a certificate fingerprint whether the host is connected. (The first console query;
+    /// [`Fleet::page`] pages and orders.)
     pub fn query(&self, q: &HostQuery, online: &dyn Fn(&str) -> bool) -> (u64, Vec<HostSummary>) {
-        // Start from the smallest candidate set an index gives.
+        let status = match q.status.as_deref().map(StatusFilter::parse) {
+            // A status no host can have matches no host.
+            Some(None) => return (0, Vec::new()),
+            Some(s) => s,
+            None => None,
+        };
+        let filter = HostFilter {
+            status,
+            package: q.package.clone(),
+            software: q.software.clone(),
+            ou: q.ou.clone(),
+            site: q.site.clone(),
+            name: None,
+        };
+        let hits = self.matching(&filter);
+        let total = hits.len() as u64;
+        let mut hits = hits;
+        hits.sort_unstable_by(|a, b| by_name(a, b));
+        if q.limit > 0 {
+            hits.truncate(q.limit as usize);
+        }
+        (total, hits.into_iter().map(|r| self.summary(r, online(r.fingerprint()))).collect())
+    }
+
+    /// One page of the hosts `q` filters, in its order, and how many matched in all.
+    pub fn page(&self, q: &HostPageQuery, online: &dyn Fn(&str) -> bool) -> HostPage {
+        let mut hits = self.matching(&q.filter);
+        let total = hits.len() as u64;
+        let rank = |r: &HostRow| match r.status {
+            None => 0,
+            Some(HostStatus::Ok) => 1,
+            Some(HostStatus::NeedUpgrade) => 2,
+            Some(HostStatus::Error) => 3,
+        };
+        let order = |a: &&HostRow, b: &&HostRow| {
+            let (x, y) = (&a.summary, &b.summary);
+            let primary = match q.sort {
+                HostSort::Name => by_name(a, b),
+                HostSort::Status => rank(a).cmp(&rank(b)),
+                HostSort::Site => x.site.to_lowercase().cmp(&y.site.to_lowercase()),
+                HostSort::Ou => x.ou.to_lowercase().cmp(&y.ou.to_lowercase()),
+                HostSort::LastSeen => x.last_seen.cmp(&y.last_seen),
+                HostSort::Packages => x.packages.cmp(&y.packages),
+            };
+            // Descending turns the column over; equal rows stay by name.
+            let primary = if q.descending { primary.reverse() } else { primary };
+            primary.then_with(|| by_name(a, b))
+        };
+        let limit = if q.limit == 0 { MAX_PAGE } else { q.limit.min(MAX_PAGE) } as usize;
+        let offset = q.offset as usize;
+        // Only the page is put in order: the rest needs only to be after it.
+        if offset + limit < hits.len() {
+            hits.select_nth_unstable_by(offset + limit, order);
+            hits.truncate(offset + limit);
+        }
+        hits.sort_unstable_by(order);
+        let hosts = hits.into_iter().skip(offset).map(|r| self.summary(r, online(r.fingerprint()))).collect();
+        HostPage { total, offset: q.offset, hosts }
+    }
+
+    /// The rows passing `f`, in no order; the software and package indexes narrow first.
+    fn matching(&self, f: &HostFilter) -> Vec<&HostRow> {
         let mut candidates: Option<HashSet<u32>> = None;
         let mut narrow = |set: Option<&HashSet<u32>>| {
             let set = set.cloned().unwrap_or_default();
@@ -264,40 +326,54 @@ impl Fleet {
                 Some(c) => c.intersection(&set).copied().collect(),
             });
         };
-        if let Some(s) = &q.software {
+        if let Some(s) = &f.software {
             narrow(self.names.get(&s.to_lowercase()).and_then(|n| self.by_software.get(n)));
         }
-        if let Some(p) = &q.package {
+        if let Some(p) = &f.package {
             narrow(self.names.get(&p.to_lowercase()).and_then(|n| self.by_package.get(n)));
         }
-        // A status no host can have matches no host.
-        let status = q.status.as_ref().map(|s| parse_status(s));
-        let ou = q.ou.as_ref().map(|o| o.to_lowercase().replace(' ', ""));
         let matches = |row: &HostRow| {
-            status.is_none_or(|s| s == Some(row.status))
-                && q.site.as_ref().is_none_or(|s| row.summary.site.eq_ignore_ascii_case(s))
-                && ou.as_ref().is_none_or(|o| {
-                    let mine = row.summary.ou.to_lowercase().replace(' ', "");
-                    mine == *o || mine.ends_with(&format!(",{o}"))
-                })
+            f.status.is_none_or(|s| s.matches(row.status))
+                && f.site.as_ref().is_none_or(|s| row.summary.site.eq_ignore_ascii_case(s))
+                && f.ou_matches(&row.summary.ou)
+                && f.name_matches(&row.summary.fqdn, &row.summary.uuid)
         };
-        let mut hits: Vec<&HostRow> = match &candidates {
+        match &candidates {
             Some(ids) => ids.iter().map(|i| &self.rows[*i as usize]).filter(|r| matches(r)).collect(),
             None => self.rows.iter().filter(|r| matches(r)).collect(),
-        };
-        let total = hits.len() as u64;
-        hits.sort_unstable_by(|a, b| {
-            a.summary
-                .fqdn
-                .cmp(&b.summary.fqdn)
-                .then(a.summary.uuid.cmp(&b.summary.uuid))
-                .then(a.fingerprint().cmp(b.fingerprint()))
-        });
-        if q.limit > 0 {
-            hits.truncate(q.limit as usize);
         }
-        let out = hits.into_iter().map(|r| self.summary(r, online(r.fingerprint()))).collect();
-        (total, out)
+    }
+
+    /// The fleet at a glance at `now`: hosts unseen for `stale_after` seconds are stale.
+    pub fn overview(&self, now: i64, stale_after: u64, online: &dyn Fn(&str) -> bool) -> FleetOverview {
+        let mut o = FleetOverview { hosts: self.rows.len() as u64, ..FleetOverview::default() };
+        for s in HostStatus::ALL.map(Some).into_iter().chain([None]) {
+            o.by_status.insert(status_text(s).to_string(), 0);
+        }
+        let mut sites: BTreeMap<String, SiteCount> = BTreeMap::new();
+        let cutoff = now.saturating_sub(i64::try_from(stale_after).unwrap_or(i64::MAX));
+        let mut stale: Vec<&HostRow> = Vec::new();
+        for r in &self.rows {
+            let status = status_text(r.status).to_string();
+            *o.by_status.entry(status.clone()).or_default() += 1;
+            let site = sites
+                .entry(r.summary.site.clone())
+                .or_insert_with(|| SiteCount { site: r.summary.site.clone(), ..SiteCount::default() });
+            site.hosts += 1;
+            *site.by_status.entry(status).or_default() += 1;
+            if online(r.fingerprint()) {
+                o.online += 1;
+            }
+            if r.summary.last_seen < cutoff {
+                stale.push(r);
+            }
+        }
+        o.by_site = sites.into_values().collect();
+        o.by_site.sort_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.site.cmp(&b.site)));
+        o.stale = stale.len() as u64;
+        stale.sort_by_key(|r| (r.summary.last_seen, r.summary.fqdn.clone()));
+        o.stale_hosts = stale.into_iter().take(10).map(|r| self.summary(r, online(r.fingerprint()))).collect();
+        o
     }
 
     /// Every Outpost package across the fleet: hosts by status and by installed version.
@@ -334,6 +410,15 @@ impl Fleet {
     pub fn snapshot_expired(&self) -> i64 {
         i64::try_from(self.rows.iter().filter(|r| r.snapshot_expired).count()).unwrap_or(i64::MAX)
     }
+}
+
+/// Hosts by FQDN, then UUID, then certificate: one order for equal names.
+fn by_name(a: &HostRow, b: &HostRow) -> std::cmp::Ordering {
+    a.summary
+        .fqdn
+        .cmp(&b.summary.fqdn)
+        .then(a.summary.uuid.cmp(&b.summary.uuid))
+        .then(a.fingerprint().cmp(b.fingerprint()))
 }
 
 /// The kinds of the sections a report carried.
@@ -430,5 +515,68 @@ mod tests {
         // One certificate used by two machines at once.
         f.set_shared(&a, Some("in use from two addresses".into()));
         assert!(f.clash(f.by_fingerprint(&a).unwrap()).unwrap().contains("two addresses"));
+    }
+
+    #[test]
+    fn pages_are_filtered_ordered_and_cut_on_central() {
+        let mut f = Fleet::default();
+        for i in 0..25u32 {
+            let status = ["OK", "ERROR", "NEED-UPGRADE"][i as usize % 3];
+            let name = format!("pc-{i:02}.ex");
+            f.update(
+                &format!("fp{i}"),
+                &format!("u{i}"),
+                &inventory(&name, status, &["vim"]),
+                &ALL,
+                100 + i64::from(i),
+                1,
+            );
+        }
+        f.update("fpx", "ux", &inventory("srv.ex", "OK", &[]), &[SectionKind::Host], 50, 1);
+        let page = |line: &str, sort, descending, offset, limit| {
+            let q = HostPageQuery { filter: HostFilter::parse(line).unwrap(), sort, descending, offset, limit };
+            let p = f.page(&q, &|fp| fp == "fp3");
+            (p.total, p.hosts.into_iter().map(|h| h.fqdn).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            page("name:pc-*", HostSort::Name, false, 0, 3),
+            (25, vec!["pc-00.ex".into(), "pc-01.ex".into(), "pc-02.ex".into()])
+        );
+        assert_eq!(page("name:pc-*", HostSort::Name, false, 24, 3).1, ["pc-24.ex"], "the last page");
+        assert_eq!(page("name:pc-*", HostSort::Name, true, 0, 2).1, ["pc-24.ex", "pc-23.ex"]);
+        assert_eq!(page("", HostSort::LastSeen, true, 0, 1).1, ["pc-24.ex"], "the most recent report first");
+        assert_eq!(page("", HostSort::LastSeen, false, 0, 1).1, ["srv.ex"]);
+        // ERROR first when descending by status, then by name.
+        assert_eq!(page("", HostSort::Status, true, 0, 2).1, ["pc-01.ex", "pc-04.ex"]);
+        assert_eq!(page("status:unknown", HostSort::Name, false, 0, 0), (1, vec!["srv.ex".into()]));
+        assert_eq!(page("status:error sw:vim site:PARIS ou:Paris", HostSort::Name, false, 0, 0).0, 8);
+        assert_eq!(page("pc-1", HostSort::Name, false, 0, 0).0, 10, "pc-10 to pc-19");
+        // Pages stay whole and in order wherever they are cut.
+        let all = page("", HostSort::Site, false, 0, 0).1;
+        let mut joined = Vec::new();
+        for offset in (0..26).step_by(4) {
+            joined.extend(page("", HostSort::Site, false, offset, 4).1);
+        }
+        assert_eq!(joined, all);
+        let first = f.page(&HostPageQuery { limit: 1, ..HostPageQuery::default() }, &|fp| fp == "fp0");
+        assert!(first.hosts[0].online, "the online flag is filled in");
+    }
+
+    #[test]
+    fn the_overview_counts_statuses_sites_and_stale_hosts() {
+        let mut f = Fleet::default();
+        f.update("fp1", "u1", &inventory("a.ex", "OK", &[]), &ALL, 1000, 1);
+        f.update("fp2", "u2", &inventory("b.ex", "ERROR", &[]), &ALL, 10, 1);
+        f.update("fp3", "u3", &inventory("c.ex", "ERROR", &[]), &[SectionKind::Host], 20, 1);
+        let o = f.overview(1000, 500, &|fp| fp == "fp1");
+        assert_eq!((o.hosts, o.online, o.stale), (3, 1, 2));
+        assert_eq!(o.by_status.get("OK"), Some(&1));
+        assert_eq!(o.by_status.get("ERROR"), Some(&1));
+        assert_eq!(o.by_status.get("UNKNOWN"), Some(&1), "c.ex reported no packages yet");
+        assert_eq!(o.by_status.get("NEED-UPGRADE"), Some(&0), "every status is listed");
+        assert_eq!(o.by_site.len(), 1);
+        assert_eq!((o.by_site[0].site.as_str(), o.by_site[0].hosts), ("paris", 3));
+        let stale: Vec<&str> = o.stale_hosts.iter().map(|h| h.fqdn.as_str()).collect();
+        assert_eq!(stale, ["b.ex", "c.ex"], "oldest first");
     }
 }

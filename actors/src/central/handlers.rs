@@ -71,9 +71,13 @@ impl Central {
             return Box::pin(async move { response });
         }
         let done = self.store.write(ops);
+        let generation = self.generation.clone();
         Box::pin(async move {
             match done.await {
-                Ok(Ok(())) => response,
+                Ok(Ok(())) => {
+                    generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    response
+                }
                 Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
                 Err(_) => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
             }
@@ -186,6 +190,20 @@ impl Handler<Handle> for Central {
                 let agents = &self.agents;
                 let (total, hosts) = self.fleet.query(&q, &|fp| agents.contains_key(fp));
                 (CentralResponse::Hosts { total, hosts }, vec![])
+            }
+            (CentralRequest::HostPage(q), _) => {
+                let agents = &self.agents;
+                (CentralResponse::HostPage(self.fleet.page(&q, &|fp| agents.contains_key(fp))), vec![])
+            }
+            (CentralRequest::Overview { stale_after }, _) => {
+                let agents = &self.agents;
+                let mut overview =
+                    self.fleet.overview(crate::clock::unix_now(), stale_after, &|fp| agents.contains_key(fp));
+                overview.generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+                (CentralResponse::Overview(overview), vec![])
+            }
+            (CentralRequest::Generation, _) => {
+                (CentralResponse::Generation(self.generation.load(std::sync::atomic::Ordering::Relaxed)), vec![])
             }
             (CentralRequest::Host(name), _) => match self.host_detail(&name) {
                 Ok(d) => (CentralResponse::Host(Box::new(d)), vec![]),

@@ -122,6 +122,8 @@ pub struct Central {
     settings: BTreeMap<u64, (Verified<AgentSettingsDoc>, Signed)>,
     /// Told every revoked fingerprint (the main repository's publisher, in `outpost server`).
     on_revoke: Option<Box<dyn Fn(Vec<String>) + Send>>,
+    /// Moves each time a change is durable and visible (consoles watch it to refresh).
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Central {
@@ -185,6 +187,7 @@ impl Central {
             actions,
             settings,
             on_revoke: None,
+            generation: Arc::default(),
         };
         for (fp, uuid) in &loaded.revoked {
             central.mark_revoked(fp, uuid);
@@ -319,6 +322,7 @@ impl Central {
             tracing::warn!(fingerprint = a.fingerprint, uuid = a.uuid, "identity clash: {clash}");
         }
         self.metrics.reports.get_or_create(&label("result", "applied")).inc();
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.inflight.get(&a.fingerprint) == Some(&a.sequence) {
             self.inflight.remove(&a.fingerprint);
         }

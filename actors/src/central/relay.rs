@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use outpost_protocol::central::{Action, ActionKind, ActionLine, CentralResponse, Signed, Targets};
+use outpost_protocol::central::{Action, ActionKind, ActionLine, ActionResultLine, CentralResponse, Signed, Targets};
 use outpost_protocol::hex::hex;
 use outpost_protocol::wire::ErrorCode;
 
@@ -187,7 +187,17 @@ impl Central {
                     issuer: s.record.issuer.clone(),
                     targets: s.action.targets.describe(),
                     expires: s.action.expires,
-                    results: s.record.results.iter().map(|(h, ok, m, l)| (name(h), *ok, m.clone(), *l)).collect(),
+                    results: s
+                        .record
+                        .results
+                        .iter()
+                        .map(|(h, ok, m, l)| ActionResultLine {
+                            host: name(h),
+                            ok: *ok,
+                            message: m.clone(),
+                            seconds: *l,
+                        })
+                        .collect(),
                     pending,
                 }
             })

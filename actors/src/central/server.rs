@@ -164,6 +164,9 @@ async fn handle_stream(
         }
         CentralRequest::Repos if right(Right::View) => CentralResponse::Repos(repos(ctx).await),
         r @ (CentralRequest::Hosts(_)
+        | CentralRequest::HostPage(_)
+        | CentralRequest::Overview { .. }
+        | CentralRequest::Generation
         | CentralRequest::Host(_)
         | CentralRequest::Packages
         | CentralRequest::Actions

@@ -136,10 +136,23 @@ pub struct ActionLine {
     pub targets: String,
     /// Expiry.
     pub expires: i64,
-    /// Results: host, ok, message, seconds from relay to result.
-    pub results: Vec<(String, bool, String, f64)>,
+    /// Results, as they came.
+    pub results: Vec<ActionResultLine>,
     /// Hosts that have not answered yet.
     pub pending: Vec<String>,
+}
+
+/// One host's result for an action.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionResultLine {
+    /// The host (FQDN, or certificate name).
+    pub host: String,
+    /// True when it succeeded.
+    pub ok: bool,
+    /// What the agent said.
+    pub message: String,
+    /// Seconds from relay to result.
+    pub seconds: f64,
 }
 
 /// A host waiting for enrollment approval.

@@ -97,6 +97,18 @@ fn central_messages_still_decode() {
         (CentralRequest::Report(SignedReport { report: vec![1, 2], signature: vec![3; 4] }), "00010201020403030303"),
         (CentralRequest::Hosts(HostQuery::default()), "0005000000000000"),
         (CentralRequest::ApproveReplacing("h".into()), "00110168"),
+        (
+            CentralRequest::HostPage(HostPageQuery {
+                filter: HostFilter::parse("status:error site:lyon name:pc-*").unwrap(),
+                sort: HostSort::LastSeen,
+                descending: true,
+                offset: 50,
+                limit: 25,
+            }),
+            "001201000200000001046c796f6e010470632d2a04013219",
+        ),
+        (CentralRequest::Overview { stale_after: 86_400 }, "001380a305"),
+        (CentralRequest::Generation, "0014"),
     ];
     for (request, golden) in requests {
         assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
@@ -114,6 +126,27 @@ fn central_messages_still_decode() {
     );
     let responses = [
         (CentralResponse::ReportApplied { sequence: 2 }, "000202"),
+        (CentralResponse::Generation(7), "001407"),
+        (
+            CentralResponse::HostPage(HostPage {
+                total: 2,
+                offset: 1,
+                hosts: vec![HostSummary { fqdn: "h".into(), status: "ERROR".into(), ..HostSummary::default() }],
+            }),
+            "00120201010001680000054552524f5200000000000000",
+        ),
+        (
+            CentralResponse::Overview(FleetOverview {
+                generation: 3,
+                hosts: 1,
+                online: 1,
+                by_status: [("OK".to_string(), 1)].into(),
+                by_site: vec![SiteCount { site: "s".into(), hosts: 1, by_status: [("OK".to_string(), 1)].into() }],
+                stale: 0,
+                stale_hosts: vec![],
+            }),
+            "001303010101024f4b010101730101024f4b010000",
+        ),
         (CentralResponse::Host(Box::new(detail)), "00070001680000024f4b00000000000000000102303107696e7374616c6c01016d"),
         (CentralResponse::FullReportNeeded { last: Some(1) }, "00030101"),
         (CentralResponse::Error { code: crate::wire::ErrorCode::Refused, message: "no".into() }, "000f01026e6f"),

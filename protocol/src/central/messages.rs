@@ -1,8 +1,8 @@
 //! The messages between agents, consoles and central, and their framing.
 
 use super::{
-    ActionLine, CentralError, HostDetail, HostQuery, HostSummary, PackageSummary, PendingHost, RepoLine, Signed,
-    SignedReport,
+    ActionLine, CentralError, FleetOverview, HostDetail, HostPage, HostPageQuery, HostQuery, HostSummary,
+    PackageSummary, PendingHost, RepoLine, Signed, SignedReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,14 @@ pub enum CentralRequest {
     PendingV2,
     /// Console: approve a waiting host, revoking the certificates that held its name before.
     ApproveReplacing(String),
+    /// Console: one page of hosts ([`CentralResponse::HostPage`]).
+    HostPage(HostPageQuery),
+    /// Console: the fleet at a glance; hosts unseen for `stale_after` seconds are counted as
+    /// stale ([`CentralResponse::Overview`]).
+    Overview { stale_after: u64 },
+    /// Console: central's change counter ([`CentralResponse::Generation`]): it moves whenever
+    /// a report, an action, a result, an enrollment or a revocation is stored.
+    Generation,
 }
 
 /// An answer. Only ever add variants.
@@ -87,6 +95,12 @@ pub enum CentralResponse {
     EnrollWaiting { reason: String },
     /// Waiting hosts, with why.
     PendingHostsV2(Vec<PendingHost>),
+    /// One page of hosts.
+    HostPage(HostPage),
+    /// The fleet at a glance.
+    Overview(FleetOverview),
+    /// Central's change counter.
+    Generation(u64),
 }
 
 #[derive(Serialize, Deserialize)]

@@ -60,12 +60,14 @@ mod action;
 mod console;
 mod inventory;
 mod messages;
+mod query;
 mod report;
 
 pub use action::*;
 pub use console::*;
 pub use inventory::*;
 pub use messages::*;
+pub use query::*;
 pub use report::*;
 
 #[cfg(test)]
