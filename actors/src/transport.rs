@@ -18,6 +18,9 @@ use rustls::server::WebPkiClientVerifier;
 pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// How long a connection may stay silent before it is considered dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS's no_application_protocol alert: the server speaks none of the ALPNs offered.
+const NO_APPLICATION_PROTOCOL: u8 = 120;
 /// Keep-alive interval for long-lived connections.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 
@@ -48,6 +51,12 @@ pub enum TransportError {
     /// Connecting.
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// The peer refused the protocol asked for (TLS's no_application_protocol): another
+    /// Outpost service, like a console pointed at a repository's port.
+    #[error(
+        "{addr} is another service: it does not speak this protocol (a repository where central was expected, or the reverse? repositories listen on 7443 and central on 7444 by default)"
+    )]
+    OtherService { addr: String },
     /// A stream failed.
     #[error("connection to {peer}: {reason}")]
     Stream { peer: String, reason: String },
@@ -349,8 +358,16 @@ async fn handshake(
     let connecting = connecting.map_err(|e| err(e.to_string()))?;
     match tokio::time::timeout(IDLE_TIMEOUT, connecting).await {
         Ok(Ok(c)) => Ok(c),
+        Ok(Err(quinn::ConnectionError::ConnectionClosed(close)))
+            if close.error_code == quinn_proto::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
+        {
+            Err(TransportError::OtherService { addr: addr.to_string() })
+        }
+        Ok(Err(quinn::ConnectionError::TimedOut)) | Err(_) => Err(err(format!(
+            "no answer within {} s (is it running there, and does the firewall let UDP through?)",
+            IDLE_TIMEOUT.as_secs()
+        ))),
         Ok(Err(e)) => Err(err(e.to_string())),
-        Err(_) => Err(err("no answer (timed out)".into())),
     }
 }
 

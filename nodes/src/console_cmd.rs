@@ -3,49 +3,41 @@
 
 use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
-use outpost_actors::transport;
 use outpost_protocol::central::{
-    ALPN_CENTRAL, Action, ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostQuery, Signed,
-    Targets,
+    ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostFilter, HostPageQuery, HostSort,
+    MAX_PAGE, Signed, StatusFilter, Targets,
 };
-use outpost_protocol::pki::PrivateKey;
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
 
+use crate::admin::Admin;
 use crate::cli::{
     ConsoleActionArgs, ConsoleArgs, ConsoleCommand, ConsoleHostArgs, ConsoleHostCommand, ConsoleHostsArgs,
     ConsoleSetPackagesArgs, ConsoleSettingsArgs, ConsoleTokenCommand, TargetArgs,
 };
 use crate::config::{self};
-use crate::daemon;
+use crate::output::Table;
 use crate::output::human_bytes;
-use crate::packaging;
 use outpost_actors::clock::unix_now;
 
 /// Runs `f` with a console connection to central.
 fn with_central<T, F, Fut>(args: &ConsoleArgs, f: F) -> Result<T>
 where
-    F: FnOnce(CentralClient, (Vec<rustls_pki_types::CertificateDer<'static>>, PrivateKey)) -> Fut,
+    F: FnOnce(CentralClient) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let identity = daemon::identity(&args.cert, &args.key, args.password_file.as_deref())?;
-    let (_, ca) = daemon::trust(&args.ca)?;
-    let key = PrivateKey::from_pkcs8_der(&identity.key)?;
-    let chain = identity.chain.clone();
-    let addr = args.server.clone();
+    let admin = Admin::resolve(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let endpoint = transport::client(None, &identity, &ca, ALPN_CENTRAL)?;
-        let client = CentralClient::connect(&endpoint, &addr).await.with_context(|| format!("central {addr}"))?;
-        let result = f(client.clone(), (chain, key)).await;
-        client.close();
-        transport::finish(&endpoint).await;
+        let connected = admin.connect().await?;
+        let result = f(connected.client.clone()).await;
+        connected.close().await;
         result
     })
 }
 
 fn ask(args: &ConsoleArgs, request: CentralRequest) -> Result<CentralResponse> {
-    with_central(args, move |c, _| async move { Ok(c.request(&request).await?) })
+    with_central(args, move |c| async move { Ok(c.request(&request).await?) })
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -69,6 +61,8 @@ fn ago(t: i64) -> String {
 /// `outpost console …`
 pub fn console(cmd: &ConsoleCommand) -> Result<()> {
     match cmd {
+        ConsoleCommand::Login(a) => login(a),
+        ConsoleCommand::Web(a) => crate::web::serve(a),
         ConsoleCommand::Hosts(a) => hosts(a),
         ConsoleCommand::Host(a) => host(a),
         ConsoleCommand::Packages(a) => {
@@ -173,41 +167,106 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
     }
 }
 
+/// `console login`: checks that central answers this certificate, then saves the profile.
+fn login(a: &ConsoleArgs) -> Result<()> {
+    let admin = Admin::resolve(a)?.absolute()?;
+    let path = crate::admin::profiles_path()
+        .ok_or_else(|| anyhow::anyhow!("no configuration folder: set {}", crate::admin::PROFILES_ENV))?;
+    let generation = with_central(a, |c| async move {
+        match c.request(&CentralRequest::Generation).await? {
+            CentralResponse::Generation(g) => Ok(g),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    })?;
+    let mut profiles = crate::admin::Profiles::load(&path)?;
+    let name = a.profile.clone().unwrap_or_else(|| "default".into());
+    if a.profile.is_none() || profiles.default.is_none() {
+        profiles.default = Some(name.clone());
+    }
+    profiles.profiles.insert(name.clone(), admin.clone());
+    profiles.save(&path)?;
+    if a.json {
+        return print_json(&json!({"profile": name, "file": path, "server": admin.server, "generation": generation}));
+    }
+    crate::out!("Central {} answers this certificate. Profile {name:?} saved in {}.", admin.server, path.display());
+    crate::out!(
+        "Console commands now need no flags{}.",
+        if profiles.default.as_deref() == Some(name.as_str()) { "" } else { " with --profile NAME" }
+    );
+    Ok(())
+}
+
 fn hosts(a: &ConsoleHostsArgs) -> Result<()> {
-    let q = HostQuery {
-        status: a.status.clone(),
-        package: a.package.clone(),
-        software: a.software.clone(),
-        ou: a.ou.clone(),
-        site: a.site.clone(),
-        limit: a.limit,
+    let mut filter = match &a.filter {
+        Some(line) => HostFilter::parse(line).with_context(|| format!("filter {line:?}"))?,
+        None => HostFilter::default(),
     };
-    let CentralResponse::Hosts { total, hosts } = ask(&a.console, CentralRequest::Hosts(q))? else {
-        bail!("unexpected answer")
-    };
+    let status = a.status.as_deref().map(|s| StatusFilter::parse(s).expect("checked by the flag's parser"));
+    for (flag, slot) in [
+        (&a.package, &mut filter.package),
+        (&a.software, &mut filter.software),
+        (&a.ou, &mut filter.ou),
+        (&a.site, &mut filter.site),
+        (&a.name, &mut filter.name),
+    ] {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    filter.status = status.or(filter.status);
+    let sort = HostSort::parse(&a.sort).expect("checked by the flag's parser");
+    let (total, hosts) = with_central(&a.console, |c| async move {
+        // Central sends a page at a time; --limit 0 reads them all.
+        let mut hosts = Vec::new();
+        let mut offset = a.offset;
+        loop {
+            let want = if a.limit == 0 { MAX_PAGE } else { (a.limit - hosts.len() as u32).min(MAX_PAGE) };
+            let q = HostPageQuery { filter: filter.clone(), sort, descending: a.desc, offset, limit: want };
+            let CentralResponse::HostPage(page) = c.request(&CentralRequest::HostPage(q)).await? else {
+                bail!("unexpected answer")
+            };
+            let got = page.hosts.len() as u32;
+            hosts.extend(page.hosts);
+            offset += got;
+            let wanted_all = a.limit > 0 && hosts.len() as u32 >= a.limit;
+            if got == 0 || u64::from(offset) >= page.total || wanted_all {
+                return Ok((page.total, hosts));
+            }
+        }
+    })?;
     if a.console.json {
         return print_json(&json!({"total": total, "hosts": hosts}));
     }
-    crate::out!("{:<32} {:<13} {:<10} {:<26} {:>8} {:>4} SEEN", "HOST", "STATUS", "SITE", "OU", "PACKAGES", "REPORT");
+    let mut table = Table::new(&["HOST", "STATUS", "SITE", "OU", "PACKAGES", "REPORT", "SEEN"]);
     for h in &hosts {
-        crate::out!(
-            "{:<32} {:<13} {:<10} {:<26} {:>8} {:>4} {}{}{}",
-            h.fqdn,
-            h.status,
-            h.site,
-            h.ou,
-            h.packages,
-            h.sequence,
+        let seen = format!(
+            "{}{}{}",
             ago(h.last_seen),
             if h.online { ", online" } else { "" },
             if h.revoked { ", REVOKED" } else { "" }
         );
+        table.row(vec![
+            h.fqdn.clone(),
+            h.status.clone(),
+            h.site.clone(),
+            h.ou.clone(),
+            h.packages.to_string(),
+            h.sequence.to_string(),
+            seen,
+        ]);
         if let Some(c) = &h.clash {
-            crate::out!("    CLASH (certificate sha256:{}): {c}", &h.fingerprint[..16.min(h.fingerprint.len())]);
+            table
+                .note(format!("    CLASH (certificate sha256:{}): {c}", &h.fingerprint[..16.min(h.fingerprint.len())]));
         }
     }
-    if (hosts.len() as u64) < total {
-        eprintln!("{} of {total} hosts shown (--limit)", hosts.len());
+    table.print();
+    let shown = hosts.len() as u64;
+    if a.offset > 0 || shown < total {
+        eprintln!(
+            "hosts {}-{} of {total} shown (--offset, --limit)",
+            u64::from(a.offset) + u64::from(shown > 0),
+            u64::from(a.offset) + shown
+        );
     } else {
         eprintln!("{total} host(s)");
     }
@@ -264,13 +323,6 @@ fn targets(t: &TargetArgs) -> Result<Targets> {
     })
 }
 
-fn nonce() -> Result<[u8; 16]> {
-    let mut n = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut n)
-        .map_err(|_| anyhow::anyhow!("no randomness available"))?;
-    Ok(n)
-}
-
 /// Relays a signed action and prints central's answer.
 fn relay(console: &ConsoleArgs, signed: Signed) -> Result<()> {
     match ask(console, CentralRequest::Act(signed))? {
@@ -303,29 +355,13 @@ fn action(a: &ConsoleActionArgs) -> Result<()> {
         _ => ActionKind::Remove(a.packages.clone()),
     };
     let valid = config::duration_at_least("--expires", &a.expires, std::time::Duration::from_secs(1))?.as_secs();
-    let most = outpost_protocol::central::MAX_ACTION_SECS.unsigned_abs();
-    if valid > most {
-        bail!("--expires: {:?} is too long; an action is valid for at most 30 days", a.expires);
-    }
-    let created = unix_now();
-    let action = Action {
-        nonce: nonce()?,
-        targets: targets(&a.targets)?,
-        kind,
-        created,
-        expires: created + i64::try_from(valid).unwrap_or(i64::MAX / 2),
-    };
-    let (chain, key) = admin_key(&a.console)?;
-    let signed = action.sign(&key, &chain);
+    let signed = Admin::resolve(&a.console)?
+        .sign_action(kind, targets(&a.targets)?, valid)
+        .with_context(|| format!("--expires {}", a.expires))?;
     if let Some(out) = &a.out {
         std::fs::write(out, postcard::to_stdvec(&signed)?).with_context(|| out.display().to_string())?;
     }
     relay(&a.console, signed)
-}
-
-fn admin_key(c: &ConsoleArgs) -> Result<(Vec<rustls_pki_types::CertificateDer<'static>>, PrivateKey)> {
-    let identity = daemon::identity(&c.cert, &c.key, c.password_file.as_deref())?;
-    Ok((identity.chain.clone(), PrivateKey::from_pkcs8_der(&identity.key)?))
 }
 
 fn settings(a: &ConsoleSettingsArgs) -> Result<()> {
@@ -337,57 +373,16 @@ fn settings(a: &ConsoleSettingsArgs) -> Result<()> {
         toml: text,
         created: unix_now(),
     };
-    let (chain, key) = admin_key(&a.console)?;
+    let (chain, key) = Admin::resolve(&a.console)?.signer()?;
     done(&a.console, CentralRequest::SetSettings(doc.sign(&key, &chain)))
 }
 
 fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
-    for p in &a.packages {
-        outpost_protocol::request::PackageRequest::parse(p).with_context(|| format!("package request {p:?}"))?;
-    }
-    let work = std::env::temp_dir().join(format!("outpost-host-package-{}-{}", std::process::id(), unix_now()));
-    let _ = std::fs::remove_dir_all(&work);
-    let src = work.join("src");
-    std::fs::create_dir_all(src.join("WAPT"))?;
-    // Versions only grow: the time of the change.
-    let version = format!("{}", unix_now());
-    let control = format!(
-        "package: {}\nversion: {version}\narchitecture: all\nsection: host\npriority: optional\ndescription: host package of {} (outpost console host set-packages)\ndepends: {}\n",
-        a.host,
-        a.host,
-        a.packages.join(",")
-    );
-    std::fs::write(src.join("WAPT/control"), control)?;
-    let signing = crate::cli::SigningKey {
-        cert: a.console.cert.clone(),
-        key: a.console.key.clone(),
-        password_file: a.console.password_file.clone(),
-    };
-    let client = crate::cli::ClientArgs {
-        repo: a.repo.clone(),
-        ca: a.console.ca.clone(),
-        cert: a.console.cert.clone(),
-        key: a.console.key.clone(),
-        password_file: a.console.password_file.clone(),
-        min_rate: "16KiB".into(),
-    };
-    let published = crate::secrets::load_signer(&signing)
-        .and_then(|signer| packaging::build(&src, &work, &signer, crate::signing_time(), false))
-        .and_then(|built| packaging::publish(&client, &built.path));
-    let _ = std::fs::remove_dir_all(&work);
-    let p = published?;
+    let admin = Admin::resolve(&a.console)?;
+    let p = admin.publish_host_package(&a.host, &a.packages, &a.repo)?;
     crate::out!("Published {} {} to {}: snapshot {}", p.name, p.version, a.repo, p.sequence);
     if a.now {
-        let created = unix_now();
-        let (chain, key) = admin_key(&a.console)?;
-        let action = Action {
-            nonce: nonce()?,
-            targets: Targets::Hosts(vec![a.host.clone()]),
-            kind: ActionKind::Upgrade,
-            created,
-            expires: created + 3600,
-        };
-        relay(&a.console, action.sign(&key, &chain))?;
+        relay(&a.console, admin.sign_action(ActionKind::Upgrade, Targets::Hosts(vec![a.host.clone()]), 3600)?)?;
     }
     Ok(())
 }

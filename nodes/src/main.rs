@@ -4,6 +4,7 @@
 //! errors exit with 2 (clap). Results that scripts use (a path, `OK …`, JSON) go to standard
 //! output; everything else goes to standard error.
 
+mod admin;
 mod agent_cmd;
 mod cli;
 mod config;
@@ -19,6 +20,7 @@ mod repo_cmd;
 mod secrets;
 mod server_cmd;
 mod wapt_cmd;
+mod web;
 
 use std::process::ExitCode;
 

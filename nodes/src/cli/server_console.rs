@@ -36,24 +36,29 @@ pub struct ServerArgs {
     pub no_central: bool,
 }
 
-/// Flags every console command takes.
-#[derive(Debug, Args, Clone)]
+/// Flags every console command takes. Each overrides its `OUTPOST_*` variable, which overrides
+/// the profile `outpost console login` saved.
+#[derive(Debug, Args, Clone, Default)]
 pub struct ConsoleArgs {
-    /// Central's address.
+    /// Central's address (host:port).
     #[arg(long, value_name = "ADDR", env = "OUTPOST_SERVER")]
-    pub server: String,
+    pub server: Option<String>,
     /// The organisation CA certificate.
-    #[arg(long, value_name = "FILE")]
-    pub ca: PathBuf,
+    #[arg(long, value_name = "FILE", env = "OUTPOST_CA")]
+    pub ca: Option<PathBuf>,
     /// Your admin certificate.
-    #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
+    #[arg(long, value_name = "FILE", env = "OUTPOST_CERT")]
+    pub cert: Option<PathBuf>,
     /// Its private key.
-    #[arg(long, value_name = "FILE")]
-    pub key: PathBuf,
+    #[arg(long, value_name = "FILE", env = "OUTPOST_KEY")]
+    pub key: Option<PathBuf>,
     /// Read the key's password from FILE (otherwise `OUTPOST_KEY_PASSWORD`).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// The saved profile to use (`outpost console login --profile NAME`); default: the
+    /// profile saved last as the default.
+    #[arg(long, value_name = "NAME", env = "OUTPOST_PROFILE")]
+    pub profile: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -62,6 +67,12 @@ pub struct ConsoleArgs {
 /// `outpost console …`
 #[derive(Debug, Subcommand)]
 pub enum ConsoleCommand {
+    /// Save where central is and which certificate to use (paths, not keys), so that console
+    /// commands need no flags; `--profile NAME` keeps several.
+    Login(ConsoleArgs),
+    /// Serve the web console on this machine (127.0.0.1 by default), talking to central with
+    /// your certificate; prints the address to open, with its secret.
+    Web(ConsoleWebArgs),
     /// Hosts, with filters.
     Hosts(ConsoleHostsArgs),
     /// One host (inventory, packages with status and output), or act on hosts.
@@ -85,9 +96,39 @@ pub enum ConsoleCommand {
     Settings(ConsoleSettingsArgs),
 }
 
+/// `outpost console web`
+#[derive(Debug, Args)]
+pub struct ConsoleWebArgs {
+    /// The address to serve on. Anything but a loopback address lets other machines reach the
+    /// page (they still need the secret).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7445")]
+    pub listen: String,
+    /// Do not print the address (for scripts: it is written to --url-file).
+    #[arg(long, value_name = "FILE")]
+    pub url_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
 /// `outpost console hosts`
 #[derive(Debug, Args)]
 pub struct ConsoleHostsArgs {
+    /// A filter line, as in the web console: `status:ERROR site:lyon pkg:firefox sw:7zip
+    /// ou:Paris name:pc-*` (a word without a key is part of a name). The flags below add to it.
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Only hosts whose name matches (`*` and `?`, or a part of the name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Order by name, status, site, ou, seen or packages.
+    #[arg(long, default_value = "name", value_parser = ["name", "status", "site", "ou", "seen", "packages"])]
+    pub sort: String,
+    /// Largest first.
+    #[arg(long)]
+    pub desc: bool,
+    /// Skip this many hosts (with --limit: pages).
+    #[arg(long, default_value_t = 0)]
+    pub offset: u32,
     /// Only hosts with this status: OK, NEED-UPGRADE, ERROR or UNKNOWN (not reported yet).
     #[arg(long, value_parser = host_status)]
     pub status: Option<String>,
@@ -97,7 +138,8 @@ pub struct ConsoleHostsArgs {
     /// Only hosts with this software installed (dpkg/rpm name).
     #[arg(long)]
     pub software: Option<String>,
-    /// Only hosts in this OU (distinguished name).
+    /// Only hosts in this OU: a distinguished name (that OU and below), or one component's
+    /// value (`Paris`).
     #[arg(long)]
     pub ou: Option<String>,
     /// Only hosts at this site.
