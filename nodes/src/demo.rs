@@ -278,6 +278,8 @@ impl Demo {
         self.converge(&net, &hosts, published)?;
         self.report(args, &net, &hosts, dns.as_ref(), started)?;
         if args.keep_running {
+            let url = self.start_web(&net)?;
+            println!("Web console (Demo Admin): {url}");
             println!("Running; Ctrl-C stops everything.");
             loop {
                 std::thread::sleep(Duration::from_secs(1));
@@ -285,6 +287,42 @@ impl Demo {
             }
         }
         Ok(())
+    }
+
+    /// Starts `outpost console web` with the demo administrator's certificate; returns its
+    /// address (with its secret), also written to `demo.json`.
+    fn start_web(&self, net: &Network) -> Result<String> {
+        let url_file = self.dir.join("web.url");
+        let _ = std::fs::remove_file(&url_file);
+        let (ca, cert, key, file) = (
+            self.path("pki/ca.crt"),
+            self.path("pki/Demo_Admin.crt"),
+            self.path("pki/Demo_Admin.key"),
+            url_file.to_string_lossy().into_owned(),
+        );
+        let args = [
+            "console",
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--url-file",
+            &file,
+            "--server",
+            &net.central,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ];
+        self.spawn("web", &args)?;
+        let url = self.wait("the web console", || std::fs::read_to_string(&url_file).ok().filter(|u| !u.is_empty()))?;
+        let path = self.dir.join("demo.json");
+        let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        doc["web"] = serde_json::Value::String(url.clone());
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+        Ok(url)
     }
 
     fn scrape_sum(&self, addr: &str, name: &str) -> f64 {

@@ -20,3 +20,5 @@ mod relay;
 mod repo;
 mod robustness;
 mod wapt;
+mod web;
+mod webdriver;

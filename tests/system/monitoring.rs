@@ -5,31 +5,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cluster::{next_ip, tcp_port, wait_for};
-use crate::common::{outpost, root, run_in};
+use crate::common::{Stop, outpost, root, run_in};
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `GET path` on `addr`, the body as JSON.
 fn get_json(addr: &str, path: &str) -> Option<Value> {

@@ -24,6 +24,8 @@ impl Demo {
         };
         issue("signer", "Demo Packager", &[])?;
         issue("admin", "Demo Admin", &["--rights", "view,act,modify"])?;
+        // A view-only certificate, as for a wall screen.
+        issue("admin", "Demo Viewer", &["--rights", "view"])?;
         issue("server", "server.demo.example", &["--san", &format!("{NET}.0.1")])?;
         for s in &SITES {
             // The name is in the certificate too: Lyon's agents reach their edge by it (DNS SRV).

@@ -108,7 +108,11 @@ pub fn serve(args: &ConsoleWebArgs) -> Result<()> {
         });
         tokio::spawn(watch(web.clone()));
         if let Some(file) = &args.url_file {
-            std::fs::write(file, &url).with_context(|| file.display().to_string())?;
+            // Whole or not at all: a script waiting for it never reads half an address.
+            let mut out =
+                outpost_actors::disk::AtomicFile::create(file, 0o600).with_context(|| file.display().to_string())?;
+            std::io::Write::write_all(&mut out, url.as_bytes()).with_context(|| file.display().to_string())?;
+            out.commit().with_context(|| file.display().to_string())?;
         }
         eprintln!("The web console for central {} is at:", web.admin.server);
         crate::out!("{url}");
