@@ -105,21 +105,17 @@ impl Admin {
             None => Profiles::default(),
         };
         let name = args.profile.clone().or_else(|| profiles.default.clone());
-        let saved = match &name {
-            Some(n) => match profiles.profiles.get(n) {
-                Some(p) => Some(p.clone()),
-                None if args.profile.is_some() => bail!(
-                    "no console profile {n:?}{}; `outpost console login --profile {n} --server … --ca … --cert … --key …` makes it",
-                    path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
-                ),
-                None => None,
-            },
-            None => None,
-        };
-        let missing = |what: &str| {
-            anyhow::anyhow!(
+        let saved = name.as_ref().and_then(|n| profiles.profiles.get(n)).cloned();
+        let missing = |what: &str| match (&args.profile, &saved) {
+            // A profile named but not saved: say so (flags alone may still be complete, as
+            // for `console login --profile NEW`).
+            (Some(n), None) => anyhow::anyhow!(
+                "no console profile {n:?}{}; `outpost console login --profile {n} --server … --ca … --cert … --key …` makes it",
+                path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+            ),
+            _ => anyhow::anyhow!(
                 "no {what} given: give --server, --ca, --cert and --key (or OUTPOST_SERVER, OUTPOST_CA, OUTPOST_CERT, OUTPOST_KEY), or save them once with `outpost console login`"
-            )
+            ),
         };
         Ok(Self {
             server: args

@@ -16,9 +16,22 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The `outpost` command, with no password or log settings inherited from the caller.
 pub fn outpost() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "OUTPOST_CONFIG", "SOURCE_DATE_EPOCH"] {
+    for var in [
+        "OUTPOST_KEY_PASSWORD",
+        "OUTPOST_CA_PASSWORD",
+        "OUTPOST_LOG",
+        "OUTPOST_CONFIG",
+        "SOURCE_DATE_EPOCH",
+        "OUTPOST_SERVER",
+        "OUTPOST_CA",
+        "OUTPOST_CERT",
+        "OUTPOST_KEY",
+        "OUTPOST_PROFILE",
+    ] {
         cmd.env_remove(var);
     }
+    // The user's own console profiles never reach a test (a test sets its own file).
+    cmd.env("OUTPOST_CONSOLE_PROFILES", std::env::temp_dir().join("outpost-tests-no-profiles/console.toml"));
     cmd.stdin(std::process::Stdio::null());
     cmd
 }
@@ -47,6 +60,15 @@ impl Run {
         self
     }
 
+    /// Panics unless the command line was refused (exit code 2, as for any usage error) with
+    /// `needle` in its error output.
+    #[track_caller]
+    pub fn refused_with(self, needle: &str) -> Self {
+        assert_eq!(self.code, Some(2), "expected a usage error\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.contains(needle), "expected {needle:?} in the error output\nstderr:\n{}", self.stderr);
+        self
+    }
+
     /// Panics unless the run failed with exit code 1 and `needle` in its error output.
     #[track_caller]
     pub fn fails_with(self, needle: &str) -> Self {
@@ -70,9 +92,22 @@ pub fn run_limited(dir: &Path, args: &[&str], kib: u64) -> Run {
         .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_outpost"));
     cmd.args(args).stdin(std::process::Stdio::null());
-    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "OUTPOST_LOG", "OUTPOST_CONFIG", "SOURCE_DATE_EPOCH"] {
+    for var in [
+        "OUTPOST_KEY_PASSWORD",
+        "OUTPOST_CA_PASSWORD",
+        "OUTPOST_LOG",
+        "OUTPOST_CONFIG",
+        "SOURCE_DATE_EPOCH",
+        "OUTPOST_SERVER",
+        "OUTPOST_CA",
+        "OUTPOST_CERT",
+        "OUTPOST_KEY",
+        "OUTPOST_PROFILE",
+    ] {
         cmd.env_remove(var);
     }
+    // The user's own console profiles never reach a test (a test sets its own file).
+    cmd.env("OUTPOST_CONSOLE_PROFILES", std::env::temp_dir().join("outpost-tests-no-profiles/console.toml"));
     Run::from(&cmd.output().expect("sh runs"))
 }
 

@@ -6,6 +6,7 @@ mod agent;
 mod central;
 mod cluster;
 mod common;
+mod console;
 mod deploy;
 mod field;
 mod flood;

@@ -168,6 +168,61 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// One `GET` to the web console (HTTP/1.0): the status code and the body's length.
+fn http_get(addr: &str, path: &str, cookie: Option<&str>) -> Result<(u16, String, usize)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{cookie}\r\n")?;
+    let mut text = Vec::new();
+    s.read_to_end(&mut text)?;
+    let text = String::from_utf8_lossy(&text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, head.to_string(), body.len()))
+}
+
+/// Times pages of the web console (served by `outpost console web` at `url`): the hosts view's
+/// first page, a filtered and sorted one, a deep page, and the dashboard; 20 of each.
+fn web_pages(url: &str) -> Result<String> {
+    let rest = url.trim().strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("not an address: {url}"))?;
+    let (addr, query) = rest.split_once('/').unwrap_or((rest, ""));
+    let (code, head, _) = http_get(addr, &format!("/{query}"), None)?;
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("the web console gave no session ({code})"))?
+        .to_string();
+    let mut out = String::new();
+    for (what, path) in [
+        ("hosts view, first page of 50 by name", "/hosts"),
+        ("hosts view, `status:ERROR` sorted by last report", "/hosts?q=status:ERROR&sort=seen&desc=1"),
+        ("hosts view, page 1000 of 2000 by site", "/hosts?sort=site&page=1000"),
+        ("hosts view, `sw:rare-tool name:h01*`", "/hosts?q=sw:rare-tool+name:h01*"),
+        ("dashboard (counts by status and site, stale hosts)", "/"),
+    ] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let (code, _, n) = http_get(addr, path, Some(&cookie))?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(code == 200, "{path}: HTTP {code}");
+            bytes = n;
+        }
+        times.sort_by(f64::total_cmp);
+        out.push_str(&format!(
+            "| web console: {what} ({} kB of HTML) | median {:.1} ms, max {:.1} ms |\n",
+            bytes / 1000,
+            percentile(&times, 0.5),
+            times.last().copied().unwrap_or(0.0)
+        ));
+    }
+    Ok(out)
+}
+
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -402,6 +457,26 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         Ok::<_, anyhow::Error>(rounds)
     })?;
     rounds.sort_by(f64::total_cmp);
+
+    // 5. The web console's pages at this fleet size, as a browser asks for them.
+    let url_file = work.join("web.url");
+    let mut c = cmd(outpost, work);
+    c.args(["console", "web", "--listen", &format!("{ip}:0"), "--server", &central])
+        .arg("--url-file")
+        .arg(&url_file)
+        .arg("--ca")
+        .arg(work.join("pki/ca.crt"))
+        .arg("--cert")
+        .arg(&admin.0)
+        .arg("--key")
+        .arg(&admin.1);
+    let mut web = Daemon::spawn("web", &mut c, &work.join("web.log"))?;
+    let url = procs::wait_for(Duration::from_secs(30), Duration::from_millis(20), "the web console", || {
+        std::fs::read_to_string(&url_file).ok()
+    })?;
+    let pages = web_pages(&url)?;
+    web.stop();
+
     let (rss_after, hwm_after) = (status_kib(server.pid(), "VmRSS:"), status_kib(server.pid(), "VmHWM:"));
     server.stop();
 
@@ -416,6 +491,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          | `console hosts --software rare-tool` ({found} of {hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
          | the command with an empty answer (process start, key, TLS) | median {ew:.1} ms |\n\
+{pages}\
          | central memory, all hosts loaded | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
          | central database | {dbm:.0} MiB |\n\n\
          Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
