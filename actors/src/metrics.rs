@@ -52,6 +52,9 @@ pub struct RepoMetrics {
     /// Connection attempts not served at once, by result (`retried`: asked to prove their
     /// address; `refused`: over the limits).
     pub handshakes: Family<Labels, Counter>,
+    /// Bytes sent to every peer together (the status answer's figure; not exported: it is
+    /// the sum of `sent_bytes`).
+    pub served_bytes: Counter,
 }
 
 impl Default for RepoMetrics {
@@ -73,6 +76,7 @@ impl Default for RepoMetrics {
             publishes: Family::default(),
             blobs: Gauge::default(),
             blob_bytes: Gauge::default(),
+            served_bytes: Counter::default(),
             subscribers: Gauge::default(),
             handshakes: Family::default(),
         }

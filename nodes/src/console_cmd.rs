@@ -46,10 +46,14 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 fn ago(t: i64) -> String {
+    ago_at(unix_now(), t)
+}
+
+fn ago_at(now: i64, t: i64) -> String {
     if t == 0 {
         return "never".into();
     }
-    let s = unix_now() - t;
+    let s = now - t;
     match s {
         s if s < 120 => format!("{s}s ago"),
         s if s < 7200 => format!("{}m ago", s / 60),
@@ -79,31 +83,68 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
             Ok(())
         }
         ConsoleCommand::Repos(a) => {
-            let CentralResponse::Repos(r) = ask(a, CentralRequest::Repos)? else { bail!("unexpected answer") };
+            let CentralResponse::ReposV2(r) = ask(a, CentralRequest::ReposV2)? else { bail!("unexpected answer") };
             if a.json {
-                return print_json(&r);
+                // One object per repository: its line's fields and the rest side by side.
+                let flat: Vec<serde_json::Value> = r
+                    .iter()
+                    .map(|v| {
+                        let mut o = serde_json::to_value(&v.line).unwrap_or_default();
+                        if let (Some(o), Ok(serde_json::Value::Object(rest))) =
+                            (o.as_object_mut(), serde_json::to_value(v))
+                        {
+                            o.extend(rest.into_iter().filter(|(k, _)| k != "line"));
+                        }
+                        o
+                    })
+                    .collect();
+                return print_json(&flat);
             }
-            crate::out!(
-                "{:<24} {:<22} {:<6} {:>8} {:>5} {:<22} STATE",
+            let now = unix_now();
+            let mut table = Table::new(&[
                 "NAME",
                 "ADDRESS",
                 "ROLE",
                 "SNAPSHOT",
                 "LAG",
-                "UPSTREAM"
-            );
-            for l in r {
-                crate::out!(
-                    "{:<24} {:<22} {:<6} {:>8} {:>5} {:<22} {}",
+                "UPSTREAM",
+                "LAST SYNC",
+                "SERVED",
+                "WINDOWS",
+                "STATE",
+            ]);
+            for v in r {
+                let l = v.line;
+                let windows = if v.windows.is_empty() {
+                    "always".to_string()
+                } else {
+                    format!(
+                        "{} ({}){}",
+                        v.windows.join(", "),
+                        match v.window_open {
+                            Some(true) => "open",
+                            Some(false) => "closed",
+                            None => "-",
+                        },
+                        v.window_changes.map(|t| format!(" until {t}")).unwrap_or_default()
+                    )
+                };
+                table.row(vec![
                     l.name,
                     l.addr,
-                    l.role,
+                    l.role.clone(),
                     l.sequence.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                     l.lag.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                     l.upstream.unwrap_or_default(),
-                    l.error.map_or_else(|| "ok".to_string(), |e| format!("ERROR: {e}"))
-                );
+                    v.last_sync
+                        .map(|t| ago_at(now, t))
+                        .unwrap_or_else(|| if l.role == "edge" { "never".into() } else { "-".into() }),
+                    human_bytes(v.served_bytes),
+                    windows,
+                    l.error.map_or_else(|| "ok".to_string(), |e| format!("ERROR: {e}")),
+                ]);
             }
+            table.print();
             Ok(())
         }
         ConsoleCommand::Actions(a) => {
@@ -432,6 +473,10 @@ fn print_host(d: &HostDetail) {
             }
             Section::Software(s) => {
                 crate::out!("software:  {} installed (--json lists them)", s.len());
+            }
+            Section::Transfers(t) => {
+                let by: Vec<String> = t.iter().map(|(r, b)| format!("{r} {}", human_bytes(*b))).collect();
+                crate::out!("fetched:   {}", by.join(", "));
             }
             Section::Snapshot(Some(snap)) => {
                 crate::out!(

@@ -52,6 +52,9 @@ pub enum Request {
     /// The repository's state with its sync schedule ([`Response::StatusV2`]); repositories
     /// that predate it answer an error, and clients ask [`Request::Status`] instead.
     StatusV2,
+    /// The repository's state with its last sync and the bytes it served
+    /// ([`Response::StatusV3`]); older repositories answer an error.
+    StatusV3,
 }
 
 /// An answer.
@@ -71,6 +74,8 @@ pub enum Response {
     Error { code: ErrorCode, message: String },
     /// The repository's state with its sync schedule.
     StatusV2(RepoStatusV2),
+    /// The repository's state with its last sync and the bytes it served.
+    StatusV3(RepoStatusV3),
 }
 
 /// Kinds of error answers.
@@ -138,6 +143,17 @@ pub struct RepoStatusV2 {
     pub waiting_for_window: bool,
     /// The lineage of the snapshot served (0: the first; see [`crate::lineage`]).
     pub epoch: u64,
+}
+
+/// A repository's state with what [`RepoStatusV2`] lacks: its last sync and what it served.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStatusV3 {
+    /// Everything [`RepoStatusV2`] says.
+    pub v2: RepoStatusV2,
+    /// When its last sync succeeded (edges; Unix seconds).
+    pub last_sync: Option<i64>,
+    /// Bytes it sent to clients since it started.
+    pub served_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -254,6 +270,7 @@ mod golden {
             ),
             (Request::Unpublish { name: "a".into(), version: Some("1".into()) }, "00060161010131"),
             (Request::StatusV2, "0008"),
+            (Request::StatusV3, "0009"),
         ];
         for (request, golden) in requests {
             assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
@@ -268,6 +285,10 @@ mod golden {
             ),
             (Response::Error { code: ErrorCode::Stale, message: "old".into() }, "000506036f6c64"),
             (Response::StatusV2(RepoStatusV2::default()), "0006000000000000000000000000000000000000"),
+            (
+                Response::StatusV3(RepoStatusV3 { last_sync: Some(5), served_bytes: 300, ..RepoStatusV3::default() }),
+                "0007000000000000000000000000000000000000010aac02",
+            ),
         ];
         for (response, golden) in responses {
             assert_golden(&format!("{response:?}"), &encode_response(&response)[4..], golden);

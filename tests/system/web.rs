@@ -95,7 +95,22 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
     b.click(&format!("tr[data-host='{first}'] td a"));
     assert!(b.text("h1").contains(&first));
     assert!(b.count("table.packages tr[data-package]") > 0, "its packages are listed");
+    let edge = b.text("table.transfers td");
+    assert!(edge.contains(':'), "the repository that served it: {edge}");
     b.shot("3-host");
+
+    // What is published (from the main's signed snapshot) beside where it is installed.
+    b.click("nav a[href='/packages']");
+    let app = b.text("tr[data-package='demo-app']");
+    assert!(app.contains("demo-app 2.1-1 base 6 6 0 0 2.1-1 × 6"), "published 2.1-1, on the 6 hosts: {app}");
+    b.shot("3b-packages");
+
+    // The repository tree: every edge under its upstream, with its last sync.
+    b.click("nav a[href='/repos']");
+    b.wait_until(Duration::from_secs(20), "the main and three edges", |b| b.count("tr[data-repo]") == 4);
+    let annex = b.text("tr[data-repo='annex']");
+    assert!(annex.contains("└─") && !annex.contains("never"), "annex syncs from paris: {annex}");
+    b.shot("3c-repos");
 
     // An upgrade from the page: confirmation first, then its result.
     b.go(&format!("{base}/hosts?q=name:{first}"));
@@ -105,6 +120,10 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
     assert_eq!(b.text("#reach"), "1", "the confirmation says how many hosts it reaches");
     b.shot("4-confirm");
     b.click("#confirm");
+    b.wait_until(Duration::from_secs(20), "the answer to the confirmed action", |b| {
+        let t = b.page_text();
+        t.contains("relayed to") || t.contains("Not sent")
+    });
     assert!(b.page_text().contains("relayed to"), "{}", b.page_text());
     b.go(&format!("{base}/actions"));
     b.wait_until(Duration::from_secs(30), "the upgrade's result on the actions page", |b| {

@@ -167,6 +167,7 @@ pub fn agent_sections(status: &StatusReport) -> Vec<Section> {
     let packages = status.packages.clone();
     vec![
         Section::PackagesV2 { host_status: status.host_status, packages },
+        Section::Transfers(status.bytes_by_repo.clone()),
         Section::LastUpdate(status.last_update.as_ref().map(|u| UpdateResult {
             at: u.at,
             ok: u.ok,

@@ -348,11 +348,11 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
     tracing::info!(kind = action.kind.name(), signer = info.subject, "running an action from central");
     match cfg.actor.send(command).await {
         Ok(Reply::Ok(answer)) => {
-            let failed: Vec<&str> = answer.failed().iter().map(|f| f.name.as_str()).collect();
+            let failed: Vec<String> = answer.failed().iter().map(|f| format!("{}: {}", f.name, f.reason)).collect();
             if failed.is_empty() {
                 (Some(action.nonce), true, format!("{} done", action.kind.name()))
             } else {
-                (Some(action.nonce), false, format!("{} failed for {}", action.kind.name(), failed.join(", ")))
+                (Some(action.nonce), false, format!("{} failed for {}", action.kind.name(), failed.join("; ")))
             }
         }
         Ok(Reply::Error(m)) => (Some(action.nonce), false, m),

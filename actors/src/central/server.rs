@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::Addr;
-use outpost_protocol::central::{self, ALPN_ENROLL, CentralRequest, CentralResponse, MAX_CENTRAL_FRAME, RepoLine};
+use outpost_protocol::central::{
+    self, ALPN_ENROLL, CentralRequest, CentralResponse, MAX_CENTRAL_FRAME, RepoLine, RepoView,
+};
 use outpost_protocol::pki::{Purpose, Right, Role};
 use outpost_protocol::wire::ErrorCode;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
@@ -162,7 +164,10 @@ async fn handle_stream(
         {
             ask(ctx, Handle { peer: Some(peer), request: r }).await
         }
-        CentralRequest::Repos if right(Right::View) => CentralResponse::Repos(repos(ctx).await),
+        CentralRequest::Repos if right(Right::View) => {
+            CentralResponse::Repos(repos(ctx).await.into_iter().map(|v| v.line).collect())
+        }
+        CentralRequest::ReposV2 if right(Right::View) => CentralResponse::ReposV2(repos(ctx).await),
         r @ (CentralRequest::Hosts(_)
         | CentralRequest::HostPage(_)
         | CentralRequest::Overview { .. }
@@ -254,37 +259,26 @@ async fn listen(
     result
 }
 
-async fn repos(ctx: &ServerContext) -> Vec<RepoLine> {
+async fn repos(ctx: &ServerContext) -> Vec<RepoView> {
     let Some(endpoint) = &ctx.repo_client else {
         return ctx
             .repos
             .iter()
-            .map(|a| RepoLine { addr: a.clone(), error: Some("no client".into()), ..RepoLine::default() })
+            .map(|a| RepoView {
+                line: RepoLine { addr: a.clone(), error: Some("no client".into()), ..RepoLine::default() },
+                ..RepoView::default()
+            })
             .collect();
     };
-    let mut lines = Vec::new();
-    for addr in &ctx.repos {
-        let status = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            let c = RepoClient::connect(endpoint, addr).await.map_err(|e| e.to_string())?;
-            c.status().await.map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("no answer within 5 s".into()));
-        lines.push(match status {
-            Ok(s) => RepoLine {
-                addr: addr.clone(),
-                name: s.name,
-                role: s.role,
-                sequence: s.head.map(|h| h.sequence),
-                lag: None,
-                upstream: s.upstream,
-                error: s.last_error,
-            },
-            Err(e) => RepoLine { addr: addr.clone(), error: Some(e), ..RepoLine::default() },
-        });
-    }
-    let main = lines.iter().filter(|l| l.role == "main").filter_map(|l| l.sequence).max();
-    for l in &mut lines {
+    // Every repository is asked at once: one silent repository costs its 5 s, not 5 s each.
+    let asks = ctx.repos.iter().cloned().map(|addr| {
+        let endpoint = endpoint.clone();
+        async move { repo_view(&endpoint, addr).await }
+    });
+    let mut views = futures_join(asks).await;
+    let main = views.iter().filter(|v| v.line.role == "main").filter_map(|v| v.line.sequence).max();
+    for v in &mut views {
+        let l = &mut v.line;
         l.lag = match (main, l.sequence) {
             (Some(m), Some(s)) => Some(m.saturating_sub(s)),
             // It answered but serves nothing yet: behind by everything.
@@ -292,5 +286,62 @@ async fn repos(ctx: &ServerContext) -> Vec<RepoLine> {
             _ => None,
         };
     }
-    lines
+    views
+}
+
+/// What one repository says, as a view (an error line when it does not answer in 5 s).
+async fn repo_view(endpoint: &Endpoint, addr: String) -> RepoView {
+    let status = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let c = RepoClient::connect(endpoint, &addr).await.map_err(|e| e.to_string())?;
+        c.status_v3().await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err("no answer within 5 s".into()));
+    let v3 = match status {
+        Ok(v3) => v3,
+        Err(e) => {
+            return RepoView { line: RepoLine { addr, error: Some(e), ..RepoLine::default() }, ..RepoView::default() };
+        }
+    };
+    let (v2, s) = (&v3.v2, &v3.v2.status);
+    RepoView {
+        line: RepoLine {
+            addr,
+            name: s.name.clone(),
+            role: s.role.clone(),
+            sequence: s.head.map(|h| h.sequence),
+            lag: None,
+            upstream: s.upstream.clone(),
+            error: s.last_error.clone(),
+        },
+        fill: s.fill.clone(),
+        packages: s.packages,
+        stored_bytes: s.bytes,
+        windows: v2.windows.clone(),
+        time_zone: v2.time_zone.clone(),
+        window_open: v2.window_open,
+        window_changes: v2.window_changes_local.clone(),
+        waiting_for_window: v2.waiting_for_window,
+        last_sync: v3.last_sync,
+        served_bytes: v3.served_bytes,
+    }
+}
+
+/// Runs the futures together; their results in order.
+async fn futures_join<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut n = 0;
+    for (i, f) in futures.into_iter().enumerate() {
+        set.spawn(async move { (i, f.await) });
+        n += 1;
+    }
+    let mut out: Vec<Option<F::Output>> = (0..n).map(|_| None).collect();
+    while let Some(Ok((i, v))) = set.join_next().await {
+        out[i] = Some(v);
+    }
+    out.into_iter().flatten().collect()
 }

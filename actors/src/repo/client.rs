@@ -13,7 +13,7 @@ use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, Snapshot};
 use outpost_protocol::verified::Verified;
 use outpost_protocol::version::Version;
-use outpost_protocol::wire::{RepoStatus, RepoStatusV2, Request, Response};
+use outpost_protocol::wire::{RepoStatus, RepoStatusV2, RepoStatusV3, Request, Response};
 use quinn::{Connection, Endpoint};
 
 use crate::assembler::{self, AssemblyError};
@@ -110,6 +110,19 @@ impl RepoClient {
         match transport::request(&self.connection, &Request::Status, self.pace).await?.2 {
             Response::Status(s) => Ok(s),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// The repository's state with its last sync and the bytes it served (from a repository
+    /// that predates it: what it can say).
+    pub async fn status_v3(&self) -> Result<RepoStatusV3, ClientError> {
+        match transport::request(&self.connection, &Request::StatusV3, self.pace).await {
+            Ok((_, _, Response::StatusV3(s))) => Ok(s),
+            Ok((_, _, other)) => Err(self.unexpected(&other)),
+            Err(TransportError::Remote { code: outpost_protocol::wire::ErrorCode::BadRequest, .. }) => {
+                Ok(RepoStatusV3 { v2: self.status_v2().await?, ..RepoStatusV3::default() })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

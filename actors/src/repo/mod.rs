@@ -55,6 +55,8 @@ pub struct UpstreamState {
     pub last_error: Option<String>,
     /// A newer snapshot waits for the next sync window.
     pub waiting_for_window: bool,
+    /// When the last sync succeeded (Unix seconds).
+    pub last_sync: Option<i64>,
 }
 
 /// When an edge may sync: its windows and the time zone they are written in.

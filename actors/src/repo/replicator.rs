@@ -396,7 +396,11 @@ impl Handler<SyncDone> for Replicator {
                 self.current = Some(head);
                 self.held = out.held;
                 self.repair = false;
-                self.upstream.lock().expect("not poisoned").last_error = None;
+                {
+                    let mut up = self.upstream.lock().expect("not poisoned");
+                    up.last_error = None;
+                    up.last_sync = Some(crate::clock::unix_now());
+                }
                 self.head.send_replace(Some(head));
                 self.update_lag();
                 self.maybe_sync(ctx);

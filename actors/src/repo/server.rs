@@ -5,7 +5,9 @@
 
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
-use outpost_protocol::wire::{self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, RepoStatusV2, Request, Response};
+use outpost_protocol::wire::{
+    self, ErrorCode, MAX_PUBLISH_BYTES, RepoStatus, RepoStatusV2, RepoStatusV3, Request, Response,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -160,6 +162,7 @@ async fn handle_stream(
         Request::Subscribe => subscribe(send, shared, cancel).await,
         Request::Status => respond(&mut send, &Response::Status(status(shared))).await,
         Request::StatusV2 => respond(&mut send, &Response::StatusV2(status_v2(shared))).await,
+        Request::StatusV3 => respond(&mut send, &Response::StatusV3(status_v3(shared))).await,
         Request::Publish { size } => {
             let answer = publish(&mut recv, shared, who, size).await;
             respond(&mut send, &answer).await?;
@@ -185,6 +188,7 @@ async fn send_data(send: &mut SendStream, data: Vec<u8>, shared: &Shared, label:
     send.write_chunk(bytes::Bytes::from(data)).await?;
     send.finish()?;
     shared.metrics.sent_bytes.get_or_create(&label_peer(label)).inc_by(len);
+    shared.metrics.served_bytes.inc_by(len);
     Ok(())
 }
 
@@ -296,6 +300,14 @@ fn status_v2(shared: &Shared) -> RepoStatusV2 {
         }
     }
     v2
+}
+
+fn status_v3(shared: &Shared) -> RepoStatusV3 {
+    let last_sync = match &shared.role {
+        Role::Edge { upstream, .. } => upstream.lock().expect("not poisoned").last_sync,
+        Role::Main { .. } => None,
+    };
+    RepoStatusV3 { v2: status_v2(shared), last_sync, served_bytes: shared.metrics.served_bytes.get() }
 }
 
 /// May this peer change what the repository publishes?

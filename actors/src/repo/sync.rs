@@ -263,6 +263,8 @@ pub async fn fetch_files(
             async move { fetch_range(&connection, &upstream, &hash, assembly.chunks(), range, &ctx).await }
         },
         |hash, range| {
+            // Counted once written: a chunk counted is a chunk a restart finds in place.
+            ctx.metrics.chunks_fetched.inc_by(range.count as u64);
             outcome.fetched += range.count as u64;
             outcome.bytes += u64::from(range.len);
             if let Some(entry) = remaining.get_mut(hash) {
@@ -346,7 +348,6 @@ async fn fetch_range(
         ctx.metrics.refused("chunk");
         SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))
     })?;
-    ctx.metrics.chunks_fetched.inc_by(range.count as u64);
     Ok(verified)
 }
 
@@ -374,6 +375,7 @@ pub async fn fetch_range_for_client(
     };
     let upstream = transport::peer_label(connection);
     let verified = fetch_range(connection, &upstream, hash, &info.chunks, range, ctx).await?.into_inner();
+    ctx.metrics.chunks_fetched.inc_by(range.count as u64);
     let skip = usize::try_from(offset - start).expect("within the range");
     Ok(verified.bytes[skip..skip + len as usize].to_vec())
 }

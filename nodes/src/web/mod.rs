@@ -24,11 +24,15 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
 use outpost_actors::central::client::CentralClient;
+use outpost_actors::repo::client::RepoClient;
 use outpost_actors::transport;
 use outpost_protocol::central::{
     ALPN_CENTRAL, ActionKind, CentralRequest, CentralResponse, HostFilter, HostPageQuery, HostSort, Targets,
 };
-use outpost_protocol::pki::{Purpose, Right, cert_info};
+use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::pki::{Purpose, Right, TrustStore, cert_info};
+use outpost_protocol::snapshot::Head;
+use outpost_protocol::wire::ALPN_REPO;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -59,6 +63,11 @@ struct Web {
     endpoint: quinn::Endpoint,
     central: Mutex<Option<CentralClient>>,
     generation: AtomicU64,
+    /// For reading the main repository's snapshot (what is published).
+    repo_endpoint: quinn::Endpoint,
+    trust: TrustStore,
+    /// The packages of the last snapshot read, by its head.
+    published: Mutex<Option<(Head, Vec<PackageEntry>)>>,
 }
 
 impl std::fmt::Debug for Web {
@@ -72,7 +81,7 @@ pub fn serve(args: &ConsoleWebArgs) -> Result<()> {
     let admin = Admin::resolve(&args.console)?;
     let identity = daemon::identity(&admin.cert, &admin.key, admin.password_file.as_deref())?;
     let me = cert_info(&identity.chain[0])?;
-    let (_, ca) = daemon::trust(&admin.ca)?;
+    let (trust, ca) = daemon::trust(&admin.ca)?;
     let listen: SocketAddr = args
         .listen
         .parse()
@@ -85,6 +94,7 @@ pub fn serve(args: &ConsoleWebArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let endpoint = transport::client(None, &identity, &ca, ALPN_CENTRAL)?;
+        let repo_endpoint = transport::client(None, &identity, &ca, ALPN_REPO)?;
         let first = CentralClient::connect(&endpoint, &admin.server)
             .await
             .with_context(|| format!("central {}", admin.server))?;
@@ -105,6 +115,9 @@ pub fn serve(args: &ConsoleWebArgs) -> Result<()> {
             endpoint,
             central: Mutex::new(Some(first)),
             generation: AtomicU64::new(0),
+            repo_endpoint,
+            trust,
+            published: Mutex::new(None),
         });
         tokio::spawn(watch(web.clone()));
         if let Some(file) = &args.url_file {
@@ -234,6 +247,30 @@ impl Web {
         Ok(client.request(&request).await?)
     }
 
+    /// The packages the main repository publishes now (its snapshot, verified; read again only
+    /// when its head changes).
+    async fn published(&self) -> Result<(Head, Vec<PackageEntry>)> {
+        let CentralResponse::Repos(repos) = self.ask(CentralRequest::Repos).await? else { bail!("unexpected answer") };
+        let main = repos
+            .iter()
+            .find(|r| r.role == "main" && r.error.is_none())
+            .ok_or_else(|| anyhow::anyhow!("central knows no main repository that answers"))?;
+        let client = RepoClient::connect(&self.repo_endpoint, &main.addr).await?;
+        let head = client.head().await?;
+        let mut cached = self.published.lock().await;
+        if let Some((h, entries)) = cached.as_ref()
+            && h.hash == head.hash
+        {
+            drop(client);
+            return Ok((*h, entries.clone()));
+        }
+        let (_, snapshot) = client.snapshot(&head, &self.trust, unix_now(), None).await?;
+        drop(client);
+        let entries = snapshot.package_entries();
+        *cached = Some((head, entries.clone()));
+        Ok((head, entries))
+    }
+
     fn frame<'a>(&'a self, title: &'a str, nav: &'a str) -> Frame<'a> {
         Frame {
             title,
@@ -277,7 +314,7 @@ async fn dashboard(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Resp
         else {
             bail!("unexpected answer")
         };
-        let CentralResponse::Repos(r) = web.ask(CentralRequest::Repos).await? else { bail!("unexpected answer") };
+        let CentralResponse::ReposV2(r) = web.ask(CentralRequest::ReposV2).await? else { bail!("unexpected answer") };
         let CentralResponse::Actions(a) = web.ask(CentralRequest::Actions).await? else { bail!("unexpected answer") };
         Ok((o, r, newest_first(a)))
     };
@@ -352,7 +389,13 @@ async fn host(State(web): State<Arc<Web>>, Query(p): Query<HostParams>) -> Respo
 async fn packages(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Response {
     match web.ask(CentralRequest::Packages).await {
         Ok(CentralResponse::Packages(list)) => {
-            respond(web.frame("Packages", "packages"), c.fragment.is_some(), &maud::html! {}, pages::packages(&list))
+            // What is published, from the main repository's signed snapshot (verified here).
+            let published = web.published().await;
+            let main = pages::packages(
+                &list,
+                &published.as_ref().map(|(h, e)| (h, e.as_slice())).map_err(|e| format!("{e:#}")),
+            );
+            respond(web.frame("Packages", "packages"), c.fragment.is_some(), &maud::html! {}, main)
         }
         Ok(other) => failed(&web, "Packages", &anyhow::anyhow!("unexpected answer {other:?}")),
         Err(e) => failed(&web, "Packages", &e),
@@ -360,10 +403,13 @@ async fn packages(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Respo
 }
 
 async fn repos(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Response {
-    match web.ask(CentralRequest::Repos).await {
-        Ok(CentralResponse::Repos(list)) => {
-            respond(web.frame("Repositories", "repos"), c.fragment.is_some(), &maud::html! {}, pages::repos(&list))
-        }
+    match web.ask(CentralRequest::ReposV2).await {
+        Ok(CentralResponse::ReposV2(list)) => respond(
+            web.frame("Repositories", "repos"),
+            c.fragment.is_some(),
+            &maud::html! {},
+            pages::repos(&list, unix_now()),
+        ),
         Ok(other) => failed(&web, "Repositories", &anyhow::anyhow!("unexpected answer {other:?}")),
         Err(e) => failed(&web, "Repositories", &e),
     }
@@ -444,7 +490,7 @@ async fn send(web: &Arc<Web>, kind: &str, packages: Vec<String>, hosts: Vec<Stri
             let CentralResponse::Repos(repos) = web.ask(CentralRequest::Repos).await? else {
                 bail!("unexpected answer")
             };
-            let Some(main) = repos.iter().find(|r| r.role == "main") else {
+            let Some(main) = repos.iter().find(|r| r.role == "main" && r.error.is_none()) else {
                 bail!("central knows no main repository to publish host packages to");
             };
             for h in &hosts {

@@ -5,8 +5,10 @@
 
 use maud::{DOCTYPE, Markup, html};
 use outpost_protocol::central::{
-    ActionLine, FleetOverview, HostDetail, HostPage, HostSort, HostSummary, PackageSummary, RepoLine, Section,
+    ActionLine, FleetOverview, HostDetail, HostPage, HostSort, HostSummary, PackageSummary, RepoView, Section,
 };
+use outpost_protocol::entry::PackageEntry;
+use outpost_protocol::snapshot::Head;
 use outpost_protocol::time_fmt::format_unix;
 
 use crate::output::human_bytes;
@@ -104,7 +106,7 @@ fn host_link(h: &HostSummary) -> Markup {
 }
 
 /// The dashboard.
-pub fn dashboard(o: &FleetOverview, repos: &[RepoLine], actions: &[ActionLine], now: i64, stale_days: u64) -> Markup {
+pub fn dashboard(o: &FleetOverview, repos: &[RepoView], actions: &[ActionLine], now: i64, stale_days: u64) -> Markup {
     let failures: Vec<(&ActionLine, &outpost_protocol::central::ActionResultLine)> =
         actions.iter().flat_map(|a| a.results.iter().filter(|r| !r.ok).map(move |r| (a, r))).take(10).collect();
     html! {
@@ -144,7 +146,7 @@ pub fn dashboard(o: &FleetOverview, repos: &[RepoLine], actions: &[ActionLine], 
             }
             section {
                 h2 { "Repositories" }
-                (repo_table(repos))
+                (repo_table(&tree(repos), now))
                 h2 { "Recent actions" }
                 (action_list(&actions[..actions.len().min(5)], now))
                 h2 { "Recent failures" }
@@ -258,13 +260,15 @@ pub fn host(d: &HostDetail, now: i64) -> Markup {
             @for section in d.inventory.sections.values() {
                 @match section {
                     Section::Os(o) => tr { th { "OS" } td { (o.name) " " (o.version) " (kernel " (o.kernel) ", " (o.arch) ")" } },
-                    Section::Hardware(h) => tr { th { "Hardware" } td { (h.vendor) " " (h.product) " · serial " (h.serial) } },
+                    Section::Hardware(h) if !(h.vendor.is_empty() && h.product.is_empty()) => tr { th { "Hardware" } td {
+                        (h.vendor) " " (h.product) @if !h.serial.is_empty() { " · serial " (h.serial) }
+                    } },
                     Section::Cpu(c) => tr { th { "CPU" } td { (c.model) " (" (c.threads) " threads)" } },
                     Section::Memory(m) => tr { th { "Memory" } td { (human_bytes(*m)) } },
                     Section::LastUpdate(Some(u)) => tr { th { "Last update" } td {
                         @if u.ok { span.badge.ok { "ok" } } @else { span.badge.error { "FAILED" } }
                         " " (format_unix(u.at)) " · " (u.message)
-                        @if let Some(r) = &u.repo { " · from " (r) }
+                        @if let Some(r) = u.repo.as_ref().filter(|r| !u.message.contains(r.as_str())) { " · from " (r) }
                     } },
                     Section::Snapshot(Some(snap)) => tr { th { "Snapshot" } td {
                         "#" (snap.sequence) " made " (format_unix(snap.created)) ", expires " (format_unix(snap.expires))
@@ -272,6 +276,12 @@ pub fn host(d: &HostDetail, now: i64) -> Markup {
                     } },
                     _ => {}
                 }
+            }
+        }
+        @if let Some(t) = d.inventory.transfers() {
+            h2 { "Bytes fetched, by repository" }
+            table.transfers {
+                @for (repo, bytes) in t { tr { td { (repo) } td.num { (human_bytes(*bytes)) } } }
             }
         }
         h2 { "Packages" }
@@ -305,22 +315,51 @@ pub fn host(d: &HostDetail, now: i64) -> Markup {
     }
 }
 
-/// Packages across the fleet.
-pub fn packages(list: &[PackageSummary]) -> Markup {
+/// What is published (the newest version of each package, from the main repository's
+/// snapshot) and where each package is installed across the fleet.
+pub fn packages(fleet: &[PackageSummary], published: &Result<(&Head, &[PackageEntry]), String>) -> Markup {
+    use std::collections::BTreeMap;
+    let mut newest: BTreeMap<&str, Vec<&PackageEntry>> = BTreeMap::new();
+    if let Ok((_, entries)) = published {
+        for e in *entries {
+            newest.entry(e.name.as_str()).or_default().push(e);
+        }
+    }
+    for v in newest.values_mut() {
+        v.sort_by(|a, b| b.version.cmp(&a.version));
+    }
+    let by_name: BTreeMap<&str, &PackageSummary> = fleet.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut names: Vec<&str> = newest.keys().copied().chain(by_name.keys().copied()).collect();
+    names.sort_unstable();
+    names.dedup();
     html! {
+        @match published {
+            Ok((head, entries)) => p.quiet { (entries.len()) " package versions published in snapshot #" (head.sequence) " (signed " (format_unix(head.created)) ")." },
+            Err(e) => p.error { "What is published is not known: " (e) },
+        }
         table.packages {
-            thead { tr { th { "Package" } th.num { "Hosts" } th.num { "OK" } th.num { "Need upgrade" } th.num { "Error" } th { "Versions installed" } } }
+            thead { tr {
+                th { "Package" } th { "Published" } th { "Section" } th.num { "Hosts" } th.num { "OK" }
+                th.num { "Need upgrade" } th.num { "Error" } th { "Versions installed" }
+            } }
             tbody {
-                @for p in list {
-                    @let hosts: u32 = p.by_status.values().sum();
-                    @let pending: u32 = ["NEED-INSTALL", "NEED-UPGRADE", "NEED-REMOVE"].iter().map(|s| p.by_status.get(*s).copied().unwrap_or(0)).sum();
-                    tr data-package=(p.name) {
-                        td { a href=(format!("/hosts?q=pkg:{}", encode(&p.name))) { (p.name) } }
+                @for name in &names {
+                    @let fleet = by_name.get(name);
+                    @let count = |s: &str| fleet.and_then(|p| p.by_status.get(s).copied()).unwrap_or(0);
+                    @let hosts: u32 = fleet.map_or(0, |p| p.by_status.values().sum());
+                    @let pending = count("NEED-INSTALL") + count("NEED-UPGRADE") + count("NEED-REMOVE");
+                    tr data-package=(name) {
+                        td { a href=(format!("/hosts?q=pkg:{}", encode(name))) { (name) } }
+                        td { @match newest.get(name) {
+                            Some(v) => { (v[0].version.as_str()) @if v[0].maturity != "PROD" && !v[0].maturity.is_empty() { " " span.quiet { (v[0].maturity) } } @if v.len() > 1 { span.quiet { " (+" (v.len() - 1) " older)" } } },
+                            None => span.quiet { "not published" },
+                        } }
+                        td { (newest.get(name).map(|v| v[0].section.to_string()).unwrap_or_default()) }
                         td.num { (hosts) }
-                        td.num { (p.by_status.get("OK").copied().unwrap_or(0)) }
+                        td.num { (count("OK")) }
                         td.num { (pending) }
-                        td.num { (p.by_status.get("ERROR").copied().unwrap_or(0)) }
-                        td { @for (v, n) in &p.versions { span.version { (v) " × " (n) } " " } }
+                        td.num { (count("ERROR")) }
+                        td { @if let Some(p) = fleet { @for (v, n) in &p.versions { span.version { (v) " × " (n) } " " } } }
                     }
                 }
             }
@@ -328,20 +367,39 @@ pub fn packages(list: &[PackageSummary]) -> Markup {
     }
 }
 
-fn repo_table(repos: &[RepoLine]) -> Markup {
+fn repo_table(repos: &[(usize, &RepoView)], now: i64) -> Markup {
     html! {
         table.repos {
-            thead { tr { th { "Repository" } th { "Role" } th { "Upstream" } th.num { "Snapshot" } th.num { "Lag" } th { "State" } } }
+            thead { tr {
+                th { "Repository" } th { "Role" } th { "Upstream" } th.num { "Snapshot" } th.num { "Lag" }
+                th { "Last sync" } th { "Sync windows" } th.num { "Served" } th.num { "Stored" } th { "State" }
+            } }
             tbody {
-                @for r in repos {
-                    tr data-repo=(r.name.trim_start_matches([' ', '└', '─'])) {
-                        td { (r.name) " " span.quiet { (r.addr) } }
-                        td { (r.role) }
+                @for (depth, v) in repos {
+                    @let r = &v.line;
+                    tr data-repo=(r.name) {
+                        td {
+                            @if *depth > 0 { span.quiet { ("   ".repeat(depth - 1)) "└─ " } }
+                            (r.name) " " span.quiet { (r.addr) }
+                        }
+                        td { (r.role) @if !v.fill.is_empty() && r.role == "edge" { span.quiet { " " (v.fill) } } }
                         td { (r.upstream.clone().unwrap_or_default()) }
                         td.num { (r.sequence.map(|s| s.to_string()).unwrap_or_else(|| "-".into())) }
                         td.num { (r.lag.map(|s| s.to_string()).unwrap_or_else(|| "-".into())) }
+                        td { (v.last_sync.map(|t| ago(now, t)).unwrap_or_else(|| if r.role == "edge" { "never".into() } else { "-".into() })) }
+                        td {
+                            @if v.windows.is_empty() { span.quiet { "always" } } @else {
+                                (v.windows.join(", ")) " " span.quiet { (v.time_zone) }
+                                @if let Some(open) = v.window_open { " · " @if open { "open" } @else { "closed" } }
+                                @if let Some(next) = &v.window_changes { span.quiet { " until " (next) } }
+                                @if v.waiting_for_window { " " span.badge.pending { "waiting" } }
+                            }
+                        }
+                        td.num { (human_bytes(v.served_bytes)) }
+                        td.num { (human_bytes(v.stored_bytes)) }
                         td { @match &r.error { Some(e) => span.badge.error title=(e) { "ERROR" }, None => span.badge.ok { "ok" } } }
                     }
+                    @if let Some(e) = &r.error { tr.output { td {} td colspan="9" { span.error { (e) } } } }
                 }
             }
         }
@@ -349,28 +407,29 @@ fn repo_table(repos: &[RepoLine]) -> Markup {
 }
 
 /// Repositories as a tree: the main first, each edge under the upstream it syncs from.
-pub fn repos(list: &[RepoLine]) -> Markup {
-    let is_parent = |p: &RepoLine, r: &RepoLine| r.upstream.as_deref().is_some_and(|u| u == p.addr || u == p.name);
-    let roots: Vec<usize> = (0..list.len()).filter(|&i| !list.iter().any(|p| is_parent(p, &list[i]))).collect();
-    let mut ordered: Vec<(usize, usize)> = Vec::new();
-    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&i| (i, 0)).collect();
+pub fn repos(list: &[RepoView], now: i64) -> Markup {
+    repo_table(&tree(list), now)
+}
+
+/// The repositories in tree order with their depth.
+fn tree(list: &[RepoView]) -> Vec<(usize, &RepoView)> {
+    let is_parent = |p: &RepoView, r: &RepoView| r.line.upstream.as_deref().is_some_and(|u| u == p.line.addr);
+    let mut out: Vec<(usize, &RepoView)> = Vec::new();
+    let mut stack: Vec<(usize, usize)> =
+        (0..list.len()).rev().filter(|&i| !list.iter().any(|p| is_parent(p, &list[i]))).map(|i| (i, 0)).collect();
+    let mut seen = vec![false; list.len()];
     while let Some((i, depth)) = stack.pop() {
-        if ordered.iter().any(|(j, _)| *j == i) {
+        if std::mem::replace(&mut seen[i], true) {
             continue;
         }
-        ordered.push((i, depth));
+        out.push((depth, &list[i]));
         for c in (0..list.len()).rev().filter(|&c| is_parent(&list[i], &list[c])) {
             stack.push((c, depth + 1));
         }
     }
-    let tree: Vec<RepoLine> = ordered
-        .iter()
-        .map(|&(i, depth)| {
-            let indent = if depth == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(depth - 1)) };
-            RepoLine { name: format!("{indent}{}", list[i].name), ..list[i].clone() }
-        })
-        .collect();
-    repo_table(&tree)
+    // A loop of upstreams (misconfigured) still shows every repository.
+    out.extend((0..list.len()).filter(|&i| !seen[i]).map(|i| (0, &list[i])));
+    out
 }
 
 fn action_list(actions: &[ActionLine], now: i64) -> Markup {

@@ -121,6 +121,34 @@ pub struct RepoLine {
     pub error: Option<String>,
 }
 
+/// A repository as `console repos` and the web console show it: its line, and what it says of
+/// its content, schedule and service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoView {
+    /// Address, name, role, snapshot, lag, upstream, error.
+    pub line: RepoLine,
+    /// `immediate` or `on-demand` (edges).
+    pub fill: String,
+    /// Packages in the snapshot served.
+    pub packages: u64,
+    /// Bytes of files stored.
+    pub stored_bytes: u64,
+    /// Sync windows (empty: always).
+    pub windows: Vec<String>,
+    /// Their time zone.
+    pub time_zone: String,
+    /// Whether a window is open now (edges with windows).
+    pub window_open: Option<bool>,
+    /// When the windows next open or close, in their local time.
+    pub window_changes: Option<String>,
+    /// A newer snapshot waits for the next window.
+    pub waiting_for_window: bool,
+    /// When its last sync succeeded (edges; Unix seconds).
+    pub last_sync: Option<i64>,
+    /// Bytes it sent to clients since it started.
+    pub served_bytes: u64,
+}
+
 /// An action's line in `console actions`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionLine {

@@ -63,6 +63,13 @@ fn reports_actions_and_settings_still_decode() {
             output: None,
         }],
     };
+    let transfers = Section::Transfers([("edge:7443".to_string(), 5u64), ("main:7443".to_string(), 0)].into());
+    assert_golden(
+        "a transfers section",
+        &postcard::to_stdvec(&transfers).unwrap(),
+        "0c0209656467653a3734343305096d61696e3a3734343300",
+    );
+    assert_eq!(Inventory::from_sections([transfers]).transfers().map(|t| t["edge:7443"]), Some(5));
     let golden = "0b01010161030101310001020110636f6e666c6963747320776974682062010301016200";
     assert_golden("a typed packages section", &postcard::to_stdvec(&typed).unwrap(), golden);
     assert_eq!(postcard::from_bytes::<Section>(&decode(golden).unwrap()).unwrap(), typed);
@@ -108,6 +115,7 @@ fn central_messages_still_decode() {
             "001201000200000001046c796f6e010470632d2a04013219",
         ),
         (CentralRequest::Overview { stale_after: 86_400 }, "001380a305"),
+        (CentralRequest::ReposV2, "0015"),
         (CentralRequest::Generation, "0014"),
     ];
     for (request, golden) in requests {
@@ -126,6 +134,22 @@ fn central_messages_still_decode() {
     );
     let responses = [
         (CentralResponse::ReportApplied { sequence: 2 }, "000202"),
+        (
+            CentralResponse::ReposV2(vec![RepoView {
+                line: RepoLine {
+                    addr: "e:1".into(),
+                    name: "e".into(),
+                    role: "edge".into(),
+                    lag: Some(0),
+                    ..RepoLine::default()
+                },
+                windows: vec!["Mon 00:00-01:00".into()],
+                last_sync: Some(9),
+                served_bytes: 10,
+                ..RepoView::default()
+            }]),
+            "00150103653a31016504656467650001000000000000010f4d6f6e2030303a30302d30313a30300000000001120a",
+        ),
         (CentralResponse::Generation(7), "001407"),
         (
             CentralResponse::HostPage(HostPage {

@@ -214,6 +214,9 @@ pub enum Section {
     /// Outpost packages and the host's status, typed.
     #[serde(rename = "Packages")]
     PackagesV2 { host_status: HostStatus, packages: Vec<PackageReport> },
+    /// Bytes of packages fetched from each repository (its address) since the agent's state
+    /// was made: which repository serves this host, and how much the main had to send.
+    Transfers(BTreeMap<String, u64>),
 }
 
 /// Which section a [`Section`] is.
@@ -242,6 +245,8 @@ pub enum SectionKind {
     LastUpdate,
     /// [`Section::Snapshot`].
     Snapshot,
+    /// [`Section::Transfers`].
+    Transfers,
 }
 
 impl Section {
@@ -259,6 +264,7 @@ impl Section {
             Self::Packages { .. } | Self::PackagesV2 { .. } => SectionKind::Packages,
             Self::LastUpdate(_) => SectionKind::LastUpdate,
             Self::Snapshot(_) => SectionKind::Snapshot,
+            Self::Transfers(_) => SectionKind::Transfers,
         }
     }
 }
@@ -354,6 +360,14 @@ impl Inventory {
         match self.sections.get(&SectionKind::Software) {
             Some(Section::Software(s)) => s,
             _ => &[],
+        }
+    }
+
+    /// Bytes fetched from each repository, if reported.
+    pub fn transfers(&self) -> Option<&BTreeMap<String, u64>> {
+        match self.sections.get(&SectionKind::Transfers) {
+            Some(Section::Transfers(t)) => Some(t),
+            _ => None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{
     ActionLine, CentralError, FleetOverview, HostDetail, HostPage, HostPageQuery, HostQuery, HostSummary,
-    PackageSummary, PendingHost, RepoLine, Signed, SignedReport,
+    PackageSummary, PendingHost, RepoLine, RepoView, Signed, SignedReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,8 @@ pub enum CentralRequest {
     /// Console: central's change counter ([`CentralResponse::Generation`]): it moves whenever
     /// a report, an action, a result, an enrollment or a revocation is stored.
     Generation,
+    /// Console: repositories with their schedule and service ([`CentralResponse::ReposV2`]).
+    ReposV2,
 }
 
 /// An answer. Only ever add variants.
@@ -101,6 +103,8 @@ pub enum CentralResponse {
     Overview(FleetOverview),
     /// Central's change counter.
     Generation(u64),
+    /// Repositories with their schedule and service.
+    ReposV2(Vec<RepoView>),
 }
 
 #[derive(Serialize, Deserialize)]
