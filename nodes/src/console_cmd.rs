@@ -74,12 +74,13 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
             if a.json {
                 return print_json(&p);
             }
-            crate::out!("{:<32} {:<40} VERSIONS", "PACKAGE", "HOSTS BY STATUS");
+            let mut table = Table::new(&["PACKAGE", "HOSTS BY STATUS", "VERSIONS"]);
             for p in p {
                 let st: Vec<String> = p.by_status.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 let ve: Vec<String> = p.versions.iter().map(|(k, v)| format!("{k} ({v})")).collect();
-                crate::out!("{:<32} {:<40} {}", p.name, st.join(", "), ve.join(", "));
+                table.row(vec![p.name, st.join(", "), ve.join(", ")]);
             }
+            table.print();
             Ok(())
         }
         ConsoleCommand::Repos(a) => {
@@ -493,24 +494,24 @@ fn print_host(d: &HostDetail) {
             _ => {}
         }
     }
-    crate::out!("{:<13} {:<32} {:<14} {:<14} REASON", "STATUS", "PACKAGE", "INSTALLED", "TARGET");
+    let mut table = Table::new(&["STATUS", "PACKAGE", "INSTALLED", "TARGET", "REASON"]);
     for p in d.inventory.packages() {
-        crate::out!(
-            "{:<13} {:<32} {:<14} {:<14} {}",
-            p.status.as_str(),
-            p.name,
+        table.row(vec![
+            p.status.as_str().to_string(),
+            p.name.clone(),
             p.installed.clone().unwrap_or_default(),
             p.target.clone().unwrap_or_default(),
-            p.reason.clone().or_else(|| p.cause.as_ref().map(ToString::to_string)).unwrap_or_default()
-        );
+            p.reason.clone().or_else(|| p.cause.as_ref().map(ToString::to_string)).unwrap_or_default(),
+        ]);
         if p.status == outpost_protocol::resolver::PackageStatus::Error
             && let Some(o) = &p.output
         {
             for line in o.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
-                crate::out!("    | {line}");
+                table.note(format!("    | {line}"));
             }
         }
     }
+    table.print();
     for r in &d.actions {
         crate::out!("action:    {} {} {}: {}", r.id, r.kind, if r.ok { "ok" } else { "FAILED" }, r.message);
     }

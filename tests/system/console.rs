@@ -59,6 +59,14 @@ fn the_console_logs_in_once_and_says_what_is_wrong() {
     run(&["console", "hosts", "colour:red"]).fails_with("\"colour\" is not a filter");
     run(&["console", "hosts", "status:error", "--sort", "colour"]).refused_with("invalid value 'colour'");
 
+    // A central that does not answer: said after the stated time, not waited for forever.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    run(&["console", "hosts", "--server", &silent_addr]).fails_with("no answer within 10 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    drop(silent);
+
     // A second profile, made the default only when asked.
     login(&["--profile", "other"], &central).ok();
     let saved = std::fs::read_to_string(&profiles).unwrap();

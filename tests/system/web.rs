@@ -95,6 +95,7 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
     b.click(&format!("tr[data-host='{first}'] td a"));
     assert!(b.text("h1").contains(&first));
     assert!(b.count("table.packages tr[data-package]") > 0, "its packages are listed");
+    assert!(b.count("table.reports tr") > 0, "its recent reports are listed");
     let edge = b.text("table.transfers td");
     assert!(edge.contains(':'), "the repository that served it: {edge}");
     b.shot("3-host");
@@ -130,7 +131,27 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
         b.page_text().contains(&first) && b.page_text().contains("upgrade done")
     });
 
+    // Set packages from the page: the host's own package is published (signed here), then
+    // the host upgrades to it.
+    b.go(&format!("{base}/hosts?q=name:{first}"));
+    b.click(&format!("tr[data-host='{first}'] input[name=host]"));
+    b.type_into("form.act input[name=packages]", "demo-lib");
+    b.click("button[value=set-packages]");
+    assert_eq!(b.text("#reach"), "1");
+    b.click("#confirm");
+    b.wait_until(Duration::from_secs(30), "the host package to be published", |b| {
+        let t = b.page_text();
+        t.contains("relayed to") || t.contains("Not sent")
+    });
+    assert!(b.page_text().contains(&format!("Published {first}")), "{}", b.page_text());
+    b.go(&format!("{base}/host?name={first}"));
+    b.wait_until(Duration::from_secs(30), "the host to report its host package", |b| {
+        b.count(&format!("tr[data-package='{first}']")) == 1
+    });
+
     // Live: an action sent elsewhere shows on the open page without reloading it.
+    b.go(&format!("{base}/actions"));
+    b.wait_until(Duration::from_secs(20), "the actions page", |b| b.count("div.action") > 0);
     let before = b.count("div.action");
     let marker = b.js("window.__marker = 42; return window.__marker");
     run_in(

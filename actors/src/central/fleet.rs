@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
     FleetOverview, HostFilter, HostPage, HostPageQuery, HostQuery, HostSort, HostSummary, Inventory, MAX_PAGE,
-    PackageSummary, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
+    PackageSummary, ReportSeen, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
 };
 use outpost_protocol::resolver::{HostStatus, PackageStatus};
 
@@ -26,12 +26,22 @@ pub struct HostRow {
     pub snapshot_expired: bool,
     /// Set while this certificate is used by two machines at once (a cloned disk image).
     pub shared: Option<String>,
+    /// The reports applied since central started, oldest first (at most [`RECENT_REPORTS`]).
+    recent: std::collections::VecDeque<ReportSeen>,
 }
+
+/// Reports remembered per host for its page.
+pub const RECENT_REPORTS: usize = 10;
 
 impl HostRow {
     /// The certificate's fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.summary.fingerprint
+    }
+
+    /// Its recent reports, newest first.
+    pub fn recent(&self) -> Vec<ReportSeen> {
+        self.recent.iter().rev().cloned().collect()
     }
 }
 
@@ -282,36 +292,43 @@ impl Fleet {
 
     /// One page of the hosts `q` filters, in its order, and how many matched in all.
     pub fn page(&self, q: &HostPageQuery, online: &dyn Fn(&str) -> bool) -> HostPage {
-        let mut hits = self.matching(&q.filter);
+        let hits = self.matching(&q.filter);
         let total = hits.len() as u64;
+        // Each row's key is made once (not at every comparison): a deep page at 100,000 hosts
+        // orders them all.
         let rank = |r: &HostRow| match r.status {
             None => 0,
             Some(HostStatus::Ok) => 1,
             Some(HostStatus::NeedUpgrade) => 2,
             Some(HostStatus::Error) => 3,
         };
-        let order = |a: &&HostRow, b: &&HostRow| {
-            let (x, y) = (&a.summary, &b.summary);
-            let primary = match q.sort {
-                HostSort::Name => by_name(a, b),
-                HostSort::Status => rank(a).cmp(&rank(b)),
-                HostSort::Site => x.site.to_lowercase().cmp(&y.site.to_lowercase()),
-                HostSort::Ou => x.ou.to_lowercase().cmp(&y.ou.to_lowercase()),
-                HostSort::LastSeen => x.last_seen.cmp(&y.last_seen),
-                HostSort::Packages => x.packages.cmp(&y.packages),
-            };
+        let mut keyed: Vec<(i64, String, &HostRow)> = hits
+            .into_iter()
+            .map(|r| match q.sort {
+                HostSort::Name => (0, String::new(), r),
+                HostSort::Status => (rank(r), String::new(), r),
+                HostSort::Site => (0, r.summary.site.to_lowercase(), r),
+                HostSort::Ou => (0, r.summary.ou.to_lowercase(), r),
+                HostSort::LastSeen => (r.summary.last_seen, String::new(), r),
+                HostSort::Packages => (i64::from(r.summary.packages), String::new(), r),
+            })
+            .collect();
+        let order = |a: &(i64, String, &HostRow), b: &(i64, String, &HostRow)| {
+            let primary =
+                if q.sort == HostSort::Name { by_name(a.2, b.2) } else { a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)) };
             // Descending turns the column over; equal rows stay by name.
             let primary = if q.descending { primary.reverse() } else { primary };
-            primary.then_with(|| by_name(a, b))
+            primary.then_with(|| by_name(a.2, b.2))
         };
         let limit = if q.limit == 0 { MAX_PAGE } else { q.limit.min(MAX_PAGE) } as usize;
         let offset = q.offset as usize;
         // Only the page is put in order: the rest needs only to be after it.
-        if offset + limit < hits.len() {
-            hits.select_nth_unstable_by(offset + limit, order);
-            hits.truncate(offset + limit);
+        if offset + limit < keyed.len() {
+            keyed.select_nth_unstable_by(offset + limit, order);
+            keyed.truncate(offset + limit);
         }
-        hits.sort_unstable_by(order);
+        keyed.sort_unstable_by(order);
+        let hits: Vec<&HostRow> = keyed.into_iter().map(|(_, _, r)| r).collect();
         let hosts = hits.into_iter().skip(offset).map(|r| self.summary(r, online(r.fingerprint()))).collect();
         HostPage { total, offset: q.offset, hosts }
     }
@@ -395,6 +412,17 @@ impl Fleet {
         let mut v: Vec<PackageSummary> = out.into_values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Remembers a report applied to the host of `fingerprint` (for its page).
+    pub fn record_report(&mut self, fingerprint: &str, report: ReportSeen) {
+        if let Some(&id) = self.by_fingerprint.get(fingerprint) {
+            let recent = &mut self.rows[id as usize].recent;
+            if recent.len() == RECENT_REPORTS {
+                recent.pop_front();
+            }
+            recent.push_back(report);
+        }
     }
 
     /// Hosts by status (for the metrics).
@@ -560,6 +588,19 @@ mod tests {
         assert_eq!(joined, all);
         let first = f.page(&HostPageQuery { limit: 1, ..HostPageQuery::default() }, &|fp| fp == "fp0");
         assert!(first.hosts[0].online, "the online flag is filled in");
+    }
+
+    #[test]
+    fn a_host_keeps_its_last_reports_newest_first() {
+        let mut f = Fleet::default();
+        f.update("fp1", "u1", &inventory("a.ex", "OK", &[]), &ALL, 1, 1);
+        for seq in 1..=12u64 {
+            f.record_report("fp1", ReportSeen { sequence: seq, at: seq as i64, sections: vec![SectionKind::Packages] });
+        }
+        f.record_report("unknown", ReportSeen::default());
+        let recent = f.by_fingerprint("fp1").unwrap().recent();
+        let seqs: Vec<u64> = recent.iter().map(|r| r.sequence).collect();
+        assert_eq!(seqs, (3..=12).rev().collect::<Vec<_>>(), "the last ten, newest first");
     }
 
     #[test]

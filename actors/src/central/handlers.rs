@@ -205,6 +205,10 @@ impl Handler<Handle> for Central {
             (CentralRequest::Generation, _) => {
                 (CentralResponse::Generation(self.generation.load(std::sync::atomic::Ordering::Relaxed)), vec![])
             }
+            (CentralRequest::HostV2(name), _) => match self.host_detail_v2(&name) {
+                Ok(d) => (CentralResponse::HostV2(Box::new(d)), vec![]),
+                Err(e) => (e, vec![]),
+            },
             (CentralRequest::Host(name), _) => match self.host_detail(&name) {
                 Ok(d) => (CentralResponse::Host(Box::new(d)), vec![]),
                 Err(e) => (e, vec![]),

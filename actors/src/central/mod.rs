@@ -26,8 +26,8 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use outpost_protocol::central::{
-    Action, AgentSettingsDoc, CentralResponse, HostActionResult, HostDetail, HostNames, Inventory, PendingHost, Report,
-    ReportDecision, Section, Signed, decide, status_text,
+    Action, AgentSettingsDoc, CentralResponse, HostActionResult, HostDetail, HostDetailV2, HostNames, Inventory,
+    PendingHost, Report, ReportDecision, ReportSeen, Section, Signed, decide, status_text,
 };
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
@@ -318,6 +318,10 @@ impl Central {
     fn applied(&mut self, a: &Applied) {
         let clashed = self.fleet.by_fingerprint(&a.fingerprint).and_then(|r| self.fleet.clash(r)).is_some();
         self.fleet.update(&a.fingerprint, &a.uuid, &a.partial, &a.changed, a.seen, a.sequence);
+        self.fleet.record_report(
+            &a.fingerprint,
+            ReportSeen { sequence: a.sequence, at: a.seen, sections: a.changed.clone() },
+        );
         if !clashed && let Some(clash) = self.fleet.by_fingerprint(&a.fingerprint).and_then(|r| self.fleet.clash(r)) {
             tracing::warn!(fingerprint = a.fingerprint, uuid = a.uuid, "identity clash: {clash}");
         }
@@ -360,6 +364,12 @@ impl Central {
                 ),
             )),
         }
+    }
+
+    fn host_detail_v2(&self, name: &str) -> Result<HostDetailV2, CentralResponse> {
+        let detail = self.host_detail(name)?;
+        let reports = self.one_host(name)?.recent();
+        Ok(HostDetailV2 { detail, reports })
     }
 
     fn host_detail(&self, name: &str) -> Result<HostDetail, CentralResponse> {

@@ -173,6 +173,7 @@ async fn handle_stream(
         | CentralRequest::Overview { .. }
         | CentralRequest::Generation
         | CentralRequest::Host(_)
+        | CentralRequest::HostV2(_)
         | CentralRequest::Packages
         | CentralRequest::Actions
         | CentralRequest::Pending

@@ -198,7 +198,7 @@ fn web_pages(url: &str) -> Result<String> {
     let mut out = String::new();
     for (what, path) in [
         ("hosts view, first page of 50 by name", "/hosts"),
-        ("hosts view, `status:ERROR` sorted by last report", "/hosts?q=status:ERROR&sort=seen&desc=1"),
+        ("hosts view, `status:OK` (every host) by last report, newest first", "/hosts?q=status:OK&sort=seen&desc=1"),
         ("hosts view, page 1000 of 2000 by site", "/hosts?sort=site&page=1000"),
         ("hosts view, `sw:rare-tool name:h01*`", "/hosts?q=sw:rare-tool+name:h01*"),
         ("dashboard (counts by status and site, stale hosts)", "/"),

@@ -374,10 +374,10 @@ struct HostParams {
 }
 
 async fn host(State(web): State<Arc<Web>>, Query(p): Query<HostParams>) -> Response {
-    match web.ask(CentralRequest::Host(p.name.clone())).await {
-        Ok(CentralResponse::Host(d)) => {
-            let title = d.summary.fqdn.clone();
-            let main = pages::host(&d, unix_now());
+    match web.ask(CentralRequest::HostV2(p.name.clone())).await {
+        Ok(CentralResponse::HostV2(d)) => {
+            let title = d.detail.summary.fqdn.clone();
+            let main = pages::host(&d.detail, &d.reports, unix_now());
             respond(web.frame(&title, "hosts"), p.fragment.is_some(), &maud::html! {}, main)
         }
         Ok(CentralResponse::Error { message, .. }) => failed(&web, "Host", &anyhow::anyhow!(message)),

@@ -5,7 +5,8 @@
 
 use maud::{DOCTYPE, Markup, html};
 use outpost_protocol::central::{
-    ActionLine, FleetOverview, HostDetail, HostPage, HostSort, HostSummary, PackageSummary, RepoView, Section,
+    ActionLine, FleetOverview, HostDetail, HostPage, HostSort, HostSummary, PackageSummary, RepoView, ReportSeen,
+    Section,
 };
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::snapshot::Head;
@@ -246,7 +247,7 @@ pub fn hosts(
 }
 
 /// One host.
-pub fn host(d: &HostDetail, now: i64) -> Markup {
+pub fn host(d: &HostDetail, reports: &[ReportSeen], now: i64) -> Markup {
     let s = &d.summary;
     html! {
         h1 { (s.fqdn) " " (badge(&s.status)) @if s.revoked { " " span.badge.error { "REVOKED" } } }
@@ -300,6 +301,15 @@ pub fn host(d: &HostDetail, now: i64) -> Markup {
                         tr.output { td {} td colspan="4" { details { summary { "hook output" } pre { (o) } } } }
                     }
                 }
+            }
+        }
+        h2 { "Recent reports" }
+        @if reports.is_empty() { p.quiet { "No report since central started." } }
+        table.reports {
+            @for r in reports {
+                tr { td { "#" (r.sequence) } td { (ago(now, r.at)) } td.quiet {
+                    (r.sections.iter().map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).collect::<Vec<_>>().join(", "))
+                } }
             }
         }
         h2 { "Recent actions" }

@@ -74,6 +74,26 @@ pub struct HostDetail {
     pub actions: Vec<HostActionResult>,
 }
 
+/// A report central applied, as a host's page lists the recent ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSeen {
+    /// Its sequence number.
+    pub sequence: u64,
+    /// When it was applied (Unix seconds).
+    pub at: i64,
+    /// The sections it carried.
+    pub sections: Vec<super::SectionKind>,
+}
+
+/// `console host NAME` with the host's recent reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDetailV2 {
+    /// What [`HostDetail`] says.
+    pub detail: HostDetail,
+    /// The reports applied since central started, newest first (at most ten).
+    pub reports: Vec<ReportSeen>,
+}
+
 /// Which hosts `console hosts` lists (all filters must hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostQuery {

@@ -150,6 +150,13 @@ fn central_messages_still_decode() {
             }]),
             "00150103653a31016504656467650001000000000000010f4d6f6e2030303a30302d30313a30300000000001120a",
         ),
+        (
+            CentralResponse::HostV2(Box::new(HostDetailV2 {
+                detail: HostDetail::default(),
+                reports: vec![ReportSeen { sequence: 3, at: 4, sections: vec![SectionKind::Packages] }],
+            })),
+            "001600000000000000000000000000000103080108",
+        ),
         (CentralResponse::Generation(7), "001407"),
         (
             CentralResponse::HostPage(HostPage {

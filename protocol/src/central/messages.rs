@@ -1,7 +1,7 @@
 //! The messages between agents, consoles and central, and their framing.
 
 use super::{
-    ActionLine, CentralError, FleetOverview, HostDetail, HostPage, HostPageQuery, HostQuery, HostSummary,
+    ActionLine, CentralError, FleetOverview, HostDetail, HostDetailV2, HostPage, HostPageQuery, HostQuery, HostSummary,
     PackageSummary, PendingHost, RepoLine, RepoView, Signed, SignedReport,
 };
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,8 @@ pub enum CentralRequest {
     Generation,
     /// Console: repositories with their schedule and service ([`CentralResponse::ReposV2`]).
     ReposV2,
+    /// Console: one host with its recent reports ([`CentralResponse::HostV2`]).
+    HostV2(String),
 }
 
 /// An answer. Only ever add variants.
@@ -105,6 +107,8 @@ pub enum CentralResponse {
     Generation(u64),
     /// Repositories with their schedule and service.
     ReposV2(Vec<RepoView>),
+    /// One host with its recent reports.
+    HostV2(Box<HostDetailV2>),
 }
 
 #[derive(Serialize, Deserialize)]
