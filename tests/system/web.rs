@@ -166,7 +166,10 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
         b.count("div.action") > before
     });
     assert_eq!(b.js("return window.__marker"), marker, "the page was not reloaded, only its main part");
-    assert!(waited < Duration::from_secs(5), "shown {waited:?} after it was sent");
+    eprintln!("the new action showed on the open page {waited:?} after central had it");
+    // Central answers the relay once it has stored the action; the page shows it within 2 s
+    // (asked every second here, central every half second there), plus the test's own polling.
+    assert!(waited < Duration::from_millis(2500), "shown {waited:?} after it was sent");
     b.shot("5-actions-live");
 
     // A view-only certificate: no action buttons, and central refuses its actions anyway.

@@ -30,6 +30,9 @@ pub struct Guard {
     pub csrf: String,
     /// `host:port` values the Host header may have.
     pub hosts: Vec<String>,
+    /// Listening on every address: any IP address of this machine may be in the Host header
+    /// (with this port); names only as listed.
+    pub any_ip: Option<u16>,
     /// The cookie's name (the port is in it: cookies are per host, not per port).
     pub cookie: String,
 }
@@ -41,7 +44,21 @@ impl Guard {
         for local in ["127.0.0.1", "localhost", "[::1]"] {
             hosts.push(format!("{local}:{port}"));
         }
-        Self { secret, csrf, hosts, cookie: format!("outpost_console_{port}") }
+        Self { secret, csrf, hosts, any_ip: None, cookie: format!("outpost_console_{port}") }
+    }
+
+    /// The same, listening on every address of this machine (`0.0.0.0`, `[::]`).
+    pub fn on_every_address(mut self, port: u16) -> Self {
+        self.any_ip = Some(port);
+        self
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        // An address literal (a DNS-rebinding page would send its own name, not an address).
+        self.any_ip.is_some_and(|port| host.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() == port))
     }
 
     /// Judges a request from its method, path, query and headers (`form_csrf`: the CSRF
@@ -55,7 +72,7 @@ impl Guard {
         form_csrf: Option<&str>,
     ) -> Verdict {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        if !self.host_allowed(host) {
             return Verdict::Deny("this console answers only to its own address");
         }
         let given = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("secret=")).map(|v| v.to_string()));
@@ -132,6 +149,22 @@ mod tests {
         let other_port = ("cookie", "outpost_console_7446=s3cret");
         assert!(matches!(g.judge(&Method::GET, "/", None, &headers(&[host, other_port]), None), Verdict::Deny(_)));
         assert!(g.set_cookie().contains("HttpOnly") && g.set_cookie().contains("SameSite=Strict"));
+    }
+
+    #[test]
+    fn on_every_address_any_address_literal_of_its_port_is_accepted_but_no_other_name() {
+        let g = Guard::new("s".into(), "t".into(), 7445, &["wall.example".into()]).on_every_address(7445);
+        let cookie = ("cookie", "outpost_console_7445=s");
+        for (host, ok) in [
+            ("192.168.1.20:7445", true),
+            ("[fe80::1]:7445", true),
+            ("wall.example:7445", true),
+            ("192.168.1.20:80", false),
+            ("evil.example:7445", false),
+        ] {
+            let v = g.judge(&Method::GET, "/", None, &headers(&[("host", host), cookie]), None);
+            assert_eq!(v == Verdict::Allow, ok, "{host}: {v:?}");
+        }
     }
 
     #[test]

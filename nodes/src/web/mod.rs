@@ -102,9 +102,18 @@ pub fn serve(args: &ConsoleWebArgs) -> Result<()> {
             .await
             .with_context(|| format!("--listen {listen}: the address is in use or not this machine's"))?;
         let bound = listener.local_addr()?;
-        let names = if listen.ip().is_unspecified() { vec![] } else { vec![bound.ip().to_string()] };
-        let guard = Guard::new(random_hex()?, random_hex()?, bound.port(), &names);
-        let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+        let guard = if listen.ip().is_unspecified() {
+            Guard::new(random_hex()?, random_hex()?, bound.port(), &host_names()).on_every_address(bound.port())
+        } else {
+            let ip = bound.ip();
+            let literal = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            Guard::new(random_hex()?, random_hex()?, bound.port(), &[literal])
+        };
+        let host = match bound.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            ip if ip.is_ipv6() => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
         let url = format!("http://{host}:{}/?secret={}", bound.port(), guard.secret);
         let web = Arc::new(Web {
             subject: me.subject.clone(),
@@ -519,6 +528,23 @@ async fn send(web: &Arc<Web>, kind: &str, packages: Vec<String>, hosts: Vec<Stri
         CentralResponse::Error { message, .. } => bail!("central refused: {message}"),
         other => bail!("unexpected answer {other:?}"),
     }
+}
+
+/// This machine's own names, which a browser on another machine may use to reach it.
+fn host_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for var in ["HOSTNAME", "COMPUTERNAME"] {
+        if let Ok(n) = std::env::var(var) {
+            names.push(n);
+        }
+    }
+    if let Ok(n) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(n.trim().to_string());
+    }
+    names.retain(|n| !n.is_empty());
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn random_hex() -> Result<String> {
