@@ -13,9 +13,9 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
 
-/// The `outpost` command, with no password or log settings inherited from the caller.
-pub fn outpost() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+/// Keeps the caller's passwords, log settings, configuration and console profiles away from a
+/// command a test runs.
+fn scrub(cmd: &mut Command) {
     for var in [
         "OUTPOST_KEY_PASSWORD",
         "OUTPOST_CA_PASSWORD",
@@ -32,6 +32,12 @@ pub fn outpost() -> Command {
     }
     // The user's own console profiles never reach a test (a test sets its own file).
     cmd.env("OUTPOST_CONSOLE_PROFILES", std::env::temp_dir().join("outpost-tests-no-profiles/console.toml"));
+}
+
+/// The `outpost` command, with no password or log settings inherited from the caller.
+pub fn outpost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    scrub(&mut cmd);
     cmd.stdin(std::process::Stdio::null());
     cmd
 }
@@ -92,22 +98,7 @@ pub fn run_limited(dir: &Path, args: &[&str], kib: u64) -> Run {
         .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_outpost"));
     cmd.args(args).stdin(std::process::Stdio::null());
-    for var in [
-        "OUTPOST_KEY_PASSWORD",
-        "OUTPOST_CA_PASSWORD",
-        "OUTPOST_LOG",
-        "OUTPOST_CONFIG",
-        "SOURCE_DATE_EPOCH",
-        "OUTPOST_SERVER",
-        "OUTPOST_CA",
-        "OUTPOST_CERT",
-        "OUTPOST_KEY",
-        "OUTPOST_PROFILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    // The user's own console profiles never reach a test (a test sets its own file).
-    cmd.env("OUTPOST_CONSOLE_PROFILES", std::env::temp_dir().join("outpost-tests-no-profiles/console.toml"));
+    scrub(&mut cmd);
     Run::from(&cmd.output().expect("sh runs"))
 }
 
@@ -197,4 +188,29 @@ impl Drop for Stop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `outpost demo --keep-running` with `agents` agents in `work/demo`: returns it (stopped when
+/// dropped) and its `demo.json` once `ready` holds for it.
+pub fn demo(work: &Path, agents: usize, ready: impl Fn(&serde_json::Value) -> bool) -> (Stop, serde_json::Value) {
+    let dir = work.join("demo");
+    let log = std::fs::File::create(work.join("demo.log")).unwrap();
+    let child = outpost()
+        .args(["demo", "--keep-running", "--agents", &agents.to_string(), "--dir", dir.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut demo = Stop(child);
+    let info = crate::cluster::wait_for(std::time::Duration::from_secs(240), "the demo to be up", || {
+        if let Ok(Some(status)) = demo.0.try_wait() {
+            panic!(
+                "the demo exited ({status}):\n{}",
+                std::fs::read_to_string(work.join("demo.log")).unwrap_or_default()
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("demo.json")).ok()?).ok()?;
+        ready(&v).then_some(v)
+    });
+    (demo, info)
 }

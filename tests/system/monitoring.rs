@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::{next_ip, tcp_port, wait_for};
-use crate::common::{Stop, outpost, root, run_in};
+use crate::common::{Stop, demo, root, run_in};
 
 const LIMIT: Duration = Duration::from_secs(240);
 
@@ -53,25 +53,9 @@ fn prometheus_sees_what_the_console_says_on_the_demo_topology() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
+    // (The demo is stopped with SIGTERM when dropped, even when an assertion fails.)
+    let (demo, info) = demo(work.path(), 6, |_| true);
     let dir = work.path().join("demo");
-    let log = std::fs::File::create(work.path().join("demo.log")).unwrap();
-    let demo = outpost()
-        .args(["demo", "--keep-running", "--agents", "6", "--dir", dir.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut demo = Stop(demo);
-    // (`demo` is stopped with SIGTERM when dropped, even when an assertion fails.)
-    let info: Value = wait_for(LIMIT, "the demo to be up", || {
-        if let Ok(Some(status)) = demo.0.try_wait() {
-            panic!(
-                "the demo exited ({status}):\n{}",
-                std::fs::read_to_string(work.path().join("demo.log")).unwrap_or_default()
-            );
-        }
-        serde_json::from_slice(&std::fs::read(dir.join("demo.json")).ok()?).ok()
-    });
     if Path::new("/usr/sbin/dnsmasq").exists() {
         assert!(info["dnsmasq"].is_string(), "Lyon's agents use DNS SRV records from dnsmasq: {info}");
     }

@@ -10,10 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::wait_for;
-use crate::common::{Stop, outpost, run_in};
+use crate::common::{Stop, demo, outpost, run_in};
 use crate::webdriver::{Browser, browsers};
-
-const LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
 fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
@@ -22,26 +20,9 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
+    // (The demo is stopped with SIGTERM when dropped, even when an assertion fails.)
+    let (_demo, info) = demo(work.path(), 6, |v| v["web"].is_string());
     let dir = work.path().join("demo");
-    let log = std::fs::File::create(work.path().join("demo.log")).unwrap();
-    let demo = outpost()
-        .args(["demo", "--keep-running", "--agents", "6", "--dir", dir.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut demo = Stop(demo);
-    // (`demo` is stopped with SIGTERM when dropped, even when an assertion fails.)
-    let info: Value = wait_for(LIMIT, "the demo and its web console to be up", || {
-        if let Ok(Some(status)) = demo.0.try_wait() {
-            panic!(
-                "the demo exited ({status}):\n{}",
-                std::fs::read_to_string(work.path().join("demo.log")).unwrap_or_default()
-            );
-        }
-        let v: Value = serde_json::from_slice(&std::fs::read(dir.join("demo.json")).ok()?).ok()?;
-        v["web"].is_string().then_some(v)
-    });
     let url = info["web"].as_str().unwrap().to_string();
     let base = url.split("/?").next().unwrap().to_string();
     let admin = &info["admin"];
