@@ -19,6 +19,7 @@ mod progress;
 mod repo_cmd;
 mod secrets;
 mod server_cmd;
+mod templates;
 mod wapt_cmd;
 mod web;
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Console(c) => console_cmd::console(c),
         Command::Agent(AgentCommand::Enroll(a)) => agent_cmd::agent_enroll(a),
         Command::Agent(AgentCommand::Inventory(a)) => agent_cmd::read(a, &Agent::Inventory),
+        Command::Pkg(PkgCommand::New(a)) => pkg_cmd::new(a),
         Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
         Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),
         Command::Pkg(PkgCommand::Show(a)) => pkg_cmd::show(a),

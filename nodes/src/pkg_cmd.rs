@@ -1,4 +1,4 @@
-//! `outpost pkg build | verify | show`.
+//! `outpost pkg new | build | verify | show`.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -11,13 +11,43 @@ use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
 
-use crate::cli::{PkgBuildArgs, PkgShowArgs, PkgVerifyArgs};
+use crate::cli::{PkgBuildArgs, PkgNewArgs, PkgShowArgs, PkgVerifyArgs};
 use crate::output::human_bytes;
 use crate::packaging;
 use crate::progress::Progress;
 use crate::secrets::{self, load_signer};
 use crate::signing_time;
+use crate::templates::{self, Template};
 use outpost_actors::clock::unix_now;
+
+/// `outpost pkg new`
+pub fn new(args: &PkgNewArgs) -> Result<()> {
+    let template = Template::parse(&args.template).expect("checked by the flag's parser");
+    let dir = args.out.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let maintainer = args
+        .maintainer
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .unwrap_or_default();
+    let made = templates::create(&dir, &args.name, template, &maintainer)?;
+    for p in &made {
+        crate::out!("{}", p.display());
+    }
+    eprintln!(
+        "Made {} ({} package). Edit WAPT/control (version, description, depends…){}, then:\n  outpost pkg build {} --cert SIGNER.crt --key SIGNER.key [--publish REPO:7443 --ca ca.crt]\ndocs/packaging.md describes every field and the hook contract.",
+        dir.display(),
+        args.template,
+        match template {
+            Template::Files => " and put the files in payload/",
+            Template::Deb | Template::Rpm | Template::Msi | Template::Exe => " and put the installer beside the hook",
+            Template::Config => " and agent.toml",
+            _ => "",
+        },
+        dir.display()
+    );
+    Ok(())
+}
 
 /// `outpost pkg build`
 pub fn build(args: &PkgBuildArgs) -> Result<PathBuf> {
@@ -32,6 +62,24 @@ pub fn build(args: &PkgBuildArgs) -> Result<PathBuf> {
         signer.info().subject
     );
     crate::out!("{}", built.path.display());
+    if let (Some(repo), Some(ca)) = (&args.publish, &args.ca) {
+        let client = crate::cli::ClientArgs {
+            repo: repo.clone(),
+            ca: ca.clone(),
+            cert: args.signing.cert.clone(),
+            key: args.signing.key.clone(),
+            password_file: args.signing.password_file.clone(),
+            min_rate: "16KiB".into(),
+        };
+        let p = packaging::publish(&client, &built.path)?;
+        eprintln!(
+            "Published {} {} to {repo}: snapshot {}{}",
+            p.name,
+            p.version,
+            p.sequence,
+            if p.replaced { " (replaced the same version)" } else { "" }
+        );
+    }
     Ok(built.path)
 }
 

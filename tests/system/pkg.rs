@@ -254,3 +254,75 @@ fn expired_certificates_are_refused() {
     drop(out);
     s.verify(&file).fails_with("expired on");
 }
+
+/// The first steps of the README and docs/packaging.md, as a new user takes them: a package from
+/// a template, built and published in one step, installed by an agent, its hook run.
+#[test]
+fn a_new_user_goes_from_a_template_to_an_installed_package() {
+    let c = crate::cluster::Cluster::new();
+    let main = c.main(&[]);
+    let (cert, key) = c.pki.issue("signer", "Packaging Team", &[]);
+    let dir = c.dir();
+    let made = run_in(dir, &["pkg", "new", "tis-hello", "--template", "files", "--maintainer", "Alice"]).ok();
+    assert!(made.stderr.contains("pkg build tis-hello"), "it says what to do next: {}", made.stderr);
+    // Templates for every kind build as they are.
+    for t in ["deb", "rpm", "msi", "exe", "config", "group", "unit", "profile", "host"] {
+        let name = format!("tis-{t}");
+        run_in(dir, &["pkg", "new", &name, "--template", t]).ok();
+        run_in(
+            dir,
+            &[
+                "pkg",
+                "build",
+                &name,
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--out",
+                "built",
+            ],
+        )
+        .ok();
+    }
+    run_in(dir, &["pkg", "new", "tis-hello", "--template", "files"]).fails_with("already exists");
+    run_in(dir, &["pkg", "new", "x", "--template", "jar"]).refused_with("invalid value 'jar'");
+
+    // The user puts a file in the payload and points the hook at a folder of theirs.
+    std::fs::write(dir.join("tis-hello/payload/hello.txt"), "Hello from Outpost\n").unwrap();
+    let target = dir.join("installed-hello");
+    let hook = std::fs::read_to_string(dir.join("tis-hello/setup.sh")).unwrap();
+    assert!(hook.contains("target=\"/opt/tis-hello\""), "{hook}");
+    std::fs::write(dir.join("tis-hello/setup.sh"), hook.replace("/opt/tis-hello", target.to_str().unwrap())).unwrap();
+    let ca = c.pki.ca();
+    let built = run_in(
+        dir,
+        &[
+            "pkg",
+            "build",
+            "tis-hello",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            "dist",
+            "--publish",
+            &main.addr,
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(built.stderr.contains("Published tis-hello 1.0-1"), "{}", built.stderr);
+    assert!(dir.join("dist/tis-hello_1.0-1_PROD.outpost").is_file(), "the name docs/packaging.md gives");
+    run_in(dir, &["pkg", "verify", "dist/tis-hello_1.0-1_PROD.outpost", "--trust", ca.to_str().unwrap()]).ok();
+
+    let host = crate::agent::Host::new(&c, "pc-new.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["install", "tis-hello"]).ok();
+    assert_eq!(host.package("tis-hello").unwrap()["status"], "OK");
+    assert_eq!(std::fs::read_to_string(target.join("hello.txt")).unwrap(), "Hello from Outpost\n");
+    host.run(&["audit"]).ok();
+    host.run(&["remove", "tis-hello"]).ok();
+    assert!(!target.exists(), "the uninstall hook removed it");
+}

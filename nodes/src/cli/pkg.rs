@@ -8,6 +8,9 @@ use clap::{Args, Subcommand};
 /// `outpost pkg …`
 #[derive(Debug, Subcommand)]
 pub enum PkgCommand {
+    /// Make a package source folder from a template, ready for `pkg build` (see
+    /// docs/packaging.md).
+    New(PkgNewArgs),
     /// Build a signed package from SRC_DIR (WAPT/control, payload, optional setup.sh/setup.ps1).
     Build(PkgBuildArgs),
     /// Check a package: certificate chain, key usages, signature and every byte.
@@ -18,6 +21,23 @@ pub enum PkgCommand {
     Publish(PkgPublishArgs),
     /// Remove a package (all versions, or NAME=VERSION) from the main repository.
     Unpublish(PkgUnpublishArgs),
+}
+
+/// `outpost pkg new`
+#[derive(Debug, Args)]
+pub struct PkgNewArgs {
+    /// The package's name (for `unit`: the OU's distinguished name; for `host`: the host's FQDN).
+    pub name: String,
+    /// files, deb, rpm, msi, exe (installers driven by setup.sh / setup.ps1), config (agent
+    /// settings), group, unit, profile, host (dependencies only).
+    #[arg(long, value_parser = ["files", "deb", "rpm", "msi", "exe", "config", "group", "unit", "profile", "host"])]
+    pub template: String,
+    /// The folder to make (default: NAME in the current folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The control's `maintainer` (default: your user name).
+    #[arg(long)]
+    pub maintainer: Option<String>,
 }
 
 /// `outpost pkg publish`
@@ -63,6 +83,12 @@ pub struct PkgBuildArgs {
     /// Where to write the package (default: the current folder).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
+    /// Also publish it to the main repository at ADDR (host:port), with the signing certificate.
+    #[arg(long, value_name = "ADDR", requires = "ca")]
+    pub publish: Option<String>,
+    /// The organisation CA certificate (to reach the repository with --publish).
+    #[arg(long, value_name = "CA.crt")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `outpost pkg verify`
