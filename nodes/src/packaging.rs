@@ -99,17 +99,35 @@ pub struct Published {
 
 /// Uploads the package `file` to the repository of `args`, with a progress bar.
 pub fn publish(args: &ClientArgs, file: &Path) -> Result<Published> {
-    let size = std::fs::metadata(file).with_context(|| format!("{}", file.display()))?.len();
-    let path = file.to_path_buf();
+    Ok(publish_all(args, &[file.to_path_buf()])?.remove(0))
+}
+
+/// Uploads the package `files` to the repository of `args`, published in one snapshot, all or
+/// none; with a progress bar.
+pub fn publish_all(args: &ClientArgs, files: &[PathBuf]) -> Result<Vec<Published>> {
+    let mut size = 0;
+    for f in files {
+        size += std::fs::metadata(f).with_context(|| format!("{}", f.display()))?.len();
+    }
+    let paths = files.to_vec();
     let response = with_repo(args, move |client, _| async move {
         let progress = Progress::bytes("uploading", size);
-        let r = client.publish(&path, &mut |n| progress.set(n)).await;
+        let r = client.publish_all(&paths, &mut |n| progress.set(n)).await;
         progress.finish();
         Ok(r?)
     })
-    .with_context(|| format!("publishing {}", file.display()))?;
-    let Response::Published { sequence, name, version, replaced } = response else {
-        bail!("unexpected answer: {response:?}");
-    };
-    Ok(Published { sequence, name, version, replaced })
+    .with_context(|| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        format!("publishing {}", names.join(", "))
+    })?;
+    match response {
+        Response::Published { sequence, name, version, replaced } => {
+            Ok(vec![Published { sequence, name, version, replaced }])
+        }
+        Response::PublishedMany { sequence, packages } => Ok(packages
+            .into_iter()
+            .map(|p| Published { sequence, name: p.name, version: p.version, replaced: p.replaced })
+            .collect()),
+        other => bail!("unexpected answer: {other:?}"),
+    }
 }

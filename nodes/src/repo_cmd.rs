@@ -392,12 +392,16 @@ pub fn pull(args: &RepoPullArgs) -> Result<()> {
 
 /// `outpost pkg publish`
 pub fn publish(args: &PkgPublishArgs) -> Result<()> {
-    let packaging::Published { sequence, name, version, replaced } = packaging::publish(&args.client, &args.file)?;
-    crate::out!(
-        "Published {name} {version} to {}: snapshot {sequence}{}",
-        args.client.repo,
-        if replaced { " (replaced the same version)" } else { "" }
-    );
+    for p in packaging::publish_all(&args.client, &args.files)? {
+        crate::out!(
+            "Published {} {} to {}: snapshot {}{}",
+            p.name,
+            p.version,
+            args.client.repo,
+            p.sequence,
+            if p.replaced { " (replaced the same version)" } else { "" }
+        );
+    }
     Ok(())
 }
 

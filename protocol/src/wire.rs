@@ -55,6 +55,9 @@ pub enum Request {
     /// The repository's state with its last sync and the bytes it served
     /// ([`Response::StatusV3`]); older repositories answer an error.
     StatusV3,
+    /// Publish several package archives in one snapshot, all or none: their sizes, then the
+    /// archives one after the other ([`Response::PublishedMany`]).
+    PublishMany { sizes: Vec<u64> },
 }
 
 /// An answer.
@@ -76,7 +79,23 @@ pub enum Response {
     StatusV2(RepoStatusV2),
     /// The repository's state with its last sync and the bytes it served.
     StatusV3(RepoStatusV3),
+    /// Several packages were published in one snapshot.
+    PublishedMany { sequence: u64, packages: Vec<PublishedPackage> },
 }
+
+/// One package of a [`Response::PublishedMany`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPackage {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// True when it replaced the same version.
+    pub replaced: bool,
+}
+
+/// Most archives in one [`Request::PublishMany`].
+pub const MAX_PUBLISH_MANY: usize = 256;
 
 /// Kinds of error answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +289,7 @@ mod golden {
             ),
             (Request::Unpublish { name: "a".into(), version: Some("1".into()) }, "00060161010131"),
             (Request::StatusV2, "0008"),
+            (Request::PublishMany { sizes: vec![10, 20] }, "000a020a14"),
             (Request::StatusV3, "0009"),
         ];
         for (request, golden) in requests {
@@ -285,6 +305,13 @@ mod golden {
             ),
             (Response::Error { code: ErrorCode::Stale, message: "old".into() }, "000506036f6c64"),
             (Response::StatusV2(RepoStatusV2::default()), "0006000000000000000000000000000000000000"),
+            (
+                Response::PublishedMany {
+                    sequence: 4,
+                    packages: vec![PublishedPackage { name: "a".into(), version: "1".into(), replaced: false }],
+                },
+                "000804010161013100",
+            ),
             (
                 Response::StatusV3(RepoStatusV3 { last_sync: Some(5), served_bytes: 300, ..RepoStatusV3::default() }),
                 "0007000000000000000000000000000000000000010aac02",

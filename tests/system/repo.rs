@@ -493,3 +493,42 @@ fn a_main_restored_from_an_older_backup_moves_edges_and_agents_on_through_a_sign
     run_in(c.dir(), &["repo", "set-lineage", lineage.to_str().unwrap(), "--data", &data, "--ca", ca.to_str().unwrap()])
         .fails_with("already serves lineage 1");
 }
+
+/// `pkg publish A B C`: one snapshot for all of them, or none of them when one is refused.
+#[test]
+fn several_packages_are_published_in_one_snapshot_or_not_at_all() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let first = c.publish(&c.package("alpha", "1", &[("a.txt", b"a")]), &main.addr);
+    let files: Vec<std::path::PathBuf> =
+        ["beta", "gamma", "delta"].iter().map(|n| c.package(n, "1", &[("f.txt", n.as_bytes())])).collect();
+    let mut args = vec!["pkg", "publish"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let out = c.client(&args, &main.addr).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let next = format!("snapshot {}", first + 1);
+    assert!(lines.iter().all(|l| l.ends_with(&next)), "one snapshot for the three: {}", out.stdout);
+    let listed = c.client(&["repo", "status", "--json"], &main.addr).ok();
+    let status: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(status["packages"], 4, "{status}");
+
+    // One bad archive among good ones: refused, and the good ones are not published either.
+    let good = c.package("epsilon", "1", &[("e.txt", b"e")]);
+    let bad = c.dir().join("bad.outpost");
+    let mut bytes = std::fs::read(c.package("zeta", "1", &[("z.txt", b"z")])).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&bad, bytes).unwrap();
+    let refused = c.client(&["pkg", "publish", good.to_str().unwrap(), bad.to_str().unwrap()], &main.addr);
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("archive 2 of 2") && refused.stderr.contains("nothing was published"),
+        "{}",
+        refused.stderr
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&c.client(&["repo", "status", "--json"], &main.addr).ok().stdout).unwrap();
+    assert_eq!(status["packages"], 4, "epsilon was not published: {status}");
+    assert_eq!(status["head"]["sequence"], first + 1, "no new snapshot: {status}");
+}

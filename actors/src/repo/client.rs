@@ -202,17 +202,30 @@ impl RepoClient {
     /// deadline of its size at this client's minimum rate, plus time for the repository to
     /// verify and store it.
     pub async fn publish(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<Response, ClientError> {
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| ClientError::Io { path: path.to_path_buf(), error: source })?
-            .len();
-        // Verifying and storing reads the archive again on the other side.
-        let within = self.pace.deadline(size) + self.pace.deadline(size);
-        match tokio::time::timeout(within, self.publish_unbounded(path, size, progress)).await {
+        self.publish_all(&[path.to_path_buf()], progress).await
+    }
+
+    /// Sends package archives to be published in one snapshot, all or none (one archive: as
+    /// [`RepoClient::publish`]); returns the answer (`Published` or `PublishedMany`).
+    pub async fn publish_all(&self, paths: &[PathBuf], progress: &mut dyn FnMut(u64)) -> Result<Response, ClientError> {
+        let mut sizes = Vec::with_capacity(paths.len());
+        for path in paths {
+            let size = tokio::fs::metadata(path)
+                .await
+                .map_err(|source| ClientError::Io { path: path.to_path_buf(), error: source })?
+                .len();
+            sizes.push(size);
+        }
+        let total: u64 = sizes.iter().sum();
+        // Verifying and storing reads the archives again on the other side.
+        let within = self.pace.deadline(total) + self.pace.deadline(total);
+        let request =
+            if sizes.len() == 1 { Request::Publish { size: sizes[0] } } else { Request::PublishMany { sizes } };
+        match tokio::time::timeout(within, self.publish_unbounded(&request, paths, progress)).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Transport(TransportError::TooSlow {
                 peer: self.addr.clone(),
-                what: format!("publishing {} bytes", size),
+                what: format!("publishing {total} bytes"),
                 seconds: within.as_secs(),
                 min_rate: self.pace.min_rate,
             })),
@@ -221,32 +234,32 @@ impl RepoClient {
 
     async fn publish_unbounded(
         &self,
-        path: &Path,
-        size: u64,
+        request: &Request,
+        paths: &[PathBuf],
         progress: &mut dyn FnMut(u64),
     ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io { path: path.to_path_buf(), error: source };
         let peer = self.addr.clone();
         let stream = |reason: String| ClientError::Transport(TransportError::Stream { peer: peer.clone(), reason });
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
-        send.write_all(&outpost_protocol::wire::encode_request(&Request::Publish { size }))
-            .await
-            .map_err(|e| stream(e.to_string()))?;
-        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        send.write_all(&outpost_protocol::wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
-        loop {
-            let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf).await.map_err(io)?;
-            if n == 0 {
-                break;
+        'files: for path in paths {
+            let io = |source| ClientError::Io { path: path.to_path_buf(), error: source };
+            let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+            loop {
+                let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                if let Err(e) = send.write_all(&buf[..n]).await {
+                    // The repository stopped reading: it has answered (a refusal); read it.
+                    tracing::debug!("upload stopped: {e}");
+                    break 'files;
+                }
+                done += n as u64;
+                progress(done);
             }
-            if let Err(e) = send.write_all(&buf[..n]).await {
-                // The repository stopped reading: it has answered (a refusal); read it.
-                tracing::debug!("upload stopped: {e}");
-                break;
-            }
-            done += n as u64;
-            progress(done);
         }
         let _ = send.finish();
         let body = transport::read_frame(&mut recv, None)

@@ -57,6 +57,9 @@ pub enum PublishError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+    /// One archive of several was refused: nothing was published.
+    #[error("archive {number} of {of} ({what}): {error}; nothing was published")]
+    InBatch { number: usize, of: usize, what: String, error: Box<PublishError> },
 }
 
 impl From<PackageError> for PublishError {
@@ -72,6 +75,7 @@ impl PublishError {
             Self::Refused(_) => "refused",
             Self::NotFound(_) | Self::BadRequest(_) => "bad_request",
             Self::Store(_) | Self::Internal(_) => "internal",
+            Self::InBatch { error, .. } => error.reason(),
         }
     }
 }
@@ -89,14 +93,14 @@ pub struct Published {
     pub replaced: bool,
 }
 
-/// Publishes the package archive at `archive` (the file is removed afterwards). `peer` names
-/// the publisher in logs.
+/// Publishes the package archives at `archives` in one snapshot, all or none (the files are
+/// removed afterwards). `peer` names the publisher in logs.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Published, PublishError>")]
+#[rtype(result = "Result<Vec<Published>, PublishError>")]
 pub struct Publish {
-    /// The received archive.
-    pub archive: PathBuf,
-    /// Who sent it.
+    /// The received archives, in order.
+    pub archives: Vec<PathBuf>,
+    /// Who sent them.
     pub peer: String,
 }
 
@@ -307,26 +311,54 @@ impl Actor for Publisher {
 }
 
 impl Handler<Publish> for Publisher {
-    type Result = AtomicResponse<Self, Result<Published, PublishError>>;
+    type Result = AtomicResponse<Self, Result<Vec<Published>, PublishError>>;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
         let ctx = self.context();
         let work = async move {
-            let archive = msg.archive.clone();
+            let archives = msg.archives.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let now = unix_now();
-                let ingested = ingest(&ctx.store, &ctx.trust, &archive, now);
-                let _ = std::fs::remove_file(&archive);
-                let ing = ingested?;
+                let of = archives.len();
+                let mut ingested = Vec::with_capacity(of);
+                let mut failed = None;
+                for (i, archive) in archives.iter().enumerate() {
+                    match ingest(&ctx.store, &ctx.trust, archive, now) {
+                        Ok(ing) => ingested.push(ing),
+                        Err(error) if of > 1 => {
+                            let what =
+                                archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            failed = Some(PublishError::InBatch { number: i + 1, of, what, error: Box::new(error) });
+                            break;
+                        }
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                }
+                for archive in &archives {
+                    let _ = std::fs::remove_file(archive);
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
                 let mut next = ctx.current.next(now, ctx.lifetime);
-                let change = next.with_package(&ing.entry, ing.record.hash(), ing.size);
-                let signed = ctx.sign_and_commit(&next, &[(ing.record.hash(), ing.record.encode())], &ing.files)?;
-                let published = Published {
-                    sequence: next.sequence,
-                    name: ing.entry.name.clone(),
-                    version: ing.entry.version.to_string(),
-                    replaced: !change.removed.is_empty(),
-                };
+                let mut published = Vec::with_capacity(of);
+                let mut records = Vec::with_capacity(of);
+                let mut files = Vec::new();
+                for ing in &ingested {
+                    let change = next.with_package(&ing.entry, ing.record.hash(), ing.size);
+                    records.push((ing.record.hash(), ing.record.encode()));
+                    files.extend(ing.files.iter().cloned());
+                    published.push(Published {
+                        sequence: next.sequence,
+                        name: ing.entry.name.clone(),
+                        version: ing.entry.version.to_string(),
+                        replaced: !change.removed.is_empty(),
+                    });
+                }
+                let signed = ctx.sign_and_commit(&next, &records, &files)?;
                 Ok::<_, PublishError>((next, signed, published))
             })
             .await
@@ -341,13 +373,9 @@ impl Handler<Publish> for Publisher {
                     .publishes
                     .get_or_create(&vec![("op".into(), "publish".into()), ("result".into(), "ok".into())])
                     .inc();
-                tracing::info!(
-                    peer,
-                    package = published.name,
-                    version = published.version,
-                    sequence = published.sequence,
-                    "published"
-                );
+                for p in &published {
+                    tracing::info!(peer, package = p.name, version = p.version, sequence = p.sequence, "published");
+                }
                 Ok(published)
             }
             Err(e) => {

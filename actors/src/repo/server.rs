@@ -164,7 +164,12 @@ async fn handle_stream(
         Request::StatusV2 => respond(&mut send, &Response::StatusV2(status_v2(shared))).await,
         Request::StatusV3 => respond(&mut send, &Response::StatusV3(status_v3(shared))).await,
         Request::Publish { size } => {
-            let answer = publish(&mut recv, shared, who, size).await;
+            let answer = publish(&mut recv, shared, who, &[size]).await;
+            respond(&mut send, &answer).await?;
+            Ok(send.finish()?)
+        }
+        Request::PublishMany { sizes } => {
+            let answer = publish(&mut recv, shared, who, &sizes).await;
             respond(&mut send, &answer).await?;
             Ok(send.finish()?)
         }
@@ -315,7 +320,7 @@ fn may_publish(who: &CertInfo) -> bool {
     who.has(Purpose::PackageSigning) || who.has(Purpose::Right(Right::Modify))
 }
 
-async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u64) -> Response {
+async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, sizes: &[u64]) -> Response {
     let Role::Main { publisher } = &shared.role else {
         return error(ErrorCode::Unavailable, "this is an edge repository: publish to the main repository");
     };
@@ -329,9 +334,55 @@ async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u
             ),
         );
     }
-    if size > MAX_PUBLISH_BYTES {
+    if sizes.is_empty() || sizes.len() > wire::MAX_PUBLISH_MANY {
+        return error(
+            ErrorCode::BadRequest,
+            format!("publish 1 to {} packages at once, not {}", wire::MAX_PUBLISH_MANY, sizes.len()),
+        );
+    }
+    if let Some(size) = sizes.iter().find(|&&s| s > MAX_PUBLISH_BYTES) {
         return error(ErrorCode::BadRequest, format!("a package of {size} bytes is over the limit"));
     }
+    let mut archives = Vec::with_capacity(sizes.len());
+    for (i, &size) in sizes.iter().enumerate() {
+        match receive(recv, shared, size).await {
+            Ok(path) => archives.push(path),
+            Err(e) => {
+                for a in &archives {
+                    let _ = tokio::fs::remove_file(a).await;
+                }
+                let which = if sizes.len() > 1 { format!(" {} of {}", i + 1, sizes.len()) } else { String::new() };
+                return error(ErrorCode::BadRequest, format!("receiving the package{which}: {e}"));
+            }
+        }
+        shared.metrics.received_bytes.get_or_create(&label_peer(&who.subject)).inc_by(size);
+    }
+    let paths = archives.clone();
+    match publisher.send(Publish { archives, peer: who.subject.clone() }).await {
+        Ok(Ok(p)) if sizes.len() == 1 && p.len() == 1 => {
+            let p = p.into_iter().next().expect("one");
+            Response::Published { sequence: p.sequence, name: p.name, version: p.version, replaced: p.replaced }
+        }
+        Ok(Ok(p)) => Response::PublishedMany {
+            sequence: p.first().map_or(0, |p| p.sequence),
+            packages: p
+                .into_iter()
+                .map(|p| wire::PublishedPackage { name: p.name, version: p.version, replaced: p.replaced })
+                .collect(),
+        },
+        Ok(Err(e)) => publish_error(&e),
+        Err(e) => {
+            for a in &paths {
+                let _ = tokio::fs::remove_file(a).await;
+            }
+            error(ErrorCode::Internal, format!("the publisher is not running: {e}"))
+        }
+    }
+}
+
+/// Receives one archive of `size` bytes into the store's `tmp/`, within the time its size
+/// allows at the minimum rate. Nothing is left behind when it fails.
+async fn receive(recv: &mut RecvStream, shared: &Shared, size: u64) -> Result<std::path::PathBuf, String> {
     let path =
         shared.store.root().join("tmp").join(format!("publish-{}-{}.outpost", std::process::id(), rand_suffix()));
     let within = Pace::default().deadline(size);
@@ -350,19 +401,11 @@ async fn publish(recv: &mut RecvStream, shared: &Shared, who: &CertInfo, size: u
     let received = tokio::time::timeout(within, received)
         .await
         .unwrap_or_else(|_| Err(format!("the upload did not arrive within {} s", within.as_secs())));
-    if let Err(e) = received {
-        let _ = tokio::fs::remove_file(&path).await;
-        return error(ErrorCode::BadRequest, format!("receiving the package: {e}"));
-    }
-    shared.metrics.received_bytes.get_or_create(&label_peer(&who.subject)).inc_by(size);
-    match publisher.send(Publish { archive: path.clone(), peer: who.subject.clone() }).await {
-        Ok(Ok(p)) => {
-            Response::Published { sequence: p.sequence, name: p.name, version: p.version, replaced: p.replaced }
-        }
-        Ok(Err(e)) => publish_error(&e),
+    match received {
+        Ok(()) => Ok(path),
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
-            error(ErrorCode::Internal, format!("the publisher is not running: {e}"))
+            Err(e)
         }
     }
 }
@@ -383,7 +426,16 @@ async fn unpublish(shared: &Shared, who: &CertInfo, name: String, version: Optio
 }
 
 fn publish_error(e: &PublishError) -> Response {
+    if let PublishError::InBatch { error: inner, .. } = e
+        && matches!(**inner, PublishError::Store(_) | PublishError::Internal(_))
+    {
+        return publish_error(inner);
+    }
     let code = match e {
+        PublishError::InBatch { error, .. } => match publish_error(error) {
+            Response::Error { code, .. } => code,
+            _ => ErrorCode::Refused,
+        },
         PublishError::Refused(_) => ErrorCode::Refused,
         PublishError::NotFound(_) => ErrorCode::NotFound,
         PublishError::BadRequest(_) => ErrorCode::BadRequest,

@@ -17,7 +17,7 @@ pub enum PkgCommand {
     Verify(PkgVerifyArgs),
     /// Show a package's control, files and signer (without verifying it).
     Show(PkgShowArgs),
-    /// Publish a package to the main repository.
+    /// Publish packages to the main repository: several files go in one snapshot, all or none.
     Publish(PkgPublishArgs),
     /// Remove a package (all versions, or NAME=VERSION) from the main repository.
     Unpublish(PkgUnpublishArgs),
@@ -43,8 +43,9 @@ pub struct PkgNewArgs {
 /// `outpost pkg publish`
 #[derive(Debug, Args)]
 pub struct PkgPublishArgs {
-    /// The package file.
-    pub file: PathBuf,
+    /// The package files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
