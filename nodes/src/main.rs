@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Agent(AgentCommand::Inventory(a)) => agent_cmd::read(a, &Agent::Inventory),
         Command::Pkg(PkgCommand::New(a)) => pkg_cmd::new(a),
         Command::Pkg(PkgCommand::Build(a)) => pkg_cmd::build(a).map(drop),
+        Command::Pkg(PkgCommand::Sign(a)) => pkg_cmd::sign(a),
         Command::Pkg(PkgCommand::Verify(a)) => pkg_cmd::verify(a),
         Command::Pkg(PkgCommand::Show(a)) => pkg_cmd::show(a),
         Command::Pkg(PkgCommand::Publish(a)) => repo_cmd::publish(a),

@@ -11,7 +11,7 @@ use outpost_protocol::pki::{CertInfo, TrustStore};
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
 
-use crate::cli::{PkgBuildArgs, PkgNewArgs, PkgShowArgs, PkgVerifyArgs};
+use crate::cli::{PkgBuildArgs, PkgNewArgs, PkgShowArgs, PkgSignArgs, PkgVerifyArgs};
 use crate::output::human_bytes;
 use crate::packaging;
 use crate::progress::Progress;
@@ -19,6 +19,7 @@ use crate::secrets::{self, load_signer};
 use crate::signing_time;
 use crate::templates::{self, Template};
 use outpost_actors::clock::unix_now;
+use outpost_protocol::package::SourceEntry;
 
 /// `outpost pkg new`
 pub fn new(args: &PkgNewArgs) -> Result<()> {
@@ -81,6 +82,56 @@ pub fn build(args: &PkgBuildArgs) -> Result<PathBuf> {
         );
     }
     Ok(built.path)
+}
+
+/// `outpost pkg sign`: the package verified (chain and signature as of its own signature
+/// date, every byte), then built again from its own control and files with the new signer.
+pub fn sign(args: &PkgSignArgs) -> Result<()> {
+    let trust = TrustStore::new(secrets::load_certs(&args.trust)?).with_context(|| args.trust.display().to_string())?;
+    let signer = load_signer(&args.signing)?;
+    let archive = open(&args.file)?;
+    let signed_then = archive
+        .manifest()
+        .control
+        .get("signature_date")
+        .and_then(outpost_protocol::time_fmt::parse_date)
+        .ok_or_else(|| anyhow::anyhow!("{}: the package has no signature date", args.file.display()))?;
+    let (verified, old) = archive
+        .verify(&trust, signed_then, &mut |_| {})
+        .with_context(|| format!("{}: not re-signed, it does not verify", args.file.display()))?;
+    let mut archive = verified.into_inner();
+    let manifest = archive.manifest().clone();
+    let entries: Vec<SourceEntry> =
+        manifest.files.iter().map(|f| SourceEntry { path: f.path.clone(), size: f.size, mode: f.mode }).collect();
+    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    let entry = manifest.entry().with_context(|| args.file.display().to_string())?;
+    let path = args.out.join(outpost_protocol::package::file_name(&entry));
+    let mut file =
+        outpost_actors::disk::AtomicFile::create(&path, 0o644).with_context(|| path.display().to_string())?;
+    let bar = Progress::bytes("signing", manifest.total_size());
+    outpost_protocol::package::build(
+        &mut file,
+        &manifest.control,
+        entries,
+        &mut archive,
+        &signer,
+        signing_time(),
+        &mut |n| bar.set(n),
+    )
+    .with_context(|| format!("signing {} again", args.file.display()))?;
+    bar.finish();
+    drop(archive);
+    file.commit().with_context(|| path.display().to_string())?;
+    eprintln!(
+        "{} {} was signed by {:?} on {}; now signed by {:?}.",
+        entry.name,
+        entry.version,
+        old.subject,
+        format_unix(signed_then),
+        signer.info().subject
+    );
+    crate::out!("{}", path.display());
+    Ok(())
 }
 
 /// `outpost pkg verify`

@@ -326,3 +326,53 @@ fn a_new_user_goes_from_a_template_to_an_installed_package() {
     host.run(&["remove", "tis-hello"]).ok();
     assert!(!target.exists(), "the uninstall hook removed it");
 }
+
+/// `pkg sign`: the same control and files under a new signature (a renewed signer); a package
+/// that does not verify is not signed again.
+#[test]
+fn a_package_is_signed_again_with_a_renewed_certificate() {
+    let s = Setup::new();
+    let src = s.sample();
+    let path = s.dir().join(s.build(&src, "out").ok().stdout.trim());
+    let (cert, key) = s.pki.issue("signer", "packager 2027", &[]);
+    let ca = s.pki.ca();
+    let sign = |file: &Path, out: &str| {
+        run_in(
+            s.dir(),
+            &[
+                "pkg",
+                "sign",
+                file.to_str().unwrap(),
+                "--trust",
+                ca.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--out",
+                out,
+            ],
+        )
+    };
+    let r = sign(&path, "resigned").ok();
+    assert!(
+        r.stderr.contains("was signed by \"packager\"") && r.stderr.contains("now signed by \"packager 2027\""),
+        "{}",
+        r.stderr
+    );
+    let again = s.dir().join(r.stdout.trim());
+    assert_eq!(again, s.dir().join("resigned/demo-tool_2.1-1.outpost"));
+    assert!(s.verify(&again).ok().stdout.contains("demo-tool 2.1-1, 3 files"));
+    let show = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&run_in(s.dir(), &["pkg", "show", p.to_str().unwrap(), "--json"]).ok().stdout).unwrap()
+    };
+    let (old, new) = (show(&path), show(&again));
+    assert_eq!(new["control"]["signer"], "packager 2027");
+    assert_eq!(old["files"], new["files"], "the same files, byte for byte");
+    assert_eq!(old["control"]["description"], new["control"]["description"]);
+    assert_ne!(old["manifest_blake3"], new["manifest_blake3"]);
+    // A damaged package is refused, and nothing is written.
+    let bad = flip(&path, 50);
+    sign(&bad, "refused").fails_with("does not verify");
+    assert!(!s.dir().join("refused/demo-tool_2.1-1.outpost").exists());
+}

@@ -13,6 +13,9 @@ pub enum PkgCommand {
     New(PkgNewArgs),
     /// Build a signed package from SRC_DIR (WAPT/control, payload, optional setup.sh/setup.ps1).
     Build(PkgBuildArgs),
+    /// Sign a package again with another certificate (after a signer's certificate is renewed):
+    /// the same control and files, a new signature.
+    Sign(PkgSignArgs),
     /// Check a package: certificate chain, key usages, signature and every byte.
     Verify(PkgVerifyArgs),
     /// Show a package's control, files and signer (without verifying it).
@@ -90,6 +93,22 @@ pub struct PkgBuildArgs {
     /// The organisation CA certificate (to reach the repository with --publish).
     #[arg(long, value_name = "CA.crt")]
     pub ca: Option<PathBuf>,
+}
+
+/// `outpost pkg sign`
+#[derive(Debug, Args)]
+pub struct PkgSignArgs {
+    /// The package file.
+    pub file: PathBuf,
+    /// The organisation CA certificate: the package must verify (as of when it was signed).
+    #[arg(long, value_name = "CA.crt")]
+    pub trust: PathBuf,
+    #[command(flatten)]
+    pub signing: SigningKey,
+    /// Where to write the package signed again (default: the current folder; the same name
+    /// replaces the file).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// `outpost pkg verify`

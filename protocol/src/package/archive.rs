@@ -313,6 +313,13 @@ impl<R: Read + Seek> PackageArchive<R> {
     }
 }
 
+/// A verified package is the source of its own files (to sign it again).
+impl<R: Read + Seek> super::FileSource for PackageArchive<R> {
+    fn open(&mut self, path: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        self.open_file(path).map(|r| Box::new(r) as Box<dyn Read + '_>).map_err(std::io::Error::other)
+    }
+}
+
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
