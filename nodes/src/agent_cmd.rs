@@ -18,10 +18,10 @@ use outpost_protocol::resolver::PackageStatus;
 use outpost_protocol::time_fmt::format_unix;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AgentArgs, AgentEnrollArgs, AgentNamesArgs, AgentReadArgs};
+use crate::cli::{AgentArgs, AgentEnrollArgs, AgentInstallArgs, AgentNamesArgs, AgentReadArgs, AgentTextArgs};
 use crate::config::{self, AgentConfig};
 use crate::daemon;
-use crate::output::human_bytes;
+use crate::output::{Table, human_bytes};
 use crate::progress::Progress;
 
 /// The configuration after the file, the `config` packages' overlays and the flags.
@@ -290,7 +290,24 @@ fn answer_json(answer: &Answer) -> serde_json::Result<serde_json::Value> {
         Answer::Audit(r) => serde_json::to_value(r),
         Answer::Inventory(r) => serde_json::to_value(r),
         Answer::Reloaded => Ok(serde_json::json!({ "reloaded": true })),
+        Answer::Search(r) => serde_json::to_value(r),
+        Answer::Show(r) => Ok(offer_json(r)),
+        Answer::List(r) => serde_json::to_value(r),
+        Answer::Cleaned(r) => serde_json::to_value(r),
     }
+}
+
+/// An offer as JSON: each version's fields as an object (not pairs).
+fn offer_json(o: &outpost_actors::agent::catalogue::Offer) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let Some(versions) = v["versions"].as_array_mut() {
+        for (i, ver) in versions.iter_mut().enumerate() {
+            let fields: serde_json::Map<String, serde_json::Value> =
+                o.versions[i].control.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+            ver["control"] = serde_json::Value::Object(fields);
+        }
+    }
+    v
 }
 
 fn or_blank<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -363,6 +380,71 @@ fn render(answer: &Answer) {
                 crate::out!("{:<8} {:<32} {}", a.result, a.name, a.message);
             }
         }
+        Answer::Search(offers) => {
+            let mut t = Table::new(&["PACKAGE", "THIS HOST GETS", "INSTALLED", "OFFERED", "DESCRIPTION"]);
+            for o in offers {
+                let offered: Vec<String> = o
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        if v.fits {
+                            v.version.clone()
+                        } else {
+                            format!("{} (no: {})", v.version, or_blank(v.why_not.as_ref()))
+                        }
+                    })
+                    .collect();
+                t.row(vec![
+                    o.name.clone(),
+                    o.chosen.clone().unwrap_or_else(|| "nothing fits".into()),
+                    o.installed.clone().unwrap_or_default(),
+                    offered.join(", "),
+                    o.description.lines().next().unwrap_or_default().to_string(),
+                ]);
+            }
+            t.print();
+            eprintln!("{} package(s)", offers.len());
+        }
+        Answer::Show(o) => {
+            crate::out!("package:   {} ({})", o.name, o.section);
+            crate::out!("gets:      {}", o.chosen.as_deref().unwrap_or("nothing: no version fits this host"));
+            crate::out!("installed: {}", o.installed.as_deref().unwrap_or("no"));
+            for v in &o.versions {
+                crate::out!();
+                crate::out!(
+                    "version {} {}{}",
+                    v.version,
+                    v.maturity,
+                    match &v.why_not {
+                        Some(w) => format!(" (not for this host: {w})"),
+                        None if o.chosen.as_deref() == Some(v.version.as_str()) => " (this host gets it)".into(),
+                        None => String::new(),
+                    }
+                );
+                for (k, val) in &v.control {
+                    if !val.is_empty() {
+                        crate::out!("  {k:<18}: {}", val.replace('\n', "\n                      "));
+                    }
+                }
+            }
+        }
+        Answer::List(list) => {
+            let mut t = Table::new(&["PACKAGE", "VERSION", "STATE", "ORIGIN", "AUDIT", "DESCRIPTION"]);
+            for l in list {
+                t.row(vec![
+                    l.name.clone(),
+                    l.version.clone(),
+                    l.state.to_string(),
+                    l.origin.clone(),
+                    l.audit.map(|a| a.to_string()).unwrap_or_default(),
+                    l.description.lines().next().unwrap_or_default().to_string(),
+                ]);
+            }
+            t.print();
+        }
+        Answer::Cleaned(c) => {
+            crate::out!("Removed {} cached package(s), freed {}.", c.removed, human_bytes(c.freed));
+        }
     }
 }
 
@@ -418,8 +500,29 @@ pub fn read(args: &AgentReadArgs, command: &Command) -> Result<()> {
 }
 
 /// `outpost agent install`
-pub fn install(args: &AgentNamesArgs) -> Result<()> {
-    execute(&args.agent, &Command::Install { requests: args.packages.clone() }, args.json)
+pub fn install(args: &AgentInstallArgs) -> Result<()> {
+    let n = &args.names;
+    let requests = n.packages.clone();
+    let command = if args.force { Command::Reinstall { requests } } else { Command::Install { requests } };
+    execute(&n.agent, &command, n.json)
+}
+
+/// `outpost agent forget`
+pub fn forget(args: &AgentNamesArgs) -> Result<()> {
+    execute(&args.agent, &Command::Forget { names: args.packages.clone() }, args.json)
+}
+
+/// `outpost agent search` (`show`: one package, by name).
+pub fn text(args: &AgentTextArgs, show: bool) -> Result<()> {
+    let command = if show {
+        if args.text.is_empty() {
+            bail!("say which package: `outpost agent show NAME`");
+        }
+        Command::Show { name: args.text.clone() }
+    } else {
+        Command::Search { text: args.text.clone() }
+    };
+    execute(&args.agent, &command, args.json)
 }
 
 /// `outpost agent remove`

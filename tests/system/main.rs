@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod console;
 mod deploy;
+mod everyday;
 mod field;
 mod flood;
 mod hygiene;

@@ -39,12 +39,27 @@ pub enum Command {
     Inventory,
     /// Open the agent again from its configuration (after `reset-uuid` changed who it is).
     Reload,
+    /// `search TEXT`.
+    Search { text: String },
+    /// `show NAME`.
+    Show { name: String },
+    /// `list`.
+    List,
+    /// `forget NAME…`.
+    Forget { names: Vec<String> },
+    /// `clean`.
+    Clean,
+    /// `install --force`.
+    Reinstall { requests: Vec<String> },
 }
 
 impl Command {
     /// True for commands that may change what the host reports (central is told after them).
     pub fn changes_state(&self) -> bool {
-        !matches!(self, Self::Status | Self::Repos | Self::Inventory)
+        !matches!(
+            self,
+            Self::Status | Self::Repos | Self::Inventory | Self::Search { .. } | Self::Show { .. } | Self::List
+        )
     }
 }
 
@@ -80,6 +95,12 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
         Command::Audit => agent.audit().await.map(Answer::Audit),
         Command::Inventory => agent.inventory_sections().map(Answer::Inventory),
         Command::Reload => Ok(Answer::Reloaded),
+        Command::Search { text } => agent.search(&text).map(Answer::Search),
+        Command::Show { name } => agent.show(&name).map(|o| Answer::Show(Box::new(o))),
+        Command::List => agent.list().map(Answer::List),
+        Command::Forget { names } => agent.forget(&names).await.map(Answer::Upgrade),
+        Command::Clean => agent.clean().map(Answer::Cleaned),
+        Command::Reinstall { requests } => agent.reinstall(&requests, progress).await.map(Answer::Upgrade),
     };
     answer.map_or_else(|e| Reply::Error(e.to_string()), Reply::Ok)
 }

@@ -17,6 +17,7 @@
 //! * [`report`]: what the commands answer.
 
 pub mod actor;
+pub mod catalogue;
 pub mod core;
 pub mod download;
 pub mod hooks;

@@ -158,6 +158,23 @@ pub enum Answer {
     Inventory(Vec<Section>),
     /// The agent was opened again from its configuration.
     Reloaded,
+    /// `search`.
+    Search(Vec<crate::agent::catalogue::Offer>),
+    /// `show`.
+    Show(Box<crate::agent::catalogue::Offer>),
+    /// `list`.
+    List(Vec<crate::agent::catalogue::Listed>),
+    /// `clean`.
+    Cleaned(Cleaned),
+}
+
+/// What `clean` freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleaned {
+    /// Cached packages (and partial downloads) removed.
+    pub removed: u64,
+    /// Bytes freed.
+    pub freed: u64,
 }
 
 impl Answer {

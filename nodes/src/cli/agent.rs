@@ -18,8 +18,9 @@ pub enum AgentCommand {
     Upgrade(AgentReadArgs),
     /// Download and verify what the plan needs, without installing.
     DownloadUpgrade(AgentReadArgs),
-    /// Install packages (and what they need): NAME, or NAME(>=VERSION) and other requests.
-    Install(AgentNamesArgs),
+    /// Install packages (and what they need): NAME, or NAME(>=VERSION) and other requests;
+    /// `--force` installs them again (their install hook runs again).
+    Install(AgentInstallArgs),
     /// Remove packages (their uninstall hooks run).
     Remove(AgentNamesArgs),
     /// Host and package statuses, the plan, the last update.
@@ -32,6 +33,19 @@ pub enum AgentCommand {
     Inventory(AgentReadArgs),
     /// Get a host certificate from central: with an enrollment token, or wait for approval.
     Enroll(AgentEnrollArgs),
+    /// What the repositories offer (name or description containing TEXT), with the version
+    /// this host would get and why not the others.
+    Search(AgentTextArgs),
+    /// Every version of a package, its fields, and the one this host would get and why.
+    Show(AgentTextArgs),
+    /// Installed packages and why each is here (explicit, host, unit, profile, group,
+    /// dependency).
+    List(AgentReadArgs),
+    /// Drop packages from this host's state without running their uninstall hook (software
+    /// already removed by hand).
+    Forget(AgentNamesArgs),
+    /// Empty the package cache; says what it freed.
+    Clean(AgentReadArgs),
     /// Give this machine a new UUID (a cloned disk image, a machine reinstalled from another's
     /// image): central then tells it apart from the original.
     ResetUuid(AgentReadArgs),
@@ -117,7 +131,30 @@ pub struct AgentReadArgs {
     pub json: bool,
 }
 
-/// `outpost agent install|remove`.
+/// `outpost agent install`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentInstallArgs {
+    #[command(flatten)]
+    pub names: AgentNamesArgs,
+    /// Install again even when the same version is installed (the install hook runs again).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `outpost agent search|show`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentTextArgs {
+    /// Search: text in names and descriptions (empty: everything). Show: the package's name.
+    #[arg(default_value = "")]
+    pub text: String,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outpost agent remove|forget`.
 #[derive(Debug, Args, Clone)]
 pub struct AgentNamesArgs {
     /// Packages.

@@ -39,6 +39,7 @@ use crate::clock::unix_now;
 use crate::repo::client::{ClientError, RepoClient};
 use crate::transport::{self, Identity, Pace};
 
+mod catalogue;
 mod update;
 mod upgrade;
 

@@ -1,0 +1,79 @@
+//! wapt-get's everyday commands on the agent, through the real binary against a real main
+//! repository: `search`, `show`, `list` (with why each package is here), `install --force`,
+//! `forget` and `clean`, each with `--json`.
+
+use crate::agent::{Host, hook, log_lines};
+use crate::cluster::Cluster;
+
+#[test]
+fn search_show_list_reinstall_forget_and_clean() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let publish = |name: &str, version: &str, extra: &str| {
+        let setup = hook(&log, "");
+        c.publish(
+            &c.package_with(name, version, extra, &[("setup.sh", &setup), ("data.bin", &[7u8; 50_000][..])]),
+            &main.addr,
+        )
+    };
+    publish("tis-editor", "1", "description: A text editor\n");
+    publish("tis-editor", "2", "description: A text editor\nmaturity: BETA\n");
+    publish("tis-lib", "1", "");
+    publish("tis-viewer", "1", "description: Image viewer\ndepends: tis-lib\n");
+    publish("pc-e.test", "1", "section: host\ndepends: tis-viewer\n");
+    let host = Host::new(&c, "pc-e.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["update"]).ok();
+
+    // search: the version this host gets, and why not the others.
+    let found = host.json(&["search", "EDITOR"]);
+    let editor = &found.as_array().unwrap()[0];
+    assert_eq!((editor["name"].as_str(), editor["chosen"].as_str()), (Some("tis-editor"), Some("1")), "{found}");
+    assert_eq!(editor["versions"][0]["version"], "2");
+    assert_eq!(editor["versions"][0]["why_not"], "maturity BETA is not accepted here");
+    let text = host.run(&["search", "viewer"]).ok();
+    assert!(text.stdout.contains("tis-viewer") && !text.stdout.contains("tis-editor"), "{}", text.stdout);
+    // Everything offered, one line per name (host packages are not offered: each is its host's).
+    assert_eq!(host.json(&["search"]).as_array().unwrap().len(), 3);
+
+    // show: every version with its fields, as an object.
+    let shown = host.json(&["show", "tis-editor"]);
+    assert_eq!(shown["chosen"], "1");
+    assert_eq!(shown["versions"][1]["control"]["description"], "A text editor");
+    host.run(&["show", "no-such-package"]).fails_with("no repository offers \"no-such-package\"");
+
+    // list: why each package is here.
+    host.run(&["upgrade"]).ok();
+    host.run(&["install", "tis-editor"]).ok();
+    let listed = host.json(&["list"]);
+    let origin = |name: &str| {
+        listed.as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["origin"].as_str().unwrap().to_string())
+    };
+    assert_eq!(origin("tis-editor").as_deref(), Some("explicit"), "{listed}");
+    assert_eq!(origin("tis-viewer").as_deref(), Some("host"));
+    assert_eq!(origin("tis-lib").as_deref(), Some("dependency"));
+    assert_eq!(origin("pc-e.test").as_deref(), Some("host"));
+
+    // install --force: the install hook runs again for the same version.
+    let before = log_lines(&log).iter().filter(|l| *l == "install tis-editor 1").count();
+    host.run(&["install", "tis-editor"]).ok();
+    assert_eq!(log_lines(&log).iter().filter(|l| *l == "install tis-editor 1").count(), before, "nothing to do");
+    host.run(&["install", "--force", "tis-editor"]).ok();
+    assert_eq!(log_lines(&log).iter().filter(|l| *l == "install tis-editor 1").count(), before + 1, "installed again");
+    assert_eq!(host.package("tis-editor").unwrap()["status"], "OK");
+
+    // forget: out of the state, and no uninstall hook.
+    host.run(&["forget", "tis-editor"]).ok();
+    assert!(!log_lines(&log).iter().any(|l| l.starts_with("uninstall")), "{:?}", log_lines(&log));
+    assert!(host.json(&["list"]).as_array().unwrap().iter().all(|p| p["name"] != "tis-editor"));
+    host.run(&["forget", "tis-editor"]).fails_with("tis-editor is not installed here");
+
+    // clean: what a download left in the cache, and what it freed.
+    publish("tis-lib", "2", "");
+    host.run(&["download-upgrade"]).ok();
+    assert!(!host.cached().is_empty(), "the download is kept for the upgrade");
+    let cleaned = host.json(&["clean"]);
+    assert!(cleaned["removed"].as_u64().unwrap() >= 1 && cleaned["freed"].as_u64().unwrap() >= 50_000, "{cleaned}");
+    assert!(host.cached().is_empty());
+    assert!(host.run(&["clean"]).ok().stdout.contains("Removed 0 cached package(s), freed 0 bytes"));
+}
