@@ -24,14 +24,7 @@ macro_rules! out {
 
 /// Sizes for people: `1.5 MiB`.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
+    outpost_actors::disk::human(n)
 }
 
 /// A table whose columns are as wide as their widest cell (long OUs do not shift the others);

@@ -150,6 +150,12 @@ pub struct PackageEntry {
     pub min_os_version: Option<String>,
     /// Highest OS version, inclusive.
     pub max_os_version: Option<String>,
+    /// The oldest Outpost agent that may install it.
+    pub min_outpost_version: Option<String>,
+    /// The oldest WAPT agent that may install it (WAPT's field; compared with [`WAPT_LEVEL`]).
+    pub min_wapt_version: Option<String>,
+    /// Bytes it takes once installed: the install is refused when the disk lacks them.
+    pub installed_size: Option<u64>,
     /// Packages this one needs, installed before it.
     pub depends: Vec<PackageRequest>,
     /// Packages that must not be installed beside this one.
@@ -180,7 +186,15 @@ pub struct HostCapabilities {
     pub maturities: Vec<String>,
     /// Current time (Unix seconds, UTC) for `valid_from`/`valid_until`.
     pub now: i64,
+    /// This agent's Outpost version, for `min_outpost_version` (and [`WAPT_LEVEL`] for
+    /// `min_wapt_version`); `None` checks neither.
+    #[serde(default)]
+    pub agent_version: Option<String>,
 }
+
+/// The WAPT version whose packages an Outpost agent installs as WAPT does: a package whose
+/// `min_wapt_version` is newer is not taken.
+pub const WAPT_LEVEL: &str = "2.5";
 
 impl Default for HostCapabilities {
     fn default() -> Self {
@@ -191,6 +205,7 @@ impl Default for HostCapabilities {
             locales: Vec::new(),
             maturities: vec![DEFAULT_MATURITY.to_string()],
             now: 0,
+            agent_version: None,
         }
     }
 }
@@ -216,6 +231,9 @@ pub enum Mismatch {
     /// Outside its validity window.
     #[error("not valid at this time")]
     Validity,
+    /// Made for a newer agent.
+    #[error("needs {product} {needs} or later ({field}); this agent is {have}")]
+    TooOld { field: &'static str, product: &'static str, needs: String, have: String },
 }
 
 impl PackageEntry {
@@ -258,6 +276,9 @@ impl PackageEntry {
             target_os: list(control.get_or_empty("target_os")),
             min_os_version: optional("min_os_version"),
             max_os_version: optional("max_os_version"),
+            min_outpost_version: optional("min_outpost_version"),
+            min_wapt_version: optional("min_wapt_version"),
+            installed_size: control.get_u64("installed_size"),
             depends: requests("depends")?,
             conflicts: requests("conflicts")?,
             valid_from: date("valid_from")?,
@@ -294,6 +315,27 @@ impl PackageEntry {
         }
         if self.valid_from.is_some_and(|t| host.now < t) || self.valid_until.is_some_and(|t| host.now >= t) {
             return Some(Mismatch::Validity);
+        }
+        if let Some(have) = &host.agent_version {
+            for (field, product, needs, have) in [
+                ("min_outpost_version", "Outpost", &self.min_outpost_version, have.as_str()),
+                ("min_wapt_version", "WAPT", &self.min_wapt_version, WAPT_LEVEL),
+            ] {
+                if let Some(needs) = needs
+                    && Version::parse_loose(have) < Version::parse_loose(needs)
+                {
+                    return Some(Mismatch::TooOld {
+                        field,
+                        product,
+                        needs: needs.clone(),
+                        have: if product == "WAPT" {
+                            format!("at WAPT {WAPT_LEVEL}'s level")
+                        } else {
+                            have.to_string()
+                        },
+                    });
+                }
+            }
         }
         None
     }
@@ -368,6 +410,7 @@ mod tests {
             locales: vec!["fr".into(), "en".into()],
             maturities: vec!["PROD".into()],
             now: 1_700_000_000,
+            agent_version: None,
         }
     }
 
@@ -422,6 +465,21 @@ mod tests {
         }
         let beta = HostCapabilities { maturities: vec!["BETA".into()], ..h };
         assert!(entry("").mismatch(&beta).is_some(), "no maturity means PROD");
+    }
+
+    #[test]
+    fn an_agent_too_old_for_a_package_says_so() {
+        let mut h = host();
+        h.agent_version = Some("0.3.0".into());
+        assert_eq!(entry("min_outpost_version: 0.2\n").mismatch(&h), None);
+        let m = entry("min_outpost_version: 0.4.1\n").mismatch(&h).unwrap();
+        assert_eq!(m.to_string(), "needs Outpost 0.4.1 or later (min_outpost_version); this agent is 0.3.0");
+        assert_eq!(entry("min_wapt_version: 2.3\n").mismatch(&h), None, "an older WAPT level is fine");
+        let w = entry("min_wapt_version: 2.6.1\n").mismatch(&h).unwrap();
+        assert!(w.to_string().starts_with("needs WAPT 2.6.1 or later (min_wapt_version)"), "{w}");
+        h.agent_version = None;
+        assert_eq!(entry("min_outpost_version: 9\n").mismatch(&h), None, "not checked without a version");
+        assert_eq!(entry("installed_size: 1234\n").installed_size, Some(1234));
     }
 
     #[test]

@@ -77,3 +77,40 @@ fn search_show_list_reinstall_forget_and_clean() {
     assert!(host.cached().is_empty());
     assert!(host.run(&["clean"]).ok().stdout.contains("Removed 0 cached package(s), freed 0 bytes"));
 }
+
+/// Fields that act: a package that needs a newer agent, or more disk than there is, is refused
+/// with the numbers, and nothing of it runs.
+#[test]
+fn too_new_or_too_big_packages_are_refused_with_the_numbers() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let publish = |name: &str, extra: &str| {
+        c.publish(&c.package_with(name, "1", extra, &[("setup.sh", &hook(&log, ""))]), &main.addr)
+    };
+    publish("tis-future", "min_outpost_version: 99.0\n");
+    publish("tis-wapt-next", "min_wapt_version: 9.1\n");
+    publish("tis-huge", "installed_size: 1000000000000000000\n");
+    let host = Host::new(&c, "pc-f.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["update"]).ok();
+
+    let future = host.json(&["show", "tis-future"]);
+    assert_eq!(future["chosen"], serde_json::Value::Null);
+    let why = future["versions"][0]["why_not"].as_str().unwrap().to_string();
+    assert!(why.starts_with("needs Outpost 99.0 or later (min_outpost_version); this agent is "), "{why}");
+    for (name, says) in [("tis-future", "needs Outpost 99.0 or later"), ("tis-wapt-next", "needs WAPT 9.1 or later")] {
+        let r = host.run(&["install", name]).fails_with("package(s) failed");
+        assert!(r.stdout.contains(says), "{name}: {}", r.stdout);
+    }
+
+    let huge = host.run(&["install", "tis-huge"]);
+    assert_ne!(huge.code, Some(0));
+    assert!(huge.stdout.contains("installed_size") || huge.stderr.contains("installed_size"), "{huge:?}");
+    let line = host.package("tis-huge").unwrap();
+    assert_eq!(line["status"], "ERROR", "{line}");
+    assert!(
+        line["reason"].as_str().unwrap().contains("870.7 PiB") || line["reason"].as_str().unwrap().contains("TiB"),
+        "{line}"
+    );
+    assert!(log_lines(&log).is_empty(), "no hook ran: {:?}", log_lines(&log));
+}

@@ -125,6 +125,13 @@ pub enum StepError {
     /// The snapshot entry and the signed package disagree.
     #[error("the snapshot entry does not match the signed package")]
     Mismatch,
+    /// The disk lacks the space the package says it takes (`installed_size`).
+    #[error(
+        "not installed: it takes {} (installed_size) and {path} has {} free",
+        crate::disk::human(*needs),
+        crate::disk::human(*free)
+    )]
+    NoSpace { needs: u64, free: u64, path: PathBuf },
     /// An imported WAPT package whose only hook is `setup.py`.
     #[error(
         "refused: {name} was imported from WAPT with a setup.py, which Outpost does not run, and it has no {hook} \
@@ -250,6 +257,7 @@ impl Agent {
             locales,
             maturities: self.settings.maturities.clone(),
             now: unix_now(),
+            agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }
     }
 

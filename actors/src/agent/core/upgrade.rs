@@ -179,6 +179,15 @@ impl Agent {
         manifest: &Manifest,
     ) -> Result<(), StepError> {
         let now = unix_now();
+        // The space the package says it takes, on the system's disk, before anything runs.
+        if let Some(needs) = manifest.control.get_u64("installed_size") {
+            let path = PathBuf::from(if cfg!(windows) { "C:\\" } else { "/" });
+            if let Some(free) = crate::disk::free_space(&path)
+                && free < needs
+            {
+                return Err(StepError::NoSpace { needs, free, path });
+            }
+        }
         let previous = self.state.get_installed(&step.name)?;
         let script = hooks::script_for(manifest, dir);
         let hook = match &script {
