@@ -4,8 +4,8 @@
 use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
 use outpost_protocol::central::{
-    ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostFilter, HostPageQuery, HostSort,
-    MAX_PAGE, Signed, StatusFilter, Targets,
+    ActionKind, AgentSettingsDoc, CentralRequest, CentralResponse, HostDetail, HostFilter, HostPageQuery,
+    HostPageQueryV2, HostSort, MAX_PAGE, Signed, StatusFilter, Targets,
 };
 use outpost_protocol::time_fmt::format_unix;
 use serde_json::json;
@@ -19,6 +19,8 @@ use crate::config::{self};
 use crate::output::Table;
 use crate::output::human_bytes;
 use outpost_actors::clock::unix_now;
+use outpost_protocol::central::parse_filter;
+use outpost_protocol::resolver::InstallState;
 
 /// Runs `f` with a console connection to central.
 fn with_central<T, F, Fut>(args: &ConsoleArgs, f: F) -> Result<T>
@@ -239,10 +241,17 @@ fn login(a: &ConsoleArgs) -> Result<()> {
 }
 
 fn hosts(a: &ConsoleHostsArgs) -> Result<()> {
-    let mut filter = match &a.filter {
-        Some(line) => HostFilter::parse(line).with_context(|| format!("filter {line:?}"))?,
-        None => HostFilter::default(),
+    let (mut filter, mut audit) = match &a.filter {
+        Some(line) => parse_filter(line).with_context(|| format!("filter {line:?}"))?,
+        None => (HostFilter::default(), None),
     };
+    if let Some(x) = &a.audit {
+        audit = Some(match x.to_ascii_uppercase().as_str() {
+            "OK" => InstallState::Ok,
+            "WARNING" => InstallState::Warning,
+            _ => InstallState::Error,
+        });
+    }
     let status = a.status.as_deref().map(|s| StatusFilter::parse(s).expect("checked by the flag's parser"));
     for (flag, slot) in [
         (&a.package, &mut filter.package),
@@ -264,9 +273,12 @@ fn hosts(a: &ConsoleHostsArgs) -> Result<()> {
         loop {
             let want = if a.limit == 0 { MAX_PAGE } else { (a.limit - hosts.len() as u32).min(MAX_PAGE) };
             let q = HostPageQuery { filter: filter.clone(), sort, descending: a.desc, offset, limit: want };
-            let CentralResponse::HostPage(page) = c.request(&CentralRequest::HostPage(q)).await? else {
-                bail!("unexpected answer")
+            // Only asked with the audit filter when there is one: an older central answers both.
+            let request = match audit {
+                Some(audit) => CentralRequest::HostPageV2(HostPageQueryV2 { page: q, audit: Some(audit) }),
+                None => CentralRequest::HostPage(q),
             };
+            let CentralResponse::HostPage(page) = c.request(&request).await? else { bail!("unexpected answer") };
             let got = page.hosts.len() as u32;
             hosts.extend(page.hosts);
             offset += got;

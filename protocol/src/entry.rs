@@ -156,6 +156,8 @@ pub struct PackageEntry {
     pub min_wapt_version: Option<String>,
     /// Bytes it takes once installed: the install is refused when the disk lacks them.
     pub installed_size: Option<u64>,
+    /// How often its audit hook runs, in seconds (`audit_schedule`; `None`: only when asked).
+    pub audit_every: Option<u64>,
     /// Packages this one needs, installed before it.
     pub depends: Vec<PackageRequest>,
     /// Packages that must not be installed beside this one.
@@ -190,6 +192,26 @@ pub struct HostCapabilities {
     /// `min_wapt_version`); `None` checks neither.
     #[serde(default)]
     pub agent_version: Option<String>,
+}
+
+/// `audit_schedule` in seconds: minutes as a bare number, or a number with `s`, `m`, `h`, `d`
+/// or `w` (WAPT's forms); `None` when empty, zero or not understood (an audit only when asked).
+pub fn audit_period(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&text[..i], text[i..].trim()),
+        None => (text.as_str(), "m"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    Some(n.checked_mul(unit)?).filter(|&s| s > 0)
 }
 
 /// The WAPT version whose packages an Outpost agent installs as WAPT does: a package whose
@@ -279,6 +301,7 @@ impl PackageEntry {
             min_outpost_version: optional("min_outpost_version"),
             min_wapt_version: optional("min_wapt_version"),
             installed_size: control.get_u64("installed_size"),
+            audit_every: audit_period(control.get_or_empty("audit_schedule")),
             depends: requests("depends")?,
             conflicts: requests("conflicts")?,
             valid_from: date("valid_from")?,
@@ -465,6 +488,25 @@ mod tests {
         }
         let beta = HostCapabilities { maturities: vec!["BETA".into()], ..h };
         assert!(entry("").mismatch(&beta).is_some(), "no maturity means PROD");
+    }
+
+    #[test]
+    fn audit_schedules_read_as_wapt_writes_them() {
+        for (text, want) in [
+            ("120", Some(7200)),
+            ("30s", Some(30)),
+            ("10m", Some(600)),
+            ("2h", Some(7200)),
+            ("1d", Some(86_400)),
+            ("1W", Some(604_800)),
+            ("", None),
+            ("0", None),
+            ("soon", None),
+            ("5y", None),
+        ] {
+            assert_eq!(audit_period(text), want, "{text:?}");
+        }
+        assert_eq!(entry("audit_schedule: 1d\n").audit_every, Some(86_400));
     }
 
     #[test]

@@ -114,3 +114,37 @@ fn too_new_or_too_big_packages_are_refused_with_the_numbers() {
     );
     assert!(log_lines(&log).is_empty(), "no hook ran: {:?}", log_lines(&log));
 }
+
+/// `audit_schedule`: the daemon runs the audit hook on its schedule, the result reaches central in
+/// the inventory, and `console hosts --audit ERROR` finds the host.
+#[test]
+fn scheduled_audits_run_by_themselves_and_reach_the_console() {
+    let c = Cluster::new();
+    let (server, central) = c.server(&[]);
+    let admin = crate::central::Console::new(&c, &central, "Ann", "view");
+    let log = c.dir().join("hooks.log");
+    // The audit fails (exit 2): an ERROR; installing works.
+    let setup = hook(&log, "[ \"$1\" = audit ] && exit 2\nexit 0");
+    c.publish(&c.package_with("tis-watched", "1", "audit_schedule: 2s\n", &[("setup.sh", &setup)]), &server.addr);
+    c.publish(&c.package_with("tis-quiet", "1", "", &[("setup.sh", &hook(&log, ""))]), &server.addr);
+    let host = Host::new(&c, "pc-audit.test", &format!("repos = [{:?}]\nserver = {central:?}", server.addr));
+    host.run(&["install", "tis-watched", "tis-quiet"]).ok();
+    let _daemon = crate::common::Stop(host.spawn(&["run"]));
+    let audits = |name: &str| log_lines(&log).iter().filter(|l| *l == &format!("audit {name} 1")).count();
+    crate::cluster::wait_for(std::time::Duration::from_secs(30), "two scheduled audits", || {
+        (audits("tis-watched") >= 2).then_some(())
+    });
+    assert_eq!(audits("tis-quiet"), 0, "a package without a schedule is audited only when asked");
+    let found = crate::cluster::wait_for(std::time::Duration::from_secs(30), "the audit result at central", || {
+        let hosts = admin.hosts(&["--audit", "ERROR"]);
+        (!hosts.is_empty()).then_some(hosts)
+    });
+    assert_eq!(found[0]["fqdn"], "pc-audit.test");
+    assert!(admin.hosts(&["--audit", "OK"]).is_empty());
+    assert_eq!(admin.hosts(&["audit:error name:pc-audit*"]).len(), 1, "the filter line reads audit: too");
+    let detail = admin.json(&["host", "pc-audit.test"]);
+    let audits_section = &detail["inventory"]["sections"]["audits"]["Audits"];
+    let watched = audits_section.as_array().unwrap().iter().find(|a| a["name"] == "tis-watched").unwrap();
+    assert_eq!(watched["result"], "ERROR", "{watched}");
+    assert!(watched["message"].as_str().unwrap().contains("exit code 2"), "{watched}");
+}

@@ -254,9 +254,50 @@ impl Actor for AgentActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.notify(Cycle);
         self.schedule(ctx);
+        // Audits run on their packages' own schedules (`audit_schedule`).
+        ctx.run_interval(AUDIT_TICK, |_, ctx| ctx.notify(AuditTick));
         if self.metrics.is_some() {
             ctx.run_interval(Duration::from_secs(15), |act, _| act.observe());
         }
+    }
+}
+
+/// How often the daemon looks for audits that are due.
+const AUDIT_TICK: Duration = Duration::from_secs(2);
+
+/// Runs the audits that are due.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct AuditTick;
+
+impl Handler<AuditTick> for AgentActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: AuditTick, _: &mut Self::Context) -> Self::Result {
+        let agent = self.agent();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let Some(agent) = agent else { return false };
+                match agent.audit_due(crate::clock::unix_now()).await {
+                    Ok(done) => {
+                        for a in &done {
+                            tracing::info!(package = a.name, result = %a.result, "scheduled audit");
+                        }
+                        !done.is_empty()
+                    }
+                    Err(e) => {
+                        tracing::warn!("scheduled audits failed: {e}");
+                        false
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|ran, act, _| {
+                if ran {
+                    act.notify();
+                }
+            }),
+        ))
     }
 }
 

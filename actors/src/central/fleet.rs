@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
-    FleetOverview, HostFilter, HostPage, HostPageQuery, HostQuery, HostSort, HostSummary, Inventory, MAX_PAGE,
-    PackageSummary, ReportSeen, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
+    FleetOverview, HostFilter, HostPage, HostPageQuery, HostPageQueryV2, HostQuery, HostSort, HostSummary, Inventory,
+    MAX_PAGE, PackageSummary, ReportSeen, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
 };
-use outpost_protocol::resolver::{HostStatus, PackageStatus};
+use outpost_protocol::resolver::{HostStatus, InstallState, PackageStatus};
 
 /// One host: one certificate.
 #[derive(Clone, Debug, Default)]
@@ -20,6 +20,8 @@ pub struct HostRow {
     software: Vec<u32>,
     /// Its status (`None` until it reports its packages).
     status: Option<HostStatus>,
+    /// Its worst last audit (`None`: nothing audited).
+    audit: Option<InstallState>,
     /// Its Outpost packages: interned name, status, installed version.
     packages: Vec<(u32, PackageStatus, Option<String>)>,
     /// The snapshot it holds had expired at its last report.
@@ -179,6 +181,9 @@ impl Fleet {
             row.summary.site = h.site.clone();
         }
         let new_fqdn = row.summary.fqdn.to_lowercase();
+        if changed.contains(&SectionKind::Audits) {
+            row.audit = inventory.worst_audit();
+        }
         if changed.contains(&SectionKind::Snapshot) {
             row.snapshot_expired = inventory.snapshot().is_some_and(|s| s.expired);
         }
@@ -292,7 +297,14 @@ impl Fleet {
 
     /// One page of the hosts `q` filters, in its order, and how many matched in all.
     pub fn page(&self, q: &HostPageQuery, online: &dyn Fn(&str) -> bool) -> HostPage {
-        let hits = self.matching(&q.filter);
+        self.page_v2(&HostPageQueryV2 { page: q.clone(), audit: None }, online)
+    }
+
+    /// The same, with the audit filter.
+    pub fn page_v2(&self, q2: &HostPageQueryV2, online: &dyn Fn(&str) -> bool) -> HostPage {
+        let q = &q2.page;
+        let hits: Vec<&HostRow> =
+            self.matching(&q.filter).into_iter().filter(|r| q2.audit.is_none_or(|a| r.audit == Some(a))).collect();
         let total = hits.len() as u64;
         // Each row's key is made once (not at every comparison): a deep page at 100,000 hosts
         // orders them all.
@@ -601,6 +613,39 @@ mod tests {
         let recent = f.by_fingerprint("fp1").unwrap().recent();
         let seqs: Vec<u64> = recent.iter().map(|r| r.sequence).collect();
         assert_eq!(seqs, (3..=12).rev().collect::<Vec<_>>(), "the last ten, newest first");
+    }
+
+    #[test]
+    fn hosts_are_found_by_their_worst_audit() {
+        use outpost_protocol::central::AuditResult;
+        let mut f = Fleet::default();
+        let audits = |results: &[InstallState]| {
+            Inventory::from_sections([Section::Audits(
+                results
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| AuditResult { name: format!("p{i}"), result: *r, message: String::new(), at: 1 })
+                    .collect(),
+            )])
+        };
+        f.update("fp1", "u1", &inventory("a.ex", "OK", &[]), &ALL, 1, 1);
+        f.update("fp2", "u2", &inventory("b.ex", "OK", &[]), &ALL, 1, 1);
+        f.update(
+            "fp1",
+            "u1",
+            &audits(&[InstallState::Ok, InstallState::Error, InstallState::Warning]),
+            &[SectionKind::Audits],
+            2,
+            2,
+        );
+        f.update("fp2", "u2", &audits(&[InstallState::Ok, InstallState::Warning]), &[SectionKind::Audits], 2, 2);
+        let find = |audit| {
+            let q = HostPageQueryV2 { page: HostPageQuery::default(), audit: Some(audit) };
+            f.page_v2(&q, &|_| false).hosts.into_iter().map(|h| h.fqdn).collect::<Vec<_>>()
+        };
+        assert_eq!(find(InstallState::Error), ["a.ex"]);
+        assert_eq!(find(InstallState::Warning), ["b.ex"], "the worst result counts");
+        assert!(find(InstallState::Ok).is_empty());
     }
 
     #[test]

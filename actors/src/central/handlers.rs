@@ -195,6 +195,10 @@ impl Handler<Handle> for Central {
                 let agents = &self.agents;
                 (CentralResponse::HostPage(self.fleet.page(&q, &|fp| agents.contains_key(fp))), vec![])
             }
+            (CentralRequest::HostPageV2(q), _) => {
+                let agents = &self.agents;
+                (CentralResponse::HostPage(self.fleet.page_v2(&q, &|fp| agents.contains_key(fp))), vec![])
+            }
             (CentralRequest::Overview { stale_after }, _) => {
                 let agents = &self.agents;
                 let mut overview =

@@ -154,6 +154,7 @@ impl Central {
             outpost_protocol::central::SectionKind::Software,
             outpost_protocol::central::SectionKind::Packages,
             outpost_protocol::central::SectionKind::Snapshot,
+            outpost_protocol::central::SectionKind::Audits,
         ];
         for (record, inv) in &loaded.hosts {
             fleet.update(&record.fingerprint, &record.uuid, inv, &all, record.last_seen, record.sequence);

@@ -170,6 +170,7 @@ async fn handle_stream(
         CentralRequest::ReposV2 if right(Right::View) => CentralResponse::ReposV2(repos(ctx).await),
         r @ (CentralRequest::Hosts(_)
         | CentralRequest::HostPage(_)
+        | CentralRequest::HostPageV2(_)
         | CentralRequest::Overview { .. }
         | CentralRequest::Generation
         | CentralRequest::Host(_)

@@ -291,8 +291,8 @@ pub struct Loaded {
 }
 
 /// The sections the fleet index is built from.
-const INDEXED: [SectionKind; 4] =
-    [SectionKind::Host, SectionKind::Software, SectionKind::Packages, SectionKind::Snapshot];
+const INDEXED: [SectionKind; 5] =
+    [SectionKind::Host, SectionKind::Software, SectionKind::Packages, SectionKind::Snapshot, SectionKind::Audits];
 
 impl CentralStore {
     /// Opens (or creates) `dir/central.redb`, moves a database of the first layout to the

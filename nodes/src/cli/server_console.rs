@@ -132,6 +132,9 @@ pub struct ConsoleHostsArgs {
     /// Only hosts with this status: OK, NEED-UPGRADE, ERROR or UNKNOWN (not reported yet).
     #[arg(long, value_parser = host_status)]
     pub status: Option<String>,
+    /// Only hosts whose worst last audit is OK, WARNING or ERROR.
+    #[arg(long, value_parser = ["OK", "WARNING", "ERROR", "ok", "warning", "error"])]
+    pub audit: Option<String>,
     /// Only hosts with this Outpost package.
     #[arg(long)]
     pub package: Option<String>,

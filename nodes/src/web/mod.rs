@@ -27,7 +27,8 @@ use outpost_actors::central::client::CentralClient;
 use outpost_actors::repo::client::RepoClient;
 use outpost_actors::transport;
 use outpost_protocol::central::{
-    ALPN_CENTRAL, ActionKind, CentralRequest, CentralResponse, HostFilter, HostPageQuery, HostSort, Targets,
+    ALPN_CENTRAL, ActionKind, CentralRequest, CentralResponse, HostPageQuery, HostPageQueryV2, HostSort, Targets,
+    parse_filter,
 };
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::pki::{Purpose, Right, TrustStore, cert_info};
@@ -355,7 +356,7 @@ async fn hosts(State(web): State<Arc<Web>>, Query(p): Query<HostsParams>) -> Res
     let sort = p.sort.as_deref().and_then(HostSort::parse).unwrap_or_default();
     let descending = p.desc.as_deref().is_some_and(|d| d == "1");
     let frame = web.frame("Hosts", "hosts");
-    let filter = match HostFilter::parse(&line) {
+    let (filter, audit) = match parse_filter(&line) {
         Ok(f) => f,
         Err(e) => {
             let above = pages::hosts_above(&frame, &line, sort, descending, Some(&e.to_string()));
@@ -365,7 +366,11 @@ async fn hosts(State(web): State<Arc<Web>>, Query(p): Query<HostsParams>) -> Res
     };
     let page = p.page.unwrap_or(1).max(1);
     let q = HostPageQuery { filter, sort, descending, offset: (page - 1).saturating_mul(PER_PAGE), limit: PER_PAGE };
-    match web.ask(CentralRequest::HostPage(q)).await {
+    let request = match audit {
+        Some(audit) => CentralRequest::HostPageV2(HostPageQueryV2 { page: q, audit: Some(audit) }),
+        None => CentralRequest::HostPage(q),
+    };
+    match web.ask(request).await {
         Ok(CentralResponse::HostPage(hp)) => {
             let above = pages::hosts_above(&frame, &line, sort, descending, None);
             let main = pages::hosts(&hp, &line, sort, descending, PER_PAGE, unix_now(), web.can_act);

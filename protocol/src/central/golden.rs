@@ -63,6 +63,18 @@ fn reports_actions_and_settings_still_decode() {
             output: None,
         }],
     };
+    let audits = Section::Audits(vec![AuditResult {
+        name: "a".into(),
+        result: InstallState::Error,
+        message: "setup.sh audit failed with exit code 2".into(),
+        at: 9,
+    }]);
+    assert_golden(
+        "an audits section",
+        &postcard::to_stdvec(&audits).unwrap(),
+        "0d010161042673657475702e7368206175646974206661696c65642077697468206578697420636f6465203212",
+    );
+    assert_eq!(Inventory::from_sections([audits]).worst_audit(), Some(InstallState::Error));
     let transfers = Section::Transfers([("edge:7443".to_string(), 5u64), ("main:7443".to_string(), 0)].into());
     assert_golden(
         "a transfers section",

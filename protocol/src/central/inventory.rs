@@ -217,6 +217,21 @@ pub enum Section {
     /// Bytes of packages fetched from each repository (its address) since the agent's state
     /// was made: which repository serves this host, and how much the main had to send.
     Transfers(BTreeMap<String, u64>),
+    /// The last audit of each installed package that was audited.
+    Audits(Vec<AuditResult>),
+}
+
+/// A package's last audit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditResult {
+    /// The package.
+    pub name: String,
+    /// OK, WARNING or ERROR.
+    pub result: InstallState,
+    /// What the hook said (its summary and the end of its output).
+    pub message: String,
+    /// When it ran (Unix seconds).
+    pub at: i64,
 }
 
 /// Which section a [`Section`] is.
@@ -247,6 +262,8 @@ pub enum SectionKind {
     Snapshot,
     /// [`Section::Transfers`].
     Transfers,
+    /// [`Section::Audits`].
+    Audits,
 }
 
 impl Section {
@@ -265,6 +282,7 @@ impl Section {
             Self::LastUpdate(_) => SectionKind::LastUpdate,
             Self::Snapshot(_) => SectionKind::Snapshot,
             Self::Transfers(_) => SectionKind::Transfers,
+            Self::Audits(_) => SectionKind::Audits,
         }
     }
 }
@@ -361,6 +379,24 @@ impl Inventory {
             Some(Section::Software(s)) => s,
             _ => &[],
         }
+    }
+
+    /// The last audits, if reported.
+    pub fn audits(&self) -> &[AuditResult] {
+        match self.sections.get(&SectionKind::Audits) {
+            Some(Section::Audits(a)) => a,
+            _ => &[],
+        }
+    }
+
+    /// The worst last audit result (ERROR over WARNING over OK), if any package was audited.
+    pub fn worst_audit(&self) -> Option<InstallState> {
+        let rank = |s: InstallState| match s {
+            InstallState::Ok => 0,
+            InstallState::Warning => 1,
+            _ => 2,
+        };
+        self.audits().iter().map(|a| a.result).max_by_key(|s| rank(*s))
     }
 
     /// Bytes fetched from each repository, if reported.

@@ -1,8 +1,8 @@
 //! The messages between agents, consoles and central, and their framing.
 
 use super::{
-    ActionLine, CentralError, FleetOverview, HostDetail, HostDetailV2, HostPage, HostPageQuery, HostQuery, HostSummary,
-    PackageSummary, PendingHost, RepoLine, RepoView, Signed, SignedReport,
+    ActionLine, CentralError, FleetOverview, HostDetail, HostDetailV2, HostPage, HostPageQuery, HostPageQueryV2,
+    HostQuery, HostSummary, PackageSummary, PendingHost, RepoLine, RepoView, Signed, SignedReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,8 @@ pub enum CentralRequest {
     ReposV2,
     /// Console: one host with its recent reports ([`CentralResponse::HostV2`]).
     HostV2(String),
+    /// Console: one page of hosts, filtered by their audits too ([`CentralResponse::HostPage`]).
+    HostPageV2(HostPageQueryV2),
 }
 
 /// An answer. Only ever add variants.

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::HostSummary;
-use crate::resolver::HostStatus;
+use crate::resolver::{HostStatus, InstallState};
 
 /// Hosts on one page at most.
 pub const MAX_PAGE: u32 = 1000;
@@ -69,8 +69,11 @@ pub struct HostFilter {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
     /// A key no filter has.
-    #[error("{key:?} is not a filter; use status:, site:, pkg:, sw:, ou: or name:")]
+    #[error("{key:?} is not a filter; use status:, site:, pkg:, sw:, ou:, name: or audit:")]
     UnknownKey { key: String },
+    /// An audit result no audit has.
+    #[error("{0:?} is not an audit result: OK, WARNING or ERROR")]
+    Audit(String),
     /// A status no host can have.
     #[error("{0:?} is not a host status: OK, NEED-UPGRADE, ERROR or UNKNOWN")]
     Status(String),
@@ -279,6 +282,45 @@ pub struct HostPageQuery {
     pub limit: u32,
 }
 
+/// A page of hosts, filtered by their audits too ([`super::CentralRequest::HostPageV2`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPageQueryV2 {
+    /// Everything [`HostPageQuery`] says.
+    pub page: HostPageQuery,
+    /// Hosts whose worst last audit is this (OK, WARNING or ERROR).
+    pub audit: Option<InstallState>,
+}
+
+/// A filter line with its `audit:` term: the host filter, and the audit result asked for.
+pub fn parse_filter(line: &str) -> Result<(HostFilter, Option<InstallState>), FilterError> {
+    let mut audit = None;
+    let mut rest = Vec::new();
+    for term in terms(line)? {
+        match term.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("audit") => {
+                if audit.is_some() {
+                    return Err(FilterError::Twice { key: "audit".into() });
+                }
+                audit = Some(match v.to_ascii_uppercase().as_str() {
+                    "OK" => InstallState::Ok,
+                    "WARNING" => InstallState::Warning,
+                    "ERROR" => InstallState::Error,
+                    _ => return Err(FilterError::Audit(v.to_string())),
+                });
+            }
+            _ => rest.push(if term.contains(char::is_whitespace) {
+                match term.split_once(':') {
+                    Some((k, v)) => format!("{k}:\"{v}\""),
+                    None => format!("\"{term}\""),
+                }
+            } else {
+                term
+            }),
+        }
+    }
+    Ok((HostFilter::parse(&rest.join(" "))?, audit))
+}
+
 /// A page of hosts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPage {
@@ -353,6 +395,19 @@ mod tests {
             let e = HostFilter::parse(line).unwrap_err().to_string();
             assert!(e.starts_with(want), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn the_audit_term_is_read_beside_the_host_filter() {
+        let (f, audit) = parse_filter(r#"audit:error site:lyon ou:"OU=Paris Office""#).unwrap();
+        assert_eq!(audit, Some(InstallState::Error));
+        assert_eq!((f.site.as_deref(), f.ou.as_deref()), (Some("lyon"), Some("OU=Paris Office")));
+        assert_eq!(parse_filter("pc-1").unwrap(), (HostFilter::parse("pc-1").unwrap(), None));
+        assert_eq!(
+            parse_filter("audit:bad").unwrap_err().to_string(),
+            "\"bad\" is not an audit result: OK, WARNING or ERROR"
+        );
+        assert!(parse_filter("audit:ok audit:error").is_err());
     }
 
     #[test]

@@ -389,6 +389,7 @@ impl Agent {
         };
         let mut sections = super::inventory::machine_sections(facts);
         sections.extend(super::inventory::agent_sections(&self.status()?));
+        sections.push(outpost_protocol::central::Section::Audits(self.audits()?.into_values().collect()));
         Ok(sections)
     }
 

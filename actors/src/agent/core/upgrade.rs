@@ -1,6 +1,8 @@
 //! `upgrade`, `install`, `remove`, `audit`: the plan's steps run, packages fetched, verified,
 //! installed and removed with their hooks.
 
+use outpost_protocol::central::AuditResult;
+
 use super::*;
 
 impl Agent {
@@ -388,28 +390,63 @@ impl Agent {
     /// `audit`: runs each installed package's `audit` hook; exit 0 is OK, 1 WARNING, others ERROR.
     pub async fn audit(&self) -> Result<Vec<AuditLine>, AgentError> {
         let mut out = Vec::new();
-        for (name, mut record) in self.state.installed()? {
-            let Some(hook) = record.hook.clone() else {
-                out.push(AuditLine { name, result: InstallState::Ok, message: "no hook: nothing to audit".into() });
-                continue;
-            };
-            let (result, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
-                Ok(o) => {
-                    let result = match o.code {
-                        Some(0) if !o.timed_out => InstallState::Ok,
-                        Some(1) => InstallState::Warning,
-                        _ => InstallState::Error,
-                    };
-                    record.output = o.output.clone();
-                    (result, o.summary("setup.sh", HookAction::Audit))
-                }
-                Err(e) => (InstallState::Error, causes(&e)),
-            };
-            record.audit = Some(result);
-            record.updated_at = unix_now();
-            self.state.put_installed(&name, &record)?;
-            out.push(AuditLine { name, result, message });
+        for (name, record) in self.state.installed()? {
+            out.push(self.audit_one(name, record).await?);
         }
         Ok(out)
     }
+
+    /// Runs the audits whose `audit_schedule` is due at `now` (for the daemon); returns them.
+    pub async fn audit_due(&self, now: i64) -> Result<Vec<AuditLine>, AgentError> {
+        let last = self.audits()?;
+        let mut out = Vec::new();
+        for (name, record) in self.state.installed()? {
+            let Some(every) = record.as_installed().and_then(|i| i.entry.audit_every) else { continue };
+            let since = last.get(&name).map_or(record.installed_at, |a| a.at);
+            if now.saturating_sub(since) >= i64::try_from(every).unwrap_or(i64::MAX) {
+                out.push(self.audit_one(name, record).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last audit of each installed package that was audited.
+    pub fn audits(&self) -> Result<BTreeMap<String, AuditResult>, AgentError> {
+        let mut kept: BTreeMap<String, AuditResult> = self.state.kept(AUDITS)?.unwrap_or_default();
+        let installed: BTreeSet<String> = self.state.installed()?.into_iter().map(|(n, _)| n).collect();
+        kept.retain(|n, _| installed.contains(n));
+        Ok(kept)
+    }
+
+    async fn audit_one(&self, name: String, mut record: InstalledRecord) -> Result<AuditLine, AgentError> {
+        let Some(hook) = record.hook.clone() else {
+            return Ok(AuditLine { name, result: InstallState::Ok, message: "no hook: nothing to audit".into() });
+        };
+        let (result, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
+            Ok(o) => {
+                let result = match o.code {
+                    Some(0) if !o.timed_out => InstallState::Ok,
+                    Some(1) => InstallState::Warning,
+                    _ => InstallState::Error,
+                };
+                record.output = o.output.clone();
+                (result, o.summary("setup.sh", HookAction::Audit))
+            }
+            Err(e) => (InstallState::Error, causes(&e)),
+        };
+        let now = unix_now();
+        record.audit = Some(result);
+        record.updated_at = now;
+        self.state.put_installed(&name, &record)?;
+        let mut kept: BTreeMap<String, AuditResult> = self.state.kept(AUDITS)?.unwrap_or_default();
+        let tail: String =
+            record.output.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let said = if tail.is_empty() { message.clone() } else { format!("{message}\n{tail}") };
+        kept.insert(name.clone(), AuditResult { name: name.clone(), result, message: said, at: now });
+        self.state.keep(AUDITS, &kept)?;
+        Ok(AuditLine { name, result, message })
+    }
 }
+
+/// Where the last audits are kept in the state database.
+const AUDITS: &str = "audits";
