@@ -148,3 +148,39 @@ fn scheduled_audits_run_by_themselves_and_reach_the_console() {
     assert_eq!(watched["result"], "ERROR", "{watched}");
     assert!(watched["message"].as_str().unwrap().contains("exit code 2"), "{watched}");
 }
+
+/// `impacted_process`: the processes a package names are closed before it is installed (asked
+/// first, stopped after the time limit when they do not close), and its output says so.
+#[cfg(target_os = "linux")]
+#[test]
+fn impacted_processes_are_closed_before_the_install_and_it_says_so() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    // Two programs named as a package would name them: one closes when asked, one does not.
+    let polite = c.dir().join("polite-x");
+    let stubborn = c.dir().join("stubborn-x");
+    std::fs::copy("/bin/sleep", &polite).unwrap();
+    std::fs::copy("/bin/sh", &stubborn).unwrap();
+    let mut p = std::process::Command::new(&polite).arg("300").spawn().unwrap();
+    let mut s =
+        std::process::Command::new(&stubborn).args(["-c", "trap '' TERM; while :; do sleep 1; done"]).spawn().unwrap();
+    c.publish(
+        &c.package_with(
+            "tis-app",
+            "1",
+            "impacted_process: polite-x,Stubborn-X.exe\n",
+            &[("setup.sh", &hook(&log, ""))],
+        ),
+        &main.addr,
+    );
+    let host = Host::new(&c, "pc-p.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["install", "tis-app"]).ok();
+    assert!(p.try_wait().unwrap().is_some(), "polite-x was closed");
+    assert!(s.try_wait().unwrap().is_some(), "stubborn-x was stopped");
+    let line = host.package("tis-app").unwrap();
+    let output = line["output"].as_str().unwrap();
+    assert!(output.contains("closed polite-x (pid"), "{output}");
+    assert!(output.contains("stopped stubborn-x (pid") && output.contains("did not close within 10 s"), "{output}");
+    let _ = (p.wait(), s.wait());
+}

@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod link;
 pub mod metrics;
 pub mod plan;
+pub mod processes;
 pub mod report;
 pub mod select;
 pub mod state;

@@ -27,6 +27,7 @@ use super::download::{self, DownloadError};
 use super::hooks::{self, HookAction};
 use super::identity::{self, Machine};
 use super::plan;
+use super::processes;
 pub use super::report::{
     AuditLine, Failure, PackageLine, RepoLine, ReposReport, SnapshotInfo, StatusReport, UpdateReport, UpgradeReport,
 };

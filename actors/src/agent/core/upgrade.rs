@@ -216,6 +216,11 @@ impl Agent {
         put(&record)?;
         record.state = InstallState::Running;
         put(&record)?;
+        // The processes the package names are closed first, and the output says so.
+        let closed = processes::close(&processes::impacted(&manifest.control), processes::GRACE).await;
+        for line in &closed {
+            tracing::info!(package = step.name, "{line}");
+        }
         let outcome = match &script {
             Some(s) => {
                 let run = hooks::run(
@@ -243,8 +248,9 @@ impl Agent {
         };
         let ok = outcome.as_ref().is_none_or(hooks::HookOutcome::success);
         record.updated_at = unix_now();
+        let said: String = closed.iter().map(|l| format!("outpost: {l} before install\n")).collect();
         if let Some(o) = &outcome {
-            record.output = o.output.clone();
+            record.output = format!("{said}{}", o.output);
             record.message = o.summary(
                 &script
                     .as_ref()
@@ -253,6 +259,7 @@ impl Agent {
                 HookAction::Install,
             );
         } else {
+            record.output = said;
             record.message = format!("{} {} installed (no hook)", step.name, step.version);
         }
         if ok {
@@ -290,6 +297,9 @@ impl Agent {
         let Some(record) = self.state.get_installed(name)? else {
             return Err(StepError::NotInstalled(name.to_string()));
         };
+        for line in processes::close(&processes::impacted(&record.control()), processes::GRACE).await {
+            tracing::info!(package = name, "{line} before removal");
+        }
         if let Some(hook) = &record.hook {
             let outcome = self.run_kept_hook(name, hook, HookAction::Uninstall, &record).await?;
             if !outcome.success() {
