@@ -507,6 +507,46 @@ pub fn install(args: &AgentInstallArgs) -> Result<()> {
     execute(&n.agent, &command, n.json)
 }
 
+/// `outpost agent session-setup`: runs as the user, from what the agent exported (no daemon,
+/// no system state needed).
+pub fn session_setup(args: &AgentReadArgs) -> Result<()> {
+    let (cfg, _) = settings(&args.agent)?;
+    let limit = config::duration_at_least("hook_timeout", &cfg.hook_timeout, Duration::from_secs(1))?;
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "user".into());
+    let user_state = if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA").map(|d| std::path::PathBuf::from(d).join("Outpost"))
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(|d| std::path::PathBuf::from(d).join("outpost"))
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state/outpost")))
+    }
+    .ok_or_else(|| anyhow::anyhow!("no folder for this user's state (set HOME or XDG_STATE_HOME)"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runs = runtime.block_on(outpost_actors::agent::session::run_for_user(&cfg.state, &user_state, &user, limit))?;
+    if args.json {
+        crate::out!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        for r in &runs {
+            crate::out!(
+                "{} {} {}: {}",
+                if r.ok { "OK    " } else { "FAILED" },
+                r.package,
+                r.version,
+                r.message.lines().next().unwrap_or_default()
+            );
+        }
+        if runs.is_empty() {
+            eprintln!("Nothing to set up for {user}.");
+        }
+    }
+    let failed: Vec<&str> = runs.iter().filter(|r| !r.ok).map(|r| r.package.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("session-setup failed for {} (tried again at the next logon)", failed.join(", "));
+    }
+    Ok(())
+}
+
 /// `outpost agent forget`
 pub fn forget(args: &AgentNamesArgs) -> Result<()> {
     execute(&args.agent, &Command::Forget { names: args.packages.clone() }, args.json)

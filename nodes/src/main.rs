@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         Command::Agent(AgentCommand::List(a)) => agent_cmd::read(a, &Agent::List),
         Command::Agent(AgentCommand::Forget(a)) => agent_cmd::forget(a),
         Command::Agent(AgentCommand::Clean(a)) => agent_cmd::read(a, &Agent::Clean),
+        Command::Agent(AgentCommand::SessionSetup(a)) => agent_cmd::session_setup(a),
         Command::Agent(AgentCommand::Remove(a)) => agent_cmd::remove(a),
         Command::Agent(AgentCommand::ResetUuid(a)) => agent_cmd::reset_uuid(a),
         Command::Wapt(WaptCommand::VerifyControl(a)) => wapt_cmd::verify_control(a),

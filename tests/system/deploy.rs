@@ -109,7 +109,12 @@ fn systemd_units_run_real_commands() {
         }
         units += 1;
     }
-    assert!(units >= 4, "server, main, edge and agent units");
+    assert!(units >= 5, "server, main, edge, agent and session-setup units");
+    // The XDG autostart entry runs the same command as the user unit.
+    let desktop = std::fs::read_to_string(root().join("deploy/xdg/outpost-session-setup.desktop")).unwrap();
+    let exec = desktop.lines().find_map(|l| l.strip_prefix("Exec=")).expect("an Exec line");
+    let user_unit = std::fs::read_to_string(dir.join("outpost-session-setup.service")).unwrap();
+    assert!(user_unit.contains(&format!("ExecStart={exec}")), "{exec}");
     let agent = std::fs::read_to_string(dir.join("outpost-agent.service")).unwrap();
     assert!(agent.contains("ExecStopPost=-/usr/bin/outpost agent upgrade"), "a final upgrade at stop");
 }

@@ -184,3 +184,46 @@ fn impacted_processes_are_closed_before_the_install_and_it_says_so() {
     assert!(output.contains("stopped stubborn-x (pid") && output.contains("did not close within 10 s"), "{output}");
     let _ = (p.wait(), s.wait());
 }
+
+/// `session-setup`: run as the user at logon, once per package version, from what the agent
+/// exported; a failure shows in the host's status and is tried again at the next logon.
+#[test]
+fn session_setup_runs_once_per_version_per_user_and_failures_show() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let home = c.dir().join("home-ann");
+    let setup = hook(&log, "[ \"$1\" = session-setup ] && echo set > \"$HOME/.tis-prefs\"\nexit 0");
+    let failing = hook(&log, "[ \"$1\" = session-setup ] && exit 3\nexit 0");
+    c.publish(&c.package_with("tis-prefs", "1", "", &[("setup.sh", &setup)]), &main.addr);
+    c.publish(&c.package_with("tis-broken", "1", "", &[("setup.sh", &failing)]), &main.addr);
+    c.publish(&c.package_with("tis-plain", "1", "", &[("setup.sh", &hook(&log, "exit 0"))]), &main.addr);
+    let host = Host::new(&c, "pc-s.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["install", "tis-prefs", "tis-broken", "tis-plain"]).ok();
+    let as_ann = |args: &[&str]| {
+        let mut all = vec!["agent"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", host.config.to_str().unwrap()]);
+        crate::common::run_env(
+            c.dir(),
+            &all,
+            &[("HOME", home.to_str().unwrap()), ("USER", "ann"), ("XDG_STATE_HOME", "")],
+        )
+    };
+    let first = as_ann(&["session-setup", "--json"]).fails_with("session-setup failed for tis-broken");
+    let runs: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "the hook without session-setup is not run: {runs}");
+    assert_eq!(std::fs::read_to_string(home.join(".tis-prefs")).unwrap(), "set\n");
+    let count = |line: &str| log_lines(&log).iter().filter(|l| *l == line).count();
+    assert_eq!(count("session-setup tis-prefs 1"), 1);
+    // The next logon: what worked is not run again; what failed is tried again.
+    as_ann(&["session-setup"]).fails_with("tis-broken");
+    assert_eq!(count("session-setup tis-prefs 1"), 1, "once per version");
+    assert_eq!(count("session-setup tis-broken 1"), 2, "tried again");
+    // The host's status says it.
+    let broken = host.package("tis-broken").unwrap();
+    assert_eq!(broken["status"], "ERROR", "{broken}");
+    assert!(broken["reason"].as_str().unwrap().contains("session-setup for user ann failed"), "{broken}");
+    assert_eq!(host.package("tis-prefs").unwrap()["status"], "OK");
+    assert_eq!(host.status()["host_status"], "ERROR");
+}

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod processes;
 pub mod report;
 pub mod select;
+pub mod session;
 pub mod state;
 pub mod status;
 

@@ -26,6 +26,8 @@ pub struct Held<'a> {
     pub failures: &'a [Failure],
     /// The last update.
     pub last_update: Option<&'a LastUpdate>,
+    /// Session-setups that failed for a user.
+    pub session_failures: &'a [super::session::SessionRun],
 }
 
 /// The parts of the status report that are decided.
@@ -93,6 +95,16 @@ pub fn decide(held: Held<'_>) -> Decided {
         {
             line.status = PackageStatus::Error;
             line.reason = Some(f.reason.clone());
+        }
+    }
+    for f in held.session_failures {
+        if let Some(line) = lines.get_mut(&f.package)
+            && line.installed.as_deref() == Some(f.version.as_str())
+            && line.status == PackageStatus::Ok
+        {
+            line.status = PackageStatus::Error;
+            let first = f.message.lines().next().unwrap_or_default();
+            line.reason = Some(format!("session-setup for user {} failed: {first}", f.user));
         }
     }
     let packages: Vec<PackageLine> = lines.into_values().collect();

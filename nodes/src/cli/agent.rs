@@ -46,6 +46,10 @@ pub enum AgentCommand {
     Forget(AgentNamesArgs),
     /// Empty the package cache; says what it freed.
     Clean(AgentReadArgs),
+    /// As the logged-in user: run the session-setup of the installed packages not yet set up
+    /// for this user at their version (started at logon by the systemd user unit or the XDG
+    /// autostart entry in deploy/).
+    SessionSetup(AgentReadArgs),
     /// Give this machine a new UUID (a cloned disk image, a machine reinstalled from another's
     /// image): central then tells it apart from the original.
     ResetUuid(AgentReadArgs),

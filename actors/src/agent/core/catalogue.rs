@@ -71,6 +71,7 @@ impl Agent {
             self.state.remove_installed(name)?;
             report.removed.push(name.clone());
         }
+        self.export_session();
         if let Some((_, snapshot)) = self.held().ok().flatten() {
             self.resolve(&snapshot, &[]).await?;
         }

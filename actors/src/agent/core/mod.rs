@@ -356,12 +356,14 @@ impl Agent {
         let installed: BTreeMap<String, InstalledRecord> = self.state.installed()?.into_iter().collect();
         let failures = self.failures();
         let last_update = self.state.last_update()?;
+        let session_failures = super::session::failures(&self.settings.state_dir);
         let decided = status::decide(status::Held {
             plan: plan.as_ref(),
             snapshot: snapshot.as_ref(),
             installed: &installed,
             failures: &failures,
             last_update: last_update.as_ref(),
+            session_failures: &session_failures,
         });
         Ok(StatusReport {
             host: self.machine.clone(),
@@ -392,6 +394,18 @@ impl Agent {
         sections.extend(super::inventory::agent_sections(&self.status()?));
         sections.push(outpost_protocol::central::Section::Audits(self.audits()?.into_values().collect()));
         Ok(sections)
+    }
+
+    /// Writes what users' sessions need (`session-setup`); a failure is logged, never fatal.
+    pub(super) fn export_session(&self) {
+        let result = self
+            .state
+            .installed()
+            .map_err(|e| e.to_string())
+            .and_then(|i| super::session::export(&self.settings.state_dir, &i).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::warn!("exporting session-setup hooks failed: {e}");
+        }
     }
 
     /// The held snapshot (for tests and reports).

@@ -153,6 +153,7 @@ impl Agent {
         }
         report.failed = failures.into_iter().map(|(name, e)| Failure { name, reason: causes(&e) }).collect();
         self.save_failures(&report.failed)?;
+        self.export_session();
         // Statuses after the run, from the same snapshot.
         self.resolve(&snapshot, repos).await?;
         Ok(report)
@@ -391,6 +392,7 @@ impl Agent {
                 Err(e) => report.failed.push(Failure { name: name.clone(), reason: causes(&e) }),
             }
         }
+        self.export_session();
         if let Some((_, snapshot)) = self.held().ok().flatten() {
             self.resolve(&snapshot, &[]).await?;
         }

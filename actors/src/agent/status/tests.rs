@@ -66,7 +66,7 @@ fn run(
 ) -> Decided {
     let installed: BTreeMap<String, InstalledRecord> =
         installed.iter().map(|(n, r)| ((*n).to_string(), r.clone())).collect();
-    decide(Held { plan, snapshot, installed: &installed, failures, last_update })
+    decide(Held { plan, snapshot, installed: &installed, failures, last_update, session_failures: &[] })
 }
 
 fn line<'d>(d: &'d Decided, name: &str) -> &'d PackageLine {
