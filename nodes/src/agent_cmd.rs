@@ -84,6 +84,11 @@ fn settings_with(args: &AgentArgs, overlays: bool) -> Result<(AgentConfig, Agent
         maturities: cfg.maturities.clone(),
         locales: cfg.locales.clone(),
         hook_timeout: config::duration_at_least("hook_timeout", &cfg.hook_timeout, Duration::from_secs(1))?,
+        postpone_impacted: match cfg.impacted_process.as_str() {
+            "close" => false,
+            "postpone" => true,
+            other => bail!("impacted_process: {other:?} must be close or postpone"),
+        },
         pace: config::min_rate("min_rate", &cfg.min_rate)?,
         probation: config::duration("probation", &cfg.probation)?,
     };
@@ -332,6 +337,9 @@ fn render(answer: &Answer) {
         Answer::Upgrade(u) => {
             if u.offline {
                 crate::out!("No repository answered: working from the cache.");
+            }
+            for p in &u.postponed {
+                crate::out!("postponed: {}: {}", p.name, p.reason);
             }
             for (list, what) in [(&u.removed, "removed"), (&u.installed, "installed"), (&u.downloaded, "downloaded")] {
                 for p in list {

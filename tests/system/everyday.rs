@@ -227,3 +227,51 @@ fn session_setup_runs_once_per_version_per_user_and_failures_show() {
     assert_eq!(host.package("tis-prefs").unwrap()["status"], "OK");
     assert_eq!(host.status()["host_status"], "ERROR");
 }
+
+/// The postpone policy: a step waits while a program its package names runs, and is done at
+/// the next upgrade once it has stopped; from the package's `forced_install_on` it is closed.
+#[cfg(target_os = "linux")]
+#[test]
+fn with_the_postpone_policy_a_step_waits_for_the_program_to_stop() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    let busy = c.dir().join("busy-y");
+    std::fs::copy("/bin/sleep", &busy).unwrap();
+    let mut running = std::process::Command::new(&busy).arg("300").spawn().unwrap();
+    c.publish(
+        &c.package_with(
+            "tis-wait",
+            "1",
+            "impacted_process: busy-y\nforced_install_on: 2099-01-01\n",
+            &[("setup.sh", &hook(&log, ""))],
+        ),
+        &main.addr,
+    );
+    c.publish(
+        &c.package_with(
+            "tis-now",
+            "1",
+            "impacted_process: busy-y\nforced_install_on: 2020-01-01\n",
+            &[("setup.sh", &hook(&log, ""))],
+        ),
+        &main.addr,
+    );
+    let host = Host::new(&c, "pc-w.test", &format!("repos = [{:?}]\nimpacted_process = \"postpone\"", main.addr));
+    let out = host.run(&["install", "tis-wait"]).ok();
+    assert!(
+        out.stdout.contains(
+            "postponed: tis-wait: postponed: busy-y running (impacted_process); it will be closed from 2099-01-01"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(running.try_wait().unwrap().is_none(), "still running");
+    assert!(log_lines(&log).is_empty(), "no hook ran");
+    assert_ne!(host.package("tis-wait").unwrap()["status"], "OK");
+    // Past its forced_install_on date, the program is closed as with the default policy.
+    host.run(&["install", "tis-now"]).ok();
+    assert!(running.try_wait().unwrap().is_some(), "closed for tis-now");
+    host.run(&["upgrade"]).ok();
+    assert_eq!(host.package("tis-wait").unwrap()["status"], "OK", "done once the program stopped");
+}

@@ -45,6 +45,9 @@ pub struct UpgradeReport {
     pub fetched_by_repo: BTreeMap<String, u64>,
     /// True when no repository answered and the cache was used.
     pub offline: bool,
+    /// Steps postponed by the `impacted_process` policy (tried again at the next upgrade).
+    #[serde(default)]
+    pub postponed: Vec<Failure>,
 }
 
 /// A package that failed to download, verify, install or remove.

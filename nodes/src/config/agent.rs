@@ -55,6 +55,9 @@ pub struct AgentConfig {
     pub upgrade: String,
     /// Time limit of one hook run.
     pub hook_timeout: String,
+    /// What to do when a package's `impacted_process` is running: "close" it (asked, then
+    /// stopped) or "postpone" the step until it is not (or until its `forced_install_on`).
+    pub impacted_process: String,
     /// Repository rules, tried in sequence order.
     pub rules: Vec<RuleConfig>,
     /// The slowest transfer accepted from a repository, like `16KiB` (per second): a slower
@@ -91,6 +94,7 @@ impl Default for AgentConfig {
             update_every: "2h".into(),
             upgrade: "auto".into(),
             hook_timeout: "10m".into(),
+            impacted_process: "close".into(),
             rules: Vec::new(),
             min_rate: "16KiB".into(),
             probation: "10m".into(),

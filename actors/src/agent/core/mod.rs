@@ -71,6 +71,9 @@ pub struct AgentSettings {
     pub locales: Vec<String>,
     /// Time limit of one hook run.
     pub hook_timeout: Duration,
+    /// Postpone a step while a process its package names is running (instead of closing it),
+    /// until the package's `forced_install_on`.
+    pub postpone_impacted: bool,
     /// How fast a repository must be: a slower one is abandoned for the next candidate.
     pub pace: Pace,
     /// How long a repository that was too slow is left aside.
@@ -126,6 +129,10 @@ pub enum StepError {
     /// The snapshot entry and the signed package disagree.
     #[error("the snapshot entry does not match the signed package")]
     Mismatch,
+    /// A process the package names is running and the policy is to wait: the step is tried
+    /// again at the next upgrade.
+    #[error("postponed: {} running (impacted_process){}", .running.join(", "), .until.as_ref().map(|u| format!("; it will be closed from {u} (forced_install_on)")).unwrap_or_default())]
+    Postponed { running: Vec<String>, until: Option<String> },
     /// The disk lacks the space the package says it takes (`installed_size`).
     #[error(
         "not installed: it takes {} (installed_size) and {path} has {} free",

@@ -128,6 +128,9 @@ impl Agent {
                         self.state.remove_request(&step.name)?;
                         report.removed.push(step.name.clone());
                     }
+                    Err(e @ StepError::Postponed { .. }) => {
+                        report.postponed.push(Failure { name: step.name.clone(), reason: e.to_string() });
+                    }
                     Err(e) => {
                         failures.insert(step.name.clone(), e);
                         failed_names.insert(step.name.clone());
@@ -145,6 +148,11 @@ impl Agent {
             }
             match self.install_one(step, &dir, &manifest).await {
                 Ok(()) => report.installed.push(format!("{} {}", step.name, step.version)),
+                // Not a failure: the step waits, the package stays to be installed.
+                Err(e @ StepError::Postponed { .. }) => {
+                    report.postponed.push(Failure { name: step.name.clone(), reason: e.to_string() });
+                    failed_names.insert(step.name.clone());
+                }
                 Err(e) => {
                     failures.insert(step.name.clone(), e);
                     failed_names.insert(step.name.clone());
@@ -157,6 +165,23 @@ impl Agent {
         // Statuses after the run, from the same snapshot.
         self.resolve(&snapshot, repos).await?;
         Ok(report)
+    }
+
+    /// With the postpone policy, a step whose package names a running process waits (until
+    /// its `forced_install_on`, when it is closed as with the default policy).
+    fn maybe_postpone(&self, control: &Control, now: i64) -> Result<(), StepError> {
+        if !self.settings.postpone_impacted {
+            return Ok(());
+        }
+        let running: Vec<String> = processes::find(&processes::impacted(control)).into_iter().map(|(_, n)| n).collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let forced = control.get("forced_install_on").and_then(outpost_protocol::time_fmt::parse_date);
+        if forced.is_some_and(|t| now >= t) {
+            return Ok(());
+        }
+        Err(StepError::Postponed { running, until: forced.map(format_unix) })
     }
 
     pub(super) fn save_failures(&self, failed: &[Failure]) -> Result<(), AgentError> {
@@ -191,6 +216,7 @@ impl Agent {
                 return Err(StepError::NoSpace { needs, free, path });
             }
         }
+        self.maybe_postpone(&manifest.control, now)?;
         let previous = self.state.get_installed(&step.name)?;
         let script = hooks::script_for(manifest, dir);
         let hook = match &script {
@@ -298,6 +324,7 @@ impl Agent {
         let Some(record) = self.state.get_installed(name)? else {
             return Err(StepError::NotInstalled(name.to_string()));
         };
+        self.maybe_postpone(&record.control(), unix_now())?;
         for line in processes::close(&processes::impacted(&record.control()), processes::GRACE).await {
             tracing::info!(package = name, "{line} before removal");
         }
@@ -365,7 +392,8 @@ impl Agent {
         let installed: BTreeSet<String> =
             self.state.installed()?.into_iter().filter(|(_, r)| !r.state.is_broken()).map(|(n, _)| n).collect();
         let mut dropped = false;
-        let done = |n: &str| installed.contains(n) || report.failed.iter().any(|f| f.name == n);
+        let done =
+            |n: &str| installed.contains(n) || report.failed.iter().chain(&report.postponed).any(|f| f.name == n);
         for (name, unresolved) in plan::unmet(stored.as_ref(), &names, done) {
             if unresolved.is_some() {
                 self.state.remove_request(&name)?;
