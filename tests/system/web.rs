@@ -86,6 +86,10 @@ fn the_web_console_shows_the_fleet_live_and_acts_only_with_rights() {
     let app = b.text("tr[data-package='demo-app']");
     assert!(app.contains("demo-app 2.1-1 base 6 6 0 0 2.1-1 × 6"), "published 2.1-1, on the 6 hosts: {app}");
     b.shot("3b-packages");
+    b.click("tr[data-package='demo-app'] td a");
+    let fields = b.text("table.fields");
+    assert!(fields.contains("description") && fields.contains("The application every desktop gets"), "{fields}");
+    b.shot("3b-package");
 
     // The repository tree: every edge under its upstream, with its last sync.
     b.click("nav a[href='/repos']");

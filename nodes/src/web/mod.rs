@@ -152,6 +152,7 @@ fn router(web: Arc<Web>) -> Router {
         .route("/hosts", get(hosts))
         .route("/host", get(host))
         .route("/packages", get(packages))
+        .route("/package", get(package))
         .route("/repos", get(repos))
         .route("/actions", get(actions))
         .route("/act", post(act))
@@ -414,6 +415,29 @@ async fn packages(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Respo
         Ok(other) => failed(&web, "Packages", &anyhow::anyhow!("unexpected answer {other:?}")),
         Err(e) => failed(&web, "Packages", &e),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PackageParams {
+    name: String,
+    fragment: Option<String>,
+}
+
+async fn package(State(web): State<Arc<Web>>, Query(p): Query<PackageParams>) -> Response {
+    let fleet = match web.ask(CentralRequest::Packages).await {
+        Ok(CentralResponse::Packages(list)) => list,
+        Ok(other) => return failed(&web, "Package", &anyhow::anyhow!("unexpected answer {other:?}")),
+        Err(e) => return failed(&web, "Package", &e),
+    };
+    let published = match web.published().await {
+        Ok((_, entries)) => entries,
+        Err(e) => return failed(&web, "Package", &e),
+    };
+    let mut versions: Vec<&PackageEntry> = published.iter().filter(|e| e.name == p.name).collect();
+    versions.sort_by(|a, b| b.version.cmp(&a.version));
+    let summary = fleet.iter().find(|s| s.name == p.name);
+    let main = pages::package(&p.name, summary, &versions);
+    respond(web.frame(&p.name, "packages"), p.fragment.is_some(), &maud::html! {}, main)
 }
 
 async fn repos(State(web): State<Arc<Web>>, Query(c): Query<Common>) -> Response {

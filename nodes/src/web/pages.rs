@@ -359,18 +359,42 @@ pub fn packages(fleet: &[PackageSummary], published: &Result<(&Head, &[PackageEn
                     @let hosts: u32 = fleet.map_or(0, |p| p.by_status.values().sum());
                     @let pending = count("NEED-INSTALL") + count("NEED-UPGRADE") + count("NEED-REMOVE");
                     tr data-package=(name) {
-                        td { a href=(format!("/hosts?q=pkg:{}", encode(name))) { (name) } }
+                        td { a href=(format!("/package?name={}", encode(name))) { (name) } }
                         td { @match newest.get(name) {
                             Some(v) => { (v[0].version.as_str()) @if v[0].maturity != "PROD" && !v[0].maturity.is_empty() { " " span.quiet { (v[0].maturity) } } @if v.len() > 1 { span.quiet { " (+" (v.len() - 1) " older)" } } },
                             None => span.quiet { "not published" },
                         } }
                         td { (newest.get(name).map(|v| v[0].section.to_string()).unwrap_or_default()) }
-                        td.num { (hosts) }
+                        td.num { a href=(format!("/hosts?q=pkg:{}", encode(name))) { (hosts) } }
                         td.num { (count("OK")) }
                         td.num { (pending) }
                         td.num { (count("ERROR")) }
                         td { @if let Some(p) = fleet { @for (v, n) in &p.versions { span.version { (v) " × " (n) } " " } } }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// One package: where it is installed, and every published version with all its fields.
+pub fn package(name: &str, fleet: Option<&PackageSummary>, versions: &[&PackageEntry]) -> Markup {
+    html! {
+        h1 { (name) }
+        @match fleet {
+            Some(p) => p {
+                a href=(format!("/hosts?q=pkg:{}", encode(name))) { (p.by_status.values().sum::<u32>()) " host(s)" }
+                ": " @for (s, n) in &p.by_status { (badge(s)) " " (n) " " }
+                @if !p.versions.is_empty() { " · installed: " @for (v, n) in &p.versions { span.version { (v) " × " (n) } " " } }
+            },
+            None => p.quiet { "Installed on no host." },
+        }
+        @if versions.is_empty() { p.quiet { "Not published by the main repository." } }
+        @for e in versions {
+            h2 { "Version " (e.version.as_str()) " " span.quiet { (e.effective_maturity()) } }
+            table.fields data-version=(e.version.as_str()) {
+                @for (k, v) in e.control.iter() {
+                    @if !v.is_empty() { tr { th { (k) } td { @if v.contains('\n') { pre { (v) } } @else { (v) } } } }
                 }
             }
         }
