@@ -129,6 +129,7 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
 /// `outpost agent run`
 pub fn run(args: &AgentArgs) -> Result<()> {
     let (cfg, agent_settings) = settings(args)?;
+    #[cfg_attr(not(unix), allow(unused_variables))]
     let config_file = config::agent_config_path(args.config.as_deref());
     let _lock = lock(&cfg.state)?;
     let metrics_listener = daemon::bind_metrics(&cfg.metrics)?;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+#[cfg(unix)]
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+#[cfg(unix)]
 use tokio_util::sync::CancellationToken;
 
 use super::Agent;
@@ -367,6 +369,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 
 /// Whether a command given `asked` may run on a daemon started with `running`: both name the
 /// same file (or both use the built-in defaults).
+#[cfg(unix)]
 fn same_config(running: Option<&Path>, asked: Option<&Path>) -> bool {
     let canon = |p: Option<&Path>| p.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
     canon(running) == canon(asked)
