@@ -226,6 +226,13 @@ fn session_setup_runs_once_per_version_per_user_and_failures_show() {
     assert!(broken["reason"].as_str().unwrap().contains("session-setup for user ann failed"), "{broken}");
     assert_eq!(host.package("tis-prefs").unwrap()["status"], "OK");
     assert_eq!(host.status()["host_status"], "ERROR");
+    // What another user writes into the shared results folder cannot stop the agent: a file too
+    // large or not results is skipped.
+    let results = host.state.join("session/results");
+    std::fs::write(results.join("mallory.json"), vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    std::fs::write(results.join("eve.json"), b"not json").unwrap();
+    let broken = host.package("tis-broken").unwrap();
+    assert!(broken["reason"].as_str().unwrap().contains("session-setup for user ann failed"), "{broken}");
 }
 
 /// The postpone policy: a step waits while a program its package names runs, and is done at
@@ -274,4 +281,21 @@ fn with_the_postpone_policy_a_step_waits_for_the_program_to_stop() {
     assert!(running.try_wait().unwrap().is_some(), "closed for tis-now");
     host.run(&["upgrade"]).ok();
     assert_eq!(host.package("tis-wait").unwrap()["status"], "OK", "done once the program stopped");
+}
+
+/// `install --force` with no repository answering leaves the package as it was (OK), not
+/// marked interrupted.
+#[test]
+fn a_reinstall_that_cannot_run_changes_nothing() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let log = c.dir().join("hooks.log");
+    c.publish(&c.package_with("tis-kept", "1", "", &[("setup.sh", &hook(&log, ""))]), &main.addr);
+    let host = Host::new(&c, "pc-k.test", &format!("repos = [{:?}]", main.addr));
+    host.run(&["install", "tis-kept"]).ok();
+    main.stop();
+    let r = host.run(&["install", "--force", "tis-kept"]);
+    assert_ne!(r.code, Some(0), "nothing to reinstall from: {r:?}");
+    let line = host.package("tis-kept").unwrap();
+    assert_eq!((line["status"].as_str(), line["state"].as_str()), (Some("OK"), Some("OK")), "{line}");
 }

@@ -116,10 +116,15 @@ fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
+/// Largest results file read from a user (a user could write any size into the shared folder).
+const MAX_RESULTS_BYTES: u64 = 1024 * 1024;
+
 /// The failed session-setups every user reported (read by the agent for the host's status).
+/// A file that is too large or not results is skipped.
 pub fn failures(state_dir: &Path) -> Vec<SessionRun> {
     let Ok(dir) = std::fs::read_dir(state_dir.join(DIR).join("results")) else { return Vec::new() };
     dir.flatten()
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() <= MAX_RESULTS_BYTES))
         .filter_map(|e| serde_json::from_slice::<BTreeMap<String, SessionRun>>(&std::fs::read(e.path()).ok()?).ok())
         .flat_map(BTreeMap::into_values)
         .filter(|r| !r.ok)

@@ -102,18 +102,34 @@ impl Agent {
         requests: &[String],
         progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
     ) -> Result<UpgradeReport, AgentError> {
+        let mut marked = Vec::new();
         for r in requests {
             let name = outpost_protocol::request::PackageRequest::parse(r)
                 .map_err(|e| AgentError::BadRequest(e.to_string()))?
                 .name;
-            if let Some(mut record) = self.state.get_installed(&name)? {
+            if let Some(record) = self.state.get_installed(&name)? {
                 // Marked as an install that did not finish: the plan installs it again.
-                record.state = outpost_protocol::resolver::InstallState::Init;
-                record.message = "reinstall asked".into();
-                self.state.put_installed(&name, &record)?;
+                let mut again = record.clone();
+                again.state = outpost_protocol::resolver::InstallState::Init;
+                again.message = "reinstall asked".into();
+                self.state.put_installed(&name, &again)?;
+                marked.push((name, record));
             }
         }
-        self.install(requests, progress).await
+        let result = self.install(requests, progress).await;
+        // A package whose install never started (no repository, nothing in the cache, an
+        // expired snapshot…) is as it was, not left looking interrupted.
+        let mut restored = false;
+        for (name, record) in &marked {
+            if self.state.get_installed(name)?.is_some_and(|r| r.message == "reinstall asked") {
+                self.state.put_installed(name, record)?;
+                restored = true;
+            }
+        }
+        if restored && let Some((_, snapshot)) = self.held().ok().flatten() {
+            self.resolve(&snapshot, &[]).await?;
+        }
+        result
     }
 }
 

@@ -438,7 +438,7 @@ impl Agent {
 
     /// Runs the audits whose `audit_schedule` is due at `now` (for the daemon); returns them.
     pub async fn audit_due(&self, now: i64) -> Result<Vec<AuditLine>, AgentError> {
-        let last = self.audits()?;
+        let last: BTreeMap<String, AuditResult> = self.state.kept(AUDITS)?.unwrap_or_default();
         let mut out = Vec::new();
         for (name, record) in self.state.installed()? {
             let Some(every) = record.as_installed().and_then(|i| i.entry.audit_every) else { continue };
