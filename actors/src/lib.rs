@@ -22,4 +22,6 @@ pub mod metrics;
 pub mod repo;
 pub mod store;
 pub mod transport;
+#[cfg(windows)]
+pub mod windows;
 pub mod zone;

@@ -418,11 +418,16 @@ impl Store {
     /// Makes every file written so far durable (one file-system flush, not one per file).
     pub fn sync(&self) -> Result<(), StoreError> {
         let blobs = self.root.join("blobs");
-        let dir = File::open(&blobs).map_err(io_err(&blobs))?;
         #[cfg(unix)]
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: blobs.clone(), error: e.into() })?;
+        {
+            let dir = File::open(&blobs).map_err(io_err(&blobs))?;
+            rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io { path: blobs.clone(), error: e.into() })?;
+        }
+        // Windows cannot open a folder as a file to flush it, nor flush a volume without
+        // privileges. Repositories, which must be durable before they serve, run on Linux; on
+        // Windows the store only holds what `repo pull` fetched, verified again when used.
         #[cfg(not(unix))]
-        dir.sync_all().map_err(io_err(&blobs))?;
+        let _ = &blobs;
         Ok(())
     }
 

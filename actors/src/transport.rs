@@ -174,16 +174,40 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
     })
 }
 
-fn socket(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
-    tune(UdpSocket::bind(addr)?)
+mod plain_udp;
+
+/// An endpoint on `socket`: quinn's own socket set-up (segmentation offload, ECN, 4 MiB
+/// buffers) wherever it works; where the platform refuses its socket options (Wine, see
+/// [`plain_udp`]), a plain socket, said once in the log.
+fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket) -> Result<Endpoint, TransportError> {
+    let runtime = Arc::new(quinn::TokioRuntime);
+    match quinn::udp::UdpSocketState::new((&socket).into()) {
+        Ok(state) => {
+            // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+            let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+            let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+            Ok(Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?)
+        }
+        Err(e) if cfg!(windows) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!("this system refuses QUIC's socket options ({e}); using a plain UDP socket");
+            });
+            plain_endpoint(server, socket)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn tune(socket: UdpSocket) -> Result<UdpSocket, TransportError> {
-    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
-    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
-    Ok(socket)
+/// An endpoint on a plain UDP socket ([`plain_udp::PlainUdp`]).
+fn plain_endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket) -> Result<Endpoint, TransportError> {
+    let socket = Arc::new(plain_udp::PlainUdp::new(socket)?);
+    Ok(Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 /// A server endpoint on `addr` for `alpn`, requiring client certificates from `ca`.
@@ -212,6 +236,15 @@ pub fn server_with(
     alpns: &[&[u8]],
     anonymous_allowed: bool,
 ) -> Result<Endpoint, TransportError> {
+    endpoint(Some(server_config(identity, ca, alpns, anonymous_allowed)?), socket)
+}
+
+fn server_config(
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpns: &[&[u8]],
+    anonymous_allowed: bool,
+) -> Result<quinn::ServerConfig, TransportError> {
     let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
     let builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
     let builder = if anonymous_allowed { builder.allow_unauthenticated() } else { builder };
@@ -231,7 +264,7 @@ pub fn server_with(
     server.max_incoming(MAX_INCOMING);
     server.incoming_buffer_size(64 * 1024);
     server.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
-    Ok(Endpoint::new(quinn::EndpointConfig::default(), Some(server), tune(socket)?, Arc::new(quinn::TokioRuntime))?)
+    Ok(server)
 }
 
 /// The client configuration `client` uses, for connections made with
@@ -270,7 +303,7 @@ fn quic_client_config(mut config: rustls::ClientConfig, alpn: &[u8]) -> Result<q
 /// A client endpoint without a default configuration (see [`client_config`]).
 pub fn client_endpoint(local: Option<SocketAddr>) -> Result<Endpoint, TransportError> {
     let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-    Ok(Endpoint::new(quinn::EndpointConfig::default(), None, socket(bind)?, Arc::new(quinn::TokioRuntime))?)
+    endpoint(None, UdpSocket::bind(bind)?)
 }
 
 /// Connects with a given client configuration, verifying the server's certificate for `host`.
@@ -622,3 +655,6 @@ pub async fn accept_loop<F, Fut>(
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::Actor;
 use anyhow::{Context, Result, bail};
 use outpost_actors::agent::actor::{self, AgentActor, Command, Reply};
+use outpost_actors::agent::control;
 use outpost_actors::agent::report::{Answer, StatusReport};
 use outpost_actors::agent::select::Sources;
 use outpost_actors::agent::{Agent, AgentSettings};
@@ -116,10 +117,9 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
         .write(true)
         .open(&path)
         .with_context(|| path.display().to_string())?;
-    #[cfg(unix)]
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+    file.try_lock().map_err(|_| {
         anyhow::anyhow!(
-            "another outpost agent is using {} and does not answer on its control socket; wait for it or stop it",
+            "another outpost agent is using {} and does not answer on its control channel; wait for it or stop it",
             state.display()
         )
     })?;
@@ -129,9 +129,14 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
 /// `outpost agent run`
 pub fn run(args: &AgentArgs) -> Result<()> {
     let (cfg, agent_settings) = settings(args)?;
-    #[cfg_attr(not(unix), allow(unused_variables))]
     let config_file = config::agent_config_path(args.config.as_deref());
     let _lock = lock(&cfg.state)?;
+    // The state folder holds what the agent installs from and its records: SYSTEM and
+    // Administrators only (on Unix, the folder's owner, as made by the packages and units).
+    #[cfg(windows)]
+    if let Err(e) = outpost_actors::windows::acl::restrict_folder(&cfg.state) {
+        eprintln!("warning: could not restrict {} to SYSTEM and Administrators: {e}", cfg.state.display());
+    }
     let metrics_listener = daemon::bind_metrics(&cfg.metrics)?;
     let link_args = LinkArgs {
         server: cfg.server.clone(),
@@ -196,17 +201,18 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             };
             Some(tokio::spawn(outpost_actors::agent::link::run(cfg, cancel.clone())))
         };
-        #[cfg(unix)]
-        let control = tokio::spawn(actor::serve_control(
-            actor::socket_path(&cfg.state),
-            addr,
-            config_file.clone(),
-            cancel.clone(),
-        ));
+        let control = {
+            let state = cfg.state.clone();
+            let (config_file, cancel) = (config_file.clone(), cancel.clone());
+            tokio::spawn(async move {
+                if let Err(e) = control::serve(&state, addr, config_file, cancel).await {
+                    eprintln!("the control channel failed: {e}; one-shot commands cannot reach this daemon");
+                }
+            })
+        };
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();
-        #[cfg(unix)]
         let _ = control.await;
         if let Some(l) = link {
             let _ = l.await;
@@ -231,7 +237,7 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
     let (cfg, settings) = settings(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let reply = runtime.block_on(async {
-        if let Some(daemon) = actor::connect_daemon(&cfg.state).await {
+        if let Some(daemon) = control::connect_daemon(&cfg.state).await {
             let ignored = args.daemon_overrides();
             if !ignored.is_empty() {
                 bail!(
@@ -246,7 +252,7 @@ fn execute(args: &AgentArgs, command: &Command, json: bool) -> Result<()> {
                 config: config::agent_config_path(args.config.as_deref()),
                 command: command.clone(),
             };
-            if let Some(reply) = actor::ask_daemon(daemon, &request).await {
+            if let Some(reply) = control::ask_daemon(daemon, &request).await {
                 return Ok::<_, anyhow::Error>(reply);
             }
         }
@@ -608,8 +614,8 @@ pub fn reset_uuid(args: &AgentReadArgs) -> Result<()> {
     // A running daemon opens the agent again with it (and reports it to central).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let told = runtime.block_on(async {
-        let daemon = actor::connect_daemon(&state).await?;
-        actor::ask_daemon(daemon, &actor::ControlRequest { config: path.clone(), command: Command::Reload }).await
+        let daemon = control::connect_daemon(&state).await?;
+        control::ask_daemon(daemon, &actor::ControlRequest { config: path.clone(), command: Command::Reload }).await
     });
     if let Some(Reply::Error(e)) = told {
         bail!("the new UUID is written, but the daemon did not take it: {e}");

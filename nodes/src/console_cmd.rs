@@ -487,6 +487,14 @@ fn print_host(d: &HostDetail) {
             Section::Software(s) => {
                 crate::out!("software:  {} installed (--json lists them)", s.len());
             }
+            Section::Programs(s) => {
+                crate::out!("software:  {} installed (--json lists them)", s.len());
+            }
+            Section::Notes(n) => {
+                for note in n {
+                    crate::out!("not read:  {note}");
+                }
+            }
             Section::Transfers(t) => {
                 let by: Vec<String> = t.iter().map(|(r, b)| format!("{r} {}", human_bytes(*b))).collect();
                 crate::out!("fetched:   {}", by.join(", "));

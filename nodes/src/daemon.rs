@@ -1,5 +1,5 @@
 //! What every daemon shares: the actix system on a multi-thread tokio runtime, the node's TLS
-//! identity, `/metrics` over HTTP, and a clean stop on SIGTERM or Ctrl-C.
+//! identity, `/metrics` over HTTP, and a clean stop on SIGTERM, Ctrl-C or the service manager's stop.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -127,17 +127,39 @@ pub fn serve_metrics(
     Ok(Some(bound))
 }
 
-/// Waits for SIGTERM or Ctrl-C.
+/// Asked by the Windows service manager (or anything else in the process) to stop.
+fn stop_token() -> &'static CancellationToken {
+    static STOP: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    STOP.get_or_init(CancellationToken::new)
+}
+
+/// Makes [`shutdown_signal`] return: the daemon stops cleanly, as on SIGTERM.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn request_stop() {
+    stop_token().cancel();
+}
+
+/// Waits for SIGTERM, Ctrl-C or [`request_stop`].
 pub async fn shutdown_signal() {
+    // Where no console handler can be set (a service), Ctrl-C never comes.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     #[cfg(unix)]
     {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+            () = ctrl_c => {},
+            () = stop_token().cancelled() => {},
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        () = ctrl_c => {},
+        () = stop_token().cancelled() => {},
+    }
 }

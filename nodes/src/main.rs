@@ -19,6 +19,7 @@ mod progress;
 mod repo_cmd;
 mod secrets;
 mod server_cmd;
+mod service;
 mod templates;
 mod wapt_cmd;
 mod web;
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
     let daemon = matches!(
         cli.command,
         Command::Repo(RepoCommand::Main(_) | RepoCommand::Edge(_))
-            | Command::Agent(AgentCommand::Run(_))
+            | Command::Agent(AgentCommand::Run(_) | AgentCommand::Service(cli::ServiceAction::Run(_)))
             | Command::Server(_)
     );
     init_logging(cli.verbose + u8::from(daemon));
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Repo(RepoCommand::Gc(a)) => repo_cmd::gc(a),
         Command::Repo(RepoCommand::SetLineage(a)) => repo_cmd::set_lineage(a),
         Command::Agent(AgentCommand::Run(a)) => agent_cmd::run(a),
+        Command::Agent(AgentCommand::Service(a)) => service::command(a),
         Command::Agent(AgentCommand::Update(a)) => agent_cmd::read(a, &Agent::Update),
         Command::Agent(AgentCommand::Upgrade(a)) => agent_cmd::read(a, &Agent::Upgrade),
         Command::Agent(AgentCommand::DownloadUpgrade(a)) => agent_cmd::read(a, &Agent::DownloadUpgrade),

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-#[cfg(unix)]
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-#[cfg(unix)]
-use tokio_util::sync::CancellationToken;
 
 use super::Agent;
 use super::report::Answer;
@@ -360,101 +356,4 @@ impl Handler<Command> for AgentActor {
             }),
         ))
     }
-}
-
-/// The control socket of a state folder.
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("agent.sock")
-}
-
-/// Whether a command given `asked` may run on a daemon started with `running`: both name the
-/// same file (or both use the built-in defaults).
-#[cfg(unix)]
-fn same_config(running: Option<&Path>, asked: Option<&Path>) -> bool {
-    let canon = |p: Option<&Path>| p.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
-    canon(running) == canon(asked)
-}
-
-/// Serves the control socket until `cancel` fires: one JSON [`ControlRequest`] per line, one
-/// JSON reply. `config` is the file the daemon was started with.
-#[cfg(unix)]
-pub async fn serve_control(
-    path: PathBuf,
-    actor: Addr<AgentActor>,
-    config: Option<PathBuf>,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    loop {
-        let (stream, _) = tokio::select! {
-            () = cancel.cancelled() => break,
-            s = listener.accept() => s?,
-        };
-        let (actor, config) = (actor.clone(), config.clone());
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            let Ok(Some(line)) = lines.next_line().await else { return };
-            let reply = match serde_json::from_str::<ControlRequest>(&line) {
-                Ok(r) if !same_config(config.as_deref(), r.config.as_deref()) => Reply::Error(format!(
-                    "the agent daemon using this state folder runs with {}, but this command was given {}: give \
-                     it the same configuration, or stop the daemon to run the command on its own",
-                    config.as_deref().map_or_else(|| "the built-in defaults".into(), |p| p.display().to_string()),
-                    r.config.as_deref().map_or_else(|| "the built-in defaults".into(), |p| p.display().to_string()),
-                )),
-                Ok(r) => {
-                    actor.send(r.command).await.unwrap_or_else(|e| Reply::Error(format!("the agent is stopping: {e}")))
-                }
-                Err(e) => Reply::Error(format!("bad command: {e}")),
-            };
-            let mut text = serde_json::to_string(&reply).unwrap_or_default();
-            text.push('\n');
-            let _ = write.write_all(text.as_bytes()).await;
-        });
-    }
-    let _ = std::fs::remove_file(&path);
-    Ok(())
-}
-
-/// A connection to a running daemon's control socket.
-#[derive(Debug)]
-pub struct DaemonConnection {
-    #[cfg(unix)]
-    stream: tokio::net::UnixStream,
-}
-
-/// Connects to the daemon of a state folder; `None` when none runs.
-#[cfg(unix)]
-pub async fn connect_daemon(state_dir: &Path) -> Option<DaemonConnection> {
-    let stream = tokio::net::UnixStream::connect(socket_path(state_dir)).await.ok()?;
-    Some(DaemonConnection { stream })
-}
-
-/// Connects to the daemon of a state folder (no control socket on this platform yet).
-#[cfg(not(unix))]
-pub async fn connect_daemon(_state_dir: &Path) -> Option<DaemonConnection> {
-    None
-}
-
-/// Sends a request to the daemon and reads its reply (`None` when it stopped answering).
-#[cfg(unix)]
-pub async fn ask_daemon(connection: DaemonConnection, request: &ControlRequest) -> Option<Reply> {
-    let (read, mut write) = connection.stream.into_split();
-    let mut text = serde_json::to_string(request).ok()?;
-    text.push('\n');
-    write.write_all(text.as_bytes()).await.ok()?;
-    let mut lines = BufReader::new(read).lines();
-    let line = lines.next_line().await.ok()??;
-    serde_json::from_str(&line).ok()
-}
-
-/// Sends a request to the daemon (no control socket on this platform yet).
-#[cfg(not(unix))]
-pub async fn ask_daemon(_connection: DaemonConnection, _request: &ControlRequest) -> Option<Reply> {
-    None
 }

@@ -1,5 +1,5 @@
-//! Running a package's hook script: `setup.sh install|uninstall|audit|session-setup` (or
-//! `setup.ps1` on Windows) in the package folder, with the package's name, version, folders and
+//! Running a package's hook script: `setup.sh install|uninstall|audit|session-setup` (on
+//! Windows `setup.cmd` under cmd.exe, or `setup.ps1` under PowerShell) in the package folder, with the package's name, version, folders and
 //! control fields in the environment, a time limit, and the output captured (its end is kept
 //! with the package's status).
 
@@ -51,10 +51,20 @@ pub struct HookOutcome {
     pub elapsed: Duration,
 }
 
+/// Exit codes that mean success with a reboot to come: Windows Installer's
+/// `ERROR_SUCCESS_REBOOT_REQUIRED` (3010) and `ERROR_SUCCESS_REBOOT_INITIATED` (1641), which
+/// installers and hooks that wrap them return.
+pub const REBOOT_CODES: [i32; 2] = [3010, 1641];
+
 impl HookOutcome {
-    /// True when it exited with 0.
+    /// True when it exited with 0, or with a code that asks for a reboot ([`REBOOT_CODES`]).
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        !self.timed_out && self.code.is_some_and(|c| c == 0 || REBOOT_CODES.contains(&c))
+    }
+
+    /// True when it succeeded and asked for a reboot.
+    pub fn reboot_required(&self) -> bool {
+        !self.timed_out && self.code.is_some_and(|c| REBOOT_CODES.contains(&c))
     }
 
     /// A one-line summary for statuses.
@@ -68,6 +78,9 @@ impl HookOutcome {
         } else {
             match self.code {
                 Some(0) => format!("{script} {} succeeded", action.as_str()),
+                Some(c) if REBOOT_CODES.contains(&c) => {
+                    format!("{script} {} succeeded; a reboot is pending (exit code {c})", action.as_str())
+                }
                 Some(c) => format!("{script} {} failed with exit code {c}", action.as_str()),
                 None => format!("{script} {} was killed", action.as_str()),
             }
@@ -75,14 +88,79 @@ impl HookOutcome {
     }
 }
 
-/// The hook this platform runs.
-pub const PLATFORM_HOOK: &str = if cfg!(windows) { "setup.ps1" } else { "setup.sh" };
+/// A mark of this boot of the machine, to know whether a reboot asked for has happened: the
+/// kernel's boot id on Linux; on Windows the minute the machine started (from the time since
+/// boot); `None` where neither is known.
+pub fn boot_mark() -> Option<String> {
+    #[cfg(windows)]
+    {
+        let started = crate::clock::unix_now() - i64::try_from(crate::windows::system::uptime_ms() / 1000).ok()?;
+        Some(format!("boot-{started}"))
+    }
+    #[cfg(not(windows))]
+    {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(id.trim().to_string()).filter(|s| !s.is_empty())
+    }
+}
+
+/// Whether two [`boot_mark`]s are the same boot: equal, or both a start time (Windows) within
+/// two minutes of each other (the wall clock and the time since boot are read a moment apart,
+/// and the clock may be adjusted a little).
+pub fn same_boot(a: &str, b: &str) -> bool {
+    let start = |m: &str| m.strip_prefix("boot-").and_then(|n| n.parse::<i64>().ok());
+    match (start(a), start(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= 120,
+        _ => a == b,
+    }
+}
+
+/// The hooks this platform runs: a package carries at most one of them.
+pub const PLATFORM_HOOKS: &[&str] =
+    if cfg!(windows) { &["setup.cmd", "setup.bat", "setup.ps1"] } else { &["setup.sh"] };
+/// The hooks this platform runs, in words.
+pub const PLATFORM_HOOK_NAMES: &str = if cfg!(windows) { "setup.cmd or setup.ps1" } else { "setup.sh" };
+
+/// A package carries more than one of this platform's hooks.
+#[derive(Debug, thiserror::Error)]
+#[error("the package carries {}; this platform runs one hook: keep one of them", .0.join(" and "))]
+pub struct TwoHooks(pub Vec<String>);
+
+/// True when the package carries a hook this platform runs.
+pub fn has_platform_hook(manifest: &outpost_protocol::package::Manifest) -> bool {
+    PLATFORM_HOOKS.iter().any(|h| manifest.hook(h).is_some())
+}
 
 /// The hook script of a package unpacked in `dir`, for this platform, if it has one. Found
 /// from the signed manifest, whatever the case of its name (`Setup.sh` is the hook, as a
 /// case-insensitive file system would make it).
-pub fn script_for(manifest: &outpost_protocol::package::Manifest, dir: &Path) -> Option<PathBuf> {
-    manifest.hook(PLATFORM_HOOK).map(|p| dir.join(p)).filter(|p| p.is_file())
+pub fn script_for(manifest: &outpost_protocol::package::Manifest, dir: &Path) -> Result<Option<PathBuf>, TwoHooks> {
+    let found: Vec<&str> = PLATFORM_HOOKS.iter().filter_map(|h| manifest.hook(h)).collect();
+    if found.len() > 1 {
+        return Err(TwoHooks(found.into_iter().map(str::to_string).collect()));
+    }
+    Ok(found.first().map(|p| dir.join(p)).filter(|p| p.is_file()))
+}
+
+/// How a hook file is run, by its name: `setup.ps1` by PowerShell, `setup.cmd`/`setup.bat`
+/// by cmd.exe, anything else by `/bin/sh`.
+fn interpreter(script: &Path) -> tokio::process::Command {
+    let name = script.file_name().unwrap_or_default().to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".ps1") {
+        let mut c = tokio::process::Command::new("powershell.exe");
+        c.args(["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]).arg(script);
+        c
+    } else if name.ends_with(".cmd") || name.ends_with(".bat") {
+        // Run from its folder (the working directory) by its bare name: cmd.exe's quoting of a
+        // full path followed by arguments is unreliable, and hook names have no spaces.
+        let mut c = tokio::process::Command::new("cmd.exe");
+        c.args(["/D", "/C"]).arg(script.file_name().unwrap_or_default());
+        c
+    } else {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.arg(script);
+        c
+    }
 }
 
 /// Runs `script` with `action` in `dir`. The environment carries `OUTPOST_PACKAGE`,
@@ -96,15 +174,7 @@ pub async fn run(
     control: &Control,
     limit: Duration,
 ) -> std::io::Result<HookOutcome> {
-    let mut cmd = if cfg!(windows) {
-        let mut c = tokio::process::Command::new("powershell.exe");
-        c.args(["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]).arg(script);
-        c
-    } else {
-        let mut c = tokio::process::Command::new("/bin/sh");
-        c.arg(script);
-        c
-    };
+    let mut cmd = interpreter(script);
     cmd.arg(action.as_str())
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -7,10 +7,11 @@
 //! * [`core`]: update, upgrade, install, remove, audit, status.
 //! * [`plan`]: the stored plan and the steps a partial upgrade runs (pure).
 //! * [`download`]: the verified package cache (resumable, across repositories).
-//! * [`hooks`]: running `setup.sh` / `setup.ps1`.
+//! * [`hooks`]: running `setup.sh`, `setup.cmd` or `setup.ps1`; [`msi`]: Windows Installer packages.
 //! * [`state`]: the local redb state.
 //! * [`status`]: what `status` says, decided from what the agent holds (pure).
-//! * [`actor`]: the daemon's actor and its local control socket.
+//! * [`actor`]: the daemon's actor.
+//! * [`control`]: how one-shot commands reach it (a Unix socket, or a named pipe on Windows).
 //! * [`inventory`]: what the agent reports about its machine.
 //! * [`link`]: the daemon's link to central (reports, actions, settings).
 //! * [`metrics`]: the agent's metrics.
@@ -18,6 +19,7 @@
 
 pub mod actor;
 pub mod catalogue;
+pub mod control;
 pub mod core;
 pub mod download;
 pub mod hooks;
@@ -25,6 +27,7 @@ pub mod identity;
 pub mod inventory;
 pub mod link;
 pub mod metrics;
+pub mod msi;
 pub mod plan;
 pub mod processes;
 pub mod report;

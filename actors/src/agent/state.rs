@@ -49,6 +49,46 @@ pub struct InstalledRecord {
     pub updated_at: i64,
     /// Result of the last audit, if any (OK, WARNING or ERROR).
     pub audit: Option<InstallState>,
+    /// What this machine learned installing it.
+    pub local: InstallFacts,
+}
+
+/// What the agent learned installing a package, beyond its control: kept to remove, audit and
+/// report it later.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallFacts {
+    /// The hook's name (`setup.cmd`, `setup.ps1`, `setup.sh`), to run it again under the same
+    /// interpreter (`None`: this platform's first hook, as before names were kept).
+    pub hook_name: Option<String>,
+    /// The Windows Installer product it installed (`install_msi`).
+    pub msi: Option<MsiProduct>,
+    /// Set when its install asked for a reboot: the boot it asked in (pending until the
+    /// machine has started again).
+    pub reboot_pending: Option<String>,
+}
+
+/// A Windows Installer product, as installed by a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsiProduct {
+    /// Its product code (`{…}`).
+    pub code: String,
+    /// Its product version.
+    pub version: String,
+}
+
+/// The second form of [`InstalledRecord`]: before [`InstallFacts`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct InstalledRecordV2 {
+    control: Vec<(String, String)>,
+    manifest: [u8; 32],
+    state: InstallState,
+    origin: Origin,
+    hook: Option<Vec<u8>>,
+    output: String,
+    message: String,
+    installed_at: i64,
+    updated_at: i64,
+    audit: Option<InstallState>,
 }
 
 /// The first form of [`InstalledRecord`]: the audit result as text.
@@ -69,13 +109,27 @@ struct InstalledRecordV1 {
 #[derive(Serialize, Deserialize)]
 enum InstalledWire {
     V1(InstalledRecordV1),
-    V2(InstalledRecord),
+    V2(InstalledRecordV2),
+    V3(InstalledRecord),
 }
 
 impl InstalledWire {
     fn decode(bytes: &[u8]) -> Result<InstalledRecord, StateError> {
         Ok(match postcard::from_bytes(bytes).map_err(err)? {
-            Self::V2(r) => r,
+            Self::V3(r) => r,
+            Self::V2(o) => InstalledRecord {
+                control: o.control,
+                manifest: o.manifest,
+                state: o.state,
+                origin: o.origin,
+                hook: o.hook,
+                output: o.output,
+                message: o.message,
+                installed_at: o.installed_at,
+                updated_at: o.updated_at,
+                audit: o.audit,
+                local: InstallFacts::default(),
+            },
             Self::V1(o) => InstalledRecord {
                 control: o.control,
                 manifest: o.manifest,
@@ -92,6 +146,7 @@ impl InstalledWire {
                     "ERROR" => Some(InstallState::Error),
                     _ => None,
                 }),
+                local: InstallFacts::default(),
             },
         })
     }
@@ -298,7 +353,7 @@ impl AgentState {
 
     /// Writes (durably) an installed package's record.
     pub fn put_installed(&self, name: &str, record: &InstalledRecord) -> Result<(), StateError> {
-        let bytes = postcard::to_stdvec(&InstalledWire::V2(record.clone())).map_err(err)?;
+        let bytes = postcard::to_stdvec(&InstalledWire::V3(record.clone())).map_err(err)?;
         let txn = self.db.begin_write().map_err(err)?;
         txn.open_table(INSTALLED).map_err(err)?.insert(name, bytes.as_slice()).map_err(err)?;
         txn.commit().map_err(err)
@@ -489,6 +544,7 @@ mod golden {
             installed_at: 1,
             updated_at: 2,
             audit: Some(InstallState::Warning),
+            local: InstallFacts::default(),
         };
         let golden = "0001077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c6564020401075741524e494e47";
         assert_golden(
@@ -498,9 +554,34 @@ mod golden {
         );
         assert_eq!(InstalledWire::decode(&bytes(golden)).unwrap(), record, "the audit text becomes its state");
         let golden = "0101077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c656402040103";
+        let v2 = InstalledRecordV2 {
+            control: record.control.clone(),
+            manifest: record.manifest,
+            state: record.state,
+            origin: record.origin,
+            hook: record.hook.clone(),
+            output: record.output.clone(),
+            message: record.message.clone(),
+            installed_at: record.installed_at,
+            updated_at: record.updated_at,
+            audit: record.audit,
+        };
         assert_golden(
             "an installed package (version 2)",
-            &postcard::to_stdvec(&InstalledWire::V2(record.clone())).unwrap(),
+            &postcard::to_stdvec(&InstalledWire::V2(v2)).unwrap(),
+            golden,
+        );
+        assert_eq!(InstalledWire::decode(&bytes(golden)).unwrap(), record);
+        let mut record = record;
+        record.local = InstallFacts {
+            hook_name: Some("setup.cmd".into()),
+            msi: Some(MsiProduct { code: "{8C1B1A4B-5A1F-4E4B-9C59-3C4A0F1E2D3C}".into(), version: "1.2.0".into() }),
+            reboot_pending: Some("boot-1".into()),
+        };
+        let golden = "0201077061636b6167650161010101010101010101010101010101010101010101010101010101010101010104000106657869742030036f7574066661696c656402040103010973657475702e636d6401267b38433142314134422d354131462d344534422d394335392d3343344130463145324433437d05312e322e300106626f6f742d31";
+        assert_golden(
+            "an installed package (version 3)",
+            &postcard::to_stdvec(&InstalledWire::V3(record.clone())).unwrap(),
             golden,
         );
         assert_eq!(InstalledWire::decode(&bytes(golden)).unwrap(), record);

@@ -28,6 +28,8 @@ pub struct Held<'a> {
     pub last_update: Option<&'a LastUpdate>,
     /// Session-setups that failed for a user.
     pub session_failures: &'a [super::session::SessionRun],
+    /// This boot's mark ([`super::hooks::boot_mark`]): a reboot asked in another boot is done.
+    pub boot: Option<&'a str>,
 }
 
 /// The parts of the status report that are decided.
@@ -48,6 +50,7 @@ pub struct Decided {
 /// - each planned package has its planned status; installed packages outside the plan are OK;
 /// - a package whose last install did not end well (INIT, RUNNING, ERROR) is ERROR with the
 ///   record's message, and the end of its hook output is shown;
+/// - an installed package whose install asked for a reboot in this boot says "reboot pending";
 /// - a package that failed at the last upgrade and still has a step pending is ERROR with why;
 /// - the host is ERROR when a package is, when the snapshot has expired or when the last update
 ///   was refused; else NEED-UPGRADE while steps are pending; else OK.
@@ -82,6 +85,10 @@ pub fn decide(held: Held<'_>) -> Decided {
         if r.state.is_broken() {
             line.status = PackageStatus::Error;
             line.reason = Some(r.message.clone());
+        } else if let (Some(asked), Some(now)) = (r.local.reboot_pending.as_deref(), held.boot)
+            && super::hooks::same_boot(asked, now)
+        {
+            line.reason = Some(format!("reboot pending: {}", r.message));
         }
         if !r.output.is_empty() {
             line.output = Some(tail(&r.output, OUTPUT_TAIL));

@@ -50,9 +50,30 @@ pub enum AgentCommand {
     /// for this user at their version (started at logon by the systemd user unit or the XDG
     /// autostart entry in deploy/).
     SessionSetup(AgentReadArgs),
+    /// The agent as a Windows service: `install` registers `OutpostAgent` (started at boot,
+    /// as LocalSystem, running `agent run` with the configuration given here), `start`,
+    /// `stop` and `uninstall` (which stops it first).
+    #[command(subcommand)]
+    Service(ServiceAction),
     /// Give this machine a new UUID (a cloned disk image, a machine reinstalled from another's
     /// image): central then tells it apart from the original.
     ResetUuid(AgentReadArgs),
+}
+
+/// `outpost agent service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Register the service (the configuration file and flags given here are what it runs with).
+    Install(AgentArgs),
+    /// Stop the service if it runs, and remove it.
+    Uninstall,
+    /// Start the service and wait until it runs.
+    Start,
+    /// Stop the service and wait until it has stopped.
+    Stop,
+    /// What the service manager starts (not for use by hand).
+    #[command(hide = true)]
+    Run(AgentArgs),
 }
 
 /// `outpost agent enroll`

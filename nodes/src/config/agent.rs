@@ -1,6 +1,7 @@
 //! The agent's configuration file: settings, repository rules, and the overlays `config`
 //! packages and central add.
 
+use super::Place;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -72,10 +73,10 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            state: PathBuf::from("/var/lib/outpost/agent"),
-            ca: PathBuf::from("/etc/outpost/ca.crt"),
-            cert: PathBuf::from("/etc/outpost/host.crt"),
-            key: PathBuf::from("/etc/outpost/host.key"),
+            state: super::system_dir(Place::State).join("agent"),
+            ca: super::system_dir(Place::Config).join("ca.crt"),
+            cert: super::system_dir(Place::Config).join("host.crt"),
+            key: super::system_dir(Place::Config).join("host.key"),
             repos: Vec::new(),
             main: String::new(),
             server: String::new(),

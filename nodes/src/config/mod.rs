@@ -290,14 +290,32 @@ pub fn load<T: for<'de> Deserialize<'de> + Default + PathFields>(path: Option<&P
 /// The environment variable naming the agent's configuration file.
 pub const CONFIG_ENV: &str = "OUTPOST_CONFIG";
 
-/// The agent's configuration file when none is given on the command line.
-pub fn default_agent_config() -> PathBuf {
+/// What a system folder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Configuration, certificates and keys.
+    Config,
+    /// State and caches.
+    State,
+}
+
+/// Outpost's system folders: `/etc/outpost` and `/var/lib/outpost` on Unix; on Windows one
+/// folder, `%ProgramData%\Outpost` (`C:\ProgramData\Outpost`), for both.
+pub fn system_dir(place: Place) -> PathBuf {
     if cfg!(windows) {
         let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-        base.join("Outpost").join("agent.toml")
+        base.join("Outpost")
     } else {
-        PathBuf::from("/etc/outpost/agent.toml")
+        PathBuf::from(match place {
+            Place::Config => "/etc/outpost",
+            Place::State => "/var/lib/outpost",
+        })
     }
+}
+
+/// The agent's configuration file when none is given on the command line.
+pub fn default_agent_config() -> PathBuf {
+    system_dir(Place::Config).join("agent.toml")
 }
 
 /// Which configuration file an agent command reads: `--config`, else `OUTPOST_CONFIG`, else

@@ -319,9 +319,16 @@ pub fn host(d: &HostDetail, reports: &[ReportSeen], now: i64) -> Markup {
                 li { @if r.ok { span.badge.ok { "OK" } } @else { span.badge.error { "FAILED" } } " " (r.kind) " " span.mono { (r.id.get(..8).unwrap_or(&r.id)) } ": " (r.message) }
             }
         }
-        @let software: &[outpost_protocol::central::Software] = d.inventory.software();
+        @let software: &[outpost_protocol::central::Program] = d.inventory.software();
         h2 { "Software (" (software.len()) ")" }
-        details { summary { "installed software" } table { @for sw in software { tr { td { (sw.name) } td { (sw.version) } } } } }
+        details { summary { "installed software" } table {
+            tr { th { "Name" } th { "Version" } th { "Publisher" } th { "Listed in" } th { "Product code" } }
+            @for sw in software { tr { td { (sw.name) } td { (sw.version) } td { (sw.publisher) } td { (sw.source) } td.mono { (sw.product_code.as_deref().unwrap_or("")) } } }
+        } }
+        @if !d.inventory.notes().is_empty() {
+            h2 { "Not read on this host" }
+            ul { @for n in d.inventory.notes() { li { (n) } } }
+        }
     }
 }
 

@@ -83,13 +83,39 @@ pub struct NetInterface {
     pub addresses: Vec<String>,
 }
 
-/// Installed software (from dpkg or rpm).
+/// Installed software, version 1 of [`Section::Software`] (name and version only): read from
+/// older agents, turned into [`Program`]s by [`Section::upgraded`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Software {
     /// Name.
     pub name: String,
     /// Version.
     pub version: String,
+}
+
+/// One installed program, as the system lists it: a dpkg or rpm package, or an entry of
+/// Windows' Uninstall keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Program {
+    /// Name (`DisplayName` on Windows).
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Publisher (Windows), or empty.
+    pub publisher: String,
+    /// Where it is listed: `dpkg`, `rpm`, `machine-64`, `machine-32` or `user` (Windows'
+    /// 64-bit, 32-bit and per-user Uninstall keys).
+    pub source: String,
+    /// How Windows removes it (`UninstallString`), or empty.
+    pub uninstall: String,
+    /// Its Windows Installer product code (`{…}`), when it has one.
+    pub product_code: Option<String>,
+}
+
+impl From<Software> for Program {
+    fn from(s: Software) -> Self {
+        Self { name: s.name, version: s.version, ..Self::default() }
+    }
 }
 
 /// An Outpost package's state on the host, as version 1 of [`Section::Packages`] sent it
@@ -200,7 +226,9 @@ pub enum Section {
     Disks(Vec<Disk>),
     /// Interfaces.
     Network(Vec<NetInterface>),
-    /// Installed software.
+    /// Installed software, version 1: read from older agents, turned into
+    /// [`Section::Programs`] by [`Section::upgraded`].
+    #[serde(rename = "SoftwareV1")]
     Software(Vec<Software>),
     /// Outpost packages and the host's status, version 1 (statuses as text): read from older
     /// agents, turned into [`Section::PackagesV2`] by [`Section::upgraded`]. (Names matter in
@@ -219,6 +247,12 @@ pub enum Section {
     Transfers(BTreeMap<String, u64>),
     /// The last audit of each installed package that was audited.
     Audits(Vec<AuditResult>),
+    /// Installed software with where it is listed and how it is removed.
+    #[serde(rename = "Software")]
+    Programs(Vec<Program>),
+    /// What could not be read on this machine, and why (a missing source is an empty section
+    /// and a note here, never a failed report).
+    Notes(Vec<String>),
 }
 
 /// A package's last audit.
@@ -264,6 +298,8 @@ pub enum SectionKind {
     Transfers,
     /// [`Section::Audits`].
     Audits,
+    /// [`Section::Notes`].
+    Notes,
 }
 
 impl Section {
@@ -277,12 +313,13 @@ impl Section {
             Self::Memory(_) => SectionKind::Memory,
             Self::Disks(_) => SectionKind::Disks,
             Self::Network(_) => SectionKind::Network,
-            Self::Software(_) => SectionKind::Software,
+            Self::Software(_) | Self::Programs(_) => SectionKind::Software,
             Self::Packages { .. } | Self::PackagesV2 { .. } => SectionKind::Packages,
             Self::LastUpdate(_) => SectionKind::LastUpdate,
             Self::Snapshot(_) => SectionKind::Snapshot,
             Self::Transfers(_) => SectionKind::Transfers,
             Self::Audits(_) => SectionKind::Audits,
+            Self::Notes(_) => SectionKind::Notes,
         }
     }
 }
@@ -296,6 +333,7 @@ impl Section {
                 host_status: HostStatus::parse(&host_status).unwrap_or(HostStatus::Error),
                 packages: packages.into_iter().map(PackageState::upgraded).collect(),
             },
+            Self::Software(list) => Self::Programs(list.into_iter().map(Program::from).collect()),
             other => other,
         }
     }
@@ -374,9 +412,17 @@ impl Inventory {
     }
 
     /// Installed software.
-    pub fn software(&self) -> &[Software] {
+    pub fn software(&self) -> &[Program] {
         match self.sections.get(&SectionKind::Software) {
-            Some(Section::Software(s)) => s,
+            Some(Section::Programs(s)) => s,
+            _ => &[],
+        }
+    }
+
+    /// What the host could not read, and why.
+    pub fn notes(&self) -> &[String] {
+        match self.sections.get(&SectionKind::Notes) {
+            Some(Section::Notes(n)) => n,
             _ => &[],
         }
     }

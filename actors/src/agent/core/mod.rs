@@ -26,6 +26,7 @@ use rustls::pki_types::CertificateDer;
 use super::download::{self, DownloadError};
 use super::hooks::{self, HookAction};
 use super::identity::{self, Machine};
+use super::msi;
 use super::plan;
 use super::processes;
 pub use super::report::{
@@ -33,7 +34,8 @@ pub use super::report::{
 };
 use super::select::{self, Probed, Sources};
 use super::state::{
-    AgentState, InstalledRecord, LastUpdate, PlannedStep, StateError, StepAction, StoredPlan, UpdateOutcome,
+    AgentState, InstallFacts, InstalledRecord, LastUpdate, PlannedStep, StateError, StepAction, StoredPlan,
+    UpdateOutcome,
 };
 use super::status;
 use crate::clock::unix_now;
@@ -364,6 +366,7 @@ impl Agent {
         let failures = self.failures();
         let last_update = self.state.last_update()?;
         let session_failures = super::session::failures(&self.settings.state_dir);
+        let boot = super::hooks::boot_mark();
         let decided = status::decide(status::Held {
             plan: plan.as_ref(),
             snapshot: snapshot.as_ref(),
@@ -371,6 +374,7 @@ impl Agent {
             failures: &failures,
             last_update: last_update.as_ref(),
             session_failures: &session_failures,
+            boot: boot.as_deref(),
         });
         Ok(StatusReport {
             host: self.machine.clone(),

@@ -73,9 +73,9 @@ impl Agent {
                     return Err(StepError::Mismatch);
                 }
                 if manifest.control.get(outpost_protocol::wapt::WAPT_SETUP_FIELD).is_some()
-                    && manifest.hook(hooks::PLATFORM_HOOK).is_none()
+                    && !hooks::has_platform_hook(&manifest)
                 {
-                    return Err(StepError::PythonOnly { name: step.name.clone(), hook: hooks::PLATFORM_HOOK });
+                    return Err(StepError::PythonOnly { name: step.name.clone(), hook: hooks::PLATFORM_HOOK_NAMES });
                 }
                 let label = format!("{} {}", step.name, step.version);
                 let (dir, got) = download::ensure(&self.cache(), &step.manifest, &manifest, repos, &slow, &|done| {
@@ -218,7 +218,8 @@ impl Agent {
         }
         self.maybe_postpone(&manifest.control, now)?;
         let previous = self.state.get_installed(&step.name)?;
-        let script = hooks::script_for(manifest, dir);
+        let script = hooks::script_for(manifest, dir).map_err(|e| StepError::Hook(e.to_string()))?;
+        let msi_file = msi::requested(&manifest.control).map_err(|e| StepError::Hook(e.to_string()))?.is_some();
         let hook = match &script {
             Some(s) => Some(std::fs::read(s).map_err(|source| StepError::Io { path: s.clone(), source })?),
             None => None,
@@ -238,6 +239,12 @@ impl Agent {
             installed_at: previous.as_ref().map_or(now, |p| p.installed_at),
             updated_at: now,
             audit: None,
+            local: InstallFacts {
+                hook_name: script.as_ref().map(|s| s.file_name().unwrap_or_default().to_string_lossy().into_owned()),
+                // The product an earlier version installed stays known until this one replaces it.
+                msi: previous.as_ref().and_then(|p| p.local.msi.clone()),
+                reboot_pending: None,
+            },
         };
         let put = |r: &InstalledRecord| self.state.put_installed(&step.name, r);
         put(&record)?;
@@ -247,6 +254,27 @@ impl Agent {
         let closed = processes::close(&processes::impacted(&manifest.control), processes::GRACE).await;
         for line in &closed {
             tracing::info!(package = step.name, "{line}");
+        }
+        let mut said: String = closed.iter().map(|l| format!("outpost: {l} before install\n")).collect();
+        let mut reboot = false;
+        if msi_file {
+            let logs = self.settings.state_dir.join("logs");
+            let previous_msi = record.local.msi.clone();
+            match msi::install(dir, &manifest.control, previous_msi.as_ref(), &logs, self.settings.hook_timeout).await {
+                Ok((product, outcome)) => {
+                    said.push_str(&outcome.output);
+                    reboot |= outcome.reboot;
+                    record.local.msi = Some(product);
+                }
+                Err(e) => {
+                    record.state = InstallState::Error;
+                    record.message = e.to_string();
+                    record.output = said;
+                    record.updated_at = unix_now();
+                    put(&record)?;
+                    return Err(StepError::Hook(record.message));
+                }
+            }
         }
         let outcome = match &script {
             Some(s) => {
@@ -275,7 +303,6 @@ impl Agent {
         };
         let ok = outcome.as_ref().is_none_or(hooks::HookOutcome::success);
         record.updated_at = unix_now();
-        let said: String = closed.iter().map(|l| format!("outpost: {l} before install\n")).collect();
         if let Some(o) = &outcome {
             record.output = format!("{said}{}", o.output);
             record.message = o.summary(
@@ -287,10 +314,19 @@ impl Agent {
             );
         } else {
             record.output = said;
-            record.message = format!("{} {} installed (no hook)", step.name, step.version);
+            record.message = match &record.local.msi {
+                Some(p) if msi_file => {
+                    format!("{} {} installed ({} {} by msiexec)", step.name, step.version, p.code, p.version)
+                }
+                _ => format!("{} {} installed (no hook)", step.name, step.version),
+            };
         }
         if ok {
             record.state = InstallState::Ok;
+            if reboot || outcome.as_ref().is_some_and(hooks::HookOutcome::reboot_required) {
+                record.local.reboot_pending = Some(hooks::boot_mark().unwrap_or_else(|| "unknown boot".into()));
+                tracing::warn!(package = step.name, "installed; a reboot is pending");
+            }
             if manifest.entry().is_ok_and(|e| e.section == Section::Config) {
                 self.apply_config(&step.name, dir)
                     .map_err(|source| StepError::Io { path: dir.to_path_buf(), source })?;
@@ -333,10 +369,28 @@ impl Agent {
             if !outcome.success() {
                 let mut r = record.clone();
                 r.output = outcome.output.clone();
-                r.message = outcome.summary("setup.sh", HookAction::Uninstall);
+                r.message = outcome.summary(&kept_hook_name(&record), HookAction::Uninstall);
                 r.updated_at = unix_now();
                 self.state.put_installed(name, &r)?;
                 return Err(StepError::Hook(r.message));
+            }
+        }
+        if let Some(product) = &record.local.msi {
+            let logs = self.settings.state_dir.join("logs");
+            match msi::uninstall(product, &logs, self.settings.hook_timeout).await {
+                Ok(o) => {
+                    tracing::info!(package = name, "{}", o.output.trim_end());
+                    if o.reboot {
+                        tracing::warn!(package = name, "removed; a reboot is pending");
+                    }
+                }
+                Err(e) => {
+                    let mut r = record.clone();
+                    r.message = e.to_string();
+                    r.updated_at = unix_now();
+                    self.state.put_installed(name, &r)?;
+                    return Err(StepError::Hook(r.message));
+                }
             }
         }
         if record.control().get("section").and_then(Section::parse) == Some(Section::Config) {
@@ -357,7 +411,7 @@ impl Agent {
     ) -> Result<hooks::HookOutcome, StepError> {
         let work = self.settings.state_dir.join("hooks").join(sanitize(name));
         std::fs::create_dir_all(&work).map_err(|source| StepError::Io { path: work.clone(), source })?;
-        let script = work.join(if cfg!(windows) { "setup.ps1" } else { "setup.sh" });
+        let script = work.join(kept_hook_name(record));
         std::fs::write(&script, hook).map_err(|source| StepError::Io { path: script.clone(), source })?;
         let result =
             hooks::run(&script, action, &work, &self.settings.state_dir, &record.control(), self.settings.hook_timeout)
@@ -459,20 +513,26 @@ impl Agent {
     }
 
     async fn audit_one(&self, name: String, mut record: InstalledRecord) -> Result<AuditLine, AgentError> {
-        let Some(hook) = record.hook.clone() else {
-            return Ok(AuditLine { name, result: InstallState::Ok, message: "no hook: nothing to audit".into() });
-        };
-        let (result, message) = match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
-            Ok(o) => {
-                let result = match o.code {
-                    Some(0) if !o.timed_out => InstallState::Ok,
-                    Some(1) => InstallState::Warning,
-                    _ => InstallState::Error,
-                };
-                record.output = o.output.clone();
-                (result, o.summary("setup.sh", HookAction::Audit))
+        // An MSI package's product must still be registered; then its hook, if any, is asked.
+        let product = record.local.msi.as_ref().map(msi::audit);
+        let (result, message) = match (product, record.hook.clone()) {
+            (Some(Err(wrong)), _) => (InstallState::Error, wrong),
+            (_, Some(hook)) => match self.run_kept_hook(&name, &hook, HookAction::Audit, &record).await {
+                Ok(o) => {
+                    let result = match o.code {
+                        Some(0) if !o.timed_out => InstallState::Ok,
+                        Some(1) => InstallState::Warning,
+                        _ => InstallState::Error,
+                    };
+                    record.output = o.output.clone();
+                    (result, o.summary(&kept_hook_name(&record), HookAction::Audit))
+                }
+                Err(e) => (InstallState::Error, causes(&e)),
+            },
+            (Some(Ok(found)), None) => (InstallState::Ok, found),
+            (None, None) => {
+                return Ok(AuditLine { name, result: InstallState::Ok, message: "no hook: nothing to audit".into() });
             }
-            Err(e) => (InstallState::Error, causes(&e)),
         };
         let now = unix_now();
         record.audit = Some(result);
@@ -486,6 +546,12 @@ impl Agent {
         self.state.keep(AUDITS, &kept)?;
         Ok(AuditLine { name, result, message })
     }
+}
+
+/// The file name a kept hook runs under: the one it had in its package (records from before
+/// names were kept: this platform's first hook).
+fn kept_hook_name(record: &InstalledRecord) -> String {
+    record.local.hook_name.clone().unwrap_or_else(|| if cfg!(windows) { "setup.ps1" } else { "setup.sh" }.to_string())
 }
 
 /// Where the last audits are kept in the state database.

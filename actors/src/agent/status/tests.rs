@@ -17,6 +17,7 @@ fn installed(version: &str, state: InstallState, message: &str, output: &str) ->
         installed_at: 1,
         updated_at: 1,
         audit: None,
+        local: Default::default(),
     }
 }
 
@@ -66,7 +67,15 @@ fn run(
 ) -> Decided {
     let installed: BTreeMap<String, InstalledRecord> =
         installed.iter().map(|(n, r)| ((*n).to_string(), r.clone())).collect();
-    decide(Held { plan, snapshot, installed: &installed, failures, last_update, session_failures: &[] })
+    decide(Held {
+        plan,
+        snapshot,
+        installed: &installed,
+        failures,
+        last_update,
+        session_failures: &[],
+        boot: Some("boot-1000"),
+    })
 }
 
 fn line<'d>(d: &'d Decided, name: &str) -> &'d PackageLine {
@@ -172,4 +181,19 @@ fn an_expired_snapshot_is_the_first_error_and_resolution_errors_follow() {
     assert_eq!(d.errors.len(), 2, "{:?}", d.errors);
     assert!(d.errors[0].starts_with("snapshot 7 expired on"), "{}", d.errors[0]);
     assert_eq!(d.errors[1], "dependency cycle: a -> b -> a");
+}
+
+#[test]
+fn a_reboot_asked_in_this_boot_is_pending_and_one_asked_before_it_is_done() {
+    let mut r = installed("1", InstallState::Ok, "msiexec /i app.msi: exit code 3010", "");
+    r.local.reboot_pending = Some("boot-1000".into());
+    let d = run(None, None, &[("x", r.clone())], &[], None);
+    assert_eq!(d.packages[0].status, PackageStatus::Ok);
+    assert_eq!(d.packages[0].reason.as_deref(), Some("reboot pending: msiexec /i app.msi: exit code 3010"));
+    assert_eq!(d.host_status, HostStatus::Ok, "a pending reboot is not an error");
+    r.local.reboot_pending = Some("boot-9999".into());
+    let d = run(None, None, &[("x", r)], &[], None);
+    assert_eq!(d.packages[0].reason, None, "the machine started again since");
+    assert!(crate::agent::hooks::same_boot("boot-1000", "boot-1060"), "one start read twice");
+    assert!(!crate::agent::hooks::same_boot("boot-1000", "boot-5000"), "a later start");
 }

@@ -1,0 +1,44 @@
+use super::*;
+use outpost_protocol::pki::{IssueRequest, Role, create_ca, issue};
+
+fn identity(ca: &outpost_protocol::pki::Issued, role: Role, name: &str) -> Identity {
+    let request =
+        IssueRequest { role, name: name.into(), rights: vec![], alt_names: vec!["127.0.0.1".into()], days: 1 };
+    let issued = issue(&ca.cert, &ca.key, &request, crate::clock::unix_now()).unwrap();
+    Identity { chain: vec![issued.cert], key: issued.key.pkcs8_der().to_vec() }
+}
+
+/// The plain socket used where quinn's socket options are refused (Wine) carries real QUIC:
+/// mutual TLS, and a few MiB each way, which takes thousands of datagrams.
+#[tokio::test]
+async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
+    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+    let roots = vec![ca.cert.clone()];
+    let server_id = identity(&ca, Role::Server, "server.test");
+    let host_id = identity(&ca, Role::Host, "host.test");
+    let config = server_config(&server_id, &roots, &[b"test"], false).unwrap();
+    let server = plain_endpoint(Some(config), UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        let connection = server.accept().await.unwrap().await.unwrap();
+        let who = peer(&connection).unwrap();
+        let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+        let got = recv.read_to_end(16 << 20).await.unwrap();
+        send.write_all(&got).await.unwrap();
+        send.finish().unwrap();
+        let _ = connection.closed().await;
+        who
+    });
+    let client = plain_endpoint(None, UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let connection =
+        connect_with(&client, client_config(&host_id, &roots, b"test").unwrap(), &addr.to_string()).await.unwrap();
+    let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&sent).await.unwrap();
+    send.finish().unwrap();
+    let back = recv.read_to_end(16 << 20).await.unwrap();
+    assert!(back == sent, "{} bytes came back, {} were sent", back.len(), sent.len());
+    connection.close(0u32.into(), b"done");
+    let who = serving.await.unwrap();
+    assert!(who.describe().contains("host.test"), "the server saw the client's certificate: {}", who.describe());
+}

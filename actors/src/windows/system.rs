@@ -1,0 +1,192 @@
+//! System facts from the Windows API: memory, fixed drives, network adapters, time since boot.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    GAA_FLAG_SKIP_ANYCAST, GAA_FLAG_SKIP_MULTICAST, GetAdaptersAddresses, IP_ADAPTER_ADDRESSES_LH,
+};
+use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, AF_UNSPEC, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6};
+use windows_sys::Win32::Storage::FileSystem::{
+    GetDiskFreeSpaceExW, GetDriveTypeW, GetLogicalDriveStringsW, GetVolumeInformationW,
+};
+use windows_sys::Win32::System::SystemInformation::{GetTickCount64, GlobalMemoryStatusEx, MEMORYSTATUSEX};
+
+use super::{from_buffer, from_wide, wide};
+
+/// `DRIVE_FIXED`.
+const FIXED: u32 = 3;
+
+/// Physical memory in bytes (0 when unknown).
+pub fn memory() -> u64 {
+    let mut status = MEMORYSTATUSEX {
+        dwLength: u32::try_from(std::mem::size_of::<MEMORYSTATUSEX>()).unwrap_or(0),
+        ..Default::default()
+    };
+    // SAFETY: `status` is a properly sized MEMORYSTATUSEX with its length set.
+    if unsafe { GlobalMemoryStatusEx(&mut status) } == 0 { 0 } else { status.ullTotalPhys }
+}
+
+/// Milliseconds since the machine started.
+pub fn uptime_ms() -> u64 {
+    // SAFETY: no arguments, no state.
+    unsafe { GetTickCount64() }
+}
+
+/// One fixed drive: its root (`C:\`), file system, size and free bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drive {
+    /// `C:\`.
+    pub root: String,
+    /// `NTFS`.
+    pub fs: String,
+    /// Bytes.
+    pub size: u64,
+    /// Bytes free for the caller.
+    pub free: u64,
+}
+
+/// The fixed drives.
+pub fn drives() -> Vec<Drive> {
+    let mut buf = vec![0u16; 512];
+    // SAFETY: `buf` holds the length given.
+    let n = unsafe { GetLogicalDriveStringsW(u32::try_from(buf.len()).unwrap_or(0), buf.as_mut_ptr()) } as usize;
+    if n == 0 || n > buf.len() {
+        return Vec::new();
+    }
+    buf[..n]
+        .split(|&c| c == 0)
+        .filter(|r| !r.is_empty())
+        .filter_map(|root| {
+            let root = String::from_utf16_lossy(root);
+            let w = wide(&root);
+            // SAFETY: `w` is NUL-terminated.
+            if unsafe { GetDriveTypeW(w.as_ptr()) } != FIXED {
+                return None;
+            }
+            let (mut free, mut size, mut total_free) = (0u64, 0u64, 0u64);
+            // SAFETY: `w` is NUL-terminated; the out-pointers are locals.
+            if unsafe { GetDiskFreeSpaceExW(w.as_ptr(), &mut free, &mut size, &mut total_free) } == 0 {
+                return None;
+            }
+            let mut fs = vec![0u16; 64];
+            // SAFETY: `fs` holds the length given; the other buffers are not asked for.
+            let named = unsafe {
+                GetVolumeInformationW(
+                    w.as_ptr(),
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    fs.as_mut_ptr(),
+                    u32::try_from(fs.len()).unwrap_or(0),
+                )
+            };
+            let fs = if named == 0 { String::new() } else { from_buffer(&fs) };
+            Some(Drive { root, fs, size, free })
+        })
+        .collect()
+}
+
+/// One network adapter: its name, hardware address and IP addresses with prefix length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adapter {
+    /// The name shown to users (`Ethernet`).
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`, or empty.
+    pub mac: String,
+    /// `192.0.2.10/24`.
+    pub addresses: Vec<String>,
+}
+
+/// The network adapters (empty when the API fails).
+pub fn adapters() -> Vec<Adapter> {
+    let mut size: u32 = 16 * 1024;
+    for _ in 0..3 {
+        // u64 elements: the list's structures need 8-byte alignment.
+        let mut buf = vec![0u64; (size as usize).div_ceil(8)];
+        let first = buf.as_mut_ptr().cast::<IP_ADAPTER_ADDRESSES_LH>();
+        // SAFETY: `buf` holds `size` bytes, aligned for the structures written into it.
+        let rc = unsafe {
+            GetAdaptersAddresses(
+                u32::from(AF_UNSPEC),
+                GAA_FLAG_SKIP_ANYCAST | GAA_FLAG_SKIP_MULTICAST,
+                std::ptr::null(),
+                first,
+                &mut size,
+            )
+        };
+        if rc == 111 {
+            continue; // ERROR_BUFFER_OVERFLOW: `size` now says how much is needed
+        }
+        if rc != 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut next = first.cast_const();
+        while !next.is_null() {
+            // SAFETY: the API filled a linked list inside `buf`, which is alive here.
+            let adapter = unsafe { &*next };
+            let mac_len = (adapter.PhysicalAddressLength as usize).min(adapter.PhysicalAddress.len());
+            let mac =
+                adapter.PhysicalAddress[..mac_len].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let mut addresses = Vec::new();
+            let mut unicast = adapter.FirstUnicastAddress.cast_const();
+            while !unicast.is_null() {
+                // SAFETY: an element of the same list.
+                let u = unsafe { &*unicast };
+                // SAFETY: the socket address the API points at, inside `buf`.
+                if let Some(ip) = unsafe { ip_of(u.Address.lpSockaddr) } {
+                    addresses.push(format!("{ip}/{}", u.OnLinkPrefixLength));
+                }
+                unicast = u.Next.cast_const();
+            }
+            // SAFETY: a NUL-terminated name inside `buf`.
+            let name = unsafe { from_wide(adapter.FriendlyName) };
+            out.push(Adapter { name, mac, addresses });
+            next = adapter.Next.cast_const();
+        }
+        return out;
+    }
+    Vec::new()
+}
+
+/// # Safety
+/// `addr` is null or points to a socket address of the size its family says.
+unsafe fn ip_of(addr: *const SOCKADDR) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: every socket address starts with its family.
+    match unsafe { (*addr).sa_family } {
+        AF_INET => {
+            // SAFETY: the family says it is a SOCKADDR_IN.
+            let v4 = unsafe { &*addr.cast::<SOCKADDR_IN>() };
+            // SAFETY: every view of the address union is four bytes.
+            let bytes = unsafe { v4.sin_addr.S_un.S_addr }.to_ne_bytes();
+            Some(IpAddr::V4(Ipv4Addr::from(bytes)))
+        }
+        AF_INET6 => {
+            // SAFETY: the family says it is a SOCKADDR_IN6.
+            let v6 = unsafe { &*addr.cast::<SOCKADDR_IN6>() };
+            // SAFETY: every view of the address union is sixteen bytes.
+            Some(IpAddr::V6(Ipv6Addr::from(unsafe { v6.sin6_addr.u.Byte })))
+        }
+        _ => None,
+    }
+}
+
+/// Sends this process's standard output and error to `file` (a service has no console: what
+/// the daemon says goes to its log file instead). The file stays open for the process's life.
+pub fn redirect_output(file: std::fs::File) -> std::io::Result<()> {
+    use std::os::windows::io::IntoRawHandle;
+    use windows_sys::Win32::System::Console::{STD_ERROR_HANDLE, STD_OUTPUT_HANDLE, SetStdHandle};
+    let handle = file.into_raw_handle();
+    for which in [STD_OUTPUT_HANDLE, STD_ERROR_HANDLE] {
+        // SAFETY: `handle` is an open file handle we own and never close (leaked on purpose).
+        if unsafe { SetStdHandle(which, handle) } == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
