@@ -225,6 +225,18 @@ mod windows {
 
     fn run(args: &AgentArgs) -> Result<()> {
         let _ = ARGS.set(args.clone());
+        // A service has no console: what it says goes to its log.
+        let log = log_path();
+        if let Some(dir) = log.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+            let _ = outpost_actors::windows::system::redirect_output(file);
+        }
+        eprintln!(
+            "{}: started by the service manager",
+            outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now())
+        );
         service_dispatcher::start(NAME, ffi_service_main).context(
             "this is what the service manager starts: use `outpost agent service start`, or `outpost agent run` in a \
              console",
@@ -249,13 +261,6 @@ mod windows {
     }
 
     fn service_main(_arguments: Vec<OsString>) {
-        let log = log_path();
-        if let Some(dir) = log.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
-            let _ = outpost_actors::windows::system::redirect_output(file);
-        }
         let handler = |control| match control {
             ServiceControl::Stop | ServiceControl::Shutdown => {
                 crate::daemon::request_stop();
@@ -268,8 +273,14 @@ mod windows {
         let _ = handle.set_service_status(status(ServiceState::Running, 0));
         let Some(args) = ARGS.get() else { return };
         let result = crate::agent_cmd::run(args);
-        if let Err(e) = &result {
-            eprintln!("error: {e:#}");
+        match &result {
+            Ok(()) => {
+                eprintln!("{}: stopped", outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now()))
+            }
+            Err(e) => eprintln!(
+                "{}: error: {e:#}",
+                outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now())
+            ),
         }
         let _ = handle.set_service_status(status(ServiceState::StopPending, 0));
         let _ = handle.set_service_status(status(ServiceState::Stopped, u32::from(result.is_err())));

@@ -51,7 +51,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: &Output) -> Self {
+    pub fn from(output: &Output) -> Self {
         Self {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

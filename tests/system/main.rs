@@ -24,3 +24,4 @@ mod robustness;
 mod wapt;
 mod web;
 mod webdriver;
+mod windows;

@@ -190,3 +190,19 @@ pub fn redirect_output(file: std::fs::File) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The machine's program data folder (`C:\ProgramData`), from the shell's known folders: the
+/// `ProgramData` variable is not what every process sees (services under some systems get
+/// another), the known folder is.
+pub fn program_data() -> Option<std::path::PathBuf> {
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{FOLDERID_ProgramData, SHGetKnownFolderPath};
+    let mut path: *mut u16 = std::ptr::null_mut();
+    // SAFETY: the GUID is a static; `path` receives a CoTaskMemAlloc'd string freed below.
+    let rc = unsafe { SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, std::ptr::null_mut(), &mut path) };
+    // SAFETY: on success a NUL-terminated string; on failure null (read as empty).
+    let text = if rc == 0 { unsafe { from_wide(path) } } else { String::new() };
+    // SAFETY: freeing what the call allocated (null is allowed).
+    unsafe { CoTaskMemFree(path.cast_const().cast()) };
+    (!text.is_empty()).then(|| std::path::PathBuf::from(text))
+}

@@ -302,10 +302,16 @@ pub enum Place {
 /// Outpost's system folders: `/etc/outpost` and `/var/lib/outpost` on Unix; on Windows one
 /// folder, `%ProgramData%\Outpost` (`C:\ProgramData\Outpost`), for both.
 pub fn system_dir(place: Place) -> PathBuf {
-    if cfg!(windows) {
-        let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+    #[cfg(windows)]
+    {
+        let _ = place;
+        let base = outpost_actors::windows::system::program_data()
+            .or_else(|| std::env::var_os("ProgramData").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
         base.join("Outpost")
-    } else {
+    }
+    #[cfg(not(windows))]
+    {
         PathBuf::from(match place {
             Place::Config => "/etc/outpost",
             Place::State => "/var/lib/outpost",

@@ -504,11 +504,12 @@ impl Agent {
         Ok(out)
     }
 
-    /// The last audit of each installed package that was audited.
+    /// The last audit of each installed package that was audited since it was last installed
+    /// (an audit of the version before an upgrade says nothing of this one).
     pub fn audits(&self) -> Result<BTreeMap<String, AuditResult>, AgentError> {
         let mut kept: BTreeMap<String, AuditResult> = self.state.kept(AUDITS)?.unwrap_or_default();
-        let installed: BTreeSet<String> = self.state.installed()?.into_iter().map(|(n, _)| n).collect();
-        kept.retain(|n, _| installed.contains(n));
+        let installed: BTreeMap<String, InstalledRecord> = self.state.installed()?.into_iter().collect();
+        kept.retain(|n, a| installed.get(n).is_some_and(|r| a.at >= r.updated_at));
         Ok(kept)
     }
 
