@@ -41,7 +41,8 @@ pub fn new(args: &PkgNewArgs) -> Result<()> {
         args.template,
         match template {
             Template::Files => " and put the files in payload/",
-            Template::Deb | Template::Rpm | Template::Msi | Template::Exe => " and put the installer beside the hook",
+            Template::Msi => " and put the .msi in the folder as install_msi names it (README.txt)",
+            Template::Deb | Template::Rpm | Template::Exe => " and put the installer beside the hook",
             Template::Config => " and agent.toml",
             _ => "",
         },

@@ -15,7 +15,7 @@ pub enum Template {
     Deb,
     /// An `.rpm` installed with `dnf`/`rpm` by `setup.sh`.
     Rpm,
-    /// An `.msi` installed with `msiexec` by `setup.ps1`.
+    /// An `.msi` the agent installs itself (`install_msi`: msiexec, product code, removal).
     Msi,
     /// An `.exe` installer driven by `setup.ps1`.
     Exe,
@@ -118,7 +118,12 @@ pub fn control(name: &str, template: Template, maintainer: &str) -> String {
         ("valid_until", String::new()),
         ("changelog", String::new()),
     ];
-    fields.iter().map(|(k, v)| format!("{k:<18}: {v}\n")).collect()
+    let mut text: String = fields.iter().map(|(k, v)| format!("{k:<18}: {v}\n")).collect();
+    if template == Template::Msi {
+        // The agent installs it with msiexec, detects it by product code and removes it.
+        text.push_str(&format!("{:<18}: {name}.msi\n{:<18}: \n", "install_msi", "msi_properties"));
+    }
+    text
 }
 
 const SH_HEAD: &str = r#"#!/bin/sh
@@ -233,26 +238,15 @@ param([Parameter(Mandatory = $true)][string]$Action)
 $ErrorActionPreference = "Stop"
 "#;
 
-fn msi_hook() -> String {
+fn msi_readme(name: &str) -> String {
     format!(
-        r#"{PS_HEAD}
-# Put the .msi file beside this script.
-$msi = Get-ChildItem -Path . -Filter *.msi | Select-Object -First 1
-
-switch ($Action) {{
-  "install" {{
-    $p = Start-Process msiexec.exe -ArgumentList @("/i", "`"$($msi.FullName)`"", "/qn", "/norestart") -Wait -PassThru
-    exit $p.ExitCode
-  }}
-  "uninstall" {{
-    $p = Start-Process msiexec.exe -ArgumentList @("/x", "`"$($msi.FullName)`"", "/qn", "/norestart") -Wait -PassThru
-    exit $p.ExitCode
-  }}
-  "audit" {{ exit 0 }}
-  "session-setup" {{ exit 0 }}
-  default {{ Write-Error "unknown action: $Action"; exit 2 }}
-}}
-"#
+        "Put the Windows Installer file here as {name}.msi (or change install_msi in WAPT/control).\n\
+         No script is needed: the agent reads its product code and version, runs\n\
+         msiexec /i {name}.msi /qn /norestart with the properties of msi_properties\n\
+         (NAME=value words, quoted when they hold spaces), checks the product is registered,\n\
+         audits it by product code and removes it with msiexec /x. Exit codes 3010 and 1641\n\
+         mean installed with a reboot pending. A setup.cmd or setup.ps1 beside it runs after\n\
+         the MSI at install and before its removal.\n"
     )
 }
 
@@ -288,6 +282,11 @@ maturities = ["PROD"]
 hook_timeout = "30m"
 "#;
 
+/// `text` with CRLF line endings.
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
 /// Makes the package source folder `dir` (which must not exist yet) for `name`.
 pub fn create(dir: &Path, name: &str, template: Template, maintainer: &str) -> Result<Vec<PathBuf>> {
     if dir.exists() {
@@ -318,8 +317,9 @@ pub fn create(dir: &Path, name: &str, template: Template, maintainer: &str) -> R
         }
         Template::Deb => write("setup.sh", &deb_hook(name), 0o755)?,
         Template::Rpm => write("setup.sh", &rpm_hook(name), 0o755)?,
-        Template::Msi => write("setup.ps1", &msi_hook(), 0o644)?,
-        Template::Exe => write("setup.ps1", &exe_hook(), 0o644)?,
+        Template::Msi => write("README.txt", &crlf(&msi_readme(name)), 0o644)?,
+        // Windows files with Windows line endings (cmd.exe needs them; editors expect them).
+        Template::Exe => write("setup.ps1", &crlf(&exe_hook()), 0o644)?,
         Template::Config => write("agent.toml", AGENT_TOML, 0o644)?,
         Template::Group | Template::Unit | Template::Profile | Template::Host => {}
     }
@@ -343,6 +343,19 @@ mod tests {
             assert_eq!(control.get("maintainer"), Some("Alice"));
         }
         assert_eq!(Template::parse("bogus"), None);
+    }
+
+    #[test]
+    fn windows_templates_have_windows_line_endings_and_an_msi_needs_no_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = create(&dir.path().join("e"), "e", Template::Exe, "me").unwrap();
+        let hook = std::fs::read_to_string(made.iter().find(|p| p.ends_with("setup.ps1")).unwrap()).unwrap();
+        assert!(hook.contains("\r\n") && !hook.replace("\r\n", "").contains('\n'), "CRLF only");
+        let made = create(&dir.path().join("m"), "tool", Template::Msi, "me").unwrap();
+        assert!(!made.iter().any(|p| p.ends_with("setup.ps1") || p.ends_with("setup.sh")), "{made:?}");
+        let control = Control::parse(&std::fs::read_to_string(dir.path().join("m/WAPT/control")).unwrap()).unwrap();
+        assert_eq!(control.get("install_msi"), Some("tool.msi"));
+        assert_eq!(control.get("target_os"), Some("windows"));
     }
 
     #[test]

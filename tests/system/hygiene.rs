@@ -34,6 +34,57 @@ fn clippy_finds_nothing() {
     assert!(out.status.success(), "clippy found problems:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The Windows build (code under `cfg(windows)` is not seen by the native clippy), where the
+/// Windows target is installed (`scripts/setup` adds it).
+#[test]
+fn clippy_finds_nothing_in_the_windows_build() {
+    const TARGET: &str = "x86_64-pc-windows-gnu";
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    if !installed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET)) {
+        eprintln!("skipped: the Rust target {TARGET} is not installed (scripts/setup adds it)");
+        return;
+    }
+    let target = root().join("target/hygiene");
+    let out = cargo()
+        .args(["clippy", "--target", TARGET, "-p", "outpost", "-p", "outpost-actors", "--all-targets", "--locked"])
+        .args(["--quiet", "--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo clippy runs");
+    assert!(
+        out.status.success(),
+        "clippy found problems in the Windows build:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `unsafe` is allowed in one place: the calls into the Windows API (`actors/src/windows/`).
+#[test]
+fn unsafe_code_is_only_where_the_windows_api_is_called() {
+    let mut offenders = Vec::new();
+    for dir in ["protocol/src", "actors/src", "nodes/src", "bench/src", "tests/system"] {
+        for file in rust_files(&root().join(dir)) {
+            if file.starts_with(root().join("actors/src/windows")) || file.ends_with("tests/system/hygiene.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if code.contains("unsafe {")
+                    || code.contains("unsafe fn")
+                    || code.contains("unsafe impl")
+                    || code.contains("allow(unsafe_code)")
+                {
+                    offenders.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "unsafe code outside actors/src/windows/:\n{}", offenders.join("\n"));
+    let windows = std::fs::read_to_string(root().join("actors/src/windows/mod.rs")).unwrap();
+    assert!(windows.contains("#![allow(unsafe_code)]"), "the one place says it allows it");
+}
+
 /// Every error type says only its own part: a variant that prints a field in its message does
 /// not also chain that field as its `source` (`#[from]`, `#[source]`, or a field named
 /// `source`), or the command line, which prints an error and its causes, would say it twice.

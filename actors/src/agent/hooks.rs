@@ -247,6 +247,29 @@ async fn kill_group(child: &mut tokio::process::Child) {
     let _ = child.kill().await;
 }
 
+#[cfg(test)]
+mod interpreters {
+    use super::*;
+
+    fn line(script: &str) -> Vec<String> {
+        let cmd = interpreter(Path::new(script));
+        let std = cmd.as_std();
+        std::iter::once(std.get_program()).chain(std.get_args()).map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    /// Each hook runs under its own interpreter, with the action appended by `run`.
+    #[test]
+    fn each_hook_has_its_interpreter() {
+        assert_eq!(line("/p/setup.sh"), ["/bin/sh", "/p/setup.sh"]);
+        assert_eq!(line("/p/Setup.CMD"), ["cmd.exe", "/D", "/C", "Setup.CMD"]);
+        assert_eq!(line("/p/setup.bat"), ["cmd.exe", "/D", "/C", "setup.bat"]);
+        assert_eq!(
+            line("/p/setup.ps1"),
+            ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File", "/p/setup.ps1"]
+        );
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::path::{Component, Path};
 use outpost_protocol::control::Control;
 
 /// The control field naming the `.msi` to install.
-pub const FIELD: &str = "install_msi";
+pub const FIELD: &str = outpost_protocol::package::INSTALL_MSI_FIELD;
 /// The control field with public properties given to msiexec.
 pub const PROPERTIES_FIELD: &str = "msi_properties";
 

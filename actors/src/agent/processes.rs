@@ -51,7 +51,13 @@ fn running() -> Vec<(u32, String)> {
         .collect()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn running() -> Vec<(u32, String)> {
+    let me = std::process::id();
+    crate::windows::system::processes().into_iter().filter(|(pid, _)| *pid != me && *pid != 0).collect()
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 fn running() -> Vec<(u32, String)> {
     Vec::new()
 }
@@ -94,7 +100,12 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn alive(pid: u32) -> bool {
+    crate::windows::system::running(pid)
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 fn alive(_pid: u32) -> bool {
     false
 }
@@ -106,5 +117,17 @@ fn signal(pid: u32, kill: bool) {
     let _ = rustix::process::kill_process(pid, sig);
 }
 
-#[cfg(not(unix))]
+/// Windows: `taskkill /PID` asks the program to close (its windows get WM_CLOSE); with `/F`
+/// it is ended.
+#[cfg(windows)]
+fn signal(pid: u32, kill: bool) {
+    let mut cmd = std::process::Command::new("taskkill.exe");
+    cmd.arg("/PID").arg(pid.to_string());
+    if kill {
+        cmd.arg("/F");
+    }
+    let _ = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+}
+
+#[cfg(not(any(unix, windows)))]
 fn signal(_pid: u32, _kill: bool) {}

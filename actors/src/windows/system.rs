@@ -206,3 +206,50 @@ pub fn program_data() -> Option<std::path::PathBuf> {
     unsafe { CoTaskMemFree(path.cast_const().cast()) };
     (!text.is_empty()).then(|| std::path::PathBuf::from(text))
 }
+
+/// Running processes: (pid, executable name such as `notepad.exe`).
+pub fn processes() -> Vec<(u32, String)> {
+    use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+    };
+    // SAFETY: no pointers; the handle is closed below.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+    if snapshot == INVALID_HANDLE_VALUE || snapshot.is_null() {
+        return Vec::new();
+    }
+    let mut entry = PROCESSENTRY32W {
+        dwSize: u32::try_from(std::mem::size_of::<PROCESSENTRY32W>()).unwrap_or(0),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    // SAFETY: `entry` is a properly sized PROCESSENTRY32W with its size set.
+    let mut more = unsafe { Process32FirstW(snapshot, &mut entry) } != 0;
+    while more {
+        out.push((entry.th32ProcessID, from_buffer(&entry.szExeFile)));
+        // SAFETY: as above.
+        more = unsafe { Process32NextW(snapshot, &mut entry) } != 0;
+    }
+    // SAFETY: the snapshot handle is ours, closed once.
+    unsafe { CloseHandle(snapshot) };
+    out
+}
+
+/// True while process `pid` runs.
+pub fn running(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Threading::{GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION};
+    /// `STILL_ACTIVE`.
+    const STILL_ACTIVE: u32 = 259;
+    // SAFETY: no pointers; the handle is closed below.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        return false;
+    }
+    let mut code = 0u32;
+    // SAFETY: `handle` is open; `code` is a local.
+    let ok = unsafe { GetExitCodeProcess(handle, &mut code) } != 0;
+    // SAFETY: ours, closed once.
+    unsafe { CloseHandle(handle) };
+    ok && code == STILL_ACTIVE
+}

@@ -135,3 +135,24 @@ async fn a_setup_cmd_hook_gets_the_contract_of_setup_sh_and_3010_is_a_pending_re
     assert_eq!(o.code, Some(4));
     assert!(!o.success());
 }
+
+#[tokio::test]
+async fn an_impacted_process_is_found_and_closed() {
+    use crate::agent::processes;
+    let mut child = std::process::Command::new("ping")
+        .args(["-n", "120", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let found = processes::find(&["PING".into()]);
+    assert!(found.iter().any(|(p, _)| *p == pid), "ping.exe ({pid}) is found by its name: {found:?}");
+    let said = processes::close(&["ping.exe".into()], Duration::from_secs(2)).await;
+    assert!(said.iter().any(|l| l.contains(&format!("(pid {pid})"))), "{said:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "ping.exe still runs: {said:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes::find(&["ping".into()]).iter().all(|(p, _)| *p != pid));
+}

@@ -364,9 +364,28 @@ mod tests {
     }
 
     #[test]
+    fn the_windows_agent_example_loads_with_windows_paths() {
+        let agent: AgentConfig = toml::from_str(include_str!("../../../deploy/windows/agent.toml")).unwrap();
+        assert_eq!(agent.state, PathBuf::from(r"C:\ProgramData\Outpost\agent"));
+        assert_eq!(agent.key, PathBuf::from(r"C:\ProgramData\Outpost\host.key"));
+        assert_eq!(agent.rules.len(), 2);
+        duration("hook_timeout", &agent.hook_timeout).unwrap();
+    }
+
+    #[test]
     fn deploy_agent_example_loads_and_its_rules_are_valid() {
-        let agent: AgentConfig = toml::from_str(include_str!("../../../deploy/agent.toml")).unwrap();
-        assert_eq!(agent.state, AgentConfig::default().state);
+        // Each platform's example names the defaults of that platform.
+        let example = if cfg!(windows) {
+            include_str!("../../../deploy/windows/agent.toml")
+        } else {
+            include_str!("../../../deploy/agent.toml")
+        };
+        let agent: AgentConfig = toml::from_str(example).unwrap();
+        let defaults = AgentConfig::default();
+        assert_eq!(
+            (&agent.state, &agent.ca, &agent.cert, &agent.key),
+            (&defaults.state, &defaults.ca, &defaults.cert, &defaults.key)
+        );
         assert_eq!(agent.rules.len(), 2);
         for r in &agent.rules {
             r.rule().unwrap();

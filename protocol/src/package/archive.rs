@@ -363,7 +363,7 @@ pub(crate) fn check_manifest_signature(
         return Err(PackageError::SignerMismatch { named: named.to_string(), carried: leaf.fingerprint });
     }
     let mut purposes = vec![Purpose::PackageSigning];
-    if manifest.has_hooks() {
+    if manifest.runs_code() {
         purposes.push(Purpose::CodeSigning);
     }
     let info = trust.verify(chain, now, &purposes).map_err(PackageError::Chain)?;

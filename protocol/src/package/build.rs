@@ -132,9 +132,14 @@ pub enum BuildError {
     CaseClash { a: String, b: String },
     /// Hooks without the code-signing usage.
     #[error(
-        "the package carries hook script(s) {hooks} but certificate {subject:?} lacks the code-signing usage; sign it with a signer certificate (`outpost pki issue --role signer`)"
+        "the package carries hook script(s) or an installer it runs ({hooks}) but certificate {subject:?} lacks the code-signing usage; sign it with a signer certificate (`outpost pki issue --role signer`)"
     )]
     NeedsCodeSigning { hooks: String, subject: String },
+    /// `install_msi` names a file the package does not hold.
+    #[error(
+        "install_msi names {0}, which is not in the package: put the .msi in the folder (the path is relative to it)"
+    )]
+    MissingMsi(String),
     /// The key is not the certificate's.
     #[error("the private key does not belong to certificate {subject:?}")]
     KeyMismatch { subject: String },
@@ -188,8 +193,15 @@ pub fn build<W: Read + Write + Seek>(
         return Err(BuildError::CaseClash { a: w[0].path.clone(), b: w[1].path.clone() });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let hooks: Vec<&str> =
+    let mut hooks: Vec<&str> =
         entries.iter().map(|e| e.path.as_str()).filter(|p| super::manifest::hook_name(p).is_some()).collect();
+    let msi = control.get(super::manifest::INSTALL_MSI_FIELD).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(msi) = msi {
+        if !entries.iter().any(|e| e.path == msi) {
+            return Err(BuildError::MissingMsi(msi.to_string()));
+        }
+        hooks.push(msi);
+    }
     if !hooks.is_empty() && !signer.info.has(Purpose::CodeSigning) {
         return Err(BuildError::NeedsCodeSigning { hooks: hooks.join(", "), subject: signer.info.subject.clone() });
     }
@@ -227,6 +239,9 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
             .compression_method(method)
             .last_modified_time(DateTime::default())
             .unix_permissions(e.mode & 0o777)
+            // Made "by Unix" wherever it is built: the modes are kept, and an archive built on
+            // Windows is the same bytes as one built on Linux.
+            .system(zip::System::Unix)
             .large_file(e.size >= u64::from(u32::MAX));
         zip.start_file(e.path.as_str(), options).map_err(write_err)?;
         let read_err = |source| BuildError::Read { path: e.path.clone(), error: source };
@@ -259,7 +274,8 @@ pub(crate) fn write_package<W: Read + Write + Seek>(
     let stored = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
         .last_modified_time(DateTime::default())
-        .unix_permissions(0o644);
+        .unix_permissions(0o644)
+        .system(zip::System::Unix);
     for (name, bytes) in [
         (MANIFEST_MEMBER, encoded.as_slice()),
         (SIGNATURE_MEMBER, signature.as_slice()),

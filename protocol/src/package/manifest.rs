@@ -22,6 +22,10 @@ pub const MAX_PATH_BYTES: usize = 1024;
 /// case-insensitive file systems of Windows and macOS, `SETUP.PS1` is `setup.ps1`.
 pub const HOOK_FILES: [&str; 4] = ["setup.sh", "setup.ps1", "setup.cmd", "setup.bat"];
 
+/// The control field naming a Windows Installer file of the package that the agent installs
+/// with msiexec (no hook needed).
+pub const INSTALL_MSI_FIELD: &str = "install_msi";
+
 /// The hook a package path is, if any: a file at the root whose name is one of [`HOOK_FILES`]
 /// in any case (`Setup.SH` is `setup.sh`). Paths that Windows would also read as a hook (a
 /// trailing dot or space, a `:` stream) are refused by [`check_path`] before this is asked.
@@ -168,6 +172,13 @@ impl Manifest {
     /// True when the package carries hook scripts.
     pub fn has_hooks(&self) -> bool {
         !self.hooks().is_empty()
+    }
+
+    /// True when installing it runs code: hooks, or an installer the agent runs for it
+    /// ([`INSTALL_MSI_FIELD`]: an MSI's custom actions are code). Such a package needs a
+    /// certificate with the code-signing usage.
+    pub fn runs_code(&self) -> bool {
+        self.has_hooks() || self.control.get(INSTALL_MSI_FIELD).is_some_and(|v| !v.trim().is_empty())
     }
 
     /// The typed entry of the control.

@@ -13,7 +13,9 @@ pub mod record;
 
 pub use archive::{PackageArchive, PackageError};
 pub use build::{BuildError, BuildOutput, FileSource, Signer, SourceEntry, build, file_name};
-pub use manifest::{FileEntry, HOOK_FILES, Manifest, ManifestError, PathError, check_path, hook_name};
+pub use manifest::{
+    FileEntry, HOOK_FILES, INSTALL_MSI_FIELD, Manifest, ManifestError, PathError, check_path, hook_name,
+};
 pub use record::PackageRecord;
 
 #[cfg(test)]

@@ -119,6 +119,39 @@ fn hooks_need_code_signing() {
     }
 }
 
+/// An MSI the agent runs is code (its custom actions run as SYSTEM): like a hook, it needs the
+/// code-signing usage, at build and when verified; and it must be in the package.
+#[test]
+fn an_msi_the_agent_installs_needs_code_signing_and_must_be_in_the_package() {
+    let pki = Pki::new();
+    let deployer = pki.signer(Role::Deployer, 30);
+    let mut files = Mem::new(&[("app.msi", b"not really an msi")]);
+    let mut out = Cursor::new(Vec::new());
+    let c = control("install_msi: app.msi\n");
+    let err = build(&mut out, &c, files.entries(), &mut files, &deployer, NOW, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::NeedsCodeSigning { .. }), "{err}");
+    assert!(err.to_string().contains("app.msi"), "{err}");
+    let missing = control("install_msi: other.msi\n");
+    let signer = pki.signer(Role::Signer, 30);
+    let err = build(&mut out, &missing, files.entries(), &mut files, &signer, NOW, &mut |_| {}).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "install_msi names other.msi, which is not in the package: put the .msi in the folder (the path is relative to it)"
+    );
+    // Written around the build's check, the package is refused when verified.
+    let mut c = c;
+    c.set("signer_fingerprint", &deployer.info().fingerprint);
+    let mut out = Cursor::new(Vec::new());
+    write_package(&mut out, c, &files.entries(), &mut files, &deployer, &mut |_| {}).unwrap();
+    let err =
+        PackageArchive::open(Cursor::new(out.into_inner())).unwrap().verify_signature(&pki.trust, NOW).unwrap_err();
+    assert!(err.to_string().contains("code-signing"), "{err}");
+    // A signer may.
+    let mut out = Cursor::new(Vec::new());
+    build(&mut out, &control("install_msi: app.msi\n"), files.entries(), &mut files, &signer, NOW, &mut |_| {})
+        .unwrap();
+}
+
 #[test]
 fn hooks_are_found_whatever_their_case_and_ambiguous_names_are_refused() {
     let pki = Pki::new();
@@ -216,7 +249,8 @@ fn rewrite(bytes: &[u8], signer: &Signer, edit: impl Fn(&str, Vec<u8>) -> Option
         let mut data = Vec::new();
         m.read_to_end(&mut data).unwrap();
         if let Some((name, data)) = edit(&name, data) {
-            let opts = zip::write::SimpleFileOptions::default().unix_permissions(mode & 0o777);
+            let opts =
+                zip::write::SimpleFileOptions::default().unix_permissions(mode & 0o777).system(zip::System::Unix);
             out.start_file(name, opts).unwrap();
             out.write_all(&data).unwrap();
         }
