@@ -273,14 +273,10 @@ mod windows {
         let _ = handle.set_service_status(status(ServiceState::Running, 0));
         let Some(args) = ARGS.get() else { return };
         let result = crate::agent_cmd::run(args);
+        let now = outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now());
         match &result {
-            Ok(()) => {
-                eprintln!("{}: stopped", outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now()))
-            }
-            Err(e) => eprintln!(
-                "{}: error: {e:#}",
-                outpost_protocol::time_fmt::format_unix(outpost_actors::clock::unix_now())
-            ),
+            Ok(()) => eprintln!("{now}: stopped"),
+            Err(e) => eprintln!("{now}: error: {e:#}"),
         }
         let _ = handle.set_service_status(status(ServiceState::StopPending, 0));
         let _ = handle.set_service_status(status(ServiceState::Stopped, u32::from(result.is_err())));

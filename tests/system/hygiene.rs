@@ -34,30 +34,6 @@ fn clippy_finds_nothing() {
     assert!(out.status.success(), "clippy found problems:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The Windows build (code under `cfg(windows)` is not seen by the native clippy), where the
-/// Windows target is installed (`scripts/setup` adds it).
-#[test]
-fn clippy_finds_nothing_in_the_windows_build() {
-    const TARGET: &str = "x86_64-pc-windows-gnu";
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
-    if !installed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET)) {
-        eprintln!("skipped: the Rust target {TARGET} is not installed (scripts/setup adds it)");
-        return;
-    }
-    let target = root().join("target/hygiene");
-    let out = cargo()
-        .args(["clippy", "--target", TARGET, "-p", "outpost", "-p", "outpost-actors", "--all-targets", "--locked"])
-        .args(["--quiet", "--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("cargo clippy runs");
-    assert!(
-        out.status.success(),
-        "clippy found problems in the Windows build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `unsafe` is allowed in one place: the calls into the Windows API (`actors/src/windows/`).
 #[test]
 fn unsafe_code_is_only_where_the_windows_api_is_called() {

@@ -266,45 +266,21 @@ fn a_new_user_goes_from_a_template_to_an_installed_package() {
     let made = run_in(dir, &["pkg", "new", "tis-hello", "--template", "files", "--maintainer", "Alice"]).ok();
     assert!(made.stderr.contains("pkg build tis-hello"), "it says what to do next: {}", made.stderr);
     // Templates for every kind build as they are.
+    let build = |d: &str| {
+        run_in(
+            dir,
+            &["pkg", "build", d, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", "built"],
+        )
+    };
     for t in ["deb", "rpm", "msi", "exe", "config", "group", "unit", "profile", "host"] {
         let name = format!("tis-{t}");
         run_in(dir, &["pkg", "new", &name, "--template", t]).ok();
         if t == "msi" {
             // An MSI package without its MSI says so; with it, it builds.
-            let build = |d: &str| {
-                run_in(
-                    dir,
-                    &[
-                        "pkg",
-                        "build",
-                        d,
-                        "--cert",
-                        cert.to_str().unwrap(),
-                        "--key",
-                        key.to_str().unwrap(),
-                        "--out",
-                        "built",
-                    ],
-                )
-            };
             build(&name).fails_with("install_msi names tis-msi.msi, which is not in the package");
             std::fs::write(dir.join("tis-msi/tis-msi.msi"), b"the vendor's msi").unwrap();
         }
-        run_in(
-            dir,
-            &[
-                "pkg",
-                "build",
-                &name,
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--out",
-                "built",
-            ],
-        )
-        .ok();
+        build(&name).ok();
     }
     run_in(dir, &["pkg", "new", "tis-hello", "--template", "files"]).fails_with("already exists");
     run_in(dir, &["pkg", "new", "x", "--template", "jar"]).refused_with("invalid value 'jar'");

@@ -2,7 +2,8 @@
 //! prefix of its own, against a native `outpost server` and edge on loopback. It enrolls, runs
 //! as a Windows service, takes one-shot commands over its named pipe, installs an MSI package
 //! (an MSI built here with wixl) and a `setup.cmd` package, reports both to central, upgrades
-//! the MSI and removes it. Skipped, saying why, where Wine, the Windows target, mingw or wixl
+//! the MSI and removes it; a packager builds and publishes a package from Windows, pulls one
+//! with `repo pull` and lists hosts with the console. Skipped, saying why, where Wine, the Windows target, mingw or wixl
 //! is missing (`scripts/setup` installs them).
 //!
 //! PowerShell is not exercised: Wine's `powershell.exe` is a stub that runs nothing and exits
@@ -320,6 +321,90 @@ fn the_windows_agent_under_wine_enrolls_installs_an_msi_and_a_cmd_package_upgrad
     wait_for(LIMIT, "central to see the product gone", || {
         (!reported_software(&admin, "win1.test").iter().any(|s| s["name"] == "Outpost Hello")).then_some(())
     });
+
+    // A packager on Windows: builds a package there (a setup.cmd written with CRLF) and
+    // publishes it; the agent installs it from the edge.
+    let src = c.dir().join("win-src");
+    crate::common::source(
+        &src,
+        &crate::common::control("winpkg", "1-1", ""),
+        &[("setup.cmd", b"@echo off\r\necho winpkg %1\r\nexit /b 0\r\n")],
+    );
+    let (signer_cert, signer_key) = (win(&c.admin.0), win(&c.admin.1));
+    let built = wine
+        .outpost(&[
+            "pkg",
+            "build",
+            &win(&src),
+            "--cert",
+            &signer_cert,
+            "--key",
+            &signer_key,
+            "--out",
+            &win(&c.dir().join("win-dist")),
+        ])
+        .ok();
+    let file = built.stdout.lines().last().unwrap_or_default().trim().to_string();
+    assert!(file.ends_with(".outpost"), "{}", built.stdout);
+    let ca = win(&c.pki.ca());
+    let published = wine
+        .outpost(&[
+            "pkg",
+            "publish",
+            &file,
+            "--repo",
+            &server.addr,
+            "--ca",
+            &ca,
+            "--cert",
+            &signer_cert,
+            "--key",
+            &signer_key,
+        ])
+        .ok();
+    let seq: u64 =
+        published.stdout.rsplit("snapshot ").next().and_then(|t| t.split_whitespace().next()?.parse().ok()).unwrap();
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    let out = agent(&["install", "winpkg"]).ok();
+    assert!(out.stdout.contains("winpkg"), "{}", out.stdout);
+    // `repo pull` from Windows: the package's files, verified, in a folder.
+    let pulled = wine
+        .outpost(&[
+            "repo",
+            "pull",
+            "greet",
+            "--out",
+            &win(&c.dir().join("win-pulled")),
+            "--repo",
+            &edge.addr,
+            "--ca",
+            &ca,
+            "--cert",
+            &signer_cert,
+            "--key",
+            &signer_key,
+        ])
+        .ok();
+    assert!(pulled.stdout.trim().ends_with(r"win-pulled\greet_1-1"), "a Windows path: {}", pulled.stdout);
+    let hook = std::fs::read(c.dir().join("win-pulled/greet_1-1/setup.cmd")).ok();
+    assert_eq!(hook.as_deref(), Some(GREET_HOOK.as_bytes()), "{}", pulled.stdout);
+    // The console from Windows.
+    let (admin_cert, admin_key) = c.pki.issue("admin", "Windows Admin", &["--rights", "view"]);
+    let hosts = wine
+        .outpost(&[
+            "console",
+            "hosts",
+            "--server",
+            &central,
+            "--ca",
+            &ca,
+            "--cert",
+            &win(&admin_cert),
+            "--key",
+            &win(&admin_key),
+        ])
+        .ok();
+    assert!(hosts.stdout.contains("win1.test"), "{}", hosts.stdout);
 
     // The service stops cleanly; then commands run in place, and the state is intact.
     wine.outpost(&["agent", "service", "stop"]).ok();

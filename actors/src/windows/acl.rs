@@ -87,43 +87,48 @@ pub fn restrict_folder(path: &Path) -> io::Result<()> {
 /// The access list of a file or folder, as SDDL.
 pub fn describe_path(path: &Path) -> io::Result<String> {
     let name = wide(path);
-    let mut sd: PSECURITY_DESCRIPTOR = null_mut();
-    // SAFETY: `name` is NUL-terminated; `sd` receives a LocalAlloc'd descriptor freed below.
-    let rc = unsafe {
-        GetNamedSecurityInfoW(
-            name.as_ptr(),
-            SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION,
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            &mut sd,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc as i32));
-    }
-    sddl_of(&Descriptor(sd))
+    described(|sd| {
+        // SAFETY: `name` is NUL-terminated; `sd` receives a LocalAlloc'd descriptor.
+        unsafe {
+            GetNamedSecurityInfoW(
+                name.as_ptr(),
+                SE_FILE_OBJECT,
+                DACL_SECURITY_INFORMATION,
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                sd,
+            )
+        }
+    })
 }
 
 /// The access list of a kernel object (a pipe), as SDDL.
 pub fn describe_object(object: &impl std::os::windows::io::AsRawHandle) -> io::Result<String> {
     let handle: HANDLE = object.as_raw_handle();
+    described(|sd| {
+        // SAFETY: `handle` is open while `object` is borrowed; `sd` receives a LocalAlloc'd
+        // descriptor.
+        unsafe {
+            GetSecurityInfo(
+                handle,
+                SE_KERNEL_OBJECT,
+                DACL_SECURITY_INFORMATION,
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                null_mut(),
+                sd,
+            )
+        }
+    })
+}
+
+/// The SDDL of the descriptor `get` fills (freed after), or the error it returns.
+fn described(get: impl FnOnce(&mut PSECURITY_DESCRIPTOR) -> u32) -> io::Result<String> {
     let mut sd: PSECURITY_DESCRIPTOR = null_mut();
-    // SAFETY: `handle` is open while `object` is borrowed; `sd` is freed below.
-    let rc = unsafe {
-        GetSecurityInfo(
-            handle,
-            SE_KERNEL_OBJECT,
-            DACL_SECURITY_INFORMATION,
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            null_mut(),
-            &mut sd,
-        )
-    };
+    let rc = get(&mut sd);
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc as i32));
     }
