@@ -696,6 +696,20 @@ pub fn agent_enroll(args: &AgentEnrollArgs) -> Result<()> {
             std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
         }
     }
+    // On Windows a new file takes its folder's access list: the key's folder is closed to all
+    // but SYSTEM and Administrators before the key is written (C:\ProgramData lets Users read).
+    #[cfg(windows)]
+    if let Some(folder) = cfg.key.parent() {
+        if folder == config::system_dir(config::Place::Config) {
+            outpost_actors::windows::acl::restrict_folder(folder)
+                .with_context(|| format!("restricting {} to SYSTEM and Administrators", folder.display()))?;
+        } else {
+            eprintln!(
+                "note: the key takes the access list of {}: keep it where only administrators can read it",
+                folder.display()
+            );
+        }
+    }
     outpost_actors::disk::write_all_or_none(
         &[(cfg.key.as_path(), key_pem.as_bytes(), 0o600), (cfg.cert.as_path(), chain.as_bytes(), 0o644)],
         args.force,
