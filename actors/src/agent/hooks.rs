@@ -197,6 +197,14 @@ pub async fn run(
     cmd.stdout(writer.try_clone()?).stderr(writer);
     let started = std::time::Instant::now();
     let mut child = cmd.spawn()?;
+    // Windows has no process groups: the hook goes in a job, so that the processes it starts
+    // are ended with it when it runs past its limit.
+    #[cfg(windows)]
+    let job = {
+        let job = crate::windows::system::Job::new()?;
+        job.assign(&child)?;
+        job
+    };
     // The command holds the pipe's write ends: without dropping it, the pipe never ends.
     drop(cmd);
     let tail = Arc::new(Mutex::new(Vec::new()));
@@ -217,6 +225,8 @@ pub async fn run(
     let (code, timed_out) = match tokio::time::timeout(limit, child.wait()).await {
         Ok(status) => (status?.code(), false),
         Err(_) => {
+            #[cfg(windows)]
+            job.terminate();
             kill_group(&mut child).await;
             (None, true)
         }

@@ -253,3 +253,48 @@ pub fn running(pid: u32) -> bool {
     unsafe { CloseHandle(handle) };
     ok && code == STILL_ACTIVE
 }
+
+/// A job object: the processes assigned to it, and every process they start, can be ended
+/// together (a hook over its time limit, with what it started).
+#[derive(Debug)]
+pub struct Job(windows_sys::Win32::Foundation::HANDLE);
+
+// SAFETY: a job handle may be used and closed from any thread.
+unsafe impl Send for Job {}
+
+impl Job {
+    /// A new, unnamed job.
+    pub fn new() -> std::io::Result<Self> {
+        use windows_sys::Win32::System::JobObjects::CreateJobObjectW;
+        // SAFETY: no attributes, no name; the handle is closed on drop.
+        let handle = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if handle.is_null() { Err(std::io::Error::last_os_error()) } else { Ok(Self(handle)) }
+    }
+
+    /// Puts `child` (and what it starts from now on) in the job.
+    pub fn assign(&self, child: &tokio::process::Child) -> std::io::Result<()> {
+        use windows_sys::Win32::System::JobObjects::AssignProcessToJobObject;
+        let Some(process) = child.raw_handle() else { return Ok(()) }; // already ended
+        // SAFETY: both handles are open: the job's is ours, the process's is held by `child`,
+        // borrowed for the call.
+        if unsafe { AssignProcessToJobObject(self.0, process) } == 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends every process in the job.
+    pub fn terminate(&self) {
+        use windows_sys::Win32::System::JobObjects::TerminateJobObject;
+        // SAFETY: the job handle is open.
+        unsafe { TerminateJobObject(self.0, 1) };
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // SAFETY: ours, closed once. Closing does not end the processes (no kill-on-close).
+        unsafe { windows_sys::Win32::Foundation::CloseHandle(self.0) };
+    }
+}

@@ -10,6 +10,10 @@ fn under_wine() -> bool {
     windows_registry::CURRENT_USER.open(r"Software\Wine").is_ok()
 }
 
+/// Held by the tests that start and stop `ping.exe`: closing impacted processes closes every
+/// ping, so they take turns.
+static PING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The access entries of an SDDL string (`(A;OICI;FA;;;SY)`…).
 fn aces(sddl: &str) -> Vec<String> {
     sddl.split('(').skip(1).map(|a| a.trim_end_matches(')').to_string()).collect()
@@ -139,6 +143,7 @@ async fn a_setup_cmd_hook_gets_the_contract_of_setup_sh_and_3010_is_a_pending_re
 #[tokio::test]
 async fn an_impacted_process_is_found_and_closed() {
     use crate::agent::processes;
+    let _turn = PING.lock().await;
     let mut child = std::process::Command::new("ping")
         .args(["-n", "120", "127.0.0.1"])
         .stdout(std::process::Stdio::null())
@@ -155,4 +160,35 @@ async fn an_impacted_process_is_found_and_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(processes::find(&["ping".into()]).iter().all(|(p, _)| *p != pid));
+}
+
+#[tokio::test]
+async fn a_hook_over_its_limit_is_stopped_with_the_processes_it_started() {
+    use outpost_protocol::control::Control;
+
+    use crate::agent::{hooks, processes};
+    let _turn = PING.lock().await;
+    let before: Vec<u32> = processes::find(&["ping".into()]).into_iter().map(|(p, _)| p).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("setup.cmd");
+    std::fs::write(
+        &script,
+        "@echo off\r\necho started\r\nstart /b ping -n 120 127.0.0.1 >nul\r\nping -n 120 127.0.0.1 >nul\r\n",
+    )
+    .unwrap();
+    let control = Control::parse("package: p\nversion: 1\n").unwrap();
+    let o = hooks::run(&script, hooks::HookAction::Install, dir.path(), dir.path(), &control, Duration::from_secs(4))
+        .await
+        .unwrap();
+    assert!(o.timed_out && o.code.is_none(), "{o:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<(u32, String)> =
+            processes::find(&["ping".into()]).into_iter().filter(|(p, _)| !before.contains(p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the hook's children still run: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
