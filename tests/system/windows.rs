@@ -347,44 +347,21 @@ fn the_windows_agent_under_wine_enrolls_installs_an_msi_and_a_cmd_package_upgrad
     let file = built.stdout.lines().last().unwrap_or_default().trim().to_string();
     assert!(file.ends_with(".outpost"), "{}", built.stdout);
     let ca = win(&c.pki.ca());
-    let published = wine
-        .outpost(&[
-            "pkg",
-            "publish",
-            &file,
-            "--repo",
-            &server.addr,
-            "--ca",
-            &ca,
-            "--cert",
-            &signer_cert,
-            "--key",
-            &signer_key,
-        ])
-        .ok();
+    // Repository commands from Windows, as the packager.
+    let as_packager = |args: &[&str], repo: &str| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--repo", repo, "--ca", &ca, "--cert", &signer_cert, "--key", &signer_key]);
+        wine.outpost(&all)
+    };
+    let published = as_packager(&["pkg", "publish", &file], &server.addr).ok();
     let seq: u64 =
         published.stdout.rsplit("snapshot ").next().and_then(|t| t.split_whitespace().next()?.parse().ok()).unwrap();
     c.wait_sequence(&edge.addr, seq, LIMIT);
     let out = agent(&["install", "winpkg"]).ok();
     assert!(out.stdout.contains("winpkg"), "{}", out.stdout);
     // `repo pull` from Windows: the package's files, verified, in a folder.
-    let pulled = wine
-        .outpost(&[
-            "repo",
-            "pull",
-            "greet",
-            "--out",
-            &win(&c.dir().join("win-pulled")),
-            "--repo",
-            &edge.addr,
-            "--ca",
-            &ca,
-            "--cert",
-            &signer_cert,
-            "--key",
-            &signer_key,
-        ])
-        .ok();
+    let pulled_to = win(&c.dir().join("win-pulled"));
+    let pulled = as_packager(&["repo", "pull", "greet", "--out", &pulled_to], &edge.addr).ok();
     assert!(pulled.stdout.trim().ends_with(r"win-pulled\greet_1-1"), "a Windows path: {}", pulled.stdout);
     let hook = std::fs::read(c.dir().join("win-pulled/greet_1-1/setup.cmd")).ok();
     assert_eq!(hook.as_deref(), Some(GREET_HOOK.as_bytes()), "{}", pulled.stdout);
