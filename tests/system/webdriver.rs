@@ -146,14 +146,26 @@ impl Browser {
 
     /// The text of the element `css` selects (waits for it a while).
     pub fn text(&self, css: &str) -> String {
-        let id = wait_for(Duration::from_secs(20), css, || self.find(css));
-        self.call("GET", &format!("/element/{id}/text"), None).unwrap()["value"].as_str().unwrap_or("").to_string()
+        let v = self.on_element(css, |id| self.call("GET", &format!("/element/{id}/text"), None));
+        v["value"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Runs `act` on the element `css` selects, finding it again when the page redrew it in
+    /// between (the live page replaces `<main>` every second: "stale element reference").
+    fn on_element(&self, css: &str, act: impl Fn(&str) -> Result<Value, String>) -> Value {
+        wait_for(Duration::from_secs(20), css, || {
+            let id = self.find(css)?;
+            match act(&id) {
+                Ok(v) => Some(v),
+                Err(e) if e.contains("stale element") => None,
+                Err(e) => panic!("{css}: {e}"),
+            }
+        })
     }
 
     /// Clicks the element `css` selects (waits for it a while).
     pub fn click(&self, css: &str) {
-        let id = wait_for(Duration::from_secs(20), css, || self.find(css));
-        self.call("POST", &format!("/element/{id}/click"), Some(&json!({}))).unwrap();
+        self.on_element(css, |id| self.call("POST", &format!("/element/{id}/click"), Some(&json!({}))));
     }
 
     /// Types `text` into the element `css` selects, after clearing it.
