@@ -119,8 +119,15 @@ fn lock(state: &std::path::Path) -> Result<StateLock> {
         .with_context(|| path.display().to_string())?;
     file.try_lock().map_err(|_| {
         anyhow::anyhow!(
-            "another outpost agent is using {} and does not answer on its control channel; wait for it or stop it",
-            state.display()
+            "another outpost agent is using {} and does not answer on its control channel; wait for it or stop \
+             it{}",
+            state.display(),
+            if cfg!(windows) {
+                " (the control pipe is open to Administrators and SYSTEM only: run this from an administrator's \
+                 prompt)"
+            } else {
+                ""
+            }
         )
     })?;
     Ok(StateLock(file))
