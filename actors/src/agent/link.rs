@@ -203,7 +203,10 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
     let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await?;
     tracing::info!(server = cfg.server, "connected to central");
     let mut actions: ActionStream = client.listen().await?;
-    let mut facts = report(cfg, state, &client).await?;
+    tracing::debug!("listening for actions");
+    // A new connection always reports, even when nothing changed: the central instance may have
+    // lost its data or never have seen this host, and only an answer says what it holds.
+    let mut facts = report(cfg, state, &client, true).await?;
     settings(cfg, state, &client, &facts).await;
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     tick.tick().await;
@@ -215,11 +218,11 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
             }
             () = cfg.changed.notified() => {
                 settings(cfg, state, &client, &facts).await;
-                facts = report(cfg, state, &client).await?;
+                facts = report(cfg, state, &client, false).await?;
             }
             _ = tick.tick() => {
                 settings(cfg, state, &client, &facts).await;
-                facts = report(cfg, state, &client).await?;
+                facts = report(cfg, state, &client, false).await?;
             }
             a = actions.next() => match a? {
                 Some(signed) => {
@@ -227,7 +230,7 @@ async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken
                     if let Some(nonce) = nonce {
                         client.request(&CentralRequest::ActionResult { nonce, ok, message }).await?;
                     }
-                    facts = report(cfg, state, &client).await?;
+                    facts = report(cfg, state, &client, false).await?;
                 }
                 None => return Err(LinkError::Closed),
             },
@@ -245,10 +248,17 @@ async fn inventory(cfg: &LinkConfig) -> Result<Inventory, LinkError> {
 }
 
 /// Sends what changed since the last report central applied (everything the first time, or
-/// when central asks), signed, with the next sequence.
+/// when central asks), signed, with the next sequence; with nothing changed, sends nothing
+/// unless `always` (then an empty report, which central applies or answers with a request for
+/// a full one).
 /// Returns the host's facts from the inventory it collected (for settings and actions, which
 /// need only those: the inventory is collected once per operation).
-async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> Result<HostFacts, LinkError> {
+async fn report(
+    cfg: &LinkConfig,
+    state: &LinkState,
+    client: &CentralClient,
+    always: bool,
+) -> Result<HostFacts, LinkError> {
     let now_inv = inventory(cfg).await?;
     let facts = now_inv.host().cloned().unwrap_or_default();
     let host = now_inv.host().map(|h| h.uuid.clone()).unwrap_or_default();
@@ -258,7 +268,8 @@ async fn report(cfg: &LinkConfig, state: &LinkState, client: &CentralClient) -> 
             Some(sent) => (false, now_inv.changed_since(sent)),
             None => (true, now_inv.sections.values().cloned().collect()),
         };
-        if !full && sections.is_empty() {
+        if !full && sections.is_empty() && !always {
+            tracing::debug!(sequence = st.sequence, "nothing changed since the last report");
             return Ok(facts);
         }
         let report = Report { host: host.clone(), sequence: st.sequence + 1, full, created: unix_now(), sections };
