@@ -70,6 +70,7 @@ pub fn console(cmd: &ConsoleCommand) -> Result<()> {
         ConsoleCommand::Login(a) => login(a),
         ConsoleCommand::Web(a) => crate::web::serve(a),
         ConsoleCommand::Hosts(a) => hosts(a),
+        ConsoleCommand::Report(a) => report(a),
         ConsoleCommand::Host(a) => host(a),
         ConsoleCommand::Packages(a) => {
             let CentralResponse::Packages(p) = ask(a, CentralRequest::Packages)? else { bail!("unexpected answer") };
@@ -535,4 +536,110 @@ fn print_host(d: &HostDetail) {
     for r in &d.actions {
         crate::out!("action:    {} {} {}: {}", r.id, r.kind, if r.ok { "ok" } else { "FAILED" }, r.message);
     }
+}
+
+/// `outpost console report`
+fn report(a: &crate::cli::ConsoleReportArgs) -> Result<()> {
+    let words: Vec<&str> = a.words.iter().map(String::as_str).collect();
+    let request = match words.as_slice() {
+        ["list"] => CentralRequest::Reports,
+        ["save", name] => {
+            let sql = match (&a.sql, &a.sql_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => bail!("report save {name}: give the query with --sql or --sql-file"),
+            };
+            if ["list", "save", "delete"].contains(name) {
+                bail!("{name:?} cannot name a report (it is a word of `console report`)");
+            }
+            CentralRequest::SaveReport { name: (*name).to_string(), description: a.description.clone(), sql }
+        }
+        ["delete", name] => CentralRequest::DeleteReport((*name).to_string()),
+        [name] => {
+            let mut params = Vec::new();
+            for p in &a.params {
+                let Some((k, v)) = p.split_once('=') else { bail!("--param {p:?}: write NAME=VALUE") };
+                params.push((k.trim().to_string(), v.to_string()));
+            }
+            CentralRequest::RunReport { name: (*name).to_string(), params }
+        }
+        _ => bail!("console report: give `list`, a report's name, `save NAME` or `delete NAME`"),
+    };
+    match ask(&a.console, request)? {
+        CentralResponse::Reports(list) => {
+            if a.console.json {
+                return print_json(&list);
+            }
+            let mut table = Table::new(&["REPORT", "KIND", "PARAMETERS", "DESCRIPTION"]);
+            for r in list {
+                let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let kind = if r.builtin { "built in".to_string() } else { format!("saved by {}", r.author) };
+                table.row(vec![r.name, kind, params.join(" "), r.description]);
+            }
+            table.print();
+            Ok(())
+        }
+        CentralResponse::Table(t) => {
+            if a.console.json {
+                let rows: Vec<serde_json::Map<String, serde_json::Value>> = t
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        t.columns
+                            .iter()
+                            .zip(r)
+                            .map(|(c, v)| {
+                                (c.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String))
+                            })
+                            .collect()
+                    })
+                    .collect();
+                print_json(&rows)?;
+            } else if a.csv {
+                let mut out = String::new();
+                csv_line(&mut out, t.columns.iter().map(|c| Some(c.as_str())));
+                for r in &t.rows {
+                    csv_line(&mut out, r.iter().map(Option::as_deref));
+                }
+                crate::out!("{}", out.trim_end_matches("\r\n"));
+            } else {
+                let header: Vec<String> = t.columns.iter().map(|c| c.to_uppercase()).collect();
+                let mut table = Table::new(&header.iter().map(String::as_str).collect::<Vec<_>>());
+                for r in t.rows.iter().cloned() {
+                    table.row(r.into_iter().map(Option::unwrap_or_default).collect());
+                }
+                table.print();
+            }
+            if t.truncated {
+                eprintln!("only the first {} rows are shown: narrow the report", t.rows.len());
+            }
+            Ok(())
+        }
+        CentralResponse::Done(m) => {
+            crate::out!("{m}");
+            Ok(())
+        }
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// One CSV record (RFC 4180): fields with a comma, a quote or a line break are quoted; NULL
+/// is an empty field.
+fn csv_line<'a>(out: &mut String, fields: impl Iterator<Item = Option<&'a str>>) {
+    let mut first = true;
+    for f in fields {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let f = f.unwrap_or("");
+        if f.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&f.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(f);
+        }
+    }
+    out.push_str("\r\n");
 }

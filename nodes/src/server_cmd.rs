@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use actix::Actor;
 use anyhow::{Context, Result, bail};
+use outpost_actors::central::metrics::DbMetrics;
 use outpost_actors::central::server::{ServerContext, serve};
 use outpost_actors::central::store::CentralStore;
+use outpost_actors::central::store::postgres::{self, PgConfig};
 use outpost_actors::central::{Central, CentralConfig, CentralMetrics, EnrollmentCa, Revoked};
 use outpost_actors::transport;
 use outpost_protocol::central::{ALPN_CENTRAL, ALPN_ENROLL};
@@ -37,6 +39,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
     if cfg.host_days == 0 || cfg.host_days > pki::MAX_DAYS {
         bail!("host_days: {} must be between 1 and {} (days)", cfg.host_days, pki::MAX_DAYS);
     }
+    let database = database(&cfg, args)?;
     let common = &cfg;
     let main =
         if cfg.repository { Some(MainSetup::new(cfg.main(), args.daemon.password_file.as_deref())?) } else { None };
@@ -76,7 +79,19 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             in_snapshot = started.revoked;
         }
         if let Some(socket) = central_socket {
-            let store = CentralStore::open(&cfg.data.join("central"))?;
+            let (store, place) = match &database {
+                Some((write, _)) => {
+                    let db_metrics = Arc::new(DbMetrics::default());
+                    db_metrics.register(&mut registry);
+                    let store = CentralStore::open_postgres(write, db_metrics)
+                        .with_context(|| format!("central's database {}", write.url))?;
+                    (store, format!("PostgreSQL {}", write.url))
+                }
+                None => {
+                    (CentralStore::open(&cfg.data.join("central"))?, cfg.data.join("central").display().to_string())
+                }
+            };
+            let store_pg = store.postgres().cloned();
             let metrics = Arc::new(CentralMetrics::default());
             metrics.register(&mut registry);
             let central = Central::open(
@@ -86,7 +101,25 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 revoked.clone(),
                 &in_snapshot,
             )
-            .with_context(|| format!("opening central's data in {}", cfg.data.join("central").display()))?;
+            .with_context(|| format!("opening central's data in {place}"))?;
+            let read_pool = match database.as_ref().and_then(|(_, read)| read.as_ref()) {
+                Some(read) => {
+                    Some(postgres::pool(read).with_context(|| format!("the reporting replica {}", read.url))?)
+                }
+                None => None,
+            };
+            if let Some(pg) = store_pg.as_ref() {
+                tasks.push(tokio::spawn(postgres::watch(
+                    pg.pool().clone(),
+                    read_pool.clone(),
+                    pg.metrics().clone(),
+                    cancel.clone(),
+                )));
+            }
+            let central = match read_pool {
+                Some(p) => central.with_read_pool(p),
+                None => central,
+            };
             // Revocations go into the main repository's snapshot, and so to every edge.
             let alone = publisher.is_none();
             let central = match publisher {
@@ -118,11 +151,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 repos,
                 repo_client: Some(transport::client(None, &identity, &ca, ALPN_REPO)?),
             });
-            eprintln!(
-                "outpost central listening on {} (QUIC), data in {}",
-                endpoint.local_addr()?,
-                cfg.data.join("central").display()
-            );
+            eprintln!("outpost central listening on {} (QUIC), data in {place}", endpoint.local_addr()?);
             tasks.push(tokio::spawn(serve(endpoint, ctx, cancel.clone())));
         }
         daemon::serve_metrics(metrics_listener, registry, cancel.clone())?;
@@ -135,6 +164,41 @@ pub fn server(args: &ServerArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// The database central writes, and the replica reports read, when central runs on
+/// PostgreSQL. The password comes from a file or the environment, never from the command line.
+fn database(cfg: &ServerConfig, args: &ServerArgs) -> Result<Option<(PgConfig, Option<PgConfig>)>> {
+    if cfg.database.is_empty() {
+        if !cfg.database_read.is_empty() {
+            bail!("database_read is set without database: reports read a replica of central's PostgreSQL database");
+        }
+        return Ok(None);
+    }
+    for (flag, url) in [("--database", &args.database), ("--database-read", &args.database_read)] {
+        if let Some(url) = url
+            && postgres::has_password(url)?
+        {
+            bail!(
+                "{flag}: the password would show in the process list; put it in a file (--database-password-file, \
+                 or database_password_file in server.toml) or in {DATABASE_PASSWORD_ENV}"
+            );
+        }
+    }
+    let password = if cfg.database_password_file.as_os_str().is_empty() {
+        std::env::var(DATABASE_PASSWORD_ENV).ok()
+    } else {
+        let f = &cfg.database_password_file;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading the database password {}", f.display()))?;
+        Some(text.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let make = |url: &str| PgConfig { url: url.to_string(), password: password.clone(), pool_size: cfg.database_pool };
+    let read = (!cfg.database_read.is_empty()).then(|| make(&cfg.database_read));
+    Ok(Some((make(&cfg.database), read)))
+}
+
+/// The environment variable holding the database password.
+pub const DATABASE_PASSWORD_ENV: &str = "OUTPOST_DATABASE_PASSWORD";
 
 /// Reads the revocations in the snapshot of the first repository of `repos` that answers,
 /// at start and every hour, and tells central.

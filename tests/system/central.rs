@@ -183,7 +183,7 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     // Central loses its data: the fleet is back after one reporting round, without any manual
     // step; the agent, which remembers the action, refuses it when the blank central relays it.
     server.kill();
-    std::fs::remove_dir_all(server.data.join("central")).unwrap();
+    server.wipe_central();
     server.restart(&[]);
     assert!(admin.hosts(&[]).is_empty(), "central starts empty");
     // Nothing changed on the host: the agent's new connection alone brings it back.

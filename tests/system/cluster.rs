@@ -52,6 +52,22 @@ pub fn scrape(addr: &str) -> Option<String> {
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
+/// The environment variable that runs the suite's centrals on PostgreSQL (`postgres`) instead
+/// of redb: `scripts/test` runs the central tests both ways.
+pub const CENTRAL_BACKEND_ENV: &str = "OUTPOST_TEST_CENTRAL";
+
+/// A new database for a central started by [`Cluster::server`] when the suite runs on
+/// PostgreSQL (and the test did not choose its own, nor turn central off).
+fn central_database(extra: &[&str]) -> Option<String> {
+    if std::env::var(CENTRAL_BACKEND_ENV).as_deref() != Ok("postgres")
+        || extra.iter().any(|a| *a == "--database" || *a == "--no-central")
+    {
+        return None;
+    }
+    let pg = crate::pg::server().unwrap_or_else(|why| panic!("{CENTRAL_BACKEND_ENV}=postgres, but {why}"));
+    Some(pg.url(&pg.create_db()))
+}
+
 /// A daemon that is stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -134,6 +150,23 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Runs the same command in the foreground, to its end (for one that must refuse to start).
+    pub fn run_foreground(&self) -> Run {
+        run_in(&self.dir, &self.args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Central loses all its data: its folder, or its PostgreSQL database (dropped and made
+    /// again, empty). The daemon must be stopped.
+    pub fn wipe_central(&self) {
+        match self.args.iter().position(|a| a == "--database").and_then(|i| self.args.get(i + 1)) {
+            Some(url) => {
+                let db = url.rsplit("dbname=").next().expect("a dbname").to_string();
+                crate::pg::server().expect("PostgreSQL").recreate_db(&db);
+            }
+            None => std::fs::remove_dir_all(self.data.join("central")).unwrap(),
         }
     }
 
@@ -299,6 +332,9 @@ impl Cluster {
             pki.join("enroll-ca.key").to_string_lossy().into_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        if let Some(url) = central_database(extra) {
+            args.extend(["--database".to_string(), url]);
+        }
         (Daemon::spawn(self.dir(), args, addr, metrics, data, log), central)
     }
 

@@ -192,7 +192,7 @@ fn revocations_hold_for_certificates_never_seen_and_survive_central_losing_its_d
 
     // Central loses its data: the revocations come back from the main repository's snapshot.
     server.stop();
-    std::fs::remove_dir_all(server.data.join("central")).unwrap();
+    server.wipe_central();
     server.restart(&[]);
     let raw = RawHost::with_cert(&c, &central, &cert, &key);
     let sw = Section::Software(vec![Software { name: "x".into(), version: "1".into() }]);

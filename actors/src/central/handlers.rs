@@ -178,6 +178,29 @@ impl Handler<Handle> for Central {
 
     fn handle(&mut self, msg: Handle, _: &mut Self::Context) -> Self::Result {
         let (response, ops) = match (msg.request, &msg.peer) {
+            (CentralRequest::Reports, _) => return Box::pin(super::reports::list(self.report_pool())),
+            (CentralRequest::RunReport { name, params }, _) => {
+                let run = super::reports::run(self.report_pool(), name, params);
+                let Some(m) = self.store.postgres().map(|p| p.metrics().clone()) else { return Box::pin(run) };
+                return Box::pin(async move {
+                    let answer = m
+                        .time("report", async {
+                            match run.await {
+                                e @ CentralResponse::Error { .. } => Err(e),
+                                ok => Ok(ok),
+                            }
+                        })
+                        .await;
+                    answer.unwrap_or_else(|e| e)
+                });
+            }
+            (CentralRequest::SaveReport { name, description, sql }, Some(peer)) => {
+                let author = peer.info.subject.clone();
+                return Box::pin(super::reports::save(self.write_pool(), name, description, sql, author));
+            }
+            (CentralRequest::DeleteReport(name), _) => {
+                return Box::pin(super::reports::delete(self.write_pool(), name));
+            }
             (CentralRequest::Enroll { request, token, uuid, fqdn }, _) => {
                 self.enroll(&request, token.as_deref(), &uuid, &fqdn)
             }

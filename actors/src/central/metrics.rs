@@ -112,3 +112,72 @@ impl CentralMetrics {
         self.rejections.get_or_create(&label("reason", reason)).inc();
     }
 }
+
+/// Central's database metrics on PostgreSQL (`outpost_central_db_…`).
+#[derive(Debug)]
+pub struct DbMetrics {
+    /// Connections of this instance's pool by state (in_use, idle).
+    pub connections: Family<Labels, Gauge>,
+    /// The pool's most connections.
+    pub pool_max: Gauge,
+    /// Requests waiting for a connection.
+    pub waiting: Gauge,
+    /// Seconds per database operation, by kind (write: a group commit; load; report).
+    pub latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Failed database operations by kind.
+    pub errors: Family<Labels, Counter>,
+    /// Seconds the reporting replica is behind (0 without one, or when it has replayed all it received).
+    pub replica_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for DbMetrics {
+    fn default() -> Self {
+        Self {
+            connections: Family::default(),
+            pool_max: Gauge::default(),
+            waiting: Gauge::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            replica_lag: Gauge::default(),
+        }
+    }
+}
+
+impl DbMetrics {
+    /// Registers every metric under `outpost_central_db_…`.
+    pub fn register(&self, registry: &mut Registry) {
+        for state in ["in_use", "idle"] {
+            let _ = self.connections.get_or_create(&label("state", state));
+        }
+        for kind in ["write", "load", "report"] {
+            let _ = self.latency.get_or_create(&label("kind", kind));
+            let _ = self.errors.get_or_create(&label("kind", kind));
+        }
+        let r = registry.sub_registry_with_prefix("outpost_central_db");
+        r.register("connections", "Database connections of this instance by state", self.connections.clone());
+        r.register("pool_max_connections", "Most database connections this instance opens", self.pool_max.clone());
+        r.register("pool_waiting", "Requests waiting for a database connection", self.waiting.clone());
+        r.register("operation_seconds", "Seconds per database operation by kind", self.latency.clone());
+        r.register("errors", "Failed database operations by kind", self.errors.clone());
+        r.register(
+            "replica_lag_seconds",
+            "Seconds the reporting replica is behind the database (0 when it has replayed all it received)",
+            self.replica_lag.clone(),
+        );
+    }
+
+    /// Times `f` as an operation of `kind`, counting its failure.
+    pub async fn time<T, E>(&self, kind: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+        let start = std::time::Instant::now();
+        let out = f.await;
+        self.latency.get_or_create(&label("kind", kind)).observe(start.elapsed().as_secs_f64());
+        if out.is_err() {
+            self.errors.get_or_create(&label("kind", kind)).inc();
+        }
+        out
+    }
+}

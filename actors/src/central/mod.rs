@@ -18,6 +18,7 @@ pub mod fleet;
 mod handlers;
 pub mod metrics;
 pub mod relay;
+pub mod reports;
 pub mod server;
 pub mod store;
 
@@ -124,6 +125,8 @@ pub struct Central {
     on_revoke: Option<Box<dyn Fn(Vec<String>) + Send>>,
     /// Moves each time a change is durable and visible (consoles watch it to refresh).
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Where reports read (a replica), when not the database central writes.
+    read_pool: Option<deadpool_postgres::Pool>,
 }
 
 impl std::fmt::Debug for Central {
@@ -189,6 +192,7 @@ impl Central {
             settings,
             on_revoke: None,
             generation: Arc::default(),
+            read_pool: None,
         };
         for (fp, uuid) in &loaded.revoked {
             central.mark_revoked(fp, uuid);
@@ -209,6 +213,22 @@ impl Central {
         }
         self.on_revoke = Some(hook);
         self
+    }
+
+    /// Reports read from `pool` (a streaming replica) instead of the database central writes.
+    pub fn with_read_pool(mut self, pool: deadpool_postgres::Pool) -> Self {
+        self.read_pool = Some(pool);
+        self
+    }
+
+    /// The pool reports read from: the replica, else the database (PostgreSQL only).
+    fn report_pool(&self) -> Option<deadpool_postgres::Pool> {
+        self.read_pool.clone().or_else(|| self.write_pool())
+    }
+
+    /// The database central writes (PostgreSQL only).
+    fn write_pool(&self) -> Option<deadpool_postgres::Pool> {
+        self.store.postgres().map(|p| p.pool().clone())
     }
 
     fn is_revoked(&self, fingerprint: &str) -> bool {

@@ -109,7 +109,12 @@ impl Central {
             issuer = info.subject,
             "action relayed"
         );
-        let op = Op::Action { nonce: state.action.nonce, record: state.record.clone() };
+        let op = Op::Action {
+            nonce: state.action.nonce,
+            kind: state.action.kind.name(),
+            expires: state.action.expires,
+            record: state.record.clone(),
+        };
         self.actions.insert(state.action.nonce, state);
         (
             CentralResponse::ActionQueued { id, targets: u32::try_from(targets.len()).unwrap_or(u32::MAX), online },
@@ -127,7 +132,12 @@ impl Central {
         state.record.results.push((fingerprint.to_string(), ok, message, latency));
         self.metrics.action_results.get_or_create(&label("result", if ok { "ok" } else { "failed" })).inc();
         self.metrics.action_latency.observe(latency);
-        vec![Op::Action { nonce, record: state.record.clone() }]
+        vec![Op::Action {
+            nonce,
+            kind: state.action.kind.name(),
+            expires: state.action.expires,
+            record: state.record.clone(),
+        }]
     }
 
     /// Sends a connected agent the unexpired actions for its host it has not been sent yet.

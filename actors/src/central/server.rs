@@ -178,7 +178,9 @@ async fn handle_stream(
         | CentralRequest::Packages
         | CentralRequest::Actions
         | CentralRequest::Pending
-        | CentralRequest::PendingV2)
+        | CentralRequest::PendingV2
+        | CentralRequest::Reports
+        | CentralRequest::RunReport { .. })
             if right(Right::View) =>
         {
             ask(ctx, Handle { peer: Some(peer), request: r }).await
@@ -188,7 +190,9 @@ async fn handle_stream(
         | CentralRequest::Approve(_)
         | CentralRequest::ApproveReplacing(_)
         | CentralRequest::Revoke(_)
-        | CentralRequest::SetSettings(_))
+        | CentralRequest::SetSettings(_)
+        | CentralRequest::SaveReport { .. }
+        | CentralRequest::DeleteReport(_))
             if right(Right::Modify) =>
         {
             ask(ctx, Handle { peer: Some(peer), request: r }).await
@@ -200,7 +204,9 @@ async fn handle_stream(
                 | CentralRequest::Approve(_)
                 | CentralRequest::ApproveReplacing(_)
                 | CentralRequest::Revoke(_)
-                | CentralRequest::SetSettings(_) => "this needs an admin certificate with the modify right",
+                | CentralRequest::SetSettings(_)
+                | CentralRequest::SaveReport { .. }
+                | CentralRequest::DeleteReport(_) => "this needs an admin certificate with the modify right",
                 CentralRequest::Report(_) | CentralRequest::Listen | CentralRequest::ActionResult { .. } => {
                     "only hosts send reports and results"
                 }

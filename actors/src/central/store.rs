@@ -178,9 +178,12 @@ pub enum CentralDbError {
     /// The writer thread has stopped.
     #[error("central's database writer has stopped")]
     WriterStopped,
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Postgres(postgres::PgError),
 }
 
-fn db(e: impl Into<redb::Error>) -> CentralDbError {
+fn db_error(e: impl Into<redb::Error>) -> CentralDbError {
     CentralDbError::Db(e.into())
 }
 
@@ -251,8 +254,8 @@ pub enum Op {
     Pending { uuid: String, record: Option<PendingRecord> },
     /// A revoked certificate.
     Revoked { fingerprint: String, uuid: String, at: i64 },
-    /// An action.
-    Action { nonce: [u8; 16], record: ActionRecord },
+    /// An action (its kind and expiry as columns for SQL readers).
+    Action { nonce: [u8; 16], kind: &'static str, expires: i64, record: ActionRecord },
     /// Signed agent settings by sequence.
     Settings { sequence: u64, signed: Signed },
     /// A certificate issued at enrollment.
@@ -264,9 +267,18 @@ pub type Written = Result<(), Arc<CentralDbError>>;
 
 type Job = (Vec<Op>, oneshot::Sender<Written>);
 
-/// The database and its writer.
+/// The database and its writer: redb in central's folder (the default), or PostgreSQL.
 #[derive(Debug, Clone)]
-pub struct CentralStore {
+pub enum CentralStore {
+    /// redb, with a writer thread.
+    Redb(RedbStore),
+    /// PostgreSQL, shared by central instances.
+    Postgres(postgres::PgStore),
+}
+
+/// redb and its writer thread.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
     db: Arc<Database>,
     writer: mpsc::UnboundedSender<Job>,
 }
@@ -307,19 +319,19 @@ impl CentralStore {
                 CentralDbError::Open(error)
             }
         })?;
-        let txn = database.begin_write().map_err(db)?;
+        let txn = database.begin_write().map_err(db_error)?;
         {
-            txn.open_table(HOSTS).map_err(db)?;
-            txn.open_table(SECTIONS).map_err(db)?;
-            txn.open_table(TOKENS).map_err(db)?;
-            txn.open_table(PENDING).map_err(db)?;
-            txn.open_table(REVOKED).map_err(db)?;
-            txn.open_table(ACTIONS).map_err(db)?;
-            txn.open_table(SETTINGS).map_err(db)?;
-            txn.open_table(ENROLLED).map_err(db)?;
+            txn.open_table(HOSTS).map_err(db_error)?;
+            txn.open_table(SECTIONS).map_err(db_error)?;
+            txn.open_table(TOKENS).map_err(db_error)?;
+            txn.open_table(PENDING).map_err(db_error)?;
+            txn.open_table(REVOKED).map_err(db_error)?;
+            txn.open_table(ACTIONS).map_err(db_error)?;
+            txn.open_table(SETTINGS).map_err(db_error)?;
+            txn.open_table(ENROLLED).map_err(db_error)?;
             migrate_v1(&txn)?;
         }
-        txn.commit().map_err(db)?;
+        txn.commit().map_err(db_error)?;
         let database = Arc::new(database);
         // Unbounded on purpose: the central actor queues from synchronous handlers, and what it
         // queues is bounded upstream (a job per accepted request, requests bounded by the
@@ -330,13 +342,33 @@ impl CentralStore {
             .name("central-writer".into())
             .spawn(move || writer(&writer_db, rx))
             .map_err(CentralDbError::Thread)?;
-        Ok(Self { db: database, writer: tx })
+        Ok(Self::Redb(RedbStore { db: database, writer: tx }))
+    }
+
+    /// Connects to PostgreSQL, migrates its schema and starts the writer.
+    pub fn open_postgres(
+        cfg: &postgres::PgConfig,
+        metrics: Arc<super::metrics::DbMetrics>,
+    ) -> Result<Self, CentralDbError> {
+        postgres::PgStore::open(cfg, metrics).map(Self::Postgres)
+    }
+
+    /// The PostgreSQL store, when central runs on it.
+    pub fn postgres(&self) -> Option<&postgres::PgStore> {
+        match self {
+            Self::Postgres(p) => Some(p),
+            Self::Redb(_) => None,
+        }
     }
 
     /// Queues `ops`; the receiver answers once they are durable.
     pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Written> {
+        let writer = match self {
+            Self::Redb(r) => &r.writer,
+            Self::Postgres(p) => return p.write(ops),
+        };
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, tx))) = self.writer.send((ops, tx)) {
+        if let Err(mpsc::error::SendError((_, tx))) = writer.send((ops, tx)) {
             let _ = tx.send(Err(Arc::new(CentralDbError::WriterStopped)));
         }
         rx
@@ -344,50 +376,54 @@ impl CentralStore {
 
     /// Loads what the central actor keeps in memory.
     pub fn load(&self) -> Result<Loaded, CentralDbError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let db = match self {
+            Self::Redb(r) => &r.db,
+            Self::Postgres(p) => return p.load(),
+        };
+        let txn = db.begin_read().map_err(db_error)?;
         let mut out = Loaded::default();
-        let hosts = txn.open_table(HOSTS).map_err(db)?;
-        let sections = txn.open_table(SECTIONS).map_err(db)?;
-        for item in hosts.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        let hosts = txn.open_table(HOSTS).map_err(db_error)?;
+        let sections = txn.open_table(SECTIONS).map_err(db_error)?;
+        for item in hosts.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             let fp = k.value().to_string();
             let record = decode_host(v.value())?;
             let mut inv = Inventory::default();
             for kind in INDEXED {
-                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(db)? {
+                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(db_error)? {
                     inv.apply([dec::<Section>(s.value())?]);
                 }
             }
             out.hosts.push((record, inv));
         }
-        for item in txn.open_table(TOKENS).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(TOKENS).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             out.tokens.push((*k.value(), dec(v.value())?));
         }
-        for item in txn.open_table(PENDING).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(PENDING).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             let record = decode_pending(v.value())?;
             out.pending.push((k.value().to_string(), record));
         }
-        for item in txn.open_table(REVOKED).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(REVOKED).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             let (uuid, _at): (String, i64) = dec(v.value())?;
             out.revoked.push((k.value().to_string(), uuid));
         }
         // Results of the first layout named hosts by UUID: by certificate now.
         let fp_of: std::collections::HashMap<String, String> =
             out.hosts.iter().map(|(r, _)| (r.uuid.to_lowercase(), r.fingerprint.clone())).collect();
-        for item in txn.open_table(ACTIONS).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(ACTIONS).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             let record = decode_action(v.value(), &fp_of)?;
             out.actions.push((*k.value(), record));
         }
-        for item in txn.open_table(SETTINGS).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(SETTINGS).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             out.settings.push((k.value(), dec(v.value())?));
         }
-        for item in txn.open_table(ENROLLED).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
+        for item in txn.open_table(ENROLLED).map_err(db_error)?.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
             out.enrolled.push((k.value().to_string(), dec(v.value())?));
         }
         Ok(out)
@@ -395,11 +431,15 @@ impl CentralStore {
 
     /// A host's whole inventory, by its certificate's fingerprint.
     pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, CentralDbError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(SECTIONS).map_err(db)?;
+        let db = match self {
+            Self::Redb(r) => &r.db,
+            Self::Postgres(p) => return p.inventory(fingerprint),
+        };
+        let txn = db.begin_read().map_err(db_error)?;
+        let t = txn.open_table(SECTIONS).map_err(db_error)?;
         let mut inv = Inventory::default();
-        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(db)? {
-            let (_, v) = item.map_err(db)?;
+        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(db_error)? {
+            let (_, v) = item.map_err(db_error)?;
             inv.apply([dec::<Section>(v.value())?]);
         }
         Ok(inv)
@@ -410,11 +450,11 @@ impl CentralStore {
 fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
     let old_hosts = match txn.open_table(HOSTS_V1) {
         Ok(t) => t,
-        Err(x) => return Err(db(x)),
+        Err(x) => return Err(db_error(x)),
     };
     let hosts: Vec<(String, HostRecordV1)> = old_hosts
         .iter()
-        .map_err(db)?
+        .map_err(db_error)?
         .filter_map(Result::ok)
         .filter_map(|(k, v)| dec::<HostRecordV1>(v.value()).ok().map(|r| (k.value().to_string(), r)))
         .collect();
@@ -422,9 +462,9 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
     if hosts.is_empty() {
         return Ok(());
     }
-    let old_sections = txn.open_table(SECTIONS_V1).map_err(db)?;
-    let mut new_hosts = txn.open_table(HOSTS).map_err(db)?;
-    let mut new_sections = txn.open_table(SECTIONS).map_err(db)?;
+    let old_sections = txn.open_table(SECTIONS_V1).map_err(db_error)?;
+    let mut new_hosts = txn.open_table(HOSTS).map_err(db_error)?;
+    let mut new_sections = txn.open_table(SECTIONS).map_err(db_error)?;
     for (uuid, r) in &hosts {
         let record = HostRecord {
             fingerprint: r.fingerprint.clone(),
@@ -433,15 +473,15 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
             uuid: uuid.clone(),
         };
         let bytes = postcard::to_stdvec(&HostWire::V2(record)).map_err(CentralDbError::Encode)?;
-        new_hosts.insert(r.fingerprint.as_str(), bytes.as_slice()).map_err(db)?;
-        for item in old_sections.range((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX)).map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            new_sections.insert((r.fingerprint.as_str(), k.value().1), v.value()).map_err(db)?;
+        new_hosts.insert(r.fingerprint.as_str(), bytes.as_slice()).map_err(db_error)?;
+        for item in old_sections.range((uuid.as_str(), 0u8)..=(uuid.as_str(), u8::MAX)).map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
+            new_sections.insert((r.fingerprint.as_str(), k.value().1), v.value()).map_err(db_error)?;
         }
     }
     drop(old_sections);
-    txn.delete_table(HOSTS_V1).map_err(db)?;
-    txn.delete_table(SECTIONS_V1).map_err(db)?;
+    txn.delete_table(HOSTS_V1).map_err(db_error)?;
+    txn.delete_table(SECTIONS_V1).map_err(db_error)?;
     tracing::info!(hosts = hosts.len(), "central database moved to hosts keyed by certificate");
     Ok(())
 }
@@ -467,60 +507,61 @@ fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
-    let txn = database.begin_write().map_err(db)?;
+    let txn = database.begin_write().map_err(db_error)?;
     {
-        let mut hosts = txn.open_table(HOSTS).map_err(db)?;
-        let mut sections = txn.open_table(SECTIONS).map_err(db)?;
-        let mut tokens = txn.open_table(TOKENS).map_err(db)?;
-        let mut pending = txn.open_table(PENDING).map_err(db)?;
-        let mut revoked = txn.open_table(REVOKED).map_err(db)?;
-        let mut actions = txn.open_table(ACTIONS).map_err(db)?;
-        let mut settings = txn.open_table(SETTINGS).map_err(db)?;
-        let mut enrolled = txn.open_table(ENROLLED).map_err(db)?;
+        let mut hosts = txn.open_table(HOSTS).map_err(db_error)?;
+        let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
+        let mut tokens = txn.open_table(TOKENS).map_err(db_error)?;
+        let mut pending = txn.open_table(PENDING).map_err(db_error)?;
+        let mut revoked = txn.open_table(REVOKED).map_err(db_error)?;
+        let mut actions = txn.open_table(ACTIONS).map_err(db_error)?;
+        let mut settings = txn.open_table(SETTINGS).map_err(db_error)?;
+        let mut enrolled = txn.open_table(ENROLLED).map_err(db_error)?;
         for op in ops {
             match op {
                 Op::Report { record, sections: new, full } => {
                     let fp = record.fingerprint.as_str();
                     let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
-                    hosts.insert(fp, bytes.as_slice()).map_err(db)?;
+                    hosts.insert(fp, bytes.as_slice()).map_err(db_error)?;
                     if *full {
-                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db)?;
+                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db_error)?;
                     }
                     for s in new {
-                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db)?;
+                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
                     }
                 }
                 Op::Token { hash, record: Some(r) } => {
-                    tokens.insert(hash, enc(r).as_slice()).map_err(db)?;
+                    tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
                 }
                 Op::Token { hash, record: None } => {
-                    tokens.remove(hash).map_err(db)?;
+                    tokens.remove(hash).map_err(db_error)?;
                 }
                 Op::Pending { uuid, record: Some(r) } => {
                     let bytes = postcard::to_stdvec(&PendingWire::V2(r.clone())).map_err(CentralDbError::Encode)?;
-                    pending.insert(uuid.as_str(), bytes.as_slice()).map_err(db)?;
+                    pending.insert(uuid.as_str(), bytes.as_slice()).map_err(db_error)?;
                 }
                 Op::Pending { uuid, record: None } => {
-                    pending.remove(uuid.as_str()).map_err(db)?;
+                    pending.remove(uuid.as_str()).map_err(db_error)?;
                 }
                 Op::Revoked { fingerprint, uuid, at } => {
-                    revoked.insert(fingerprint.as_str(), enc(&(uuid.clone(), *at)).as_slice()).map_err(db)?;
+                    revoked.insert(fingerprint.as_str(), enc(&(uuid.clone(), *at)).as_slice()).map_err(db_error)?;
                 }
-                Op::Action { nonce, record } => {
+                Op::Action { nonce, record, .. } => {
                     let bytes = postcard::to_stdvec(&ActionWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
-                    actions.insert(nonce, bytes.as_slice()).map_err(db)?;
+                    actions.insert(nonce, bytes.as_slice()).map_err(db_error)?;
                 }
                 Op::Enrolled { fingerprint, record } => {
-                    enrolled.insert(fingerprint.as_str(), enc(record).as_slice()).map_err(db)?;
+                    enrolled.insert(fingerprint.as_str(), enc(record).as_slice()).map_err(db_error)?;
                 }
                 Op::Settings { sequence, signed } => {
-                    settings.insert(*sequence, enc(signed).as_slice()).map_err(db)?;
+                    settings.insert(*sequence, enc(signed).as_slice()).map_err(db_error)?;
                 }
             }
         }
     }
-    txn.commit().map_err(db)
+    txn.commit().map_err(db_error)
 }
 
 #[cfg(test)]
 mod golden;
+pub mod postgres;

@@ -34,6 +34,17 @@ pub struct ServerArgs {
     #[arg(long)]
     #[serde(skip)]
     pub no_central: bool,
+    /// Keep central's state in PostgreSQL (`postgres://USER@HOST/DB`, or `host=/run/postgresql
+    /// dbname=outpost`), which several central instances share; redb in the data folder
+    /// otherwise. Never with the password: see --database-password-file.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// A streaming replica of that database, for the console's reports.
+    #[arg(long, value_name = "URL")]
+    pub database_read: Option<String>,
+    /// Read the database password from FILE (otherwise `OUTPOST_DATABASE_PASSWORD`).
+    #[arg(long, value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
 }
 
 /// Flags every console command takes. Each overrides its `OUTPOST_*` variable, which overrides
@@ -94,6 +105,34 @@ pub enum ConsoleCommand {
     /// Sign agent settings (a `config` package's `agent.toml`: rules, settings) and have
     /// central distribute them.
     Settings(ConsoleSettingsArgs),
+    /// Reports (central on PostgreSQL): `report list`, `report NAME [--param K=V] [--csv]`,
+    /// `report save NAME --sql-file FILE`, `report delete NAME`.
+    Report(ConsoleReportArgs),
+}
+
+/// `outpost console report`
+#[derive(Debug, Args)]
+pub struct ConsoleReportArgs {
+    /// `list`, a report's name, `save NAME` or `delete NAME`.
+    #[arg(value_name = "NAME", required = true, num_args = 1..=2)]
+    pub words: Vec<String>,
+    /// A built-in report's parameter (repeatable), e.g. `--param days=30`.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Comma-separated values (RFC 4180) instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// With `save`: the query (one SELECT over the `reporting` views).
+    #[arg(long, value_name = "SQL", conflicts_with = "sql_file")]
+    pub sql: Option<String>,
+    /// With `save`: a file holding the query.
+    #[arg(long, value_name = "FILE")]
+    pub sql_file: Option<PathBuf>,
+    /// With `save`: what the report shows.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 }
 
 /// `outpost console web`

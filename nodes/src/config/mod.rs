@@ -178,6 +178,14 @@ pub struct ServerConfig {
     pub keep_snapshots: usize,
     /// Unreferenced blobs younger than this are not collected.
     pub gc_grace: String,
+    /// PostgreSQL for central's state (empty: redb in `data/central`).
+    pub database: String,
+    /// A streaming replica for reports (empty: the database).
+    pub database_read: String,
+    /// A file holding the database password (else `OUTPOST_DATABASE_PASSWORD`).
+    pub database_password_file: PathBuf,
+    /// Most database connections this instance opens.
+    pub database_pool: usize,
 }
 
 impl Default for ServerConfig {
@@ -202,6 +210,10 @@ impl Default for ServerConfig {
             resign_every: m.resign_every,
             keep_snapshots: m.keep_snapshots,
             gc_grace: m.gc_grace,
+            database: String::new(),
+            database_read: String::new(),
+            database_password_file: PathBuf::new(),
+            database_pool: 16,
         }
     }
 }
@@ -251,7 +263,15 @@ impl PathFields for AgentConfig {
 
 impl PathFields for ServerConfig {
     fn path_fields(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.data, &mut self.ca, &mut self.cert, &mut self.key, &mut self.enroll_cert, &mut self.enroll_key]
+        vec![
+            &mut self.data,
+            &mut self.ca,
+            &mut self.cert,
+            &mut self.key,
+            &mut self.enroll_cert,
+            &mut self.enroll_key,
+            &mut self.database_password_file,
+        ]
     }
 }
 

@@ -215,3 +215,29 @@ pub struct PendingHost {
     /// Why it waits: no token, or the certificates that already claim its name.
     pub reason: String,
 }
+
+/// A report central can run (`outpost console report`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportInfo {
+    /// Its name.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Built into Outpost (otherwise saved by an administrator).
+    pub builtin: bool,
+    /// Its parameters with their defaults (`--param NAME=VALUE`).
+    pub params: Vec<(String, String)>,
+    /// Who saved it (saved reports).
+    pub author: String,
+}
+
+/// Rows of a report: each value as text (`None` for SQL NULL).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// The rows.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// True when rows were left out (over the row limit).
+    pub truncated: bool,
+}

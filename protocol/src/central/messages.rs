@@ -2,7 +2,7 @@
 
 use super::{
     ActionLine, CentralError, FleetOverview, HostDetail, HostDetailV2, HostPage, HostPageQuery, HostPageQueryV2,
-    HostQuery, HostSummary, PackageSummary, PendingHost, RepoLine, RepoView, Signed, SignedReport,
+    HostQuery, HostSummary, PackageSummary, PendingHost, RepoLine, RepoView, ReportInfo, Signed, SignedReport, Table,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,14 @@ pub enum CentralRequest {
     HostV2(String),
     /// Console: one page of hosts, filtered by their audits too ([`CentralResponse::HostPage`]).
     HostPageV2(HostPageQueryV2),
+    /// Console: the reports central can run, built in and saved ([`CentralResponse::Reports`]).
+    Reports,
+    /// Console: run a report with its parameters ([`CentralResponse::Table`]).
+    RunReport { name: String, params: Vec<(String, String)> },
+    /// Console (modify right): save a query as a report, replacing one of that name.
+    SaveReport { name: String, description: String, sql: String },
+    /// Console (modify right): delete a saved report.
+    DeleteReport(String),
 }
 
 /// An answer. Only ever add variants.
@@ -111,6 +119,10 @@ pub enum CentralResponse {
     ReposV2(Vec<RepoView>),
     /// One host with its recent reports.
     HostV2(Box<HostDetailV2>),
+    /// The reports central can run.
+    Reports(Vec<ReportInfo>),
+    /// A report's rows.
+    Table(Table),
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1,0 +1,704 @@
+//! Central's state on PostgreSQL: the same records and operations as the redb store, in tables
+//! that several central instances share, with the `reporting` views operators query.
+//!
+//! The schema is Outpost's own: versioned SQL migrations (`actors/migrations/`) applied at start
+//! under an advisory lock (two instances starting together migrate once); a database whose
+//! schema is newer than this binary knows is refused. Writes are grouped into one transaction
+//! like redb's (a report is answered once it is committed); a report is applied only over an
+//! older sequence (`ON CONFLICT … WHERE sequence < excluded.sequence`), so a report reaching
+//! two instances is stored once.
+//!
+//! A thread of its own runs the client (as redb's writer thread does), so that the central
+//! actor's synchronous handlers can queue writes and read what they need.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use outpost_protocol::central::{Inventory, Section, SectionKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+use crate::central::metrics::DbMetrics;
+use crate::metrics::label;
+
+use super::{
+    ActionWire, CentralDbError, EnrolledRecord, GROUP, HostRecord, INDEXED, Job, Loaded, Op, PendingWire, TokenRecord,
+    Written, dec, decode_action, decode_pending, enc, kind_byte,
+};
+
+/// The schema migrations, in order: (version, name, SQL). Never edit one that was released:
+/// add the next.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "central", include_str!("../../../migrations/0001_central.sql")),
+    (2, "reporting", include_str!("../../../migrations/0002_reporting.sql")),
+];
+
+/// The schema version this binary writes.
+pub fn schema_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The role that may read the `reporting` views and nothing else.
+pub const REPORTING_ROLE: &str = "outpost_reporting";
+
+/// Key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x6f75_7470_6f73_7401;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// A `postgres://` URL or a `key=value` connection string (without the password).
+    pub url: String,
+    /// The password, from a file or the environment.
+    pub password: Option<String>,
+    /// Most connections this instance opens.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig").field("url", &self.url).field("pool_size", &self.pool_size).finish()
+    }
+}
+
+/// Why PostgreSQL could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The connection string does not parse.
+    #[error("the database address {url:?} is not a PostgreSQL connection string: {reason}")]
+    Address { url: String, reason: String },
+    /// The pool could not be made.
+    #[error("the database connection pool: {0}")]
+    Pool(String),
+    /// A connection could not be had.
+    #[error("connecting to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// A statement failed.
+    #[error("PostgreSQL: {what}: {reason}")]
+    Query { what: &'static str, reason: String },
+    /// The database's schema is newer than this binary.
+    #[error(
+        "the database's schema is version {found}, newer than this outpost understands ({known}): an instance of a \
+         newer Outpost migrated it; run that version here too (a schema is never migrated back)"
+    )]
+    NewerSchema { found: i32, known: i32 },
+}
+
+fn query(what: &'static str) -> impl Fn(tokio_postgres::Error) -> PgError {
+    move |e| PgError::Query { what, reason: describe(&e) }
+}
+
+/// The server's message with its detail, or the client's error.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{} ({detail})", d.message()),
+            None => d.message().to_string(),
+        },
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// Whether a connection string carries a password (refused on the command line, where every
+/// user of the machine sees it).
+pub fn has_password(url: &str) -> Result<bool, PgError> {
+    let pg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| PgError::Address { url: url.to_string(), reason: e.to_string() })?;
+    Ok(pg.get_password().is_some())
+}
+
+/// Makes a pool (connections are opened when needed).
+pub fn pool(cfg: &PgConfig) -> Result<Pool, PgError> {
+    let mut pg = tokio_postgres::Config::from_str(&cfg.url)
+        .map_err(|e| PgError::Address { url: cfg.url.clone(), reason: e.to_string() })?;
+    if let Some(p) = &cfg.password {
+        pg.password(p.as_bytes());
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("outpost-central");
+    }
+    pg.connect_timeout(Duration::from_secs(10));
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(cfg.pool_size.max(2))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// A connection from the pool, with the pool's error told in full.
+pub async fn client(pool: &Pool, url: &str) -> Result<deadpool_postgres::Object, PgError> {
+    pool.get().await.map_err(|e| PgError::Connect {
+        url: url.to_string(),
+        reason: match &e {
+            deadpool_postgres::PoolError::Backend(b) => describe(b),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// Brings the schema to this binary's version; returns the version found before.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, PgError> {
+    let txn = client.transaction().await.map_err(query("starting the migration"))?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(query("locking the schema"))?;
+    txn.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS outpost;
+         CREATE TABLE IF NOT EXISTS outpost.schema_migrations (
+             version integer PRIMARY KEY,
+             name    text NOT NULL,
+             applied timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .map_err(query("creating the migrations table"))?;
+    let found: i32 = txn
+        .query_one("SELECT coalesce(max(version), 0) FROM outpost.schema_migrations", &[])
+        .await
+        .map_err(query("reading the schema version"))?
+        .get(0);
+    let known = schema_version();
+    if found > known {
+        return Err(PgError::NewerSchema { found, known });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        txn.batch_execute(sql).await.map_err(|e| PgError::Query {
+            what: "applying a schema migration",
+            reason: format!("{version:04}_{name}.sql: {}", describe(&e)),
+        })?;
+        txn.execute("INSERT INTO outpost.schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .await
+            .map_err(query("recording a migration"))?;
+        tracing::info!(version, name, "database schema migrated");
+    }
+    txn.commit().await.map_err(query("committing the migration"))?;
+    Ok(found)
+}
+
+/// Makes the reporting role (without login: grant it to the people and tools that read the
+/// views) and lets it read the views. Without the right to make roles, says what to run.
+pub async fn reporting_role(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&REPORTING_ROLE])
+        .await
+        .map_err(query("looking for the reporting role"))?
+        .is_some();
+    let grants = format!(
+        "GRANT USAGE ON SCHEMA reporting TO {REPORTING_ROLE};
+         GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {REPORTING_ROLE};"
+    );
+    let made =
+        if exists { Ok(()) } else { client.batch_execute(&format!("CREATE ROLE {REPORTING_ROLE} NOLOGIN")).await };
+    match made {
+        Ok(()) => {
+            // Central runs saved reports as this role; a superuser may anyway.
+            let _ = client.batch_execute(&format!("GRANT {REPORTING_ROLE} TO CURRENT_USER")).await;
+            client.batch_execute(&grants).await.map_err(query("granting the reporting views"))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "the reporting role {REPORTING_ROLE} does not exist and central may not make it ({}): a database \
+                 administrator runs: CREATE ROLE {REPORTING_ROLE} NOLOGIN; then central grants it the views at its next \
+                 start",
+                describe(&e)
+            );
+            Ok(())
+        }
+    }
+}
+
+enum Read {
+    Load(std::sync::mpsc::Sender<Result<Loaded, CentralDbError>>),
+    Inventory(String, std::sync::mpsc::Sender<Result<Inventory, CentralDbError>>),
+}
+
+/// The PostgreSQL store: a pool on a thread of its own.
+#[derive(Clone)]
+pub struct PgStore {
+    writer: mpsc::UnboundedSender<Job>,
+    reads: mpsc::UnboundedSender<Read>,
+    pool: Pool,
+    metrics: Arc<DbMetrics>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("pool", &self.pool.status()).finish()
+    }
+}
+
+/// How long a synchronous read waits for the database.
+const READ_WAIT: Duration = Duration::from_secs(60);
+
+impl PgStore {
+    /// Connects, migrates the schema, sees to the reporting role, and starts the thread (all on
+    /// that thread: callers may be inside a runtime).
+    pub fn open(cfg: &PgConfig, metrics: Arc<DbMetrics>) -> Result<Self, CentralDbError> {
+        let pool = pool(cfg).map_err(CentralDbError::Postgres)?;
+        metrics.pool_max.set(i64::try_from(pool.status().max_size).unwrap_or(i64::MAX));
+        let thread_metrics = metrics.clone();
+        let url = cfg.url.clone();
+        let (writer, jobs) = mpsc::unbounded_channel();
+        let (reads, read_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread_pool = pool.clone();
+        std::thread::Builder::new()
+            .name("central-postgres".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(CentralDbError::Thread(e)));
+                        return;
+                    }
+                };
+                let started = runtime.block_on(async {
+                    let mut c = client(&thread_pool, &url).await?;
+                    let before = migrate(&mut c).await?;
+                    if before == 0 {
+                        tracing::info!(version = schema_version(), "central's schema created in PostgreSQL");
+                    }
+                    reporting_role(&c).await
+                });
+                let failed = started.is_err();
+                let _ = ready_tx.send(started.map_err(CentralDbError::Postgres));
+                if !failed {
+                    runtime.block_on(run(thread_pool, url, thread_metrics, jobs, read_rx));
+                }
+            })
+            .map_err(CentralDbError::Thread)?;
+        ready.recv().map_err(|_| CentralDbError::WriterStopped)??;
+        Ok(Self { writer, reads, pool, metrics })
+    }
+
+    /// The database metrics.
+    pub fn metrics(&self) -> &Arc<DbMetrics> {
+        &self.metrics
+    }
+
+    /// The pool (for reports and metrics).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Queues `ops`; the receiver answers once they are committed.
+    pub fn write(&self, ops: Vec<Op>) -> oneshot::Receiver<Written> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, tx))) = self.writer.send((ops, tx)) {
+            let _ = tx.send(Err(Arc::new(CentralDbError::WriterStopped)));
+        }
+        rx
+    }
+
+    fn read<T>(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::Sender<Result<T, CentralDbError>>) -> Read,
+    ) -> Result<T, CentralDbError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.reads.send(make(tx)).map_err(|_| CentralDbError::WriterStopped)?;
+        rx.recv_timeout(READ_WAIT).map_err(|_| {
+            CentralDbError::Postgres(PgError::Query { what: "reading", reason: "no answer within 60 s".into() })
+        })?
+    }
+
+    /// Everything the central actor keeps in memory.
+    pub fn load(&self) -> Result<Loaded, CentralDbError> {
+        self.read(Read::Load)
+    }
+
+    /// A host's whole inventory.
+    pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, CentralDbError> {
+        self.read(|tx| Read::Inventory(fingerprint.to_string(), tx))
+    }
+}
+
+async fn run(
+    pool: Pool,
+    url: String,
+    metrics: Arc<DbMetrics>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut reads: mpsc::UnboundedReceiver<Read>,
+) {
+    let url = Arc::new(url);
+    let reader_pool = pool.clone();
+    let reader_url = url.clone();
+    let reader_metrics = metrics.clone();
+    tokio::spawn(async move {
+        while let Some(read) = reads.recv().await {
+            let (pool, url, m) = (reader_pool.clone(), reader_url.clone(), reader_metrics.clone());
+            tokio::spawn(async move {
+                match read {
+                    Read::Load(tx) => {
+                        let _ = tx.send(m.time("load", load(&pool, &url)).await);
+                    }
+                    Read::Inventory(fp, tx) => {
+                        let _ = tx.send(m.time("load", inventory(&pool, &url, &fp)).await);
+                    }
+                }
+            });
+        }
+    });
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut ops = group[0].0.len();
+        while ops < GROUP {
+            match jobs.try_recv() {
+                Ok(j) => {
+                    ops += j.0.len();
+                    group.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let ops = group.iter().flat_map(|(ops, _)| ops.iter());
+        let result = metrics.time("write", commit(&pool, &url, ops)).await.map_err(Arc::new);
+        for (_, tx) in group {
+            let _ = tx.send(result.clone());
+        }
+    }
+}
+
+fn pg(e: PgError) -> CentralDbError {
+    CentralDbError::Postgres(e)
+}
+
+async fn commit<'a>(pool: &Pool, url: &str, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
+    let mut c = client(pool, url).await.map_err(pg)?;
+    let txn = c.transaction().await.map_err(query("starting a write")).map_err(pg)?;
+    for op in ops {
+        apply(&txn, op).await.map_err(pg)?;
+    }
+    txn.commit().await.map_err(query("committing")).map_err(pg)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn text<T: serde::Serialize>(v: &T) -> String {
+    match json(v) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn kind_col(k: SectionKind) -> i16 {
+    i16::from(kind_byte(k))
+}
+
+fn seq(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
+    match op {
+        Op::Report { record, sections, full } => {
+            let fp = record.fingerprint.as_str();
+            // Applied only over an older report: the same report through two instances lands once.
+            let n = txn
+                .execute(
+                    "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (fingerprint) DO UPDATE
+                     SET uuid = excluded.uuid, sequence = excluded.sequence, last_seen = excluded.last_seen
+                     WHERE outpost.hosts.sequence < excluded.sequence",
+                    &[&fp, &record.uuid, &seq(record.sequence), &record.last_seen],
+                )
+                .await
+                .map_err(query("storing a report"))?;
+            if n == 0 {
+                tracing::debug!(fingerprint = fp, sequence = record.sequence, "report already stored");
+                return Ok(());
+            }
+            if *full {
+                txn.execute("DELETE FROM outpost.sections WHERE fingerprint = $1", &[&fp])
+                    .await
+                    .map_err(query("replacing a host's sections"))?;
+                txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = $1", &[&fp])
+                    .await
+                    .map_err(query("replacing a host's packages"))?;
+                txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = $1", &[&fp])
+                    .await
+                    .map_err(query("replacing a host's software"))?;
+            }
+            for s in sections {
+                // Older agents' forms are kept in today's (as the fleet index reads them).
+                section(txn, fp, &s.clone().upgraded()).await?;
+            }
+        }
+        Op::Token { hash, record: Some(r) } => {
+            txn.execute(
+                "INSERT INTO outpost.tokens (hash, expires, uses) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO UPDATE SET expires = excluded.expires, uses = excluded.uses",
+                &[&hash.as_slice(), &r.expires, &i32::try_from(r.uses).unwrap_or(i32::MAX)],
+            )
+            .await
+            .map_err(query("storing a token"))?;
+        }
+        Op::Token { hash, record: None } => {
+            txn.execute("DELETE FROM outpost.tokens WHERE hash = $1", &[&hash.as_slice()])
+                .await
+                .map_err(query("removing a token"))?;
+        }
+        Op::Pending { uuid, record: Some(r) } => {
+            let bytes = postcard::to_stdvec(&PendingWire::V2(r.clone())).expect("encoding to a Vec cannot fail");
+            txn.execute(
+                "INSERT INTO outpost.pending (uuid, fqdn, since, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (uuid) DO UPDATE SET fqdn = excluded.fqdn, since = excluded.since, record = excluded.record",
+                &[uuid, &r.fqdn, &r.since, &bytes],
+            )
+            .await
+            .map_err(query("storing a waiting host"))?;
+        }
+        Op::Pending { uuid, record: None } => {
+            txn.execute("DELETE FROM outpost.pending WHERE uuid = $1", &[uuid])
+                .await
+                .map_err(query("removing a waiting host"))?;
+        }
+        Op::Revoked { fingerprint, uuid, at } => {
+            txn.execute(
+                "INSERT INTO outpost.revoked (fingerprint, uuid, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[fingerprint, uuid, at],
+            )
+            .await
+            .map_err(query("storing a revocation"))?;
+        }
+        Op::Action { nonce, kind, expires, record } => {
+            let bytes = postcard::to_stdvec(&ActionWire::V2(record.clone())).expect("encoding to a Vec cannot fail");
+            txn.execute(
+                "INSERT INTO outpost.actions (nonce, kind, issuer, relayed, expires, record) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (nonce) DO UPDATE SET record = excluded.record",
+                &[&nonce.as_slice(), kind, &record.issuer, &record.relayed, expires, &bytes],
+            )
+            .await
+            .map_err(query("storing an action"))?;
+            for (fp, ok, message, seconds) in &record.results {
+                txn.execute(
+                    "INSERT INTO outpost.action_results (nonce, fingerprint, ok, message, seconds)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&nonce.as_slice(), fp, ok, message, seconds],
+                )
+                .await
+                .map_err(query("storing an action's result"))?;
+            }
+        }
+        Op::Enrolled { fingerprint, record } => {
+            let EnrolledRecord { uuid, fqdn, issued, not_after } = record;
+            txn.execute(
+                "INSERT INTO outpost.enrolled (fingerprint, uuid, fqdn, issued, not_after) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (fingerprint) DO NOTHING",
+                &[fingerprint, uuid, fqdn, issued, not_after],
+            )
+            .await
+            .map_err(query("storing an issued certificate"))?;
+        }
+        Op::Settings { sequence, signed } => {
+            txn.execute(
+                "INSERT INTO outpost.settings (sequence, signed) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&seq(*sequence), &enc(signed)],
+            )
+            .await
+            .map_err(query("storing agent settings"))?;
+        }
+    }
+    Ok(())
+}
+
+/// One section: kept whole, and as rows where reports read it.
+async fn section(txn: &deadpool_postgres::Transaction<'_>, fp: &str, s: &Section) -> Result<(), PgError> {
+    txn.execute(
+        "INSERT INTO outpost.sections (fingerprint, kind, body, doc) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (fingerprint, kind) DO UPDATE SET body = excluded.body, doc = excluded.doc",
+        &[&fp, &kind_col(s.kind()), &enc(s), &json(s)],
+    )
+    .await
+    .map_err(query("storing a section"))?;
+    match s {
+        Section::Host(h) => {
+            txn.execute(
+                "UPDATE outpost.hosts SET fqdn = $2, site = $3, ou = $4, agent_version = $5 WHERE fingerprint = $1",
+                &[&fp, &h.fqdn, &h.site, &h.ou, &h.agent_version],
+            )
+            .await
+            .map_err(query("storing a host's placement"))?;
+        }
+        Section::PackagesV2 { host_status, packages } => {
+            txn.execute("UPDATE outpost.hosts SET status = $2 WHERE fingerprint = $1", &[&fp, &host_status.as_str()])
+                .await
+                .map_err(query("storing a host's status"))?;
+            txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = $1", &[&fp])
+                .await
+                .map_err(query("replacing a host's packages"))?;
+            let names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+            let statuses: Vec<String> = packages.iter().map(|p| text(&p.status)).collect();
+            let installed: Vec<Option<&str>> = packages.iter().map(|p| p.installed.as_deref()).collect();
+            let target: Vec<Option<&str>> = packages.iter().map(|p| p.target.as_deref()).collect();
+            let reason: Vec<Option<&str>> = packages.iter().map(|p| p.reason.as_deref()).collect();
+            txn.execute(
+                "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&fp, &names, &statuses, &installed, &target, &reason],
+            )
+            .await
+            .map_err(query("storing a host's packages"))?;
+        }
+        Section::Programs(programs) => {
+            txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = $1", &[&fp])
+                .await
+                .map_err(query("replacing a host's software"))?;
+            let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
+            let versions: Vec<&str> = programs.iter().map(|p| p.version.as_str()).collect();
+            let publishers: Vec<&str> = programs.iter().map(|p| p.publisher.as_str()).collect();
+            let sources: Vec<&str> = programs.iter().map(|p| p.source.as_str()).collect();
+            let codes: Vec<Option<&str>> = programs.iter().map(|p| p.product_code.as_deref()).collect();
+            txn.execute(
+                "INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                &[&fp, &names, &versions, &publishers, &sources, &codes],
+            )
+            .await
+            .map_err(query("storing a host's software"))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn bytes16(v: &[u8]) -> Option<[u8; 16]> {
+    v.try_into().ok()
+}
+
+fn bytes32(v: &[u8]) -> Option<[u8; 32]> {
+    v.try_into().ok()
+}
+
+async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
+    let c = client(pool, url).await.map_err(pg)?;
+    let q = |what| move |e| pg(query(what)(e));
+    let mut out = Loaded::default();
+    let kinds: Vec<i16> = INDEXED.iter().map(|k| kind_col(*k)).collect();
+    let mut sections: std::collections::HashMap<String, Inventory> = std::collections::HashMap::new();
+    for row in c
+        .query("SELECT fingerprint, body FROM outpost.sections WHERE kind = ANY($1)", &[&kinds])
+        .await
+        .map_err(q("loading sections"))?
+    {
+        let fp: String = row.get(0);
+        let body: Vec<u8> = row.get(1);
+        sections.entry(fp).or_default().apply([dec::<Section>(&body)?]);
+    }
+    for row in c
+        .query("SELECT fingerprint, uuid, sequence, last_seen FROM outpost.hosts", &[])
+        .await
+        .map_err(q("loading hosts"))?
+    {
+        let record = HostRecord {
+            fingerprint: row.get(0),
+            uuid: row.get(1),
+            sequence: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+            last_seen: row.get(3),
+        };
+        let inv = sections.remove(&record.fingerprint).unwrap_or_default();
+        out.hosts.push((record, inv));
+    }
+    for row in c.query("SELECT hash, expires, uses FROM outpost.tokens", &[]).await.map_err(q("loading tokens"))? {
+        if let Some(hash) = bytes32(row.get::<_, &[u8]>(0)) {
+            let uses = u32::try_from(row.get::<_, i32>(2)).unwrap_or(0);
+            out.tokens.push((hash, TokenRecord { expires: row.get(1), uses }));
+        }
+    }
+    for row in c.query("SELECT uuid, record FROM outpost.pending", &[]).await.map_err(q("loading waiting hosts"))? {
+        out.pending.push((row.get(0), decode_pending(row.get::<_, &[u8]>(1))?));
+    }
+    for row in c.query("SELECT fingerprint, uuid FROM outpost.revoked", &[]).await.map_err(q("loading revocations"))? {
+        out.revoked.push((row.get(0), row.get(1)));
+    }
+    let fp_of = std::collections::HashMap::new();
+    for row in c.query("SELECT nonce, record FROM outpost.actions", &[]).await.map_err(q("loading actions"))? {
+        if let Some(nonce) = bytes16(row.get::<_, &[u8]>(0)) {
+            out.actions.push((nonce, decode_action(row.get::<_, &[u8]>(1), &fp_of)?));
+        }
+    }
+    for row in c.query("SELECT sequence, signed FROM outpost.settings", &[]).await.map_err(q("loading settings"))? {
+        out.settings.push((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), dec(row.get::<_, &[u8]>(1))?));
+    }
+    for row in c
+        .query("SELECT fingerprint, uuid, fqdn, issued, not_after FROM outpost.enrolled", &[])
+        .await
+        .map_err(q("loading issued certificates"))?
+    {
+        let record = EnrolledRecord { uuid: row.get(1), fqdn: row.get(2), issued: row.get(3), not_after: row.get(4) };
+        out.enrolled.push((row.get(0), record));
+    }
+    Ok(out)
+}
+
+async fn inventory(pool: &Pool, url: &str, fp: &str) -> Result<Inventory, CentralDbError> {
+    let c = client(pool, url).await.map_err(pg)?;
+    let mut inv = Inventory::default();
+    for row in c
+        .query("SELECT body FROM outpost.sections WHERE fingerprint = $1 ORDER BY kind", &[&fp])
+        .await
+        .map_err(|e| pg(query("reading a host's inventory")(e)))?
+    {
+        inv.apply([dec::<Section>(row.get::<_, &[u8]>(0))?]);
+    }
+    Ok(inv)
+}
+
+/// Keeps the pool's and the replica's gauges up to date until `cancel`.
+pub async fn watch(
+    pool: Pool,
+    read: Option<Pool>,
+    metrics: Arc<DbMetrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let st = pool.status();
+        let in_use = st.size.saturating_sub(st.available);
+        metrics.connections.get_or_create(&label("state", "in_use")).set(i64::try_from(in_use).unwrap_or(0));
+        metrics.connections.get_or_create(&label("state", "idle")).set(i64::try_from(st.available).unwrap_or(0));
+        metrics.waiting.set(i64::try_from(st.waiting).unwrap_or(0));
+        if let Some(read) = &read {
+            match replica_lag(read).await {
+                Ok(lag) => {
+                    metrics.replica_lag.set(lag);
+                }
+                Err(e) => tracing::warn!("the reporting replica: {e}"),
+            }
+        }
+    }
+}
+
+/// Seconds the replica behind `pool` is behind its primary (0 when it has replayed everything
+/// it received, or is not a replica).
+pub async fn replica_lag(pool: &Pool) -> Result<f64, PgError> {
+    let c = client(pool, "the reporting replica").await?;
+    let row = c
+        .query_one(
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
+                         WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                         ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+                    END::float8",
+            &[],
+        )
+        .await
+        .map_err(query("reading the replica's lag"))?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,244 @@
+//! Central on PostgreSQL: a real server started by the tests (`pg.rs`), a real `outpost server
+//! --database`, hosts reporting over QUIC; the state read back after a restart, the reporting
+//! views read by an operator's role with psql, the console's reports, saved queries and their
+//! limits, the database's metrics, and the refusals (a newer schema, a password on the command line, no database).
+
+use std::time::Duration;
+
+use outpost_protocol::central::{PackageReport, Program, Section};
+use outpost_protocol::resolver::{HostStatus, PackageStatus};
+use serde_json::{Value, json};
+
+use crate::central::{Console, RawHost, facts};
+use crate::cluster::{CENTRAL_BACKEND_ENV, Cluster, wait_for};
+use crate::common::run_in;
+
+fn program(name: &str, version: &str) -> Program {
+    Program {
+        name: name.into(),
+        version: version.into(),
+        publisher: "Vendor".into(),
+        source: "machine-64".into(),
+        ..Program::default()
+    }
+}
+
+fn packages(host_status: HostStatus, list: &[(&str, PackageStatus)]) -> Section {
+    Section::PackagesV2 {
+        host_status,
+        packages: list
+            .iter()
+            .map(|(name, status)| PackageReport {
+                name: (*name).into(),
+                status: *status,
+                installed: Some("1".into()),
+                target: Some("1".into()),
+                state: None,
+                reason: None,
+                cause: None,
+                output: None,
+            })
+            .collect(),
+    }
+}
+
+fn placed(uuid: &str, fqdn: &str, site: &str) -> Section {
+    let Section::Host(mut h) = facts(uuid, fqdn) else { unreachable!() };
+    h.site = site.into();
+    Section::Host(h)
+}
+
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn central_on_postgres_keeps_the_fleet_serves_sql_reports_and_refuses_a_newer_schema() {
+    let Some(pg) = crate::pg::server_or_skip("central_on_postgres") else { return };
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let c = Cluster::new();
+    let (mut server, central) = c.server(&["--no-repository", "--database", &url]);
+    let admin = Console::new(&c, &central, "Alice", "view,act,modify");
+    let viewer = Console::new(&c, &central, "Victor", "view");
+
+    // Three hosts report over QUIC, signed with their certificates.
+    let h1 = RawHost::new(&c, &central, "h1.test");
+    let h2 = RawHost::new(&c, &central, "h2.test");
+    let h3 = RawHost::new(&c, &central, "h3.test");
+    let ok = |r: Result<_, String>| {
+        assert!(matches!(r, Ok(outpost_protocol::central::CentralResponse::ReportApplied { .. })), "{r:?}");
+    };
+    ok(h1.report(
+        "uuid-h1",
+        1,
+        true,
+        vec![
+            placed("uuid-h1", "h1.test", "paris"),
+            Section::Programs(vec![program("7-Zip", "23.01"), program("Firefox", "120.0")]),
+            packages(HostStatus::Ok, &[("tool", PackageStatus::Ok)]),
+        ],
+    ));
+    ok(h2.report(
+        "uuid-h2",
+        1,
+        true,
+        vec![
+            placed("uuid-h2", "h2.test", "paris"),
+            Section::Programs(vec![program("Firefox", "120.0")]),
+            packages(HostStatus::Error, &[("tool", PackageStatus::Error)]),
+        ],
+    ));
+    ok(h3.report(
+        "uuid-h3",
+        1,
+        true,
+        vec![
+            placed("uuid-h3", "h3.test", "lyon"),
+            Section::Programs(vec![program("7-Zip", "22.00")]),
+            packages(HostStatus::NeedUpgrade, &[("extra", PackageStatus::NeedInstall)]),
+        ],
+    ));
+    assert_eq!(admin.hosts(&[]).len(), 3);
+    assert_eq!(admin.hosts(&["--software", "7-Zip"]).len(), 2);
+
+    // An operator reads the reporting views through the read-only role, and nothing else.
+    let bi = format!("bi_{db}");
+    pg.psql_ok(&db, &format!("CREATE ROLE {bi} LOGIN IN ROLE outpost_reporting"));
+    let read = |sql: &str| {
+        let out = pg.psql_as(&bi, &db, sql);
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(
+        lines(&read("SELECT fqdn, site, status, revoked FROM reporting.hosts ORDER BY fqdn")),
+        ["h1.test|paris|OK|f", "h2.test|paris|ERROR|f", "h3.test|lyon|NEED-UPGRADE|f"]
+    );
+    assert_eq!(
+        lines(&read("SELECT name, version, count(*) FROM reporting.software GROUP BY 1, 2 ORDER BY 1, 2")),
+        ["7-Zip|22.00|1", "7-Zip|23.01|1", "Firefox|120.0|2"]
+    );
+    assert_eq!(
+        lines(&read("SELECT fqdn, package, status FROM reporting.host_packages ORDER BY fqdn")),
+        ["h1.test|tool|OK", "h2.test|tool|ERROR", "h3.test|extra|NEED-INSTALL"]
+    );
+    read("SELECT * FROM reporting.hardware");
+    read("SELECT * FROM reporting.actions");
+    let denied = pg.psql_as(&bi, &db, "SELECT * FROM outpost.tokens");
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("permission denied"), "{denied:?}");
+    let denied = pg.psql_as(&bi, &db, "DELETE FROM reporting.hosts");
+    assert!(!denied.status.success(), "the reporting role cannot change anything");
+
+    // The console's built-in reports.
+    let list = admin.json(&["report", "list"]);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for n in ["errors-by-site", "software-versions", "not-seen", "pending-by-site"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    assert_eq!(admin.json(&["report", "errors-by-site"]), json!([{"site": "paris", "in_error": "1", "hosts": "2"}]));
+    let csv = admin.run(&["report", "software-versions", "--param", "name=7-zip", "--csv"]).ok().stdout;
+    assert_eq!(csv.trim_end(), "name,version,hosts\r\n7-Zip,22.00,1\r\n7-Zip,23.01,1");
+    assert_eq!(
+        admin.json(&["report", "pending-by-site"]),
+        json!([{"site": "lyon", "package": "extra", "status": "NEED-INSTALL", "hosts": "1"}])
+    );
+    assert_eq!(admin.json(&["report", "not-seen", "--param", "days=7"]), json!([]));
+    pg.psql_ok(&db, "UPDATE outpost.hosts SET last_seen = last_seen - 10 * 86400 WHERE fqdn = 'h3.test'");
+    let stale = admin.json(&["report", "not-seen", "--param", "days=7"]);
+    assert_eq!(stale.as_array().unwrap().iter().map(|r| r["fqdn"].clone()).collect::<Vec<_>>(), [json!("h3.test")]);
+    let table = viewer.run(&["report", "errors-by-site"]).ok().stdout;
+    assert!(table.contains("SITE") && table.contains("paris"), "{table}");
+    viewer.run(&["report", "not-seen", "--param", "weeks=2"]).fails_with("no parameter \"weeks\"");
+    viewer.run(&["report", "no-such-report"]).fails_with("no report named");
+
+    // Saved queries: by admins with the modify right, read-only, over the reporting views only.
+    let sites = "SELECT site, count(*) AS hosts FROM reporting.hosts GROUP BY site ORDER BY site";
+    viewer.run(&["report", "save", "sites", "--sql", sites]).fails_with("modify right");
+    admin.run(&["report", "save", "sites", "--sql", sites, "--description", "hosts per site"]).ok();
+    assert_eq!(
+        admin.json(&["report", "sites"]),
+        json!([{"site": "lyon", "hosts": "1"}, {"site": "paris", "hosts": "2"}])
+    );
+    let list = viewer.json(&["report", "list"]);
+    let saved = list.as_array().unwrap().iter().find(|r| r["name"] == "sites").cloned().unwrap_or(Value::Null);
+    assert_eq!((saved["builtin"].clone(), saved["author"].clone()), (json!(false), json!("Alice")), "{list}");
+    admin.run(&["report", "save", "tokens", "--sql", "SELECT * FROM outpost.tokens"]).fails_with("permission denied");
+    admin.run(&["report", "save", "wipe", "--sql", "DELETE FROM reporting.hosts"]).fails_with("not saved");
+    admin.run(&["report", "save", "two", "--sql", "SELECT 1; SELECT 2"]).fails_with("not saved");
+    admin.run(&["report", "save", "errors-by-site", "--sql", sites]).fails_with("built-in");
+    admin.run(&["report", "delete", "sites"]).ok();
+    viewer.run(&["report", "sites"]).fails_with("no report named");
+    assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.hosts"), "3", "nothing changed by a refused query");
+
+    // The database's metrics: commits and reports timed, the pool's connections counted.
+    assert!(server.metric("outpost_central_db_operation_seconds_count", "{kind=\"write\"}") >= 3.0);
+    assert!(server.metric("outpost_central_db_operation_seconds_count", "{kind=\"report\"}") >= 5.0);
+    assert!(server.metric("outpost_central_db_errors_total", "{kind=\"report\"}") >= 2.0, "the refused reports");
+    assert_eq!(server.metric("outpost_central_db_pool_max_connections", ""), 16.0);
+    wait_for(Duration::from_secs(30), "the pool's connections in the metrics", || {
+        let open = server.metric("outpost_central_db_connections", "{state=\"idle\"}")
+            + server.metric("outpost_central_db_connections", "{state=\"in_use\"}");
+        (open >= 1.0).then_some(())
+    });
+    assert_eq!(server.metric("outpost_central_db_replica_lag_seconds", ""), 0.0);
+
+    // A restart: the fleet comes from the database, and sequences go on from where they were.
+    server.kill();
+    server.restart(&[]);
+    assert_eq!(admin.hosts(&[]).len(), 3, "the fleet is loaded from PostgreSQL");
+    let cert = c.pki.path().join("pki/h1.test.crt");
+    let h1 = RawHost::with_cert(&c, &central, &cert, &cert.with_extension("key"));
+    ok(h1.report("uuid-h1", 2, false, vec![Section::Programs(vec![program("7-Zip", "24.08")])]));
+    assert_eq!(lines(&read("SELECT version FROM reporting.software WHERE fqdn = 'h1.test'")), ["24.08"]);
+    let replay = h1.report("uuid-h1", 2, false, vec![Section::Programs(vec![])]).unwrap_err();
+    assert!(replay.contains("not newer"), "{replay}");
+
+    // A schema newer than this binary knows is refused, and nothing is changed.
+    server.kill();
+    pg.psql_ok(&db, "INSERT INTO outpost.schema_migrations (version, name) VALUES (99, 'from the future')");
+    server.run_foreground().fails_with("schema is version 99, newer than this outpost understands");
+    assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.hosts"), "3");
+}
+
+#[test]
+fn the_database_password_never_goes_on_the_command_line_and_a_missing_database_is_named() {
+    let c = Cluster::new();
+    let base = |db: &str| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["server", "--no-repository", "--central-listen", "127.0.0.1:0", "--metrics", "", "--database", db]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(["--data".into(), c.dir().join("data").to_string_lossy().into_owned()]);
+        a
+    };
+    let args = base("postgres://outpost:secret@db.example/outpost");
+    let r = run_in(c.dir(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = r.fails_with("process list");
+    assert!(r.stderr.contains("--database-password-file"), "{}", r.stderr);
+    let args = base("host=/nonexistent-socket-folder dbname=outpost user=outpost");
+    let (cert, key) = c.pki.issue("server", "central.test", &[]);
+    let mut args = args;
+    args.extend([
+        "--ca".into(),
+        c.pki.ca().to_string_lossy().into_owned(),
+        "--cert".into(),
+        cert.to_string_lossy().into_owned(),
+        "--key".into(),
+        key.to_string_lossy().into_owned(),
+    ]);
+    run_in(c.dir(), &args.iter().map(String::as_str).collect::<Vec<_>>()).fails_with("connecting to PostgreSQL");
+}
+
+#[test]
+fn reports_on_a_redb_central_say_they_need_postgresql() {
+    if std::env::var(CENTRAL_BACKEND_ENV).is_ok() {
+        eprintln!("skipped: this central runs on PostgreSQL here ({CENTRAL_BACKEND_ENV})");
+        return;
+    }
+    let c = Cluster::new();
+    let (_server, central) = c.server(&["--no-repository"]);
+    let admin = Console::new(&c, &central, "Alice", "view,modify");
+    admin.run(&["report", "list"]).fails_with("need central on PostgreSQL");
+}
