@@ -368,6 +368,99 @@ pub fn resolve(addr: &str) -> Result<(String, SocketAddr), TransportError> {
     Ok((host, sock))
 }
 
+/// Every address of `addr` (`host:port`): a name with several addresses gives them all, in
+/// the resolver's order.
+pub fn resolve_all(addr: &str) -> Result<Vec<(String, SocketAddr)>, TransportError> {
+    let (host, first) = resolve(addr)?;
+    let mut all = vec![(host.clone(), first)];
+    if let Ok(more) = addr.to_socket_addrs() {
+        for sock in more {
+            if !all.iter().any(|(_, s)| *s == sock) {
+                all.push((host.clone(), sock));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The addresses of a list (`a:1, b:2`, as the `server` setting takes): each entry in order,
+/// each name expanded to all its addresses.
+pub fn candidates(list: &str) -> Result<Vec<(String, String, SocketAddr)>, TransportError> {
+    let mut out = Vec::new();
+    let entries: Vec<&str> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    if entries.is_empty() {
+        return Err(TransportError::Address(list.to_string()));
+    }
+    let mut first_error = None;
+    for entry in entries {
+        match resolve_all(entry) {
+            Ok(all) => out.extend(all.into_iter().map(|(host, sock)| (entry.to_string(), host, sock))),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (out.is_empty(), first_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(out),
+    }
+}
+
+/// How long a connection attempt has before the next address of a list is tried beside it.
+pub const NEXT_ADDRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// Connects to the first address of `list` that answers: the first is tried, then, every
+/// [`NEXT_ADDRESS_AFTER`] without an answer (or at once after a failure), the next beside it;
+/// the earliest connection wins. Returns it with the entry it came from.
+pub async fn connect_first(
+    endpoint: &Endpoint,
+    config: Option<quinn::ClientConfig>,
+    list: &str,
+) -> Result<(Connection, String), TransportError> {
+    let mut pending = candidates(list)?.into_iter();
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut errors: Vec<TransportError> = Vec::new();
+    let start = |attempts: &mut tokio::task::JoinSet<_>, (entry, host, sock): (String, String, SocketAddr)| {
+        let connecting = match &config {
+            Some(c) => endpoint.connect_with(c.clone(), sock, &host),
+            None => endpoint.connect(sock, &host),
+        };
+        attempts.spawn(async move { (handshake(&entry, connecting).await, entry) });
+    };
+    if let Some(c) = pending.next() {
+        start(&mut attempts, c);
+    }
+    loop {
+        let next = tokio::time::sleep(NEXT_ADDRESS_AFTER);
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok((Ok(conn), entry))) => return Ok((conn, entry)),
+                Some(Ok((Err(e), _))) => {
+                    errors.push(e);
+                    if let Some(c) = pending.next() {
+                        start(&mut attempts, c);
+                    }
+                }
+                Some(Err(_)) => {}
+                None => break,
+            },
+            () = next => {
+                if let Some(c) = pending.next() {
+                    start(&mut attempts, c);
+                }
+            }
+        }
+    }
+    Err(match errors.len() {
+        0 => TransportError::Address(list.to_string()),
+        1 => errors.remove(0),
+        _ => TransportError::Connect {
+            addr: list.to_string(),
+            reason: errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        },
+    })
+}
+
 /// Ends a command's use of `endpoint` after its connections were closed: gives the close
 /// frames a moment to leave, without waiting out QUIC's whole draining period (three probe
 /// timeouts, ~70 ms here, which one-shot commands would spend doing nothing). A lost close

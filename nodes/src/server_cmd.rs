@@ -8,7 +8,7 @@ use outpost_actors::central::metrics::DbMetrics;
 use outpost_actors::central::server::{ServerContext, serve};
 use outpost_actors::central::store::CentralStore;
 use outpost_actors::central::store::postgres::{self, PgConfig};
-use outpost_actors::central::{Central, CentralConfig, CentralMetrics, EnrollmentCa, Revoked};
+use outpost_actors::central::{Central, CentralConfig, CentralMetrics, Changed, EnrollmentCa, Revoked};
 use outpost_actors::transport;
 use outpost_protocol::central::{ALPN_CENTRAL, ALPN_ENROLL};
 use outpost_protocol::pki::{self};
@@ -133,6 +133,12 @@ pub fn server(args: &ServerArgs) -> Result<()> {
             let mut repos: Vec<String> = repo_addr.iter().cloned().collect();
             repos.extend(cfg.watch.iter().cloned());
             let central = central.start();
+            if let (Some(pg), Some((write, _))) = (store_pg.as_ref(), database.as_ref()) {
+                // Other instances on the same database: their changes reach this one's memory.
+                let addr = central.clone();
+                pg.follow(write, Box::new(move |change| addr.do_send(Changed(change))))
+                    .context("following the other central instances' changes")?;
+            }
             if alone && !cfg.watch.is_empty() {
                 // Central alone: the main repository's snapshot tells it the revocations it may
                 // have lost (a central rebuilt from scratch).

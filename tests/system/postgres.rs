@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+const LIMIT: Duration = Duration::from_secs(60);
+
 use outpost_protocol::central::{PackageReport, Program, Section};
 use outpost_protocol::resolver::{HostStatus, PackageStatus};
 use serde_json::{Value, json};
@@ -241,4 +243,146 @@ fn reports_on_a_redb_central_say_they_need_postgresql() {
     let (_server, central) = c.server(&["--no-repository"]);
     let admin = Console::new(&c, &central, "Alice", "view,modify");
     admin.run(&["report", "list"]).fails_with("need central on PostgreSQL");
+}
+
+/// One simulated host under load: reports to one instance until it dies, then to the other.
+struct Loader {
+    name: String,
+    acked: u64,
+    /// The report sent without an answer when the instance died: (sequence, its content).
+    unanswered: Option<u64>,
+    /// What the other instance answered to it.
+    resent: Option<Result<(), String>>,
+}
+
+fn version_of(seq: u64, round: &str) -> Section {
+    Section::Programs(vec![program("counter", &format!("{seq}-{round}"))])
+}
+
+#[test]
+fn two_central_instances_share_the_fleet_fail_over_when_one_is_killed_and_lose_nothing() {
+    let Some(pg) = crate::pg::server_or_skip("two_central_instances") else { return };
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let c = Cluster::new();
+    let (repo, _) = c.server(&["--no-central"]);
+    let (mut a, central_a) = c.server(&["--no-repository", "--database", &url]);
+    let (b, central_b) = c.server(&["--no-repository", "--database", &url]);
+    let admin_a = Console::new(&c, &central_a, "Alice", "view,act,modify");
+    let admin_b = Console::new(&c, &central_b, "Bob", "view,act,modify");
+    let log = c.dir().join("hooks.log");
+    let setup = crate::agent::hook(&log, "");
+    c.publish(&c.package_with("extra", "1", "", &[("setup.sh", &setup)]), &repo.addr);
+
+    // A real agent, given both instances (the first preferred), enrolls with a token made on B.
+    let token = admin_b.json(&["token", "create"])["token"].as_str().unwrap().to_string();
+    let name = "pc1.site.test";
+    let (cert, key) = (c.dir().join("pc1/host.crt"), c.dir().join("pc1/host.key"));
+    let host = crate::agent::Host::with_identity(
+        &c,
+        name,
+        &format!("repos = [{:?}]\nserver = [{central_a:?}, {central_b:?}]\nsite = \"paris\"", repo.addr),
+        &cert,
+        &key,
+    );
+    host.run(&["enroll", "--token", &token]).ok();
+    let _daemon = crate::agent::Bg(host.spawn(&["run"]));
+    // It reports to A; B knows it through the database.
+    wait_for(LIMIT, "the host in B's console", || {
+        admin_b.hosts(&[]).into_iter().find(|h| h["fqdn"] == name && h["status"] == "OK")
+    });
+    wait_for(LIMIT, "the agent connected to A", || {
+        (a.metric("outpost_central_connected_agents", "") == 1.0).then_some(())
+    });
+    // An action sent through B reaches the agent connected to A, once; both see its result.
+    admin_b.run(&["action", "install", "extra", "--hosts", name]).ok();
+    wait_for(LIMIT, "the action's result on A", || {
+        let list = admin_a.json(&["actions"]);
+        list.as_array().unwrap().iter().find(|a| a["results"].as_array().is_some_and(|r| !r.is_empty())).cloned()
+    });
+    assert_eq!(crate::agent::log_lines(&log), ["install extra 1"]);
+
+    // Load: hosts report to A as fast as A answers; A is killed (SIGKILL) in the middle.
+    let loaders: Vec<_> = (0..8)
+        .map(|i| {
+            let name = format!("load{i}.test");
+            let raw = RawHost::new(&c, &central_a, &name);
+            let uuid = format!("uuid-{name}");
+            (raw, Loader { name, acked: 0, unanswered: None, resent: None }, uuid)
+        })
+        .collect();
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let threads: Vec<_> = loaders
+        .into_iter()
+        .map(|(raw, mut l, uuid)| {
+            let total = total.clone();
+            std::thread::spawn(move || {
+                let first = raw.report(&uuid, 1, true, vec![placed(&uuid, &l.name, "load"), version_of(1, "a")]);
+                assert!(first.is_ok(), "{first:?}");
+                l.acked = 1;
+                loop {
+                    let seq = l.acked + 1;
+                    match raw.report(&uuid, seq, false, vec![version_of(seq, "a")]) {
+                        Ok(_) => {
+                            l.acked = seq;
+                            total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            l.unanswered = Some(seq);
+                            return l;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for(LIMIT, "reports flowing into A", || {
+        (total.load(std::sync::atomic::Ordering::Relaxed) >= 300).then_some(())
+    });
+    a.kill();
+    let mut loaders: Vec<Loader> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    // Each host resends its unanswered report, changed, to B: B stores it only if A had not.
+    for l in &mut loaders {
+        let cert = c.pki.path().join(format!("pki/{}.crt", l.name));
+        let raw = RawHost::with_cert(&c, &central_b, &cert, &cert.with_extension("key"));
+        let seq = l.unanswered.expect("A died under it");
+        let uuid = format!("uuid-{}", l.name);
+        l.resent = Some(raw.report(&uuid, seq, false, vec![version_of(seq, "b")]).map(|_| ()));
+    }
+    for l in &loaders {
+        let stored = pg.psql_ok(
+            &db,
+            &format!(
+                "SELECT h.sequence || ' ' || s.version FROM outpost.hosts h JOIN outpost.host_software s USING \
+                 (fingerprint) WHERE h.fqdn = '{}'",
+                l.name
+            ),
+        );
+        let seq = l.unanswered.unwrap();
+        match &l.resent {
+            // B stored the resent report: it is what the database holds.
+            Some(Ok(())) => assert_eq!(stored, format!("{seq} {seq}-b"), "{}", l.name),
+            // B refused it: A had stored that sequence before dying (so nothing is applied twice),
+            // and what A stored is there; the agent goes on above it with a full report.
+            Some(Err(e)) => {
+                assert!(e.contains("already stored") || e.contains("not newer"), "{}: {e}", l.name);
+                assert_eq!(stored, format!("{seq} {seq}-a"), "{}", l.name);
+            }
+            None => unreachable!(),
+        }
+        assert!(l.acked < seq);
+    }
+
+    // The real agent fails over to B by itself, and B delivers a new action to it once.
+    wait_for(LIMIT, "the agent connected to B", || {
+        (b.metric("outpost_central_connected_agents", "") == 1.0).then_some(())
+    });
+    admin_b.run(&["action", "remove", "extra", "--hosts", name]).ok();
+    wait_for(LIMIT, "extra removed through B", || {
+        crate::agent::log_lines(&log).contains(&"uninstall extra 1".to_string()).then_some(())
+    });
+    assert_eq!(crate::agent::log_lines(&log), ["install extra 1", "uninstall extra 1"], "each action once");
+    let stored = pg.psql_ok(&db, "SELECT count(*) FROM outpost.action_results");
+    assert_eq!(stored, "2");
 }

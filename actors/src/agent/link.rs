@@ -201,7 +201,7 @@ pub async fn run(cfg: LinkConfig, cancel: CancellationToken) {
 
 async fn session(cfg: &LinkConfig, state: &LinkState, cancel: &CancellationToken) -> Result<(), LinkError> {
     let client = CentralClient::connect(&cfg.endpoint, &cfg.server).await?;
-    tracing::info!(server = cfg.server, "connected to central");
+    tracing::info!(server = client.addr, "connected to central");
     let mut actions: ActionStream = client.listen().await?;
     tracing::debug!("listening for actions");
     // A new connection always reports, even when nothing changed: the central instance may have

@@ -30,10 +30,12 @@ pub struct CentralClient {
 }
 
 impl CentralClient {
-    /// Connects with the endpoint's certificate.
+    /// Connects with the endpoint's certificate to `addr`: one `host:port`, or a list (`a:1,
+    /// b:2`: several central instances), each name with all its addresses, tried in order
+    /// ([`transport::connect_first`]).
     pub async fn connect(endpoint: &Endpoint, addr: &str) -> Result<Self, CentralClientError> {
-        let connection = transport::connect(endpoint, addr).await?;
-        Ok(Self { addr: addr.to_string(), connection })
+        let (connection, addr) = transport::connect_first(endpoint, None, addr).await?;
+        Ok(Self { addr, connection })
     }
 
     /// Connects from a shared endpoint with this connection's own configuration (identity).
@@ -42,8 +44,8 @@ impl CentralClient {
         config: quinn::ClientConfig,
         addr: &str,
     ) -> Result<Self, CentralClientError> {
-        let connection = transport::connect_with(endpoint, config, addr).await?;
-        Ok(Self { addr: addr.to_string(), connection })
+        let (connection, addr) = transport::connect_first(endpoint, Some(config), addr).await?;
+        Ok(Self { addr, connection })
     }
 
     /// True while the connection is up.

@@ -101,11 +101,14 @@ impl Handler<HandleReport> for Central {
                         if act.inflight.get(&applied.fingerprint) == Some(&applied.sequence) {
                             act.inflight.remove(&applied.fingerprint);
                         }
-                        let why = match failed {
-                            Ok(Err(e)) => causes(&*e),
-                            _ => CentralDbError::WriterStopped.to_string(),
-                        };
-                        error(ErrorCode::Internal, why)
+                        match failed {
+                            // The agent goes on above the stored sequence, with a full report.
+                            Ok(Err(e)) if matches!(*e, CentralDbError::StaleReport) => {
+                                error(ErrorCode::Stale, e.to_string())
+                            }
+                            Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
+                            _ => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
+                        }
                     }
                 }))
             }
@@ -258,5 +261,75 @@ impl Handler<Handle> for Central {
             (other, _) => (error(ErrorCode::BadRequest, format!("unexpected request {other:?}")), vec![]),
         };
         self.durable(response, ops)
+    }
+}
+
+/// A change another central instance made, read back from the shared database.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Changed(pub super::store::postgres::Change);
+
+impl Handler<Changed> for Central {
+    type Result = ();
+
+    fn handle(&mut self, msg: Changed, _: &mut Self::Context) {
+        use super::store::postgres::Change;
+        let now = crate::clock::unix_now();
+        let mut deliver_to: Vec<String> = Vec::new();
+        match msg.0 {
+            Change::Host(record, inv) => {
+                let fp = record.fingerprint.clone();
+                if self.fleet.by_fingerprint(&fp).is_none_or(|r| r.summary.sequence <= record.sequence) {
+                    self.fleet.update(&fp, &record.uuid, &inv, &INDEXED, record.last_seen, record.sequence);
+                    if self.inflight.get(&fp).is_some_and(|s| *s <= record.sequence) {
+                        self.inflight.remove(&fp);
+                    }
+                    deliver_to.push(fp);
+                }
+            }
+            Change::Token(hash, Some(r)) => {
+                self.tokens.insert(hash, r);
+            }
+            Change::Token(hash, None) => {
+                self.tokens.remove(&hash);
+            }
+            Change::Pending(uuid, Some(r)) => {
+                self.pending.insert(uuid, r);
+            }
+            Change::Pending(uuid, None) => {
+                self.pending.remove(&uuid);
+            }
+            Change::Revoked(fp, uuid) => {
+                if !self.revoked_hosts.contains_key(&fp) {
+                    self.mark_revoked(&fp, &uuid);
+                    if let Some(hook) = &self.on_revoke {
+                        hook(vec![fp]);
+                    }
+                }
+            }
+            Change::Action(nonce, record) => {
+                if let Ok((action, _)) = Action::verify(&record.signed, &self.config.trust, now) {
+                    self.actions.insert(nonce, ActionState { action, record });
+                    deliver_to.extend(self.agents.keys().cloned());
+                }
+            }
+            Change::Settings(sequence, signed) => {
+                if let Ok((doc, _)) = AgentSettingsDoc::verify(&signed, &self.config.trust, now) {
+                    self.settings.insert(sequence, (doc, signed));
+                }
+            }
+            Change::Enrolled(fp, record) => {
+                self.enrolled.insert(fp, record);
+            }
+            Change::Reload(loaded) => {
+                self.install(loaded);
+                deliver_to.extend(self.agents.keys().cloned());
+            }
+        }
+        for fp in deliver_to {
+            self.deliver(&fp);
+        }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.refresh_gauges();
     }
 }

@@ -39,7 +39,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use self::fleet::{Fleet, kinds};
-pub use self::handlers::{CertificateRevoked, Gone, Handle, HandleReport, LearnRevoked, Listen};
+pub use self::handlers::{CertificateRevoked, Changed, Gone, Handle, HandleReport, LearnRevoked, Listen};
 pub use self::metrics::CentralMetrics;
 use self::store::{
     ActionRecord, CentralDbError, CentralStore, EnrolledRecord, HostRecord, Op, PendingRecord, TokenRecord,
@@ -135,6 +135,15 @@ impl std::fmt::Debug for Central {
     }
 }
 
+/// The sections the fleet index is built from.
+const INDEXED: [outpost_protocol::central::SectionKind; 5] = [
+    outpost_protocol::central::SectionKind::Host,
+    outpost_protocol::central::SectionKind::Software,
+    outpost_protocol::central::SectionKind::Packages,
+    outpost_protocol::central::SectionKind::Snapshot,
+    outpost_protocol::central::SectionKind::Audits,
+];
+
 /// What a host row is known by, for target matching.
 fn names_of(row: &fleet::HostRow) -> HostNames<'_> {
     HostNames { fingerprint: row.fingerprint(), uuid: &row.summary.uuid, fqdn: &row.summary.fqdn, ou: &row.summary.ou }
@@ -151,57 +160,63 @@ impl Central {
         known_revoked: &[String],
     ) -> Result<Self, CentralDbError> {
         let loaded = store.load()?;
-        let mut fleet = Fleet::default();
-        let all = [
-            outpost_protocol::central::SectionKind::Host,
-            outpost_protocol::central::SectionKind::Software,
-            outpost_protocol::central::SectionKind::Packages,
-            outpost_protocol::central::SectionKind::Snapshot,
-            outpost_protocol::central::SectionKind::Audits,
-        ];
-        for (record, inv) in &loaded.hosts {
-            fleet.update(&record.fingerprint, &record.uuid, inv, &all, record.last_seen, record.sequence);
-        }
-        let now = unix_now();
-        let mut actions = BTreeMap::new();
-        for (nonce, record) in loaded.actions {
-            if let Ok((action, _)) = Action::verify(&record.signed, &config.trust, now) {
-                actions.insert(nonce, ActionState { action, record });
-            }
-        }
-        let mut settings = BTreeMap::new();
-        for (seq, signed) in loaded.settings {
-            if let Ok((doc, _)) = AgentSettingsDoc::verify(&signed, &config.trust, now) {
-                settings.insert(seq, (doc, signed));
-            }
-        }
         let mut central = Self {
             store,
-            fleet,
+            fleet: Fleet::default(),
             config,
             metrics,
             revoked,
             revoked_hosts: HashMap::new(),
-            tokens: loaded.tokens.into_iter().collect(),
-            pending: loaded.pending.into_iter().collect(),
-            enrolled: loaded.enrolled.into_iter().collect(),
+            tokens: HashMap::new(),
+            pending: BTreeMap::new(),
+            enrolled: HashMap::new(),
             agents: HashMap::new(),
             inflight: HashMap::new(),
             delivered: HashSet::new(),
-            actions,
-            settings,
+            actions: BTreeMap::new(),
+            settings: BTreeMap::new(),
             on_revoke: None,
             generation: Arc::default(),
             read_pool: None,
         };
-        for (fp, uuid) in &loaded.revoked {
-            central.mark_revoked(fp, uuid);
-        }
+        central.install(loaded);
         let learned = central.learn_revoked(known_revoked);
         if learned > 0 {
             tracing::warn!(learned, "revocations recovered from the main repository's snapshot");
         }
         Ok(central)
+    }
+
+    /// Puts what the database holds in memory, in place of what was there (at start, and when
+    /// the change feed from other instances had to start again).
+    fn install(&mut self, loaded: store::Loaded) {
+        let mut fleet = Fleet::default();
+        for (record, inv) in &loaded.hosts {
+            fleet.update(&record.fingerprint, &record.uuid, inv, &INDEXED, record.last_seen, record.sequence);
+        }
+        let now = unix_now();
+        let mut actions = BTreeMap::new();
+        for (nonce, record) in loaded.actions {
+            if let Ok((action, _)) = Action::verify(&record.signed, &self.config.trust, now) {
+                actions.insert(nonce, ActionState { action, record });
+            }
+        }
+        let mut settings = BTreeMap::new();
+        for (seq, signed) in loaded.settings {
+            if let Ok((doc, _)) = AgentSettingsDoc::verify(&signed, &self.config.trust, now) {
+                settings.insert(seq, (doc, signed));
+            }
+        }
+        self.fleet = fleet;
+        self.actions = actions;
+        self.settings = settings;
+        self.tokens = loaded.tokens.into_iter().collect();
+        self.pending = loaded.pending.into_iter().collect();
+        self.enrolled = loaded.enrolled.into_iter().collect();
+        self.inflight.clear();
+        for (fp, uuid) in &loaded.revoked {
+            self.mark_revoked(fp, uuid);
+        }
     }
 
     /// Tells `hook` every revoked certificate fingerprint (all of them at start, then each new

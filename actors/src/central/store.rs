@@ -181,6 +181,9 @@ pub enum CentralDbError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Postgres(postgres::PgError),
+    /// Another central instance stored this host's report of that sequence, or a later one.
+    #[error("another central instance already stored this report or a later one")]
+    StaleReport,
 }
 
 fn db_error(e: impl Into<redb::Error>) -> CentralDbError {

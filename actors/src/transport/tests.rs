@@ -42,3 +42,16 @@ async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
     let who = serving.await.unwrap();
     assert!(who.describe().contains("host.test"), "the server saw the client's certificate: {}", who.describe());
 }
+
+#[test]
+fn a_server_list_gives_every_entry_in_order_and_names_what_is_wrong() {
+    let all = super::candidates("127.0.0.1:7002, [::1]:7003,localhost:7004").unwrap();
+    let entries: Vec<&str> = all.iter().map(|(e, ..)| e.as_str()).collect();
+    assert_eq!(&entries[..2], ["127.0.0.1:7002", "[::1]:7003"]);
+    assert!(entries[2..].iter().all(|e| *e == "localhost:7004"), "a name gives all its addresses: {entries:?}");
+    assert_eq!(all[0].2, "127.0.0.1:7002".parse().unwrap());
+    // One bad entry among good ones is skipped; only bad ones is an error naming the list.
+    assert_eq!(super::candidates("no-port, 127.0.0.1:1").unwrap().len(), 1);
+    assert!(super::candidates("no-port").is_err());
+    assert!(super::candidates(" , ").is_err());
+}

@@ -23,7 +23,10 @@ pub struct AgentConfig {
     pub repos: Vec<String>,
     /// The main repository, the last resort (`host:port`).
     pub main: String,
-    /// The central server (`host:port`), once it exists.
+    /// The central server (`host:port`), once it exists; several central instances as a list
+    /// (`["c1:7002", "c2:7002"]`, or `"c1:7002, c2:7002"`), tried in order, each name with all
+    /// its addresses.
+    #[serde(deserialize_with = "super::values::one_or_list")]
     pub server: String,
     /// Local address for outgoing connections ("" for the system's choice).
     pub bind: String,

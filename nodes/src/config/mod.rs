@@ -536,6 +536,16 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_server_is_one_address_or_a_list() {
+        let one: AgentConfig = toml::from_str("server = \"c1:7002\"").unwrap();
+        assert_eq!(one.server, "c1:7002");
+        let list: AgentConfig = toml::from_str("server = [\"c1:7002\", \"c2:7002\"]").unwrap();
+        assert_eq!(list.server, "c1:7002, c2:7002");
+        let e = toml::from_str::<AgentConfig>("server = 7002").unwrap_err().to_string();
+        assert!(e.contains("server"), "{e}");
+    }
+
+    #[test]
     fn a_flag_that_names_no_field_is_an_error() {
         #[derive(Serialize)]
         struct Stray {

@@ -75,3 +75,18 @@ pub fn utc_offset(value: &str) -> Result<i32> {
     }
     Ok(sign * (h * 60 + m))
 }
+
+/// A setting that takes one address or a list: the list is kept as `a, b` (the form the
+/// `--server` flag takes too).
+pub fn one_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrList {
+        One(String),
+        List(Vec<String>),
+    }
+    Ok(match <OneOrList as serde::Deserialize>::deserialize(d)? {
+        OneOrList::One(s) => s,
+        OneOrList::List(l) => l.join(", "),
+    })
+}

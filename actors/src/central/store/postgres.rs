@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use outpost_protocol::central::{Inventory, Section, SectionKind};
+use outpost_protocol::central::{Inventory, Section, SectionKind, Signed};
+use outpost_protocol::hex::{decode, hex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
@@ -24,8 +25,8 @@ use crate::central::metrics::DbMetrics;
 use crate::metrics::label;
 
 use super::{
-    ActionWire, CentralDbError, EnrolledRecord, GROUP, HostRecord, INDEXED, Job, Loaded, Op, PendingWire, TokenRecord,
-    Written, dec, decode_action, decode_pending, enc, kind_byte,
+    ActionRecord, ActionWire, CentralDbError, EnrolledRecord, GROUP, HostRecord, INDEXED, Job, Loaded, Op,
+    PendingRecord, PendingWire, TokenRecord, Written, dec, decode_action, decode_pending, enc, kind_byte,
 };
 
 /// The schema migrations, in order: (version, name, SQL). Never edit one that was released:
@@ -361,10 +362,13 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let ops = group.iter().flat_map(|(ops, _)| ops.iter());
-        let result = metrics.time("write", commit(&pool, &url, ops)).await.map_err(Arc::new);
-        for (_, tx) in group {
-            let _ = tx.send(result.clone());
+        let result = metrics.time("write", commit(&pool, &url, &group)).await.map_err(Arc::new);
+        for (i, (_, tx)) in group.into_iter().enumerate() {
+            let _ = tx.send(match &result {
+                Ok(stored) if stored[i] => Ok(()),
+                Ok(_) => Err(Arc::new(CentralDbError::StaleReport)),
+                Err(e) => Err(e.clone()),
+            });
         }
     }
 }
@@ -373,13 +377,52 @@ fn pg(e: PgError) -> CentralDbError {
     CentralDbError::Postgres(e)
 }
 
-async fn commit<'a>(pool: &Pool, url: &str, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
+/// Commits the jobs in one transaction; for each, whether all its reports were stored (one
+/// another instance stored first is not: its job is answered as stale).
+async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<bool>, CentralDbError> {
     let mut c = client(pool, url).await.map_err(pg)?;
     let txn = c.transaction().await.map_err(query("starting a write")).map_err(pg)?;
-    for op in ops {
-        apply(&txn, op).await.map_err(pg)?;
+    let mut stored = Vec::with_capacity(jobs.len());
+    for (ops, _) in jobs {
+        let mut all = true;
+        for op in ops {
+            all &= apply(&txn, op).await.map_err(pg)?;
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &notice(op)])
+                .await
+                .map_err(query("telling the other instances"))
+                .map_err(pg)?;
+        }
+        stored.push(all);
     }
-    txn.commit().await.map_err(query("committing")).map_err(pg)
+    txn.commit().await.map_err(query("committing")).map_err(pg)?;
+    Ok(stored)
+}
+
+/// The channel central instances tell each other their changes on (`NOTIFY`, sent when the
+/// change commits).
+pub const CHANNEL: &str = "outpost_changes";
+
+/// This process's name on the channel (its own notices are not read back).
+fn instance() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos:x}", std::process::id())
+    })
+}
+
+/// `INSTANCE KIND KEY`: what changed, for the other instances to read back.
+fn notice(op: &Op) -> String {
+    let (kind, key) = match op {
+        Op::Report { record, .. } => ("host", record.fingerprint.clone()),
+        Op::Token { hash, .. } => ("token", hex(hash)),
+        Op::Pending { uuid, .. } => ("pending", uuid.clone()),
+        Op::Revoked { fingerprint, .. } => ("revoked", fingerprint.clone()),
+        Op::Action { nonce, .. } => ("action", hex(nonce)),
+        Op::Settings { sequence, .. } => ("settings", sequence.to_string()),
+        Op::Enrolled { fingerprint, .. } => ("enrolled", fingerprint.clone()),
+    };
+    format!("{} {kind} {key}", instance())
 }
 
 fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
@@ -397,11 +440,13 @@ fn kind_col(k: SectionKind) -> i16 {
     i16::from(kind_byte(k))
 }
 
-fn seq(n: u64) -> i64 {
+fn seq_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
+/// Writes one change; false for a report not stored because the host's sequence is already
+/// there or later.
+async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool, PgError> {
     match op {
         Op::Report { record, sections, full } => {
             let fp = record.fingerprint.as_str();
@@ -412,13 +457,13 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), 
                      ON CONFLICT (fingerprint) DO UPDATE
                      SET uuid = excluded.uuid, sequence = excluded.sequence, last_seen = excluded.last_seen
                      WHERE outpost.hosts.sequence < excluded.sequence",
-                    &[&fp, &record.uuid, &seq(record.sequence), &record.last_seen],
+                    &[&fp, &record.uuid, &seq_col(record.sequence), &record.last_seen],
                 )
                 .await
                 .map_err(query("storing a report"))?;
             if n == 0 {
                 tracing::debug!(fingerprint = fp, sequence = record.sequence, "report already stored");
-                return Ok(());
+                return Ok(false);
             }
             if *full {
                 txn.execute("DELETE FROM outpost.sections WHERE fingerprint = $1", &[&fp])
@@ -505,13 +550,13 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), 
         Op::Settings { sequence, signed } => {
             txn.execute(
                 "INSERT INTO outpost.settings (sequence, signed) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&seq(*sequence), &enc(signed)],
+                &[&seq_col(*sequence), &enc(signed)],
             )
             .await
             .map_err(query("storing agent settings"))?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One section: kept whole, and as rows where reports read it.
@@ -583,6 +628,9 @@ fn bytes32(v: &[u8]) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
 
+/// A host's result for an action: certificate, ok, message, seconds from relay.
+type ActionResultRow = (String, bool, String, f64);
+
 async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
     let c = client(pool, url).await.map_err(pg)?;
     let q = |what| move |e| pg(query(what)(e));
@@ -624,10 +672,21 @@ async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
     for row in c.query("SELECT fingerprint, uuid FROM outpost.revoked", &[]).await.map_err(q("loading revocations"))? {
         out.revoked.push((row.get(0), row.get(1)));
     }
+    // Results from their table: instances add them side by side, each to its own copy.
+    let mut results: std::collections::HashMap<Vec<u8>, Vec<ActionResultRow>> = std::collections::HashMap::new();
+    for row in c
+        .query("SELECT nonce, fingerprint, ok, message, seconds FROM outpost.action_results ORDER BY seconds", &[])
+        .await
+        .map_err(q("loading action results"))?
+    {
+        results.entry(row.get(0)).or_default().push((row.get(1), row.get(2), row.get(3), row.get(4)));
+    }
     let fp_of = std::collections::HashMap::new();
     for row in c.query("SELECT nonce, record FROM outpost.actions", &[]).await.map_err(q("loading actions"))? {
         if let Some(nonce) = bytes16(row.get::<_, &[u8]>(0)) {
-            out.actions.push((nonce, decode_action(row.get::<_, &[u8]>(1), &fp_of)?));
+            let mut record = decode_action(row.get::<_, &[u8]>(1), &fp_of)?;
+            record.results = results.remove(row.get::<_, &[u8]>(0)).unwrap_or_default();
+            out.actions.push((nonce, record));
         }
     }
     for row in c.query("SELECT sequence, signed FROM outpost.settings", &[]).await.map_err(q("loading settings"))? {
@@ -701,4 +760,202 @@ pub async fn replica_lag(pool: &Pool) -> Result<f64, PgError> {
         .await
         .map_err(query("reading the replica's lag"))?;
     Ok(row.get(0))
+}
+
+/// A change another central instance made, read back from the database.
+#[derive(Debug)]
+pub enum Change {
+    /// A host's record and the sections the fleet index needs.
+    Host(HostRecord, Inventory),
+    /// A token, or its removal.
+    Token([u8; 32], Option<TokenRecord>),
+    /// A waiting host, or its removal.
+    Pending(String, Option<PendingRecord>),
+    /// A revoked certificate and its host's UUID.
+    Revoked(String, String),
+    /// An action with every result stored.
+    Action([u8; 16], ActionRecord),
+    /// Signed agent settings.
+    Settings(u64, Signed),
+    /// A certificate issued at enrollment.
+    Enrolled(String, EnrolledRecord),
+    /// Everything (the feed started again and may have missed changes).
+    Reload(Loaded),
+}
+
+impl PgStore {
+    /// Follows the changes other central instances make, read back from the database and given
+    /// to `sink` in the order they were committed; at start and after a lost connection, the
+    /// whole state (`Change::Reload`), since changes may have been missed meanwhile.
+    pub fn follow(&self, cfg: &PgConfig, sink: Box<dyn Fn(Change) + Send>) -> Result<(), CentralDbError> {
+        let (pool, cfg, metrics) = (self.pool.clone(), cfg.clone(), self.metrics.clone());
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CentralDbError::Thread)?;
+        std::thread::Builder::new()
+            .name("central-changes".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    loop {
+                        if let Err(e) = follow_once(&pool, &cfg, &metrics, &*sink).await {
+                            tracing::warn!(
+                                "the change feed from other central instances stopped ({e}); starting again"
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+            })
+            .map_err(CentralDbError::Thread)?;
+        Ok(())
+    }
+}
+
+async fn follow_once(pool: &Pool, cfg: &PgConfig, metrics: &DbMetrics, sink: &dyn Fn(Change)) -> Result<(), String> {
+    let mut pg = tokio_postgres::Config::from_str(&cfg.url).map_err(|e| e.to_string())?;
+    if let Some(p) = &cfg.password {
+        pg.password(p.as_bytes());
+    }
+    pg.application_name("outpost-central-changes");
+    let (client, mut connection) = pg.connect(NoTls).await.map_err(|e| describe(&e))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!("the change feed's connection: {}", describe(&e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(|e| describe(&e))?;
+    let url = cfg.url.as_str();
+    let loaded = metrics.time("load", load(pool, url)).await.map_err(|e| e.to_string())?;
+    sink(Change::Reload(loaded));
+    while let Some(payload) = rx.recv().await {
+        let mut words = payload.splitn(3, ' ');
+        let (Some(from), Some(kind), Some(key)) = (words.next(), words.next(), words.next()) else { continue };
+        if from == instance() {
+            continue;
+        }
+        match metrics.time("load", read_back(pool, url, kind, key)).await {
+            Ok(Some(change)) => sink(change),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(kind, key, "reading back another instance's change: {e}"),
+        }
+    }
+    driver.abort();
+    Err("the connection closed".into())
+}
+
+/// The record a notice names, as it is now in the database.
+async fn read_back(pool: &Pool, url: &str, kind: &str, key: &str) -> Result<Option<Change>, CentralDbError> {
+    let c = client(pool, url).await.map_err(pg)?;
+    let q = |what| move |e| pg(query(what)(e));
+    Ok(match kind {
+        "host" => {
+            let Some(row) = c
+                .query_opt("SELECT uuid, sequence, last_seen FROM outpost.hosts WHERE fingerprint = $1", &[&key])
+                .await
+                .map_err(q("reading a host"))?
+            else {
+                return Ok(None);
+            };
+            let record = HostRecord {
+                fingerprint: key.to_string(),
+                uuid: row.get(0),
+                sequence: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+                last_seen: row.get(2),
+            };
+            let kinds: Vec<i16> = INDEXED.iter().map(|k| kind_col(*k)).collect();
+            let mut inv = Inventory::default();
+            for row in c
+                .query("SELECT body FROM outpost.sections WHERE fingerprint = $1 AND kind = ANY($2)", &[&key, &kinds])
+                .await
+                .map_err(q("reading a host's sections"))?
+            {
+                inv.apply([dec::<Section>(row.get::<_, &[u8]>(0))?]);
+            }
+            Some(Change::Host(record, inv))
+        }
+        "token" => {
+            let Some(hash) = decode(key).as_deref().and_then(bytes32) else { return Ok(None) };
+            let row = c
+                .query_opt("SELECT expires, uses FROM outpost.tokens WHERE hash = $1", &[&hash.as_slice()])
+                .await
+                .map_err(q("reading a token"))?;
+            Some(Change::Token(
+                hash,
+                row.map(|r| TokenRecord { expires: r.get(0), uses: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0) }),
+            ))
+        }
+        "pending" => {
+            let row = c
+                .query_opt("SELECT record FROM outpost.pending WHERE uuid = $1", &[&key])
+                .await
+                .map_err(q("reading a waiting host"))?;
+            let record = match row {
+                Some(r) => Some(decode_pending(r.get::<_, &[u8]>(0))?),
+                None => None,
+            };
+            Some(Change::Pending(key.to_string(), record))
+        }
+        "revoked" => c
+            .query_opt("SELECT uuid FROM outpost.revoked WHERE fingerprint = $1", &[&key])
+            .await
+            .map_err(q("reading a revocation"))?
+            .map(|r| Change::Revoked(key.to_string(), r.get(0))),
+        "action" => {
+            let Some(nonce) = decode(key).as_deref().and_then(bytes16) else { return Ok(None) };
+            let Some(row) = c
+                .query_opt("SELECT record FROM outpost.actions WHERE nonce = $1", &[&nonce.as_slice()])
+                .await
+                .map_err(q("reading an action"))?
+            else {
+                return Ok(None);
+            };
+            let mut record = decode_action(row.get::<_, &[u8]>(0), &std::collections::HashMap::new())?;
+            record.results = c
+                .query(
+                    "SELECT fingerprint, ok, message, seconds FROM outpost.action_results WHERE nonce = $1
+                     ORDER BY seconds",
+                    &[&nonce.as_slice()],
+                )
+                .await
+                .map_err(q("reading an action's results"))?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            Some(Change::Action(nonce, record))
+        }
+        "settings" => {
+            let Ok(seq) = key.parse::<u64>() else { return Ok(None) };
+            let row = c
+                .query_opt("SELECT signed FROM outpost.settings WHERE sequence = $1", &[&seq_col(seq)])
+                .await
+                .map_err(q("reading agent settings"))?;
+            match row {
+                Some(r) => Some(Change::Settings(seq, dec(r.get::<_, &[u8]>(0))?)),
+                None => None,
+            }
+        }
+        "enrolled" => c
+            .query_opt("SELECT uuid, fqdn, issued, not_after FROM outpost.enrolled WHERE fingerprint = $1", &[&key])
+            .await
+            .map_err(q("reading an issued certificate"))?
+            .map(|r| {
+                Change::Enrolled(
+                    key.to_string(),
+                    EnrolledRecord { uuid: r.get(0), fqdn: r.get(1), issued: r.get(2), not_after: r.get(3) },
+                )
+            }),
+        _ => None,
+    })
 }
