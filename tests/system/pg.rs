@@ -19,8 +19,12 @@ pub struct PgServer {
     pub dir: PathBuf,
     /// The folder of its binaries.
     pub bin: PathBuf,
+    /// Its data folder.
+    pub data: PathBuf,
     /// The socket's port number.
     pub port: u16,
+    /// Whether it runs as the `postgres` user (the tests run as root).
+    root: bool,
     /// The superuser.
     pub user: String,
     /// The other end of the watchdog's input: the server stops when it closes.
@@ -57,11 +61,10 @@ fn as_owner(root: bool, program: &Path) -> Command {
     }
 }
 
-fn start() -> Result<PgServer, String> {
-    let bin = bin_dir().ok_or("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")?;
-    let root = is_root();
-    // Outside the test's own temporary folder: as root, the server's user must reach it.
-    let dir = std::env::temp_dir().join(format!("outpost-pg-{}", std::process::id()));
+/// A folder the server's user owns (outside the test's own temporary folder: as root, the
+/// server's user must reach it).
+fn owned_dir(root: bool, name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("outpost-pg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if root {
@@ -70,51 +73,72 @@ fn start() -> Result<PgServer, String> {
             return Err("as root, the server runs as the postgres user, and there is none".into());
         }
     }
-    let data = dir.join("data");
-    let user = "outpost_test".to_string();
-    let out = as_owner(root, &bin.join("initdb"))
-        .args(["--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C", "-U", &user, "-D"])
-        .arg(&data)
-        .output()
-        .map_err(|e| format!("initdb: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+    Ok(dir)
+}
+
+fn run_ok(mut c: Command, what: &str) -> Result<(), String> {
+    let out = c.output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
-    // Replication from the socket, for the replica tests.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("pg_hba.conf"))
-        .and_then(|mut f| f.write_all(b"local replication all trust\n"))
-        .map_err(|e| format!("pg_hba.conf: {e}"))?;
+}
+
+/// Starts the server of `data` (made already) with its socket in `dir`, under a watchdog that
+/// stops it and removes `dir` when the test process ends.
+fn launch(bin: PathBuf, root: bool, dir: PathBuf, data: &Path, user: String) -> Result<PgServer, String> {
     let port = 5432u16;
-    let postgres = bin.join("postgres");
-    let mut server = as_owner(root, &postgres);
-    server
-        .arg("-D")
-        .arg(&data)
-        .arg("-k")
-        .arg(&dir)
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=", "-c", "fsync=off", "-c", "wal_level=replica"])
-        .args(["-c", "max_connections=400", "-c", "max_wal_senders=4"]);
-    let command = format!(
-        "{} > {log} 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf {dir}",
-        shell_words(&server),
-        log = dir.join("server.log").display(),
-        dir = dir.display()
+    let options = format!(
+        "-k {} -p {port} -c listen_addresses= -c fsync=off -c wal_level=replica -c max_connections=400 \
+         -c max_wal_senders=4 -c hot_standby=on",
+        dir.display()
     );
+    let mut start = as_owner(root, &bin.join("pg_ctl"));
+    start.arg("-D").arg(data).arg("-l").arg(dir.join("server.log")).args(["-w", "-t", "60", "-o", &options, "start"]);
+    run_ok(start, "pg_ctl start")?;
+    let mut stop = as_owner(root, &bin.join("pg_ctl"));
+    stop.arg("-D").arg(data).args(["-m", "immediate", "stop"]);
+    // Signals to the whole group (Ctrl-C) leave the watchdog standing until the test process is
+    // gone, so that the server is always stopped.
+    let command =
+        format!("trap '' INT TERM HUP; read _; {} >/dev/null 2>&1; rm -rf '{}'", shell_words(&stop), dir.display());
     let mut watchdog = Command::new("sh")
         .args(["-c", &command])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting PostgreSQL: {e}"))?;
+        .map_err(|e| format!("starting the watchdog: {e}"))?;
     let stdin = watchdog.stdin.take().expect("piped");
-    let pg = PgServer { dir, bin, port, user, _watchdog: Mutex::new(stdin) };
+    let pg = PgServer { dir, data: data.to_path_buf(), bin, port, user, root, _watchdog: Mutex::new(stdin) };
     wait_for(Duration::from_secs(60), "PostgreSQL to accept connections", || {
         pg.psql("postgres", "SELECT 1").status.success().then_some(())
     });
     Ok(pg)
+}
+
+/// A new server of its own (`name` tells its folder apart).
+pub fn start_named(name: &str) -> Result<PgServer, String> {
+    let bin = bin_dir().ok_or("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")?;
+    let root = is_root();
+    let dir = owned_dir(root, name)?;
+    let data = dir.join("data");
+    let user = "outpost_test".to_string();
+    let mut init = as_owner(root, &bin.join("initdb"));
+    init.args(["--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C", "-U", &user, "-D"]).arg(&data);
+    run_ok(init, "initdb")?;
+    // Replication from the socket, for the replica tests.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("pg_hba.conf"))
+        .and_then(|mut f| f.write_all(b"local replication all trust\n"))
+        .map_err(|e| format!("pg_hba.conf: {e}"))?;
+    launch(bin, root, dir, &data, user)
+}
+
+fn start() -> Result<PgServer, String> {
+    start_named("shared")
 }
 
 /// A command line for `sh`, each word quoted.
@@ -144,6 +168,33 @@ pub fn server_or_skip(test: &str) -> Option<&'static PgServer> {
 }
 
 impl PgServer {
+    /// A streaming replica of this server (a base backup, then a standby following it).
+    pub fn replica(&self, name: &str) -> Result<PgServer, String> {
+        let dir = owned_dir(self.root, name)?;
+        let data = dir.join("data");
+        let mut backup = as_owner(self.root, &self.bin.join("pg_basebackup"));
+        backup
+            .arg("-d")
+            .arg(format!("host={} port={} user={}", self.dir.display(), self.port, self.user))
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        run_ok(backup, "pg_basebackup")?;
+        launch(self.bin.clone(), self.root, dir, &data, self.user.clone())
+    }
+
+    /// Restarts the server (fast: clients are disconnected) and waits until it answers again.
+    pub fn restart(&self) {
+        let mut c = as_owner(self.root, &self.bin.join("pg_ctl"));
+        // With its log file: otherwise the server keeps this command's output open.
+        c.arg("-D").arg(&self.data).arg("-l").arg(self.dir.join("server.log"));
+        c.args(["-w", "-t", "60", "-m", "fast", "restart"]);
+        run_ok(c, "pg_ctl restart").unwrap();
+        wait_for(Duration::from_secs(60), "PostgreSQL to accept connections again", || {
+            self.psql("postgres", "SELECT 1").status.success().then_some(())
+        });
+    }
+
     /// A connection string for `db` as `user`.
     pub fn url_as(&self, user: &str, db: &str) -> String {
         format!("host={} port={} user={user} dbname={db}", self.dir.display(), self.port)

@@ -386,3 +386,75 @@ fn two_central_instances_share_the_fleet_fail_over_when_one_is_killed_and_lose_n
     let stored = pg.psql_ok(&db, "SELECT count(*) FROM outpost.action_results");
     assert_eq!(stored, "2");
 }
+
+#[test]
+fn reports_read_a_streaming_replica_and_its_lag_shows() {
+    let Some(pg) = crate::pg::server_or_skip("a replica serving reports") else { return };
+    let db = pg.create_db();
+    let replica = pg.replica("replica").unwrap();
+    let c = Cluster::new();
+    let (server, central) =
+        c.server(&["--no-repository", "--database", &pg.url(&db), "--database-read", &replica.url(&db)]);
+    let admin = Console::new(&c, &central, "Alice", "view,modify");
+    let sites = "SELECT site, count(*) AS hosts FROM reporting.hosts GROUP BY site ORDER BY site";
+    admin.run(&["report", "save", "sites", "--sql", sites]).ok();
+    let h1 = RawHost::new(&c, &central, "r1.test");
+    h1.report("uuid-r1", 1, true, vec![placed("uuid-r1", "r1.test", "paris")]).unwrap();
+    wait_for(LIMIT, "the first host in the report (from the replica)", || {
+        (admin.json(&["report", "sites"]) == json!([{"site": "paris", "hosts": "1"}])).then_some(())
+    });
+    // The replica stops replaying: the console still shows the fleet (central's own state), the
+    // report does not see the new host, and the lag grows.
+    replica.psql_ok(&db, "SELECT pg_wal_replay_pause()");
+    let h2 = RawHost::new(&c, &central, "r2.test");
+    h2.report("uuid-r2", 1, true, vec![placed("uuid-r2", "r2.test", "lyon")]).unwrap();
+    assert_eq!(admin.hosts(&[]).len(), 2);
+    assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.hosts"), "2", "on the primary");
+    assert_eq!(admin.json(&["report", "sites"]), json!([{"site": "paris", "hosts": "1"}]), "read on the replica");
+    wait_for(LIMIT, "the replica's lag in the metrics", || {
+        (server.metric("outpost_central_db_replica_lag_seconds", "") > 0.0).then_some(())
+    });
+    replica.psql_ok(&db, "SELECT pg_wal_replay_resume()");
+    wait_for(LIMIT, "the replica to catch up", || {
+        (admin.json(&["report", "sites"]) == json!([{"site": "lyon", "hosts": "1"}, {"site": "paris", "hosts": "1"}]))
+            .then_some(())
+    });
+    wait_for(LIMIT, "the lag back to 0", || {
+        (server.metric("outpost_central_db_replica_lag_seconds", "") == 0.0).then_some(())
+    });
+}
+
+#[test]
+fn central_rides_out_a_database_restart() {
+    let Some(_) = crate::pg::server_or_skip("a restarted database") else { return };
+    // A server of its own: restarting it must not disturb the other tests.
+    let pg = crate::pg::start_named("restarted").unwrap();
+    let db = pg.create_db();
+    let c = Cluster::new();
+    let (a, central_a) = c.server(&["--no-repository", "--database", &pg.url(&db)]);
+    let (_b, central_b) = c.server(&["--no-repository", "--database", &pg.url(&db)]);
+    let admin = Console::new(&c, &central_a, "Alice", "view,modify");
+    let admin_b = Console::new(&c, &central_b, "Bob", "view");
+    let h = RawHost::new(&c, &central_a, "d1.test");
+    h.report("uuid-d1", 1, true, vec![placed("uuid-d1", "d1.test", "paris")]).unwrap();
+    pg.restart();
+    // Writes go on once the pool has new connections (a report refused meanwhile says why).
+    let mut seq = 2;
+    wait_for(LIMIT, "a report stored after the restart", || match h.report("uuid-d1", seq, false, vec![]) {
+        Ok(_) => Some(()),
+        Err(e) => {
+            assert!(e.contains("PostgreSQL") || e.contains("database") || e.contains("not newer"), "{e}");
+            seq += 1;
+            None
+        }
+    });
+    assert_eq!(pg.psql_ok(&db, "SELECT sequence FROM outpost.hosts"), seq.to_string());
+    admin.run(&["report", "errors-by-site"]).ok();
+    // The change feed between the instances comes back too: B sees a host that reports to A.
+    let h2 = RawHost::new(&c, &central_a, "d2.test");
+    h2.report("uuid-d2", 1, true, vec![placed("uuid-d2", "d2.test", "lyon")]).unwrap();
+    wait_for(LIMIT, "B to learn of the new host", || {
+        admin_b.hosts(&[]).iter().any(|x| x["fqdn"] == "d2.test").then_some(())
+    });
+    assert!(a.metric("outpost_central_db_errors_total", "{kind=\"write\"}") >= 0.0);
+}
