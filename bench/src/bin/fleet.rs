@@ -11,7 +11,9 @@
 //! Flags: `--hosts N` (default 100000), `--connections N` (agents sending deltas at once,
 //! default 1000), `--seconds S` (how long deltas are sent, default 20), `--software N` (packages
 //! per host's software list, default 150), `--work DIR`, `--keep`, `--no-build`,
-//! `--outpost PATH`.
+//! `--outpost PATH`; `--database URL` runs central on that PostgreSQL database (empty; the
+//! password in `OUTPOST_DATABASE_PASSWORD`) instead of redb, `--instances N` runs N central
+//! instances on it (the hosts spread over them).
 //!
 //! What it measures:
 //! 1. **Enrolment load**: every host connects and sends its full inventory (host facts,
@@ -61,6 +63,8 @@ struct Options {
     keep: bool,
     build: bool,
     outpost: Option<PathBuf>,
+    database: Option<String>,
+    instances: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -73,6 +77,8 @@ fn parse(args: &[String]) -> Result<Options> {
         keep: false,
         build: true,
         outpost: None,
+        database: None,
+        instances: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -86,6 +92,8 @@ fn parse(args: &[String]) -> Result<Options> {
             "--outpost" => o.outpost = Some(PathBuf::from(value()?)),
             "--keep" => o.keep = true,
             "--no-build" => o.build = false,
+            "--database" => o.database = Some(value()?),
+            "--instances" => o.instances = value()?.parse()?,
             other => bail!("unknown flag {other} (see the doc comment of bench/src/bin/fleet.rs)"),
         }
     }
@@ -223,6 +231,35 @@ fn web_pages(url: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Times `console report` (whole commands, 10 of each) for the built-in reports.
+fn console_reports(outpost: &Path, work: &Path, central: &str, admin: &(PathBuf, PathBuf)) -> Result<String> {
+    let mut out = String::new();
+    for args in [
+        vec!["errors-by-site"],
+        vec!["software-versions", "--param", "name=rare-tool"],
+        vec!["not-seen", "--param", "days=7"],
+        vec!["pending-by-site"],
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let mut c = cmd(outpost, work);
+            c.args(["console", "report"]).args(&args).args(["--json", "--server", central]);
+            c.arg("--ca").arg(work.join("pki/ca.crt")).arg("--cert").arg(&admin.0).arg("--key").arg(&admin.1);
+            let t = Instant::now();
+            procs::run(&mut c)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        out.push_str(&format!(
+            "| `console report {}`, whole command | median {:.1} ms, max {:.1} ms |\n",
+            args.join(" "),
+            percentile(&times, 0.5),
+            times.last().copied().unwrap_or(0.0)
+        ));
+    }
+    Ok(out)
+}
+
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -266,23 +303,34 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     };
     let server_cert = issue("server", "central", &["--san", &ip])?;
     let admin = issue("admin", "viewer", &["--rights", "view"])?;
-    let central = format!("{ip}:{}", procs::udp_port(&ip)?);
-    let repo = format!("{ip}:{}", procs::udp_port(&ip)?);
-    let metrics = format!("{ip}:{}", procs::tcp_port(&ip)?);
-    let mut c = cmd(outpost, work);
-    c.args(["server", "--no-repository", "--listen", &repo, "--central-listen", &central, "--metrics", &metrics])
-        .arg("--data")
-        .arg(work.join("server"))
-        .arg("--ca")
-        .arg(work.join("pki/ca.crt"))
-        .arg("--cert")
-        .arg(&server_cert.0)
-        .arg("--key")
-        .arg(&server_cert.1);
-    let mut server = Daemon::spawn("server", &mut c, &work.join("server.log"))?;
-    procs::wait_for(Duration::from_secs(30), Duration::from_millis(10), "the server to start", || {
-        procs::scrape(&metrics).map(|_| ())
-    })?;
+    anyhow::ensure!(o.instances >= 1 && (o.instances == 1 || o.database.is_some()), "--instances needs --database");
+    let mut servers = Vec::new();
+    let mut centrals = Vec::new();
+    for k in 0..o.instances {
+        let central = format!("{ip}:{}", procs::udp_port(&ip)?);
+        let repo = format!("{ip}:{}", procs::udp_port(&ip)?);
+        let metrics = format!("{ip}:{}", procs::tcp_port(&ip)?);
+        let mut c = cmd(outpost, work);
+        c.args(["server", "--no-repository", "--listen", &repo, "--central-listen", &central, "--metrics", &metrics])
+            .arg("--data")
+            .arg(work.join(format!("server-{k}")))
+            .arg("--ca")
+            .arg(work.join("pki/ca.crt"))
+            .arg("--cert")
+            .arg(&server_cert.0)
+            .arg("--key")
+            .arg(&server_cert.1);
+        if let Some(url) = &o.database {
+            c.args(["--database", url]);
+        }
+        servers.push(Daemon::spawn("server", &mut c, &work.join(format!("server-{k}.log")))?);
+        procs::wait_for(Duration::from_secs(60), Duration::from_millis(10), "the server to start", || {
+            procs::scrape(&metrics).map(|_| ())
+        })?;
+        centrals.push(central);
+    }
+    let central = centrals[0].clone();
+    let central_of = |i: usize| centrals[i % centrals.len()].clone();
 
     // Host certificates, issued here by the CA (what enrollment would give each host).
     let ca_pem = std::fs::read_to_string(work.join("pki/ca.crt"))?;
@@ -312,7 +360,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         for (i, h) in hosts.iter().enumerate() {
             let permit = sem.clone().acquire_owned().await?;
             let (h, endpoint, central, done, software) =
-                (h.clone(), endpoint.clone(), central.clone(), done.clone(), o.software);
+                (h.clone(), endpoint.clone(), central_of(i), done.clone(), o.software);
             tasks.spawn(async move {
                 let _permit = permit;
                 let client = CentralClient::connect_with(&endpoint, h.config.clone(), &central).await?;
@@ -342,8 +390,16 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     })?;
     let populate = started.elapsed().as_secs_f64();
     eprintln!("{} full reports in {populate:.1} s", o.hosts);
-    let (rss, hwm) = (status_kib(server.pid(), "VmRSS:"), status_kib(server.pid(), "VmHWM:"));
-    let db = std::fs::metadata(work.join("server/central/central.redb")).map(|m| m.len()).unwrap_or(0);
+    let rss = servers.iter().map(|s| status_kib(s.pid(), "VmRSS:")).max().unwrap_or(0);
+    let hwm = servers.iter().map(|s| status_kib(s.pid(), "VmHWM:")).max().unwrap_or(0);
+    let db = match &o.database {
+        Some(url) => {
+            let mut c = Command::new("psql");
+            c.args(["-X", "-A", "-t", "-d", url, "-c", "SELECT pg_database_size(current_database())"]);
+            procs::run(&mut c)?.trim().parse().unwrap_or(0)
+        }
+        None => std::fs::metadata(work.join("server-0/central/central.redb")).map(|m| m.len()).unwrap_or(0),
+    };
 
     // 2. Signed deltas, one after the other per host, from many hosts at once.
     let n = o.connections.min(hosts.len());
@@ -351,12 +407,12 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let count = Arc::new(AtomicU64::new(0));
     let window = Duration::from_secs(o.seconds);
-    let server_cpu = || procs::cpu_ticks(server.pid()).map_or(0, |(own, _)| own);
+    let server_cpu = || servers.iter().map(|s| procs::cpu_ticks(s.pid()).map_or(0, |(own, _)| own)).sum::<u64>();
     let cpu_before = server_cpu();
     let (measured, errors) = rt.block_on(async {
         let mut clients = Vec::new();
-        for h in hosts.iter().take(n) {
-            clients.push(CentralClient::connect_with(&endpoint, h.config.clone(), &central).await?);
+        for (i, h) in hosts.iter().take(n).enumerate() {
+            clients.push(CentralClient::connect_with(&endpoint, h.config.clone(), &central_of(i)).await?);
         }
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -477,12 +533,19 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let pages = web_pages(&url)?;
     web.stop();
 
-    let (rss_after, hwm_after) = (status_kib(server.pid(), "VmRSS:"), status_kib(server.pid(), "VmHWM:"));
-    server.stop();
+    let reports = match &o.database {
+        Some(_) => console_reports(outpost, work, &central, &admin)?,
+        None => String::new(),
+    };
+    let rss_after = servers.iter().map(|s| status_kib(s.pid(), "VmRSS:")).max().unwrap_or(0);
+    let hwm_after = servers.iter().map(|s| status_kib(s.pid(), "VmHWM:")).max().unwrap_or(0);
+    for s in &mut servers {
+        s.stop();
+    }
 
     let mib = |k: u64| k as f64 / 1024.0;
     Ok(format!(
-        "### Central with {hosts} simulated hosts\n\n\
+        "### Central with {hosts} simulated hosts ({backend})\n\n\
          | measure | result |\n| --- | --- |\n\
          | full reports (connect, TLS, {sw} software entries, signed) | {hosts} in {populate:.1} s ({pop_rate:.0}/s) |\n\
          | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
@@ -491,11 +554,16 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          | `console hosts --software rare-tool` ({found} of {hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
          | the command with an empty answer (process start, key, TLS) | median {ew:.1} ms |\n\
-{pages}\
-         | central memory, all hosts loaded | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
+{pages}{reports}\
+         | central memory, all hosts loaded (the largest instance) | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
          | central database | {dbm:.0} MiB |\n\n\
          Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
         hosts = o.hosts,
+        backend = match (&o.database, o.instances) {
+            (None, _) => "redb".to_string(),
+            (Some(_), 1) => "PostgreSQL, one instance".to_string(),
+            (Some(_), n) => format!("PostgreSQL, {n} instances"),
+        },
         sw = o.software,
         pop_rate = o.hosts as f64 / populate,
         secs = o.seconds,

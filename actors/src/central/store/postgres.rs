@@ -21,6 +21,8 @@ use outpost_protocol::hex::{decode, hex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
+mod batch;
+
 use crate::central::metrics::DbMetrics;
 use crate::metrics::label;
 
@@ -382,18 +384,37 @@ fn pg(e: PgError) -> CentralDbError {
 async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<bool>, CentralDbError> {
     let mut c = client(pool, url).await.map_err(pg)?;
     let txn = c.transaction().await.map_err(query("starting a write")).map_err(pg)?;
-    let mut stored = Vec::with_capacity(jobs.len());
-    for (ops, _) in jobs {
-        let mut all = true;
+    let mut items = Vec::new();
+    let mut notices = Vec::new();
+    for (job, (ops, _)) in jobs.iter().enumerate() {
         for op in ops {
-            all &= apply(&txn, op).await.map_err(pg)?;
-            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &notice(op)])
-                .await
-                .map_err(query("telling the other instances"))
-                .map_err(pg)?;
+            notices.push(notice(op));
+            match op {
+                // Older agents' forms are kept in today's (as the fleet index reads them).
+                Op::Report { record, sections, full } => items.push(batch::Item {
+                    job,
+                    record,
+                    sections: sections.iter().map(|s| s.clone().upgraded()).collect(),
+                    full: *full,
+                }),
+                other => apply(&txn, other).await.map_err(pg)?,
+            }
         }
-        stored.push(all);
     }
+    let mut stored = vec![true; jobs.len()];
+    for wave in batch::waves(items) {
+        let written = batch::write(&txn, &wave).await.map_err(pg)?;
+        for i in &wave {
+            if !written.contains(&(i.record.fingerprint.clone(), i.record.sequence)) {
+                tracing::debug!(fingerprint = i.record.fingerprint, sequence = i.record.sequence, "report already stored");
+                stored[i.job] = false;
+            }
+        }
+    }
+    txn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&CHANNEL, &notices])
+        .await
+        .map_err(query("telling the other instances"))
+        .map_err(pg)?;
     txn.commit().await.map_err(query("committing")).map_err(pg)?;
     Ok(stored)
 }
@@ -444,43 +465,11 @@ fn seq_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes one change; false for a report not stored because the host's sequence is already
-/// there or later.
-async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool, PgError> {
+/// Writes one change other than a report.
+async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
     match op {
-        Op::Report { record, sections, full } => {
-            let fp = record.fingerprint.as_str();
-            // Applied only over an older report: the same report through two instances lands once.
-            let n = txn
-                .execute(
-                    "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (fingerprint) DO UPDATE
-                     SET uuid = excluded.uuid, sequence = excluded.sequence, last_seen = excluded.last_seen
-                     WHERE outpost.hosts.sequence < excluded.sequence",
-                    &[&fp, &record.uuid, &seq_col(record.sequence), &record.last_seen],
-                )
-                .await
-                .map_err(query("storing a report"))?;
-            if n == 0 {
-                tracing::debug!(fingerprint = fp, sequence = record.sequence, "report already stored");
-                return Ok(false);
-            }
-            if *full {
-                txn.execute("DELETE FROM outpost.sections WHERE fingerprint = $1", &[&fp])
-                    .await
-                    .map_err(query("replacing a host's sections"))?;
-                txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = $1", &[&fp])
-                    .await
-                    .map_err(query("replacing a host's packages"))?;
-                txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = $1", &[&fp])
-                    .await
-                    .map_err(query("replacing a host's software"))?;
-            }
-            for s in sections {
-                // Older agents' forms are kept in today's (as the fleet index reads them).
-                section(txn, fp, &s.clone().upgraded()).await?;
-            }
-        }
+        // Written a group at a time (`batch`).
+        Op::Report { .. } => {}
         Op::Token { hash, record: Some(r) } => {
             txn.execute(
                 "INSERT INTO outpost.tokens (hash, expires, uses) VALUES ($1, $2, $3)
@@ -555,67 +544,6 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool
             .await
             .map_err(query("storing agent settings"))?;
         }
-    }
-    Ok(true)
-}
-
-/// One section: kept whole, and as rows where reports read it.
-async fn section(txn: &deadpool_postgres::Transaction<'_>, fp: &str, s: &Section) -> Result<(), PgError> {
-    txn.execute(
-        "INSERT INTO outpost.sections (fingerprint, kind, body, doc) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (fingerprint, kind) DO UPDATE SET body = excluded.body, doc = excluded.doc",
-        &[&fp, &kind_col(s.kind()), &enc(s), &json(s)],
-    )
-    .await
-    .map_err(query("storing a section"))?;
-    match s {
-        Section::Host(h) => {
-            txn.execute(
-                "UPDATE outpost.hosts SET fqdn = $2, site = $3, ou = $4, agent_version = $5 WHERE fingerprint = $1",
-                &[&fp, &h.fqdn, &h.site, &h.ou, &h.agent_version],
-            )
-            .await
-            .map_err(query("storing a host's placement"))?;
-        }
-        Section::PackagesV2 { host_status, packages } => {
-            txn.execute("UPDATE outpost.hosts SET status = $2 WHERE fingerprint = $1", &[&fp, &host_status.as_str()])
-                .await
-                .map_err(query("storing a host's status"))?;
-            txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = $1", &[&fp])
-                .await
-                .map_err(query("replacing a host's packages"))?;
-            let names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
-            let statuses: Vec<String> = packages.iter().map(|p| text(&p.status)).collect();
-            let installed: Vec<Option<&str>> = packages.iter().map(|p| p.installed.as_deref()).collect();
-            let target: Vec<Option<&str>> = packages.iter().map(|p| p.target.as_deref()).collect();
-            let reason: Vec<Option<&str>> = packages.iter().map(|p| p.reason.as_deref()).collect();
-            txn.execute(
-                "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                 ON CONFLICT DO NOTHING",
-                &[&fp, &names, &statuses, &installed, &target, &reason],
-            )
-            .await
-            .map_err(query("storing a host's packages"))?;
-        }
-        Section::Programs(programs) => {
-            txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = $1", &[&fp])
-                .await
-                .map_err(query("replacing a host's software"))?;
-            let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
-            let versions: Vec<&str> = programs.iter().map(|p| p.version.as_str()).collect();
-            let publishers: Vec<&str> = programs.iter().map(|p| p.publisher.as_str()).collect();
-            let sources: Vec<&str> = programs.iter().map(|p| p.source.as_str()).collect();
-            let codes: Vec<Option<&str>> = programs.iter().map(|p| p.product_code.as_deref()).collect();
-            txn.execute(
-                "INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
-                &[&fp, &names, &versions, &publishers, &sources, &codes],
-            )
-            .await
-            .map_err(query("storing a host's software"))?;
-        }
-        _ => {}
     }
     Ok(())
 }
