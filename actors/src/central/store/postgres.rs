@@ -406,7 +406,11 @@ async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<bool>, Centr
         let written = batch::write(&txn, &wave).await.map_err(pg)?;
         for i in &wave {
             if !written.contains(&(i.record.fingerprint.clone(), i.record.sequence)) {
-                tracing::debug!(fingerprint = i.record.fingerprint, sequence = i.record.sequence, "report already stored");
+                tracing::debug!(
+                    fingerprint = i.record.fingerprint,
+                    sequence = i.record.sequence,
+                    "report already stored"
+                );
                 stored[i.job] = false;
             }
         }

@@ -61,10 +61,8 @@ pub(super) async fn write(
         .map_err(query("storing reports"))?;
     let stored: HashSet<(String, u64)> =
         rows.iter().map(|r| (r.get::<_, String>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect();
-    let applied: Vec<&Item<'_>> = wave
-        .iter()
-        .filter(|i| stored.contains(&(i.record.fingerprint.clone(), i.record.sequence)))
-        .collect();
+    let applied: Vec<&Item<'_>> =
+        wave.iter().filter(|i| stored.contains(&(i.record.fingerprint.clone(), i.record.sequence))).collect();
     if applied.is_empty() {
         return Ok(stored);
     }
