@@ -489,19 +489,26 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
     Ok(())
 }
 
+/// `first` and the jobs already waiting behind it, up to [`GROUP`] operations: what one
+/// transaction commits (redb's writer and PostgreSQL's).
+fn group(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Job> {
+    let mut ops = first.0.len();
+    let mut jobs = vec![first];
+    while ops < GROUP {
+        match rx.try_recv() {
+            Ok(j) => {
+                ops += j.0.len();
+                jobs.push(j);
+            }
+            Err(_) => break,
+        }
+    }
+    jobs
+}
+
 fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        let mut ops = jobs[0].0.len();
-        while ops < GROUP {
-            match rx.try_recv() {
-                Ok(j) => {
-                    ops += j.0.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let jobs = group(first, &mut rx);
         let result = commit(db, jobs.iter().flat_map(|(ops, _)| ops.iter())).map_err(Arc::new);
         for (_, tx) in jobs {
             let _ = tx.send(result.clone());

@@ -27,8 +27,8 @@ use crate::central::metrics::DbMetrics;
 use crate::metrics::label;
 
 use super::{
-    ActionRecord, ActionWire, CentralDbError, EnrolledRecord, GROUP, HostRecord, INDEXED, Job, Loaded, Op,
-    PendingRecord, PendingWire, TokenRecord, Written, dec, decode_action, decode_pending, enc, kind_byte,
+    ActionRecord, ActionWire, CentralDbError, EnrolledRecord, HostRecord, INDEXED, Job, Loaded, Op, PendingRecord,
+    PendingWire, TokenRecord, Written, dec, decode_action, decode_pending, enc, group, kind_byte,
 };
 
 /// The schema migrations, in order: (version, name, SQL). Never edit one that was released:
@@ -353,17 +353,7 @@ async fn run(
         }
     });
     while let Some(first) = jobs.recv().await {
-        let mut group = vec![first];
-        let mut ops = group[0].0.len();
-        while ops < GROUP {
-            match jobs.try_recv() {
-                Ok(j) => {
-                    ops += j.0.len();
-                    group.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let group = group(first, &mut jobs);
         let result = metrics.time("write", commit(&pool, &url, &group)).await.map_err(Arc::new);
         for (i, (_, tx)) in group.into_iter().enumerate() {
             let _ = tx.send(match &result {
