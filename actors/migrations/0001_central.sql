@@ -13,12 +13,21 @@ CREATE TABLE outpost.hosts (
     site          text NOT NULL DEFAULT '',
     ou            text NOT NULL DEFAULT '',
     agent_version text NOT NULL DEFAULT '',
-    status        text NOT NULL DEFAULT 'UNKNOWN'
+    status        text NOT NULL DEFAULT 'UNKNOWN',
+    packages      integer NOT NULL DEFAULT 0,   -- Outpost packages it reported
+    audit         text,                         -- its worst last audit (NULL: nothing audited)
+    snapshot_expired boolean NOT NULL DEFAULT false,
+    -- its last ten reports, newest first: sequence, when, the section kinds each carried
+    recent_sequence bigint[] NOT NULL DEFAULT '{}',
+    recent_at       bigint[] NOT NULL DEFAULT '{}',
+    recent_kinds    text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX hosts_fqdn ON outpost.hosts (lower(fqdn));
 CREATE INDEX hosts_uuid ON outpost.hosts (lower(uuid));
 CREATE INDEX hosts_site_status ON outpost.hosts (site, status);
 CREATE INDEX hosts_last_seen ON outpost.hosts (last_seen);
+CREATE INDEX hosts_order ON outpost.hosts (fqdn COLLATE "C", uuid COLLATE "C", fingerprint COLLATE "C");
+CREATE INDEX hosts_status ON outpost.hosts (status);
 
 CREATE TABLE outpost.sections (
     fingerprint text NOT NULL REFERENCES outpost.hosts ON DELETE CASCADE,
@@ -38,6 +47,7 @@ CREATE TABLE outpost.host_packages (
     PRIMARY KEY (fingerprint, name)
 );
 CREATE INDEX host_packages_name ON outpost.host_packages (name, status);
+CREATE INDEX host_packages_lower_name ON outpost.host_packages (lower(name));
 
 CREATE TABLE outpost.host_software (
     fingerprint  text NOT NULL REFERENCES outpost.hosts ON DELETE CASCADE,

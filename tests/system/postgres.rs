@@ -383,13 +383,15 @@ fn two_central_instances_share_the_fleet_fail_over_when_one_is_killed_and_lose_n
         crate::agent::log_lines(&log).contains(&"uninstall extra 1".to_string()).then_some(())
     });
     assert_eq!(crate::agent::log_lines(&log), ["install extra 1", "uninstall extra 1"], "each action once");
-    let stored = pg.psql_ok(&db, "SELECT count(*) FROM outpost.action_results");
-    assert_eq!(stored, "2");
+    // Both results stored (the agent sends each after the uninstall it logs).
+    wait_for(LIMIT, "both results stored", || {
+        (pg.psql_ok(&db, "SELECT count(*) FROM outpost.action_results") == "2").then_some(())
+    });
 }
 
 #[test]
-fn reports_read_a_streaming_replica_and_its_lag_shows() {
-    let Some(pg) = crate::pg::server_or_skip("a replica serving reports") else { return };
+fn the_console_and_reports_read_a_streaming_replica_and_its_lag_shows() {
+    let Some(pg) = crate::pg::server_or_skip("a replica serving the console and reports") else { return };
     let db = pg.create_db();
     let replica = pg.replica("replica").unwrap();
     let c = Cluster::new();
@@ -403,13 +405,15 @@ fn reports_read_a_streaming_replica_and_its_lag_shows() {
     wait_for(LIMIT, "the first host in the report (from the replica)", || {
         (admin.json(&["report", "sites"]) == json!([{"site": "paris", "hosts": "1"}])).then_some(())
     });
-    // The replica stops replaying: the console still shows the fleet (central's own state), the
-    // report does not see the new host, and the lag grows.
+    wait_for(LIMIT, "the first host in the console (from the replica)", || (admin.hosts(&[]).len() == 1).then_some(()));
+    // The replica stops replaying: the host reported next is stored (on the primary) but neither
+    // the console nor the report sees it, and the lag grows.
     replica.psql_ok(&db, "SELECT pg_wal_replay_pause()");
     let h2 = RawHost::new(&c, &central, "r2.test");
     h2.report("uuid-r2", 1, true, vec![placed("uuid-r2", "r2.test", "lyon")]).unwrap();
-    assert_eq!(admin.hosts(&[]).len(), 2);
     assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.hosts"), "2", "on the primary");
+    assert_eq!(admin.hosts(&[]).len(), 1, "the console reads the replica");
+    admin.run(&["host", "r2.test"]).fails_with("no host r2.test");
     assert_eq!(admin.json(&["report", "sites"]), json!([{"site": "paris", "hosts": "1"}]), "read on the replica");
     wait_for(LIMIT, "the replica's lag in the metrics", || {
         (server.metric("outpost_central_db_replica_lag_seconds", "") > 0.0).then_some(())
@@ -419,6 +423,8 @@ fn reports_read_a_streaming_replica_and_its_lag_shows() {
         (admin.json(&["report", "sites"]) == json!([{"site": "lyon", "hosts": "1"}, {"site": "paris", "hosts": "1"}]))
             .then_some(())
     });
+    assert_eq!(admin.hosts(&[]).len(), 2, "the console too");
+    assert_eq!(admin.json(&["host", "r2.test"])["summary"]["site"], "lyon");
     wait_for(LIMIT, "the lag back to 0", || {
         (server.metric("outpost_central_db_replica_lag_seconds", "") == 0.0).then_some(())
     });

@@ -202,6 +202,68 @@ impl Fleet {
         }
     }
 
+    /// Puts a host read from the database (central on PostgreSQL keeps only the hosts connected
+    /// to it, or a request is about): its summary, status, audit and snapshot flag replace what
+    /// was known; what this instance saw on its connections (shared certificate, reports) stays.
+    pub fn put(&mut self, host: super::fleet_db::Cached) {
+        let super::fleet_db::Cached { summary, status, audit, snapshot_expired } = host;
+        let fp = summary.fingerprint.clone();
+        let id = match self.by_fingerprint.get(&fp) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(self.rows.len()).expect("fewer than 4 billion hosts");
+                self.rows.push(HostRow {
+                    summary: HostSummary { fingerprint: fp.clone(), ..HostSummary::default() },
+                    ..HostRow::default()
+                });
+                self.by_fingerprint.insert(fp, id);
+                id
+            }
+        };
+        let (old_uuid, old_fqdn) = {
+            let r = &self.rows[id as usize].summary;
+            (r.uuid.to_lowercase(), r.fqdn.to_lowercase())
+        };
+        remove_from(&mut self.by_uuid, &old_uuid, id);
+        remove_from(&mut self.by_name, &old_fqdn, id);
+        self.by_uuid.entry(summary.uuid.to_lowercase()).or_default().push(id);
+        if !summary.fqdn.is_empty() {
+            self.by_name.entry(summary.fqdn.to_lowercase()).or_default().push(id);
+        }
+        let row = &mut self.rows[id as usize];
+        row.summary = summary;
+        row.status = status;
+        row.audit = audit;
+        row.snapshot_expired = snapshot_expired;
+    }
+
+    /// Keeps only the hosts `keep` says (by certificate fingerprint), with what is known of them.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        let rows: Vec<HostRow> = std::mem::take(&mut self.rows).into_iter().filter(|r| keep(r.fingerprint())).collect();
+        let names: HashMap<u32, String> = self.names.drain().map(|(k, v)| (v, k)).collect();
+        *self = Self::default();
+        for mut row in rows {
+            let id = u32::try_from(self.rows.len()).expect("fewer than 4 billion hosts");
+            row.software = row.software.iter().filter_map(|n| names.get(n)).map(|n| self.intern(n)).collect();
+            for n in &row.software {
+                self.by_software.entry(*n).or_default().insert(id);
+            }
+            let packages = std::mem::take(&mut row.packages);
+            for (n, status, version) in packages {
+                let Some(name) = names.get(&n) else { continue };
+                let n = self.intern(name);
+                self.by_package.entry(n).or_default().insert(id);
+                row.packages.push((n, status, version));
+            }
+            self.by_fingerprint.insert(row.fingerprint().to_string(), id);
+            self.by_uuid.entry(row.summary.uuid.to_lowercase()).or_default().push(id);
+            if !row.summary.fqdn.is_empty() {
+                self.by_name.entry(row.summary.fqdn.to_lowercase()).or_default().push(id);
+            }
+            self.rows.push(row);
+        }
+    }
+
     /// Marks a certificate revoked (or not); false when no host reported with it.
     pub fn set_revoked(&mut self, fingerprint: &str, revoked: bool) -> bool {
         match self.by_fingerprint_mut(fingerprint) {

@@ -1,8 +1,9 @@
 //! The central actor's messages and how it handles them.
 
+use super::store::postgres::PgError;
 use super::store::{CentralDbError, Op};
 use actix::prelude::*;
-use outpost_protocol::central::{CentralRequest, CentralResponse, Report, Signed};
+use outpost_protocol::central::{CentralRequest, CentralResponse, HostPageQueryV2, Report, Signed, Targets};
 use outpost_protocol::text::causes;
 use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::ErrorCode;
@@ -92,19 +93,49 @@ impl Handler<HandleReport> for Central {
         match self.apply_report(&msg.peer, msg.report) {
             Ok((applied, ops)) => {
                 let done = self.store.write(ops);
-                Box::pin(done.into_actor(self).map(move |written, act, _| match written {
+                Box::pin(done.into_actor(self).map(move |written, act, ctx| match written {
                     Ok(Ok(())) => {
-                        act.applied(&applied);
+                        if !act.applied(&applied) {
+                            // Connected here but not read yet: read, then its actions go out.
+                            act.refresh(ctx, vec![applied.fingerprint.clone()], |act, fps| {
+                                fps.iter().for_each(|fp| act.deliver(fp));
+                            });
+                        }
                         CentralResponse::ReportApplied { sequence: applied.sequence }
                     }
                     failed => {
                         if act.inflight.get(&applied.fingerprint) == Some(&applied.sequence) {
                             act.inflight.remove(&applied.fingerprint);
                         }
+                        let m = &act.metrics;
                         match failed {
                             // The agent goes on above the stored sequence, with a full report.
                             Ok(Err(e)) if matches!(*e, CentralDbError::StaleReport) => {
-                                error(ErrorCode::Stale, e.to_string())
+                                m.rejected("replay");
+                                error(
+                                    ErrorCode::Stale,
+                                    format!(
+                                        "report {} is not newer than the report already stored (another central \
+                                         instance may have stored it)",
+                                        applied.sequence
+                                    ),
+                                )
+                            }
+                            Ok(Err(e)) if matches!(*e, CentralDbError::FullReportNeeded { .. }) => {
+                                let CentralDbError::FullReportNeeded { last } = *e else { unreachable!() };
+                                m.full_requests.inc();
+                                m.reports.get_or_create(&label("result", "full_requested")).inc();
+                                CentralResponse::FullReportNeeded { last }
+                            }
+                            Ok(Err(e)) if matches!(*e, CentralDbError::HostNotNamed) => {
+                                m.rejected("unknown_host");
+                                error(
+                                    ErrorCode::Refused,
+                                    format!(
+                                        "the certificate {:?} does not name host {}",
+                                        applied.subject, applied.uuid
+                                    ),
+                                )
                             }
                             Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
                             _ => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
@@ -120,7 +151,7 @@ impl Handler<HandleReport> for Central {
 impl Handler<Listen> for Central {
     type Result = Result<(), CertificateRevoked>;
 
-    fn handle(&mut self, msg: Listen, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Listen, ctx: &mut Self::Context) -> Self::Result {
         let fp = msg.peer.info.fingerprint.clone();
         if self.is_revoked(&fp) {
             return Err(CertificateRevoked);
@@ -133,10 +164,20 @@ impl Handler<Listen> for Central {
         if let Some(f) = &flag {
             tracing::warn!(fingerprint = fp, "identity clash: {f}");
         }
-        self.fleet.set_shared(&fp, flag);
         self.delivered.retain(|(_, f)| *f != fp);
         self.agents.insert(fp.clone(), Agent { conn: msg.conn, remote: msg.remote, tx: msg.tx });
-        self.deliver(&fp);
+        if self.store.postgres().is_some() {
+            // The host is read from the database (it may have reported to another instance).
+            self.refresh(ctx, vec![fp], move |act, fps| {
+                for fp in fps {
+                    act.fleet.set_shared(fp, flag.clone());
+                    act.deliver(fp);
+                }
+            });
+        } else {
+            self.fleet.set_shared(&fp, flag);
+            self.deliver(&fp);
+        }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
         Ok(())
     }
@@ -159,6 +200,7 @@ impl Handler<Gone> for Central {
     fn handle(&mut self, msg: Gone, _: &mut Self::Context) {
         if self.agents.get(&msg.fingerprint).is_some_and(|a| a.conn == msg.conn) {
             self.agents.remove(&msg.fingerprint);
+            self.evict();
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
     }
@@ -176,16 +218,217 @@ impl Handler<LearnRevoked> for Central {
     }
 }
 
+/// What a request is answered with: at once, or once the database has answered.
+type Answer = ResponseActFuture<Central, CentralResponse>;
+
+fn later(f: impl std::future::Future<Output = CentralResponse> + 'static) -> Answer {
+    Box::pin(actix::fut::wrap_future(f))
+}
+
+fn failed(e: impl std::fmt::Display) -> CentralResponse {
+    error(ErrorCode::Internal, e.to_string())
+}
+
+impl Central {
+    /// Reads the hosts `names` designate (and those claiming the same machine or name) from the
+    /// database into memory, then runs `then` and makes its changes durable (central on
+    /// PostgreSQL keeps only the hosts connected to it in memory). On redb, runs `then` at once.
+    fn with_hosts(
+        &mut self,
+        names: Vec<String>,
+        then: impl FnOnce(&mut Self) -> (CentralResponse, Vec<Op>) + 'static,
+    ) -> Answer {
+        let Some(pool) = self.write_pool() else {
+            let (response, ops) = then(self);
+            return later(self.durable(response, ops));
+        };
+        Box::pin(async move { super::fleet_db::designated(&pool, &names).await }.into_actor(self).then(
+            move |rows, act, _| -> Answer {
+                match rows {
+                    Ok(rows) => {
+                        for r in rows {
+                            act.fleet.put(r);
+                        }
+                        let (response, ops) = then(act);
+                        act.evict();
+                        later(act.durable(response, ops))
+                    }
+                    Err(e) => Box::pin(actix::fut::ready(failed(e))),
+                }
+            },
+        ))
+    }
+
+    /// Requests answered from the database when central is on PostgreSQL (hosts are not in
+    /// memory); others are given back.
+    fn shared(&mut self, msg: Handle) -> Result<Answer, Handle> {
+        let (Some(pool), Some(console)) = (self.write_pool(), self.report_pool()) else { return Err(msg) };
+        let live = self.live();
+        let m = self.store.postgres().map(|p| p.metrics().clone()).expect("on PostgreSQL");
+        let timed = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<CentralResponse, PgError>>>>| {
+            later(async move { m.time("console", f).await.unwrap_or_else(failed) })
+        };
+        Ok(match msg.request {
+            CentralRequest::Hosts(q) => timed(Box::pin(async move {
+                let (total, hosts) = super::fleet_db::query_hosts(&console, &q, &live).await?;
+                Ok(CentralResponse::Hosts { total, hosts })
+            })),
+            CentralRequest::HostPage(page) => timed(Box::pin(async move {
+                let q = HostPageQueryV2 { page, audit: None };
+                Ok(CentralResponse::HostPage(super::fleet_db::page(&console, &q, &live).await?))
+            })),
+            CentralRequest::HostPageV2(q) => timed(Box::pin(async move {
+                Ok(CentralResponse::HostPage(super::fleet_db::page(&console, &q, &live).await?))
+            })),
+            CentralRequest::Overview { stale_after } => {
+                let generation = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+                timed(Box::pin(async move {
+                    let mut o = super::fleet_db::overview(&console, unix_now(), stale_after, &live).await?;
+                    o.generation = generation;
+                    Ok(CentralResponse::Overview(o))
+                }))
+            }
+            CentralRequest::Packages => {
+                timed(Box::pin(
+                    async move { Ok(CentralResponse::Packages(super::fleet_db::packages(&console).await?)) },
+                ))
+            }
+            CentralRequest::Host(name) => self.host_shared(console, name, false),
+            CentralRequest::HostV2(name) => self.host_shared(console, name, true),
+            CentralRequest::Actions => self.actions_shared(pool),
+            CentralRequest::Enroll { request, token, uuid, fqdn } => self
+                .with_hosts(vec![uuid.clone(), fqdn.clone()], move |act| {
+                    act.enroll(&request, token.as_deref(), &uuid, &fqdn)
+                }),
+            CentralRequest::Approve(name) => self.approve_shared(name, false),
+            CentralRequest::ApproveReplacing(name) => self.approve_shared(name, true),
+            CentralRequest::Revoke(name) => self.with_hosts(vec![name.clone()], move |act| act.revoke(&name)),
+            CentralRequest::Act(signed) => {
+                match Action::verify(&signed, &self.config.trust, unix_now()).map(|(a, _)| a.targets.clone()) {
+                    Ok(Targets::Hosts(names)) => self.with_hosts(names, move |act| act.act(&signed, None)),
+                    Ok(targets) => Box::pin(
+                        async move { super::fleet_db::count_targeted(&pool, &targets).await }.into_actor(self).then(
+                            move |count, act, _| -> Answer {
+                                match count {
+                                    Ok(n) => {
+                                        let (response, ops) = act.act(&signed, Some(n));
+                                        later(act.durable(response, ops))
+                                    }
+                                    Err(e) => Box::pin(actix::fut::ready(failed(e))),
+                                }
+                            },
+                        ),
+                    ),
+                    // Refused as it is on a single machine.
+                    Err(_) => {
+                        let (response, ops) = self.act(&signed, None);
+                        later(self.durable(response, ops))
+                    }
+                }
+            }
+            request => return Err(Handle { peer: msg.peer, request }),
+        })
+    }
+
+    fn approve_shared(&mut self, name: String, replace: bool) -> Answer {
+        let names: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(u, p)| u.eq_ignore_ascii_case(&name) || p.fqdn.eq_ignore_ascii_case(&name))
+            .flat_map(|(u, p)| [u.clone(), p.fqdn.clone()])
+            .collect();
+        self.with_hosts(names, move |act| act.approve(&name, replace))
+    }
+
+    /// `console host NAME` from the database.
+    fn host_shared(&self, pool: deadpool_postgres::Pool, name: String, v2: bool) -> Answer {
+        let live = self.live();
+        let find = {
+            let (pool, name) = (pool.clone(), name.clone());
+            async move { super::fleet_db::named(&pool, &name, &live).await }
+        };
+        Box::pin(find.into_actor(self).then(move |found, act, _| -> Answer {
+            let hosts = match found {
+                Ok(h) => h,
+                Err(e) => return Box::pin(actix::fut::ready(failed(e))),
+            };
+            let candidates: Vec<&HostSummary> = hosts.iter().collect();
+            let summary = match act.one_of(&name, &candidates) {
+                Ok(i) => hosts[i].clone(),
+                Err(e) => return Box::pin(actix::fut::ready(e)),
+            };
+            let actions = act.results_of(&summary.fingerprint);
+            later(async move {
+                let fp = summary.fingerprint.clone();
+                let inventory = match super::store::postgres::inventory(&pool, "the console's database", &fp).await {
+                    Ok(i) => i,
+                    Err(e) => return failed(causes(&e)),
+                };
+                let detail = HostDetail { summary, inventory, actions };
+                if !v2 {
+                    return CentralResponse::Host(Box::new(detail));
+                }
+                match super::fleet_db::recent(&pool, &fp).await {
+                    Ok(reports) => CentralResponse::HostV2(Box::new(HostDetailV2 { detail, reports })),
+                    Err(e) => failed(e),
+                }
+            })
+        }))
+    }
+
+    /// `console actions` from the database: the hosts actions name and those that answered are
+    /// read, and the hosts yet to answer an action for all hosts or an OU.
+    fn actions_shared(&self, pool: deadpool_postgres::Pool) -> Answer {
+        let mut names: Vec<String> = Vec::new();
+        let mut wide: Vec<([u8; 16], Targets, Vec<String>)> = Vec::new();
+        for s in self.actions.values() {
+            let answered: Vec<String> = s.record.results.iter().map(|(fp, ..)| fp.clone()).collect();
+            names.extend(answered.iter().map(|fp| format!("sha256:{fp}")));
+            match &s.action.targets {
+                Targets::Hosts(n) => {
+                    names.extend(n.iter().cloned());
+                    for (_, fp) in s.record.resolved.as_deref().unwrap_or_default() {
+                        names.push(format!("sha256:{fp}"));
+                    }
+                }
+                other => wide.push((s.action.nonce, other.clone(), answered)),
+            }
+        }
+        let read = async move {
+            let rows = super::fleet_db::designated(&pool, &names).await?;
+            let mut pending = super::relay::Pending::new();
+            for (nonce, targets, answered) in wide {
+                pending.insert(nonce, super::fleet_db::targeted(&pool, &targets, &answered).await?);
+            }
+            Ok::<_, PgError>((rows, pending))
+        };
+        Box::pin(read.into_actor(self).map(|read, act, _| match read {
+            Ok((rows, pending)) => {
+                let mut known = super::fleet::Fleet::default();
+                for r in rows {
+                    known.put(r);
+                }
+                CentralResponse::Actions(act.action_lines(&known, &pending))
+            }
+            Err(e) => failed(e),
+        }))
+    }
+}
+
 impl Handler<Handle> for Central {
-    type Result = ResponseFuture<CentralResponse>;
+    type Result = Answer;
 
     fn handle(&mut self, msg: Handle, _: &mut Self::Context) -> Self::Result {
+        let msg = match self.shared(msg) {
+            Ok(answer) => return answer,
+            Err(msg) => msg,
+        };
         let (response, ops) = match (msg.request, &msg.peer) {
-            (CentralRequest::Reports, _) => return Box::pin(super::reports::list(self.report_pool())),
+            (CentralRequest::Reports, _) => return later(super::reports::list(self.report_pool())),
             (CentralRequest::RunReport { name, params }, _) => {
                 let run = super::reports::run(self.report_pool(), name, params);
-                let Some(m) = self.store.postgres().map(|p| p.metrics().clone()) else { return Box::pin(run) };
-                return Box::pin(async move {
+                let Some(m) = self.store.postgres().map(|p| p.metrics().clone()) else { return later(run) };
+                return later(async move {
                     let answer = m
                         .time("report", async {
                             match run.await {
@@ -199,10 +442,10 @@ impl Handler<Handle> for Central {
             }
             (CentralRequest::SaveReport { name, description, sql }, Some(peer)) => {
                 let author = peer.info.subject.clone();
-                return Box::pin(super::reports::save(self.write_pool(), name, description, sql, author));
+                return later(super::reports::save(self.write_pool(), name, description, sql, author));
             }
             (CentralRequest::DeleteReport(name), _) => {
-                return Box::pin(super::reports::delete(self.write_pool(), name));
+                return later(super::reports::delete(self.write_pool(), name));
             }
             (CentralRequest::Enroll { request, token, uuid, fqdn }, _) => {
                 self.enroll(&request, token.as_deref(), &uuid, &fqdn)
@@ -244,7 +487,9 @@ impl Handler<Handle> for Central {
                 Err(e) => (e, vec![]),
             },
             (CentralRequest::Packages, _) => (CentralResponse::Packages(self.fleet.packages()), vec![]),
-            (CentralRequest::Actions, _) => (CentralResponse::Actions(self.action_lines()), vec![]),
+            (CentralRequest::Actions, _) => {
+                (CentralResponse::Actions(self.action_lines(&self.fleet, &super::relay::Pending::new())), vec![])
+            }
             (CentralRequest::TokenCreate { uses, valid_secs }, _) => self.token(uses, valid_secs),
             (CentralRequest::Pending, _) => (
                 CentralResponse::PendingHosts(
@@ -256,11 +501,11 @@ impl Handler<Handle> for Central {
             (CentralRequest::Approve(name), _) => self.approve(&name, false),
             (CentralRequest::ApproveReplacing(name), _) => self.approve(&name, true),
             (CentralRequest::Revoke(name), _) => self.revoke(&name),
-            (CentralRequest::Act(signed), _) => self.act(&signed),
+            (CentralRequest::Act(signed), _) => self.act(&signed, None),
             (CentralRequest::SetSettings(signed), _) => self.set_settings(signed),
             (other, _) => (error(ErrorCode::BadRequest, format!("unexpected request {other:?}")), vec![]),
         };
-        self.durable(response, ops)
+        later(self.durable(response, ops))
     }
 }
 
@@ -272,19 +517,16 @@ pub struct Changed(pub super::store::postgres::Change);
 impl Handler<Changed> for Central {
     type Result = ();
 
-    fn handle(&mut self, msg: Changed, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Changed, ctx: &mut Self::Context) {
         use super::store::postgres::Change;
         let now = crate::clock::unix_now();
         let mut deliver_to: Vec<String> = Vec::new();
         match msg.0 {
-            Change::Host(record, inv) => {
-                let fp = record.fingerprint.clone();
-                if self.fleet.by_fingerprint(&fp).is_none_or(|r| r.summary.sequence <= record.sequence) {
-                    self.fleet.update(&fp, &record.uuid, &inv, &INDEXED, record.last_seen, record.sequence);
-                    if self.inflight.get(&fp).is_some_and(|s| *s <= record.sequence) {
-                        self.inflight.remove(&fp);
-                    }
-                    deliver_to.push(fp);
+            // Another instance stored a report: a host connected here is read again (its names
+            // may have changed, and with them the actions for it).
+            Change::Host(fp) => {
+                if self.agents.contains_key(&fp) {
+                    self.refresh(ctx, vec![fp], |act, fps| fps.iter().for_each(|fp| act.deliver(fp)));
                 }
             }
             Change::Token(hash, Some(r)) => {
@@ -323,7 +565,8 @@ impl Handler<Changed> for Central {
             }
             Change::Reload(loaded) => {
                 self.install(loaded);
-                deliver_to.extend(self.agents.keys().cloned());
+                let connected: Vec<String> = self.agents.keys().cloned().collect();
+                self.refresh(ctx, connected, |act, fps| fps.iter().for_each(|fp| act.deliver(fp)));
             }
         }
         for fp in deliver_to {

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod enrollment;
 pub mod fleet;
+pub mod fleet_db;
 mod handlers;
 pub mod metrics;
 pub mod relay;
@@ -27,8 +28,8 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use outpost_protocol::central::{
-    Action, AgentSettingsDoc, CentralResponse, HostActionResult, HostDetail, HostDetailV2, HostNames, Inventory,
-    PendingHost, Report, ReportDecision, ReportSeen, Section, Signed, decide, status_text,
+    Action, AgentSettingsDoc, CentralResponse, HostActionResult, HostDetail, HostDetailV2, HostNames, HostSummary,
+    Inventory, PendingHost, Report, ReportDecision, ReportSeen, Section, SectionKind, Signed, decide, status_text,
 };
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, PrivateKey, TrustStore};
@@ -75,6 +76,8 @@ pub struct CentralConfig {
 #[derive(Debug)]
 struct Applied {
     uuid: String,
+    /// The certificate's name.
+    subject: String,
     fingerprint: String,
     changed: Vec<outpost_protocol::central::SectionKind>,
     partial: Inventory,
@@ -127,6 +130,8 @@ pub struct Central {
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// Where reports read (a replica), when not the database central writes.
     read_pool: Option<deadpool_postgres::Pool>,
+    /// Hosts counted by the database for the metrics (central on PostgreSQL).
+    counts: Option<fleet_db::Counts>,
 }
 
 impl std::fmt::Debug for Central {
@@ -178,6 +183,7 @@ impl Central {
             on_revoke: None,
             generation: Arc::default(),
             read_pool: None,
+            counts: None,
         };
         central.install(loaded);
         let learned = central.learn_revoked(known_revoked);
@@ -207,7 +213,10 @@ impl Central {
                 settings.insert(seq, (doc, signed));
             }
         }
-        self.fleet = fleet;
+        // On PostgreSQL hosts stay in the database: the hosts connected here are kept.
+        if self.store.postgres().is_none() {
+            self.fleet = fleet;
+        }
         self.actions = actions;
         self.settings = settings;
         self.tokens = loaded.tokens.into_iter().collect();
@@ -246,11 +255,65 @@ impl Central {
         self.store.postgres().map(|p| p.pool().clone())
     }
 
+    /// What only this instance knows of hosts (for the console's queries on PostgreSQL).
+    fn live(&self) -> fleet_db::Live {
+        fleet_db::Live {
+            online: self.agents.keys().cloned().collect(),
+            shared: self
+                .agents
+                .keys()
+                .filter_map(|fp| self.fleet.by_fingerprint(fp))
+                .filter_map(|r| r.shared.clone().map(|s| (r.fingerprint().to_string(), s)))
+                .collect(),
+        }
+    }
+
+    /// Reads hosts `fps` again from the database (central on PostgreSQL), then runs `then`.
+    fn refresh(&self, ctx: &mut Context<Self>, fps: Vec<String>, then: impl FnOnce(&mut Self, &[String]) + 'static) {
+        let Some(pool) = self.write_pool() else { return };
+        if fps.is_empty() {
+            return;
+        }
+        let names: Vec<String> = fps.iter().map(|f| format!("sha256:{f}")).collect();
+        ctx.spawn(async move { fleet_db::designated(&pool, &names).await }.into_actor(self).map(
+            move |rows, act, _| match rows {
+                Ok(rows) => {
+                    for r in rows {
+                        act.fleet.put(r);
+                    }
+                    then(act, &fps);
+                }
+                Err(e) => tracing::warn!("reading connected hosts from the database: {e}"),
+            },
+        ));
+    }
+
+    /// Forgets hosts no longer connected, once they are many (central on PostgreSQL keeps only
+    /// the hosts connected to it).
+    fn evict(&mut self) {
+        if self.store.postgres().is_some() && self.fleet.len() > 2 * self.agents.len() + 256 {
+            let agents = &self.agents;
+            self.fleet.retain(|fp| agents.contains_key(fp));
+        }
+    }
+
     fn is_revoked(&self, fingerprint: &str) -> bool {
         self.revoked.read().expect("not poisoned").contains(fingerprint)
     }
 
     fn refresh_gauges(&self) {
+        if self.store.postgres().is_some() {
+            self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
+            if let Some(c) = &self.counts {
+                for status in HostStatus::ALL.map(Some).into_iter().chain([None]).map(status_text) {
+                    let n = c.by_status.get(status).copied().unwrap_or(0);
+                    self.metrics.hosts.get_or_create(&label("status", status)).set(n);
+                }
+                self.metrics.snapshot_expired.set(c.snapshot_expired);
+                self.metrics.identity_clashes.set(c.clashes);
+            }
+            return;
+        }
         let counts = self.fleet.by_status();
         // Every status has a series (0 when no host has it), so that rules and dashboards see 0.
         for status in HostStatus::ALL.map(Some).into_iter().chain([None]).map(status_text) {
@@ -285,6 +348,9 @@ impl Central {
         let fp = peer.info.fingerprint.clone();
         if self.is_revoked(&fp) {
             return reject(&self.metrics, "revoked", "this host's certificate is revoked".into());
+        }
+        if self.store.postgres().is_some() {
+            return self.apply_shared(peer, report);
         }
         let row = self.fleet.by_fingerprint(&fp);
         let inflight = self.inflight.get(&fp).copied();
@@ -329,6 +395,7 @@ impl Central {
                 self.inflight.insert(fp.clone(), report.sequence);
                 let applied = Applied {
                     uuid: report.host.clone(),
+                    subject: peer.info.subject.clone(),
                     fingerprint: fp.clone(),
                     changed: kinds(&report.sections),
                     partial: Inventory::from_sections(report.sections.clone()),
@@ -344,14 +411,66 @@ impl Central {
                     },
                     sections: report.sections,
                     full: report.full,
+                    cn: None,
                 };
                 Ok((applied, vec![op]))
             }
         }
     }
 
-    /// A durable report reaches the fleet index (and the host's waiting actions go out).
-    fn applied(&mut self, a: &Applied) {
+    /// A report on PostgreSQL, which instances share: the database decides whether it follows
+    /// the report stored (and whether a report that does not say the host's name comes from
+    /// the certificate of that name), so that no instance's memory is trusted for it.
+    fn apply_shared(&mut self, peer: &Peer, report: Report) -> Result<(Applied, Vec<Op>), CentralResponse> {
+        let cn = peer.info.subject.to_lowercase();
+        let reported = report.sections.iter().find_map(|s| match s {
+            Section::Host(h) => Some(h.fqdn.to_lowercase()),
+            _ => None,
+        });
+        let check = if cn == report.host.to_lowercase() || reported.as_deref() == Some(cn.as_str()) {
+            None
+        } else if reported.is_some() {
+            self.metrics.rejected("unknown_host");
+            return Err(error(
+                ErrorCode::Refused,
+                format!("the certificate {:?} does not name host {}", peer.info.subject, report.host),
+            ));
+        } else {
+            Some(cn)
+        };
+        let now = unix_now();
+        let fp = peer.info.fingerprint.clone();
+        let applied = Applied {
+            uuid: report.host.clone(),
+            subject: peer.info.subject.clone(),
+            fingerprint: fp.clone(),
+            changed: kinds(&report.sections),
+            partial: Inventory::from_sections(report.sections.clone()),
+            seen: now,
+            sequence: report.sequence,
+        };
+        let record = HostRecord { fingerprint: fp, sequence: report.sequence, last_seen: now, uuid: report.host };
+        let op = Op::Report { record, sections: report.sections, full: report.full, cn: check };
+        Ok((applied, vec![op]))
+    }
+
+    /// A durable report reaches the fleet index (and the host's waiting actions go out). On
+    /// PostgreSQL, only a host connected here is kept in memory; false when it is connected
+    /// but not known here yet (it is read from the database).
+    fn applied(&mut self, a: &Applied) -> bool {
+        if self.store.postgres().is_some() {
+            self.metrics.reports.get_or_create(&label("result", "applied")).inc();
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.agents.contains_key(&a.fingerprint) {
+                return true;
+            }
+            if self.fleet.by_fingerprint(&a.fingerprint).is_none() && !a.changed.contains(&SectionKind::Host) {
+                return false;
+            }
+            self.fleet.update(&a.fingerprint, &a.uuid, &a.partial, &a.changed, a.seen, a.sequence);
+            self.deliver(&a.fingerprint);
+            return true;
+        }
         let clashed = self.fleet.by_fingerprint(&a.fingerprint).and_then(|r| self.fleet.clash(r)).is_some();
         self.fleet.update(&a.fingerprint, &a.uuid, &a.partial, &a.changed, a.seen, a.sequence);
         self.fleet.record_report(
@@ -367,12 +486,19 @@ impl Central {
             self.inflight.remove(&a.fingerprint);
         }
         self.deliver(&a.fingerprint);
+        true
     }
 
     /// The one host `name` designates, or an error that lists the candidates.
     fn one_host(&self, name: &str) -> Result<&fleet::HostRow, CentralResponse> {
         let rows = self.fleet.find(name);
-        match rows.as_slice() {
+        let candidates: Vec<&HostSummary> = rows.iter().map(|r| &r.summary).collect();
+        self.one_of(name, &candidates).map(|i| rows[i])
+    }
+
+    /// Which of the hosts a name designates is the one: an error when none or several.
+    fn one_of(&self, name: &str, candidates: &[&HostSummary]) -> Result<usize, CentralResponse> {
+        match candidates {
             [] => {
                 let enrolled = self
                     .enrolled
@@ -387,14 +513,14 @@ impl Central {
                     },
                 ))
             }
-            [row] => Ok(row),
+            [_] => Ok(0),
             many => Err(error(
                 ErrorCode::BadRequest,
                 format!(
                     "{name} is claimed by {} certificates: {}; name one by its fingerprint (sha256:…)",
                     many.len(),
                     many.iter()
-                        .map(|r| format!("sha256:{} ({}, {})", r.fingerprint(), r.summary.fqdn, r.summary.uuid))
+                        .map(|r| format!("sha256:{} ({}, {})", r.fingerprint, r.fqdn, r.uuid))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -412,19 +538,23 @@ impl Central {
         let row = self.one_host(name)?;
         let inventory = self.store.inventory(row.fingerprint()).map_err(|e| error(ErrorCode::Internal, causes(&e)))?;
         let summary = self.fleet.summary(row, self.agents.contains_key(row.fingerprint()));
-        let actions = self
-            .actions
+        let actions = self.results_of(row.fingerprint());
+        Ok(HostDetail { summary, inventory, actions })
+    }
+
+    /// A host's results of actions.
+    fn results_of(&self, fingerprint: &str) -> Vec<HostActionResult> {
+        self.actions
             .values()
             .flat_map(|s| {
-                s.record.results.iter().filter(|(h, ..)| h == row.fingerprint()).map(|(_, ok, m, _)| HostActionResult {
+                s.record.results.iter().filter(|(h, ..)| h == fingerprint).map(|(_, ok, m, _)| HostActionResult {
                     id: hex(&s.action.nonce),
                     kind: s.action.kind.name().to_string(),
                     ok: *ok,
                     message: m.clone(),
                 })
             })
-            .collect();
-        Ok(HostDetail { summary, inventory, actions })
+            .collect()
     }
 
     fn settings_for(&self, peer: &Peer) -> Option<Signed> {
@@ -504,6 +634,19 @@ impl Actor for Central {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(pool) = self.write_pool() {
+            let count = move |act: &mut Self, ctx: &mut Self::Context| {
+                let pool = pool.clone();
+                ctx.spawn(async move { fleet_db::counts(&pool).await }.into_actor(act).map(
+                    |counts, act, _| match counts {
+                        Ok(c) => act.counts = Some(c),
+                        Err(e) => tracing::warn!("counting hosts for the metrics: {e}"),
+                    },
+                ));
+            };
+            count(self, ctx);
+            ctx.run_interval(std::time::Duration::from_secs(10), count);
+        }
         self.refresh_gauges();
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| act.refresh_gauges());
         ctx.run_interval(std::time::Duration::from_secs(60), |act, _| act.prune());

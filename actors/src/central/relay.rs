@@ -10,35 +10,25 @@ use outpost_protocol::central::{Action, ActionKind, ActionLine, ActionResultLine
 use outpost_protocol::hex::hex;
 use outpost_protocol::wire::ErrorCode;
 
-use super::fleet::HostRow;
+use super::fleet::{Fleet, HostRow};
 use super::store::{ActionRecord, Op};
 use super::{ActionState, Central, error, names_of};
 use crate::clock::{unix_now, unix_now_f64};
 use crate::metrics::label;
 
+/// Hosts yet to answer actions, read from the database: fingerprint, FQDN, claimed by another.
+pub(super) type Pending = std::collections::HashMap<[u8; 16], Vec<(String, String, bool)>>;
+
 impl Central {
     /// Whether the action of `state` is for the host of `row`.
     fn eligible(&self, state: &ActionState, row: &HostRow) -> bool {
-        if row.summary.revoked || !state.action.targets.includes(&names_of(row)) {
-            return false;
-        }
-        let Targets::Hosts(names) = &state.action.targets else { return true };
-        let resolved = state.record.resolved.as_deref().unwrap_or_default();
-        let mine = |n: &&String| Targets::Hosts(vec![(*n).clone()]).includes(&names_of(row));
-        names.iter().filter(mine).any(|n| {
-            // Resolved when relayed: that very certificate. Unknown then: the one live
-            // certificate it designates now (never several).
-            match resolved.iter().find(|(name, _)| name == n) {
-                Some((_, fp)) => fp == row.fingerprint(),
-                None => {
-                    let live: Vec<&HostRow> = self.fleet.find(n).into_iter().filter(|r| !r.summary.revoked).collect();
-                    live.len() == 1 && live[0].fingerprint() == row.fingerprint()
-                }
-            }
-        })
+        eligible_in(&self.fleet, state, row)
     }
 
-    pub(super) fn act(&mut self, signed: &Signed) -> (CentralResponse, Vec<Op>) {
+    /// Relays an action; `count` is how many hosts it targets when the database counted them
+    /// (central on PostgreSQL, an action for all hosts or an OU: only the hosts connected here
+    /// are in memory).
+    pub(super) fn act(&mut self, signed: &Signed, count: Option<u32>) -> (CentralResponse, Vec<Op>) {
         let now = unix_now();
         let (action, info) = match Action::verify(signed, &self.config.trust, now) {
             Ok(v) => v,
@@ -104,7 +94,7 @@ impl Central {
         tracing::info!(
             id,
             kind = state.action.kind.name(),
-            targets = targets.len(),
+            targets = count.map_or(targets.len(), |n| n as usize),
             online,
             issuer = info.subject,
             "action relayed"
@@ -116,10 +106,8 @@ impl Central {
             record: state.record.clone(),
         };
         self.actions.insert(state.action.nonce, state);
-        (
-            CentralResponse::ActionQueued { id, targets: u32::try_from(targets.len()).unwrap_or(u32::MAX), online },
-            vec![op],
-        )
+        let targets = count.unwrap_or_else(|| u32::try_from(targets.len()).unwrap_or(u32::MAX));
+        (CentralResponse::ActionQueued { id, targets, online }, vec![op])
     }
 
     /// A host's result for an action: recorded once per certificate.
@@ -162,13 +150,16 @@ impl Central {
         }
     }
 
-    pub(super) fn action_lines(&self) -> Vec<ActionLine> {
+    /// Every action with its results and the hosts yet to answer, with `fleet` the hosts known
+    /// and, on PostgreSQL, `pending` read from the database for actions for all hosts or an OU
+    /// (each host's fingerprint, FQDN and whether another certificate claims it).
+    pub(super) fn action_lines(&self, fleet: &Fleet, pending: &Pending) -> Vec<ActionLine> {
         let name = |fp: &str| {
-            self.fleet.by_fingerprint(fp).map_or_else(
+            fleet.by_fingerprint(fp).map_or_else(
                 || format!("sha256:{}", fp.get(..16).unwrap_or(fp)),
                 |r| {
                     // Two certificates under one name are told apart.
-                    if self.fleet.clash(r).is_some() {
+                    if fleet.clash(r).is_some() {
                         format!("{} (sha256:{})", r.summary.fqdn, &r.fingerprint()[..16])
                     } else {
                         r.summary.fqdn.clone()
@@ -180,12 +171,23 @@ impl Central {
             .values()
             .map(|s| {
                 let answered: HashSet<&str> = s.record.results.iter().map(|(h, ..)| h.as_str()).collect();
-                let pending = self
-                    .fleet
-                    .rows()
-                    .filter(|r| self.eligible(s, r) && !answered.contains(r.fingerprint()))
-                    .map(|r| name(r.fingerprint()))
-                    .collect();
+                let pending = match pending.get(&s.action.nonce) {
+                    Some(listed) => listed
+                        .iter()
+                        .map(|(fp, fqdn, clash)| {
+                            if *clash {
+                                format!("{fqdn} (sha256:{})", fp.get(..16).unwrap_or(fp))
+                            } else {
+                                fqdn.clone()
+                            }
+                        })
+                        .collect(),
+                    None => fleet
+                        .rows()
+                        .filter(|r| eligible_in(fleet, s, r) && !answered.contains(r.fingerprint()))
+                        .map(|r| name(r.fingerprint()))
+                        .collect(),
+                };
                 let packages = match &s.action.kind {
                     ActionKind::Install(p) | ActionKind::Remove(p) => p.clone(),
                     _ => vec![],
@@ -213,4 +215,25 @@ impl Central {
             })
             .collect()
     }
+}
+
+/// Whether the action of `state` is for the host of `row`, with `fleet` the hosts known.
+fn eligible_in(fleet: &Fleet, state: &ActionState, row: &HostRow) -> bool {
+    if row.summary.revoked || !state.action.targets.includes(&names_of(row)) {
+        return false;
+    }
+    let Targets::Hosts(names) = &state.action.targets else { return true };
+    let resolved = state.record.resolved.as_deref().unwrap_or_default();
+    let mine = |n: &&String| Targets::Hosts(vec![(*n).clone()]).includes(&names_of(row));
+    names.iter().filter(mine).any(|n| {
+        // Resolved when relayed: that very certificate. Unknown then: the one live
+        // certificate it designates now (never several).
+        match resolved.iter().find(|(name, _)| name == n) {
+            Some((_, fp)) => fp == row.fingerprint(),
+            None => {
+                let live: Vec<&HostRow> = fleet.find(n).into_iter().filter(|r| !r.summary.revoked).collect();
+                live.len() == 1 && live[0].fingerprint() == row.fingerprint()
+            }
+        }
+    })
 }

@@ -184,6 +184,18 @@ pub enum CentralDbError {
     /// Another central instance stored this host's report of that sequence, or a later one.
     #[error("another central instance already stored this report or a later one")]
     StaleReport,
+    /// A report that does not follow the one stored (the database holds `last`).
+    #[error("this report does not follow the last one stored; a full report is needed")]
+    FullReportNeeded {
+        /// The sequence stored, if any.
+        last: Option<u64>,
+    },
+    /// The certificate does not name the host the report is about.
+    #[error("the certificate does not name this host")]
+    HostNotNamed,
+    /// The enrollment token was used up (by another instance) meanwhile.
+    #[error("the enrollment token has expired or is used up")]
+    TokenUsedUp,
 }
 
 fn db_error(e: impl Into<redb::Error>) -> CentralDbError {
@@ -249,10 +261,16 @@ fn kind_byte(k: SectionKind) -> u8 {
 #[derive(Debug)]
 pub enum Op {
     /// A report: the host record (keyed by certificate), the sections it carried, and whether
-    /// it replaces all of them.
-    Report { record: HostRecord, sections: Vec<Section>, full: bool },
+    /// it replaces all of them. On PostgreSQL the database decides whether it applies (the
+    /// sequence follows the stored one, or a full report is newer); `cn`, when set, is the
+    /// certificate's name that the stored FQDN must be (the report did not say its name).
+    Report { record: HostRecord, sections: Vec<Section>, full: bool, cn: Option<String> },
     /// A token (or its new use count).
     Token { hash: [u8; 32], record: Option<TokenRecord> },
+    /// One use of a token, `left` after it. On PostgreSQL the use is taken only if one is left
+    /// (two instances cannot both spend a token's last use): otherwise the job is refused and
+    /// its other changes are not written.
+    TokenUse { hash: [u8; 32], left: TokenRecord },
     /// A waiting host (or its removal).
     Pending { uuid: String, record: Option<PendingRecord> },
     /// A revoked certificate.
@@ -529,7 +547,7 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
         let mut enrolled = txn.open_table(ENROLLED).map_err(db_error)?;
         for op in ops {
             match op {
-                Op::Report { record, sections: new, full } => {
+                Op::Report { record, sections: new, full, .. } => {
                     let fp = record.fingerprint.as_str();
                     let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
                     hosts.insert(fp, bytes.as_slice()).map_err(db_error)?;
@@ -540,7 +558,7 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
                         sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
                     }
                 }
-                Op::Token { hash, record: Some(r) } => {
+                Op::Token { hash, record: Some(r) } | Op::TokenUse { hash, left: r } => {
                     tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
                 }
                 Op::Token { hash, record: None } => {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use outpost_protocol::central::{Inventory, Section, SectionKind, Signed};
+use outpost_protocol::central::{Inventory, Section, Signed};
 use outpost_protocol::hex::{decode, hex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -27,8 +27,8 @@ use crate::central::metrics::DbMetrics;
 use crate::metrics::label;
 
 use super::{
-    ActionRecord, ActionWire, CentralDbError, EnrolledRecord, HostRecord, INDEXED, Job, Loaded, Op, PendingRecord,
-    PendingWire, TokenRecord, Written, dec, decode_action, decode_pending, enc, group, kind_byte,
+    ActionRecord, ActionWire, CentralDbError, EnrolledRecord, Job, Loaded, Op, PendingRecord, PendingWire, TokenRecord,
+    Written, dec, decode_action, decode_pending, enc, group,
 };
 
 /// The schema migrations, in order: (version, name, SQL). Never edit one that was released:
@@ -89,7 +89,7 @@ pub enum PgError {
     NewerSchema { found: i32, known: i32 },
 }
 
-fn query(what: &'static str) -> impl Fn(tokio_postgres::Error) -> PgError {
+pub(crate) fn query(what: &'static str) -> impl Fn(tokio_postgres::Error) -> PgError {
     move |e| PgError::Query { what, reason: describe(&e) }
 }
 
@@ -355,12 +355,17 @@ async fn run(
     while let Some(first) = jobs.recv().await {
         let group = group(first, &mut jobs);
         let result = metrics.time("write", commit(&pool, &url, &group)).await.map_err(Arc::new);
-        for (i, (_, tx)) in group.into_iter().enumerate() {
-            let _ = tx.send(match &result {
-                Ok(stored) if stored[i] => Ok(()),
-                Ok(_) => Err(Arc::new(CentralDbError::StaleReport)),
-                Err(e) => Err(e.clone()),
-            });
+        match result {
+            Ok(outcomes) => {
+                for ((_, tx), refused) in group.into_iter().zip(outcomes) {
+                    let _ = tx.send(refused.map_or(Ok(()), |e| Err(Arc::new(e))));
+                }
+            }
+            Err(e) => {
+                for (_, tx) in group {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
@@ -369,48 +374,64 @@ fn pg(e: PgError) -> CentralDbError {
     CentralDbError::Postgres(e)
 }
 
-/// Commits the jobs in one transaction; for each, whether all its reports were stored (one
-/// another instance stored first is not: its job is answered as stale).
-async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<bool>, CentralDbError> {
+/// Commits the jobs in one transaction; for each, `None` when all of it was stored, or why it
+/// was refused (a report the database holds a newer one of, or that does not follow the stored
+/// one; a token another instance used up): a refused job's other changes are not written.
+async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<Option<CentralDbError>>, CentralDbError> {
     let mut c = client(pool, url).await.map_err(pg)?;
     let txn = c.transaction().await.map_err(query("starting a write")).map_err(pg)?;
     let mut items = Vec::new();
     let mut notices = Vec::new();
+    let mut outcome: Vec<Option<CentralDbError>> = jobs.iter().map(|_| None).collect();
     for (job, (ops, _)) in jobs.iter().enumerate() {
         for op in ops {
-            notices.push(notice(op));
             match op {
-                // Older agents' forms are kept in today's (as the fleet index reads them).
-                Op::Report { record, sections, full } => items.push(batch::Item {
+                // Older agents' forms are kept in today's (as the console reads them).
+                Op::Report { record, sections, full, cn } => items.push(batch::Item {
                     job,
                     record,
                     sections: sections.iter().map(|s| s.clone().upgraded()).collect(),
                     full: *full,
+                    cn: cn.as_deref(),
                 }),
-                other => apply(&txn, other).await.map_err(pg)?,
+                other => {
+                    if !apply(&txn, other).await.map_err(pg)? {
+                        outcome[job] = Some(CentralDbError::TokenUsedUp);
+                        break;
+                    }
+                    notices.push(notice(op));
+                }
             }
         }
     }
-    let mut stored = vec![true; jobs.len()];
     for wave in batch::waves(items) {
-        let written = batch::write(&txn, &wave).await.map_err(pg)?;
+        let refused = batch::write(&txn, &wave).await.map_err(pg)?;
         for i in &wave {
-            if !written.contains(&(i.record.fingerprint.clone(), i.record.sequence)) {
-                tracing::debug!(
-                    fingerprint = i.record.fingerprint,
-                    sequence = i.record.sequence,
-                    "report already stored"
-                );
-                stored[i.job] = false;
+            match refused.get(&i.record.fingerprint) {
+                Some(why) => {
+                    tracing::debug!(
+                        fingerprint = i.record.fingerprint,
+                        sequence = i.record.sequence,
+                        "report not stored: {why:?}"
+                    );
+                    outcome[i.job] = Some(match why {
+                        batch::Refused::Stale => CentralDbError::StaleReport,
+                        batch::Refused::FullNeeded(last) => CentralDbError::FullReportNeeded { last: *last },
+                        batch::Refused::NotNamed => CentralDbError::HostNotNamed,
+                    });
+                }
+                None => notices.push(format!("{} host {}", instance(), i.record.fingerprint)),
             }
         }
     }
-    txn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&CHANNEL, &notices])
-        .await
-        .map_err(query("telling the other instances"))
-        .map_err(pg)?;
+    if !notices.is_empty() {
+        txn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&CHANNEL, &notices])
+            .await
+            .map_err(query("telling the other instances"))
+            .map_err(pg)?;
+    }
     txn.commit().await.map_err(query("committing")).map_err(pg)?;
-    Ok(stored)
+    Ok(outcome)
 }
 
 /// The channel central instances tell each other their changes on (`NOTIFY`, sent when the
@@ -430,7 +451,7 @@ fn instance() -> &'static str {
 fn notice(op: &Op) -> String {
     let (kind, key) = match op {
         Op::Report { record, .. } => ("host", record.fingerprint.clone()),
-        Op::Token { hash, .. } => ("token", hex(hash)),
+        Op::Token { hash, .. } | Op::TokenUse { hash, .. } => ("token", hex(hash)),
         Op::Pending { uuid, .. } => ("pending", uuid.clone()),
         Op::Revoked { fingerprint, .. } => ("revoked", fingerprint.clone()),
         Op::Action { nonce, .. } => ("action", hex(nonce)),
@@ -451,19 +472,26 @@ fn text<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
-fn kind_col(k: SectionKind) -> i16 {
-    i16::from(kind_byte(k))
-}
-
 fn seq_col(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Writes one change other than a report.
-async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
+/// Writes one change other than a report; false when it was refused (a token used up).
+async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool, PgError> {
     match op {
         // Written a group at a time (`batch`).
         Op::Report { .. } => {}
+        Op::TokenUse { hash, .. } => {
+            let taken = txn
+                .execute(
+                    "UPDATE outpost.tokens SET uses = uses - 1
+                     WHERE hash = $1 AND uses > 0 AND expires > extract(epoch FROM now())::bigint",
+                    &[&hash.as_slice()],
+                )
+                .await
+                .map_err(query("using a token"))?;
+            return Ok(taken == 1);
+        }
         Op::Token { hash, record: Some(r) } => {
             txn.execute(
                 "INSERT INTO outpost.tokens (hash, expires, uses) VALUES ($1, $2, $3)
@@ -539,7 +567,7 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<(), 
             .map_err(query("storing agent settings"))?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn bytes16(v: &[u8]) -> Option<[u8; 16]> {
@@ -553,35 +581,12 @@ fn bytes32(v: &[u8]) -> Option<[u8; 32]> {
 /// A host's result for an action: certificate, ok, message, seconds from relay.
 type ActionResultRow = (String, bool, String, f64);
 
+/// What an instance keeps in memory: everything but the hosts, which stay in the database (the
+/// console's queries read them there).
 async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
     let c = client(pool, url).await.map_err(pg)?;
     let q = |what| move |e| pg(query(what)(e));
     let mut out = Loaded::default();
-    let kinds: Vec<i16> = INDEXED.iter().map(|k| kind_col(*k)).collect();
-    let mut sections: std::collections::HashMap<String, Inventory> = std::collections::HashMap::new();
-    for row in c
-        .query("SELECT fingerprint, body FROM outpost.sections WHERE kind = ANY($1)", &[&kinds])
-        .await
-        .map_err(q("loading sections"))?
-    {
-        let fp: String = row.get(0);
-        let body: Vec<u8> = row.get(1);
-        sections.entry(fp).or_default().apply([dec::<Section>(&body)?]);
-    }
-    for row in c
-        .query("SELECT fingerprint, uuid, sequence, last_seen FROM outpost.hosts", &[])
-        .await
-        .map_err(q("loading hosts"))?
-    {
-        let record = HostRecord {
-            fingerprint: row.get(0),
-            uuid: row.get(1),
-            sequence: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
-            last_seen: row.get(3),
-        };
-        let inv = sections.remove(&record.fingerprint).unwrap_or_default();
-        out.hosts.push((record, inv));
-    }
     for row in c.query("SELECT hash, expires, uses FROM outpost.tokens", &[]).await.map_err(q("loading tokens"))? {
         if let Some(hash) = bytes32(row.get::<_, &[u8]>(0)) {
             let uses = u32::try_from(row.get::<_, i32>(2)).unwrap_or(0);
@@ -625,7 +630,8 @@ async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
     Ok(out)
 }
 
-async fn inventory(pool: &Pool, url: &str, fp: &str) -> Result<Inventory, CentralDbError> {
+/// A host's whole inventory.
+pub async fn inventory(pool: &Pool, url: &str, fp: &str) -> Result<Inventory, CentralDbError> {
     let c = client(pool, url).await.map_err(pg)?;
     let mut inv = Inventory::default();
     for row in c
@@ -687,8 +693,8 @@ pub async fn replica_lag(pool: &Pool) -> Result<f64, PgError> {
 /// A change another central instance made, read back from the database.
 #[derive(Debug)]
 pub enum Change {
-    /// A host's record and the sections the fleet index needs.
-    Host(HostRecord, Inventory),
+    /// A host's report was stored (its certificate fingerprint).
+    Host(String),
     /// A token, or its removal.
     Token([u8; 32], Option<TokenRecord>),
     /// A waiting host, or its removal.
@@ -767,6 +773,11 @@ async fn follow_once(pool: &Pool, cfg: &PgConfig, metrics: &DbMetrics, sink: &dy
         if from == instance() {
             continue;
         }
+        // Hosts are read where they are needed (the console's queries): nothing to read back.
+        if kind == "host" {
+            sink(Change::Host(key.to_string()));
+            continue;
+        }
         match metrics.time("load", read_back(pool, url, kind, key)).await {
             Ok(Some(change)) => sink(change),
             Ok(None) => {}
@@ -782,31 +793,6 @@ async fn read_back(pool: &Pool, url: &str, kind: &str, key: &str) -> Result<Opti
     let c = client(pool, url).await.map_err(pg)?;
     let q = |what| move |e| pg(query(what)(e));
     Ok(match kind {
-        "host" => {
-            let Some(row) = c
-                .query_opt("SELECT uuid, sequence, last_seen FROM outpost.hosts WHERE fingerprint = $1", &[&key])
-                .await
-                .map_err(q("reading a host"))?
-            else {
-                return Ok(None);
-            };
-            let record = HostRecord {
-                fingerprint: key.to_string(),
-                uuid: row.get(0),
-                sequence: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-                last_seen: row.get(2),
-            };
-            let kinds: Vec<i16> = INDEXED.iter().map(|k| kind_col(*k)).collect();
-            let mut inv = Inventory::default();
-            for row in c
-                .query("SELECT body FROM outpost.sections WHERE fingerprint = $1 AND kind = ANY($2)", &[&key, &kinds])
-                .await
-                .map_err(q("reading a host's sections"))?
-            {
-                inv.apply([dec::<Section>(row.get::<_, &[u8]>(0))?]);
-            }
-            Some(Change::Host(record, inv))
-        }
         "token" => {
             let Some(hash) = decode(key).as_deref().and_then(bytes32) else { return Ok(None) };
             let row = c

@@ -4,10 +4,15 @@
 //!
 //! A host appears at most once in each wave (a statement cannot change one row twice); a
 //! second report of the same host in one group goes in the next wave.
+//!
+//! The database decides whether a report applies, so that instances sharing it never apply one
+//! twice nor a delta over the wrong base: a delta only over the sequence just before it, a full
+//! report only over an older one, a new host only from a full report. What is refused is told
+//! apart afterwards (already stored, or a full report needed) from the sequence stored.
 
 use std::collections::{HashMap, HashSet};
 
-use outpost_protocol::central::Section;
+use outpost_protocol::central::{Inventory, Report, ReportDecision, Section, decide};
 
 use super::{PgError, query, text};
 use crate::central::store::{HostRecord, enc, kind_byte};
@@ -19,6 +24,19 @@ pub(super) struct Item<'a> {
     pub record: &'a HostRecord,
     pub sections: Vec<Section>,
     pub full: bool,
+    /// The certificate's name the stored FQDN must be (the report does not name the host).
+    pub cn: Option<&'a str>,
+}
+
+/// Why a report was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The database holds this sequence or a later one.
+    Stale,
+    /// It does not follow the stored sequence (or the host is unknown): a full report, please.
+    FullNeeded(Option<u64>),
+    /// The certificate does not name the host it reports about.
+    NotNamed,
 }
 
 /// Splits `items` into waves in which each host appears once, keeping their order.
@@ -38,33 +56,103 @@ pub(super) fn waves(items: Vec<Item<'_>>) -> Vec<Vec<Item<'_>>> {
     waves.into_iter().map(|(_, items)| items).collect()
 }
 
-/// Writes one wave; returns the hosts whose report was stored (over an older sequence).
+/// Writes one wave; returns the reports refused, by host.
 pub(super) async fn write(
     txn: &deadpool_postgres::Transaction<'_>,
     wave: &[Item<'_>],
-) -> Result<HashSet<(String, u64)>, PgError> {
+) -> Result<HashMap<String, Refused>, PgError> {
     let fps: Vec<&str> = wave.iter().map(|i| i.record.fingerprint.as_str()).collect();
     let uuids: Vec<&str> = wave.iter().map(|i| i.record.uuid.as_str()).collect();
     let seqs: Vec<i64> = wave.iter().map(|i| i64::try_from(i.record.sequence).unwrap_or(i64::MAX)).collect();
     let seen: Vec<i64> = wave.iter().map(|i| i.record.last_seen).collect();
-    let rows = txn
+    let fulls: Vec<bool> = wave.iter().map(|i| i.full).collect();
+    let cns: Vec<Option<&str>> = wave.iter().map(|i| i.cn).collect();
+    let kinds: Vec<String> =
+        wave.iter().map(|i| i.sections.iter().map(|s| text(&s.kind())).collect::<Vec<_>>().join(",")).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [&fps, &uuids, &seqs, &seen, &fulls, &cns, &kinds];
+    // Known hosts: a delta over the sequence just before it, a full report over an older one.
+    let mut stored: HashSet<String> = txn
         .query(
-            "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-             ON CONFLICT (fingerprint) DO UPDATE
-             SET uuid = excluded.uuid, sequence = excluded.sequence, last_seen = excluded.last_seen
-             WHERE outpost.hosts.sequence < excluded.sequence
-             RETURNING fingerprint, sequence",
-            &[&fps, &uuids, &seqs, &seen],
+            "UPDATE outpost.hosts h
+             SET uuid = u.uuid, sequence = u.seq, last_seen = u.seen,
+                 recent_sequence = (ARRAY[u.seq] || h.recent_sequence)[1:10],
+                 recent_at = (ARRAY[u.seen] || h.recent_at)[1:10],
+                 recent_kinds = (ARRAY[u.kinds] || h.recent_kinds)[1:10]
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[])
+                  AS u(fp, uuid, seq, seen, whole, cn, kinds)
+             WHERE h.fingerprint = u.fp
+               AND CASE WHEN u.whole THEN h.sequence < u.seq ELSE h.sequence = u.seq - 1 END
+               AND (u.cn IS NULL OR lower(h.fqdn) = u.cn)
+             RETURNING h.fingerprint",
+            &params,
         )
         .await
-        .map_err(query("storing reports"))?;
-    let stored: HashSet<(String, u64)> =
-        rows.iter().map(|r| (r.get::<_, String>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect();
-    let applied: Vec<&Item<'_>> =
-        wave.iter().filter(|i| stored.contains(&(i.record.fingerprint.clone(), i.record.sequence))).collect();
+        .map_err(query("storing reports"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // New hosts: full reports only, that name their host.
+    if wave.iter().any(|i| i.full && i.cn.is_none() && !stored.contains(&i.record.fingerprint)) {
+        for row in txn
+            .query(
+                "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen, recent_sequence, recent_at, recent_kinds)
+                 SELECT fp, uuid, seq, seen, ARRAY[seq], ARRAY[seen], ARRAY[kinds]
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[])
+                      AS u(fp, uuid, seq, seen, whole, cn, kinds)
+                 WHERE whole AND cn IS NULL
+                 ON CONFLICT (fingerprint) DO NOTHING
+                 RETURNING fingerprint",
+                &params,
+            )
+            .await
+            .map_err(query("storing new hosts"))?
+        {
+            stored.insert(row.get(0));
+        }
+    }
+    // What was refused, and why: from what the database holds.
+    let mut refused = HashMap::new();
+    let others: Vec<&str> = fps.iter().copied().filter(|fp| !stored.contains(*fp)).collect();
+    if !others.is_empty() {
+        let held: HashMap<String, (u64, String)> = txn
+            .query(
+                "SELECT fingerprint, sequence, lower(fqdn) FROM outpost.hosts WHERE fingerprint = ANY($1)",
+                &[&others],
+            )
+            .await
+            .map_err(query("reading hosts' sequences"))?
+            .iter()
+            .map(|r| (r.get(0), (u64::try_from(r.get::<_, i64>(1)).unwrap_or(0), r.get(2))))
+            .collect();
+        for i in wave.iter().filter(|i| !stored.contains(&i.record.fingerprint)) {
+            let fp = &i.record.fingerprint;
+            let held = held.get(fp);
+            let why = match held {
+                // A host the database does not know: everything, please (a full report that does
+                // not say the host's name cannot name it).
+                None if i.full && i.cn.is_some() => Refused::NotNamed,
+                None => Refused::FullNeeded(None),
+                Some((_, fqdn)) if i.cn.is_some_and(|cn| cn != fqdn) => Refused::NotNamed,
+                Some((last, _)) => {
+                    let report = Report {
+                        host: String::new(),
+                        sequence: i.record.sequence,
+                        full: i.full,
+                        created: 0,
+                        sections: Vec::new(),
+                    };
+                    match decide(Some(*last), &report) {
+                        ReportDecision::Replay => Refused::Stale,
+                        _ => Refused::FullNeeded(Some(*last)),
+                    }
+                }
+            };
+            refused.insert(fp.clone(), why);
+        }
+    }
+    let applied: Vec<&Item<'_>> = wave.iter().filter(|i| stored.contains(&i.record.fingerprint)).collect();
     if applied.is_empty() {
-        return Ok(stored);
+        return Ok(refused);
     }
     let full: Vec<&str> = applied.iter().filter(|i| i.full).map(|i| i.record.fingerprint.as_str()).collect();
     if !full.is_empty() {
@@ -102,7 +190,9 @@ pub(super) async fn write(
     .map_err(query("storing sections"))?;
     // The rows reports read: placement, status, packages, software.
     let (mut h_fp, mut h_fqdn, mut h_site, mut h_ou, mut h_agent) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut st_fp, mut st_status) = (vec![], vec![]);
+    let (mut st_fp, mut st_status, mut st_count) = (vec![], vec![], vec![]);
+    let (mut a_fp, mut a_worst) = (vec![], vec![]);
+    let (mut x_fp, mut x_expired) = (vec![], vec![]);
     let (mut p_hosts, mut p_fp, mut p_name, mut p_status, mut p_inst, mut p_target, mut p_reason) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut sw_hosts, mut sw_fp, mut sw_name, mut sw_version, mut sw_publisher, mut sw_source, mut sw_code) =
@@ -119,6 +209,7 @@ pub(super) async fn write(
             Section::PackagesV2 { host_status, packages } => {
                 st_fp.push(*fp);
                 st_status.push(host_status.as_str());
+                st_count.push(i32::try_from(packages.len()).unwrap_or(i32::MAX));
                 p_hosts.push(*fp);
                 for p in packages {
                     p_fp.push(*fp);
@@ -127,6 +218,16 @@ pub(super) async fn write(
                     p_inst.push(p.installed.as_deref());
                     p_target.push(p.target.as_deref());
                     p_reason.push(p.reason.as_deref());
+                }
+            }
+            Section::Audits(_) | Section::Snapshot(_) => {
+                let inv = Inventory::from_sections([(*s).clone()]);
+                if let Section::Audits(_) = s {
+                    a_fp.push(*fp);
+                    a_worst.push(inv.worst_audit().map(|w| w.as_str()));
+                } else {
+                    x_fp.push(*fp);
+                    x_expired.push(inv.snapshot().is_some_and(|x| x.expired));
                 }
             }
             Section::Programs(programs) => {
@@ -155,12 +256,30 @@ pub(super) async fn write(
     }
     if !st_fp.is_empty() {
         txn.execute(
-            "UPDATE outpost.hosts h SET status = u.status
-             FROM unnest($1::text[], $2::text[]) AS u(fp, status) WHERE h.fingerprint = u.fp",
-            &[&st_fp, &st_status],
+            "UPDATE outpost.hosts h SET status = u.status, packages = u.count
+             FROM unnest($1::text[], $2::text[], $3::int4[]) AS u(fp, status, count) WHERE h.fingerprint = u.fp",
+            &[&st_fp, &st_status, &st_count],
         )
         .await
         .map_err(query("storing hosts' status"))?;
+    }
+    if !a_fp.is_empty() {
+        txn.execute(
+            "UPDATE outpost.hosts h SET audit = u.worst
+             FROM unnest($1::text[], $2::text[]) AS u(fp, worst) WHERE h.fingerprint = u.fp",
+            &[&a_fp, &a_worst],
+        )
+        .await
+        .map_err(query("storing hosts' audits"))?;
+    }
+    if !x_fp.is_empty() {
+        txn.execute(
+            "UPDATE outpost.hosts h SET snapshot_expired = u.expired
+             FROM unnest($1::text[], $2::bool[]) AS u(fp, expired) WHERE h.fingerprint = u.fp",
+            &[&x_fp, &x_expired],
+        )
+        .await
+        .map_err(query("storing hosts' snapshots"))?;
     }
     if !p_hosts.is_empty() {
         txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = ANY($1)", &[&p_hosts])
@@ -187,5 +306,5 @@ pub(super) async fn write(
         .await
         .map_err(query("storing software"))?;
     }
-    Ok(stored)
+    Ok(refused)
 }
