@@ -389,6 +389,45 @@ fn two_central_instances_share_the_fleet_fail_over_when_one_is_killed_and_lose_n
     });
 }
 
+/// A token's last use, spent through two instances at the same instant, gives one certificate:
+/// the use is taken in the database, not in either instance's memory.
+#[test]
+fn a_token_is_spent_once_across_two_instances() {
+    let Some(pg) = crate::pg::server_or_skip("a token spent through two instances") else { return };
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let c = Cluster::new();
+    let (_a, central_a) = c.server(&["--no-repository", "--database", &url]);
+    let (_b, central_b) = c.server(&["--no-repository", "--database", &url]);
+    let admin = Console::new(&c, &central_a, "Alice", "view,act,modify");
+    let rounds = 4;
+    for round in 0..rounds {
+        let token = admin.json(&["token", "create", "--uses", "1"])["token"].as_str().unwrap().to_string();
+        let hosts: Vec<(crate::agent::Host, std::path::PathBuf)> = [&central_a, &central_b]
+            .iter()
+            .enumerate()
+            .map(|(i, central)| {
+                let name = format!("race{round}-{i}.test");
+                let (cert, key) = (c.dir().join(format!("{name}/host.crt")), c.dir().join(format!("{name}/host.key")));
+                (crate::agent::Host::with_identity(&c, &name, &format!("server = {central:?}"), &cert, &key), cert)
+            })
+            .collect();
+        let children: Vec<crate::agent::Bg> = hosts
+            .iter()
+            .map(|(h, _)| crate::agent::Bg(h.spawn(&["enroll", "--token", &token, "--wait", "1s"])))
+            .collect();
+        let mut ok = 0;
+        for mut child in children {
+            let status = wait_for(LIMIT, "an enrollment to end", || child.0.try_wait().unwrap());
+            ok += usize::from(status.success());
+        }
+        let certs = hosts.iter().filter(|(_, cert)| cert.exists()).count();
+        assert_eq!((ok, certs), (1, 1), "round {round}: one enrollment, one certificate");
+    }
+    assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.enrolled"), rounds.to_string());
+    assert_eq!(pg.psql_ok(&db, "SELECT count(*) FROM outpost.tokens WHERE uses > 0"), "0");
+}
+
 #[test]
 fn the_console_and_reports_read_a_streaming_replica_and_its_lag_shows() {
     let Some(pg) = crate::pg::server_or_skip("a replica serving the console and reports") else { return };

@@ -185,7 +185,7 @@ impl Central {
             let left = TokenRecord { expires: t.expires, uses: t.uses - 1 };
             self.tokens.insert(*hash, left.clone());
             self.enrolled.insert(fingerprint.clone(), record.clone());
-            ops.push(Op::Token { hash: *hash, record: Some(left) });
+            ops.push(Op::TokenUse { hash: *hash, left });
             ops.push(Op::Enrolled { fingerprint, record });
             self.metrics.enrollments.get_or_create(&label("result", "issued")).inc();
             tracing::info!(uuid, fqdn, "host enrolled with a token");

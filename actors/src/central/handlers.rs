@@ -251,7 +251,7 @@ impl Central {
                         }
                         let (response, ops) = then(act);
                         act.evict();
-                        later(act.durable(response, ops))
+                        act.durable_enrollment(response, ops)
                     }
                     Err(e) => Box::pin(actix::fut::ready(failed(e))),
                 }
@@ -259,10 +259,35 @@ impl Central {
         ))
     }
 
+    /// Makes changes durable like [`Central::durable`]; a certificate issued with a token whose
+    /// last use another instance took meanwhile is refused, and forgotten here.
+    fn durable_enrollment(&mut self, response: CentralResponse, ops: Vec<Op>) -> Answer {
+        let uses_token = ops.iter().any(|o| matches!(o, Op::TokenUse { .. }));
+        let issued = ops.iter().find_map(|o| match o {
+            Op::Enrolled { fingerprint, .. } if uses_token => Some(fingerprint.clone()),
+            _ => None,
+        });
+        let Some(fp) = issued else { return later(self.durable(response, ops)) };
+        let done = self.store.write(ops);
+        Box::pin(done.into_actor(self).map(move |written, act, _| match written {
+            Ok(Ok(())) => {
+                act.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                response
+            }
+            Ok(Err(e)) if matches!(*e, CentralDbError::TokenUsedUp) => {
+                act.enrolled.remove(&fp);
+                act.metrics.enrollments.get_or_create(&label("result", "refused")).inc();
+                error(ErrorCode::Forbidden, e.to_string())
+            }
+            Ok(Err(e)) => error(ErrorCode::Internal, causes(&*e)),
+            Err(_) => error(ErrorCode::Internal, CentralDbError::WriterStopped.to_string()),
+        }))
+    }
+
     /// Requests answered from the database when central is on PostgreSQL (hosts are not in
     /// memory); others are given back.
-    fn shared(&mut self, msg: Handle) -> Result<Answer, Handle> {
-        let (Some(pool), Some(console)) = (self.write_pool(), self.report_pool()) else { return Err(msg) };
+    fn shared(&mut self, msg: Handle) -> Result<Answer, Box<Handle>> {
+        let (Some(pool), Some(console)) = (self.write_pool(), self.report_pool()) else { return Err(Box::new(msg)) };
         let live = self.live();
         let m = self.store.postgres().map(|p| p.metrics().clone()).expect("on PostgreSQL");
         let timed = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = Result<CentralResponse, PgError>>>>| {
@@ -326,7 +351,7 @@ impl Central {
                     }
                 }
             }
-            request => return Err(Handle { peer: msg.peer, request }),
+            request => return Err(Box::new(Handle { peer: msg.peer, request })),
         })
     }
 
@@ -421,7 +446,7 @@ impl Handler<Handle> for Central {
     fn handle(&mut self, msg: Handle, _: &mut Self::Context) -> Self::Result {
         let msg = match self.shared(msg) {
             Ok(answer) => return answer,
-            Err(msg) => msg,
+            Err(msg) => *msg,
         };
         let (response, ops) = match (msg.request, &msg.peer) {
             (CentralRequest::Reports, _) => return later(super::reports::list(self.report_pool())),
