@@ -1,7 +1,8 @@
 -- Central's state on PostgreSQL: what central keeps in redb on a single machine, shared here by
 -- every central instance. The agents' signed sections are kept as they came (`body`, postcard)
--- and as JSON (`doc`) for SQL; the host's placement, its packages and its installed software
--- are also kept as rows, for the reporting views and for the console's filters.
+-- and, for the host facts, hardware, OS, CPU and memory, as JSON (`doc`) for SQL; the host's placement,
+-- its packages and its installed software are also kept as rows, for the reporting views and
+-- for the console's filters.
 -- Times are Unix seconds, as on the wire.
 
 CREATE TABLE outpost.hosts (
@@ -33,7 +34,7 @@ CREATE TABLE outpost.sections (
     fingerprint text NOT NULL REFERENCES outpost.hosts ON DELETE CASCADE,
     kind        smallint NOT NULL,
     body        bytea NOT NULL,
-    doc         jsonb NOT NULL,
+    doc         jsonb,                      -- as JSON, for the kinds the reporting views read
     PRIMARY KEY (fingerprint, kind)
 );
 

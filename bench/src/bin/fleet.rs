@@ -13,7 +13,10 @@
 //! per host's software list, default 150), `--work DIR`, `--keep`, `--no-build`,
 //! `--outpost PATH`; `--database URL` runs central on that PostgreSQL database (empty; the
 //! password in `OUTPOST_DATABASE_PASSWORD`) instead of redb, `--instances N` runs N central
-//! instances on it (the hosts spread over them).
+//! instances on it (the hosts spread over them); `--grow-to N` (PostgreSQL) then copies the
+//! reported hosts in SQL (new certificates' fingerprints, names and UUIDs; the same rows and
+//! sections) until the database holds N hosts, before the queries and the memory are measured
+//! (a million full reports through QUIC would take hours on 2 cores).
 //!
 //! What it measures:
 //! 1. **Enrolment load**: every host connects and sends its full inventory (host facts,
@@ -65,6 +68,7 @@ struct Options {
     outpost: Option<PathBuf>,
     database: Option<String>,
     instances: usize,
+    grow_to: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -79,6 +83,7 @@ fn parse(args: &[String]) -> Result<Options> {
         outpost: None,
         database: None,
         instances: 1,
+        grow_to: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -94,6 +99,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--no-build" => o.build = false,
             "--database" => o.database = Some(value()?),
             "--instances" => o.instances = value()?.parse()?,
+            "--grow-to" => o.grow_to = Some(value()?.parse()?),
             other => bail!("unknown flag {other} (see the doc comment of bench/src/bin/fleet.rs)"),
         }
     }
@@ -393,11 +399,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let rss = servers.iter().map(|s| status_kib(s.pid(), "VmRSS:")).max().unwrap_or(0);
     let hwm = servers.iter().map(|s| status_kib(s.pid(), "VmHWM:")).max().unwrap_or(0);
     let db = match &o.database {
-        Some(url) => {
-            let mut c = Command::new("psql");
-            c.args(["-X", "-A", "-t", "-d", url, "-c", "SELECT pg_database_size(current_database())"]);
-            procs::run(&mut c)?.trim().parse().unwrap_or(0)
-        }
+        Some(url) => database_size(url)?,
         None => std::fs::metadata(work.join("server-0/central/central.redb")).map(|m| m.len()).unwrap_or(0),
     };
 
@@ -462,6 +464,24 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let mut lat = latencies.lock().expect("not poisoned").clone();
     lat.sort_by(f64::total_cmp);
     eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
+
+    // Grown to more hosts, in SQL, for the queries and the memory.
+    let total_hosts = match (&o.grow_to, &o.database) {
+        (Some(n), Some(url)) if *n > o.hosts => {
+            let copies = n.div_ceil(o.hosts) - 1;
+            let t = Instant::now();
+            grow(url, copies)?;
+            let total = o.hosts * (copies + 1);
+            eprintln!("grown to {total} hosts in {:.1} s", t.elapsed().as_secs_f64());
+            total
+        }
+        (Some(_), None) => bail!("--grow-to needs --database"),
+        _ => o.hosts,
+    };
+    let db_grown = match (&o.database, total_hosts > o.hosts) {
+        (Some(url), true) => database_size(url)?,
+        _ => db,
+    };
 
     // 3. The query, as a whole command and on an open connection.
     let console_hosts = |software: &str| {
@@ -551,12 +571,13 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
          | central's CPU during the deltas (the agents' side runs on the same 2 cores) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central CPU-second |\n\
          | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
-         | `console hosts --software rare-tool` ({found} of {hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
+         | `console hosts --software rare-tool` ({found} of {total_hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
          | the command with an empty answer (process start, key, TLS) | median {ew:.1} ms |\n\
 {pages}{reports}\
-         | central memory, all hosts loaded (the largest instance) | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
-         | central database | {dbm:.0} MiB |\n\n\
+         | central memory (the largest instance) | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
+         | central database | {dbm:.0} MiB after the full reports{grown} |\n\n\
+{grow_note}\
          Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
         hosts = o.hosts,
         backend = match (&o.database, o.instances) {
@@ -582,5 +603,57 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         r2 = mib(rss_after),
         h2 = mib(hwm.max(hwm_after)),
         dbm = db as f64 / 1048576.0,
+        grown = if total_hosts > o.hosts {
+            format!(", {:.0} MiB with {total_hosts} hosts", db_grown as f64 / 1048576.0)
+        } else {
+            String::new()
+        },
+        grow_note = if total_hosts > o.hosts {
+            format!(
+                "The queries, pages, reports and the memory at the end are measured with {total_hosts} hosts in the \
+                 database: the {} reported ones and {} copies of them made in SQL.\n",
+                o.hosts,
+                total_hosts - o.hosts
+            )
+        } else {
+            String::new()
+        },
     ))
+}
+
+fn database_size(url: &str) -> Result<u64> {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-A", "-t", "-d", url, "-c", "SELECT pg_database_size(current_database())"]);
+    Ok(procs::run(&mut c)?.trim().parse().unwrap_or(0))
+}
+
+/// Adds `copies` copies of every host in the database: another certificate's fingerprint, name
+/// and UUID, the same rows and sections.
+fn grow(url: &str, copies: usize) -> Result<()> {
+    let sql = format!(
+        "BEGIN;
+         CREATE TEMP TABLE m AS
+           SELECT h.fingerprint AS old, encode(sha256(convert_to(h.fingerprint || '/' || k, 'UTF8')), 'hex') AS new, k
+           FROM outpost.hosts h, generate_series(1, {copies}) k;
+         INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen, fqdn, site, ou, agent_version, status,
+                                    packages, audit, snapshot_expired, recent_sequence, recent_at, recent_kinds)
+           SELECT m.new, h.uuid || '-c' || m.k, h.sequence, h.last_seen, 'c' || m.k || '-' || h.fqdn, h.site, h.ou,
+                  h.agent_version, h.status, h.packages, h.audit, h.snapshot_expired, h.recent_sequence,
+                  h.recent_at, h.recent_kinds
+           FROM m JOIN outpost.hosts h ON h.fingerprint = m.old;
+         INSERT INTO outpost.sections (fingerprint, kind, body, doc)
+           SELECT m.new, s.kind, s.body, s.doc FROM m JOIN outpost.sections s ON s.fingerprint = m.old;
+         INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason)
+           SELECT m.new, p.name, p.status, p.installed, p.target, p.reason
+           FROM m JOIN outpost.host_packages p ON p.fingerprint = m.old;
+         INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
+           SELECT m.new, s.name, s.version, s.publisher, s.source, s.product_code
+           FROM m JOIN outpost.host_software s ON s.fingerprint = m.old;
+         COMMIT;
+         ANALYZE;"
+    );
+    let mut c = Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &sql]);
+    procs::run(&mut c)?;
+    Ok(())
 }

@@ -12,10 +12,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use outpost_protocol::central::{Inventory, Report, ReportDecision, Section, decide};
+use outpost_protocol::central::{Inventory, Report, ReportDecision, Section, SectionKind, decide};
 
 use super::{PgError, query, text};
 use crate::central::store::{HostRecord, enc, kind_byte};
+
+/// The sections the reporting views read, kept as JSON too.
+const JSON_KINDS: [SectionKind; 5] =
+    [SectionKind::Host, SectionKind::Hardware, SectionKind::Os, SectionKind::Cpu, SectionKind::Memory];
 
 /// One report to write.
 pub(super) struct Item<'a> {
@@ -178,7 +182,8 @@ pub(super) async fn write(
         s_fp.push(*fp);
         s_kind.push(i16::from(*kind));
         s_body.push(enc(*s));
-        s_doc.push(serde_json::to_value(s).unwrap_or(serde_json::Value::Null));
+        // As JSON only for what the reporting views read (the software list is in its rows).
+        s_doc.push(JSON_KINDS.contains(&s.kind()).then(|| serde_json::to_value(s).unwrap_or(serde_json::Value::Null)));
     }
     txn.execute(
         "INSERT INTO outpost.sections (fingerprint, kind, body, doc)
