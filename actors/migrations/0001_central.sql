@@ -68,6 +68,8 @@ CREATE TABLE outpost.enrolled (
     issued      bigint NOT NULL,
     not_after   bigint NOT NULL
 );
+CREATE INDEX enrolled_uuid ON outpost.enrolled (lower(uuid));
+CREATE INDEX enrolled_fqdn ON outpost.enrolled (lower(fqdn));
 
 CREATE TABLE outpost.tokens (
     hash    bytea PRIMARY KEY,                -- BLAKE3 of the token: the token itself is never kept
@@ -104,6 +106,20 @@ CREATE TABLE outpost.action_results (
     message     text NOT NULL,
     seconds     double precision NOT NULL,    -- from relay to result
     PRIMARY KEY (nonce, fingerprint)
+);
+
+-- Central instances (each a process, named when it starts) and the agents connected to each:
+-- a host is online while an instance seen in the last 30 s holds its connection.
+CREATE TABLE outpost.instances (
+    name text PRIMARY KEY,
+    seen bigint NOT NULL
+);
+
+CREATE TABLE outpost.sessions (
+    fingerprint text NOT NULL,
+    instance    text NOT NULL,
+    since       bigint NOT NULL,
+    PRIMARY KEY (fingerprint, instance)
 );
 
 CREATE TABLE outpost.settings (

@@ -294,6 +294,11 @@ fn two_central_instances_share_the_fleet_fail_over_when_one_is_killed_and_lose_n
     wait_for(LIMIT, "the agent connected to A", || {
         (a.metric("outpost_central_connected_agents", "") == 1.0).then_some(())
     });
+    // B shows it online (A holds its connection): instances tell each other their connections.
+    wait_for(LIMIT, "the host online in B's console", || {
+        admin_b.hosts(&[]).into_iter().find(|h| h["fqdn"] == name && h["online"] == true)
+    });
+    assert_eq!(b.metric("outpost_central_connected_agents", ""), 0.0, "connected to A only");
     // An action sent through B reaches the agent connected to A, once; both see its result.
     admin_b.run(&["action", "install", "extra", "--hosts", name]).ok();
     wait_for(LIMIT, "the action's result on A", || {

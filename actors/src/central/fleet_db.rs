@@ -14,6 +14,7 @@ use outpost_protocol::central::{
 use outpost_protocol::resolver::{HostStatus, InstallState};
 use tokio_postgres::types::ToSql;
 
+use super::store::EnrolledRecord;
 use super::store::postgres::{PgError, client, query};
 
 /// What only this instance knows of hosts: which are connected to it, and which share one
@@ -26,9 +27,12 @@ pub struct Live {
     pub shared: HashMap<String, String>,
 }
 
-/// The columns a [`HostSummary`] is read from (with `h` the hosts table).
+/// The columns a [`HostSummary`] is read from (with `h` the hosts table): online when an
+/// instance alive holds its connection.
 const COLUMNS: &str = "h.fingerprint, h.uuid, h.fqdn, h.ou, h.site, h.status, h.last_seen, h.sequence, h.packages, \
-     EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = h.fingerprint)";
+     EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = h.fingerprint), \
+     EXISTS (SELECT 1 FROM outpost.sessions s JOIN outpost.instances i ON i.name = s.instance \
+             WHERE s.fingerprint = h.fingerprint AND i.seen > extract(epoch FROM now())::bigint - 30)";
 
 /// Hosts by FQDN, then UUID, then certificate, byte by byte (as the fleet in memory orders).
 const BY_NAME: &str = "h.fqdn COLLATE \"C\", h.uuid COLLATE \"C\", h.fingerprint COLLATE \"C\"";
@@ -45,7 +49,7 @@ fn summary(row: &tokio_postgres::Row) -> HostSummary {
         sequence: u64::try_from(row.get::<_, i64>(7)).unwrap_or(0),
         packages: u32::try_from(row.get::<_, i32>(8)).unwrap_or(0),
         revoked: row.get(9),
-        online: false,
+        online: row.get(10),
         clash: None,
     }
 }
@@ -99,13 +103,19 @@ fn conditions(f: &HostFilter, audit: Option<InstallState>) -> Where {
         }
         None => {}
     }
+    // The hosts with a package or a piece of software are found first (its index), then read
+    // by their key: a join would read every host when the planner misjudges how few they are.
     if let Some(p) = &f.package {
         let p = w.param(p.to_lowercase());
-        w.and(format!("h.fingerprint IN (SELECT fingerprint FROM outpost.host_packages WHERE lower(name) = {p})"));
+        w.and(format!(
+            "h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_packages WHERE lower(name) = {p}))"
+        ));
     }
     if let Some(s) = &f.software {
         let p = w.param(s.to_lowercase());
-        w.and(format!("h.fingerprint IN (SELECT fingerprint FROM outpost.host_software WHERE lower(name) = {p})"));
+        w.and(format!(
+            "h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_software WHERE lower(name) = {p}))"
+        ));
     }
     if let Some(s) = &f.site {
         let p = w.param(s.to_lowercase());
@@ -183,7 +193,7 @@ async fn finish(c: &tokio_postgres::Client, hosts: &mut [HostSummary], live: &Li
         }
     }
     for h in hosts {
-        h.online = live.online.contains(&h.fingerprint);
+        h.online |= live.online.contains(&h.fingerprint);
         h.clash = clashes.remove(&h.fingerprint);
     }
     Ok(())
@@ -248,6 +258,8 @@ async fn select(
     let c = client(pool, "the console's database").await?;
     let mut w = conditions(filter, audit);
     let cond = w.sql();
+    // How many matched, then the page (apart: a count over the page's window would sort every
+    // host where the page alone can follow an index).
     let total: i64 = c
         .query_one(&format!("SELECT count(*) FROM outpost.hosts h WHERE {cond}"), &w.refs())
         .await
@@ -287,12 +299,18 @@ pub async fn overview(pool: &Pool, now: i64, stale_after: u64, live: &Live) -> R
     }
     o.by_site = sites.into_values().collect();
     o.by_site.sort_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.site.cmp(&b.site)));
+    // Connected here, or to another instance alive.
     let online: Vec<&str> = live.online.iter().map(String::as_str).collect();
     o.online = u64::try_from(
-        c.query_one("SELECT count(*) FROM outpost.hosts WHERE fingerprint = ANY($1)", &[&online])
-            .await
-            .map_err(query("counting hosts online"))?
-            .get::<_, i64>(0),
+        c.query_one(
+            "SELECT count(*) FROM outpost.hosts h WHERE h.fingerprint = ANY($1) OR EXISTS (
+                 SELECT 1 FROM outpost.sessions s JOIN outpost.instances i ON i.name = s.instance
+                 WHERE s.fingerprint = h.fingerprint AND i.seen > extract(epoch FROM now())::bigint - 30)",
+            &[&online],
+        )
+        .await
+        .map_err(query("counting hosts online"))?
+        .get::<_, i64>(0),
     )
     .unwrap_or(0);
     let cutoff = now.saturating_sub(i64::try_from(stale_after).unwrap_or(i64::MAX));
@@ -382,7 +400,7 @@ pub async fn designated(pool: &Pool, names: &[String]) -> Result<Vec<Cached>, Pg
         .iter()
         .map(|row| {
             let summary = summary(row);
-            let audit: Option<String> = row.get(10);
+            let audit: Option<String> = row.get(11);
             Cached {
                 status: HostStatus::parse(&summary.status),
                 audit: audit.and_then(|a| {
@@ -396,7 +414,7 @@ pub async fn designated(pool: &Pool, names: &[String]) -> Result<Vec<Cached>, Pg
                     .into_iter()
                     .find(|s| s.as_str() == a)
                 }),
-                snapshot_expired: row.get(11),
+                snapshot_expired: row.get(12),
                 summary,
             }
         })
@@ -550,8 +568,9 @@ pub fn designates(name: &str, s: &HostSummary) -> bool {
     }
 }
 
-/// Every host `name` designates, with its flags (several when certificates clash).
-pub async fn named(pool: &Pool, name: &str, live: &Live) -> Result<Vec<HostSummary>, PgError> {
+/// Every host `name` designates, with its flags (several when certificates clash), and whether
+/// a certificate was issued for that name at enrollment.
+pub async fn named(pool: &Pool, name: &str, live: &Live) -> Result<(Vec<HostSummary>, bool), PgError> {
     let mut hosts: Vec<HostSummary> = designated(pool, &[name.to_string()])
         .await?
         .into_iter()
@@ -561,5 +580,76 @@ pub async fn named(pool: &Pool, name: &str, live: &Live) -> Result<Vec<HostSumma
     hosts.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     let c = client(pool, "the console's database").await?;
     finish(&c, &mut hosts, live).await?;
-    Ok(hosts)
+    let issued = !enrolled(pool, &[name.to_string()]).await?.is_empty();
+    Ok((hosts, issued))
+}
+
+/// The certificates issued at enrollment that `names` designate (fingerprints, UUIDs, FQDNs).
+pub async fn enrolled(pool: &Pool, names: &[String]) -> Result<Vec<(String, EnrolledRecord)>, PgError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fps: Vec<String> = names.iter().filter_map(|n| fingerprint_name(n)).collect();
+    let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let c = client(pool, "central's database").await?;
+    let rows = c
+        .query(
+            "SELECT fingerprint, uuid, fqdn, issued, not_after FROM outpost.enrolled
+             WHERE fingerprint = ANY($1) OR lower(uuid) = ANY($2) OR lower(fqdn) = ANY($2)",
+            &[&fps, &lower],
+        )
+        .await
+        .map_err(query("reading issued certificates"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), EnrolledRecord { uuid: r.get(1), fqdn: r.get(2), issued: r.get(3), not_after: r.get(4) }))
+        .collect())
+}
+
+/// The actions hosts `fps` answered: (fingerprint, nonce).
+pub async fn answered(pool: &Pool, fps: &[String]) -> Result<Vec<(String, [u8; 16])>, PgError> {
+    let c = client(pool, "central's database").await?;
+    let rows = c
+        .query("SELECT fingerprint, nonce FROM outpost.action_results WHERE fingerprint = ANY($1)", &[&fps])
+        .await
+        .map_err(query("reading hosts' action results"))?;
+    Ok(rows.iter().filter_map(|r| <[u8; 16]>::try_from(r.get::<_, &[u8]>(1)).ok().map(|n| (r.get(0), n))).collect())
+}
+
+/// Results of actions `nonces`: by action, each host's fingerprint, ok, message and seconds
+/// from relay to result, in the order they came.
+pub async fn results(pool: &Pool, nonces: &[[u8; 16]]) -> Result<super::relay::Results, PgError> {
+    let keys: Vec<&[u8]> = nonces.iter().map(|n| n.as_slice()).collect();
+    let c = client(pool, "the console's database").await?;
+    let mut out = super::relay::Results::new();
+    for r in c
+        .query(
+            "SELECT nonce, fingerprint, ok, message, seconds FROM outpost.action_results WHERE nonce = ANY($1)
+             ORDER BY seconds",
+            &[&keys],
+        )
+        .await
+        .map_err(query("reading action results"))?
+    {
+        if let Ok(n) = <[u8; 16]>::try_from(r.get::<_, &[u8]>(0)) {
+            out.entry(n).or_default().push((r.get(1), r.get(2), r.get(3), r.get(4)));
+        }
+    }
+    Ok(out)
+}
+
+/// A host's results of actions: (nonce, ok, message), by action.
+pub async fn results_of(pool: &Pool, fingerprint: &str) -> Result<Vec<([u8; 16], bool, String)>, PgError> {
+    let c = client(pool, "the console's database").await?;
+    let rows = c
+        .query(
+            "SELECT nonce, ok, message FROM outpost.action_results WHERE fingerprint = $1 ORDER BY nonce",
+            &[&fingerprint],
+        )
+        .await
+        .map_err(query("reading a host's action results"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| <[u8; 16]>::try_from(r.get::<_, &[u8]>(0)).ok().map(|n| (n, r.get(1), r.get(2))))
+        .collect())
 }

@@ -167,6 +167,8 @@ impl Handler<Listen> for Central {
         self.delivered.retain(|(_, f)| *f != fp);
         self.agents.insert(fp.clone(), Agent { conn: msg.conn, remote: msg.remote, tx: msg.tx });
         if self.store.postgres().is_some() {
+            // Other instances show it online.
+            drop(self.store.write(vec![Op::Session { fingerprint: fp.clone(), on: true }]));
             // The host is read from the database (it may have reported to another instance).
             self.refresh(ctx, vec![fp], move |act, fps| {
                 for fp in fps {
@@ -200,6 +202,9 @@ impl Handler<Gone> for Central {
     fn handle(&mut self, msg: Gone, _: &mut Self::Context) {
         if self.agents.get(&msg.fingerprint).is_some_and(|a| a.conn == msg.conn) {
             self.agents.remove(&msg.fingerprint);
+            if self.store.postgres().is_some() {
+                drop(self.store.write(vec![Op::Session { fingerprint: msg.fingerprint.clone(), on: false }]));
+            }
             self.evict();
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
@@ -242,21 +247,25 @@ impl Central {
             let (response, ops) = then(self);
             return later(self.durable(response, ops));
         };
-        Box::pin(async move { super::fleet_db::designated(&pool, &names).await }.into_actor(self).then(
-            move |rows, act, _| -> Answer {
-                match rows {
-                    Ok(rows) => {
-                        for r in rows {
-                            act.fleet.put(r);
-                        }
-                        let (response, ops) = then(act);
-                        act.evict();
-                        act.durable_enrollment(response, ops)
+        let read = async move {
+            let hosts = super::fleet_db::designated(&pool, &names).await?;
+            let issued = super::fleet_db::enrolled(&pool, &names).await?;
+            Ok::<_, PgError>((hosts, issued))
+        };
+        Box::pin(read.into_actor(self).then(move |rows, act, _| -> Answer {
+            match rows {
+                Ok((rows, issued)) => {
+                    for r in rows {
+                        act.fleet.put(r);
                     }
-                    Err(e) => Box::pin(actix::fut::ready(failed(e))),
+                    act.enrolled.extend(issued);
+                    let (response, ops) = then(act);
+                    act.evict();
+                    act.durable_enrollment(response, ops)
                 }
-            },
-        ))
+                Err(e) => Box::pin(actix::fut::ready(failed(e))),
+            }
+        }))
     }
 
     /// Makes changes durable like [`Central::durable`]; a certificate issued with a token whose
@@ -373,21 +382,32 @@ impl Central {
             async move { super::fleet_db::named(&pool, &name, &live).await }
         };
         Box::pin(find.into_actor(self).then(move |found, act, _| -> Answer {
-            let hosts = match found {
+            let (hosts, issued) = match found {
                 Ok(h) => h,
                 Err(e) => return Box::pin(actix::fut::ready(failed(e))),
             };
             let candidates: Vec<&HostSummary> = hosts.iter().collect();
-            let summary = match act.one_of(&name, &candidates) {
+            let summary = match super::one_of(&name, &candidates, issued) {
                 Ok(i) => hosts[i].clone(),
                 Err(e) => return Box::pin(actix::fut::ready(e)),
             };
-            let actions = act.results_of(&summary.fingerprint);
+            let kinds: HashMap<[u8; 16], String> =
+                act.actions.iter().map(|(n, s)| (*n, s.action.kind.name().to_string())).collect();
             later(async move {
                 let fp = summary.fingerprint.clone();
                 let inventory = match super::store::postgres::inventory(&pool, "the console's database", &fp).await {
                     Ok(i) => i,
                     Err(e) => return failed(causes(&e)),
+                };
+                let actions = match super::fleet_db::results_of(&pool, &fp).await {
+                    Ok(r) => r
+                        .into_iter()
+                        .filter_map(|(nonce, ok, message)| {
+                            let kind = kinds.get(&nonce)?.clone();
+                            Some(HostActionResult { id: hex(&nonce), kind, ok, message })
+                        })
+                        .collect(),
+                    Err(e) => return failed(e),
                 };
                 let detail = HostDetail { summary, inventory, actions };
                 if !v2 {
@@ -405,10 +425,8 @@ impl Central {
     /// read, and the hosts yet to answer an action for all hosts or an OU.
     fn actions_shared(&self, pool: deadpool_postgres::Pool) -> Answer {
         let mut names: Vec<String> = Vec::new();
-        let mut wide: Vec<([u8; 16], Targets, Vec<String>)> = Vec::new();
+        let mut wide: Vec<([u8; 16], Targets)> = Vec::new();
         for s in self.actions.values() {
-            let answered: Vec<String> = s.record.results.iter().map(|(fp, ..)| fp.clone()).collect();
-            names.extend(answered.iter().map(|fp| format!("sha256:{fp}")));
             match &s.action.targets {
                 Targets::Hosts(n) => {
                     names.extend(n.iter().cloned());
@@ -416,24 +434,31 @@ impl Central {
                         names.push(format!("sha256:{fp}"));
                     }
                 }
-                other => wide.push((s.action.nonce, other.clone(), answered)),
+                other => wide.push((s.action.nonce, other.clone())),
             }
         }
+        let nonces: Vec<[u8; 16]> = self.actions.keys().copied().collect();
         let read = async move {
+            let results = super::fleet_db::results(&pool, &nonces).await?;
+            for list in results.values() {
+                names.extend(list.iter().map(|(fp, ..)| format!("sha256:{fp}")));
+            }
             let rows = super::fleet_db::designated(&pool, &names).await?;
             let mut pending = super::relay::Pending::new();
-            for (nonce, targets, answered) in wide {
+            for (nonce, targets) in wide {
+                let answered: Vec<String> =
+                    results.get(&nonce).into_iter().flatten().map(|(fp, ..)| fp.clone()).collect();
                 pending.insert(nonce, super::fleet_db::targeted(&pool, &targets, &answered).await?);
             }
-            Ok::<_, PgError>((rows, pending))
+            Ok::<_, PgError>((rows, pending, results))
         };
         Box::pin(read.into_actor(self).map(|read, act, _| match read {
-            Ok((rows, pending)) => {
+            Ok((rows, pending, results)) => {
                 let mut known = super::fleet::Fleet::default();
                 for r in rows {
                     known.put(r);
                 }
-                CentralResponse::Actions(act.action_lines(&known, &pending))
+                CentralResponse::Actions(act.action_lines(&known, &pending, &results))
             }
             Err(e) => failed(e),
         }))
@@ -513,7 +538,8 @@ impl Handler<Handle> for Central {
             },
             (CentralRequest::Packages, _) => (CentralResponse::Packages(self.fleet.packages()), vec![]),
             (CentralRequest::Actions, _) => {
-                (CentralResponse::Actions(self.action_lines(&self.fleet, &super::relay::Pending::new())), vec![])
+                let none = (super::relay::Pending::new(), super::relay::Results::new());
+                (CentralResponse::Actions(self.action_lines(&self.fleet, &none.0, &none.1)), vec![])
             }
             (CentralRequest::TokenCreate { uses, valid_secs }, _) => self.token(uses, valid_secs),
             (CentralRequest::Pending, _) => (
@@ -585,9 +611,8 @@ impl Handler<Changed> for Central {
                     self.settings.insert(sequence, (doc, signed));
                 }
             }
-            Change::Enrolled(fp, record) => {
-                self.enrolled.insert(fp, record);
-            }
+            // On PostgreSQL they are read when a request is about them.
+            Change::Enrolled(..) => {}
             Change::Reload(loaded) => {
                 self.install(loaded);
                 let connected: Vec<String> = self.agents.keys().cloned().collect();

@@ -131,7 +131,10 @@ pub struct Central {
     /// Where reports read (a replica), when not the database central writes.
     read_pool: Option<deadpool_postgres::Pool>,
     /// Hosts counted by the database for the metrics (central on PostgreSQL).
-    counts: Option<fleet_db::Counts>,
+    counts: Option<(fleet_db::Counts, std::time::Instant)>,
+    /// The actions each connected host answered (central on PostgreSQL, where results stay in
+    /// the database; on redb they are in each action's record).
+    answered: HashMap<String, HashSet<[u8; 16]>>,
 }
 
 impl std::fmt::Debug for Central {
@@ -184,6 +187,7 @@ impl Central {
             generation: Arc::default(),
             read_pool: None,
             counts: None,
+            answered: HashMap::new(),
         };
         central.install(loaded);
         let learned = central.learn_revoked(known_revoked);
@@ -275,25 +279,44 @@ impl Central {
             return;
         }
         let names: Vec<String> = fps.iter().map(|f| format!("sha256:{f}")).collect();
-        ctx.spawn(async move { fleet_db::designated(&pool, &names).await }.into_actor(self).map(
-            move |rows, act, _| match rows {
-                Ok(rows) => {
-                    for r in rows {
-                        act.fleet.put(r);
-                    }
-                    then(act, &fps);
+        let connected = fps.clone();
+        let read = async move {
+            let hosts = fleet_db::designated(&pool, &names).await?;
+            let answered = fleet_db::answered(&pool, &connected).await?;
+            Ok::<_, store::postgres::PgError>((hosts, answered))
+        };
+        ctx.spawn(read.into_actor(self).map(move |rows, act, _| match rows {
+            Ok((rows, answered)) => {
+                for r in rows {
+                    act.fleet.put(r);
                 }
-                Err(e) => tracing::warn!("reading connected hosts from the database: {e}"),
-            },
-        ));
+                for fp in &fps {
+                    act.answered.insert(fp.clone(), HashSet::new());
+                }
+                for (fp, nonce) in answered {
+                    act.answered.entry(fp).or_default().insert(nonce);
+                }
+                then(act, &fps);
+            }
+            Err(e) => tracing::warn!("reading connected hosts from the database: {e}"),
+        }));
     }
 
     /// Forgets hosts no longer connected, once they are many (central on PostgreSQL keeps only
     /// the hosts connected to it).
     fn evict(&mut self) {
-        if self.store.postgres().is_some() && self.fleet.len() > 2 * self.agents.len() + 256 {
+        if self.store.postgres().is_none() {
+            return;
+        }
+        let agents = &self.agents;
+        self.answered.retain(|fp, _| agents.contains_key(fp));
+        if self.fleet.len() > 2 * self.agents.len() + 256 {
             let agents = &self.agents;
             self.fleet.retain(|fp| agents.contains_key(fp));
+        }
+        // Certificates issued at enrollment are read again when a request is about them.
+        if self.enrolled.len() > 256 {
+            self.enrolled.clear();
         }
     }
 
@@ -304,7 +327,7 @@ impl Central {
     fn refresh_gauges(&self) {
         if self.store.postgres().is_some() {
             self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
-            if let Some(c) = &self.counts {
+            if let Some((c, _)) = &self.counts {
                 for status in HostStatus::ALL.map(Some).into_iter().chain([None]).map(status_text) {
                     let n = c.by_status.get(status).copied().unwrap_or(0);
                     self.metrics.hosts.get_or_create(&label("status", status)).set(n);
@@ -493,39 +516,9 @@ impl Central {
     fn one_host(&self, name: &str) -> Result<&fleet::HostRow, CentralResponse> {
         let rows = self.fleet.find(name);
         let candidates: Vec<&HostSummary> = rows.iter().map(|r| &r.summary).collect();
-        self.one_of(name, &candidates).map(|i| rows[i])
-    }
-
-    /// Which of the hosts a name designates is the one: an error when none or several.
-    fn one_of(&self, name: &str, candidates: &[&HostSummary]) -> Result<usize, CentralResponse> {
-        match candidates {
-            [] => {
-                let enrolled = self
-                    .enrolled
-                    .values()
-                    .any(|e| e.fqdn.eq_ignore_ascii_case(name) || e.uuid.eq_ignore_ascii_case(name));
-                Err(error(
-                    ErrorCode::NotFound,
-                    if enrolled {
-                        format!("{name} was enrolled but has not reported yet")
-                    } else {
-                        format!("no host {name}")
-                    },
-                ))
-            }
-            [_] => Ok(0),
-            many => Err(error(
-                ErrorCode::BadRequest,
-                format!(
-                    "{name} is claimed by {} certificates: {}; name one by its fingerprint (sha256:…)",
-                    many.len(),
-                    many.iter()
-                        .map(|r| format!("sha256:{} ({}, {})", r.fingerprint, r.fqdn, r.uuid))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
+        let enrolled =
+            self.enrolled.values().any(|e| e.fqdn.eq_ignore_ascii_case(name) || e.uuid.eq_ignore_ascii_case(name));
+        one_of(name, &candidates, enrolled).map(|i| rows[i])
     }
 
     fn host_detail_v2(&self, name: &str) -> Result<HostDetailV2, CentralResponse> {
@@ -626,6 +619,29 @@ impl Central {
     }
 }
 
+/// Which of the hosts a name designates is the one: an error when none (saying whether a
+/// certificate was `enrolled` under that name) or several.
+fn one_of(name: &str, candidates: &[&HostSummary], enrolled: bool) -> Result<usize, CentralResponse> {
+    match candidates {
+        [] => Err(error(
+            ErrorCode::NotFound,
+            if enrolled { format!("{name} was enrolled but has not reported yet") } else { format!("no host {name}") },
+        )),
+        [_] => Ok(0),
+        many => Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "{name} is claimed by {} certificates: {}; name one by its fingerprint (sha256:…)",
+                many.len(),
+                many.iter()
+                    .map(|r| format!("sha256:{} ({}, {})", r.fingerprint, r.fqdn, r.uuid))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
 fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {
     CentralResponse::Error { code, message: message.into() }
 }
@@ -635,17 +651,25 @@ impl Actor for Central {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(pool) = self.write_pool() {
+            // Counting a million hosts takes the database about a second: a large fleet is
+            // counted every 30 s, a small one every 5 s.
             let count = move |act: &mut Self, ctx: &mut Self::Context| {
+                if let Some((c, at)) = &act.counts {
+                    let every = if c.by_status.values().sum::<i64>() > 100_000 { 30 } else { 5 };
+                    if at.elapsed() < std::time::Duration::from_secs(every) {
+                        return;
+                    }
+                }
                 let pool = pool.clone();
                 ctx.spawn(async move { fleet_db::counts(&pool).await }.into_actor(act).map(
                     |counts, act, _| match counts {
-                        Ok(c) => act.counts = Some(c),
+                        Ok(c) => act.counts = Some((c, std::time::Instant::now())),
                         Err(e) => tracing::warn!("counting hosts for the metrics: {e}"),
                     },
                 ));
             };
             count(self, ctx);
-            ctx.run_interval(std::time::Duration::from_secs(10), count);
+            ctx.run_interval(std::time::Duration::from_secs(5), count);
         }
         self.refresh_gauges();
         ctx.run_interval(std::time::Duration::from_secs(1), |act, _| act.refresh_gauges());

@@ -19,6 +19,10 @@ use crate::metrics::label;
 /// Hosts yet to answer actions, read from the database: fingerprint, FQDN, claimed by another.
 pub(super) type Pending = std::collections::HashMap<[u8; 16], Vec<(String, String, bool)>>;
 
+/// Actions' results read from the database (central on PostgreSQL): fingerprint, ok, message,
+/// seconds from relay to result.
+pub(super) type Results = std::collections::HashMap<[u8; 16], Vec<(String, bool, String, f64)>>;
+
 impl Central {
     /// Whether the action of `state` is for the host of `row`.
     fn eligible(&self, state: &ActionState, row: &HostRow) -> bool {
@@ -110,8 +114,31 @@ impl Central {
         (CentralResponse::ActionQueued { id, targets, online }, vec![op])
     }
 
+    /// Whether the host of `fingerprint` answered the action of `state`.
+    fn has_answered(&self, state: &ActionState, fingerprint: &str) -> bool {
+        if self.store.postgres().is_some() {
+            return self.answered.get(fingerprint).is_some_and(|a| a.contains(&state.action.nonce));
+        }
+        state.record.results.iter().any(|(h, ..)| h == fingerprint)
+    }
+
     /// A host's result for an action: recorded once per certificate.
     pub(super) fn action_result(&mut self, fingerprint: &str, nonce: [u8; 16], ok: bool, message: String) -> Vec<Op> {
+        if self.store.postgres().is_some() {
+            // The result goes to its table (another instance may hold the host's earlier one:
+            // the database keeps the first).
+            let Some(state) = self.actions.get(&nonce) else { return vec![] };
+            if self.has_answered(state, fingerprint) {
+                return vec![];
+            }
+            let seconds = (unix_now_f64() - state.record.relayed as f64).max(0.0);
+            if let Some(a) = self.answered.get_mut(fingerprint) {
+                a.insert(nonce);
+            }
+            self.metrics.action_results.get_or_create(&label("result", if ok { "ok" } else { "failed" })).inc();
+            self.metrics.action_latency.observe(seconds);
+            return vec![Op::ActionResult { nonce, fingerprint: fingerprint.to_string(), ok, message, seconds }];
+        }
         let Some(state) = self.actions.get_mut(&nonce) else { return vec![] };
         if state.record.results.iter().any(|(h, ..)| h == fingerprint) {
             return vec![];
@@ -132,11 +159,15 @@ impl Central {
     pub(super) fn deliver(&mut self, fingerprint: &str) {
         let now = unix_now();
         let Some(agent) = self.agents.get(fingerprint) else { return };
+        // On PostgreSQL, not before what it answered is read.
+        if self.store.postgres().is_some() && !self.answered.contains_key(fingerprint) {
+            return;
+        }
         let Some(row) = self.fleet.by_fingerprint(fingerprint) else { return };
         let mut sent = Vec::new();
         for s in self.actions.values() {
             if s.action.expires > now
-                && !s.record.results.iter().any(|(h, ..)| h == fingerprint)
+                && !self.has_answered(s, fingerprint)
                 && !self.delivered.contains(&(s.action.nonce, fingerprint.to_string()))
                 && self.eligible(s, row)
                 && agent.tx.send(s.record.signed.clone()).is_ok()
@@ -153,7 +184,7 @@ impl Central {
     /// Every action with its results and the hosts yet to answer, with `fleet` the hosts known
     /// and, on PostgreSQL, `pending` read from the database for actions for all hosts or an OU
     /// (each host's fingerprint, FQDN and whether another certificate claims it).
-    pub(super) fn action_lines(&self, fleet: &Fleet, pending: &Pending) -> Vec<ActionLine> {
+    pub(super) fn action_lines(&self, fleet: &Fleet, pending: &Pending, results: &Results) -> Vec<ActionLine> {
         let name = |fp: &str| {
             fleet.by_fingerprint(fp).map_or_else(
                 || format!("sha256:{}", fp.get(..16).unwrap_or(fp)),
@@ -170,7 +201,8 @@ impl Central {
         self.actions
             .values()
             .map(|s| {
-                let answered: HashSet<&str> = s.record.results.iter().map(|(h, ..)| h.as_str()).collect();
+                let results = results.get(&s.action.nonce).unwrap_or(&s.record.results);
+                let answered: HashSet<&str> = results.iter().map(|(h, ..)| h.as_str()).collect();
                 let pending = match pending.get(&s.action.nonce) {
                     Some(listed) => listed
                         .iter()
@@ -199,9 +231,7 @@ impl Central {
                     issuer: s.record.issuer.clone(),
                     targets: s.action.targets.describe(),
                     expires: s.action.expires,
-                    results: s
-                        .record
-                        .results
+                    results: results
                         .iter()
                         .map(|(h, ok, m, l)| ActionResultLine {
                             host: name(h),

@@ -281,6 +281,11 @@ pub enum Op {
     Settings { sequence: u64, signed: Signed },
     /// A certificate issued at enrollment.
     Enrolled { fingerprint: String, record: EnrolledRecord },
+    /// An agent's connection to this instance opened (`on`) or closed (PostgreSQL only: other
+    /// instances show it online).
+    Session { fingerprint: String, on: bool },
+    /// A host's result for an action (PostgreSQL only: redb rewrites the action's record).
+    ActionResult { nonce: [u8; 16], fingerprint: String, ok: bool, message: String, seconds: f64 },
 }
 
 /// What the writer answers: one result for every job of a group commit, hence shared.
@@ -584,6 +589,9 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
                 Op::Settings { sequence, signed } => {
                     settings.insert(*sequence, enc(signed).as_slice()).map_err(db_error)?;
                 }
+                // One instance: its memory knows its connections, and its results are in the
+                // action's record.
+                Op::Session { .. } | Op::ActionResult { .. } => {}
             }
         }
     }

@@ -272,7 +272,8 @@ impl PgStore {
                     if before == 0 {
                         tracing::info!(version = schema_version(), "central's schema created in PostgreSQL");
                     }
-                    reporting_role(&c).await
+                    reporting_role(&c).await?;
+                    alive(&thread_pool).await
                 });
                 let failed = started.is_err();
                 let _ = ready_tx.send(started.map_err(CentralDbError::Postgres));
@@ -399,7 +400,10 @@ async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<Option<Centr
                         outcome[job] = Some(CentralDbError::TokenUsedUp);
                         break;
                     }
-                    notices.push(notice(op));
+                    // Connections and results are read where they are needed.
+                    if !matches!(op, Op::Session { .. } | Op::ActionResult { .. }) {
+                        notices.push(notice(op));
+                    }
                 }
             }
         }
@@ -457,6 +461,8 @@ fn notice(op: &Op) -> String {
         Op::Action { nonce, .. } => ("action", hex(nonce)),
         Op::Settings { sequence, .. } => ("settings", sequence.to_string()),
         Op::Enrolled { fingerprint, .. } => ("enrolled", fingerprint.clone()),
+        Op::Session { fingerprint, .. } => ("session", fingerprint.clone()),
+        Op::ActionResult { nonce, .. } => ("result", hex(nonce)),
     };
     format!("{} {kind} {key}", instance())
 }
@@ -538,15 +544,6 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool
             )
             .await
             .map_err(query("storing an action"))?;
-            for (fp, ok, message, seconds) in &record.results {
-                txn.execute(
-                    "INSERT INTO outpost.action_results (nonce, fingerprint, ok, message, seconds)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[&nonce.as_slice(), fp, ok, message, seconds],
-                )
-                .await
-                .map_err(query("storing an action's result"))?;
-            }
         }
         Op::Enrolled { fingerprint, record } => {
             let EnrolledRecord { uuid, fqdn, issued, not_after } = record;
@@ -557,6 +554,32 @@ async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool
             )
             .await
             .map_err(query("storing an issued certificate"))?;
+        }
+        Op::ActionResult { nonce, fingerprint, ok, message, seconds } => {
+            txn.execute(
+                "INSERT INTO outpost.action_results (nonce, fingerprint, ok, message, seconds)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&nonce.as_slice(), fingerprint, ok, message, seconds],
+            )
+            .await
+            .map_err(query("storing an action's result"))?;
+        }
+        Op::Session { fingerprint, on: true } => {
+            txn.execute(
+                "INSERT INTO outpost.sessions (fingerprint, instance, since)
+                 VALUES ($1, $2, extract(epoch FROM now())::bigint) ON CONFLICT DO NOTHING",
+                &[fingerprint, &instance()],
+            )
+            .await
+            .map_err(query("storing a connection"))?;
+        }
+        Op::Session { fingerprint, on: false } => {
+            txn.execute(
+                "DELETE FROM outpost.sessions WHERE fingerprint = $1 AND instance = $2",
+                &[fingerprint, &instance()],
+            )
+            .await
+            .map_err(query("removing a connection"))?;
         }
         Op::Settings { sequence, signed } => {
             txn.execute(
@@ -578,9 +601,6 @@ fn bytes32(v: &[u8]) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
 
-/// A host's result for an action: certificate, ok, message, seconds from relay.
-type ActionResultRow = (String, bool, String, f64);
-
 /// What an instance keeps in memory: everything but the hosts, which stay in the database (the
 /// console's queries read them there).
 async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
@@ -599,34 +619,19 @@ async fn load(pool: &Pool, url: &str) -> Result<Loaded, CentralDbError> {
     for row in c.query("SELECT fingerprint, uuid FROM outpost.revoked", &[]).await.map_err(q("loading revocations"))? {
         out.revoked.push((row.get(0), row.get(1)));
     }
-    // Results from their table: instances add them side by side, each to its own copy.
-    let mut results: std::collections::HashMap<Vec<u8>, Vec<ActionResultRow>> = std::collections::HashMap::new();
-    for row in c
-        .query("SELECT nonce, fingerprint, ok, message, seconds FROM outpost.action_results ORDER BY seconds", &[])
-        .await
-        .map_err(q("loading action results"))?
-    {
-        results.entry(row.get(0)).or_default().push((row.get(1), row.get(2), row.get(3), row.get(4)));
-    }
+    // Results stay in their table: they are read where they are needed.
     let fp_of = std::collections::HashMap::new();
     for row in c.query("SELECT nonce, record FROM outpost.actions", &[]).await.map_err(q("loading actions"))? {
         if let Some(nonce) = bytes16(row.get::<_, &[u8]>(0)) {
             let mut record = decode_action(row.get::<_, &[u8]>(1), &fp_of)?;
-            record.results = results.remove(row.get::<_, &[u8]>(0)).unwrap_or_default();
+            record.results.clear();
             out.actions.push((nonce, record));
         }
     }
     for row in c.query("SELECT sequence, signed FROM outpost.settings", &[]).await.map_err(q("loading settings"))? {
         out.settings.push((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), dec(row.get::<_, &[u8]>(1))?));
     }
-    for row in c
-        .query("SELECT fingerprint, uuid, fqdn, issued, not_after FROM outpost.enrolled", &[])
-        .await
-        .map_err(q("loading issued certificates"))?
-    {
-        let record = EnrolledRecord { uuid: row.get(1), fqdn: row.get(2), issued: row.get(3), not_after: row.get(4) };
-        out.enrolled.push((row.get(0), record));
-    }
+    // Certificates issued at enrollment are read when a request is about them (like hosts).
     Ok(out)
 }
 
@@ -644,7 +649,30 @@ pub async fn inventory(pool: &Pool, url: &str, fp: &str) -> Result<Inventory, Ce
     Ok(inv)
 }
 
-/// Keeps the pool's and the replica's gauges up to date until `cancel`.
+/// Tells the other instances this one is alive (its agents are online), and forgets the
+/// connections of instances gone for five minutes.
+async fn alive(pool: &Pool) -> Result<(), PgError> {
+    let c = client(pool, "central's database").await?;
+    c.execute(
+        "INSERT INTO outpost.instances (name, seen) VALUES ($1, extract(epoch FROM now())::bigint)
+         ON CONFLICT (name) DO UPDATE SET seen = excluded.seen",
+        &[&instance()],
+    )
+    .await
+    .map_err(query("telling the instance is alive"))?;
+    c.batch_execute(
+        "DELETE FROM outpost.sessions s WHERE NOT EXISTS (
+             SELECT 1 FROM outpost.instances i
+             WHERE i.name = s.instance AND i.seen > extract(epoch FROM now())::bigint - 300);
+         DELETE FROM outpost.instances WHERE seen < extract(epoch FROM now())::bigint - 86400;",
+    )
+    .await
+    .map_err(query("forgetting stopped instances"))?;
+    Ok(())
+}
+
+/// Keeps the pool's and the replica's gauges up to date until `cancel`, and tells the other
+/// instances this one is alive.
 pub async fn watch(
     pool: Pool,
     read: Option<Pool>,
@@ -656,6 +684,9 @@ pub async fn watch(
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Err(e) = alive(&pool).await {
+            tracing::warn!("{e}");
         }
         let st = pool.status();
         let in_use = st.size.saturating_sub(st.available);
@@ -830,17 +861,7 @@ async fn read_back(pool: &Pool, url: &str, kind: &str, key: &str) -> Result<Opti
                 return Ok(None);
             };
             let mut record = decode_action(row.get::<_, &[u8]>(0), &std::collections::HashMap::new())?;
-            record.results = c
-                .query(
-                    "SELECT fingerprint, ok, message, seconds FROM outpost.action_results WHERE nonce = $1
-                     ORDER BY seconds",
-                    &[&nonce.as_slice()],
-                )
-                .await
-                .map_err(q("reading an action's results"))?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                .collect();
+            record.results.clear();
             Some(Change::Action(nonce, record))
         }
         "settings" => {

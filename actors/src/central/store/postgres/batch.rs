@@ -32,6 +32,45 @@ pub(super) struct Item<'a> {
     pub cn: Option<&'a str>,
 }
 
+/// The host's columns a report's sections set (`None`: not carried).
+#[derive(Default)]
+struct Columns<'a> {
+    /// FQDN, site, OU, agent version.
+    facts: Option<(&'a str, &'a str, &'a str, &'a str)>,
+    status: Option<&'static str>,
+    packages: Option<i32>,
+    /// The worst audit result (`Some(None)`: audits reported, none run).
+    audit: Option<Option<&'static str>>,
+    snapshot_expired: Option<bool>,
+}
+
+impl<'a> Columns<'a> {
+    /// From the sections (the last of a kind when a report repeats one).
+    fn of(sections: &'a [Section]) -> Self {
+        let mut c = Self::default();
+        for s in sections {
+            match s {
+                Section::Host(h) => {
+                    c.facts = Some((h.fqdn.as_str(), h.site.as_str(), h.ou.as_str(), h.agent_version.as_str()));
+                }
+                Section::PackagesV2 { host_status, packages } => {
+                    c.status = Some(host_status.as_str());
+                    c.packages = Some(i32::try_from(packages.len()).unwrap_or(i32::MAX));
+                }
+                Section::Audits(_) => {
+                    c.audit = Some(Inventory::from_sections([s.clone()]).worst_audit().map(|w| w.as_str()));
+                }
+                Section::Snapshot(_) => {
+                    c.snapshot_expired =
+                        Some(Inventory::from_sections([s.clone()]).snapshot().is_some_and(|x| x.expired));
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 /// Why a report was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refused {
@@ -73,21 +112,46 @@ pub(super) async fn write(
     let cns: Vec<Option<&str>> = wave.iter().map(|i| i.cn).collect();
     let kinds: Vec<String> =
         wave.iter().map(|i| i.sections.iter().map(|s| text(&s.kind())).collect::<Vec<_>>().join(",")).collect();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [&fps, &uuids, &seqs, &seen, &fulls, &cns, &kinds];
+    // The host's columns its sections set (`None`: the report did not carry that section, the
+    // stored value stays), written in the same statement: one new row version per report.
+    let cols: Vec<Columns<'_>> = wave.iter().map(|i| Columns::of(&i.sections)).collect();
+    let fqdn: Vec<Option<&str>> = cols.iter().map(|c| c.facts.map(|f| f.0)).collect();
+    let site: Vec<Option<&str>> = cols.iter().map(|c| c.facts.map(|f| f.1)).collect();
+    let ou: Vec<Option<&str>> = cols.iter().map(|c| c.facts.map(|f| f.2)).collect();
+    let agent: Vec<Option<&str>> = cols.iter().map(|c| c.facts.map(|f| f.3)).collect();
+    let status: Vec<Option<&str>> = cols.iter().map(|c| c.status).collect();
+    let count: Vec<Option<i32>> = cols.iter().map(|c| c.packages).collect();
+    let has_audit: Vec<bool> = cols.iter().map(|c| c.audit.is_some()).collect();
+    let audit: Vec<Option<&str>> = cols.iter().map(|c| c.audit.flatten()).collect();
+    let expired: Vec<Option<bool>> = cols.iter().map(|c| c.snapshot_expired).collect();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        &fps, &uuids, &seqs, &seen, &fulls, &cns, &kinds, &fqdn, &site, &ou, &agent, &status, &count, &has_audit,
+        &audit, &expired,
+    ];
+    const INPUT: &str = "unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[],
+                $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int4[], $14::bool[],
+                $15::text[], $16::bool[])
+             AS u(fp, uuid, seq, seen, whole, cn, kinds, fqdn, site, ou, agent, status, npk, has_audit, audit, expired)";
     // Known hosts: a delta over the sequence just before it, a full report over an older one.
     let mut stored: HashSet<String> = txn
         .query(
-            "UPDATE outpost.hosts h
-             SET uuid = u.uuid, sequence = u.seq, last_seen = u.seen,
-                 recent_sequence = (ARRAY[u.seq] || h.recent_sequence)[1:10],
-                 recent_at = (ARRAY[u.seen] || h.recent_at)[1:10],
-                 recent_kinds = (ARRAY[u.kinds] || h.recent_kinds)[1:10]
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[])
-                  AS u(fp, uuid, seq, seen, whole, cn, kinds)
-             WHERE h.fingerprint = u.fp
-               AND CASE WHEN u.whole THEN h.sequence < u.seq ELSE h.sequence = u.seq - 1 END
-               AND (u.cn IS NULL OR lower(h.fqdn) = u.cn)
-             RETURNING h.fingerprint",
+            &format!(
+                "UPDATE outpost.hosts h
+                 SET uuid = u.uuid, sequence = u.seq, last_seen = u.seen,
+                     recent_sequence = (ARRAY[u.seq] || h.recent_sequence)[1:10],
+                     recent_at = (ARRAY[u.seen] || h.recent_at)[1:10],
+                     recent_kinds = (ARRAY[u.kinds] || h.recent_kinds)[1:10],
+                     fqdn = coalesce(u.fqdn, h.fqdn), site = coalesce(u.site, h.site), ou = coalesce(u.ou, h.ou),
+                     agent_version = coalesce(u.agent, h.agent_version), status = coalesce(u.status, h.status),
+                     packages = coalesce(u.npk, h.packages),
+                     audit = CASE WHEN u.has_audit THEN u.audit ELSE h.audit END,
+                     snapshot_expired = coalesce(u.expired, h.snapshot_expired)
+                 FROM {INPUT}
+                 WHERE h.fingerprint = u.fp
+                   AND CASE WHEN u.whole THEN h.sequence < u.seq ELSE h.sequence = u.seq - 1 END
+                   AND (u.cn IS NULL OR lower(h.fqdn) = u.cn)
+                 RETURNING h.fingerprint"
+            ),
             &params,
         )
         .await
@@ -99,13 +163,17 @@ pub(super) async fn write(
     if wave.iter().any(|i| i.full && i.cn.is_none() && !stored.contains(&i.record.fingerprint)) {
         for row in txn
             .query(
-                "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen, recent_sequence, recent_at, recent_kinds)
-                 SELECT fp, uuid, seq, seen, ARRAY[seq], ARRAY[seen], ARRAY[kinds]
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[])
-                      AS u(fp, uuid, seq, seen, whole, cn, kinds)
-                 WHERE whole AND cn IS NULL
-                 ON CONFLICT (fingerprint) DO NOTHING
-                 RETURNING fingerprint",
+                &format!(
+                    "INSERT INTO outpost.hosts (fingerprint, uuid, sequence, last_seen, recent_sequence, recent_at,
+                         recent_kinds, fqdn, site, ou, agent_version, status, packages, audit, snapshot_expired)
+                     SELECT fp, uuid, seq, seen, ARRAY[seq], ARRAY[seen], ARRAY[kinds], coalesce(fqdn, ''),
+                         coalesce(site, ''), coalesce(ou, ''), coalesce(agent, ''), coalesce(status, 'UNKNOWN'),
+                         coalesce(npk, 0), audit, coalesce(expired, false)
+                     FROM {INPUT}
+                     WHERE whole AND cn IS NULL
+                     ON CONFLICT (fingerprint) DO NOTHING
+                     RETURNING fingerprint"
+                ),
                 &params,
             )
             .await
@@ -193,28 +261,14 @@ pub(super) async fn write(
     )
     .await
     .map_err(query("storing sections"))?;
-    // The rows reports read: placement, status, packages, software.
-    let (mut h_fp, mut h_fqdn, mut h_site, mut h_ou, mut h_agent) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut st_fp, mut st_status, mut st_count) = (vec![], vec![], vec![]);
-    let (mut a_fp, mut a_worst) = (vec![], vec![]);
-    let (mut x_fp, mut x_expired) = (vec![], vec![]);
+    // The rows reports read: packages, software.
     let (mut p_hosts, mut p_fp, mut p_name, mut p_status, mut p_inst, mut p_target, mut p_reason) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut sw_hosts, mut sw_fp, mut sw_name, mut sw_version, mut sw_publisher, mut sw_source, mut sw_code) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for ((fp, _), s) in &by_key {
         match s {
-            Section::Host(h) => {
-                h_fp.push(*fp);
-                h_fqdn.push(h.fqdn.as_str());
-                h_site.push(h.site.as_str());
-                h_ou.push(h.ou.as_str());
-                h_agent.push(h.agent_version.as_str());
-            }
-            Section::PackagesV2 { host_status, packages } => {
-                st_fp.push(*fp);
-                st_status.push(host_status.as_str());
-                st_count.push(i32::try_from(packages.len()).unwrap_or(i32::MAX));
+            Section::PackagesV2 { packages, .. } => {
                 p_hosts.push(*fp);
                 for p in packages {
                     p_fp.push(*fp);
@@ -223,16 +277,6 @@ pub(super) async fn write(
                     p_inst.push(p.installed.as_deref());
                     p_target.push(p.target.as_deref());
                     p_reason.push(p.reason.as_deref());
-                }
-            }
-            Section::Audits(_) | Section::Snapshot(_) => {
-                let inv = Inventory::from_sections([(*s).clone()]);
-                if let Section::Audits(_) = s {
-                    a_fp.push(*fp);
-                    a_worst.push(inv.worst_audit().map(|w| w.as_str()));
-                } else {
-                    x_fp.push(*fp);
-                    x_expired.push(inv.snapshot().is_some_and(|x| x.expired));
                 }
             }
             Section::Programs(programs) => {
@@ -248,43 +292,6 @@ pub(super) async fn write(
             }
             _ => {}
         }
-    }
-    if !h_fp.is_empty() {
-        txn.execute(
-            "UPDATE outpost.hosts h SET fqdn = u.fqdn, site = u.site, ou = u.ou, agent_version = u.agent
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(fp, fqdn, site, ou, agent)
-             WHERE h.fingerprint = u.fp",
-            &[&h_fp, &h_fqdn, &h_site, &h_ou, &h_agent],
-        )
-        .await
-        .map_err(query("storing hosts' placement"))?;
-    }
-    if !st_fp.is_empty() {
-        txn.execute(
-            "UPDATE outpost.hosts h SET status = u.status, packages = u.count
-             FROM unnest($1::text[], $2::text[], $3::int4[]) AS u(fp, status, count) WHERE h.fingerprint = u.fp",
-            &[&st_fp, &st_status, &st_count],
-        )
-        .await
-        .map_err(query("storing hosts' status"))?;
-    }
-    if !a_fp.is_empty() {
-        txn.execute(
-            "UPDATE outpost.hosts h SET audit = u.worst
-             FROM unnest($1::text[], $2::text[]) AS u(fp, worst) WHERE h.fingerprint = u.fp",
-            &[&a_fp, &a_worst],
-        )
-        .await
-        .map_err(query("storing hosts' audits"))?;
-    }
-    if !x_fp.is_empty() {
-        txn.execute(
-            "UPDATE outpost.hosts h SET snapshot_expired = u.expired
-             FROM unnest($1::text[], $2::bool[]) AS u(fp, expired) WHERE h.fingerprint = u.fp",
-            &[&x_fp, &x_expired],
-        )
-        .await
-        .map_err(query("storing hosts' snapshots"))?;
     }
     if !p_hosts.is_empty() {
         txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = ANY($1)", &[&p_hosts])
