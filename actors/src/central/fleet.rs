@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
     FleetOverview, HostFilter, HostPage, HostPageQuery, HostPageQueryV2, HostQuery, HostSort, HostSummary, Inventory,
-    MAX_PAGE, PackageSummary, ReportSeen, Section, SectionKind, SiteCount, StatusFilter, fingerprint_name, status_text,
+    MAX_PAGE, PackageSummary, ReportSeen, Section, SectionKind, SiteCount, fingerprint_name, status_text,
 };
 use outpost_protocol::resolver::{HostStatus, InstallState, PackageStatus};
 
@@ -333,20 +333,8 @@ impl Fleet {
     /// from a certificate fingerprint whether the host is connected. (The first console query;
     /// [`Fleet::page`] pages and orders.)
     pub fn query(&self, q: &HostQuery, online: &dyn Fn(&str) -> bool) -> (u64, Vec<HostSummary>) {
-        let status = match q.status.as_deref().map(StatusFilter::parse) {
-            // A status no host can have matches no host.
-            Some(None) => return (0, Vec::new()),
-            Some(s) => s,
-            None => None,
-        };
-        let filter = HostFilter {
-            status,
-            package: q.package.clone(),
-            software: q.software.clone(),
-            ou: q.ou.clone(),
-            site: q.site.clone(),
-            name: None,
-        };
+        // A status no host can have matches no host.
+        let Some(filter) = q.filter() else { return (0, Vec::new()) };
         let hits = self.matching(&filter);
         let total = hits.len() as u64;
         let mut hits = hits;

@@ -201,20 +201,8 @@ async fn finish(c: &tokio_postgres::Client, hosts: &mut [HostSummary], live: &Li
 
 /// `console hosts`: the hosts matching every filter, by name, and how many matched.
 pub async fn query_hosts(pool: &Pool, q: &HostQuery, live: &Live) -> Result<(u64, Vec<HostSummary>), PgError> {
-    let status = match q.status.as_deref().map(StatusFilter::parse) {
-        // A status no host can have matches no host.
-        Some(None) => return Ok((0, Vec::new())),
-        Some(s) => s,
-        None => None,
-    };
-    let filter = HostFilter {
-        status,
-        package: q.package.clone(),
-        software: q.software.clone(),
-        ou: q.ou.clone(),
-        site: q.site.clone(),
-        name: None,
-    };
+    // A status no host can have matches no host.
+    let Some(filter) = q.filter() else { return Ok((0, Vec::new())) };
     let limit = (q.limit > 0).then_some(q.limit);
     let page = select(pool, &filter, None, &format!("ORDER BY {BY_NAME}"), 0, limit, live).await?;
     Ok((page.total, page.hosts))
@@ -373,14 +361,18 @@ pub struct Cached {
     pub snapshot_expired: bool,
 }
 
+/// What names are looked up by: the fingerprints some are, and all of them in lower case.
+fn keys(names: &[String]) -> (Vec<String>, Vec<String>) {
+    (names.iter().filter_map(|n| fingerprint_name(n)).collect(), names.iter().map(|n| n.to_lowercase()).collect())
+}
+
 /// The hosts `names` designate (fingerprints `sha256:…`, UUIDs, FQDNs), and every other host
 /// claiming the UUID or the FQDN of one of them (so that clashes are seen).
 pub async fn designated(pool: &Pool, names: &[String]) -> Result<Vec<Cached>, PgError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let fps: Vec<String> = names.iter().filter_map(|n| fingerprint_name(n)).collect();
-    let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let (fps, lower) = keys(names);
     let c = client(pool, "central's database").await?;
     let rows = c
         .query(
@@ -589,8 +581,7 @@ pub async fn enrolled(pool: &Pool, names: &[String]) -> Result<Vec<(String, Enro
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let fps: Vec<String> = names.iter().filter_map(|n| fingerprint_name(n)).collect();
-    let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    let (fps, lower) = keys(names);
     let c = client(pool, "central's database").await?;
     let rows = c
         .query(

@@ -85,6 +85,21 @@ struct Applied {
     sequence: u64,
 }
 
+impl Applied {
+    /// What `report` from `peer` becomes once applied at `now`.
+    fn of(peer: &Peer, report: &Report, now: i64) -> Self {
+        Self {
+            uuid: report.host.clone(),
+            subject: peer.info.subject.clone(),
+            fingerprint: peer.info.fingerprint.clone(),
+            changed: kinds(&report.sections),
+            partial: Inventory::from_sections(report.sections.clone()),
+            seen: now,
+            sequence: report.sequence,
+        }
+    }
+}
+
 /// Who is asking (from the TLS connection).
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -416,15 +431,7 @@ impl Central {
             ReportDecision::Apply => {
                 let now = unix_now();
                 self.inflight.insert(fp.clone(), report.sequence);
-                let applied = Applied {
-                    uuid: report.host.clone(),
-                    subject: peer.info.subject.clone(),
-                    fingerprint: fp.clone(),
-                    changed: kinds(&report.sections),
-                    partial: Inventory::from_sections(report.sections.clone()),
-                    seen: now,
-                    sequence: report.sequence,
-                };
+                let applied = Applied::of(peer, &report, now);
                 let op = Op::Report {
                     record: HostRecord {
                         fingerprint: fp,
@@ -463,15 +470,7 @@ impl Central {
         };
         let now = unix_now();
         let fp = peer.info.fingerprint.clone();
-        let applied = Applied {
-            uuid: report.host.clone(),
-            subject: peer.info.subject.clone(),
-            fingerprint: fp.clone(),
-            changed: kinds(&report.sections),
-            partial: Inventory::from_sections(report.sections.clone()),
-            seen: now,
-            sequence: report.sequence,
-        };
+        let applied = Applied::of(peer, &report, now);
         let record = HostRecord { fingerprint: fp, sequence: report.sequence, last_seen: now, uuid: report.host };
         let op = Op::Report { record, sections: report.sections, full: report.full, cn: check };
         Ok((applied, vec![op]))

@@ -111,6 +111,26 @@ pub struct HostQuery {
     pub limit: u32,
 }
 
+impl HostQuery {
+    /// The same filters as a [`super::HostFilter`]; `None` when the status names no status (no
+    /// host matches).
+    pub fn filter(&self) -> Option<super::HostFilter> {
+        let status = match self.status.as_deref().map(super::StatusFilter::parse) {
+            Some(None) => return None,
+            Some(s) => s,
+            None => None,
+        };
+        Some(super::HostFilter {
+            status,
+            package: self.package.clone(),
+            software: self.software.clone(),
+            ou: self.ou.clone(),
+            site: self.site.clone(),
+            name: None,
+        })
+    }
+}
+
 /// A package's line in `console packages`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageSummary {
