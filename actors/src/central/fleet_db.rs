@@ -154,47 +154,56 @@ fn conditions(f: &HostFilter, audit: Option<InstallState>) -> Where {
 }
 
 /// Fills in the online and clash flags of `hosts`.
+/// Two columns (with `h` a host): the first 16 characters of the other live certificates that
+/// claim its UUID, and of those that claim its FQDN.
+const CLASHES: &str = "ARRAY(SELECT left(o.fingerprint, 16) FROM outpost.hosts o
+        WHERE h.uuid <> '' AND lower(o.uuid) = lower(h.uuid) AND o.fingerprint <> h.fingerprint
+          AND NOT EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = o.fingerprint)
+        ORDER BY o.fingerprint),
+    ARRAY(SELECT left(o.fingerprint, 16) FROM outpost.hosts o
+        WHERE h.fqdn <> '' AND lower(o.fqdn) = lower(h.fqdn) AND o.fingerprint <> h.fingerprint
+          AND NOT EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = o.fingerprint)
+        ORDER BY o.fingerprint)";
+
+/// What clashes with a live host (as [`super::fleet::Fleet::clash`] says it), from the
+/// [`CLASHES`] columns and what this instance saw.
+fn clash_text(h: &HostSummary, same_uuid: &[String], same_name: &[String], live: &Live) -> Option<String> {
+    if h.revoked {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !same_uuid.is_empty() {
+        parts.push(format!("UUID {} also claimed by certificate(s) {}", h.uuid, same_uuid.join(", ")));
+    }
+    if !same_name.is_empty() {
+        parts.push(format!("name {} also claimed by certificate(s) {}", h.fqdn, same_name.join(", ")));
+    }
+    if let Some(s) = live.shared.get(&h.fingerprint) {
+        parts.push(s.clone());
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Fills in the online and clash flags of `hosts`.
 async fn finish(c: &tokio_postgres::Client, hosts: &mut [HostSummary], live: &Live) -> Result<(), PgError> {
     let fps: Vec<&str> = hosts.iter().filter(|h| !h.revoked).map(|h| h.fingerprint.as_str()).collect();
-    let mut clashes: HashMap<String, String> = HashMap::new();
+    let mut claimed: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
     if !fps.is_empty() {
         for row in c
             .query(
-                "SELECT h.fingerprint, h.uuid, h.fqdn,
-                    ARRAY(SELECT left(o.fingerprint, 16) FROM outpost.hosts o
-                          WHERE h.uuid <> '' AND lower(o.uuid) = lower(h.uuid) AND o.fingerprint <> h.fingerprint
-                            AND NOT EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = o.fingerprint)
-                          ORDER BY o.fingerprint),
-                    ARRAY(SELECT left(o.fingerprint, 16) FROM outpost.hosts o
-                          WHERE h.fqdn <> '' AND lower(o.fqdn) = lower(h.fqdn) AND o.fingerprint <> h.fingerprint
-                            AND NOT EXISTS (SELECT 1 FROM outpost.revoked r WHERE r.fingerprint = o.fingerprint)
-                          ORDER BY o.fingerprint)
-                 FROM outpost.hosts h WHERE h.fingerprint = ANY($1)",
+                &format!("SELECT h.fingerprint, {CLASHES} FROM outpost.hosts h WHERE h.fingerprint = ANY($1)"),
                 &[&fps],
             )
             .await
             .map_err(query("reading hosts' clashes"))?
         {
-            let (fp, uuid, fqdn): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-            let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(3), row.get(4));
-            let mut parts = Vec::new();
-            if !same_uuid.is_empty() {
-                parts.push(format!("UUID {uuid} also claimed by certificate(s) {}", same_uuid.join(", ")));
-            }
-            if !same_name.is_empty() {
-                parts.push(format!("name {fqdn} also claimed by certificate(s) {}", same_name.join(", ")));
-            }
-            if let Some(s) = live.shared.get(&fp) {
-                parts.push(s.clone());
-            }
-            if !parts.is_empty() {
-                clashes.insert(fp, parts.join("; "));
-            }
+            claimed.insert(row.get(0), (row.get(1), row.get(2)));
         }
     }
     for h in hosts {
         h.online |= live.online.contains(&h.fingerprint);
-        h.clash = clashes.remove(&h.fingerprint);
+        let (same_uuid, same_name) = claimed.remove(&h.fingerprint).unwrap_or_default();
+        h.clash = clash_text(h, &same_uuid, &same_name, live);
     }
     Ok(())
 }
@@ -246,6 +255,33 @@ async fn select(
     let c = client(pool, "the console's database").await?;
     let mut w = conditions(filter, audit);
     let cond = w.sql();
+    if filter.software.is_some() || filter.package.is_some() {
+        // Few hosts (those with a package or a piece of software): found once, counted, the page
+        // cut and its clashes read in one statement.
+        let off = w.param(i64::from(offset));
+        let lim = w.param(limit.map(i64::from));
+        let sql = format!(
+            "WITH m AS MATERIALIZED (SELECT * FROM outpost.hosts h WHERE {cond}),
+                  page AS (SELECT * FROM m h {order} OFFSET {off} LIMIT {lim})
+             SELECT {COLUMNS}, {CLASHES}, (SELECT count(*) FROM m) FROM page h {order}"
+        );
+        let rows = c.query(&sql, &w.refs()).await.map_err(query("listing hosts"))?;
+        if let Some(first) = rows.first() {
+            let total: i64 = first.get(13);
+            let hosts = rows
+                .iter()
+                .map(|row| {
+                    let mut h = summary(row);
+                    h.online |= live.online.contains(&h.fingerprint);
+                    let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
+                    h.clash = clash_text(&h, &same_uuid, &same_name, live);
+                    h
+                })
+                .collect();
+            return Ok(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts });
+        }
+        w.params.truncate(w.params.len() - 2);
+    }
     // How many matched, then the page (apart: a count over the page's window would sort every
     // host where the page alone can follow an index).
     let total: i64 = c
