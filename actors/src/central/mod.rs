@@ -632,13 +632,21 @@ fn one_of(name: &str, candidates: &[&HostSummary], enrolled: bool) -> Result<usi
             format!(
                 "{name} is claimed by {} certificates: {}; name one by its fingerprint (sha256:…)",
                 many.len(),
-                many.iter()
+                sorted_by_name(many)
+                    .iter()
                     .map(|r| format!("sha256:{} ({}, {})", r.fingerprint, r.fqdn, r.uuid))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
         )),
     }
+}
+
+/// Hosts by FQDN, then UUID, then certificate (one order whichever way they were found).
+fn sorted_by_name<'a>(hosts: &[&'a HostSummary]) -> Vec<&'a HostSummary> {
+    let mut v = hosts.to_vec();
+    v.sort_by(|a, b| (&a.fqdn, &a.uuid, &a.fingerprint).cmp(&(&b.fqdn, &b.uuid, &b.fingerprint)));
+    v
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> CentralResponse {
