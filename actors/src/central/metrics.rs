@@ -122,7 +122,8 @@ pub struct DbMetrics {
     pub pool_max: Gauge,
     /// Requests waiting for a connection.
     pub waiting: Gauge,
-    /// Seconds per database operation, by kind (write: a group commit; load; report).
+    /// Seconds per database operation, by kind (write: a group commit; load; console: a console
+    /// query; report).
     pub latency: Family<Labels, Histogram, fn() -> Histogram>,
     /// Failed database operations by kind.
     pub errors: Family<Labels, Counter>,
