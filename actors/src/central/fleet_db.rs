@@ -293,7 +293,10 @@ async fn select(
     if total > i64::from(offset) {
         let off = w.param(i64::from(offset));
         let lim = w.param(limit.map(i64::from));
-        let sql = format!("SELECT {COLUMNS} FROM outpost.hosts h WHERE {cond} {order} OFFSET {off} LIMIT {lim}");
+        // The page is cut first; its flags are read for its hosts only (not for those skipped).
+        let sql = format!(
+            "SELECT {COLUMNS} FROM (SELECT * FROM outpost.hosts h WHERE {cond} {order} OFFSET {off} LIMIT {lim}) h {order}"
+        );
         hosts = c.query(&sql, &w.refs()).await.map_err(query("listing hosts"))?.iter().map(summary).collect();
         finish(&c, &mut hosts, live).await?;
     }
@@ -327,9 +330,10 @@ pub async fn overview(pool: &Pool, now: i64, stale_after: u64, live: &Live) -> R
     let online: Vec<&str> = live.online.iter().map(String::as_str).collect();
     o.online = u64::try_from(
         c.query_one(
-            "SELECT count(*) FROM outpost.hosts h WHERE h.fingerprint = ANY($1) OR EXISTS (
-                 SELECT 1 FROM outpost.sessions s JOIN outpost.instances i ON i.name = s.instance
-                 WHERE s.fingerprint = h.fingerprint AND i.seen > extract(epoch FROM now())::bigint - 30)",
+            "SELECT count(*) FROM (
+                 SELECT s.fingerprint FROM outpost.sessions s JOIN outpost.instances i ON i.name = s.instance
+                 WHERE i.seen > extract(epoch FROM now())::bigint - 30
+                 UNION SELECT unnest($1::text[])) AS o JOIN outpost.hosts h USING (fingerprint)",
             &[&online],
         )
         .await
