@@ -145,6 +145,17 @@ fn central_on_postgres_keeps_the_fleet_serves_sql_reports_and_refuses_a_newer_sc
         admin.json(&["report", "pending-by-site"]),
         json!([{"site": "lyon", "package": "extra", "status": "NEED-INSTALL", "hosts": "1"}])
     );
+    // A host moves to another site in a delta that does not list its packages again: what waits
+    // there is counted at its new site.
+    ok(h3.report("uuid-h3", 2, false, vec![placed("uuid-h3", "h3.test", "grenoble")]));
+    assert_eq!(
+        admin.json(&["report", "pending-by-site"]),
+        json!([{"site": "grenoble", "package": "extra", "status": "NEED-INSTALL", "hosts": "1"}])
+    );
+    assert_eq!(
+        lines(&read("SELECT fqdn, site, package FROM reporting.host_packages WHERE fqdn = 'h3.test'")),
+        ["h3.test|grenoble|extra"]
+    );
     assert_eq!(admin.json(&["report", "not-seen", "--param", "days=7"]), json!([]));
     pg.psql_ok(&db, "UPDATE outpost.hosts SET last_seen = last_seen - 10 * 86400 WHERE fqdn = 'h3.test'");
     let stale = admin.json(&["report", "not-seen", "--param", "days=7"]);
@@ -160,7 +171,7 @@ fn central_on_postgres_keeps_the_fleet_serves_sql_reports_and_refuses_a_newer_sc
     admin.run(&["report", "save", "sites", "--sql", sites, "--description", "hosts per site"]).ok();
     assert_eq!(
         admin.json(&["report", "sites"]),
-        json!([{"site": "lyon", "hosts": "1"}, {"site": "paris", "hosts": "2"}])
+        json!([{"site": "grenoble", "hosts": "1"}, {"site": "paris", "hosts": "2"}])
     );
     let list = viewer.json(&["report", "list"]);
     let saved = list.as_array().unwrap().iter().find(|r| r["name"] == "sites").cloned().unwrap_or(Value::Null);

@@ -27,8 +27,8 @@
 //!    answer, which comes once the report is durable; sustained deltas per second and the
 //!    latency distribution (p50, p99).
 //! 3. **Query**: `console hosts --software NAME` for a name installed on 1% of the hosts: the
-//!    whole command (process start, TLS, query, output) and the request alone on an open
-//!    connection.
+//!    whole command as typed (process start, TLS, query, output of the first 1,000 hosts and the
+//!    count), the request alone on an open connection, and the command listing every match.
 //! 4. **Memory**: central's resident set (VmRSS, VmHWM) with every host loaded.
 
 #[allow(dead_code)]
@@ -45,7 +45,7 @@ use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
 use outpost_actors::transport::{self, Identity};
 use outpost_protocol::central::{
-    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostQuery, Os, PackageReport, Report, Section,
+    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostFilter, HostPageQuery, MAX_PAGE, Os, PackageReport, Report, Section,
     Software, UpdateResult,
 };
 use outpost_protocol::pki::{self, IssueRequest, PrivateKey, Role};
@@ -133,7 +133,14 @@ fn packages_of(i: usize, round: u64) -> Section {
     let packages = (0..10)
         .map(|k| PackageReport {
             name: format!("outpost-pkg-{k}"),
-            status: if (i + k + round as usize).is_multiple_of(97) { PackageStatus::Error } else { PackageStatus::Ok },
+            // An error now and then; one package waiting on every other host (a rollout under way).
+            status: if (i + k + round as usize).is_multiple_of(97) {
+                PackageStatus::Error
+            } else if (i + k).is_multiple_of(20) {
+                PackageStatus::NeedUpgrade
+            } else {
+                PackageStatus::Ok
+            },
             installed: Some(format!("{k}.0")),
             target: None,
             state: None,
@@ -484,9 +491,14 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     };
 
     // 3. The query, as a whole command and on an open connection.
-    let console_hosts = |software: &str| {
+    // As an operator types it: the first 1,000 hosts (the command's default) and how many matched.
+    let console_hosts = |software: &str, limit: Option<&str>| {
         let mut c = cmd(outpost, work);
-        c.args(["console", "hosts", "--software", software, "--limit", "0", "--json", "--server", &central])
+        c.args(["console", "hosts", "--software", software, "--json", "--server", &central]);
+        if let Some(l) = limit {
+            c.args(["--limit", l]);
+        }
+        c
             .arg("--ca")
             .arg(work.join("pki/ca.crt"))
             .arg("--cert")
@@ -496,20 +508,30 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         c
     };
     let mut walls = Vec::new();
-    let mut found = 0u64;
+    let (mut found, mut listed) = (0u64, 0usize);
     for _ in 0..10 {
-        let mut c = console_hosts("rare-tool");
+        let mut c = console_hosts("rare-tool", None);
         let t = Instant::now();
         let out = procs::run(&mut c)?;
         walls.push(t.elapsed().as_secs_f64() * 1000.0);
         let v: serde_json::Value = serde_json::from_str(&out)?;
         found = v["total"].as_u64().unwrap_or(0);
+        listed = v["hosts"].as_array().map_or(0, Vec::len);
     }
     walls.sort_by(f64::total_cmp);
+    // Every matching host (`--limit 0`: pages of 1,000 until all are read).
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        let mut c = console_hosts("rare-tool", Some("0"));
+        let t = Instant::now();
+        procs::run(&mut c)?;
+        all.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    all.sort_by(f64::total_cmp);
     // The same command with an empty answer: what starting the process and TLS cost.
     let mut empty = Vec::new();
     for _ in 0..10 {
-        let mut c = console_hosts("no-such-software");
+        let mut c = console_hosts("no-such-software", None);
         let t = Instant::now();
         procs::run(&mut c)?;
         empty.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -524,9 +546,14 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         let client = CentralClient::connect_with(&endpoint, admin_config, &central).await?;
         let mut rounds = Vec::new();
         for _ in 0..20 {
-            let q = HostQuery { software: Some("rare-tool".into()), ..HostQuery::default() };
+            // What the command asks: the first page of 1,000 and the count.
+            let q = HostPageQuery {
+                filter: HostFilter { software: Some("rare-tool".into()), ..HostFilter::default() },
+                limit: MAX_PAGE,
+                ..HostPageQuery::default()
+            };
             let t = Instant::now();
-            client.request(&CentralRequest::Hosts(q)).await?;
+            client.request(&CentralRequest::HostPage(q)).await?;
             rounds.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         client.close();
@@ -571,8 +598,9 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
          | central's CPU during the deltas (the agents' side runs on the same 2 cores) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central CPU-second |\n\
          | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
-         | `console hosts --software rare-tool` ({found} of {total_hosts} hosts), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
+         | `console hosts --software rare-tool` ({listed} listed, {found} of {total_hosts} hosts matched), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
+         | `console hosts --software rare-tool --limit 0` (all {found}), whole command | median {aw:.1} ms |\n\
          | the command with an empty answer (process start, key, TLS) | median {ew:.1} ms |\n\
 {pages}{reports}\
          | central memory (the largest instance) | VmRSS {r1:.0} MiB after the full reports, {r2:.0} MiB at the end (peak {h2:.0} MiB) |\n\
@@ -594,6 +622,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         pmax = lat.last().copied().unwrap_or(0.0),
         cw = percentile(&walls, 0.5),
         cwmax = walls.last().copied().unwrap_or(0.0),
+        aw = percentile(&all, 0.5),
         qm = percentile(&rounds, 0.5),
         ew = percentile(&empty, 0.5),
         ccpu = central_cpu,
@@ -643,8 +672,8 @@ fn grow(url: &str, copies: usize) -> Result<()> {
            FROM m JOIN outpost.hosts h ON h.fingerprint = m.old;
          INSERT INTO outpost.sections (fingerprint, kind, body, doc)
            SELECT m.new, s.kind, s.body, s.doc FROM m JOIN outpost.sections s ON s.fingerprint = m.old;
-         INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason)
-           SELECT m.new, p.name, p.status, p.installed, p.target, p.reason
+         INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site)
+           SELECT m.new, p.name, p.status, p.installed, p.target, p.reason, p.site
            FROM m JOIN outpost.host_packages p ON p.fingerprint = m.old;
          INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
            SELECT m.new, s.name, s.version, s.publisher, s.source, s.product_code

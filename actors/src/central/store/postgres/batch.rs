@@ -297,14 +297,36 @@ pub(super) async fn write(
         txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = ANY($1)", &[&p_hosts])
             .await
             .map_err(query("replacing packages"))?;
+        // Each row with its host's site (as the report just set it), for the waiting-packages index.
         txn.execute(
-            "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+            "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site)
+             SELECT u.fp, u.name, u.status, u.installed, u.target, u.reason, h.site
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                 AS u(fp, name, status, installed, target, reason)
+             JOIN outpost.hosts h ON h.fingerprint = u.fp
              ON CONFLICT DO NOTHING",
             &[&p_fp, &p_name, &p_status, &p_inst, &p_target, &p_reason],
         )
         .await
         .map_err(query("storing packages"))?;
+    }
+    // A host that moved to another site without a new package list: its rows follow it.
+    let listed: HashSet<&str> = p_hosts.iter().copied().collect();
+    let moved: Vec<&str> = applied
+        .iter()
+        .filter(|i| i.sections.iter().any(|s| matches!(s, Section::Host(_))))
+        .map(|i| i.record.fingerprint.as_str())
+        .filter(|fp| !listed.contains(fp))
+        .collect();
+    if !moved.is_empty() {
+        txn.execute(
+            "UPDATE outpost.host_packages p SET site = h.site
+             FROM outpost.hosts h
+             WHERE h.fingerprint = ANY($1) AND p.fingerprint = h.fingerprint AND p.site <> h.site",
+            &[&moved],
+        )
+        .await
+        .map_err(query("moving packages to the host's site"))?;
     }
     if !sw_hosts.is_empty() {
         txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = ANY($1)", &[&sw_hosts])
