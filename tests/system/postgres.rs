@@ -575,6 +575,10 @@ fn the_console_answers_the_same_on_postgresql_as_on_redb() {
             };
             h.ou = format!("OU=Room {},OU=Site{},DC=ex", k % 2, k % 3);
             let mut software = vec![program("vim", "9")];
+            if k % 3 == 0 {
+                // The same name twice (two architectures): the host is listed once.
+                software.push(program("VIM", "8.2"));
+            }
             if k % 2 == 0 {
                 software.push(program("7-Zip", "23.01"));
             }
@@ -639,6 +643,10 @@ fn the_console_answers_the_same_on_postgresql_as_on_redb() {
         ("name:pc-1*", HostSort::Name, false, 0, 0),
         ("pc-0", HostSort::Name, false, 0, 0),
         ("pkg:tool", HostSort::Name, false, 20, 5),
+        ("pkg:tool", HostSort::Name, false, 2, 4),
+        ("sw:vim", HostSort::Name, true, 0, 0),
+        ("sw:VIM", HostSort::Name, false, 1, 6),
+        ("sw:7-zip", HostSort::Name, true, 1, 3),
     ] {
         let page = HostPageQuery { filter: HostFilter::parse(line).unwrap(), sort, descending, offset, limit };
         ask(&CentralRequest::HostPageV2(HostPageQueryV2 { page, audit: None }));

@@ -107,15 +107,11 @@ fn conditions(f: &HostFilter, audit: Option<InstallState>) -> Where {
     // by their key: a join would read every host when the planner misjudges how few they are.
     if let Some(p) = &f.package {
         let p = w.param(p.to_lowercase());
-        w.and(format!(
-            "h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_packages WHERE lower(name) = {p}))"
-        ));
+        w.and(format!("h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_packages WHERE lname = {p}))"));
     }
     if let Some(s) = &f.software {
         let p = w.param(s.to_lowercase());
-        w.and(format!(
-            "h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_software WHERE lower(name) = {p}))"
-        ));
+        w.and(format!("h.fingerprint = ANY(ARRAY(SELECT fingerprint FROM outpost.host_software WHERE lname = {p}))"));
     }
     if let Some(s) = &f.site {
         let p = w.param(s.to_lowercase());
@@ -213,8 +209,78 @@ pub async fn query_hosts(pool: &Pool, q: &HostQuery, live: &Live) -> Result<(u64
     // A status no host can have matches no host.
     let Some(filter) = q.filter() else { return Ok((0, Vec::new())) };
     let limit = (q.limit > 0).then_some(q.limit);
+    if let Some(page) = by_row_index(pool, &filter, None, false, 0, limit, live).await? {
+        return Ok((page.total, page.hosts));
+    }
     let page = select(pool, &filter, None, &format!("ORDER BY {BY_NAME}"), 0, limit, live).await?;
     Ok((page.total, page.hosts))
+}
+
+/// Hosts with one package or one piece of software, by name (the console's most common
+/// question): counted and paged from that table's index, which holds each row's host name in
+/// order (`host_packages_host`, `host_software_host_order`), so only the page's hosts are read.
+/// `None` when the filter or the order asks for more than that index answers.
+async fn by_row_index(
+    pool: &Pool,
+    filter: &HostFilter,
+    audit: Option<InstallState>,
+    descending: bool,
+    offset: u32,
+    limit: Option<u32>,
+    live: &Live,
+) -> Result<Option<HostPage>, PgError> {
+    let (table, name) = match filter {
+        HostFilter { status: None, package: Some(p), software: None, ou: None, site: None, name: None } => {
+            ("outpost.host_packages", p)
+        }
+        HostFilter { status: None, package: None, software: Some(s), ou: None, site: None, name: None } => {
+            ("outpost.host_software", s)
+        }
+        _ => return Ok(None),
+    };
+    if audit.is_some() {
+        return Ok(None);
+    }
+    let c = client(pool, "the console's database").await?;
+    let name = name.to_lowercase();
+    let total: i64 = c
+        .query_one(&format!("SELECT count(DISTINCT fingerprint) FROM {table} WHERE lname = $1"), &[&name])
+        .await
+        .map_err(query("counting hosts"))?
+        .get(0);
+    let mut hosts = Vec::new();
+    if total > i64::from(offset) {
+        let dir = if descending { "DESC" } else { "ASC" };
+        // The row's `fqdn` and `uuid` columns are in byte order ("C"), as the index.
+        let sql = format!(
+            "SELECT {COLUMNS}, {CLASHES}
+             FROM (SELECT DISTINCT fqdn, uuid, fingerprint COLLATE \"C\" AS fpc, fingerprint FROM {table}
+                   WHERE lname = $1 ORDER BY fqdn {dir}, uuid {dir}, fpc {dir}, fingerprint
+                   OFFSET $2 LIMIT $3) p
+             JOIN outpost.hosts h ON h.fingerprint = p.fingerprint
+             ORDER BY {}",
+            if descending {
+                "h.fqdn COLLATE \"C\" DESC, h.uuid COLLATE \"C\" DESC, h.fingerprint COLLATE \"C\" DESC".to_string()
+            } else {
+                BY_NAME.to_string()
+            }
+        );
+        let (off, lim) = (i64::from(offset), limit.map(i64::from));
+        hosts = c
+            .query(&sql, &[&name, &off, &lim])
+            .await
+            .map_err(query("listing hosts"))?
+            .iter()
+            .map(|row| {
+                let mut h = summary(row);
+                h.online |= live.online.contains(&h.fingerprint);
+                let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
+                h.clash = clash_text(&h, &same_uuid, &same_name, live);
+                h
+            })
+            .collect();
+    }
+    Ok(Some(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts }))
 }
 
 /// One page of the hosts a query filters, in its order, and how many matched.
@@ -240,6 +306,11 @@ pub async fn page(pool: &Pool, q2: &HostPageQueryV2, live: &Live) -> Result<Host
         Some(k) => format!("ORDER BY {k} {dir}, {BY_NAME}"),
     };
     let limit = if q.limit == 0 { MAX_PAGE } else { q.limit.min(MAX_PAGE) };
+    if q.sort == HostSort::Name
+        && let Some(page) = by_row_index(pool, &q.filter, q2.audit, q.descending, q.offset, Some(limit), live).await?
+    {
+        return Ok(page);
+    }
     select(pool, &q.filter, q2.audit, &order, q.offset, Some(limit), live).await
 }
 

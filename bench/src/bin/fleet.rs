@@ -45,8 +45,8 @@ use anyhow::{Context, Result, bail};
 use outpost_actors::central::client::CentralClient;
 use outpost_actors::transport::{self, Identity};
 use outpost_protocol::central::{
-    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostFilter, HostPageQuery, MAX_PAGE, Os, PackageReport, Report, Section,
-    Software, UpdateResult,
+    ALPN_CENTRAL, CentralRequest, CentralResponse, Hardware, HostFacts, HostFilter, HostPageQuery, MAX_PAGE, Os,
+    PackageReport, Report, Section, Software, UpdateResult,
 };
 use outpost_protocol::pki::{self, IssueRequest, PrivateKey, Role};
 use outpost_protocol::resolver::{HostStatus, PackageStatus};
@@ -498,13 +498,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         if let Some(l) = limit {
             c.args(["--limit", l]);
         }
-        c
-            .arg("--ca")
-            .arg(work.join("pki/ca.crt"))
-            .arg("--cert")
-            .arg(&admin.0)
-            .arg("--key")
-            .arg(&admin.1);
+        c.arg("--ca").arg(work.join("pki/ca.crt")).arg("--cert").arg(&admin.0).arg("--key").arg(&admin.1);
         c
     };
     let mut walls = Vec::new();
@@ -672,12 +666,12 @@ fn grow(url: &str, copies: usize) -> Result<()> {
            FROM m JOIN outpost.hosts h ON h.fingerprint = m.old;
          INSERT INTO outpost.sections (fingerprint, kind, body, doc)
            SELECT m.new, s.kind, s.body, s.doc FROM m JOIN outpost.sections s ON s.fingerprint = m.old;
-         INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site)
-           SELECT m.new, p.name, p.status, p.installed, p.target, p.reason, p.site
-           FROM m JOIN outpost.host_packages p ON p.fingerprint = m.old;
-         INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
-           SELECT m.new, s.name, s.version, s.publisher, s.source, s.product_code
-           FROM m JOIN outpost.host_software s ON s.fingerprint = m.old;
+         INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site, fqdn, uuid)
+           SELECT m.new, p.name, p.status, p.installed, p.target, p.reason, p.site, h.fqdn, h.uuid
+           FROM m JOIN outpost.host_packages p ON p.fingerprint = m.old JOIN outpost.hosts h ON h.fingerprint = m.new;
+         INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code, fqdn, uuid)
+           SELECT m.new, s.name, s.version, s.publisher, s.source, s.product_code, h.fqdn, h.uuid
+           FROM m JOIN outpost.host_software s ON s.fingerprint = m.old JOIN outpost.hosts h ON h.fingerprint = m.new;
          COMMIT;
          ANALYZE;"
     );

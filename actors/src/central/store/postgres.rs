@@ -36,7 +36,7 @@ use super::{
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "central", include_str!("../../../migrations/0001_central.sql")),
     (2, "reporting", include_str!("../../../migrations/0002_reporting.sql")),
-    (3, "pending by site", include_str!("../../../migrations/0003_pending_by_site.sql")),
+    (3, "rows carry their host", include_str!("../../../migrations/0003_rows_carry_their_host.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -297,10 +297,11 @@ pub(super) async fn write(
         txn.execute("DELETE FROM outpost.host_packages WHERE fingerprint = ANY($1)", &[&p_hosts])
             .await
             .map_err(query("replacing packages"))?;
-        // Each row with its host's site (as the report just set it), for the waiting-packages index.
+        // Each row with its host's site, name and UUID (as the report just set them), for the
+        // indexes of waiting packages and of hosts by package.
         txn.execute(
-            "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site)
-             SELECT u.fp, u.name, u.status, u.installed, u.target, u.reason, h.site
+            "INSERT INTO outpost.host_packages (fingerprint, name, status, installed, target, reason, site, fqdn, uuid)
+             SELECT u.fp, u.name, u.status, u.installed, u.target, u.reason, h.site, h.fqdn, h.uuid
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
                  AS u(fp, name, status, installed, target, reason)
              JOIN outpost.hosts h ON h.fingerprint = u.fp
@@ -310,35 +311,50 @@ pub(super) async fn write(
         .await
         .map_err(query("storing packages"))?;
     }
-    // A host that moved to another site without a new package list: its rows follow it.
-    let listed: HashSet<&str> = p_hosts.iter().copied().collect();
-    let moved: Vec<&str> = applied
-        .iter()
-        .filter(|i| i.sections.iter().any(|s| matches!(s, Section::Host(_))))
-        .map(|i| i.record.fingerprint.as_str())
-        .filter(|fp| !listed.contains(fp))
-        .collect();
-    if !moved.is_empty() {
-        txn.execute(
-            "UPDATE outpost.host_packages p SET site = h.site
-             FROM outpost.hosts h
-             WHERE h.fingerprint = ANY($1) AND p.fingerprint = h.fingerprint AND p.site <> h.site",
-            &[&moved],
-        )
-        .await
-        .map_err(query("moving packages to the host's site"))?;
-    }
     if !sw_hosts.is_empty() {
         txn.execute("DELETE FROM outpost.host_software WHERE fingerprint = ANY($1)", &[&sw_hosts])
             .await
             .map_err(query("replacing software"))?;
         txn.execute(
-            "INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+            "INSERT INTO outpost.host_software (fingerprint, name, version, publisher, source, product_code, fqdn, uuid)
+             SELECT u.fp, u.name, u.version, u.publisher, u.source, u.code, h.fqdn, h.uuid
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                 AS u(fp, name, version, publisher, source, code)
+             JOIN outpost.hosts h ON h.fingerprint = u.fp",
             &[&sw_fp, &sw_name, &sw_version, &sw_publisher, &sw_source, &sw_code],
         )
         .await
         .map_err(query("storing software"))?;
+    }
+    // A host that moved to another site, or was renamed, without new lists: its rows follow it.
+    let facts: Vec<&str> = applied
+        .iter()
+        .filter(|i| i.sections.iter().any(|s| matches!(s, Section::Host(_))))
+        .map(|i| i.record.fingerprint.as_str())
+        .collect();
+    let relisted: [HashSet<&str>; 2] = [p_hosts.iter().copied().collect(), sw_hosts.iter().copied().collect()];
+    for ((table, set, changed), listed) in [
+        ("outpost.host_packages", "site = h.site, fqdn = h.fqdn, uuid = h.uuid", "r.site <> h.site OR "),
+        ("outpost.host_software", "fqdn = h.fqdn, uuid = h.uuid", ""),
+    ]
+    .into_iter()
+    .zip(&relisted)
+    {
+        let moved: Vec<&str> = facts.iter().copied().filter(|fp| !listed.contains(fp)).collect();
+        if moved.is_empty() {
+            continue;
+        }
+        txn.execute(
+            &format!(
+                "UPDATE {table} r SET {set}
+                 FROM outpost.hosts h
+                 WHERE h.fingerprint = ANY($1) AND r.fingerprint = h.fingerprint
+                   AND ({changed}r.fqdn <> h.fqdn COLLATE \"C\" OR r.uuid <> h.uuid COLLATE \"C\")"
+            ),
+            &[&moved],
+        )
+        .await
+        .map_err(query("moving rows with their host"))?;
     }
     Ok(refused)
 }
