@@ -15,7 +15,8 @@ ALTER TABLE outpost.host_packages
 UPDATE outpost.host_packages p SET site = h.site, fqdn = h.fqdn, uuid = h.uuid
 FROM outpost.hosts h
 WHERE h.fingerprint = p.fingerprint;
-CREATE INDEX host_packages_pending ON outpost.host_packages (site, name, status) WHERE status LIKE 'NEED-%';
+CREATE INDEX host_packages_pending ON outpost.host_packages (site, name, status) INCLUDE (fingerprint)
+    WHERE status LIKE 'NEED-%';   -- the fingerprint: an index-only scan through the view's join
 CREATE INDEX host_packages_host ON outpost.host_packages (lname, fqdn, uuid, fingerprint COLLATE "C");
 DROP INDEX outpost.host_packages_lower_name;
 

@@ -149,7 +149,6 @@ fn conditions(f: &HostFilter, audit: Option<InstallState>) -> Where {
     w
 }
 
-/// Fills in the online and clash flags of `hosts`.
 /// Two columns (with `h` a host): the first 16 characters of the other live certificates that
 /// claim its UUID, and of those that claim its FQDN.
 const CLASHES: &str = "ARRAY(SELECT left(o.fingerprint, 16) FROM outpost.hosts o
@@ -178,6 +177,15 @@ fn clash_text(h: &HostSummary, same_uuid: &[String], same_name: &[String], live:
         parts.push(s.clone());
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// A host read with its [`COLUMNS`] and [`CLASHES`], its flags filled in.
+fn listed(row: &tokio_postgres::Row, live: &Live) -> HostSummary {
+    let mut h = summary(row);
+    h.online |= live.online.contains(&h.fingerprint);
+    let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
+    h.clash = clash_text(&h, &same_uuid, &same_name, live);
+    h
 }
 
 /// Fills in the online and clash flags of `hosts`.
@@ -244,7 +252,10 @@ async fn by_row_index(
     let c = client(pool, "the console's database").await?;
     let name = name.to_lowercase();
     let total: i64 = c
-        .query_one(&format!("SELECT count(DISTINCT fingerprint) FROM {table} WHERE lname = $1"), &[&name])
+        .query_one(
+            &format!("SELECT count(*) FROM (SELECT DISTINCT fingerprint FROM {table} WHERE lname = $1) d"),
+            &[&name],
+        )
         .await
         .map_err(query("counting hosts"))?
         .get(0);
@@ -271,13 +282,7 @@ async fn by_row_index(
             .await
             .map_err(query("listing hosts"))?
             .iter()
-            .map(|row| {
-                let mut h = summary(row);
-                h.online |= live.online.contains(&h.fingerprint);
-                let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
-                h.clash = clash_text(&h, &same_uuid, &same_name, live);
-                h
-            })
+            .map(|row| listed(row, live))
             .collect();
     }
     Ok(Some(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts }))
@@ -339,16 +344,7 @@ async fn select(
         let rows = c.query(&sql, &w.refs()).await.map_err(query("listing hosts"))?;
         if let Some(first) = rows.first() {
             let total: i64 = first.get(13);
-            let hosts = rows
-                .iter()
-                .map(|row| {
-                    let mut h = summary(row);
-                    h.online |= live.online.contains(&h.fingerprint);
-                    let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
-                    h.clash = clash_text(&h, &same_uuid, &same_name, live);
-                    h
-                })
-                .collect();
+            let hosts = rows.iter().map(|row| listed(row, live)).collect();
             return Ok(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts });
         }
         w.params.truncate(w.params.len() - 2);
