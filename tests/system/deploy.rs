@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, wait_for};
 use crate::common::{outpost, root};
 
 fn promtool() -> Option<&'static str> {
@@ -90,7 +91,12 @@ fn the_rules_and_the_dashboard_name_metrics_the_nodes_serve() {
         None => c.server(&[]),
     };
     let edge = c.edge(&[&server.addr], &[]);
-    let served: String = [server.scrape_opt().unwrap(), edge.scrape_opt().unwrap()].concat();
+    // On PostgreSQL the hosts are counted by the database a moment after the start (absent, not
+    // zero, until then): wait for the first count.
+    let central = wait_for(Duration::from_secs(30), "central's first host count", || {
+        server.scrape_opt().filter(|t| t.contains("# TYPE outpost_central_hosts "))
+    });
+    let served: String = [central, edge.scrape_opt().unwrap()].concat();
     let declared: BTreeSet<String> = served
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
