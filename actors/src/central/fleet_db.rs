@@ -37,6 +37,15 @@ const COLUMNS: &str = "h.fingerprint, h.uuid, h.fqdn, h.ou, h.site, h.status, h.
 /// Hosts by FQDN, then UUID, then certificate, byte by byte (as the fleet in memory orders).
 const BY_NAME: &str = "h.fqdn COLLATE \"C\", h.uuid COLLATE \"C\", h.fingerprint COLLATE \"C\"";
 
+/// [`BY_NAME`], or all of it turned over.
+fn by_name(descending: bool) -> &'static str {
+    if descending {
+        "h.fqdn COLLATE \"C\" DESC, h.uuid COLLATE \"C\" DESC, h.fingerprint COLLATE \"C\" DESC"
+    } else {
+        BY_NAME
+    }
+}
+
 fn summary(row: &tokio_postgres::Row) -> HostSummary {
     HostSummary {
         fingerprint: row.get(0),
@@ -270,11 +279,7 @@ async fn by_row_index(
                    OFFSET $2 LIMIT $3) p
              JOIN outpost.hosts h ON h.fingerprint = p.fingerprint
              ORDER BY {}",
-            if descending {
-                "h.fqdn COLLATE \"C\" DESC, h.uuid COLLATE \"C\" DESC, h.fingerprint COLLATE \"C\" DESC".to_string()
-            } else {
-                BY_NAME.to_string()
-            }
+            by_name(descending)
         );
         let (off, lim) = (i64::from(offset), limit.map(i64::from));
         hosts = c
@@ -304,10 +309,7 @@ pub async fn page(pool: &Pool, q2: &HostPageQueryV2, live: &Live) -> Result<Host
     };
     // Descending turns the column over; equal rows stay by name.
     let order = match key {
-        None if q.descending => "ORDER BY h.fqdn COLLATE \"C\" DESC, h.uuid COLLATE \"C\" DESC, \
-                                 h.fingerprint COLLATE \"C\" DESC"
-            .to_string(),
-        None => format!("ORDER BY {BY_NAME}"),
+        None => format!("ORDER BY {}", by_name(q.descending)),
         Some(k) => format!("ORDER BY {k} {dir}, {BY_NAME}"),
     };
     let limit = if q.limit == 0 { MAX_PAGE } else { q.limit.min(MAX_PAGE) };
