@@ -207,6 +207,34 @@ fn central_on_postgres_keeps_the_fleet_serves_sql_reports_and_refuses_a_newer_sc
     let replay = h1.report("uuid-h1", 2, false, vec![Section::Programs(vec![])]).unwrap_err();
     assert!(replay.contains("not newer"), "{replay}");
 
+    // Clashes are looked for where a UUID or a name was claimed twice. A host taking another's
+    // UUID in a delta (no host facts) is noted: both are flagged in the listing.
+    let clash_of = |fqdn: &str| {
+        let hosts = admin.hosts(&[]);
+        let row = hosts.iter().find(|h| h["fqdn"] == fqdn).unwrap_or_else(|| panic!("{fqdn} in {hosts:?}"));
+        row["clash"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(clash_of("h2.test"), "");
+    let cert = c.pki.path().join("pki/h3.test.crt");
+    let h3 = RawHost::with_cert(&c, &central, &cert, &cert.with_extension("key"));
+    ok(h3.report("uuid-h2", 3, false, vec![Section::Programs(vec![program("7-Zip", "22.00")])]));
+    assert!(clash_of("h2.test").contains("UUID uuid-h2 also claimed"), "{}", clash_of("h2.test"));
+    assert!(clash_of("h3.test").contains("UUID uuid-h2 also claimed"), "{}", clash_of("h3.test"));
+    // A database from before the claims were kept (schema 3) with a clash in it: migration 4
+    // finds it.
+    server.kill();
+    pg.psql_ok(
+        &db,
+        "UPDATE outpost.hosts SET uuid = 'uuid-h3' WHERE fqdn = 'h3.test';
+         UPDATE outpost.hosts SET fqdn = 'H1.test' WHERE fqdn = 'h2.test';
+         DROP TABLE outpost.claimed_twice;
+         DELETE FROM outpost.schema_migrations WHERE version = 4",
+    );
+    server.restart(&[]);
+    assert!(clash_of("H1.test").contains("name H1.test also claimed"), "{}", clash_of("H1.test"));
+    assert!(clash_of("h1.test").contains("name h1.test also claimed"), "{}", clash_of("h1.test"));
+    assert_eq!(clash_of("h3.test"), "", "the UUID clash ended");
+
     // A schema newer than this binary knows is refused, and nothing is changed.
     server.kill();
     pg.psql_ok(&db, "INSERT INTO outpost.schema_migrations (version, name) VALUES (99, 'from the future')");

@@ -188,24 +188,24 @@ fn clash_text(h: &HostSummary, same_uuid: &[String], same_name: &[String], live:
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// A host read with its [`COLUMNS`] and [`CLASHES`], its flags filled in.
-fn listed(row: &tokio_postgres::Row, live: &Live) -> HostSummary {
-    let mut h = summary(row);
-    h.online |= live.online.contains(&h.fingerprint);
-    let (same_uuid, same_name): (Vec<String>, Vec<String>) = (row.get(11), row.get(12));
-    h.clash = clash_text(&h, &same_uuid, &same_name, live);
-    h
-}
-
-/// Fills in the online and clash flags of `hosts`.
+/// Fills in the online and clash flags of `hosts`. Only those whose UUID or name was ever
+/// claimed twice (`outpost.claimed_twice`, a small table read whole) are probed for a clash.
 async fn finish(c: &tokio_postgres::Client, hosts: &mut [HostSummary], live: &Live) -> Result<(), PgError> {
-    let fps: Vec<&str> = hosts.iter().filter(|h| !h.revoked).map(|h| h.fingerprint.as_str()).collect();
+    let live_hosts: Vec<&HostSummary> = hosts.iter().filter(|h| !h.revoked).collect();
     let mut claimed: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
-    if !fps.is_empty() {
+    if !live_hosts.is_empty() {
+        let fps: Vec<&str> = live_hosts.iter().map(|h| h.fingerprint.as_str()).collect();
+        let uuids: Vec<&str> = live_hosts.iter().map(|h| h.uuid.as_str()).collect();
+        let fqdns: Vec<&str> = live_hosts.iter().map(|h| h.fqdn.as_str()).collect();
         for row in c
             .query(
-                &format!("SELECT h.fingerprint, {CLASHES} FROM outpost.hosts h WHERE h.fingerprint = ANY($1)"),
-                &[&fps],
+                &format!(
+                    "SELECT h.fingerprint, {CLASHES}
+                     FROM unnest($1::text[], $2::text[], $3::text[]) AS h(fingerprint, uuid, fqdn)
+                     WHERE 'uuid:' || lower(h.uuid) IN (SELECT key FROM outpost.claimed_twice)
+                        OR 'fqdn:' || lower(h.fqdn) IN (SELECT key FROM outpost.claimed_twice)"
+                ),
+                &[&fps, &uuids, &fqdns],
             )
             .await
             .map_err(query("reading hosts' clashes"))?
@@ -260,35 +260,39 @@ async fn by_row_index(
     }
     let c = client(pool, "the console's database").await?;
     let name = name.to_lowercase();
-    let total: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM (SELECT DISTINCT fingerprint FROM {table} WHERE lname = $1) d"),
-            &[&name],
-        )
+    // Counted in the index's order too: no hashing or sorting of the matches.
+    let statement = c
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT DISTINCT ON (fqdn, uuid, fingerprint COLLATE \"C\") 1 FROM {table}
+             WHERE lname = $1 ORDER BY fqdn, uuid, fingerprint COLLATE \"C\") d"
+        ))
         .await
-        .map_err(query("counting hosts"))?
-        .get(0);
+        .map_err(query("counting hosts"))?;
+    let total: i64 = c.query_one(&statement, &[&name]).await.map_err(query("counting hosts"))?.get(0);
     let mut hosts = Vec::new();
     if total > i64::from(offset) {
         let dir = if descending { "DESC" } else { "ASC" };
         // The row's `fqdn` and `uuid` columns are in byte order ("C"), as the index.
+        // Followed in the index's order, each host once (a host may list a name twice).
         let sql = format!(
-            "SELECT {COLUMNS}, {CLASHES}
-             FROM (SELECT DISTINCT fqdn, uuid, fingerprint COLLATE \"C\" AS fpc, fingerprint FROM {table}
-                   WHERE lname = $1 ORDER BY fqdn {dir}, uuid {dir}, fpc {dir}, fingerprint
+            "SELECT {COLUMNS}
+             FROM (SELECT DISTINCT ON (fqdn, uuid, fingerprint COLLATE \"C\") fingerprint FROM {table}
+                   WHERE lname = $1 ORDER BY fqdn {dir}, uuid {dir}, fingerprint COLLATE \"C\" {dir}
                    OFFSET $2 LIMIT $3) p
              JOIN outpost.hosts h ON h.fingerprint = p.fingerprint
              ORDER BY {}",
             by_name(descending)
         );
         let (off, lim) = (i64::from(offset), limit.map(i64::from));
+        let statement = c.prepare_cached(&sql).await.map_err(query("listing hosts"))?;
         hosts = c
-            .query(&sql, &[&name, &off, &lim])
+            .query(&statement, &[&name, &off, &lim])
             .await
             .map_err(query("listing hosts"))?
             .iter()
-            .map(|row| listed(row, live))
+            .map(summary)
             .collect();
+        finish(&c, &mut hosts, live).await?;
     }
     Ok(Some(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts }))
 }
@@ -341,12 +345,13 @@ async fn select(
         let sql = format!(
             "WITH m AS MATERIALIZED (SELECT * FROM outpost.hosts h WHERE {cond}),
                   page AS (SELECT * FROM m h {order} OFFSET {off} LIMIT {lim})
-             SELECT {COLUMNS}, {CLASHES}, (SELECT count(*) FROM m) FROM page h {order}"
+             SELECT {COLUMNS}, (SELECT count(*) FROM m) FROM page h {order}"
         );
         let rows = c.query(&sql, &w.refs()).await.map_err(query("listing hosts"))?;
         if let Some(first) = rows.first() {
-            let total: i64 = first.get(13);
-            let hosts = rows.iter().map(|row| listed(row, live)).collect();
+            let total: i64 = first.get(11);
+            let mut hosts: Vec<HostSummary> = rows.iter().map(summary).collect();
+            finish(&c, &mut hosts, live).await?;
             return Ok(HostPage { total: u64::try_from(total).unwrap_or(0), offset, hosts });
         }
         w.params.truncate(w.params.len() - 2);

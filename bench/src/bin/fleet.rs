@@ -485,6 +485,12 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         (Some(_), None) => bail!("--grow-to needs --database"),
         _ => o.hosts,
     };
+    // The queries measure a database that has run for a while, not one the writes just left.
+    if let Some(url) = &o.database {
+        let t = Instant::now();
+        settle(url)?;
+        eprintln!("vacuumed and checkpointed in {:.1} s", t.elapsed().as_secs_f64());
+    }
     let db_grown = match (&o.database, total_hosts > o.hosts) {
         (Some(url), true) => database_size(url)?,
         _ => db,
@@ -631,15 +637,15 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         } else {
             String::new()
         },
-        grow_note = if total_hosts > o.hosts {
-            format!(
+        grow_note = match (&o.database, total_hosts > o.hosts) {
+            (Some(_), true) => format!(
                 "The queries, pages, reports and the memory at the end are measured with {total_hosts} hosts in the \
-                 database: the {} reported ones and {} copies of them made in SQL.\n",
+                 database: the {} reported ones and {} copies of them made in SQL, then vacuumed and checkpointed.\n",
                 o.hosts,
                 total_hosts - o.hosts
-            )
-        } else {
-            String::new()
+            ),
+            (Some(_), false) => "Before the queries the database was vacuumed and checkpointed.\n".to_string(),
+            (None, _) => String::new(),
         },
     ))
 }
@@ -674,12 +680,19 @@ fn grow(url: &str, copies: usize) -> Result<()> {
            FROM m JOIN outpost.host_software s ON s.fingerprint = m.old JOIN outpost.hosts h ON h.fingerprint = m.new;
          COMMIT;"
     );
-    // Then as a database that has run for a while: vacuumed (visibility maps set, as autovacuum
-    // keeps them) and written out, so the measurements do not share the disk and the cores with
-    // autovacuum and a checkpoint working through the copies (CHECKPOINT needs a superuser or
-    // pg_checkpoint: the benchmark's database is its own).
     let mut c = Command::new("psql");
-    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &sql, "-c", "VACUUM (ANALYZE)", "-c", "CHECKPOINT"]);
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", &sql]);
+    procs::run(&mut c)?;
+    Ok(())
+}
+
+/// Makes the database one that has run for a while: vacuumed (visibility maps set, as
+/// autovacuum keeps them) and written out, so the measurements do not share the disk and the
+/// cores with autovacuum and a checkpoint working through what was just written (CHECKPOINT
+/// needs a superuser or pg_checkpoint: the benchmark's database is its own).
+fn settle(url: &str) -> Result<()> {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", "VACUUM (ANALYZE)", "-c", "CHECKPOINT"]);
     procs::run(&mut c)?;
     Ok(())
 }

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "central", include_str!("../../../migrations/0001_central.sql")),
     (2, "reporting", include_str!("../../../migrations/0002_reporting.sql")),
     (3, "rows carry their host", include_str!("../../../migrations/0003_rows_carry_their_host.sql")),
+    (4, "claimed twice", include_str!("../../../migrations/0004_claimed_twice.sql")),
 ];
 
 /// The schema version this binary writes.
@@ -49,6 +50,11 @@ pub const REPORTING_ROLE: &str = "outpost_reporting";
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6f75_7470_6f73_7401;
+
+/// Key of the advisory lock held from looking for a host's UUID or name in other hosts until
+/// the commit (`outpost.claimed_twice`): of two instances storing two claimants at once, the
+/// second to look sees the first.
+const CLAIMS_LOCK: i64 = 0x6f75_7470_6f73_7402;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -409,8 +415,10 @@ async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<Option<Centr
             }
         }
     }
+    let mut claims = Vec::new();
     for wave in batch::waves(items) {
-        let refused = batch::write(&txn, &wave).await.map_err(pg)?;
+        let (refused, claimed) = batch::write(&txn, &wave).await.map_err(pg)?;
+        claims.extend(claimed);
         for i in &wave {
             match refused.get(&i.record.fingerprint) {
                 Some(why) => {
@@ -428,6 +436,14 @@ async fn commit(pool: &Pool, url: &str, jobs: &[Job]) -> Result<Vec<Option<Centr
                 None => notices.push(format!("{} host {}", instance(), i.record.fingerprint)),
             }
         }
+    }
+    if !claims.is_empty() {
+        // Last before the commit, so the lock is held briefly and while no other row is wanted.
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIMS_LOCK])
+            .await
+            .map_err(query("locking hosts' claims"))
+            .map_err(pg)?;
+        txn.execute(batch::CLAIMED_TWICE, &[&claims]).await.map_err(query("noting claims made twice")).map_err(pg)?;
     }
     if !notices.is_empty() {
         txn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", &[&CHANNEL, &notices])

@@ -99,11 +99,24 @@ pub(super) fn waves(items: Vec<Item<'_>>) -> Vec<Vec<Item<'_>>> {
     waves.into_iter().map(|(_, items)| items).collect()
 }
 
-/// Writes one wave; returns the reports refused, by host.
+/// Adds to `outpost.claimed_twice` the UUIDs and names of hosts `$1` that another host also
+/// claims (run under the claims lock, last before the commit).
+pub(super) const CLAIMED_TWICE: &str = "INSERT INTO outpost.claimed_twice (key)
+     SELECT 'uuid:' || lower(h.uuid) FROM outpost.hosts h
+     WHERE h.fingerprint = ANY($1) AND h.uuid <> ''
+       AND EXISTS (SELECT 1 FROM outpost.hosts o WHERE lower(o.uuid) = lower(h.uuid) AND o.fingerprint <> h.fingerprint)
+     UNION
+     SELECT 'fqdn:' || lower(h.fqdn) FROM outpost.hosts h
+     WHERE h.fingerprint = ANY($1) AND h.fqdn <> ''
+       AND EXISTS (SELECT 1 FROM outpost.hosts o WHERE lower(o.fqdn) = lower(h.fqdn) AND o.fingerprint <> h.fingerprint)
+     ON CONFLICT DO NOTHING";
+
+/// Writes one wave; returns the reports refused, by host, and the hosts stored with a UUID or
+/// a name they did not have (new hosts among them): those to look for in other hosts.
 pub(super) async fn write(
     txn: &deadpool_postgres::Transaction<'_>,
     wave: &[Item<'_>],
-) -> Result<HashMap<String, Refused>, PgError> {
+) -> Result<(HashMap<String, Refused>, Vec<String>), PgError> {
     let fps: Vec<&str> = wave.iter().map(|i| i.record.fingerprint.as_str()).collect();
     let uuids: Vec<&str> = wave.iter().map(|i| i.record.uuid.as_str()).collect();
     let seqs: Vec<i64> = wave.iter().map(|i| i64::try_from(i.record.sequence).unwrap_or(i64::MAX)).collect();
@@ -133,6 +146,8 @@ pub(super) async fn write(
                 $15::text[], $16::bool[])
              AS u(fp, uuid, seq, seen, whole, cn, kinds, fqdn, site, ou, agent, status, npk, has_audit, audit, expired)";
     // Known hosts: a delta over the sequence just before it, a full report over an older one.
+    // (`o` is the row as it was: whether the UUID or the name changed.)
+    let mut claims = Vec::new();
     let mut stored: HashSet<String> = txn
         .query(
             &format!(
@@ -146,18 +161,24 @@ pub(super) async fn write(
                      packages = coalesce(u.npk, h.packages),
                      audit = CASE WHEN u.has_audit THEN u.audit ELSE h.audit END,
                      snapshot_expired = coalesce(u.expired, h.snapshot_expired)
-                 FROM {INPUT}
+                 FROM {INPUT} JOIN outpost.hosts o ON o.fingerprint = u.fp
                  WHERE h.fingerprint = u.fp
                    AND CASE WHEN u.whole THEN h.sequence < u.seq ELSE h.sequence = u.seq - 1 END
                    AND (u.cn IS NULL OR lower(h.fqdn) = u.cn)
-                 RETURNING h.fingerprint"
+                 RETURNING h.fingerprint, lower(o.uuid) <> lower(h.uuid) OR lower(o.fqdn) <> lower(h.fqdn)"
             ),
             &params,
         )
         .await
         .map_err(query("storing reports"))?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| {
+            let fp: String = r.get(0);
+            if r.get::<_, bool>(1) {
+                claims.push(fp.clone());
+            }
+            fp
+        })
         .collect();
     // New hosts: full reports only, that name their host.
     if wave.iter().any(|i| i.full && i.cn.is_none() && !stored.contains(&i.record.fingerprint)) {
@@ -179,7 +200,9 @@ pub(super) async fn write(
             .await
             .map_err(query("storing new hosts"))?
         {
-            stored.insert(row.get(0));
+            let fp: String = row.get(0);
+            claims.push(fp.clone());
+            stored.insert(fp);
         }
     }
     // What was refused, and why: from what the database holds.
@@ -224,7 +247,7 @@ pub(super) async fn write(
     }
     let applied: Vec<&Item<'_>> = wave.iter().filter(|i| stored.contains(&i.record.fingerprint)).collect();
     if applied.is_empty() {
-        return Ok(refused);
+        return Ok((refused, claims));
     }
     let full: Vec<&str> = applied.iter().filter(|i| i.full).map(|i| i.record.fingerprint.as_str()).collect();
     if !full.is_empty() {
@@ -356,5 +379,5 @@ pub(super) async fn write(
         .await
         .map_err(query("moving rows with their host"))?;
     }
-    Ok(refused)
+    Ok((refused, claims))
 }
