@@ -220,6 +220,9 @@ fn central_on_postgres_keeps_the_fleet_serves_sql_reports_and_refuses_a_newer_sc
     ok(h3.report("uuid-h2", 3, false, vec![Section::Programs(vec![program("7-Zip", "22.00")])]));
     assert!(clash_of("h2.test").contains("UUID uuid-h2 also claimed"), "{}", clash_of("h2.test"));
     assert!(clash_of("h3.test").contains("UUID uuid-h2 also claimed"), "{}", clash_of("h3.test"));
+    // Its package rows (not listed again) follow it to its new UUID: the console's order by
+    // package reads it from them.
+    assert_eq!(pg.psql_ok(&db, "SELECT uuid FROM outpost.host_packages WHERE fqdn = 'h3.test'"), "uuid-h2");
     // A database from before the claims were kept (schema 3) with a clash in it: migration 4
     // finds it.
     server.kill();

@@ -165,7 +165,7 @@ pub(super) async fn write(
                  WHERE h.fingerprint = u.fp
                    AND CASE WHEN u.whole THEN h.sequence < u.seq ELSE h.sequence = u.seq - 1 END
                    AND (u.cn IS NULL OR lower(h.fqdn) = u.cn)
-                 RETURNING h.fingerprint, lower(o.uuid) <> lower(h.uuid) OR lower(o.fqdn) <> lower(h.fqdn)"
+                 RETURNING h.fingerprint, o.uuid <> h.uuid OR o.fqdn <> h.fqdn"
             ),
             &params,
         )
@@ -349,10 +349,11 @@ pub(super) async fn write(
         .await
         .map_err(query("storing software"))?;
     }
-    // A host that moved to another site, or was renamed, without new lists: its rows follow it.
+    // A host that moved to another site, or was renamed, or took another UUID, without new
+    // lists: its rows follow it.
     let facts: Vec<&str> = applied
         .iter()
-        .filter(|i| i.sections.iter().any(|s| matches!(s, Section::Host(_))))
+        .filter(|i| i.sections.iter().any(|s| matches!(s, Section::Host(_))) || claims.contains(&i.record.fingerprint))
         .map(|i| i.record.fingerprint.as_str())
         .collect();
     let relisted: [HashSet<&str>; 2] = [p_hosts.iter().copied().collect(), sw_hosts.iter().copied().collect()];
