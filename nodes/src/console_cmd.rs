@@ -437,7 +437,10 @@ fn set_packages(a: &ConsoleSetPackagesArgs) -> Result<()> {
     let p = admin.publish_host_package(&a.host, &a.packages, &a.repo)?;
     crate::out!("Published {} {} to {}: snapshot {}", p.name, p.version, a.repo, p.sequence);
     if a.now {
-        relay(&a.console, admin.sign_action(ActionKind::Upgrade, Targets::Hosts(vec![a.host.clone()]), 3600)?)?;
+        // From that snapshot or a newer one, even when the action reaches the host before its
+        // edge has it.
+        let kind = ActionKind::UpgradeAfter(p.sequence);
+        relay(&a.console, admin.sign_action(kind, Targets::Hosts(vec![a.host.clone()]), 3600)?)?;
     }
     Ok(())
 }

@@ -95,6 +95,10 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     c.publish(&c.package_with("tool", "1", "", &[("setup.sh", &setup)]), &server.addr);
     c.publish(&c.package_with("extra", "1", "", &[("setup.sh", &setup)]), &server.addr);
 
+    // The host's repository is a site edge behind a region edge; the main is its fallback.
+    let mut region = c.edge(&[&server.addr], &[]);
+    let site = c.edge(&[&region.addr], &[]);
+
     // Enrollment with a token: the agent makes its key, central signs its request.
     let token = admin.json(&["token", "create"])["token"].as_str().unwrap().to_string();
     let name = "pc1.site.test";
@@ -103,8 +107,8 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
         &c,
         name,
         &format!(
-            "repos = [{:?}]\nserver = {central:?}\nou = \"CN=pc1,OU=Paris,DC=test\"\nsite = \"paris\"",
-            server.addr
+            "repos = [{:?}]\nmain = {:?}\nserver = {central:?}\nou = \"CN=pc1,OU=Paris,DC=test\"\nsite = \"paris\"",
+            site.addr, server.addr
         ),
         &cert,
         &key,
@@ -132,8 +136,15 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     assert!(admin.hosts(&["--software", "no-such-software"]).is_empty());
     assert_eq!(admin.hosts(&["--ou", "OU=Paris,DC=test", "--site", "paris"]).len(), 1);
 
-    // Host package set from the console (signed with the admin's key), applied at once.
-    admin.run(&["host", "set-packages", name, "tool", "--repo", &server.addr, "--now"]).ok();
+    // Host package set from the console (signed with the admin's key), applied at once, even
+    // though the host's edge is behind (its region edge is down): the action says which snapshot
+    // it needs, and after waiting for its edge the agent takes the main, which serves it.
+    c.wait_sequence(&site.addr, c.sequence(&server.addr), LIMIT);
+    assert_eq!(host.json(&["update"])["repo"], site.addr.as_str());
+    region.stop();
+    let published = admin.run(&["host", "set-packages", name, "tool", "--repo", &server.addr, "--now"]).ok().stdout;
+    let line = published.lines().find(|l| l.starts_with("Published")).unwrap_or_else(|| panic!("{published}"));
+    let sequence: u64 = line.rsplit("snapshot ").next().unwrap().trim().parse().unwrap();
     wait_logged(&host, &server, "tool to be installed and reported", || {
         let d = admin.json(&["host", name]);
         d["inventory"]["sections"]["packages"]["Packages"]["packages"]
@@ -141,6 +152,14 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
             .and_then(|p| p.iter().find(|p| p["name"] == "tool" && p["status"] == "OK").cloned())
     });
     assert!(log_lines(&log).contains(&"install tool 1".to_string()));
+    let last = host.json(&["status"])["last_update"].clone();
+    assert_eq!(
+        (last["repo"].as_str(), last["sequence"].as_u64()),
+        (Some(server.addr.as_str()), Some(sequence)),
+        "{last}"
+    );
+    region.restart(&[]);
+    c.wait_sequence(&site.addr, sequence, LIMIT);
     wait_logged(&host, &server, "the fleet's package counts", || {
         let p = admin.json(&["packages"]);
         p.as_array().unwrap().iter().any(|p| p["name"] == "tool" && p["by_status"]["OK"] == 1).then_some(())

@@ -21,6 +21,8 @@ pub enum Command {
     Update,
     /// `upgrade`.
     Upgrade,
+    /// `upgrade` from snapshot `snapshot` or a newer one (an action sent with what it published).
+    UpgradeAfter { snapshot: u64 },
     /// `download-upgrade`.
     DownloadUpgrade,
     /// `install`.
@@ -85,6 +87,7 @@ pub async fn run(agent: &Agent, command: Command, progress: &(dyn Fn(&str, u64, 
     let answer = match command {
         Command::Update => agent.update().await.map(Answer::Update),
         Command::Upgrade => agent.upgrade(None, false, progress).await.map(Answer::Upgrade),
+        Command::UpgradeAfter { snapshot } => agent.upgrade_after(snapshot, progress).await.map(Answer::Upgrade),
         Command::DownloadUpgrade => agent.upgrade(None, true, progress).await.map(Answer::Upgrade),
         Command::Install { requests } => agent.install(&requests, progress).await.map(Answer::Upgrade),
         Command::Remove { names } => agent.remove(&names).await.map(Answer::Upgrade),

@@ -353,6 +353,7 @@ async fn act(cfg: &LinkConfig, state: &LinkState, signed: &Signed, h: &HostFacts
     let command = match &action.kind {
         ActionKind::Update => Command::Update,
         ActionKind::Upgrade => Command::Upgrade,
+        ActionKind::UpgradeAfter(snapshot) => Command::UpgradeAfter { snapshot: *snapshot },
         ActionKind::Install(p) => Command::Install { requests: p.clone() },
         ActionKind::Remove(p) => Command::Remove { names: p.clone() },
     };

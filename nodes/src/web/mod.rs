@@ -531,6 +531,7 @@ async fn send(web: &Arc<Web>, kind: &str, packages: Vec<String>, hosts: Vec<Stri
             let Some(main) = repos.iter().find(|r| r.role == "main" && r.error.is_none()) else {
                 bail!("central knows no main repository to publish host packages to");
             };
+            let mut published = 0;
             for h in &hosts {
                 let CentralResponse::Host(d) = web.ask(CentralRequest::Host(h.clone())).await? else {
                     bail!("{h}: not a host central knows")
@@ -540,8 +541,11 @@ async fn send(web: &Arc<Web>, kind: &str, packages: Vec<String>, hosts: Vec<Stri
                 let p =
                     tokio::task::spawn_blocking(move || admin.publish_host_package(&name, &packages, &repo)).await??;
                 lines.push(format!("Published {} {} (snapshot {})", p.name, p.version, p.sequence));
+                published = published.max(p.sequence);
             }
-            ActionKind::Upgrade
+            // Agents upgrade from that snapshot or a newer one, even when the action reaches
+            // them before their edge has it.
+            ActionKind::UpgradeAfter(published)
         }
     };
     let admin = web.admin.clone();

@@ -80,6 +80,10 @@ pub enum ActionKind {
     Install(Vec<String>),
     /// `agent remove`.
     Remove(Vec<String>),
+    /// `agent upgrade` from a snapshot at least as new as this one (the snapshot that published
+    /// what the upgrade is for, such as the host's own package): an agent whose repository does
+    /// not serve it yet waits for it a while, then takes another repository that does.
+    UpgradeAfter(u64),
 }
 
 impl ActionKind {
@@ -87,7 +91,7 @@ impl ActionKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Update => "update",
-            Self::Upgrade => "upgrade",
+            Self::Upgrade | Self::UpgradeAfter(_) => "upgrade",
             Self::Install(_) => "install",
             Self::Remove(_) => "remove",
         }

@@ -89,6 +89,14 @@ fn actions_round_trip_through_signatures() {
     assert_eq!(back, a);
     let r = CentralResponse::Action(signed);
     assert_eq!(decode_response(&encode_response(&r)[4..]).unwrap(), r);
+    // An upgrade that needs a snapshot: its kind comes back with it, named as an upgrade; the
+    // kinds before it keep their encoding (a new variant goes last).
+    let after = Action { kind: ActionKind::UpgradeAfter(42), ..a };
+    let ActionWire::V1(back) = postcard::from_bytes(&after.sign(&key, &[]).body).unwrap();
+    assert_eq!(back.kind, ActionKind::UpgradeAfter(42));
+    assert_eq!(back.kind.name(), "upgrade");
+    assert_eq!(postcard::to_stdvec(&ActionKind::UpgradeAfter(42)).unwrap(), [4, 42]);
+    assert_eq!(postcard::to_stdvec(&ActionKind::Upgrade).unwrap(), [1]);
 }
 
 #[test]

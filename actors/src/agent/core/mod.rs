@@ -209,6 +209,11 @@ const BYTES_BY_REPO: &str = "bytes_by_repo";
 /// Repositories left aside after they were too slow, and until when.
 const PROBATION: &str = "probation";
 
+/// How long an upgrade sent with the snapshot it needs waits for the best repository to serve
+/// it before it takes another that does (an edge follows its upstream within a second when it
+/// is well).
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(20);
+
 impl Agent {
     /// Opens the agent's state and transport. Interrupted installs become ERROR (retried).
     pub fn open(

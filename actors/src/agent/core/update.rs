@@ -258,6 +258,45 @@ impl Agent {
 
     /// Probes, then updates from the repositories that answered (refused or expired snapshots
     /// stop here); returns their clients (empty: offline).
+    /// [`Self::refresh`] onto snapshot `min` or a newer one: the best repository is asked again
+    /// (at growing intervals, up to 2 s) until it serves it; after [`SNAPSHOT_WAIT`] the first
+    /// repository that serves it is taken. The clients, those serving it first.
+    pub(super) async fn refresh_after(&self, min: u64) -> Result<Vec<RepoClient>, AgentError> {
+        let deadline = std::time::Instant::now() + SNAPSHOT_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let (mut probed, dns_error) = self.probe().await;
+            let serves = |p: &Probed| p.client.is_some() && p.head.is_some_and(|h| h.sequence >= min);
+            let best_serves = probed.iter().find(|p| p.client.is_some()).is_some_and(serves);
+            let now = std::time::Instant::now();
+            if best_serves || (now >= deadline && probed.iter().any(serves)) {
+                // Those serving it first, each group still best first.
+                probed.sort_by_key(|p| !serves(p));
+                let repos = Self::answered(&probed);
+                let result = self.update_from(&probed).await;
+                self.record_update(&result, dns_error.as_deref())?;
+                result?;
+                return Ok(repos);
+            }
+            if now >= deadline {
+                let seen: Vec<String> = probed
+                    .iter()
+                    .map(|p| match (p.head, &p.error) {
+                        (Some(h), _) => format!("{} serves snapshot {}", p.candidate.addr, h.sequence),
+                        (None, e) => format!("{}: {}", p.candidate.addr, e.clone().unwrap_or_default()),
+                    })
+                    .collect();
+                return Err(AgentError::NoRepository(format!(
+                    "no repository served snapshot {min} or newer within {} s ({})",
+                    SNAPSHOT_WAIT.as_secs(),
+                    if seen.is_empty() { "no repository is configured".into() } else { seen.join("; ") }
+                )));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
     pub(super) async fn refresh(&self) -> Result<Vec<RepoClient>, AgentError> {
         let (probed, dns_error) = self.probe().await;
         let repos = Self::answered(&probed);

@@ -19,6 +19,19 @@ impl Agent {
         self.run_plan(only, download_only, &repos, progress).await
     }
 
+    /// `upgrade` from snapshot `snapshot` or a newer one: the best repository is waited for
+    /// until it serves it (it usually follows its upstream within a second); after
+    /// [`SNAPSHOT_WAIT`] another repository that serves it is taken; none is an error, and
+    /// nothing is run from an older snapshot.
+    pub async fn upgrade_after(
+        &self,
+        snapshot: u64,
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Result<UpgradeReport, AgentError> {
+        let repos = self.refresh_after(snapshot).await?;
+        self.run_plan(None, false, &repos, progress).await
+    }
+
     /// The plan of the snapshot held (made again when it was made from another one).
     pub(super) async fn current_plan(
         &self,
