@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -346,15 +346,20 @@ impl Store {
         let first = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
         let last = offsets.partition_point(|&o| o < end);
         let (start, stop) = (offsets.get(first).copied().unwrap_or(0), offsets.get(last).copied().unwrap_or(info.size));
-        let mut buf = vec![0u8; usize::try_from(stop - start).expect("at most a range and two chunks")];
-        if let Err(e) = crate::disk::read_exact_at(&file, start, &mut buf) {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                // Shorter than its chunk list says: damaged like a changed byte.
-                drop(file);
-                self.remove_blob(hash);
-                return Err(StoreError::Damaged(hex(hash)));
-            }
+        // Read into a buffer that is not zeroed first (the file is this call's own: its cursor
+        // is free to move).
+        let want = usize::try_from(stop - start).expect("at most a range and two chunks");
+        let mut buf = Vec::with_capacity(want);
+        let read =
+            (&file).seek(io::SeekFrom::Start(start)).and_then(|_| (&file).take(want as u64).read_to_end(&mut buf));
+        if let Err(e) = read {
             return Err(StoreError::Io { path, error: e });
+        }
+        if buf.len() < want {
+            // Shorter than its chunk list says: damaged like a changed byte.
+            drop(file);
+            self.remove_blob(hash);
+            return Err(StoreError::Damaged(hex(hash)));
         }
         let mut at = 0usize;
         for c in &info.chunks[first..last] {

@@ -16,6 +16,17 @@ use rustls::server::WebPkiClientVerifier;
 
 /// UDP socket buffers: the kernel default (~208 KiB) drops packets at speed.
 pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// The largest UDP payload a server sends to a repository node, where the path allows: QUIC's
+/// path-MTU discovery probes up to it and falls back when probes are lost (quinn stops at
+/// 1,452 by default). Larger packets cost less CPU per byte (fewer packets to encrypt, send,
+/// receive and acknowledge) on loopback, jumbo-frame and tunnel paths. At most 6,500: quinn
+/// hands the kernel up to 10 packets in one segmentation-offload send, which must stay under
+/// 64 KiB. Only servers probe that high, and only toward endpoints that accept such datagrams
+/// ([`node_client`], the repository nodes' upstream connections): agents and consoles keep
+/// QUIC's usual sizes, so their short exchanges carry no large probes.
+pub const MAX_UDP_PAYLOAD: u16 = 6_500;
+/// What other endpoints accept (quinn's default).
+const USUAL_UDP_PAYLOAD: u16 = 1_472;
 /// How long a connection may stay silent before it is considered dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,13 +158,27 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, Transport
     Ok(Arc::new(roots))
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// The transport settings; a server's MTU discovery goes up to [`MAX_UDP_PAYLOAD`].
+fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small")));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_bidi_streams(256u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    if server {
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(MAX_UDP_PAYLOAD);
+        t.mtu_discovery_config(Some(mtu));
+    }
     Arc::new(t)
+}
+
+/// The endpoint's settings: datagrams up to `payload` accepted (a peer probes up to what both
+/// accept).
+fn endpoint_config(payload: u16) -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    c.max_udp_payload_size(payload).expect("within QUIC's bounds");
+    c
 }
 
 /// Binds the UDP socket a server listens on, before anything else starts, so that an address
@@ -179,35 +204,34 @@ mod plain_udp;
 /// An endpoint on `socket`: quinn's own socket set-up (segmentation offload, ECN, 4 MiB
 /// buffers) wherever it works; where the platform refuses its socket options (Wine, see
 /// [`plain_udp`]), a plain socket, said once in the log.
-fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket) -> Result<Endpoint, TransportError> {
+fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket, payload: u16) -> Result<Endpoint, TransportError> {
     let runtime = Arc::new(quinn::TokioRuntime);
     match quinn::udp::UdpSocketState::new((&socket).into()) {
         Ok(state) => {
             // Best effort: the kernel caps these at net.core.{r,w}mem_max.
             let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
             let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
-            Ok(Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?)
+            Ok(Endpoint::new(endpoint_config(payload), server, socket, runtime)?)
         }
         Err(e) if cfg!(windows) => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::info!("this system refuses QUIC's socket options ({e}); using a plain UDP socket");
             });
-            plain_endpoint(server, socket)
+            plain_endpoint(server, socket, payload)
         }
         Err(e) => Err(e.into()),
     }
 }
 
 /// An endpoint on a plain UDP socket ([`plain_udp::PlainUdp`]).
-fn plain_endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket) -> Result<Endpoint, TransportError> {
+fn plain_endpoint(
+    server: Option<quinn::ServerConfig>,
+    socket: UdpSocket,
+    payload: u16,
+) -> Result<Endpoint, TransportError> {
     let socket = Arc::new(plain_udp::PlainUdp::new(socket)?);
-    Ok(Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?)
+    Ok(Endpoint::new_with_abstract_socket(endpoint_config(payload), server, socket, Arc::new(quinn::TokioRuntime))?)
 }
 
 /// A server endpoint on `addr` for `alpn`, requiring client certificates from `ca`.
@@ -236,7 +260,7 @@ pub fn server_with(
     alpns: &[&[u8]],
     anonymous_allowed: bool,
 ) -> Result<Endpoint, TransportError> {
-    endpoint(Some(server_config(identity, ca, alpns, anonymous_allowed)?), socket)
+    endpoint(Some(server_config(identity, ca, alpns, anonymous_allowed)?), socket, MAX_UDP_PAYLOAD)
 }
 
 fn server_config(
@@ -260,7 +284,7 @@ fn server_config(
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport_config());
+    server.transport_config(transport_config(true));
     server.max_incoming(MAX_INCOMING);
     server.incoming_buffer_size(64 * 1024);
     server.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
@@ -296,14 +320,14 @@ fn quic_client_config(mut config: rustls::ClientConfig, alpn: &[u8]) -> Result<q
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport_config());
+    client.transport_config(transport_config(false));
     Ok(client)
 }
 
 /// A client endpoint without a default configuration (see [`client_config`]).
 pub fn client_endpoint(local: Option<SocketAddr>) -> Result<Endpoint, TransportError> {
     let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
-    endpoint(None, UdpSocket::bind(bind)?)
+    endpoint(None, UdpSocket::bind(bind)?, USUAL_UDP_PAYLOAD)
 }
 
 /// Connects with a given client configuration, verifying the server's certificate for `host`.
@@ -337,6 +361,20 @@ pub fn client(
 ) -> Result<Endpoint, TransportError> {
     let config = client_config(identity, ca, alpn)?;
     let mut endpoint = client_endpoint(local)?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// [`client`] for a repository node's upstream connections (an edge's to its upstream): it
+/// accepts datagrams up to [`MAX_UDP_PAYLOAD`], so the upstream sends the bulk of a sync in
+/// packets as large as the path allows.
+pub fn node_client(
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpn: &[u8],
+) -> Result<Endpoint, TransportError> {
+    let config = client_config(identity, ca, alpn)?;
+    let mut endpoint = endpoint(None, UdpSocket::bind("0.0.0.0:0")?, MAX_UDP_PAYLOAD)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

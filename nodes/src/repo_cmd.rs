@@ -219,7 +219,8 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
         let metrics = Arc::new(RepoMetrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let client = transport::client(None, &identity, &ca, ALPN_REPO)?;
+        // Large datagrams from its upstream, where the path allows.
+        let client = transport::node_client(&identity, &ca, ALPN_REPO)?;
         let ctx = SyncContext {
             store: store.clone(),
             trust: trust.clone(),

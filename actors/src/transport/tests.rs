@@ -17,7 +17,7 @@ async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
     let server_id = identity(&ca, Role::Server, "server.test");
     let host_id = identity(&ca, Role::Host, "host.test");
     let config = server_config(&server_id, &roots, &[b"test"], false).unwrap();
-    let server = plain_endpoint(Some(config), UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let server = plain_endpoint(Some(config), UdpSocket::bind("127.0.0.1:0").unwrap(), MAX_UDP_PAYLOAD).unwrap();
     let addr = server.local_addr().unwrap();
     let serving = tokio::spawn(async move {
         let connection = server.accept().await.unwrap().await.unwrap();
@@ -29,7 +29,7 @@ async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
         let _ = connection.closed().await;
         who
     });
-    let client = plain_endpoint(None, UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    let client = plain_endpoint(None, UdpSocket::bind("127.0.0.1:0").unwrap(), USUAL_UDP_PAYLOAD).unwrap();
     let connection =
         connect_with(&client, client_config(&host_id, &roots, b"test").unwrap(), &addr.to_string()).await.unwrap();
     let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -41,6 +41,48 @@ async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
     connection.close(0u32.into(), b"done");
     let who = serving.await.unwrap();
     assert!(who.describe().contains("host.test"), "the server saw the client's certificate: {}", who.describe());
+}
+
+/// A server sends a repository node (an edge's upstream connection) packets as large as the
+/// path allows (loopback: up to [`MAX_UDP_PAYLOAD`]), and other clients (agents, consoles)
+/// QUIC's usual sizes, so that their short exchanges carry no large probes. (Not on Windows:
+/// under Wine the plain socket cannot forbid fragmentation, so QUIC does not probe at all.)
+#[cfg(not(windows))]
+#[tokio::test]
+async fn servers_grow_their_packets_toward_repository_nodes_only() {
+    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+    let roots = vec![ca.cert.clone()];
+    let server_id = identity(&ca, Role::Server, "server.test");
+    let node_id = identity(&ca, Role::Edge, "edge.test");
+    let server = server_with(UdpSocket::bind("127.0.0.1:0").unwrap(), &server_id, &roots, &[b"test"], false).unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    // Serves 8 MiB on each stream and says the packet size it had reached.
+    let serving = tokio::spawn(async move {
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let connection = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            recv.read_to_end(64).await.unwrap();
+            send.write_all(&vec![7u8; 8 << 20]).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            sizes.push(connection.stats().path.current_mtu);
+            let _ = connection.closed().await;
+        }
+        sizes
+    });
+    for endpoint in [node_client(&node_id, &roots, b"test").unwrap(), client(None, &node_id, &roots, b"test").unwrap()]
+    {
+        let connection = connect(&endpoint, &addr).await.unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(16 << 20).await.unwrap().len(), 8 << 20);
+        connection.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+    }
+    let sizes = serving.await.unwrap();
+    assert!(sizes[0] > USUAL_UDP_PAYLOAD && sizes[0] <= MAX_UDP_PAYLOAD, "toward a repository node: {sizes:?}");
+    assert!(sizes[1] <= USUAL_UDP_PAYLOAD, "toward another client: {sizes:?}");
 }
 
 #[test]
