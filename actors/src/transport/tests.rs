@@ -8,14 +8,17 @@ fn identity(ca: &outpost_protocol::pki::Issued, role: Role, name: &str) -> Ident
     Identity { chain: vec![issued.cert], key: issued.key.pkcs8_der().to_vec() }
 }
 
+/// A CA's root, a server's identity and a client's (of `role`).
+fn pki(role: Role, name: &str) -> (Vec<CertificateDer<'static>>, Identity, Identity) {
+    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+    (vec![ca.cert.clone()], identity(&ca, Role::Server, "server.test"), identity(&ca, role, name))
+}
+
 /// The plain socket used where quinn's socket options are refused (Wine) carries real QUIC:
 /// mutual TLS, and a few MiB each way, which takes thousands of datagrams.
 #[tokio::test]
 async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
-    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
-    let roots = vec![ca.cert.clone()];
-    let server_id = identity(&ca, Role::Server, "server.test");
-    let host_id = identity(&ca, Role::Host, "host.test");
+    let (roots, server_id, host_id) = pki(Role::Host, "host.test");
     let config = server_config(&server_id, &roots, &[b"test"], false).unwrap();
     let server = plain_endpoint(Some(config), UdpSocket::bind("127.0.0.1:0").unwrap(), MAX_UDP_PAYLOAD).unwrap();
     let addr = server.local_addr().unwrap();
@@ -50,10 +53,7 @@ async fn the_plain_udp_socket_carries_mutual_tls_and_megabytes_both_ways() {
 #[cfg(not(windows))]
 #[tokio::test]
 async fn servers_grow_their_packets_toward_repository_nodes_only() {
-    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
-    let roots = vec![ca.cert.clone()];
-    let server_id = identity(&ca, Role::Server, "server.test");
-    let node_id = identity(&ca, Role::Edge, "edge.test");
+    let (roots, server_id, node_id) = pki(Role::Edge, "edge.test");
     let server = server_with(UdpSocket::bind("127.0.0.1:0").unwrap(), &server_id, &roots, &[b"test"], false).unwrap();
     let addr = server.local_addr().unwrap().to_string();
     // Serves 8 MiB on each stream and says the packet size it had reached.
