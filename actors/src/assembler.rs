@@ -3,11 +3,12 @@
 //! `repo pull` all assemble through it.
 //!
 //! Assembling is resumable: what the file already holds and still verifies (left by an
-//! interrupted attempt) is kept ([`Assembly::keep_verified`]); chunks found elsewhere (in other
-//! stored files) are offered and kept when they verify ([`Assembly::offer`]); the rest is
+//! interrupted attempt) is kept ([`Assembly::keep_verified`]); runs of chunks a store holds
+//! verified in other files are copied in without passing through the process
+//! ([`Assembly::plan_copy`], [`Assembly::copy_in`]); the rest is
 //! fetched as ranges ([`fetch_all`]), a bounded number in flight, each written as soon as it
 //! arrives. Only bytes that passed [`chunking::verify_range`] can be written: [`Assembly::write`]
-//! takes a [`Verified`] range.
+//! takes a [`Verified`] range, and copies come only from files whose every chunk was verified.
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -161,31 +162,27 @@ impl<F: Positional> Assembly<F> {
         Ok(found)
     }
 
-    /// Offers `bytes`, read elsewhere, as the chunks from `first` on: those that verify and are
-    /// missing here are written. Blocking.
-    pub fn offer(&mut self, first: usize, bytes: &[u8]) -> Result<Found, AssemblyError> {
+    /// Counts chunks `first..first + count` as present, to be copied in with
+    /// [`Assembly::copy_in`] from a stored file that holds them: a store records where a chunk
+    /// is only once its file was whole and every chunk verified, so they are not read or
+    /// checked again here (a file damaged on disk since is found when it is served, whose
+    /// every read is checked).
+    pub fn plan_copy(&mut self, first: usize, count: usize) -> Found {
         let mut found = Found::default();
-        let base = self.offsets[first];
-        let mut at = 0usize;
-        // Runs of newly verified chunks are written in one go each.
-        let mut run: Option<usize> = None;
-        for k in first..self.chunks.len() {
-            let len = self.chunks[k].len as usize;
-            let Some(piece) = bytes.get(at..at + len) else { break };
-            if !self.have[k] && blake3::hash(piece).as_bytes() == &self.chunks[k].hash {
+        for k in first..first + count {
+            if !self.have[k] {
                 self.have[k] = true;
                 found.chunks += 1;
-                found.bytes += len as u64;
-                run.get_or_insert(at);
-            } else if let Some(start) = run.take() {
-                self.file.write_all_at(base + start as u64, &bytes[start..at]).map_err(self.io())?;
+                found.bytes += u64::from(self.chunks[k].len);
             }
-            at += len;
         }
-        if let Some(start) = run {
-            self.file.write_all_at(base + start as u64, &bytes[start..at]).map_err(self.io())?;
-        }
-        Ok(found)
+        found
+    }
+
+    /// Copies `len` bytes of `source` at `source_offset` to where chunk `first` starts, without
+    /// reading them into this process ([`crate::disk::copy_range`]). Blocking.
+    pub fn copy_in(&self, first: usize, source: &File, source_offset: u64, len: u64) -> Result<(), AssemblyError> {
+        crate::disk::copy_range(source, source_offset, self.file.file(), self.offsets[first], len).map_err(self.io())
     }
 
     /// The ranges still missing, coalesced up to `max` bytes each.

@@ -246,6 +246,71 @@ pub fn read_exact_at(file: &std::fs::File, mut offset: u64, mut buf: &mut [u8]) 
     Ok(())
 }
 
+/// Blocks of this size, at the same position in both files, can be shared rather than copied
+/// by file systems with reflinks (XFS, Btrfs).
+const SHARE_ALIGN: u64 = 4096;
+
+/// Copies `len` bytes of `src` at `src_offset` into `dst` at `dst_offset` without passing them
+/// through this process: on Linux with `copy_file_range` (the kernel copies in its page cache,
+/// and file systems with reflinks share the blocks instead of writing them again: the copy is
+/// split so that whole aligned blocks are asked for alone). Elsewhere, or when the kernel
+/// cannot, through a buffer.
+pub fn copy_range(src: &File, src_offset: u64, dst: &File, dst_offset: u64, len: u64) -> io::Result<()> {
+    let mut pieces = vec![(src_offset, dst_offset, len)];
+    if src_offset % SHARE_ALIGN == dst_offset % SHARE_ALIGN {
+        // An unaligned head and tail around the blocks that can be shared.
+        let head = ((SHARE_ALIGN - src_offset % SHARE_ALIGN) % SHARE_ALIGN).min(len);
+        let middle = (len - head) / SHARE_ALIGN * SHARE_ALIGN;
+        let tail = len - head - middle;
+        pieces = vec![
+            (src_offset, dst_offset, head),
+            (src_offset + head, dst_offset + head, middle),
+            (src_offset + head + middle, dst_offset + head + middle, tail),
+        ];
+    }
+    for (from, to, n) in pieces.into_iter().filter(|p| p.2 > 0) {
+        copy_piece(src, from, dst, to, n)?;
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn copy_piece(src: &File, mut from: u64, dst: &File, mut to: u64, mut len: u64) -> io::Result<()> {
+    while len > 0 {
+        let want = usize::try_from(len.min(1 << 30)).expect("fits");
+        match rustix::fs::copy_file_range(src, Some(&mut from), dst, Some(&mut to), want) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => len -= n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            // Not supported between these files (other file systems, old kernels): by hand.
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::INVAL,
+            ) => return copy_buffered(src, from, dst, to, len),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_piece(src: &File, from: u64, dst: &File, to: u64, len: u64) -> io::Result<()> {
+    copy_buffered(src, from, dst, to, len)
+}
+
+fn copy_buffered(src: &File, mut from: u64, dst: &File, mut to: u64, mut len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(len.min(1 << 20)).expect("fits")];
+    while len > 0 {
+        let n = usize::try_from(len.min(buf.len() as u64)).expect("fits");
+        read_exact_at(src, from, &mut buf[..n])?;
+        write_at(dst, to, &buf[..n])?;
+        (from, to, len) = (from + n as u64, to + n as u64, len - n as u64);
+    }
+    Ok(())
+}
+
 /// Bytes free for an unprivileged writer on the file system holding `path` (`None` when it
 /// cannot be asked).
 pub fn free_space(path: &Path) -> Option<u64> {

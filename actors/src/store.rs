@@ -12,17 +12,21 @@
 //! A file is assembled in `partial/` from verified chunks (fetched, or copied from files the
 //! store already has), renamed into `blobs/` when complete, and made durable in one batch
 //! ([`Store::sync`]) before the snapshot that needs it becomes current: a crash at any instant
-//! leaves the old current snapshot or the new one, never a mix. Chunks are verified whenever
-//! they are read; a damaged file is removed (and fetched again by an edge). The store is
+//! leaves the old current snapshot or the new one, never a mix. Chunks are verified when they
+//! are read, unless this process wrote them from verified bytes or read and verified them
+//! within [`CHECKED_FOR`] (every receiver verifies every chunk against the signed chunk list
+//! too; this check finds a file damaged on the disk, and finds it again within that time); a
+//! damaged file is removed (and fetched again by an edge). The store is
 //! shared (`Arc`) between the actors and the tasks that serve clients: redb takes concurrent
 //! readers and one writer; blobs are immutable once in place.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use outpost_protocol::chunking::{self, Chunk, MAX_RANGE};
 use outpost_protocol::hex::{hex, parse_hex};
@@ -202,6 +206,63 @@ impl crate::assembler::Positional for PartialFile {
 /// Where a chunk is stored: the file holding it and its offset there.
 pub type ChunkLocation = ([u8; 32], u64);
 
+/// How long a chunk this process verified (reading it, or writing it from verified bytes) is
+/// served again without being hashed again.
+pub const CHECKED_FOR: Duration = Duration::from_secs(3600);
+
+/// The chunks of each file verified lately by this process.
+#[derive(Debug, Default)]
+struct Checked(Mutex<HashMap<[u8; 32], CheckedFile>>);
+
+#[derive(Debug)]
+struct CheckedFile {
+    since: Instant,
+    /// Every chunk (the file was written here from verified bytes).
+    all: bool,
+    /// Or these, one bit each.
+    chunks: Vec<u64>,
+}
+
+impl Checked {
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], CheckedFile>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Which of chunks `first..last` of `file` were verified within [`CHECKED_FOR`].
+    fn known(&self, file: &[u8; 32], first: usize, last: usize) -> Vec<bool> {
+        let mut files = self.files();
+        let Some(f) = files.get(file) else { return vec![false; last - first] };
+        if f.since.elapsed() > CHECKED_FOR {
+            files.remove(file);
+            return vec![false; last - first];
+        }
+        (first..last).map(|k| f.all || f.chunks.get(k / 64).is_some_and(|w| w & (1 << (k % 64)) != 0)).collect()
+    }
+
+    /// Chunks `first..last` of `file` (of `count` chunks) were verified now.
+    fn mark(&self, file: &[u8; 32], first: usize, last: usize, count: usize) {
+        let mut files = self.files();
+        let f = files.entry(*file).or_insert_with(|| CheckedFile {
+            since: Instant::now(),
+            all: false,
+            chunks: vec![0; count.div_ceil(64)],
+        });
+        for k in first..last {
+            if let Some(w) = f.chunks.get_mut(k / 64) {
+                *w |= 1 << (k % 64);
+            }
+        }
+    }
+
+    fn mark_all(&self, file: &[u8; 32]) {
+        self.files().insert(*file, CheckedFile { since: Instant::now(), all: true, chunks: Vec::new() });
+    }
+
+    fn forget(&self, file: &[u8; 32]) {
+        self.files().remove(file);
+    }
+}
+
 /// A content store in a data folder.
 #[derive(Debug)]
 pub struct Store {
@@ -209,6 +270,7 @@ pub struct Store {
     db: Database,
     blobs: AtomicU64,
     bytes: AtomicU64,
+    checked: Checked,
 }
 
 impl Store {
@@ -236,7 +298,13 @@ impl Store {
             txn.open_table(META).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        let store = Self { root: root.to_path_buf(), db, blobs: AtomicU64::new(0), bytes: AtomicU64::new(0) };
+        let store = Self {
+            root: root.to_path_buf(),
+            db,
+            blobs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            checked: Checked::default(),
+        };
         let (mut count, mut bytes) = (0, 0);
         store.for_each_blob(|_, _, meta| {
             count += 1;
@@ -283,14 +351,21 @@ impl Store {
     }
 
     /// Moves a complete file from `partial/` into the store. The caller has verified every
-    /// chunk. Not durable until [`Store::sync`].
-    pub fn finish(&self, partial: PartialFile) -> Result<(), StoreError> {
+    /// chunk; `checked_here` says it did so in this process (none was copied unread from
+    /// another file): the file is then served within [`CHECKED_FOR`] without hashing it again.
+    /// Not durable until [`Store::sync`].
+    pub fn finish(&self, partial: PartialFile, checked_here: bool) -> Result<(), StoreError> {
         let target = self.blob_path(&partial.hash);
         let dir = target.parent().expect("blob paths have a folder");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let size = partial.file.metadata().map_err(io_err(&partial.path))?.len();
         drop(partial.file);
         fs::rename(&partial.path, &target).map_err(io_err(&target))?;
+        if checked_here {
+            self.checked.mark_all(&partial.hash);
+        } else {
+            self.checked.forget(&partial.hash);
+        }
         self.blobs.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
@@ -314,7 +389,7 @@ impl Store {
             partial.write_at(offset, &buf)?;
             offset += u64::from(c.len);
         }
-        self.finish(partial)?;
+        self.finish(partial, true)?;
         Ok(true)
     }
 
@@ -361,16 +436,18 @@ impl Store {
             self.remove_blob(hash);
             return Err(StoreError::Damaged(hex(hash)));
         }
+        let known = self.checked.known(hash, first, last);
         let mut at = 0usize;
-        for c in &info.chunks[first..last] {
+        for (c, known) in info.chunks[first..last].iter().zip(known) {
             let piece = &buf[at..at + c.len as usize];
-            if blake3::hash(piece).as_bytes() != &c.hash {
+            if !known && blake3::hash(piece).as_bytes() != &c.hash {
                 drop(file);
                 self.remove_blob(hash);
                 return Err(StoreError::Damaged(hex(hash)));
             }
             at += c.len as usize;
         }
+        self.checked.mark(hash, first, last, info.chunks.len());
         let skip = usize::try_from(offset - start).expect("within the buffer");
         if skip == 0 && buf.len() == len as usize {
             return Ok(Some(buf));
@@ -401,6 +478,16 @@ impl Store {
         chunks.iter().map(|c| Ok(t.get(&c.hash).map_err(db_err)?.map(|loc| (*loc.value().0, loc.value().1)))).collect()
     }
 
+    /// Forgets that this process verified `file`: its next reads are checked again.
+    pub fn recheck(&self, file: &[u8; 32]) {
+        self.checked.forget(file);
+    }
+
+    /// Opens a stored file for reading (`None` when it is not stored).
+    pub fn open_stored(&self, file: &[u8; 32]) -> Option<File> {
+        File::open(self.blob_path(file)).ok()
+    }
+
     /// Reads `len` bytes of a stored file at `offset`, unchecked (the caller checks chunk
     /// hashes). `None` when the file is not stored or too short.
     pub fn read_stored(&self, file: &[u8; 32], offset: u64, len: usize) -> Option<Vec<u8>> {
@@ -411,6 +498,7 @@ impl Store {
     }
 
     fn remove_blob(&self, hash: &[u8; 32]) -> u64 {
+        self.checked.forget(hash);
         let path = self.blob_path(hash);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if fs::remove_file(&path).is_ok() {

@@ -24,6 +24,7 @@
 pub mod central;
 pub mod chunking;
 pub mod control;
+pub mod delta;
 pub mod der;
 pub mod entry;
 pub mod hex;

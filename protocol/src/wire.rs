@@ -58,6 +58,33 @@ pub enum Request {
     /// Publish several package archives in one snapshot, all or none: their sizes, then the
     /// archives one after the other ([`Response::PublishedMany`]).
     PublishMany { sizes: Vec<u64> },
+    /// A package record by manifest hash, as a [`crate::delta`] against the record `base` the
+    /// client holds (an earlier version of the same package). A repository without `base`
+    /// answers [`ErrorCode::NotFound`], and one that predates this request an error: the
+    /// client then asks [`Request::Package`].
+    PackageDelta { manifest: [u8; 32], base: [u8; 32] },
+    /// A [`Request::Range`] as a [`crate::delta::encode_aligned`] delta against bytes the
+    /// client holds: `before` is a stored file and the offset where the range's bytes would
+    /// start in it (after the chunk that precedes the range), `after` a stored file and the
+    /// offset where they would end (before the chunk that follows it). The repository compares
+    /// with its own copies of those files; the client rebuilds the range from its copies and
+    /// verifies every chunk as always (a delta carries no trust). A repository that predates it
+    /// answers an error, and the client asks [`Request::Range`].
+    RangeAgainst { file: [u8; 32], offset: u64, len: u32, before: Option<Anchor>, after: Option<Anchor> },
+    /// Bytes `offset..offset + len` of `file` served by this repository did not match the
+    /// signed chunk list: the repository reads them again and checks every chunk
+    /// ([`Response::Checked`]); a damaged file is removed (an edge fetches it again). The
+    /// client then asks once more.
+    Damaged { file: [u8; 32], offset: u64, len: u32 },
+}
+
+/// A position in a stored file: its BLAKE3 and a byte offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The file.
+    pub file: [u8; 32],
+    /// The offset.
+    pub offset: u64,
 }
 
 /// An answer.
@@ -81,6 +108,8 @@ pub enum Response {
     StatusV3(RepoStatusV3),
     /// Several packages were published in one snapshot.
     PublishedMany { sequence: u64, packages: Vec<PublishedPackage> },
+    /// The answer to [`Request::Damaged`]: whether the file was found damaged (and removed).
+    Checked { damaged: bool },
 }
 
 /// One package of a [`Response::PublishedMany`].
@@ -291,6 +320,24 @@ mod golden {
             (Request::StatusV2, "0008"),
             (Request::PublishMany { sizes: vec![10, 20] }, "000a020a14"),
             (Request::StatusV3, "0009"),
+            (
+                Request::PackageDelta { manifest: [1; 32], base: [2; 32] },
+                "000b01010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202",
+            ),
+            (
+                Request::RangeAgainst {
+                    file: [3; 32],
+                    offset: 5,
+                    len: 6,
+                    before: None,
+                    after: Some(Anchor { file: [4; 32], offset: 7 }),
+                },
+                "000c030303030303030303030303030303030303030303030303030303030303030305060001040404040404040404040404040404040404040404040404040404040404040407",
+            ),
+            (
+                Request::Damaged { file: [5; 32], offset: 1, len: 2 },
+                "000d05050505050505050505050505050505050505050505050505050505050505050102",
+            ),
         ];
         for (request, golden) in requests {
             assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
@@ -316,6 +363,7 @@ mod golden {
                 Response::StatusV3(RepoStatusV3 { last_sync: Some(5), served_bytes: 300, ..RepoStatusV3::default() }),
                 "0007000000000000000000000000000000000000010aac02",
             ),
+            (Response::Checked { damaged: true }, "000901"),
         ];
         for (response, golden) in responses {
             assert_golden(&format!("{response:?}"), &encode_response(&response)[4..], golden);

@@ -77,6 +77,74 @@ fn a_new_version_sends_only_the_changed_chunks() {
     assert!(edge.metric("outpost_repo_chunks_deduplicated_total", "") > 150.0);
     assert!(fetched_v2 <= 40.0, "{fetched_v2} chunks fetched for a 5% change of {fetched_v1}");
     assert!(bytes_v2 < 0.12 * bytes_v1, "{bytes_v2} bytes for the update, {bytes_v1} for the first copy");
+    // The chunks around each change are not sent whole: their unchanged bytes are copied from
+    // the version held (each region cuts two chunks of about 10 kB: 80 kB whole).
+    assert!(bytes_v2 < 1.1 * 200_000.0, "{bytes_v2} bytes for 200,000 changed");
+
+    // The files the next version would copy from are cut short behind the edge's back: what
+    // cannot be copied is fetched, and the new version is whole.
+    for dir in std::fs::read_dir(edge.data.join("blobs")).unwrap() {
+        for blob in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            std::fs::OpenOptions::new().write(true).open(blob.unwrap().path()).unwrap().set_len(2_000_000).unwrap();
+        }
+    }
+    let mut v3 = v2;
+    v3[100_000..110_000].copy_from_slice(&noise(10_000, 200));
+    let fetched_before = edge.metric("outpost_repo_chunks_fetched_total", "");
+    let seq = c.publish(&c.package("big", "3", &[("big.bin", &v3)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let fetched_v3 = edge.metric("outpost_repo_chunks_fetched_total", "") - fetched_before;
+    assert!(fetched_v3 > 0.4 * fetched_v1, "{fetched_v3} chunks fetched: the half cut off was fetched");
+    let pulled = c.client(&["repo", "pull", "big=3", "--out", "p3"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v3);
+}
+
+/// The edge's bytes received from `main` so far.
+fn received_from(edge: &Daemon, main: &Daemon) -> f64 {
+    edge.metric("outpost_repo_received_bytes_total", &format!("{{peer=\"{}\"}}", main.addr))
+}
+
+#[test]
+fn a_new_version_of_a_large_package_costs_its_change_not_its_chunk_list() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &[]);
+    // 60 MB: about 6,000 chunks, a record of more than 150 kB of chunk hashes alone.
+    let v1 = noise(60_000_000, 11);
+    let hashes = 32.0 * outpost_protocol::chunking::chunk(v1.as_slice(), |_, _| Ok(())).unwrap().chunks.len() as f64;
+    assert!(hashes > 150_000.0, "{hashes}");
+    let seq = c.publish(&c.package("large", "1", &[("large.bin", &v1)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+
+    // One byte changes: at most three chunks (96 KiB) and the record's few new hashes.
+    let mut v2 = v1;
+    v2[30_000_000] ^= 0x55;
+    let before = received_from(&edge, &main);
+    let seq = c.publish(&c.package("large", "2", &[("large.bin", &v2)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let update = received_from(&edge, &main) - before;
+    assert!(update < 0.75 * hashes, "{update} bytes for a one-byte change; the chunk list alone is {hashes}");
+    let pulled = c.client(&["repo", "pull", "large=2", "--out", "p2"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("large.bin")).unwrap(), v2);
+
+    // The main no longer has the record the edge would build the next one from (version 2
+    // removed and collected while the edge was stopped): the edge fetches the record whole.
+    edge.stop();
+    c.client(&["pkg", "unpublish", "large=2"], &main.addr).ok();
+    let mut v3 = v2;
+    v3[1_000] ^= 0x55;
+    let seq = c.publish(&c.package("large", "3", &[("large.bin", &v3)]), &main.addr);
+    main.stop();
+    let data = main.data.to_string_lossy().to_string();
+    run_in(c.dir(), &["repo", "gc", "--data", &data, "--keep", "1", "--grace", "0s"]).ok();
+    main.restart(&[]);
+    let before = received_from(&edge, &main);
+    edge.restart(&[]);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let whole = received_from(&edge, &main) - before;
+    assert!(whole > hashes, "{whole} bytes: the record came whole");
+    let pulled = c.client(&["repo", "pull", "large=3", "--out", "p3"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("large.bin")).unwrap(), v3);
 }
 
 #[test]

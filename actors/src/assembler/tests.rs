@@ -89,30 +89,61 @@ async fn bytes_that_do_not_verify_are_never_written() {
 }
 
 #[test]
-fn chunks_offered_from_elsewhere_are_kept_only_when_they_verify() {
+fn runs_copied_from_a_stored_file_land_in_place_and_are_not_fetched() {
     let dir = tempfile::tempdir().unwrap();
-    let data = noise(300_000, 3);
-    let c = chunked(&data);
+    let old = noise(300_000, 3);
+    // The new version: five bytes inserted near the start shift everything after them, so the
+    // copies are not aligned alike in both files.
+    let mut new = old.clone();
+    new.splice(1_000..1_000, [1, 2, 3, 4, 5]);
+    let c = chunked(&new);
+    std::fs::write(dir.path().join("old"), &old).unwrap();
+    let source = std::fs::File::open(dir.path().join("old")).unwrap();
     let mut assembly = Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone());
     let offsets = chunking::offsets(&c.chunks);
-    // Chunks 2..6 offered, chunk 4 damaged in the copy offered.
-    let (start, end) = (usize::try_from(offsets[2]).unwrap(), usize::try_from(offsets[6]).unwrap());
-    let mut offered = data[start..end].to_vec();
-    let fourth = usize::try_from(offsets[4]).unwrap() - start;
-    offered[fourth] ^= 1;
-    let found = assembly.offer(2, &offered).unwrap();
-    assert_eq!(found.chunks, 3);
-    assert_eq!((2..6).map(|i| assembly.has(i)).collect::<Vec<_>>(), [true, true, false, true]);
-    // Offering the same again finds nothing new.
-    assert_eq!(assembly.offer(2, &offered).unwrap(), Found::default());
+    // Chunks 2..6 of the new file are bytes offsets[2] - 5.. of the old one.
+    let (start, end) = (offsets[2], offsets[6]);
+    assert!(start > 1_005, "the run starts after the insertion");
+    let found = assembly.plan_copy(2, 4);
+    assert_eq!(found, Found { chunks: 4, bytes: end - start });
+    assert_eq!(assembly.plan_copy(2, 4), Found::default(), "planned once");
+    assembly.copy_in(2, &source, start - 5, end - start).unwrap();
     let on_disk = std::fs::read(dir.path().join("f")).unwrap();
-    assert_eq!(on_disk[start..fourth + start], data[start..fourth + start], "good chunks written in place");
-    let fifth = usize::try_from(offsets[5]).unwrap();
-    assert!(on_disk[fourth + start..fifth].iter().all(|&b| b == 0), "the damaged chunk is not written");
-    assert_eq!(on_disk[fifth..end], data[fifth..end]);
+    let (s, e) = (usize::try_from(start).unwrap(), usize::try_from(end).unwrap());
+    assert_eq!(on_disk[s..e], new[s..e], "the run is in place");
+    assert!(on_disk[..s].iter().all(|&b| b == 0), "nothing else written");
     let missing = assembly.missing(RANGE_BYTES);
     let covered: Vec<usize> = missing.iter().flat_map(|r| r.first..r.first + r.count).collect();
-    assert!(covered.contains(&4) && !covered.contains(&3) && covered.contains(&0));
+    assert!(covered.contains(&0) && covered.contains(&6) && !(2..6).any(|i| covered.contains(&i)));
+    // A source too short for the run is an error, not a file silently holding zeros.
+    let short = std::fs::File::open(dir.path().join("old")).unwrap();
+    assert!(assembly.copy_in(2, &short, old.len() as u64 - 10, end - start).is_err());
+}
+
+#[test]
+fn ranges_are_copied_whole_at_any_alignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(70_000, 9);
+    std::fs::write(dir.path().join("src"), &data).unwrap();
+    let src = std::fs::File::open(dir.path().join("src")).unwrap();
+    // Same alignment in both (blocks that can be shared), different alignments, short runs
+    // within one block, and runs that start and end on block boundaries.
+    for (from, to, len) in [(4096, 8192, 40_000), (4100, 8196, 30_000), (7, 12, 60_000), (10, 20, 100), (4090, 4090, 9)]
+    {
+        let dst = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("dst"))
+            .unwrap();
+        crate::disk::copy_range(&src, from, &dst, to, len).unwrap();
+        let got = std::fs::read(dir.path().join("dst")).unwrap();
+        let (f, t, n) = (from as usize, to as usize, len as usize);
+        assert_eq!(got.len(), t + n, "{from} -> {to} ({len} bytes)");
+        assert_eq!(got[t..], data[f..f + n], "{from} -> {to} ({len} bytes)");
+        assert!(got[..t].iter().all(|&b| b == 0));
+    }
 }
 
 #[tokio::test]

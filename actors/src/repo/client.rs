@@ -191,11 +191,25 @@ impl RepoClient {
         chunks: &[Chunk],
         range: &Range,
     ) -> Result<Verified<RangeBytes>, ClientError> {
-        let request = Request::Range { file: *file, offset: range.offset, len: range.len };
-        let bytes = transport::fetch(&self.connection, &request, u64::from(range.len), self.pace).await?;
-        chunking::verify_range(chunks, *range, bytes).map_err(|i| {
-            ClientError::Refused(format!("chunk {i} of file {} does not match its signed hash", hex(file)))
-        })
+        let mut reported = false;
+        loop {
+            let request = Request::Range { file: *file, offset: range.offset, len: range.len };
+            let bytes = transport::fetch(&self.connection, &request, u64::from(range.len), self.pace).await?;
+            match chunking::verify_range(chunks, *range, bytes) {
+                Ok(verified) => return Ok(verified),
+                // Once: the repository checks its copy (removing a damaged one, which an edge
+                // fetches again), then the range is asked again.
+                Err(_) if !reported && report_damaged(&self.connection, file, range, self.pace).await => {
+                    reported = true;
+                }
+                Err(i) => {
+                    return Err(ClientError::Refused(format!(
+                        "chunk {i} of file {} does not match its signed hash",
+                        hex(file)
+                    )));
+                }
+            }
+        }
     }
 
     /// Sends a package archive; returns the answer (`Published`). The whole exchange has the
@@ -367,4 +381,15 @@ impl RepoClient {
 
 fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_alphanumeric() || "._+-=,".contains(c) { c } else { '_' }).collect()
+}
+
+/// Tells the repository at `connection` that bytes of `range` of `file` it served did not
+/// match their signed hashes. True when it found its copy damaged (and removed it): asking
+/// again is then worth it.
+pub(crate) async fn report_damaged(connection: &Connection, file: &[u8; 32], range: &Range, pace: Pace) -> bool {
+    let request = Request::Damaged { file: *file, offset: range.offset, len: range.len };
+    match transport::request(connection, &request, pace).await {
+        Ok((_, _, Response::Checked { damaged })) => damaged,
+        _ => false,
+    }
 }

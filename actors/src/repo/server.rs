@@ -152,6 +152,56 @@ async fn handle_stream(
                 Err(e) => respond(&mut send, &internal(&e, "reading the package record")).await,
             }
         }
+        Request::PackageDelta { manifest, base } => {
+            let store = shared.store.clone();
+            let found = blocking(move || {
+                let (Some(target), Some(base)) = (store.record(&manifest)?, store.record(&base)?) else {
+                    return Ok(None);
+                };
+                Ok(Some(outpost_protocol::delta::encode(&base, &target)))
+            })
+            .await;
+            match found {
+                Ok(Some(delta)) => send_data(&mut send, delta, shared, label).await,
+                Ok(None) => {
+                    let message = format!("no package {} or no base {} here", hex(&manifest), hex(&base));
+                    respond(&mut send, &error(ErrorCode::NotFound, message)).await
+                }
+                Err(e) => respond(&mut send, &internal(&e, "reading the package record")).await,
+            }
+        }
+        Request::RangeAgainst { file, offset, len, before, after } => match range(shared, file, offset, len).await {
+            Ok(bytes) => {
+                shared.metrics.ranges_served.inc();
+                let store = shared.store.clone();
+                let delta = tokio::task::spawn_blocking(move || {
+                    // This side's copies of the client's bases, unchecked: they only make the
+                    // delta smaller, and the client verifies what it rebuilds.
+                    let n = bytes.len();
+                    let read = |anchor: Option<wire::Anchor>, ends: bool| {
+                        let a = anchor?;
+                        let start = if ends { a.offset.checked_sub(n as u64)? } else { a.offset };
+                        store.read_stored(&a.file, start, n)
+                    };
+                    let (before, after) = (read(before, false), read(after, true));
+                    outpost_protocol::delta::encode_aligned(
+                        before.as_deref().unwrap_or_default(),
+                        after.as_deref().unwrap_or_default(),
+                        &bytes,
+                    )
+                })
+                .await;
+                match delta {
+                    Ok(delta) => send_data(&mut send, delta, shared, label).await,
+                    Err(e) => respond(&mut send, &error(ErrorCode::Internal, format!("making a delta: {e}"))).await,
+                }
+            }
+            Err(response) => respond(&mut send, &response).await,
+        },
+        Request::Damaged { file, offset, len } => {
+            let answer = recheck(shared, file, offset, len).await;
+            respond(&mut send, &answer).await
+        }
         Request::Range { file, offset, len } => match range(shared, file, offset, len).await {
             Ok(bytes) => {
                 shared.metrics.ranges_served.inc();
@@ -215,28 +265,83 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
     match blocking(move || store.read_range(&file, &i, offset, len)).await {
         Ok(Some(bytes)) => return Ok(bytes),
         Ok(None) => {}
-        Err(StoreError::Damaged(h)) => {
-            shared.metrics.damaged_blobs.inc();
-            tracing::warn!(file = h, "a damaged file was found while serving it and removed");
-        }
+        Err(StoreError::Damaged(h)) => found_damaged(shared, &h),
         Err(StoreError::BadRange(m)) => return Err(error(ErrorCode::BadRequest, m)),
         Err(e) => return Err(internal(&e, &format!("reading file {}", hex(&file)))),
     }
-    let Role::Edge { upstream, sync, fetching, .. } = &shared.role else {
-        return Err(error(
-            ErrorCode::Internal,
-            format!("file {} is damaged or missing here; publish its package again", hex(&file)),
-        ));
-    };
-    let connection = upstream.lock().expect("not poisoned").connection.clone();
-    let Some((addr, connection)) = connection else {
-        return Err(error(ErrorCode::Unavailable, "the file is not here yet and no upstream is reachable"));
+    let Upstream { addr, connection, sync, fetching } = match source(shared) {
+        Source::Upstream(up) => up,
+        Source::Unreachable => {
+            return Err(error(ErrorCode::Unavailable, "the file is not here yet and no upstream is reachable"));
+        }
+        Source::Main => {
+            return Err(error(
+                ErrorCode::Internal,
+                format!("file {} is damaged or missing here; publish its package again", hex(&file)),
+            ));
+        }
     };
     fetching.start(connection.clone(), file, info.clone(), sync.clone());
     super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await.map_err(|e| {
         tracing::warn!(upstream = addr, file = hex(&file), "fetching for a client failed: {e}");
         error(ErrorCode::Unavailable, format!("fetching from upstream {addr} failed: {}", e.public_reason()))
     })
+}
+
+fn found_damaged(shared: &Shared, file: &str) {
+    shared.metrics.damaged_blobs.inc();
+    tracing::warn!(file, "a damaged file was found while serving it and removed");
+}
+
+/// An edge's way to its upstream.
+struct Upstream<'a> {
+    addr: String,
+    connection: Connection,
+    sync: &'a super::sync::SyncContext,
+    fetching: &'a std::sync::Arc<super::sync::Fetching>,
+}
+
+/// Where a file missing or damaged here can come from.
+enum Source<'a> {
+    /// Nowhere: this is a main.
+    Main,
+    /// An edge whose upstream is not reachable now.
+    Unreachable,
+    /// An edge's upstream.
+    Upstream(Upstream<'a>),
+}
+
+fn source(shared: &Shared) -> Source<'_> {
+    let Role::Edge { upstream, sync, fetching, .. } = &shared.role else { return Source::Main };
+    let connection = upstream.lock().expect("not poisoned").connection.clone();
+    connection.map_or(Source::Unreachable, |(addr, connection)| {
+        Source::Upstream(Upstream { addr, connection, sync, fetching })
+    })
+}
+
+/// A client found bytes of `file` that did not match: they are read and checked again; a
+/// damaged file is removed, and an edge starts fetching it again.
+async fn recheck(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Response {
+    let store = shared.store.clone();
+    let info = match blocking(move || store.file_info(&file)).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return error(ErrorCode::NotFound, format!("no file {}", hex(&file))),
+        Err(e) => return internal(&e, &format!("reading the chunk list of file {}", hex(&file))),
+    };
+    shared.store.recheck(&file);
+    let (store, i) = (shared.store.clone(), info.clone());
+    match blocking(move || store.read_range(&file, &i, offset, len)).await {
+        Ok(_) => Response::Checked { damaged: false },
+        Err(StoreError::Damaged(h)) => {
+            found_damaged(shared, &h);
+            if let Source::Upstream(up) = source(shared) {
+                up.fetching.start(up.connection, file, info, up.sync.clone());
+            }
+            Response::Checked { damaged: true }
+        }
+        Err(StoreError::BadRange(m)) => error(ErrorCode::BadRequest, m),
+        Err(e) => internal(&e, &format!("reading file {}", hex(&file))),
+    }
 }
 
 async fn subscribe(mut send: SendStream, shared: &Shared, cancel: CancellationToken) -> Result<(), StreamError> {

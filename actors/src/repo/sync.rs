@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outpost_protocol::chunking::{self, Chunk, MAX_RANGE, Range, RangeBytes};
+use outpost_protocol::delta;
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::PackageRecord;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
@@ -18,14 +19,14 @@ use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
 use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
 use outpost_protocol::verified::Verified;
-use outpost_protocol::wire::Request;
+use outpost_protocol::wire::{Anchor, ErrorCode, Request};
 use quinn::Connection;
 use tokio::task::JoinSet;
 
 use super::Fill;
 use crate::assembler::{self, Assembly, AssemblyError, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
-use crate::store::{FileInfo, PartialFile, Store, StoreError};
+use crate::store::{ChunkLocation, FileInfo, PartialFile, Store, StoreError};
 use crate::transport::{self, Pace, TransportError};
 
 /// A bandwidth cap shared by every transfer of an edge.
@@ -161,25 +162,46 @@ pub async fn run(
     let (snapshot, _) = signed.verify(&ctx.trust, crate::clock::unix_now(), held)?;
     let mut outcome = SyncOutcome { bytes: bytes.len() as u64, ..SyncOutcome::default() };
 
-    // Package records, verified as of the snapshot's date (the main accepted them then).
-    let mut records = Vec::new();
-    let mut files: BTreeMap<[u8; 32], FileInfo> = BTreeMap::new();
+    // Package records, verified as of the snapshot's date (the main accepted them then). Those
+    // not held are fetched a few at a time, each as a delta against the record of the
+    // package's version held now when there is one.
+    let store = ctx.store.clone();
+    let bases = blocking(move || bases(&store)).await?;
+    let keys: HashMap<[u8; 32], BaseKey> = base_keys(&snapshot).into_iter().collect();
+    let mut wanted = Vec::new();
+    let mut held_records = HashMap::new();
     for manifest in snapshot.manifests() {
         let (store, m) = (ctx.store.clone(), *manifest);
-        let bytes = match blocking(move || store.record(&m)).await? {
-            Some(b) => b,
-            None => {
-                let b =
-                    transport::fetch(connection, &Request::Package { manifest: m }, MAX_RECORD_BYTES as u64, ctx.pace)
-                        .await?;
-                received(b.len());
-                outcome.bytes += b.len() as u64;
-                records.push((m, b.clone()));
-                b
+        match blocking(move || store.record(&m)).await? {
+            Some(b) => {
+                held_records.insert(m, b);
             }
-        };
+            None => wanted.push((m, keys.get(&m).and_then(|k| bases.get(k)).copied())),
+        }
+    }
+    let mut fetching = JoinSet::new();
+    let mut wanted = wanted.into_iter();
+    let mut records = Vec::new();
+    loop {
+        while fetching.len() < ctx.concurrency.max(1) {
+            let Some((m, base)) = wanted.next() else { break };
+            let (connection, ctx) = (connection.clone(), ctx.clone());
+            fetching.spawn(async move { fetch_record(&connection, m, base, &ctx).await.map(|(b, wire)| (m, b, wire)) });
+        }
+        let Some(done) = fetching.join_next().await else { break };
+        let (m, bytes, wire) = done.map_err(|e| SyncError::Content(e.to_string()))??;
+        received(wire);
+        outcome.bytes += wire as u64;
+        records.push((m, bytes));
+    }
+    let mut files: BTreeMap<[u8; 32], FileInfo> = BTreeMap::new();
+    let fetched: HashMap<[u8; 32], &Vec<u8>> = records.iter().map(|(m, b)| (*m, b)).collect();
+    for manifest in snapshot.manifests() {
+        let m = *manifest;
+        let bytes =
+            held_records.get(&m).or_else(|| fetched.get(&m).copied()).expect("every record was held or fetched");
         let bad = |reason: String| SyncError::Package { manifest: hex(&m), reason };
-        let record = PackageRecord::decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        let record = PackageRecord::decode(bytes).map_err(|e| bad(e.to_string()))?;
         if record.hash() != m {
             return Err(bad("the record does not match the snapshot's hash".into()));
         }
@@ -207,14 +229,102 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// What finds the earlier version of a package: its name, or a host package's name hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BaseKey {
+    Package(String),
+    Host([u8; 32]),
+}
+
+/// Each manifest of `snapshot` and what finds its earlier version.
+fn base_keys(snapshot: &outpost_protocol::snapshot::Snapshot) -> Vec<([u8; 32], BaseKey)> {
+    let packages = snapshot.entries.iter().filter_map(|e| {
+        let name = e.control.iter().find(|(k, _)| k == "package")?.1.to_lowercase();
+        Some((e.manifest, BaseKey::Package(name)))
+    });
+    packages.chain(snapshot.hosts.iter().map(|h| (h.manifest, BaseKey::Host(h.name_hash)))).collect()
+}
+
+/// The records of the snapshot served now, by package (the last version of each, as entries
+/// are sorted by version): the bases the next snapshot's records are fetched as deltas
+/// against. Blocking.
+fn bases(store: &Store) -> Result<HashMap<BaseKey, [u8; 32]>, StoreError> {
+    let Some(current) = store.current()? else { return Ok(HashMap::new()) };
+    let Ok(snapshot) = current.unverified() else { return Ok(HashMap::new()) };
+    Ok(base_keys(&snapshot).into_iter().map(|(m, key)| (key, m)).collect())
+}
+
+/// Fetches a package record: as a delta against `base` when there is one and upstream can
+/// make it, else whole. Returns its bytes (not yet verified) and the bytes received.
+async fn fetch_record(
+    connection: &Connection,
+    manifest: [u8; 32],
+    base: Option<[u8; 32]>,
+    ctx: &SyncContext,
+) -> Result<(Vec<u8>, usize), SyncError> {
+    let bad = |reason: String| SyncError::Package { manifest: hex(&manifest), reason };
+    if let Some(base) = base {
+        let store = ctx.store.clone();
+        if let Some(base_bytes) = blocking(move || store.record(&base)).await? {
+            let request = Request::PackageDelta { manifest, base };
+            match transport::fetch(connection, &request, MAX_RECORD_BYTES as u64, ctx.pace).await {
+                Ok(encoded) => {
+                    let bytes = delta::apply(&base_bytes, &encoded, MAX_RECORD_BYTES)
+                        .map_err(|e| bad(format!("the delta from upstream: {e}")))?;
+                    return Ok((bytes, encoded.len()));
+                }
+                // Upstream lacks the base, or predates deltas: the whole record.
+                Err(TransportError::Remote { code: ErrorCode::NotFound | ErrorCode::BadRequest, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let bytes = transport::fetch(connection, &Request::Package { manifest }, MAX_RECORD_BYTES as u64, ctx.pace).await?;
+    let len = bytes.len();
+    Ok((bytes, len))
+}
+
 fn export_usage(ctx: &SyncContext) {
     let (blobs, bytes) = ctx.store.usage();
     ctx.metrics.blobs.set(i64::try_from(blobs).unwrap_or(i64::MAX));
     ctx.metrics.blob_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
+/// Copies of stored files running at once (the disk is their bound, not the processor).
+const COPIES_IN_FLIGHT: usize = 2;
+
+/// A file waiting for its ranges and copies: how many are left, and the file.
+type Waiting = (usize, Arc<Assembly<PartialFile>>);
+
+/// A range to fetch: its file, where the bytes around it are stored here, the file being
+/// assembled, the range.
+type Job = (([u8; 32], Anchors), Arc<Assembly<PartialFile>>, Range);
+
+/// What a file still lacks: [`prepare`]'s answer.
+struct Plan {
+    /// The file being assembled, what it holds marked.
+    assembly: Assembly<PartialFile>,
+    /// Chunks found in place or planned as copies.
+    reused: u64,
+    /// The copies to make.
+    runs: Vec<CopyRun>,
+    /// Where each chunk is stored in other files, if anywhere.
+    locations: Vec<Option<ChunkLocation>>,
+}
+
+/// Runs of chunks another stored file holds one after the other, to be copied in.
+#[derive(Debug)]
+struct CopyRun {
+    first: usize,
+    count: usize,
+    source: Arc<std::fs::File>,
+    at: u64,
+    len: u64,
+}
+
 /// Makes every file of `files` complete in the store: chunks it has (left by an interrupted
-/// fetch, or in other files) are reused, the rest fetched from `connection`.
+/// fetch, or in other files) are reused, the rest fetched from `connection`. Fetching starts
+/// as soon as every file's plan is made, while the reused runs are copied.
 pub async fn fetch_files(
     connection: &Connection,
     upstream: &str,
@@ -222,78 +332,179 @@ pub async fn fetch_files(
     ctx: &SyncContext,
 ) -> Result<SyncOutcome, SyncError> {
     let mut outcome = SyncOutcome::default();
-    // Each file is flushed and moved into place as soon as its last range is written, while
-    // the others are still arriving: the final flush then has little left to do.
-    let mut remaining: HashMap<[u8; 32], (usize, Arc<Assembly<PartialFile>>)> = HashMap::new();
-    let mut finishing = JoinSet::new();
-    let finish = |finishing: &mut JoinSet<Result<(), StoreError>>, assembly: Arc<Assembly<PartialFile>>| {
+    // Each file is flushed and moved into place as soon as its last range is written and its
+    // reused runs are copied, while the others are still arriving: the final flush then has
+    // little left to do. `remaining` counts what each file still waits for.
+    let remaining: Mutex<HashMap<[u8; 32], Waiting>> = Mutex::new(HashMap::new());
+    let finishing = Mutex::new(JoinSet::new());
+    // Files with runs copied from other stored files (those runs were verified when their
+    // files were written, maybe by another process: the store checks them again when serving).
+    let copied: Mutex<HashSet<[u8; 32]>> = Mutex::new(HashSet::new());
+    let finish = |assembly: Arc<Assembly<PartialFile>>| {
         let store = ctx.store.clone();
-        finishing.spawn_blocking(move || {
+        let checked_here = !copied.lock().expect("not poisoned").contains(&assembly.file().hash());
+        finishing.lock().expect("not poisoned").spawn_blocking(move || {
             let partial =
                 Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
             partial.sync_data()?;
-            store.finish(partial)
+            store.finish(partial, checked_here)
         });
     };
+    let done_one = |hash: &[u8; 32]| {
+        let mut remaining = remaining.lock().expect("not poisoned");
+        if let Some(entry) = remaining.get_mut(hash) {
+            entry.0 -= 1;
+            if entry.0 == 0
+                && let Some((_, assembly)) = remaining.remove(hash)
+            {
+                drop(remaining);
+                finish(assembly);
+            }
+        }
+    };
     let mut jobs = Vec::new();
+    let mut copies = Vec::new();
     for (hash, info) in files {
         if ctx.store.has_file(hash) {
             continue;
         }
         let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
-        let (assembly, reused) = blocking(move || prepare(&store, h, i)).await?;
+        let Plan { assembly, reused, runs, locations } = blocking(move || prepare(&store, h, i)).await?;
         outcome.deduplicated += reused;
         let assembly = Arc::new(assembly);
         let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
-        if ranges.is_empty() {
-            finish(&mut finishing, assembly);
-        } else {
-            remaining.insert(*hash, (ranges.len(), assembly.clone()));
-            jobs.extend(ranges.into_iter().map(|r| (*hash, assembly.clone(), r)));
+        let waits = ranges.len() + usize::from(!runs.is_empty());
+        if waits == 0 {
+            finish(assembly);
+            continue;
         }
+        remaining.lock().expect("not poisoned").insert(*hash, (waits, assembly.clone()));
+        if !runs.is_empty() {
+            copied.lock().expect("not poisoned").insert(*hash);
+            copies.push((*hash, assembly.clone(), runs));
+        }
+        let anchored = |r: Range| ((*hash, Anchors::of(r, assembly.chunks(), &locations)), assembly.clone(), r);
+        jobs.extend(ranges.into_iter().map(anchored));
     }
     ctx.metrics.chunks_deduplicated.inc_by(outcome.deduplicated);
 
-    let fetched = assembler::fetch_all(
-        jobs,
-        ctx.concurrency,
-        |hash, assembly, range| {
-            let (connection, ctx, upstream, hash, assembly) =
-                (connection.clone(), ctx.clone(), upstream.to_string(), *hash, assembly.clone());
-            async move { fetch_range(&connection, &upstream, &hash, assembly.chunks(), range, &ctx).await }
-        },
-        |hash, range| {
-            // Counted once written: a chunk counted is a chunk a restart finds in place.
-            ctx.metrics.chunks_fetched.inc_by(range.count as u64);
-            outcome.fetched += range.count as u64;
-            outcome.bytes += u64::from(range.len);
-            if let Some(entry) = remaining.get_mut(hash) {
-                entry.0 -= 1;
-                if entry.0 == 0
-                    && let Some((_, assembly)) = remaining.remove(hash)
-                {
-                    finish(&mut finishing, assembly);
-                }
+    // A run that cannot be copied (its file unreadable since) is fetched instead, after.
+    let refetch = Mutex::new(Vec::new());
+    let copying = async {
+        let mut tasks = JoinSet::new();
+        let mut queue = copies.into_iter();
+        loop {
+            while tasks.len() < COPIES_IN_FLIGHT {
+                let Some((hash, assembly, runs)) = queue.next() else { break };
+                tasks.spawn_blocking(move || {
+                    let mut failed = Vec::new();
+                    for run in runs {
+                        if let Err(e) = assembly.copy_in(run.first, &run.source, run.at, run.len) {
+                            tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
+                            failed.push(run.first..run.first + run.count);
+                        }
+                    }
+                    (hash, assembly, failed)
+                });
             }
-            Ok::<_, SyncError>(())
-        },
-    )
-    .await;
+            let Some(done) = tasks.join_next().await else { break };
+            let (hash, assembly, failed) = done.map_err(|e| SyncError::Content(e.to_string()))?;
+            if failed.is_empty() {
+                // The last reference but the file's own goes first: finishing takes the file.
+                drop(assembly);
+                done_one(&hash);
+                continue;
+            }
+            let ranges = chunking::missing_ranges(assembly.chunks(), RANGE_BYTES.min(MAX_RANGE), |k| {
+                failed.iter().any(|run| run.contains(&k))
+            });
+            if let Some(entry) = remaining.lock().expect("not poisoned").get_mut(&hash) {
+                entry.0 += ranges.len() - 1;
+            }
+            let whole = |r| ((hash, Anchors::default()), assembly.clone(), r);
+            refetch.lock().expect("not poisoned").extend(ranges.into_iter().map(whole));
+        }
+        Ok::<_, SyncError>(())
+    };
+    let fetching = fetch_ranges(connection, upstream, jobs, ctx, &done_one);
+    let (copied, fetched) = tokio::join!(copying, fetching);
+    let mut got = match (copied, fetched) {
+        (Ok(()), Ok(got)) => {
+            let again = std::mem::take(&mut *refetch.lock().expect("not poisoned"));
+            fetch_ranges(connection, upstream, again, ctx, &done_one).await.map(|more| got + more)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     // Files already finishing are finished even when a fetch failed: they are whole.
+    let mut finishing = std::mem::take(&mut *finishing.lock().expect("not poisoned"));
     while let Some(done) = finishing.join_next().await {
-        done.map_err(|e| SyncError::Content(e.to_string()))??;
+        if let Err(e) = done.map_err(|e| SyncError::Content(e.to_string())).and_then(|r| Ok(r?))
+            && got.is_ok()
+        {
+            got = Err(e);
+        }
     }
-    fetched?;
+    let got = got?;
+    // Never expected: a file still waiting for a range or a copy is not in the store, and the
+    // snapshot must not be served as if it were.
+    let unfinished = remaining.lock().expect("not poisoned").len();
+    if unfinished > 0 {
+        return Err(SyncError::Content(format!("{unfinished} file(s) were left incomplete by the sync")));
+    }
+    outcome.fetched = got.0;
+    outcome.bytes = got.1;
     export_usage(ctx);
     Ok(outcome)
 }
 
-/// Opens a file's partial copy and finds what it still lacks. Blocking.
+/// Fetches `jobs` from upstream (at most the sync's concurrency at once), each written as it
+/// arrives and counted with `done_one(file)`. Returns the chunks and bytes fetched.
+async fn fetch_ranges(
+    connection: &Connection,
+    upstream: &str,
+    jobs: Vec<Job>,
+    ctx: &SyncContext,
+    done_one: &(dyn Fn(&[u8; 32]) + Sync),
+) -> Result<Fetched, SyncError> {
+    let mut got = Fetched(0, 0);
+    assembler::fetch_all(
+        jobs,
+        ctx.concurrency,
+        |&(hash, anchors), assembly, range| {
+            let (connection, ctx, upstream, assembly) =
+                (connection.clone(), ctx.clone(), upstream.to_string(), assembly.clone());
+            async move { fetch_range(&connection, &upstream, &hash, assembly.chunks(), range, anchors, &ctx).await }
+        },
+        |(hash, _), range| {
+            // Counted once written: a chunk counted is a chunk a restart finds in place.
+            ctx.metrics.chunks_fetched.inc_by(range.count as u64);
+            got.0 += range.count as u64;
+            got.1 += u64::from(range.len);
+            done_one(hash);
+            Ok::<_, SyncError>(())
+        },
+    )
+    .await?;
+    Ok(got)
+}
+
+/// Chunks and bytes fetched.
+#[derive(Debug, Clone, Copy)]
+struct Fetched(u64, u64);
+
+impl std::ops::Add for Fetched {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self(self.0 + other.0, self.1 + other.1)
+    }
+}
+
+/// Opens a file's partial copy and plans what it still lacks. Blocking.
 ///
-/// What an interrupted fetch left in the partial copy is kept, then chunks other stored files
-/// hold at consecutive offsets (the unchanged parts of a new version) are copied in runs of up
-/// to [`RANGE_BYTES`], each run read once and checked chunk by chunk.
-fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly<PartialFile>, u64), StoreError> {
+/// What an interrupted fetch left in the partial copy is kept (read and checked again: it was
+/// written by a process that may have stopped half-way), then chunks other stored files hold
+/// at consecutive offsets (the unchanged parts of a new version) are planned as runs to copy.
+fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<Plan, StoreError> {
     let (partial, existed) = store.partial(&hash, info.size)?;
     let mut assembly = Assembly::new(partial, info.chunks);
     let mut reused = 0u64;
@@ -301,7 +512,8 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly<Pa
         reused += assembly.keep_verified()?.chunks;
     }
     let locations = store.chunk_locations(assembly.chunks())?;
-    let run_bytes = u64::from(RANGE_BYTES.min(MAX_RANGE));
+    let mut sources: HashMap<[u8; 32], Option<Arc<std::fs::File>>> = HashMap::new();
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < locations.len() {
         let Some((source, at)) = locations[i].filter(|_| !assembly.has(i)) else {
@@ -312,43 +524,132 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<(Assembly<Pa
         let chunks = assembly.chunks();
         let mut j = i + 1;
         let mut end = at + u64::from(chunks[i].len);
-        while j < chunks.len()
-            && !assembly.has(j)
-            && locations[j] == Some((source, end))
-            && end + u64::from(chunks[j].len) - at <= run_bytes
-        {
+        while j < chunks.len() && !assembly.has(j) && locations[j] == Some((source, end)) {
             end += u64::from(chunks[j].len);
             j += 1;
         }
-        // A damaged stored chunk is simply not taken: it will be fetched.
-        if let Some(bytes) = store.read_stored(&source, at, usize::try_from(end - at).expect("a run fits in memory")) {
-            reused += assembly.offer(i, &bytes)?.chunks;
+        // A file gone since its chunks were recorded is simply not used: they are fetched.
+        if let Some(file) = sources.entry(source).or_insert_with(|| store.open_stored(&source).map(Arc::new)) {
+            reused += assembly.plan_copy(i, j - i).chunks;
+            runs.push(CopyRun { first: i, count: j - i, source: file.clone(), at, len: end - at });
         }
         i = j;
     }
-    Ok((assembly, reused))
+    Ok(Plan { assembly, reused, runs, locations })
 }
 
-/// Fetches one range of a file from upstream, verified against its chunk list.
+/// Where the bytes around a missing range are stored here: the delta a range is asked as.
+#[derive(Debug, Clone, Copy, Default)]
+struct Anchors {
+    before: Option<Anchor>,
+    after: Option<Anchor>,
+}
+
+impl Anchors {
+    /// For `range` of a file whose chunks are stored at `locations`: after the chunk before it,
+    /// and before the chunk after it.
+    fn of(range: Range, chunks: &[Chunk], locations: &[Option<ChunkLocation>]) -> Self {
+        let end = range.first + range.count;
+        let before = range.first.checked_sub(1).and_then(|k| {
+            let (file, at) = locations.get(k).copied().flatten()?;
+            Some(Anchor { file, offset: at + u64::from(chunks[k].len) })
+        });
+        let after = locations.get(end).copied().flatten().map(|(file, offset)| Anchor { file, offset });
+        Self { before, after }
+    }
+
+    fn any(&self) -> bool {
+        self.before.is_some() || self.after.is_some()
+    }
+}
+
+/// Fetches one range of a file from upstream, verified against its chunk list: as a delta
+/// against the stored bytes around it when there are any, else whole.
 async fn fetch_range(
     connection: &Connection,
     upstream: &str,
     hash: &[u8; 32],
     chunks: &[Chunk],
     range: Range,
+    anchors: Anchors,
     ctx: &SyncContext,
 ) -> Result<Verified<RangeBytes>, SyncError> {
-    if let Some(l) = &ctx.limiter {
-        l.take(u64::from(range.len)).await;
+    let received = |n: usize| ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(n as u64);
+    if anchors.any() {
+        let request = Request::RangeAgainst {
+            file: *hash,
+            offset: range.offset,
+            len: range.len,
+            before: anchors.before,
+            after: anchors.after,
+        };
+        let limit = u64::from(range.len) + u64::from(range.len) / 8 + 64;
+        match transport::fetch(connection, &request, limit, ctx.pace).await {
+            Ok(encoded) => {
+                if let Some(l) = &ctx.limiter {
+                    l.take(encoded.len() as u64).await;
+                }
+                received(encoded.len());
+                let (store, len) = (ctx.store.clone(), range.len as usize);
+                let rebuilt = tokio::task::spawn_blocking(move || {
+                    let read = |anchor: Option<Anchor>, ends: bool| {
+                        let a = anchor?;
+                        let start = if ends { a.offset.checked_sub(len as u64)? } else { a.offset };
+                        store.read_stored(&a.file, start, len)
+                    };
+                    let (before, after) = (read(anchors.before, false), read(anchors.after, true));
+                    let base = delta::aligned_base(
+                        before.as_deref().unwrap_or_default(),
+                        after.as_deref().unwrap_or_default(),
+                        len,
+                    );
+                    delta::apply(&base, &encoded, len)
+                })
+                .await
+                .map_err(|e| SyncError::Content(e.to_string()))?;
+                // A delta that does not rebuild the range (this side's or upstream's copy of a
+                // base differs) costs one more request: the range whole.
+                match rebuilt.map(|bytes| chunking::verify_range(chunks, range, bytes)) {
+                    Ok(Ok(verified)) => return Ok(verified),
+                    Ok(Err(i)) => tracing::warn!(
+                        file = hex(hash),
+                        "chunk {i} rebuilt from a delta does not match; fetching the range whole"
+                    ),
+                    Err(e) => tracing::warn!(
+                        file = hex(hash),
+                        "a range's delta from {upstream}: {e}; fetching the range whole"
+                    ),
+                }
+            }
+            // An upstream that predates deltas of ranges.
+            Err(TransportError::Remote { code: ErrorCode::BadRequest, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
-    let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
-    ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(bytes.len() as u64);
-    let verified = chunking::verify_range(chunks, range, bytes).map_err(|i| {
-        ctx.metrics.refused("chunk");
-        SyncError::Content(format!("chunk {i} of file {} from {upstream} does not match its signed hash", hex(hash)))
-    })?;
-    Ok(verified)
+    let mut reported = false;
+    loop {
+        if let Some(l) = &ctx.limiter {
+            l.take(u64::from(range.len)).await;
+        }
+        let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
+        let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
+        received(bytes.len());
+        match chunking::verify_range(chunks, range, bytes) {
+            Ok(verified) => return Ok(verified),
+            // Once: upstream checks its copy (removing a damaged one), then the range is asked
+            // again.
+            Err(_) if !reported && super::client::report_damaged(connection, hash, &range, ctx.pace).await => {
+                reported = true;
+            }
+            Err(i) => {
+                ctx.metrics.refused("chunk");
+                return Err(SyncError::Content(format!(
+                    "chunk {i} of file {} from {upstream} does not match its signed hash",
+                    hex(hash)
+                )));
+            }
+        }
+    }
 }
 
 /// Fetches a range for a client straight from upstream (on-demand fill, or a damaged file),
@@ -374,7 +675,8 @@ pub async fn fetch_range_for_client(
         len: u32::try_from(stop - start).map_err(|e| SyncError::Content(e.to_string()))?,
     };
     let upstream = transport::peer_label(connection);
-    let verified = fetch_range(connection, &upstream, hash, &info.chunks, range, ctx).await?.into_inner();
+    let verified =
+        fetch_range(connection, &upstream, hash, &info.chunks, range, Anchors::default(), ctx).await?.into_inner();
     ctx.metrics.chunks_fetched.inc_by(range.count as u64);
     let skip = usize::try_from(offset - start).expect("within the range");
     Ok(verified.bytes[skip..skip + len as usize].to_vec())

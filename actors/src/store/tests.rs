@@ -38,6 +38,8 @@ fn files_are_stored_verified_and_read_by_ranges() {
     fs::write(&path, &bytes).unwrap();
     let report = store.fsck(false, &mut |_| {}).unwrap();
     assert_eq!((report.checked, report.damaged.len()), (1, 1));
+    // (This process wrote the file from verified bytes: it checks it again when asked to.)
+    store.recheck(&hash);
     assert!(matches!(store.read_range(&hash, &info, 190_000, 20_000), Err(StoreError::Damaged(_))));
     assert!(!store.has_file(&hash));
     assert!(store.read_range(&hash, &info, 0, 10).unwrap().is_none());
@@ -49,6 +51,47 @@ fn files_are_stored_verified_and_read_by_ranges() {
     assert_eq!(Store::open(dir.path()).unwrap().usage(), (0, 0));
     assert_eq!(parse_hex(&hex(&hash)), Some(hash));
     assert_eq!(parse_hex("zz"), None);
+}
+
+#[test]
+fn chunks_verified_lately_are_served_without_hashing_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(300_000, 6);
+    let (hash, info) = info_of(&data);
+    let damage = |store: &Store| {
+        let path = store.blob_path(&hash);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[200_000] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+    };
+    let store = Store::open(dir.path()).unwrap();
+    store.put_file(&hash, &info, &mut data.as_slice()).unwrap();
+    // Damaged after this process wrote it from verified bytes: served unchecked (receivers
+    // check every chunk) until a receiver reports it.
+    damage(&store);
+    let served = store.read_range(&hash, &info, 190_000, 20_000).unwrap().unwrap();
+    assert_ne!(served, data[190_000..210_000]);
+    store.recheck(&hash);
+    assert!(matches!(store.read_range(&hash, &info, 190_000, 20_000), Err(StoreError::Damaged(_))));
+    assert!(!store.has_file(&hash), "removed");
+
+    // Another process checks every chunk the first time it reads it, then no more.
+    store.put_file(&hash, &info, &mut data.as_slice()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.read_range(&hash, &info, 0, 300_000).unwrap().unwrap(), data);
+    damage(&store);
+    assert!(store.read_range(&hash, &info, 190_000, 20_000).unwrap().is_some(), "checked a moment ago");
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(store.read_range(&hash, &info, 190_000, 20_000), Err(StoreError::Damaged(_))));
+
+    // A file assembled partly from copies of other files is checked at its first read.
+    let (p, _) = store.partial(&hash, info.size).unwrap();
+    p.write_at(0, &data).unwrap();
+    store.finish(p, false).unwrap();
+    damage(&store);
+    assert!(matches!(store.read_range(&hash, &info, 190_000, 20_000), Err(StoreError::Damaged(_))));
 }
 
 #[test]
@@ -67,7 +110,7 @@ fn partial_files_survive_a_restart() {
     assert!(existed);
     assert_eq!(p.read_at(0, 50_000).unwrap(), data[..50_000]);
     p.write_at(50_000, &data[50_000..]).unwrap();
-    store.finish(p).unwrap();
+    store.finish(p, true).unwrap();
     assert_eq!(store.read_range(&hash, &info, 0, 100_000).unwrap().unwrap(), data);
 }
 

@@ -15,7 +15,10 @@
 //! `--files 16` (per package), `--file-mib 8`, `--change-percent 5`, `--regions 4` (changed
 //! regions per file), `--latency-rounds 10`, `--work DIR` (default: a folder in the temporary
 //! folder, removed at the end unless `--keep`), `--no-setup`, `--no-build`, `--outpost PATH`,
-//! `--no-prime` (no memory ballast; see `Bench::ballast`).
+//! `--no-prime` (no memory ballast; see `Bench::ballast`), `--fs xfs` (root only: the work
+//! folder on a fresh XFS file system with reflinks, on a loop device with direct I/O, so that
+//! an edge's unchanged ranges are shared with `copy_file_range` instead of written again;
+//! every system's files are on it alike; see [`XfsMount`]).
 //!
 //! What it measures, all in one run:
 //! 1. **Fresh sync** of 128 files of 8 MiB of incompressible data (1 GiB), spread over 8
@@ -76,6 +79,7 @@ struct Options {
     build: bool,
     prime: bool,
     outpost: Option<PathBuf>,
+    xfs: bool,
 }
 
 impl Options {
@@ -94,6 +98,7 @@ impl Options {
             build: true,
             prime: true,
             outpost: None,
+            xfs: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -112,6 +117,11 @@ impl Options {
                 "--no-setup" => o.setup = false,
                 "--no-build" => o.build = false,
                 "--no-prime" => o.prime = false,
+                "--fs" => match value()?.as_str() {
+                    "xfs" => o.xfs = true,
+                    "ext4" | "default" => o.xfs = false,
+                    other => bail!("--fs {other}: say xfs (or default, the work folder's own)"),
+                },
                 "--bench" => {} // passed by `cargo bench`
                 other => bail!("unknown argument {other:?} (see the doc comment of bench/src/bin/replication/main.rs)"),
             }
@@ -142,13 +152,64 @@ fn main() -> Result<()> {
     }
     let outpost = outpost_bench::outpost_binary(options.outpost.as_deref(), options.build)?;
     let work = outpost_bench::work_folder(options.work.as_deref(), "replication")?;
+    let mount = if options.xfs { Some(XfsMount::over(&work)?) } else { None };
     let result = Bench::new(options.clone(), outpost, work.clone()).and_then(|mut b| b.run());
     if !options.keep {
+        drop(mount);
         let _ = std::fs::remove_dir_all(&work);
+    } else if let Some(m) = mount {
+        eprintln!("kept mounted: {} on {} (umount it, then losetup -d it)", m.device, work.display());
+        std::mem::forget(m);
     }
     let report = result?;
     println!("{report}");
     Ok(())
+}
+
+/// A fresh XFS file system with reflinks mounted over the (empty) work folder: the image is a
+/// sparse file beside the folder, on a loop device with direct I/O (the page cache holds the
+/// files once, as on a real disk). Unmounted and removed when dropped.
+struct XfsMount {
+    image: PathBuf,
+    device: String,
+    at: PathBuf,
+}
+
+impl XfsMount {
+    fn over(at: &Path) -> Result<Self> {
+        if !is_root() {
+            bail!("--fs xfs needs root (losetup and mount)");
+        }
+        let image = at.with_extension("xfs.img");
+        std::fs::File::create(&image)?.set_len(48 << 30).context("making the XFS image")?;
+        let mkfs = PathBuf::from("/usr/sbin/mkfs.xfs");
+        procs::run(Command::new(&mkfs).args(["-q", "-f", "-m", "reflink=1"]).arg(&image))
+            .context("mkfs.xfs (xfsprogs, which bench/setup installs)")?;
+        let device = procs::run(Command::new("losetup").args(["-f", "--show", "--direct-io=on"]).arg(&image))?
+            .trim()
+            .to_string();
+        if let Err(e) = procs::run(Command::new("mount").arg(&device).arg(at)) {
+            let _ = Command::new("losetup").args(["-d", &device]).status();
+            return Err(e);
+        }
+        eprintln!("work folder on XFS with reflinks ({device}, image {})", image.display());
+        Ok(Self { image, device, at: at.to_path_buf() })
+    }
+}
+
+impl Drop for XfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.at).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|u| u.split_whitespace().next() == Some("0")))
+        .unwrap_or(false)
 }
 
 /// One measurement.
@@ -911,13 +972,14 @@ impl Bench {
         let _ = writeln!(
             s,
             "Payload: {} files of {} MiB of incompressible data in {} packages ({:.1} MB); {} runs, medians; \
-             whole benchmark {:.0} s.\n",
+             whole benchmark {:.0} s; every system's files on {}.\n",
             self.names.len(),
             o.file_mib,
             o.packages,
             mb(r.total),
             o.runs,
-            r.seconds
+            r.seconds,
+            if o.xfs { "XFS with reflinks (`--fs xfs`)" } else { "the work folder's file system" }
         );
         let _ = writeln!(s, "**Fresh sync** (main → empty edge)\n");
         let _ = writeln!(
