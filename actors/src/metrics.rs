@@ -55,6 +55,8 @@ pub struct RepoMetrics {
     /// Bytes sent to every peer together (the status answer's figure; not exported: it is
     /// the sum of `sent_bytes`).
     pub served_bytes: Counter,
+    /// Requests answered, by kind (`head`, `snapshot`, `package`, `range`, …).
+    pub requests: Family<Labels, Counter>,
 }
 
 impl Default for RepoMetrics {
@@ -79,6 +81,7 @@ impl Default for RepoMetrics {
             served_bytes: Counter::default(),
             subscribers: Gauge::default(),
             handshakes: Family::default(),
+            requests: Family::default(),
         }
     }
 }
@@ -131,6 +134,7 @@ impl RepoMetrics {
         r.register("blobs", "Files stored", self.blobs.clone());
         r.register("blob_bytes", "Bytes of files stored", self.blob_bytes.clone());
         r.register("subscribers", "Clients subscribed to head changes", self.subscribers.clone());
+        r.register("requests", "Requests from clients, by kind", self.requests.clone());
         r.register(
             "handshakes",
             "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",

@@ -483,6 +483,17 @@ impl Store {
         self.checked.forget(file);
     }
 
+    /// True when `file` is stored whole and its chunks are indexed (a sync that stopped between
+    /// moving a file into place and committing leaves one stored but not indexed).
+    pub fn has_indexed_file(&self, file: &[u8; 32]) -> Result<bool, StoreError> {
+        if !self.has_file(file) {
+            return Ok(false);
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(FILES).map_err(db_err)?;
+        Ok(t.get(file).map_err(db_err)?.is_some())
+    }
+
     /// Opens a stored file for reading (`None` when it is not stored).
     pub fn open_stored(&self, file: &[u8; 32]) -> Option<File> {
         File::open(self.blob_path(file)).ok()
@@ -556,11 +567,15 @@ impl Store {
             for (k, v) in records {
                 t.insert(k, v.as_slice()).map_err(db_err)?;
             }
+            // Chunk lists never change (files are named by their hash): those already here stay.
             let mut t = txn.open_table(FILES).map_err(db_err)?;
             for (k, info) in files {
-                t.insert(k, info.encode().as_slice()).map_err(db_err)?;
+                if t.get(k).map_err(db_err)?.is_none() {
+                    t.insert(k, info.encode().as_slice()).map_err(db_err)?;
+                }
             }
             let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
+            let complete: HashSet<&[u8; 32]> = complete.iter().collect();
             for (k, info) in files.iter().filter(|(k, _)| complete.contains(k)) {
                 for (c, offset) in info.chunks.iter().zip(chunking::offsets(&info.chunks)) {
                     if t.get(&c.hash).map_err(db_err)?.is_none() {

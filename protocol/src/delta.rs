@@ -198,15 +198,7 @@ mod tests {
     use super::*;
 
     fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::chunking::noise(len, seed)
     }
 
     #[test]

@@ -78,6 +78,25 @@ pub enum Request {
     Damaged { file: [u8; 32], offset: u64, len: u32 },
 }
 
+impl Request {
+    /// Its kind, for metrics and logs (`head`, `range`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Head => "head",
+            Self::Snapshot { .. } => "snapshot",
+            Self::Package { .. } => "package",
+            Self::Range { .. } => "range",
+            Self::Subscribe => "subscribe",
+            Self::Publish { .. } | Self::PublishMany { .. } => "publish",
+            Self::Unpublish { .. } => "unpublish",
+            Self::Status | Self::StatusV2 | Self::StatusV3 => "status",
+            Self::PackageDelta { .. } => "package_delta",
+            Self::RangeAgainst { .. } => "range_delta",
+            Self::Damaged { .. } => "damaged",
+        }
+    }
+}
+
 /// A position in a stored file: its BLAKE3 and a byte offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {

@@ -598,6 +598,50 @@ fn the_daemon_upgrades_by_itself_and_answers_local_commands() {
 }
 
 #[test]
+fn a_running_daemon_follows_pushed_heads_and_asks_nothing_while_unchanged() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let first = c.publish(&c.package("push-a", "1", &[("a", b"a")]), &main.addr);
+    c.wait_sequence(&edge.addr, first, LIMIT);
+    // Updates every hour: anything sooner is pushed.
+    let config = format!("repos = [{:?}]\nmain = {:?}\nupdate_every = \"1h\"", edge.addr, main.addr);
+    let host = Host::new(&c, "pc-push.test", &config);
+    let _daemon = Bg(host.spawn(&["run"]));
+    wait_for(LIMIT, "the daemon's control socket", || host.state.join("agent.sock").exists().then_some(()));
+    wait_for(LIMIT, "the daemon's first update", || (host.status()["sequence"] == first).then_some(()));
+    wait_for(LIMIT, "the daemon to follow the edge's heads", || {
+        (edge.metric("outpost_repo_subscribers", "") == 1.0).then_some(())
+    });
+    let asked = |kind: &str| edge.metric("outpost_repo_requests_total", &format!("{{request=\"{kind}\"}}"));
+    let heads = asked("head");
+
+    // Unchanged: `update` through the daemon asks the edge nothing.
+    for _ in 0..3 {
+        let out = host.run(&["update"]).ok();
+        assert!(out.stdout.contains(" snapshot "), "{}", out.stdout);
+    }
+    assert_eq!(asked("head"), heads, "no head asked while following");
+
+    // A publish reaches the daemon at once (not in an hour), on the connection it keeps.
+    let snapshots = asked("snapshot");
+    let second = c.publish(&c.package("push-b", "1", &[("b", b"b")]), &main.addr);
+    wait_for(LIMIT, "the pushed head to be taken", || (host.status()["sequence"] == second).then_some(()));
+    assert!(asked("snapshot") > snapshots, "the new snapshot fetched on that connection");
+    assert_eq!(asked("head"), heads);
+    assert_eq!(edge.metric("outpost_repo_subscribers", ""), 1.0, "still one connection");
+
+    // The edge goes: the daemon checks every repository again at once (not in an hour) and
+    // uses the main; being a fallback, it is not followed.
+    let mut edge = edge;
+    edge.kill();
+    wait_for(LIMIT, "the daemon to fall back to the main", || {
+        (host.status()["last_update"]["repo"] == main.addr.as_str()).then_some(())
+    });
+    assert_eq!(main.metric("outpost_repo_subscribers", ""), 0.0, "a fallback is not followed");
+}
+
+#[test]
 fn dns_srv_records_from_a_real_dnsmasq_drive_discovery() {
     let Some(dnsmasq) = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].into_iter().find(|p| Path::new(p).exists()) else {
         eprintln!("SKIPPED: dnsmasq is not installed (scripts/setup installs dnsmasq-base)");

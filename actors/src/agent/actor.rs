@@ -9,8 +9,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use outpost_protocol::snapshot::Head;
+
 use super::Agent;
 use super::report::Answer;
+use crate::repo::client::RepoClient;
 
 /// A command, as sent on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
@@ -125,6 +128,41 @@ pub struct AgentActor {
     timer: Option<SpawnHandle>,
     changed: Option<Arc<tokio::sync::Notify>>,
     metrics: Option<Arc<super::metrics::AgentMetrics>>,
+    watch: Option<Watch>,
+}
+
+/// The repository the daemon follows: the connection kept open to the one its last update
+/// used, on which the repository pushes each new head. While it lives, a cycle costs no
+/// request when nothing changed, and a new snapshot is taken as soon as it is published.
+struct Watch {
+    client: RepoClient,
+    head: Option<Head>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How long after losing the repository it followed the daemon checks every repository.
+const WATCH_RETRY: Duration = Duration::from_secs(5);
+
+/// A head pushed by the repository followed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Pushed {
+    repo: String,
+    head: Head,
+}
+
+/// The repository followed is gone (its connection or stream ended).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WatchLost {
+    repo: String,
+    why: String,
 }
 
 impl std::fmt::Debug for AgentActor {
@@ -152,6 +190,7 @@ impl AgentActor {
             timer: None,
             changed: None,
             metrics: None,
+            watch: None,
         }
     }
 
@@ -200,6 +239,8 @@ impl AgentActor {
         }
         self.settings_mark = mark;
         self.agent = None;
+        // The repositories may be others now: the next cycle chooses again.
+        self.watch = None;
         let reopen = self.reopen.as_ref().expect("checked");
         let opened = reopen(true).or_else(|e| {
             tracing::error!(
@@ -302,20 +343,98 @@ impl Handler<AuditTick> for AgentActor {
     }
 }
 
+impl AgentActor {
+    /// The repository followed and the head it pushed last.
+    fn pushed(&self) -> Option<(RepoClient, Head)> {
+        self.watch.as_ref().and_then(|w| Some((w.client.clone(), w.head?)))
+    }
+
+    /// Follows `repo` (the one the last update used) unless it already does.
+    fn follow(&mut self, ctx: &mut Context<Self>, repo: String) {
+        if self.watch.as_ref().is_some_and(|w| w.client.addr == repo) {
+            return;
+        }
+        self.watch = None;
+        let Some(agent) = self.agent() else { return };
+        let me = ctx.address();
+        ctx.spawn(async move { agent.connect_repo(&repo).await.map_err(|e| (repo, e)) }.into_actor(self).map(
+            move |connected, act, _| match connected {
+                Ok(client) => {
+                    let (connection, repo, pace) = (client.connection.clone(), client.addr.clone(), client.pace);
+                    let task = tokio::spawn(async move {
+                        let why = crate::repo::client::follow_heads(&connection, pace, |head| {
+                            me.do_send(Pushed { repo: repo.clone(), head });
+                        })
+                        .await;
+                        me.do_send(WatchLost { repo, why });
+                    });
+                    tracing::info!(repo = client.addr, "following the repository's heads");
+                    act.watch = Some(Watch { client, head: None, task });
+                }
+                Err((repo, e)) => tracing::info!(repo, "cannot follow the repository's heads, polling instead: {e}"),
+            },
+        ));
+    }
+}
+
+impl Handler<Pushed> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pushed, ctx: &mut Self::Context) {
+        let Some(watch) = self.watch.as_mut().filter(|w| w.client.addr == msg.repo) else { return };
+        let changed = watch.head.map(|h| h.hash) != Some(msg.head.hash);
+        watch.head = Some(msg.head);
+        if changed {
+            ctx.notify(Cycle);
+        }
+    }
+}
+
+impl Handler<WatchLost> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchLost, ctx: &mut Self::Context) {
+        if self.watch.as_ref().is_some_and(|w| w.client.addr == msg.repo) {
+            tracing::info!(repo = msg.repo, "no longer following the repository's heads: {}", msg.why);
+            self.watch = None;
+            // Choose again soon (not at once: a repository that drops every subscription is
+            // not asked in a loop).
+            ctx.notify_later(Cycle, WATCH_RETRY);
+        }
+    }
+}
+
 impl Handler<Cycle> for AgentActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: Cycle, _: &mut Self::Context) -> Self::Result {
         let (agent, auto) = (self.agent(), self.auto_upgrade);
+        let pushed = self.pushed();
         AtomicResponse::new(Box::pin(
             async move {
-                let Some(agent) = agent else { return };
-                match agent.update().await {
+                let agent = agent?;
+                // The repository followed pushed its head: nothing to ask it when unchanged. If
+                // that fails, the repositories are checked again as without it.
+                let mut result = match &pushed {
+                    Some((client, head)) => agent.update_pushed(client, *head).await,
+                    None => agent.update().await,
+                };
+                let mut followed = pushed.map(|(client, _)| client);
+                if let (Err(e), Some(_)) = (&result, &followed) {
+                    tracing::info!("update from the repository followed failed ({e}): checking every repository");
+                    followed = None;
+                    result = agent.update().await;
+                }
+                match &result {
                     Ok(r) => tracing::info!(repo = r.repo, sequence = r.sequence, pending = r.pending, "update"),
                     Err(e) => tracing::warn!("update failed: {e}"),
                 }
                 if auto {
-                    match agent.upgrade(None, false, &|_, _, _| {}).await {
+                    let upgraded = match (&followed, &result) {
+                        (Some(client), Ok(_)) => agent.upgrade_from(std::slice::from_ref(client), &|_, _, _| {}).await,
+                        _ => agent.upgrade(None, false, &|_, _, _| {}).await,
+                    };
+                    match upgraded {
                         Ok(r) if !r.installed.is_empty() || !r.removed.is_empty() || !r.failed.is_empty() => {
                             tracing::info!(installed = ?r.installed, removed = ?r.removed, failed = ?r.failed, "upgrade");
                         }
@@ -323,9 +442,16 @@ impl Handler<Cycle> for AgentActor {
                         Err(e) => tracing::warn!("upgrade failed: {e}"),
                     }
                 }
+                result.ok().map(|r| r.first_choice.then_some(r.repo))
             }
             .into_actor(self)
-            .map(|(), act, ctx| {
+            .map(|repo, act, ctx| {
+                match repo {
+                    Some(Some(repo)) => act.follow(ctx, repo),
+                    // A fallback: every repository is checked again at the next cycle.
+                    Some(None) => act.watch = None,
+                    None => act.watch = None,
+                }
                 act.reload_if_changed(ctx, false);
                 act.notify();
             }),
@@ -340,12 +466,20 @@ impl Handler<Command> for AgentActor {
         let agent = self.agent();
         let changes = command.changes_state();
         let force = matches!(command, Command::Reload);
+        // `update` answered from the head the repository followed pushed: nothing on the wire
+        // when unchanged.
+        let pushed = matches!(command, Command::Update).then(|| self.pushed()).flatten();
         AtomicResponse::new(Box::pin(
             async move {
-                match agent {
-                    Some(agent) => run(&agent, command, &|_, _, _| {}).await,
-                    None => Reply::Error("the agent could not reload its settings".into()),
+                let Some(agent) = agent else {
+                    return Reply::Error("the agent could not reload its settings".into());
+                };
+                if let Some((client, head)) = pushed
+                    && let Ok(report) = agent.update_pushed(&client, head).await
+                {
+                    return Reply::Ok(Answer::Update(report));
                 }
+                run(&agent, command, &|_, _, _| {}).await
             }
             .into_actor(self)
             .map(move |reply, act, ctx| {

@@ -26,6 +26,11 @@ pub struct UpdateReport {
     pub host_status: HostStatus,
     /// Refusals from better repositories that were skipped.
     pub refused: Vec<String>,
+    /// The repository used is the first choice (not a fallback while a better one is down or
+    /// refused): a daemon follows its pushed heads only then, and keeps checking every
+    /// repository otherwise, to come back to the better one when it recovers.
+    #[serde(default)]
+    pub first_choice: bool,
 }
 
 /// What `upgrade` did.

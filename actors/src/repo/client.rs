@@ -393,3 +393,29 @@ pub(crate) async fn report_damaged(connection: &Connection, file: &[u8; 32], ran
         _ => false,
     }
 }
+
+/// Subscribes to the heads of the repository at `connection` and hands each to `on_head` (the
+/// current one at once, then each new one as it is published) until the stream ends; returns
+/// why it ended. Heads come when they change: no deadline (keep-alives find a dead link).
+pub async fn follow_heads(connection: &Connection, pace: Pace, mut on_head: impl FnMut(Head)) -> String {
+    let (_send, mut recv, first) = match transport::request(connection, &Request::Subscribe, pace).await {
+        Ok(r) => r,
+        Err(e) => return e.to_string(),
+    };
+    let mut next = Some(first);
+    loop {
+        match next.take() {
+            Some(Response::Head(head)) => on_head(head),
+            Some(other) => return format!("unexpected answer to a subscription: {other:?}"),
+            None => {}
+        }
+        match transport::read_frame(&mut recv, None).await {
+            Ok(Some(body)) => match outpost_protocol::wire::decode_response(&body) {
+                Ok(r) => next = Some(r),
+                Err(e) => return e.to_string(),
+            },
+            Ok(None) => return "the repository closed the subscription".into(),
+            Err(e) => return e.to_string(),
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use outpost_protocol::snapshot::{Head, Held};
-use outpost_protocol::wire::{self, Request, Response};
+use outpost_protocol::wire::{Request, Response};
 use quinn::{Connection, Endpoint};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -307,27 +307,7 @@ impl Handler<Connected> for Replicator {
 
 /// Follows the upstream's pushed heads until the stream ends; returns why it ended.
 async fn subscribe(connection: &Connection, index: usize, me: &Addr<Replicator>, pace: Pace) -> String {
-    let (_send, mut recv, first) = match transport::request(connection, &Request::Subscribe, pace).await {
-        Ok(r) => r,
-        Err(e) => return e.to_string(),
-    };
-    let mut next = Some(first);
-    loop {
-        match next.take() {
-            Some(Response::Head(head)) => me.do_send(UpstreamHead { index, head }),
-            Some(other) => return format!("unexpected answer to a subscription: {other:?}"),
-            None => {}
-        }
-        // Heads come when they change: no deadline here (keep-alives detect a dead link).
-        match transport::read_frame(&mut recv, None).await {
-            Ok(Some(body)) => match wire::decode_response(&body) {
-                Ok(r) => next = Some(r),
-                Err(e) => return e.to_string(),
-            },
-            Ok(None) => return "the upstream closed the subscription".into(),
-            Err(e) => return e.to_string(),
-        }
-    }
+    super::client::follow_heads(connection, pace, |head| me.do_send(UpstreamHead { index, head })).await
 }
 
 impl Handler<ConnectFailed> for Replicator {

@@ -126,6 +126,7 @@ async fn handle_stream(
         Ok(r) => r,
         Err(e) => return respond(&mut send, &error(ErrorCode::BadRequest, e.to_string())).await,
     };
+    shared.metrics.requests.get_or_create(&crate::metrics::label("request", request.kind())).inc();
     match request {
         Request::Head => {
             let head = *shared.head.borrow();

@@ -212,13 +212,25 @@ pub async fn run(
     }
     let files: Vec<([u8; 32], FileInfo)> = files.into_iter().collect();
 
+    // The files this sync completes (their chunks are indexed with the commit; those of files
+    // held already were indexed when they came).
     let mut complete: Vec<[u8; 32]> = Vec::new();
     if ctx.fill == Fill::Immediate {
+        let (store, hashes) = (ctx.store.clone(), files.iter().map(|(h, _)| *h).collect::<Vec<_>>());
+        complete = blocking(move || {
+            let mut new = Vec::new();
+            for h in hashes {
+                if !store.has_indexed_file(&h)? {
+                    new.push(h);
+                }
+            }
+            Ok(new)
+        })
+        .await?;
         let got = fetch_files(connection, upstream, &files, ctx).await?;
         outcome.fetched = got.fetched;
         outcome.deduplicated = got.deduplicated;
         outcome.bytes += got.bytes;
-        complete = files.iter().map(|(h, _)| *h).collect();
     }
 
     let (store, sequence, signed2) = (ctx.store.clone(), snapshot.sequence, signed.clone());

@@ -22,8 +22,10 @@
 //!    `Packages` served by nginx over HTTPS (TLS 1.3), and the download of the same index
 //!    (`tests/fixtures/wapt/Packages-2016.zip`, 61 records) when it changed; next to the first
 //!    Outpost update, which downloads the snapshot.
-//! 2. **Idle memory**: `outpost agent run` (update every 2 h) after its first update and
-//!    upgrade, left idle; VmRSS and VmHWM from `/proc/PID/status`.
+//! 2. **Idle memory and traffic**: `outpost agent run` (update every 2 h) after its first update
+//!    and upgrade, left idle; VmRSS and VmHWM from `/proc/PID/status`, and the loopback bytes
+//!    meanwhile (it follows the repository's pushed heads); then `outpost agent update` while it
+//!    runs (answered by the daemon).
 //! 3. **Install 100 small packages**: a host package depending on 100 packages of one 1 KiB
 //!    file and a `setup.sh` that writes a file; wall time of `outpost agent upgrade` (download,
 //!    verify, hook, state) after an update.
@@ -376,8 +378,21 @@ impl Bench {
             (v["host_status"] == "OK" && state.join("agent.sock").exists()).then_some(())
         })?;
         daemon.check_alive()?;
+        // It follows the repository's pushed heads: idle, the loopback carries its keep-alives.
+        let (idle_b0, idle_p0, idle_t0) = (procs::loopback_bytes(), loopback_packets(), Instant::now());
         std::thread::sleep(Duration::from_secs(self.o.idle_secs));
+        let idle_cost = Cost {
+            wall: idle_t0.elapsed().as_secs_f64(),
+            bytes: procs::loopback_bytes() - idle_b0,
+            packets: loopback_packets() - idle_p0,
+        };
         let (rss, hwm) = (status_kib(daemon.pid(), "VmRSS:"), status_kib(daemon.pid(), "VmHWM:"));
+        // `agent update` while the daemon runs: answered by the daemon from the pushed head.
+        let mut through = Vec::new();
+        for _ in 0..self.o.rounds {
+            through.push(measure(&mut self.agent(&config, &["update"]))?.0);
+        }
+        let through = median_cost(through);
         daemon.stop();
 
         let kb = |b: u64| b as f64 / 1000.0;
@@ -385,11 +400,13 @@ impl Bench {
             "### Update when nothing changed (median of {rounds})\n\n\
              | what | bytes on loopback | packets | wall ms |\n| --- | --- | --- | --- |\n\
              | Outpost `agent update`, head unchanged | {ub:.1} kB | {up} | {uw:.0} |\n\
+             | Outpost `agent update` while the daemon runs (it follows pushed heads) | {tb:.1} kB | {tp} | {tw:.0} |\n\
              | WAPT: HEAD on `Packages` (curl, HTTPS, HTTP/1.1) | {hb:.1} kB | {hp} | {hw:.0} |\n\
              | Outpost `agent update`, first (snapshot of {published} packages) | {fb:.1} kB | {fp} | {fw:.0} |\n\
              | WAPT: download of `Packages` ({n} records, {zip} bytes) | {gb:.1} kB | {gp} | {gw:.0} |\n\n\
              ### Agent daemon idle\n\nVmRSS {rss_mib:.1} MiB (peak VmHWM {hwm_mib:.1} MiB) after its first update and \
-             upgrade and {idle} s idle.\n\n\
+             upgrade and {idle} s idle. On the loopback meanwhile: {ib:.1} kB in {ip} packets ({ibs:.0} bytes/s: \
+             QUIC keep-alives of the connection on which the repository pushes heads; no update check).\n\n\
              ### Install {pk} small packages\n\n`outpost agent upgrade`: {install:.2} s ({per:.1} ms per package: \
              download, verify, hook, state).\n",
             rounds = self.o.rounds,
@@ -407,6 +424,12 @@ impl Bench {
             gw = get.wall * 1000.0,
             n = records.len(),
             zip = std::fs::metadata(&fixture)?.len(),
+            tb = kb(through.bytes),
+            tp = through.packets,
+            tw = through.wall * 1000.0,
+            ib = kb(idle_cost.bytes),
+            ip = idle_cost.packets,
+            ibs = idle_cost.bytes as f64 / idle_cost.wall,
             rss_mib = rss as f64 / 1024.0,
             hwm_mib = hwm as f64 / 1024.0,
             idle = self.o.idle_secs,

@@ -1,5 +1,8 @@
 //! `update`: the best repository's head, its snapshot when newer, verified; the plan made again.
 
+use outpost_protocol::selection::{self, Candidate};
+use outpost_protocol::snapshot::Head;
+
 use super::*;
 
 impl Agent {
@@ -11,6 +14,31 @@ impl Agent {
         let result = self.update_from(&probed).await;
         self.record_update(&result, dns_error.as_deref())?;
         result
+    }
+
+    /// `update` from the repository a running daemon follows, whose head it pushed on the
+    /// connection kept open: no probe and, when the head is the snapshot held, no request at all
+    /// (a newer snapshot is fetched on that connection).
+    pub async fn update_pushed(&self, client: &RepoClient, head: Head) -> Result<UpdateReport, AgentError> {
+        let candidate = Candidate {
+            addr: client.addr.clone(),
+            origin: selection::Origin::Configured { position: 0 },
+            rank: 0,
+            healthy: Some(true),
+            rtt: None,
+            probation: false,
+        };
+        let probed = [Probed { candidate, head: Some(head), error: None, client: Some(client.clone()) }];
+        let result = self.update_from(&probed).await;
+        self.record_update(&result, None)?;
+        result
+    }
+
+    /// A connection to the repository at `addr`, for a daemon to follow its heads.
+    pub async fn connect_repo(&self, addr: &str) -> Result<RepoClient, ClientError> {
+        let mut client = RepoClient::connect(&self.endpoint, addr).await?;
+        client.pace = self.settings.pace;
+        Ok(client)
     }
 
     /// Keeps how an update ended, for `status` and central.
@@ -64,7 +92,9 @@ impl Agent {
         let mut unreachable = Vec::new();
         let mut stale = None;
         let mut slow = BTreeSet::new();
+        let first = probed.first().map(|p| p.candidate.addr.clone());
         for p in probed {
+            let first_choice = first.as_ref() == Some(&p.candidate.addr);
             let (Some(client), Some(head)) = (&p.client, p.head) else {
                 unreachable.push(format!("{}: {}", p.candidate.addr, p.error.clone().unwrap_or_default()));
                 continue;
@@ -90,6 +120,7 @@ impl Agent {
                     pending: plan.steps.len(),
                     host_status: plan.host_status,
                     refused,
+                    first_choice,
                 });
             }
             match client.snapshot(&head, &self.trust, now, held_id).await {
@@ -105,6 +136,7 @@ impl Agent {
                         pending: plan.steps.len(),
                         host_status: plan.host_status,
                         refused,
+                        first_choice,
                     });
                 }
                 Err(ClientError::Refused(e)) => {

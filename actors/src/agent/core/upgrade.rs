@@ -19,6 +19,16 @@ impl Agent {
         self.run_plan(only, download_only, &repos, progress).await
     }
 
+    /// `upgrade` right after an update from `repos` (a daemon's cycle with the repository it
+    /// follows): the snapshot held is current, nothing is asked again.
+    pub async fn upgrade_from(
+        &self,
+        repos: &[RepoClient],
+        progress: &(dyn Fn(&str, u64, u64) + Send + Sync),
+    ) -> Result<UpgradeReport, AgentError> {
+        self.run_plan(None, false, repos, progress).await
+    }
+
     /// `upgrade` from snapshot `snapshot` or a newer one: the best repository is waited for
     /// until it serves it (it usually follows its upstream within a second); after
     /// [`SNAPSHOT_WAIT`] another repository that serves it is taken; none is an error, and
