@@ -604,8 +604,7 @@ fn a_running_daemon_follows_pushed_heads_and_asks_nothing_while_unchanged() {
     let edge = c.edge(&[&main.addr], &[]);
     let first = c.publish(&c.package("push-a", "1", &[("a", b"a")]), &main.addr);
     c.wait_sequence(&edge.addr, first, LIMIT);
-    // Updates every hour: anything sooner is pushed.
-    let config = format!("repos = [{:?}]\nmain = {:?}\nupdate_every = \"1h\"", edge.addr, main.addr);
+    let config = format!("repos = [{:?}]\nmain = {:?}\nupdate_every = \"1s\"", edge.addr, main.addr);
     let host = Host::new(&c, "pc-push.test", &config);
     let _daemon = Bg(host.spawn(&["run"]));
     wait_for(LIMIT, "the daemon's control socket", || host.state.join("agent.sock").exists().then_some(()));
@@ -614,16 +613,15 @@ fn a_running_daemon_follows_pushed_heads_and_asks_nothing_while_unchanged() {
         (edge.metric("outpost_repo_subscribers", "") == 1.0).then_some(())
     });
     let asked = |kind: &str| edge.metric("outpost_repo_requests_total", &format!("{{request=\"{kind}\"}}"));
+    let at = |host: &Host| host.status()["last_update"]["at"].as_i64().unwrap();
     let heads = asked("head");
 
-    // Unchanged: `update` through the daemon asks the edge nothing.
-    for _ in 0..3 {
-        let out = host.run(&["update"]).ok();
-        assert!(out.stdout.contains(" snapshot "), "{}", out.stdout);
-    }
+    // Unchanged: its cycles (every second) ask the edge nothing.
+    let since = at(&host);
+    wait_for(LIMIT, "three more update cycles", || (at(&host) >= since + 3).then_some(()));
     assert_eq!(asked("head"), heads, "no head asked while following");
 
-    // A publish reaches the daemon at once (not in an hour), on the connection it keeps.
+    // A publish reaches the daemon on the connection it keeps, without a head asked.
     let snapshots = asked("snapshot");
     let second = c.publish(&c.package("push-b", "1", &[("b", b"b")]), &main.addr);
     wait_for(LIMIT, "the pushed head to be taken", || (host.status()["sequence"] == second).then_some(()));
@@ -631,8 +629,13 @@ fn a_running_daemon_follows_pushed_heads_and_asks_nothing_while_unchanged() {
     assert_eq!(asked("head"), heads);
     assert_eq!(edge.metric("outpost_repo_subscribers", ""), 1.0, "still one connection");
 
-    // The edge goes: the daemon checks every repository again at once (not in an hour) and
-    // uses the main; being a fallback, it is not followed.
+    // `agent update` through the daemon: one head asked on that connection.
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("snapshot {second}")), "{}", out.stdout);
+    assert_eq!(asked("head"), heads + 1.0);
+
+    // The edge goes: the daemon checks every repository again at once and uses the main; being
+    // a fallback, it is not followed.
     let mut edge = edge;
     edge.kill();
     wait_for(LIMIT, "the daemon to fall back to the main", || {

@@ -346,7 +346,8 @@ impl Handler<AuditTick> for AgentActor {
 impl AgentActor {
     /// The repository followed and the head it pushed last.
     fn pushed(&self) -> Option<(RepoClient, Head)> {
-        self.watch.as_ref().and_then(|w| Some((w.client.clone(), w.head?)))
+        let w = self.watch.as_ref().filter(|w| w.client.connection.close_reason().is_none())?;
+        Some((w.client.clone(), w.head?))
     }
 
     /// Follows `repo` (the one the last update used) unless it already does.
@@ -466,16 +467,15 @@ impl Handler<Command> for AgentActor {
         let agent = self.agent();
         let changes = command.changes_state();
         let force = matches!(command, Command::Reload);
-        // `update` answered from the head the repository followed pushed: nothing on the wire
-        // when unchanged.
-        let pushed = matches!(command, Command::Update).then(|| self.pushed()).flatten();
+        // `update` asked on the connection to the repository followed: one round trip.
+        let followed = matches!(command, Command::Update).then(|| self.pushed()).flatten().map(|(client, _)| client);
         AtomicResponse::new(Box::pin(
             async move {
                 let Some(agent) = agent else {
                     return Reply::Error("the agent could not reload its settings".into());
                 };
-                if let Some((client, head)) = pushed
-                    && let Ok(report) = agent.update_pushed(&client, head).await
+                if let Some(client) = followed
+                    && let Ok(report) = agent.update_followed(&client).await
                 {
                     return Reply::Ok(Answer::Update(report));
                 }

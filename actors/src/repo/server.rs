@@ -80,6 +80,13 @@ async fn connection_loop(connection: Connection, shared: Shared, cancel: Cancell
             s = connection.accept_bi() => s,
         };
         let Ok((send, recv)) = stream else { return };
+        // A certificate revoked while its connection lives (an agent or edge keeps one open)
+        // is cut off at its next request.
+        if shared.revoked.read().expect("not poisoned").contains(&who.fingerprint) {
+            shared.metrics.refused("revoked_certificate");
+            connection.close(2u32.into(), b"this certificate is revoked");
+            return;
+        }
         let (shared, who, label, cancel) = (shared.clone(), who.clone(), label.clone(), cancel.clone());
         tokio::spawn(async move {
             if let Err(e) = handle_stream(send, recv, &shared, &who, &label, cancel).await {

@@ -16,6 +16,14 @@ impl Agent {
         result
     }
 
+    /// `update` asked of a running daemon: the head of the repository it follows, asked on the
+    /// connection kept open (one round trip, no handshake; the repository checks again that
+    /// this host's certificate is not revoked), then as [`Agent::update_pushed`].
+    pub async fn update_followed(&self, client: &RepoClient) -> Result<UpdateReport, AgentError> {
+        let head = client.head().await.map_err(|e| AgentError::NoRepository(format!("{}: {e}", client.addr)))?;
+        self.update_pushed(client, head).await
+    }
+
     /// `update` from the repository a running daemon follows, whose head it pushed on the
     /// connection kept open: no probe and, when the head is the snapshot held, no request at all
     /// (a newer snapshot is fetched on that connection).
