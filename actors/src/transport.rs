@@ -616,21 +616,36 @@ pub async fn request(
     request: &Request,
     pace: Pace,
 ) -> Result<(SendStream, RecvStream, Response), TransportError> {
+    request_for(connection, request, pace, 0).await
+}
+
+/// [`request`] for an answer of about `bytes`: its header may wait as long as those bytes
+/// take at `pace` (a busy repository answers the ranges of its many clients in turn; the
+/// answer comes behind other clients' data, not later than its own would take).
+pub async fn request_for(
+    connection: &Connection,
+    request: &Request,
+    pace: Pace,
+    bytes: u64,
+) -> Result<(SendStream, RecvStream, Response), TransportError> {
     // The peer's name is only worked out when something goes wrong (it parses a certificate).
     let peer = || peer_label(connection);
     let stream =
         |reason: String| TransportError::Stream { peer: peer(), reason: close_reason(connection).unwrap_or(reason) };
     let slow =
         |seconds| TransportError::TooSlow { peer: peer(), what: "an answer".into(), seconds, min_rate: pace.min_rate };
-    let opened = tokio::time::timeout(pace.deadline(0), async {
+    let opened = tokio::time::timeout(pace.deadline(bytes), async {
         let (mut send, recv) = connection.open_bi().await.map_err(|e| stream(e.to_string()))?;
         send.write_all(&wire::encode_request(request)).await.map_err(|e| stream(e.to_string()))?;
         Ok::<_, TransportError>((send, recv))
     })
     .await
-    .map_err(|_| slow(pace.deadline(0).as_secs()))??;
+    .map_err(|_| slow(pace.deadline(bytes).as_secs()))??;
     let (send, mut recv) = opened;
-    let body = match read_frame(&mut recv, Some(pace)).await {
+    let header = tokio::time::timeout(pace.deadline(bytes), read_frame(&mut recv, None))
+        .await
+        .map_err(|_| slow(pace.deadline(bytes).as_secs()))?;
+    let body = match header {
         Ok(Some(b)) => b,
         Ok(None) => return Err(stream("closed without answering".into())),
         Err(FrameError::TooSlow { seconds }) => return Err(slow(seconds)),
@@ -652,7 +667,9 @@ pub async fn fetch(
     limit: u64,
     pace: Pace,
 ) -> Result<Vec<u8>, TransportError> {
-    let (mut send, mut recv, response) = self::request(connection, request, pace).await?;
+    // A range's size is known (not only its limit): its answer may wait that long.
+    let expected = if matches!(request, Request::Range { .. } | Request::RangeAgainst { .. }) { limit } else { 0 };
+    let (mut send, mut recv, response) = self::request_for(connection, request, pace, expected).await?;
     let _ = send.finish();
     let Response::Data { len } = response else {
         return Err(TransportError::Unexpected { peer: peer_label(connection), what: format!("{response:?}") });

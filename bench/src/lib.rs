@@ -83,3 +83,113 @@ pub fn work_folder(given: Option<&Path>, name: &str) -> Result<PathBuf> {
     eprintln!("work folder {}", work.display());
     Ok(work)
 }
+
+/// `outpost` run in `work`: quiet, and without the password and date variables of the caller's
+/// environment (every key the benchmarks make has no password).
+pub fn outpost_command(outpost: &Path, work: &Path) -> Command {
+    let mut c = Command::new(outpost);
+    c.current_dir(work).env("OUTPOST_LOG", "warn");
+    for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "SOURCE_DATE_EPOCH"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// Issues a certificate of `role` named `name` (with `san`, an IP address, when given) in
+/// `work/pki` with `outpost pki issue`; returns the certificate's and the key's paths.
+pub fn issue(outpost: &Path, work: &Path, role: &str, name: &str, san: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+    let mut c = outpost_command(outpost, work);
+    c.args(["pki", "issue", "--dir", "pki", "--role", role, "--name", name, "--no-password"]);
+    if let Some(ip) = san {
+        c.args(["--san", ip]);
+    }
+    let out = c.output().context("running outpost pki issue")?;
+    if !out.status.success() {
+        bail!("outpost pki issue failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let cert = work.join(String::from_utf8_lossy(&out.stdout).trim());
+    Ok((cert.clone(), cert.with_extension("key")))
+}
+
+/// What a whole-system benchmark does first: installs its peers with `bench/setup` (unless
+/// `setup` is false), finds or builds the release `outpost` binary, makes the work folder.
+/// Returns the workspace root, the binary and the work folder.
+pub fn prepare(
+    setup: bool,
+    outpost: Option<&Path>,
+    build: bool,
+    work: Option<&Path>,
+    name: &str,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let root = workspace_root()?;
+    if setup {
+        let status = Command::new(root.join("bench/setup")).status().context("running bench/setup")?;
+        if !status.success() {
+            bail!("installing the peers (bench/setup) failed ({status}); --no-setup skips it");
+        }
+    }
+    let outpost = outpost_binary(outpost, build)?;
+    let work = work_folder(work, name)?;
+    Ok((root, outpost, work))
+}
+
+/// The flags every whole-system benchmark takes: `--work DIR`, `--outpost PATH`, `--keep`,
+/// `--no-setup`, `--no-build` (and `--bench`, which `cargo bench` passes).
+#[derive(Debug, Clone)]
+pub struct CommonFlags {
+    /// The work folder (default: one in the temporary folder).
+    pub work: Option<PathBuf>,
+    /// The `outpost` binary to use instead of building one.
+    pub outpost: Option<PathBuf>,
+    /// Keep the work folder.
+    pub keep: bool,
+    /// Run `bench/setup`.
+    pub setup: bool,
+    /// Build the release binary.
+    pub build: bool,
+}
+
+impl Default for CommonFlags {
+    fn default() -> Self {
+        Self { work: None, outpost: None, keep: false, setup: true, build: true }
+    }
+}
+
+impl CommonFlags {
+    /// Takes `flag` (asking `value` for its value) when it is one of these; false otherwise.
+    pub fn take(&mut self, flag: &str, value: impl FnOnce() -> Result<String>) -> Result<bool> {
+        match flag {
+            "--work" => self.work = Some(PathBuf::from(value()?)),
+            "--outpost" => self.outpost = Some(PathBuf::from(value()?)),
+            "--keep" => self.keep = true,
+            "--no-setup" => self.setup = false,
+            "--no-build" => self.build = false,
+            "--bench" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// [`prepare`] with these flags.
+    pub fn prepare(&self, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+        prepare(self.setup, self.outpost.as_deref(), self.build, self.work.as_deref(), name)
+    }
+}
+
+/// Reads `args`: the common flags into `common`, the others through `own(flag, value)`, which
+/// answers false for a flag it does not know (an error naming `doc`, where the flags are told).
+pub fn parse_flags(
+    args: &[String],
+    common: &mut CommonFlags,
+    doc: &str,
+    mut own: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<()> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().with_context(|| format!("{a} needs a value"));
+        if !common.take(a, &mut value)? && !own(a, &mut value)? {
+            bail!("unknown flag {a} (see the doc comment of {doc})");
+        }
+    }
+    Ok(())
+}

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::peers::Nginx;
 use crate::procs::Daemon;
@@ -54,40 +54,23 @@ struct Options {
     rounds: usize,
     packages: usize,
     idle_secs: u64,
-    work: Option<PathBuf>,
-    keep: bool,
-    setup: bool,
-    build: bool,
-    outpost: Option<PathBuf>,
+    common: outpost_bench::CommonFlags,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
-        let mut o = Self {
-            rounds: 10,
-            packages: 100,
-            idle_secs: 10,
-            work: None,
-            keep: false,
-            setup: true,
-            build: true,
-            outpost: None,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = || it.next().cloned().with_context(|| format!("{a} needs a value"));
-            match a.as_str() {
+        let mut o = Self { rounds: 10, packages: 100, idle_secs: 10, common: outpost_bench::CommonFlags::default() };
+        let mut common = o.common.clone();
+        outpost_bench::parse_flags(args, &mut common, "bench/src/bin/agent.rs", |flag, value| {
+            match flag {
                 "--rounds" => o.rounds = value()?.parse()?,
                 "--packages" => o.packages = value()?.parse()?,
                 "--idle-secs" => o.idle_secs = value()?.parse()?,
-                "--work" => o.work = Some(PathBuf::from(value()?)),
-                "--outpost" => o.outpost = Some(PathBuf::from(value()?)),
-                "--keep" => o.keep = true,
-                "--no-setup" => o.setup = false,
-                "--no-build" => o.build = false,
-                other => bail!("unknown flag {other} (see the doc comment of bench/src/bin/agent.rs)"),
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
+        o.common = common;
         Ok(o)
     }
 }
@@ -95,14 +78,9 @@ impl Options {
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     let o = Options::parse(&argv[1..])?;
-    let root = outpost_bench::workspace_root()?;
-    if o.setup {
-        procs::run(&mut Command::new(root.join("bench/setup"))).context("installing the peers (bench/setup)")?;
-    }
-    let outpost = outpost_bench::outpost_binary(o.outpost.as_deref(), o.build)?;
-    let work = outpost_bench::work_folder(o.work.as_deref(), "agent-bench")?;
+    let (root, outpost, work) = o.common.prepare("agent-bench")?;
     let result = Bench { o: o.clone(), outpost, work: work.clone(), root }.run();
-    if !o.keep {
+    if !o.common.keep {
         let _ = std::fs::remove_dir_all(&work);
     }
     println!("{}", result?);
@@ -163,22 +141,11 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 
 impl Bench {
     fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.outpost);
-        c.current_dir(&self.work).env("OUTPOST_LOG", "warn");
-        for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "SOURCE_DATE_EPOCH"] {
-            c.env_remove(var);
-        }
-        c
+        outpost_bench::outpost_command(&self.outpost, &self.work)
     }
 
     fn issue(&self, role: &str, name: &str, san: Option<&str>) -> Result<(PathBuf, PathBuf)> {
-        let mut c = self.cmd();
-        c.args(["pki", "issue", "--dir", "pki", "--role", role, "--name", name, "--no-password"]);
-        if let Some(ip) = san {
-            c.args(["--san", ip]);
-        }
-        let cert = self.work.join(procs::run(&mut c)?.trim());
-        Ok((cert.clone(), cert.with_extension("key")))
+        outpost_bench::issue(&self.outpost, &self.work, role, name, san)
     }
 
     fn build(
