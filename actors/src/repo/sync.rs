@@ -168,11 +168,16 @@ pub async fn run(
     let store = ctx.store.clone();
     let bases = blocking(move || bases(&store)).await?;
     let keys: HashMap<[u8; 32], BaseKey> = base_keys(&snapshot).into_iter().collect();
+    // The records held already, read in one go (a snapshot lists thousands of host packages).
+    let (store, manifests) = (ctx.store.clone(), snapshot.manifests().copied().collect::<Vec<_>>());
+    let looked_up = blocking(move || {
+        manifests.into_iter().map(|m| Ok((m, store.record(&m)?))).collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await?;
     let mut wanted = Vec::new();
     let mut held_records = HashMap::new();
-    for manifest in snapshot.manifests() {
-        let (store, m) = (ctx.store.clone(), *manifest);
-        match blocking(move || store.record(&m)).await? {
+    for (m, record) in looked_up {
+        match record {
             Some(b) => {
                 held_records.insert(m, b);
             }
