@@ -38,7 +38,7 @@ mod procs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -69,6 +69,9 @@ struct Options {
     database: Option<String>,
     instances: usize,
     grow_to: Option<usize>,
+    rate: Option<usize>,
+    pin: bool,
+    deltas_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -84,6 +87,9 @@ fn parse(args: &[String]) -> Result<Options> {
         database: None,
         instances: 1,
         grow_to: None,
+        rate: None,
+        pin: false,
+        deltas_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -100,6 +106,9 @@ fn parse(args: &[String]) -> Result<Options> {
             "--database" => o.database = Some(value()?),
             "--instances" => o.instances = value()?.parse()?,
             "--grow-to" => o.grow_to = Some(value()?.parse()?),
+            "--rate" => o.rate = Some(value()?.parse()?),
+            "--pin" => o.pin = true,
+            "--deltas-only" => o.deltas_only = true,
             other => bail!("unknown flag {other} (see the doc comment of bench/src/bin/fleet.rs)"),
         }
     }
@@ -179,6 +188,102 @@ fn full_sections(i: usize, h: &SimHost, software: usize) -> Vec<Section> {
         packages_of(i, 0),
         Section::LastUpdate(Some(UpdateResult { at: 0, ok: true, message: "first".into(), repo: None })),
     ]
+}
+
+/// The highest delta rate the closed-loop phase is prepared for (deltas signed in advance).
+const MAX_RATE: usize = 20_000;
+
+/// The delta a simulated host sends in round `seq`: the packages section and the last update.
+fn delta_of(i: usize, h: &SimHost, seq: u64) -> CentralRequest {
+    let sections = vec![
+        packages_of(i, seq),
+        Section::LastUpdate(Some(UpdateResult { at: seq as i64, ok: true, message: format!("round {seq}"), repo: None })),
+    ];
+    let report = Report { host: h.uuid.clone(), sequence: seq, full: false, created: 0, sections };
+    CentralRequest::Report(report.sign(&h.key))
+}
+
+/// `count` signed deltas for each host, from sequence `first[i]` on.
+fn presign(hosts: &[Arc<SimHost>], first: &[u64], count: usize) -> Vec<Vec<CentralRequest>> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let first = first[i];
+            (first..first + count as u64).map(|seq| delta_of(i, h, seq)).collect()
+        })
+        .collect()
+}
+
+/// What one phase of deltas gave.
+struct Deltas {
+    applied: u64,
+    errors: u64,
+    /// Connections that sent every delta signed for them before the window ended.
+    exhausted: u64,
+    measured: f64,
+    /// Milliseconds, sorted.
+    latencies: Vec<f64>,
+    /// How many deltas each connection sent (its host's sequence goes on from there).
+    sent: Vec<u64>,
+}
+
+/// Sends the signed deltas, one in flight per connection, for `window`. Without a rate each
+/// connection sends its next delta as soon as the last is answered (latency from sending);
+/// with one, the connections together offer `rate` deltas per second, each delta due at its
+/// time (latency from when it was due, so a slow answer counts against every delta it delays).
+async fn send_deltas(
+    clients: Vec<CentralClient>,
+    presigned: Vec<Vec<CentralRequest>>,
+    window: Duration,
+    rate: Option<usize>,
+) -> Result<Deltas> {
+    let n = clients.len();
+    let started = tokio::time::Instant::now();
+    let end = started + window;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (client, deltas)) in clients.into_iter().zip(presigned).enumerate() {
+        tasks.spawn(async move {
+            let (mut applied, mut errors, mut lat, mut sent) = (0u64, 0u64, Vec::new(), 0u64);
+            let mut exhausted = true;
+            for (k, request) in deltas.iter().enumerate() {
+                let due = match rate {
+                    Some(r) => {
+                        let due = started + Duration::from_secs_f64((i as f64 + (k * n) as f64) / r as f64);
+                        tokio::time::sleep_until(due).await;
+                        due
+                    }
+                    None => tokio::time::Instant::now(),
+                };
+                if due >= end || tokio::time::Instant::now() >= end {
+                    exhausted = false;
+                    break;
+                }
+                sent += 1;
+                match client.request(request).await {
+                    Ok(CentralResponse::ReportApplied { .. }) => {
+                        lat.push(due.elapsed().as_secs_f64() * 1000.0);
+                        applied += 1;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            client.close();
+            (i, applied, errors, exhausted, lat, sent)
+        });
+    }
+    let mut out = Deltas { applied: 0, errors: 0, exhausted: 0, measured: 0.0, latencies: Vec::new(), sent: vec![0; n] };
+    while let Some(r) = tasks.join_next().await {
+        let (i, applied, errors, exhausted, lat, sent) = r?;
+        out.sent[i] = sent;
+        out.applied += applied;
+        out.errors += errors;
+        out.exhausted += u64::from(exhausted);
+        out.latencies.extend(lat);
+    }
+    out.measured = started.elapsed().as_secs_f64();
+    out.latencies.sort_by(f64::total_cmp);
+    Ok(out)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -287,6 +392,11 @@ fn main() -> Result<()> {
     let o = parse(&argv[1..])?;
     let outpost = outpost_bench::outpost_binary(o.outpost.as_deref(), o.build)?;
     let work = outpost_bench::work_folder(o.work.as_deref(), "fleet")?;
+    if o.pin {
+        // Before any thread starts: every thread of this process inherits the second CPU.
+        procs::run(Command::new("taskset").args(["-p", "-c", "1", &std::process::id().to_string()]))
+            .context("pinning the benchmark to CPU 1 (taskset)")?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = run(&o, &outpost, &work, &rt);
     if !o.keep {
@@ -297,7 +407,19 @@ fn main() -> Result<()> {
 }
 
 fn cmd(outpost: &Path, work: &Path) -> Command {
-    let mut c = Command::new(outpost);
+    command(None, outpost, work)
+}
+
+/// `outpost` in `work`, on the one CPU `cpu` if given (through `taskset`).
+fn command(cpu: Option<usize>, outpost: &Path, work: &Path) -> Command {
+    let mut c = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(outpost);
+            c
+        }
+        None => Command::new(outpost),
+    };
     c.current_dir(work).env("OUTPOST_LOG", "warn");
     for v in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD"] {
         c.env_remove(v);
@@ -323,7 +445,8 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         let central = format!("{ip}:{}", procs::udp_port(&ip)?);
         let repo = format!("{ip}:{}", procs::udp_port(&ip)?);
         let metrics = format!("{ip}:{}", procs::tcp_port(&ip)?);
-        let mut c = cmd(outpost, work);
+        // Pinned: central on the first core, the benchmark (the fleet) on the second.
+        let mut c = command(if o.pin { Some(0) } else { None }, outpost, work);
         c.args(["server", "--no-repository", "--listen", &repo, "--central-listen", &central, "--metrics", &metrics])
             .arg("--data")
             .arg(work.join(format!("server-{k}")))
@@ -410,67 +533,93 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         None => std::fs::metadata(work.join("server-0/central/central.redb")).map(|m| m.len()).unwrap_or(0),
     };
 
-    // 2. Signed deltas, one after the other per host, from many hosts at once.
+    // 2. Signed deltas, one after the other per host, from many hosts at once. Each host's deltas
+    //    are signed before the clock starts (signing is the agents' work, on their own machines).
     let n = o.connections.min(hosts.len());
-    let stop = Arc::new(AtomicBool::new(false));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let count = Arc::new(AtomicU64::new(0));
-    let window = Duration::from_secs(o.seconds);
+    let per_host = (MAX_RATE * o.seconds as usize).div_ceil(n);
+    let t = Instant::now();
+    let first_seq = vec![2u64; n];
+    let presigned = presign(&hosts[..n], &first_seq, per_host);
+    eprintln!("{} deltas signed in {:.1} s", n * per_host, t.elapsed().as_secs_f64());
     let server_cpu = || servers.iter().map(|s| procs::cpu_ticks(s.pid()).map_or(0, |(own, _)| own)).sum::<u64>();
+    let connect = || {
+        rt.block_on(async {
+            let mut clients = Vec::new();
+            for (i, h) in hosts.iter().take(n).enumerate() {
+                clients.push(CentralClient::connect_with(&endpoint, h.config.clone(), &central_of(i)).await?);
+            }
+            Ok::<_, anyhow::Error>(clients)
+        })
+    };
     let cpu_before = server_cpu();
-    let (measured, errors) = rt.block_on(async {
-        let mut clients = Vec::new();
-        for (i, h) in hosts.iter().take(n).enumerate() {
-            clients.push(CentralClient::connect_with(&endpoint, h.config.clone(), &central_of(i)).await?);
-        }
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, client) in clients.into_iter().enumerate() {
-            let (h, stop, latencies, count) = (hosts[i].clone(), stop.clone(), latencies.clone(), count.clone());
-            tasks.spawn(async move {
-                let mut seq = 1u64;
-                let mut errors = 0u64;
-                let mut mine = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let sections = vec![
-                        packages_of(i, seq),
-                        Section::LastUpdate(Some(UpdateResult {
-                            at: seq as i64,
-                            ok: true,
-                            message: format!("round {seq}"),
-                            repo: None,
-                        })),
-                    ];
-                    let report = Report { host: h.uuid.clone(), sequence: seq, full: false, created: 0, sections };
-                    let t = Instant::now();
-                    match client.request(&CentralRequest::Report(report.sign(&h.key))).await {
-                        Ok(CentralResponse::ReportApplied { .. }) => {
-                            mine.push(t.elapsed().as_secs_f64() * 1000.0);
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => errors += 1,
-                    }
-                }
-                latencies.lock().expect("not poisoned").extend(mine);
-                client.close();
-                errors
-            });
-        }
-        tokio::time::sleep(window).await;
-        stop.store(true, Ordering::Relaxed);
-        let measured = started.elapsed().as_secs_f64();
-        let mut errors = 0;
-        while let Some(r) = tasks.join_next().await {
-            errors += r?;
-        }
-        Ok::<_, anyhow::Error>((measured, errors))
-    })?;
+    let closed = rt.block_on(send_deltas(connect()?, presigned, Duration::from_secs(o.seconds), None))?;
     let central_cpu = (server_cpu() - cpu_before) as f64 / procs::clock_ticks();
-    let applied = count.load(Ordering::Relaxed);
-    let mut lat = latencies.lock().expect("not poisoned").clone();
-    lat.sort_by(f64::total_cmp);
+    let (applied, measured, errors) = (closed.applied, closed.measured, closed.errors);
+    let lat = closed.latencies;
     eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
+    anyhow::ensure!(closed.exhausted == 0, "{} connections sent every delta signed for them", closed.exhausted);
+    // The same at a fixed offered rate: latency counted from when each delta was due.
+    let paced = match o.rate {
+        Some(rate) => {
+            let per_host = (rate * o.seconds as usize).div_ceil(n) + 1;
+            // Each host goes on from the last delta it sent (central asks a full report after a gap).
+            let next: Vec<u64> = first_seq.iter().zip(&closed.sent).map(|(f, s)| f + s).collect();
+            let presigned = presign(&hosts[..n], &next, per_host);
+            let cpu_before = server_cpu();
+            let r = rt.block_on(send_deltas(connect()?, presigned, Duration::from_secs(o.seconds), Some(rate)))?;
+            let cpu = (server_cpu() - cpu_before) as f64 / procs::clock_ticks();
+            eprintln!("paced at {rate}/s: {} deltas in {:.1} s, {} errors", r.applied, r.measured, r.errors);
+            Some((rate, r, cpu))
+        }
+        None => None,
+    };
+    let cores = match o.pin {
+        true => "central pinned to CPU 0, the agents' side to CPU 1",
+        false => "the agents' side runs on the same 2 cores",
+    };
+    let mut delta_rows = format!(
+        "| signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, \
+         {errors} errors) |\n\
+         | central's CPU during the deltas ({cores}) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central \
+         CPU-second |\n\
+         | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n",
+        secs = o.seconds,
+        rate = applied as f64 / measured,
+        ccpu = central_cpu,
+        per_core = applied as f64 / central_cpu.max(0.001),
+        p50 = percentile(&lat, 0.5),
+        p99 = percentile(&lat, 0.99),
+        pmax = lat.last().copied().unwrap_or(0.0),
+    );
+    if let Some((offered, r, cpu)) = &paced {
+        delta_rows.push_str(&format!(
+            "| signed deltas offered at {offered}/s by {n} agents, {secs} s | {got:.0}/s ({applied} applied, {errors} \
+             errors), central {cpu:.1} CPU-s |\n\
+             | latency at {offered}/s (from when each was due to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, \
+             max {pmax:.1} ms |\n",
+            secs = o.seconds,
+            got = r.applied as f64 / r.measured,
+            applied = r.applied,
+            errors = r.errors,
+            p50 = percentile(&r.latencies, 0.5),
+            p99 = percentile(&r.latencies, 0.99),
+            pmax = r.latencies.last().copied().unwrap_or(0.0),
+        ));
+    }
+    if o.deltas_only {
+        for s in &mut servers {
+            s.stop();
+        }
+        return Ok(format!(
+            "### Central deltas with {hosts} simulated hosts ({backend})\n\n| measure | result |\n| --- | --- |\n\
+             | full reports (connect, TLS, {sw} software entries, signed) | {hosts} in {populate:.1} s ({pop:.0}/s) |\n\
+             {delta_rows}",
+            hosts = o.hosts,
+            backend = backend(o),
+            sw = o.software,
+            pop = o.hosts as f64 / populate,
+        ));
+    }
 
     // Grown to more hosts, in SQL, for the queries and the memory.
     let total_hosts = match (&o.grow_to, &o.database) {
@@ -595,9 +744,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
         "### Central with {hosts} simulated hosts ({backend})\n\n\
          | measure | result |\n| --- | --- |\n\
          | full reports (connect, TLS, {sw} software entries, signed) | {hosts} in {populate:.1} s ({pop_rate:.0}/s) |\n\
-         | signed deltas sustained, {n} agents, one report in flight each, {secs} s | {rate:.0}/s ({applied} applied, {errors} errors) |\n\
-         | central's CPU during the deltas (the agents' side runs on the same 2 cores) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central CPU-second |\n\
-         | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
+{delta_rows}\
          | `console hosts --software rare-tool` ({listed} listed, {found} of {total_hosts} hosts matched), whole command | median {cw:.1} ms, max {cwmax:.1} ms |\n\
          | the same query on an open connection | median {qm:.2} ms, max {qmax:.2} ms |\n\
          | `console hosts --software rare-tool --limit 0` (all {found}), whole command | median {aw:.1} ms |\n\
@@ -608,25 +755,14 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
 {grow_note}\
          Issuing the {hosts} host certificates in the benchmark process took {issuing:.1} s (not counted).\n",
         hosts = o.hosts,
-        backend = match (&o.database, o.instances) {
-            (None, _) => "redb".to_string(),
-            (Some(_), 1) => "PostgreSQL, one instance".to_string(),
-            (Some(_), n) => format!("PostgreSQL, {n} instances"),
-        },
+        backend = backend(o),
         sw = o.software,
         pop_rate = o.hosts as f64 / populate,
-        secs = o.seconds,
-        rate = applied as f64 / measured,
-        p50 = percentile(&lat, 0.5),
-        p99 = percentile(&lat, 0.99),
-        pmax = lat.last().copied().unwrap_or(0.0),
         cw = percentile(&walls, 0.5),
         cwmax = walls.last().copied().unwrap_or(0.0),
         aw = percentile(&all, 0.5),
         qm = percentile(&rounds, 0.5),
         ew = percentile(&empty, 0.5),
-        ccpu = central_cpu,
-        per_core = applied as f64 / central_cpu.max(0.001),
         qmax = rounds.last().copied().unwrap_or(0.0),
         r1 = mib(rss),
         r2 = mib(rss_after),
@@ -648,6 +784,14 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
             (None, _) => String::new(),
         },
     ))
+}
+
+fn backend(o: &Options) -> String {
+    match (&o.database, o.instances) {
+        (None, _) => "redb".to_string(),
+        (Some(_), 1) => "PostgreSQL, one instance".to_string(),
+        (Some(_), n) => format!("PostgreSQL, {n} instances"),
+    }
 }
 
 fn database_size(url: &str) -> Result<u64> {
