@@ -197,7 +197,12 @@ const MAX_RATE: usize = 20_000;
 fn delta_of(i: usize, h: &SimHost, seq: u64) -> CentralRequest {
     let sections = vec![
         packages_of(i, seq),
-        Section::LastUpdate(Some(UpdateResult { at: seq as i64, ok: true, message: format!("round {seq}"), repo: None })),
+        Section::LastUpdate(Some(UpdateResult {
+            at: seq as i64,
+            ok: true,
+            message: format!("round {seq}"),
+            repo: None,
+        })),
     ];
     let report = Report { host: h.uuid.clone(), sequence: seq, full: false, created: 0, sections };
     CentralRequest::Report(report.sign(&h.key))
@@ -272,7 +277,8 @@ async fn send_deltas(
             (i, applied, errors, exhausted, lat, sent)
         });
     }
-    let mut out = Deltas { applied: 0, errors: 0, exhausted: 0, measured: 0.0, latencies: Vec::new(), sent: vec![0; n] };
+    let mut out =
+        Deltas { applied: 0, errors: 0, exhausted: 0, measured: 0.0, latencies: Vec::new(), sent: vec![0; n] };
     while let Some(r) = tasks.join_next().await {
         let (i, applied, errors, exhausted, lat, sent) = r?;
         out.sent[i] = sent;
