@@ -4,9 +4,7 @@
 //!
 //! Writes go through one writer thread that commits whatever arrived together in one
 //! transaction (group commit): a report is answered only once it is durable, and thousands of
-//! reports per second cost tens of commits, not thousands. A group of reports only is made
-//! durable by the report journal beside the database ([`journal`]: one sequential write and
-//! flush) and folded into the database's file at checkpoints.
+//! reports per second cost tens of commits, not thousands.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -195,9 +193,6 @@ pub enum CentralDbError {
     /// The certificate does not name the host the report is about.
     #[error("the certificate does not name this host")]
     HostNotNamed,
-    /// The report journal could not be read or written.
-    #[error("central's report journal {}", path.display())]
-    Journal { path: std::path::PathBuf, source: std::io::Error },
     /// The enrollment token was used up (by another instance) meanwhile.
     #[error("the enrollment token has expired or is used up")]
     TokenUsedUp,
@@ -293,18 +288,6 @@ pub enum Op {
     ActionResult { nonce: [u8; 16], fingerprint: String, ok: bool, message: String, seconds: f64 },
 }
 
-impl Op {
-    /// The report as the journal keeps it (other operations are not journaled).
-    fn journal_report(&self) -> Option<journal::JournalReportRef<'_>> {
-        match self {
-            Op::Report { record, sections, full, .. } => {
-                Some(journal::JournalReportRef { record, sections, full: *full })
-            }
-            _ => None,
-        }
-    }
-}
-
 /// What the writer answers: one result for every job of a group commit, hence shared.
 pub type Written = Result<(), Arc<CentralDbError>>;
 
@@ -318,9 +301,6 @@ pub enum CentralStore {
     /// PostgreSQL, shared by central instances.
     Postgres(postgres::PgStore),
 }
-
-/// The report journal, beside `central.redb`.
-const JOURNAL_FILE: &str = "central.journal";
 
 /// redb and its writer thread.
 #[derive(Debug, Clone)]
@@ -378,22 +358,6 @@ impl CentralStore {
             migrate_v1(&txn)?;
         }
         txn.commit().map_err(db_error)?;
-        // Reports a crash left in the journal (answered, not yet in the database's file).
-        let journal_path = dir.join(JOURNAL_FILE);
-        let journal_error = |source| CentralDbError::Journal { path: journal_path.clone(), source };
-        let recovered = journal::read(&journal_path).map_err(journal_error)?;
-        if recovered.torn > 0 {
-            tracing::warn!(
-                bytes = recovered.torn,
-                "central's report journal ends with an entry cut short (a crash while it was written, never \
-                 answered): ignored"
-            );
-        }
-        if !recovered.reports.is_empty() {
-            let (applied, skipped) = replay(&database, &recovered.reports)?;
-            tracing::info!(applied, already_stored = skipped, "central: reports recovered from the journal");
-        }
-        let journal = journal::Journal::open_empty(&journal_path).map_err(journal_error)?;
         let database = Arc::new(database);
         // Unbounded on purpose: the central actor queues from synchronous handlers, and what it
         // queues is bounded upstream (a job per accepted request, requests bounded by the
@@ -402,7 +366,7 @@ impl CentralStore {
         let writer_db = database.clone();
         std::thread::Builder::new()
             .name("central-writer".into())
-            .spawn(move || writer(&writer_db, journal, rx))
+            .spawn(move || writer(&writer_db, rx))
             .map_err(CentralDbError::Thread)?;
         Ok(Self::Redb(RedbStore { db: database, writer: tx }))
     }
@@ -565,106 +529,18 @@ fn group(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Job> {
     jobs
 }
 
-fn writer(db: &Database, mut journal: journal::Journal, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let mut durable_at = std::time::Instant::now();
+fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let jobs = group(first, &mut rx);
-        let ops = || jobs.iter().flat_map(|(ops, _)| ops.iter());
-        // Reports only: durable in the journal, then in the database's memory. Anything else
-        // (or a journal that cannot be written): a durable commit, which also makes the
-        // reports journaled before it durable in the file.
-        let journaled = ops().all(|op| matches!(op, Op::Report { .. }))
-            && journal
-                .append(ops().filter_map(Op::journal_report).collect())
-                .map_err(|e| {
-                    tracing::warn!("central's report journal: {e}; committing to the database directly");
-                })
-                .is_ok();
-        let result = commit(db, ops(), !journaled).map_err(Arc::new);
-        if !journaled && result.is_ok() {
-            durable_at = std::time::Instant::now();
-            let _ = journal.clear();
-        }
+        let result = commit(db, jobs.iter().flat_map(|(ops, _)| ops.iter())).map_err(Arc::new);
         for (_, tx) in jobs {
             let _ = tx.send(result.clone());
         }
-        if !journal.is_empty()
-            && (durable_at.elapsed() >= journal::CHECKPOINT_EVERY || journal.len() >= journal::CHECKPOINT_BYTES)
-        {
-            checkpoint(db, &mut journal);
-            durable_at = std::time::Instant::now();
-        }
-    }
-    // Central stops: what the journal holds goes into the file.
-    if !journal.is_empty() {
-        checkpoint(db, &mut journal);
     }
 }
 
-/// Makes every commit so far durable in the database's file, then empties the journal. On
-/// failure the journal keeps them (recovered at the next start).
-fn checkpoint(db: &Database, journal: &mut journal::Journal) {
-    match commit(db, std::iter::empty(), true) {
-        Ok(()) => {
-            let _ = journal.clear();
-        }
-        Err(e) => tracing::warn!("central's database checkpoint: {}", outpost_protocol::text::causes(&e)),
-    }
-}
-
-/// Applies the reports a crash left in the journal that the database does not hold yet (a
-/// host's stored sequence at or past a report's means the file already has it, or a later
-/// one). Durable when it returns: the number applied and skipped.
-fn replay(db: &Database, reports: &[journal::JournalReport]) -> Result<(usize, usize), CentralDbError> {
-    let txn = db.begin_write().map_err(db_error)?;
-    let (mut applied, mut skipped) = (0, 0);
-    {
-        let mut hosts = txn.open_table(HOSTS).map_err(db_error)?;
-        let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
-        for r in reports {
-            let fp = r.record.fingerprint.as_str();
-            let stored = hosts.get(fp).map_err(db_error)?.map(|v| decode_host(v.value())).transpose()?;
-            if stored.is_some_and(|s| s.sequence >= r.record.sequence) {
-                skipped += 1;
-                continue;
-            }
-            put_report(&mut hosts, &mut sections, &r.record, &r.sections, r.full)?;
-            applied += 1;
-        }
-    }
-    txn.commit().map_err(db_error)?;
-    Ok((applied, skipped))
-}
-
-type Table<'t, K> = redb::Table<'t, K, &'static [u8]>;
-
-/// Stores a host's record and the sections a report carried (all of them replaced if `full`).
-fn put_report(
-    hosts: &mut Table<'_, &'static str>,
-    sections: &mut Table<'_, (&'static str, u8)>,
-    record: &HostRecord,
-    new: &[Section],
-    full: bool,
-) -> Result<(), CentralDbError> {
-    let fp = record.fingerprint.as_str();
-    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
-    hosts.insert(fp, bytes.as_slice()).map_err(db_error)?;
-    if full {
-        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db_error)?;
-    }
-    for s in new {
-        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
-    }
-    Ok(())
-}
-
-/// Commits `ops` in one transaction; flushed to the file when `durable` (otherwise the journal
-/// holds them until the next durable commit).
-fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>, durable: bool) -> Result<(), CentralDbError> {
-    let mut txn = database.begin_write().map_err(db_error)?;
-    if !durable {
-        txn.set_durability(redb::Durability::None).map_err(db_error)?;
-    }
+fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
+    let txn = database.begin_write().map_err(db_error)?;
     {
         let mut hosts = txn.open_table(HOSTS).map_err(db_error)?;
         let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
@@ -677,7 +553,15 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>, durable: b
         for op in ops {
             match op {
                 Op::Report { record, sections: new, full, .. } => {
-                    put_report(&mut hosts, &mut sections, record, new, *full)?;
+                    let fp = record.fingerprint.as_str();
+                    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
+                    hosts.insert(fp, bytes.as_slice()).map_err(db_error)?;
+                    if *full {
+                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db_error)?;
+                    }
+                    for s in new {
+                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
+                    }
                 }
                 Op::Token { hash, record: Some(r) } | Op::TokenUse { hash, left: r } => {
                     tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
@@ -716,5 +600,4 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>, durable: b
 
 #[cfg(test)]
 mod golden;
-pub mod journal;
 pub mod postgres;

@@ -384,6 +384,16 @@ fn console_reports(outpost: &Path, work: &Path, central: &str, admin: &(PathBuf,
     Ok(out)
 }
 
+/// Bytes the process `pid` caused to be written to storage (`write_bytes` of /proc/PID/io).
+fn io_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -557,9 +567,13 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
             Ok::<_, anyhow::Error>(clients)
         })
     };
+    // What central asked the disk to write (its data files; /proc/PID/io).
+    let server_writes = || servers.iter().map(|s| io_write_bytes(s.pid())).sum::<u64>();
     let cpu_before = server_cpu();
+    let writes_before = server_writes();
     let closed = rt.block_on(send_deltas(connect()?, presigned, Duration::from_secs(o.seconds), None))?;
     let central_cpu = (server_cpu() - cpu_before) as f64 / procs::clock_ticks();
+    let central_writes = server_writes() - writes_before;
     let (applied, measured, errors) = (closed.applied, closed.measured, closed.errors);
     let lat = closed.latencies;
     eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
@@ -588,7 +602,10 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
          {errors} errors) |\n\
          | central's CPU during the deltas ({cores}) | {ccpu:.1} CPU-s for {secs} s: {per_core:.0} deltas per central \
          CPU-second |\n\
-         | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n",
+         | delta latency (sent to durable answer) | p50 {p50:.1} ms, p99 {p99:.1} ms, max {pmax:.1} ms |\n\
+         | central's disk writes during the deltas | {wmb:.0} MB, {wpd:.0} bytes per delta |\n",
+        wmb = central_writes as f64 / 1e6,
+        wpd = central_writes as f64 / applied.max(1) as f64,
         secs = o.seconds,
         rate = applied as f64 / measured,
         ccpu = central_cpu,
