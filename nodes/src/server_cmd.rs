@@ -156,6 +156,7 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                 revoked: revoked.clone(),
                 repos,
                 repo_client: Some(transport::client(None, &identity, &ca, ALPN_REPO)?),
+                reports: outpost_actors::central::verifier::ReportVerifier::start(),
             });
             eprintln!("outpost central listening on {} (QUIC), data in {place}", endpoint.local_addr()?);
             tasks.push(tokio::spawn(serve(endpoint, ctx, cancel.clone())));

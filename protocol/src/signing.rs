@@ -65,6 +65,68 @@ pub fn verify(public_key: &[u8], domain: Domain, message: &[u8], signature: &[u8
         .map_err(|_| SignatureError::Mismatch)
 }
 
+/// One signature to check in a batch: the signer's 32-byte public key, the signed bytes, the
+/// signature.
+#[derive(Debug)]
+pub struct ToVerify<'a> {
+    /// The signer's public key.
+    pub public_key: &'a [u8],
+    /// The signed bytes (without the domain's context).
+    pub message: &'a [u8],
+    /// The signature.
+    pub signature: &'a [u8],
+}
+
+/// Checks several signatures of one `domain` at once: what [`verify`] answers for each, in
+/// about half its time when they are many (one multi-scalar multiplication for the batch, with
+/// random weights drawn from the batch itself). When the batch does not verify, each is
+/// checked alone to find which failed. A key of small order is checked alone, as [`verify`]
+/// does; the batch equation is the same as [`verify`]'s for each signature (without the cofactor),
+/// so what it accepts besides is a signature a key's own holder crafted with a neutral nonce
+/// point, which proves as much as any other signature by that key.
+pub fn verify_batch(domain: Domain, items: &[ToVerify<'_>]) -> Vec<Result<(), SignatureError>> {
+    let mut results: Vec<Option<Result<(), SignatureError>>> = vec![None; items.len()];
+    let (mut keys, mut sigs, mut messages, mut index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let parsed = <[u8; 32]>::try_from(item.public_key)
+            .ok()
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or(SignatureError::BadKey)
+            .and_then(|k| {
+                let sig = <[u8; 64]>::try_from(item.signature)
+                    .map_err(|_| SignatureError::BadLength(item.signature.len()))?;
+                Ok((k, ed25519_dalek::Signature::from_bytes(&sig)))
+            });
+        match parsed {
+            Ok((key, _)) if key.is_weak() => {
+                results[i] = Some(verify(item.public_key, domain, item.message, item.signature));
+            }
+            Ok((key, sig)) => {
+                keys.push(key);
+                sigs.push(sig);
+                messages.push(with_context(domain, item.message));
+                index.push(i);
+            }
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    let batch_ok = match index.len() {
+        0 => true,
+        1 => false,
+        _ => {
+            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
+        }
+    };
+    for (k, &i) in index.iter().enumerate() {
+        results[i] = Some(match batch_ok {
+            true => Ok(()),
+            false => keys[k].verify_strict(&messages[k], &sigs[k]).map_err(|_| SignatureError::Mismatch),
+        });
+    }
+    results.into_iter().map(|r| r.expect("every item answered")).collect()
+}
+
 fn with_context(domain: Domain, message: &[u8]) -> Vec<u8> {
     let context = domain.context();
     let mut out = Vec::with_capacity(context.len() + message.len());
@@ -76,6 +138,55 @@ fn with_context(domain: Domain, message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_answers_as_each_alone_would() {
+        let keys: Vec<PrivateKey> = (0..6).map(|_| PrivateKey::generate().unwrap()).collect();
+        let messages: Vec<Vec<u8>> = (0..6).map(|i| format!("report {i}").into_bytes()).collect();
+        let mut sigs: Vec<Vec<u8>> =
+            keys.iter().zip(&messages).map(|(k, m)| sign(k, Domain::InventoryReport, m).to_vec()).collect();
+        let publics: Vec<Vec<u8>> = keys.iter().map(|k| k.public_key().to_vec()).collect();
+        let batch = |sigs: &[Vec<u8>], publics: &[Vec<u8>], domain| {
+            let items: Vec<ToVerify<'_>> = (0..6)
+                .map(|i| ToVerify { public_key: &publics[i], message: &messages[i], signature: &sigs[i] })
+                .collect();
+            verify_batch(domain, &items)
+        };
+        assert!(batch(&sigs, &publics, Domain::InventoryReport).iter().all(Result::is_ok));
+        // Another domain: none verifies.
+        assert!(batch(&sigs, &publics, Domain::Action).iter().all(|r| r == &Err(SignatureError::Mismatch)));
+        // One changed, one cut short, one signed by another key, one key of the wrong size:
+        // those fail as alone, the others pass.
+        sigs[1][5] ^= 1;
+        sigs[2].truncate(63);
+        sigs[3] = sign(&keys[0], Domain::InventoryReport, &messages[3]).to_vec();
+        let mut publics = publics;
+        publics[4] = vec![7; 31];
+        let got = batch(&sigs, &publics, Domain::InventoryReport);
+        let alone: Vec<_> =
+            (0..6).map(|i| verify(&publics[i], Domain::InventoryReport, &messages[i], &sigs[i])).collect();
+        assert_eq!(got, alone);
+        assert_eq!(
+            got,
+            vec![
+                Ok(()),
+                Err(SignatureError::Mismatch),
+                Err(SignatureError::BadLength(63)),
+                Err(SignatureError::Mismatch),
+                Err(SignatureError::BadKey),
+                Ok(())
+            ]
+        );
+        // A key of small order (the neutral point) is refused as alone.
+        let mut neutral = [0u8; 32];
+        neutral[0] = 1;
+        let items = [ToVerify { public_key: &neutral, message: b"x", signature: &[0u8; 64] }];
+        assert_eq!(
+            verify_batch(Domain::InventoryReport, &items),
+            vec![verify(&neutral, Domain::InventoryReport, b"x", &[0u8; 64])]
+        );
+        assert!(verify_batch(Domain::InventoryReport, &items)[0].is_err());
+    }
 
     #[test]
     fn signs_and_refuses_changes() {

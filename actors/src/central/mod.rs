@@ -22,6 +22,7 @@ pub mod relay;
 pub mod reports;
 pub mod server;
 pub mod store;
+pub mod verifier;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};

@@ -36,6 +36,8 @@ pub struct ServerContext {
     pub repos: Vec<String>,
     /// A client endpoint for asking repositories their status.
     pub repo_client: Option<Endpoint>,
+    /// Checks reports' signatures, in batches.
+    pub reports: super::verifier::ReportVerifier,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -147,17 +149,19 @@ async fn handle_stream(
     let is_host = peer.info.role == Some(Role::Host);
     let right = |r: Right| peer.info.role == Some(Role::Admin) && peer.info.has(Purpose::Right(r));
     let answer = match request {
-        CentralRequest::Report(signed) if is_host => match signed.verify(&peer.info.public_key) {
-            Ok(report) => ctx
-                .central
-                .send(HandleReport { peer, report })
-                .await
-                .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
-            Err(e) => {
-                ctx.metrics.rejected(e.reason());
-                error(ErrorCode::Refused, format!("report refused: {e}"))
+        CentralRequest::Report(signed) if is_host => {
+            match ctx.reports.verify(peer.info.public_key.clone(), signed).await {
+                Ok(report) => ctx
+                    .central
+                    .send(HandleReport { peer, report })
+                    .await
+                    .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
+                Err(e) => {
+                    ctx.metrics.rejected(e.reason());
+                    error(ErrorCode::Refused, format!("report refused: {e}"))
+                }
             }
-        },
+        }
         CentralRequest::Listen if is_host => return listen(send, recv, ctx, peer, link, cancel).await,
         r @ (CentralRequest::ActionResult { .. } | CentralRequest::Settings | CentralRequest::Enroll { .. })
             if is_host =>

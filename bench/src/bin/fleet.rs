@@ -16,7 +16,11 @@
 //! instances on it (the hosts spread over them); `--grow-to N` (PostgreSQL) then copies the
 //! reported hosts in SQL (new certificates' fingerprints, names and UUIDs; the same rows and
 //! sections) until the database holds N hosts, before the queries and the memory are measured
-//! (a million full reports through QUIC would take hours on 2 cores).
+//! (a million full reports through QUIC would take hours on 2 cores); `--pin` runs central on
+//! CPU 0 and this benchmark (the fleet) on CPU 1 (`taskset`); `--rate N` adds a phase where the
+//! agents together offer N deltas per second (each delta due at its time, its latency counted
+//! from then); `--deltas-only` stops after the deltas (no queries, pages or reports).
+//! Deltas are signed before the clock starts (signing is the agents' work, on their machines).
 //!
 //! What it measures:
 //! 1. **Enrolment load**: every host connects and sends its full inventory (host facts,

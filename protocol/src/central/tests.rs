@@ -27,6 +27,27 @@ fn report_sequence_rules() {
 }
 
 #[test]
+fn reports_verified_together_get_the_answers_each_gets_alone() {
+    let keys: Vec<PrivateKey> = (0..4).map(|_| PrivateKey::generate().unwrap()).collect();
+    let mut signed: Vec<SignedReport> = (0..4).map(|i| report(i + 1, true).sign(&keys[i as usize])).collect();
+    let n = signed[1].report.len() - 1;
+    signed[1].report[n] ^= 1;
+    signed.push(SignedReport { report: vec![0; MAX_REPORT_BYTES + 1], signature: vec![0; 64] });
+    let publics: Vec<Vec<u8>> =
+        keys.iter().map(|k| k.public_key().to_vec()).chain([keys[0].public_key().to_vec()]).collect();
+    let items: Vec<(&[u8], &SignedReport)> = publics.iter().map(Vec::as_slice).zip(&signed).collect();
+    let together = SignedReport::verify_many(&items);
+    let alone: Vec<_> = items.iter().map(|(k, s)| s.verify(k)).collect();
+    let show = |r: &Vec<Result<crate::verified::Verified<Report>, CentralError>>| {
+        r.iter().map(|x| x.as_ref().map(|v| v.sequence).map_err(ToString::to_string)).collect::<Vec<_>>()
+    };
+    assert_eq!(show(&together), show(&alone));
+    assert!(together[0].is_ok() && together[2].is_ok() && together[3].is_ok());
+    assert!(matches!(together[1], Err(CentralError::Signature { .. })));
+    assert!(matches!(together[4], Err(CentralError::TooLarge { .. })));
+}
+
+#[test]
 fn reports_are_signed_and_size_limited() {
     let key = PrivateKey::generate().unwrap();
     let other = PrivateKey::generate().unwrap();
