@@ -38,6 +38,11 @@ pub trait Positional: Send + Sync + 'static {
     fn write_all_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         crate::disk::write_at(self.file(), offset, bytes)
     }
+    /// How many bytes from the start may hold something written before this attempt (what
+    /// [`Assembly::keep_verified`] reads); beyond it the file is known to be empty.
+    fn held(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// A plain file and its path.
@@ -45,6 +50,7 @@ pub trait Positional: Send + Sync + 'static {
 pub struct PlainFile {
     path: PathBuf,
     file: File,
+    held: u64,
 }
 
 impl PlainFile {
@@ -54,8 +60,11 @@ impl PlainFile {
             fs::create_dir_all(parent)?;
         }
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        // A new file holds nothing: reading it back would only make the kernel fill its holes
+        // with zeros to be hashed (for a fresh download, as much work as the download).
+        let held = file.metadata()?.len().min(size);
         file.set_len(size)?;
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self { path: path.to_path_buf(), file, held })
     }
 }
 
@@ -65,6 +74,9 @@ impl Positional for PlainFile {
     }
     fn file(&self) -> &File {
         &self.file
+    }
+    fn held(&self) -> u64 {
+        self.held
     }
 }
 
@@ -145,13 +157,17 @@ impl<F: Positional> Assembly<F> {
     }
 
     /// Keeps what the file already holds and still verifies, read in runs of up to
-    /// [`RANGE_BYTES`]. Blocking.
+    /// [`RANGE_BYTES`] (only as far as the file held anything before: [`Positional::held`]).
+    /// Blocking.
     pub fn keep_verified(&mut self) -> Result<Found, AssemblyError> {
         let mut found = Found::default();
+        let held = self.file.held();
+        // Chunks that end within what the file held.
+        let chunks = self.chunks.iter().zip(&self.offsets).take_while(|(c, o)| *o + u64::from(c.len) <= held).count();
         let mut i = 0;
-        while i < self.chunks.len() {
+        while i < chunks {
             let mut j = i + 1;
-            while j < self.chunks.len() && self.end(j) - self.offsets[i] <= u64::from(RANGE_BYTES) {
+            while j < chunks && self.end(j) - self.offsets[i] <= u64::from(RANGE_BYTES) {
                 j += 1;
             }
             let mut bytes = vec![0u8; usize::try_from(self.end(j - 1) - self.offsets[i]).expect("a run fits")];

@@ -57,6 +57,10 @@ pub struct RepoMetrics {
     pub served_bytes: Counter,
     /// Requests answered, by kind (`head`, `snapshot`, `package`, `range`, …).
     pub requests: Family<Labels, Counter>,
+    /// UDP datagrams sent to each peer, counted when a client's connection ends.
+    pub datagrams: Family<Labels, Counter>,
+    /// Bytes of those datagrams (QUIC's headers, acknowledgements and probes included).
+    pub datagram_bytes: Family<Labels, Counter>,
 }
 
 impl Default for RepoMetrics {
@@ -82,6 +86,8 @@ impl Default for RepoMetrics {
             subscribers: Gauge::default(),
             handshakes: Family::default(),
             requests: Family::default(),
+            datagrams: Family::default(),
+            datagram_bytes: Family::default(),
         }
     }
 }
@@ -135,6 +141,16 @@ impl RepoMetrics {
         r.register("blob_bytes", "Bytes of files stored", self.blob_bytes.clone());
         r.register("subscribers", "Clients subscribed to head changes", self.subscribers.clone());
         r.register("requests", "Requests from clients, by kind", self.requests.clone());
+        r.register(
+            "sent_datagrams",
+            "UDP datagrams sent to clients, by peer, counted when a connection ends (bytes / datagrams: the packet size QUIC reached toward them)",
+            self.datagrams.clone(),
+        );
+        r.register(
+            "sent_datagram_bytes",
+            "Bytes of the UDP datagrams sent to clients, by peer, counted when a connection ends",
+            self.datagram_bytes.clone(),
+        );
         r.register(
             "handshakes",
             "Connection attempts not served at once, by result (retried: asked to prove their address; refused: over the limits)",

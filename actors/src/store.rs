@@ -24,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use outpost_protocol::chunking::{self, Chunk, MAX_RANGE};
@@ -271,6 +271,7 @@ pub struct Store {
     blobs: AtomicU64,
     bytes: AtomicU64,
     checked: Checked,
+    infos: infos::Infos,
 }
 
 impl Store {
@@ -304,6 +305,7 @@ impl Store {
             blobs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             checked: Checked::default(),
+            infos: infos::Infos::default(),
         };
         let (mut count, mut bytes) = (0, 0);
         store.for_each_blob(|_, _, meta| {
@@ -543,10 +545,18 @@ impl Store {
     }
 
     /// A file's size and chunk list.
-    pub fn file_info(&self, file: &[u8; 32]) -> Result<Option<FileInfo>, StoreError> {
+    pub fn file_info(&self, file: &[u8; 32]) -> Result<Option<Arc<FileInfo>>, StoreError> {
+        if let Some(info) = self.infos.get(file) {
+            return Ok(Some(info));
+        }
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(FILES).map_err(db_err)?;
-        t.get(file).map_err(db_err)?.map(|v| FileInfo::decode(v.value())).transpose()
+        let Some(info) = t.get(file).map_err(db_err)?.map(|v| FileInfo::decode(v.value())).transpose()? else {
+            return Ok(None);
+        };
+        let info = Arc::new(info);
+        self.infos.put(*file, info.clone());
+        Ok(Some(info))
     }
 
     /// Stores records and the files' chunk lists and locations (for `complete` files), and
@@ -663,6 +673,7 @@ impl Store {
     }
 }
 
+mod infos;
 mod maintenance;
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// receive and acknowledge) on loopback, jumbo-frame and tunnel paths. At most 6,500: quinn
 /// hands the kernel up to 10 packets in one segmentation-offload send, which must stay under
 /// 64 KiB. Only servers probe that high, and only toward endpoints that accept such datagrams
-/// ([`node_client`], the repository nodes' upstream connections): agents and consoles keep
-/// QUIC's usual sizes, so their short exchanges carry no large probes.
+/// ([`bulk_client`], [`bulk_endpoint`]: the repository nodes' upstream connections, and the
+/// connections agents and `repo pull` open for large downloads): the short exchanges of agents
+/// (head checks) and consoles keep QUIC's usual sizes, so they carry no large probes.
 pub const MAX_UDP_PAYLOAD: u16 = 6_500;
 /// What other endpoints accept (quinn's default).
 const USUAL_UDP_PAYLOAD: u16 = 1_472;
@@ -365,18 +366,28 @@ pub fn client(
     Ok(endpoint)
 }
 
-/// [`client`] for a repository node's upstream connections (an edge's to its upstream): it
-/// accepts datagrams up to [`MAX_UDP_PAYLOAD`], so the upstream sends the bulk of a sync in
-/// packets as large as the path allows.
-pub fn node_client(
+/// [`client`] for connections that carry bulk downloads (a repository node's connections to its
+/// upstream, `repo pull`): it accepts datagrams up to [`MAX_UDP_PAYLOAD`], so the repository
+/// sends the bulk of the transfer in packets as large as the path allows.
+pub fn bulk_client(
+    local: Option<SocketAddr>,
     identity: &Identity,
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
     let config = client_config(identity, ca, alpn)?;
-    let mut endpoint = endpoint(None, UdpSocket::bind("0.0.0.0:0")?, MAX_UDP_PAYLOAD)?;
+    let mut endpoint = bulk_endpoint(local)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// A client endpoint without a default configuration (see [`client_config`] and
+/// [`connect_with`]) that accepts datagrams up to [`MAX_UDP_PAYLOAD`]: for a large download
+/// opened beside the usual connection (an agent's packages), so that only that connection
+/// carries path-MTU probes.
+pub fn bulk_endpoint(local: Option<SocketAddr>) -> Result<Endpoint, TransportError> {
+    let bind = local.unwrap_or_else(|| "0.0.0.0:0".parse().expect("valid"));
+    endpoint(None, UdpSocket::bind(bind)?, MAX_UDP_PAYLOAD)
 }
 
 /// Addresses of names learned from the DNS servers an agent is configured with (the targets of

@@ -220,7 +220,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         // Large datagrams from its upstream, where the path allows.
-        let client = transport::node_client(&identity, &ca, ALPN_REPO)?;
+        let client = transport::bulk_client(None, &identity, &ca, ALPN_REPO)?;
         let ctx = SyncContext {
             store: store.clone(),
             trust: trust.clone(),
@@ -369,7 +369,7 @@ fn name_version(text: &str) -> Result<(String, Option<Version>)> {
 pub fn pull(args: &RepoPullArgs) -> Result<()> {
     let (name, version) = name_version(&args.package)?;
     let out = args.out.clone();
-    let pulled = packaging::with_repo(&args.client, move |client, trust| async move {
+    let pulled = packaging::with_repo_bulk(&args.client, move |client, trust| async move {
         let progress = Progress::bytes("pulling", 0);
         let pulled = client
             .pull(&trust, unix_now(), &name, version.as_ref(), &out, &mut |done, total| {

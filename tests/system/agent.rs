@@ -439,6 +439,40 @@ fn an_edge_killed_mid_download_hands_over_to_the_main_and_the_agent_fails_back()
 }
 
 #[test]
+fn a_large_download_takes_large_datagrams_where_the_path_allows_and_a_small_one_does_not() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let small = noise(300_000, 60);
+    let large = noise(12_000_000, 61);
+    c.publish(&c.package("small", "1", &[("small.bin", &small)]), &main.addr);
+    let seq = c.publish(&c.package("large", "1", &[("large.bin", &large)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, LIMIT);
+    let host = Host::new(&c, "pc9.test", &format!("repos = [{:?}]", edge.addr));
+    let peer = "{peer=\"host\"}";
+    // Counted when each connection ends (the command closes them as it exits).
+    let sent = |done: &dyn Fn(f64) -> bool| {
+        wait_for(LIMIT, "the edge to count the connections' datagrams", || {
+            let bytes = edge.metric("outpost_repo_sent_datagram_bytes_total", peer);
+            done(bytes).then(|| (bytes, edge.metric("outpost_repo_sent_datagrams_total", peer)))
+        })
+    };
+
+    // A small package: the usual connection, the usual datagram sizes, no path-MTU probes.
+    host.json(&["install", "small"]);
+    let (bytes, datagrams) = sent(&|b| b > small.len() as f64);
+    assert!(bytes / datagrams <= 1_472.0, "{bytes} bytes in {datagrams} datagrams");
+    assert!(bytes < small.len() as f64 * 1.15, "no large probes: {bytes} bytes for {}", small.len());
+
+    // A large one: a connection of its own, whose datagrams grow to what loopback allows.
+    host.json(&["install", "large"]);
+    let (all, n) = sent(&|b| b > bytes + large.len() as f64);
+    let (bytes, datagrams) = (all - bytes, n - datagrams);
+    assert!(bytes / datagrams > 4_000.0, "{bytes} bytes in {datagrams} datagrams");
+    assert_eq!(host.package("large").unwrap()["status"], "OK");
+}
+
+#[test]
 fn failing_slow_and_interrupted_hooks_are_errors_until_a_retry_or_a_fixed_version_succeeds() {
     let c = Cluster::new();
     let main = c.main(&[]);

@@ -71,6 +71,35 @@ async fn an_interrupted_file_resumes_fetching_only_what_it_lacks() {
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), *data, "the file is whole");
 }
 
+#[test]
+fn only_what_the_file_held_before_is_read_back() {
+    // Half noise, half zeros: the holes a new or extended file reads as zeros would "verify"
+    // as the zero chunks if they were read back (the kernel filling them costs as much as
+    // the download).
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = noise(300_000, 3);
+    data.extend(vec![0u8; 300_000]);
+    let c = chunked(&data);
+    let offsets = chunking::offsets(&c.chunks);
+    let zeros = c.chunks.iter().zip(&offsets).filter(|(_, o)| **o >= 300_000).count();
+    assert!(zeros > 2, "zero chunks at the end: {zeros}");
+
+    let mut fresh = Assembly::new(open(dir.path(), "new", c.size), c.chunks.clone());
+    assert_eq!(fresh.keep_verified().unwrap(), Found::default(), "a new file holds nothing");
+
+    let third = usize::try_from(offsets[c.chunks.len() / 5]).unwrap();
+    std::fs::write(dir.path().join("part"), &data[..third]).unwrap();
+    let mut part = Assembly::new(open(dir.path(), "part", c.size), c.chunks.clone());
+    let kept = part.keep_verified().unwrap();
+    assert_eq!(kept.bytes, third as u64, "what was written is kept, the holes after it are not read");
+    assert!(!part.has(c.chunks.len() - 1));
+
+    // A file written whole before is read back whole, zero chunks included.
+    std::fs::write(dir.path().join("whole"), &data).unwrap();
+    let mut whole = Assembly::new(open(dir.path(), "whole", c.size), c.chunks.clone());
+    assert_eq!(whole.keep_verified().unwrap().bytes, c.size);
+}
+
 #[tokio::test]
 async fn bytes_that_do_not_verify_are_never_written() {
     let dir = tempfile::tempdir().unwrap();

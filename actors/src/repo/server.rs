@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
-use crate::store::StoreError;
+use crate::store::{FileInfo, StoreError};
 use crate::transport::{self, Admission, Admitted, Pace, StreamError, peer, read_frame, respond};
 
 /// Most connections served at once.
@@ -64,28 +64,38 @@ async fn follow_revocations(shared: Shared, cancel: CancellationToken) {
 }
 
 async fn connection_loop(connection: Connection, shared: Shared, cancel: CancellationToken) {
-    let Some(who) = peer(&connection) else {
+    let Some(label) = serve_connection(&connection, &shared, cancel).await else { return };
+    let sent = connection.stats().udp_tx;
+    let label = crate::metrics::label("peer", &label);
+    shared.metrics.datagrams.get_or_create(&label).inc_by(sent.datagrams);
+    shared.metrics.datagram_bytes.get_or_create(&label).inc_by(sent.bytes);
+}
+
+/// Serves one connection's requests until it ends; returns its peer's label (`None` when it
+/// was refused).
+async fn serve_connection(connection: &Connection, shared: &Shared, cancel: CancellationToken) -> Option<String> {
+    let Some(who) = peer(connection) else {
         connection.close(1u32.into(), b"no client certificate");
-        return;
+        return None;
     };
     if shared.revoked.read().expect("not poisoned").contains(&who.fingerprint) {
         shared.metrics.refused("revoked_certificate");
         connection.close(2u32.into(), b"this certificate is revoked");
-        return;
+        return None;
     }
     let label = peer_label(&who);
     loop {
         let stream = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => return Some(label),
             s = connection.accept_bi() => s,
         };
-        let Ok((send, recv)) = stream else { return };
+        let Ok((send, recv)) = stream else { return Some(label) };
         // A certificate revoked while its connection lives (an agent or edge keeps one open)
         // is cut off at its next request.
         if shared.revoked.read().expect("not poisoned").contains(&who.fingerprint) {
             shared.metrics.refused("revoked_certificate");
             connection.close(2u32.into(), b"this certificate is revoked");
-            return;
+            return Some(label);
         }
         let (shared, who, label, cancel) = (shared.clone(), who.clone(), label.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -289,7 +299,7 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
             ));
         }
     };
-    fetching.start(connection.clone(), file, info.clone(), sync.clone());
+    fetching.start(connection.clone(), file, FileInfo::clone(&info), sync.clone());
     super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await.map_err(|e| {
         tracing::warn!(upstream = addr, file = hex(&file), "fetching for a client failed: {e}");
         error(ErrorCode::Unavailable, format!("fetching from upstream {addr} failed: {}", e.public_reason()))
@@ -343,7 +353,7 @@ async fn recheck(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Resp
         Err(StoreError::Damaged(h)) => {
             found_damaged(shared, &h);
             if let Source::Upstream(up) = source(shared) {
-                up.fetching.start(up.connection, file, info, up.sync.clone());
+                up.fetching.start(up.connection, file, FileInfo::clone(&info), up.sync.clone());
             }
             Response::Checked { damaged: true }
         }

@@ -152,6 +152,7 @@ impl Store {
             report.metadata_dropped += stale.len() as u64;
         }
         txn.commit().map_err(db_err)?;
+        self.infos.clear();
         let now = SystemTime::now();
         let mut victims = Vec::new();
         self.for_each_blob(|hash, _, meta| {

@@ -199,6 +199,9 @@ pub struct Agent {
     state: AgentState,
     trust: TrustStore,
     endpoint: Endpoint,
+    /// For the connection a large download opens beside the usual one
+    /// ([`Agent::bulk_connection`]).
+    bulk_config: quinn::ClientConfig,
     machine: Machine,
 }
 
@@ -229,8 +232,9 @@ impl Agent {
         let trust = TrustStore::new(ca.to_vec()).map_err(|e| AgentError::BadRequest(format!("CA: {e}")))?;
         let local = settings.bind.map(|ip| std::net::SocketAddr::new(ip, 0));
         let endpoint = transport::client(local, identity, ca, outpost_protocol::wire::ALPN_REPO)?;
+        let bulk_config = transport::client_config(identity, ca, outpost_protocol::wire::ALPN_REPO)?;
         let machine = identity::detect(settings.uuid.as_deref(), settings.fqdn.as_deref());
-        Ok(Self { settings, state, trust, endpoint, machine })
+        Ok(Self { settings, state, trust, endpoint, bulk_config, machine })
     }
 
     /// The machine as detected (or configured).

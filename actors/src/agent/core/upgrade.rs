@@ -5,7 +5,36 @@ use outpost_protocol::central::AuditResult;
 
 use super::*;
 
+/// Downloads of at least this many bytes open a connection of their own
+/// ([`Agent::bulk_connection`]).
+pub const BULK_BYTES: u64 = 8 << 20;
+
 impl Agent {
+    /// A connection to the best of `repos` for a large download, beside the usual one: on an
+    /// endpoint that accepts datagrams as large as the path allows
+    /// ([`transport::bulk_endpoint`]), so the repository sends the packages in fewer, larger
+    /// packets where it can (loopback, jumbo frames, tunnels), while the usual connection's
+    /// short exchanges keep the usual sizes and carry no path-MTU probes. `None` when it cannot
+    /// be made: the usual connections serve then.
+    pub(crate) async fn bulk_connection(&self, repos: &[RepoClient]) -> Option<(Endpoint, RepoClient)> {
+        let best = repos.first()?;
+        let local = self.settings.bind.map(|ip| std::net::SocketAddr::new(ip, 0));
+        let made = async {
+            let endpoint = transport::bulk_endpoint(local)?;
+            let connection = transport::connect_with(&endpoint, self.bulk_config.clone(), &best.addr).await?;
+            Ok::<_, transport::TransportError>((endpoint, connection))
+        };
+        match made.await {
+            Ok((endpoint, connection)) => {
+                Some((endpoint, RepoClient { connection, addr: best.addr.clone(), pace: best.pace }))
+            }
+            Err(e) => {
+                tracing::info!(repo = best.addr, "downloading on the usual connection: {e}");
+                None
+            }
+        }
+    }
+
     /// `upgrade` (and `download-upgrade` with `download_only`): updates first when a repository
     /// answers, then runs the plan, or only the steps for `only` and what they depend on.
     /// Nothing is installed, upgraded or removed from an expired snapshot.
@@ -86,6 +115,21 @@ impl Agent {
             }),
         };
         let slow: download::Slow = download::Slow::default();
+        // A large download gets a connection of its own, tried before the usual ones.
+        let to_fetch: u64 = steps
+            .iter()
+            .filter(|s| s.action != StepAction::Remove && !download::is_cached(&self.cache(), &s.manifest))
+            .map(|s| s.size)
+            .sum();
+        let bulk = if to_fetch >= BULK_BYTES { self.bulk_connection(repos).await } else { None };
+        let with_bulk: Vec<RepoClient>;
+        let repos = match &bulk {
+            Some((_, client)) => {
+                with_bulk = std::iter::once(client.clone()).chain(repos.iter().cloned()).collect();
+                &with_bulk[..]
+            }
+            None => repos,
+        };
         let mut failures: BTreeMap<String, StepError> = BTreeMap::new();
         let mut ready: BTreeMap<String, (PathBuf, Manifest)> = BTreeMap::new();
         for step in steps.iter().filter(|s| s.action != StepAction::Remove) {
@@ -125,6 +169,10 @@ impl Agent {
                     failures.insert(step.name.clone(), e);
                 }
             }
+        }
+        if let Some((endpoint, client)) = bulk {
+            client.connection.close(0u32.into(), b"done");
+            transport::finish(&endpoint).await;
         }
         let slow = slow.lock().expect("not poisoned").clone();
         self.put_on_probation(&slow)?;
