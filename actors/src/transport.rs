@@ -691,11 +691,10 @@ pub async fn fetch(
             what: format!("{len} bytes, more than the {limit} expected"),
         });
     }
-    let mut data = vec![0u8; usize::try_from(len).expect("limited")];
     let within = pace.deadline(len);
-    match tokio::time::timeout(within, recv.read_exact(&mut data)).await {
-        Ok(Ok(())) => Ok(data),
-        Ok(Err(e)) => Err(TransportError::Stream { peer: peer_label(connection), reason: e.to_string() }),
+    match tokio::time::timeout(within, read_data(&mut recv, usize::try_from(len).expect("limited"))).await {
+        Ok(Ok(data)) => Ok(data),
+        Ok(Err(reason)) => Err(TransportError::Stream { peer: peer_label(connection), reason }),
         Err(_) => Err(TransportError::TooSlow {
             peer: peer_label(connection),
             what: format!("{len} bytes"),
@@ -703,6 +702,20 @@ pub async fn fetch(
             min_rate: pace.min_rate,
         }),
     }
+}
+
+/// Reads exactly `len` bytes, copied once from QUIC's buffers into memory that is not zeroed
+/// first (a range is up to 1 MiB: zeroing it was about 5% of a downloading client's CPU).
+async fn read_data(recv: &mut RecvStream, len: usize) -> Result<Vec<u8>, String> {
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        match recv.read_chunk(len - data.len(), true).await {
+            Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(format!("the answer ended after {} of its {len} bytes", data.len())),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(data)
 }
 
 /// Writes a framed response.

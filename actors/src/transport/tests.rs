@@ -98,3 +98,35 @@ fn a_server_list_gives_every_entry_in_order_and_names_what_is_wrong() {
     assert!(super::candidates("no-port").is_err());
     assert!(super::candidates(" , ").is_err());
 }
+
+/// A data answer arrives whole, in order, from many QUIC chunks; one cut short is an error
+/// that says how much came, never a short buffer.
+#[tokio::test]
+async fn a_data_answer_comes_whole_or_is_an_error_saying_where_it_stopped() {
+    let (roots, server_id, host_id) = pki(Role::Host, "host.test");
+    let server = server_with(UdpSocket::bind("127.0.0.1:0").unwrap(), &server_id, &roots, &[b"test"], false).unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    let sent = data.clone();
+    let serving = tokio::spawn(async move {
+        let connection = server.accept().await.unwrap().await.unwrap();
+        for cut in [sent.len(), 1_000_000] {
+            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let _ = read_frame(&mut recv, None).await.unwrap();
+            respond(&mut send, &Response::Data { len: sent.len() as u64 }).await.unwrap();
+            send.write_all(&sent[..cut]).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+        }
+        let _ = connection.closed().await;
+    });
+    let client = client(None, &host_id, &roots, b"test").unwrap();
+    let connection = connect(&client, &addr).await.unwrap();
+    let request = Request::Range { file: [1; 32], offset: 0, len: data.len() as u32 };
+    let got = fetch(&connection, &request, data.len() as u64, Pace::default()).await.unwrap();
+    assert!(got == data, "{} bytes came, {} were sent", got.len(), data.len());
+    let cut = fetch(&connection, &request, data.len() as u64, Pace::default()).await.unwrap_err().to_string();
+    assert!(cut.contains(&format!("ended after 1000000 of its {} bytes", data.len())), "{cut}");
+    connection.close(0u32.into(), b"done");
+    serving.await.unwrap();
+}
