@@ -14,8 +14,11 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-/// UDP socket buffers: the kernel default (~208 KiB) drops packets at speed.
-pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// UDP socket buffers: the kernel default (~208 KiB) drops packets at speed, and so did 4 MiB
+/// on an edge receiving a sync at 500 MB/s (about 100 datagrams per GiB, each a loss that
+/// makes the sender slow down). The kernel caps what is asked at `net.core.rmem_max` and
+/// `wmem_max`: a server says so in its log when they are lower.
+pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
 /// The largest UDP payload a server sends to a repository node, where the path allows: QUIC's
 /// path-MTU discovery probes up to it and falls back when probes are lost (quinn stops at
 /// 1,452 by default). Larger packets cost less CPU per byte (fewer packets to encrypt, send,
@@ -212,6 +215,19 @@ fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket, payload: u16
             // Best effort: the kernel caps these at net.core.{r,w}mem_max.
             let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
             let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+            if server.is_some()
+                && let Ok(got) = state.recv_buffer_size((&socket).into())
+                && got < SOCKET_BUFFER
+            {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "the system limits UDP receive buffers to {got} bytes, under the {SOCKET_BUFFER} asked for: \
+                         fast transfers will lose datagrams and slow down; raise the limit (Linux: `sysctl -w \
+                         net.core.rmem_max={SOCKET_BUFFER} net.core.wmem_max={SOCKET_BUFFER}`, and in /etc/sysctl.d/ to keep it)"
+                    );
+                });
+            }
             Ok(Endpoint::new(endpoint_config(payload), server, socket, runtime)?)
         }
         Err(e) if cfg!(windows) => {
