@@ -8,6 +8,8 @@ use super::*;
 /// Downloads of at least this many bytes open a connection of their own
 /// ([`Agent::bulk_connection`]).
 pub const BULK_BYTES: u64 = 8 << 20;
+/// Longest the connection of a large download may take to be made.
+const BULK_HANDSHAKE: Duration = Duration::from_secs(3);
 
 impl Agent {
     /// A connection to the best of `repos` for a large download, beside the usual one: on an
@@ -24,12 +26,22 @@ impl Agent {
             let connection = transport::connect_with(&endpoint, self.bulk_config.clone(), &best.addr).await?;
             Ok::<_, transport::TransportError>((endpoint, connection))
         };
-        match made.await {
-            Ok((endpoint, connection)) => {
+        // The repository has just answered on the usual connection: a handshake that takes
+        // longer than this is being held up on the way (the download does not wait for it).
+        match tokio::time::timeout(BULK_HANDSHAKE, made).await {
+            Ok(Ok((endpoint, connection))) => {
                 Some((endpoint, RepoClient { connection, addr: best.addr.clone(), pace: best.pace }))
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::info!(repo = best.addr, "downloading on the usual connection: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::info!(
+                    repo = best.addr,
+                    "downloading on the usual connection: a second connection took more than {} s",
+                    BULK_HANDSHAKE.as_secs()
+                );
                 None
             }
         }
