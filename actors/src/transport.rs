@@ -386,13 +386,12 @@ pub fn client(
 /// upstream, `repo pull`): it accepts datagrams up to [`MAX_UDP_PAYLOAD`], so the repository
 /// sends the bulk of the transfer in packets as large as the path allows.
 pub fn bulk_client(
-    local: Option<SocketAddr>,
     identity: &Identity,
     ca: &[CertificateDer<'static>],
     alpn: &[u8],
 ) -> Result<Endpoint, TransportError> {
     let config = client_config(identity, ca, alpn)?;
-    let mut endpoint = bulk_endpoint(local)?;
+    let mut endpoint = bulk_endpoint(None)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -93,7 +93,7 @@ where
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let endpoint = if bulk {
-            transport::bulk_client(None, &identity, &ca, ALPN_REPO)?
+            transport::bulk_client(&identity, &ca, ALPN_REPO)?
         } else {
             transport::client(None, &identity, &ca, ALPN_REPO)?
         };

@@ -71,8 +71,7 @@ async fn servers_grow_their_packets_toward_repository_nodes_only() {
         }
         sizes
     });
-    for endpoint in
-        [bulk_client(None, &node_id, &roots, b"test").unwrap(), client(None, &node_id, &roots, b"test").unwrap()]
+    for endpoint in [bulk_client(&node_id, &roots, b"test").unwrap(), client(None, &node_id, &roots, b"test").unwrap()]
     {
         let connection = connect(&endpoint, &addr).await.unwrap();
         let (mut send, mut recv) = connection.open_bi().await.unwrap();

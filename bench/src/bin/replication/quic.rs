@@ -111,7 +111,7 @@ pub fn fetch_main(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&dest)?;
     let total = runtime()?.block_on(async move {
         // As an edge connects to its upstream.
-        let endpoint = transport::bulk_client(None, &identity, &ca, ALPN)?;
+        let endpoint = transport::bulk_client(&identity, &ca, ALPN)?;
         let connection = transport::connect(&endpoint, &connect).await?;
         let mut tasks = tokio::task::JoinSet::new();
         let mut queue = names.into_iter();
