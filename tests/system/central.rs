@@ -228,7 +228,11 @@ fn hosts_enroll_report_take_actions_and_survive_central_losing_its_data() {
     viewer.run(&["host", "revoke", name]).fails_with("modify right");
     admin.run(&["host", "revoke", name]).ok();
     assert_eq!(admin.hosts(&[])[0]["revoked"], true);
-    host.run(&["update"]).fails_with("revoked");
+    // The repository learns it from the snapshot the revocation publishes, a moment later.
+    wait_logged(&host, &server, "the main repository to refuse the revoked certificate", || {
+        let r = host.run(&["update"]);
+        (r.code == Some(1) && r.stderr.contains("revoked")).then_some(())
+    });
     assert!(metric(&server, "outpost_repo_refusals_total", "{reason=\"revoked_certificate\"}") >= 1.0);
     let _ = std::process::Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status();
     let status = wait_logged(&host, &server, "the agent to stop", || daemon.0.try_wait().unwrap());
