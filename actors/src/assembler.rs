@@ -19,6 +19,7 @@ use std::sync::Arc;
 use outpost_protocol::chunking::{self, Chunk, Range, RangeBytes};
 use outpost_protocol::package::Manifest;
 use outpost_protocol::verified::Verified;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
 /// Bytes asked for in one range request.
@@ -245,6 +246,32 @@ pub async fn fetch_all<K, F, E, Fut>(
     jobs: Vec<(K, Arc<Assembly<F>>, Range)>,
     in_flight: usize,
     fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
+    written: impl FnMut(&K, Range) -> Result<(), E>,
+) -> Result<(), E>
+where
+    K: Send + 'static,
+    F: Positional,
+    E: From<AssemblyError> + Send + 'static,
+    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
+{
+    fetch_queued(queue_of(jobs), in_flight, fetch, written).await
+}
+
+/// A closed queue holding `items`.
+pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
+    let (queue, received) = tokio::sync::mpsc::unbounded_channel();
+    for item in items {
+        let _ = queue.send(item);
+    }
+    received
+}
+
+/// [`fetch_all`] for jobs that arrive while others are fetched (the edge plans file after file
+/// and fetches the first file's ranges meanwhile); it ends when the queue is closed and empty.
+pub async fn fetch_queued<K, F, E, Fut>(
+    jobs: UnboundedReceiver<(K, Arc<Assembly<F>>, Range)>,
+    in_flight: usize,
+    fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
     mut written: impl FnMut(&K, Range) -> Result<(), E>,
 ) -> Result<(), E>
 where
@@ -253,33 +280,75 @@ where
     E: From<AssemblyError> + Send + 'static,
     Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
 {
-    let mut queue = jobs.into_iter();
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.len() < in_flight.max(1) {
-            let Some((key, assembly, range)) = queue.next() else { break };
-            let fetched = fetch(&key, &assembly, range);
-            tasks.spawn(async move {
-                let verified = fetched.await?.into_inner();
-                if verified.range != range {
-                    return Err(AssemblyError::WrongRange {
-                        path: assembly.file.path().to_path_buf(),
-                        asked: range.offset,
-                        got: verified.range.offset,
-                    }
-                    .into());
+    let start = |tasks: &mut JoinSet<Result<(K, Range), E>>, (key, assembly, range): (K, Arc<Assembly<F>>, Range)| {
+        let fetched = fetch(&key, &assembly, range);
+        tasks.spawn(async move {
+            let verified = fetched.await?.into_inner();
+            if verified.range != range {
+                return Err(AssemblyError::WrongRange {
+                    path: assembly.file.path().to_path_buf(),
+                    asked: range.offset,
+                    got: verified.range.offset,
                 }
-                tokio::task::spawn_blocking(move || assembly.write(&verified))
-                    .await
-                    .map_err(|e| AssemblyError::Task(e.to_string()))??;
-                Ok::<_, E>((key, range))
-            });
-        }
-        let Some(done) = tasks.join_next().await else { break };
-        let (key, range) = done.map_err(|e| E::from(AssemblyError::Task(e.to_string())))??;
-        written(&key, range)?;
+                .into());
+            }
+            tokio::task::spawn_blocking(move || assembly.write(&verified))
+                .await
+                .map_err(|e| AssemblyError::Task(e.to_string()))??;
+            Ok::<_, E>((key, range))
+        });
+    };
+    run_queued(jobs, in_flight, start, |done: Result<(K, Range), E>| {
+        let (key, range) = done?;
+        written(&key, range)
+    })
+    .await
+}
+
+/// Runs a task for each item of `queue` as items come, at most `limit` at once (`start` spawns
+/// it), and hands each result to `done` in the order they finish. Ends when the queue is closed
+/// and every task has finished; the first error stops the rest.
+pub async fn run_queued<T, R, E>(
+    mut queue: UnboundedReceiver<T>,
+    limit: usize,
+    mut start: impl FnMut(&mut JoinSet<R>, T),
+    mut done: impl FnMut(R) -> Result<(), E>,
+) -> Result<(), E>
+where
+    R: Send + 'static,
+    E: From<AssemblyError>,
+{
+    let mut tasks = JoinSet::new();
+    let mut open = true;
+    loop {
+        let finished = if tasks.is_empty() {
+            if !open {
+                return Ok(());
+            }
+            match queue.recv().await {
+                Some(item) => start(&mut tasks, item),
+                None => open = false,
+            }
+            continue;
+        } else if open && tasks.len() < limit.max(1) {
+            tokio::select! {
+                item = queue.recv() => {
+                    match item {
+                        Some(item) => start(&mut tasks, item),
+                        None => open = false,
+                    }
+                    continue;
+                }
+                Some(finished) = tasks.join_next() => finished,
+            }
+        } else {
+            match tasks.join_next().await {
+                Some(finished) => finished,
+                None => continue,
+            }
+        };
+        done(finished.map_err(|e| E::from(AssemblyError::Task(e.to_string())))?)?;
     }
-    Ok(())
 }
 
 /// What [`package_folder`] did.

@@ -604,6 +604,34 @@ impl Store {
         txn.commit().map_err(db_err)
     }
 
+    /// Records the chunk lists and chunk locations of files just moved into the store, while a
+    /// sync is still fetching others: the final commit then has only the snapshot to record.
+    /// `known[i]` says chunk `i` is indexed already (found in another file): it is not looked
+    /// up. Not durable by itself (no flush): the sync's commit, or any later durable commit,
+    /// persists it; lost in a crash before that, it is made again (the file is found stored but
+    /// not indexed).
+    pub fn index_finished(&self, files: &[FinishedFile]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(redb::Durability::None).map_err(db_err)?;
+        {
+            let mut t = txn.open_table(FILES).map_err(db_err)?;
+            for (k, info, _) in files {
+                if t.get(k).map_err(db_err)?.is_none() {
+                    t.insert(k, info.encode().as_slice()).map_err(db_err)?;
+                }
+            }
+            let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
+            for (k, info, known) in files {
+                for ((i, c), offset) in info.chunks.iter().enumerate().zip(chunking::offsets(&info.chunks)) {
+                    if !known.get(i).copied().unwrap_or(false) && t.get(&c.hash).map_err(db_err)?.is_none() {
+                        t.insert(&c.hash, (k, offset)).map_err(db_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
     /// Records that complete files are here (chunk locations), outside a snapshot commit (an
     /// on-demand fetch, a repair).
     pub fn add_complete(&self, files: &[([u8; 32], FileInfo)]) -> Result<(), StoreError> {
@@ -672,6 +700,10 @@ impl Store {
         Ok(self.snapshots()?.into_iter().rev().map(|(_, s)| s).find(|s| &s.hash() == hash))
     }
 }
+
+/// A file just made whole, to index: its hash, chunk list, and which of its chunks are
+/// indexed already in other files ([`Store::index_finished`]).
+pub type FinishedFile = ([u8; 32], Arc<FileInfo>, Vec<bool>);
 
 mod infos;
 mod maintenance;

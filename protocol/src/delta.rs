@@ -28,7 +28,43 @@ enum Op {
     /// `len` bytes of the base from `offset`.
     Copy { offset: u32, len: u32 },
     /// Bytes that follow.
-    Literal(Vec<u8>),
+    Literal(#[serde(with = "raw")] Vec<u8>),
+}
+
+/// A literal's bytes written in one piece: postcard puts a byte sequence on the wire exactly as
+/// a sequence of `u8` (its length, then the bytes), so deltas are read and written as before,
+/// without a call per byte.
+mod raw {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 /// Why a delta could not be applied.
@@ -141,35 +177,81 @@ pub fn apply(base: &[u8], delta: &[u8], max: usize) -> Result<Vec<u8>, DeltaErro
 /// range. The copies refer to [`aligned_base`].
 pub fn encode_aligned(before: &[u8], after: &[u8], target: &[u8]) -> Vec<u8> {
     let n = target.len();
-    let run = |base: &[u8], from: usize| (from..n).take_while(|&k| base.get(k) == Some(&target[k])).count();
+    // Where the next copy from each base can start (`None`: nowhere), kept while still ahead.
+    let (mut next_before, mut next_after) = (next_copy(before, target, 0), next_copy(after, target, 0));
     let mut ops = Vec::new();
     let (mut at, mut literal_from) = (0, 0);
     while at < n {
-        let (same_before, same_after) = (run(before, at), run(after, at));
-        let copy = if same_before >= MIN_COPY && same_before >= same_after {
-            Some((at, same_before))
-        } else if same_after >= MIN_COPY {
-            Some((n + at, same_after))
-        } else {
-            None
-        };
-        match copy {
-            Some((offset, len)) => {
-                if literal_from < at {
-                    ops.push(Op::Literal(target[literal_from..at].to_vec()));
-                }
-                ops.push(Op::Copy { offset: offset as u32, len: len as u32 });
-                at += len;
-                literal_from = at;
-            }
-            None => at += 1,
+        if next_before.is_some_and(|p| p < at) {
+            next_before = next_copy(before, target, at);
         }
+        if next_after.is_some_and(|p| p < at) {
+            next_after = next_copy(after, target, at);
+        }
+        let Some(from) = next_before.into_iter().chain(next_after).min() else { break };
+        // Between `at` and `from` neither base holds a run worth a copy: those bytes are
+        // literal. At `from`, the longer run wins, `before` when they are as long.
+        let same = |base: &[u8]| base.get(from..).map_or(0, |b| common(b, &target[from..]));
+        let (same_before, same_after) = (same(before), same(after));
+        let (offset, len) = if same_before >= MIN_COPY && same_before >= same_after {
+            (from, same_before)
+        } else if same_after >= MIN_COPY {
+            (n + from, same_after)
+        } else {
+            // Not expected (`next_copy` finds a run only where one is): a literal byte.
+            debug_assert!(false, "no copy at {from}");
+            at = from + 1;
+            continue;
+        };
+        if literal_from < from {
+            ops.push(Op::Literal(target[literal_from..from].to_vec()));
+        }
+        ops.push(Op::Copy { offset: offset as u32, len: len as u32 });
+        at = from + len;
+        literal_from = at;
     }
     if literal_from < n {
         ops.push(Op::Literal(target[literal_from..].to_vec()));
     }
     let len = u32::try_from(n).expect("ranges are far below 4 GiB");
     postcard::to_allocvec(&DeltaWire::V1 { len, ops }).expect("a delta always encodes")
+}
+
+/// How many bytes `a` and `b` share from their start, compared a block at a time.
+fn common(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 64;
+    let n = a.len().min(b.len());
+    let mut k = 0;
+    while k + BLOCK <= n && a[k..k + BLOCK] == b[k..k + BLOCK] {
+        k += BLOCK;
+    }
+    k + a[k..n].iter().zip(&b[k..n]).take_while(|(x, y)| x == y).count()
+}
+
+/// The first position from `from` on where `base` and `target` share at least [`MIN_COPY`]
+/// bytes, if any. Such a run holds a whole block of `MIN_COPY / 2` bytes at a multiple of that
+/// size: only those blocks are compared until one matches, then its run is measured.
+fn next_copy(base: &[u8], target: &[u8], from: usize) -> Option<usize> {
+    const STEP: usize = MIN_COPY / 2;
+    let end = base.len().min(target.len());
+    let mut block = from.div_ceil(STEP) * STEP;
+    while block + STEP <= end {
+        if base[block..block + STEP] != target[block..block + STEP] {
+            block += STEP;
+            continue;
+        }
+        let mut start = block;
+        while start > from && base[start - 1] == target[start - 1] {
+            start -= 1;
+        }
+        let len = common(&base[start..end], &target[start..end]);
+        if len >= MIN_COPY {
+            return Some(start);
+        }
+        // The run ends at a differing byte: the next one starts after it.
+        block = (start + len + 1).div_ceil(STEP) * STEP;
+    }
+    None
 }
 
 /// The base an [`encode_aligned`] delta of a `len`-byte range applies to: `before` then
@@ -225,6 +307,29 @@ mod tests {
     }
 
     #[test]
+    fn literals_are_on_the_wire_as_they_always_were() {
+        // The encoding before literals were written in one piece: a sequence of `u8`.
+        #[derive(Serialize)]
+        enum OldOp {
+            #[allow(dead_code)]
+            Copy {
+                offset: u32,
+                len: u32,
+            },
+            Literal(Vec<u8>),
+        }
+        #[derive(Serialize)]
+        enum OldWire {
+            V1 { len: u32, ops: Vec<OldOp> },
+        }
+        let bytes = noise(13, 300);
+        let old = postcard::to_allocvec(&OldWire::V1 { len: 300, ops: vec![OldOp::Literal(bytes.clone())] }).unwrap();
+        let new = postcard::to_allocvec(&DeltaWire::V1 { len: 300, ops: vec![Op::Literal(bytes.clone())] }).unwrap();
+        assert_eq!(old, new);
+        assert_eq!(apply(&[], &old, 300).unwrap(), bytes);
+    }
+
+    #[test]
     fn forged_deltas_are_refused_before_they_cost_memory() {
         let base = noise(7, 100);
         let wire = |len, ops| postcard::to_allocvec(&DeltaWire::V1 { len, ops }).unwrap();
@@ -270,7 +375,85 @@ mod tests {
         }
     }
 
+    /// The encoding as first written, one comparison per byte and base: the fast one must
+    /// choose the same copies.
+    fn encode_aligned_bytewise(before: &[u8], after: &[u8], target: &[u8]) -> Vec<u8> {
+        let n = target.len();
+        let run = |base: &[u8], from: usize| (from..n).take_while(|&k| base.get(k) == Some(&target[k])).count();
+        let mut ops = Vec::new();
+        let (mut at, mut literal_from) = (0, 0);
+        while at < n {
+            let (same_before, same_after) = (run(before, at), run(after, at));
+            let copy = if same_before >= MIN_COPY && same_before >= same_after {
+                Some((at, same_before))
+            } else if same_after >= MIN_COPY {
+                Some((n + at, same_after))
+            } else {
+                None
+            };
+            match copy {
+                Some((offset, len)) => {
+                    if literal_from < at {
+                        ops.push(Op::Literal(target[literal_from..at].to_vec()));
+                    }
+                    ops.push(Op::Copy { offset: offset as u32, len: len as u32 });
+                    at += len;
+                    literal_from = at;
+                }
+                None => at += 1,
+            }
+        }
+        if literal_from < n {
+            ops.push(Op::Literal(target[literal_from..].to_vec()));
+        }
+        postcard::to_allocvec(&DeltaWire::V1 { len: n as u32, ops }).unwrap()
+    }
+
+    /// Bytes of `old` with runs replaced, inserted or removed, as ranges change between versions.
+    fn edited(old: &[u8], edits: &[(usize, usize, u8)]) -> Vec<u8> {
+        let mut out = old.to_vec();
+        for &(at, len, kind) in edits {
+            let at = at.min(out.len());
+            let end = (at + len).min(out.len());
+            match kind % 3 {
+                0 => out[at..end].iter_mut().for_each(|b| *b = b.wrapping_add(1)),
+                1 => drop(out.splice(at..at, noise(at as u64, len))),
+                _ => drop(out.drain(at..end)),
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn the_block_scan_chooses_the_copies_of_the_bytewise_one(
+            old in proptest::collection::vec(0u8..4, 0..2_000),
+            edits in proptest::collection::vec((0usize..2_000, 0usize..80, 0u8..3), 0..6),
+            shift in 0usize..40,
+        ) {
+            let target = edited(&old, &edits);
+            let before = &old[..target.len().min(old.len())];
+            let after = &old[shift.min(old.len())..];
+            prop_assert_eq!(encode_aligned(before, after, &target), encode_aligned_bytewise(before, after, &target));
+        }
+
+        #[test]
+        fn short_runs_of_either_base_are_found_as_the_bytewise_one_finds_them(
+            seed in 0u64..1_000,
+            pieces in proptest::collection::vec((1usize..30, 0u8..3), 0..60),
+        ) {
+            // The target takes runs of 1 to 29 bytes from `before`, from `after` (at its own
+            // positions) or from neither: runs just above and below the shortest copy.
+            let n: usize = pieces.iter().map(|p| p.0).sum();
+            let (before, after, other) = (noise(seed, n), noise(seed + 1, n), noise(seed + 2, n));
+            let mut target = Vec::with_capacity(n);
+            for (len, source) in pieces {
+                let from = [&before, &after, &other][usize::from(source)];
+                target.extend_from_slice(&from[target.len()..target.len() + len]);
+            }
+            prop_assert_eq!(encode_aligned(&before, &after, &target), encode_aligned_bytewise(&before, &after, &target));
+        }
+
         #[test]
         fn any_range_is_rebuilt_from_any_aligned_bases(
             before in proptest::collection::vec(0u8..3, 0..300),

@@ -4,7 +4,13 @@
 //! store already has are copied locally, the others fetched as byte ranges with bounded
 //! concurrency and verified chunk by chunk as they arrive; only then does the snapshot become
 //! current. A sync that fails changes nothing that is served; what it assembled stays in
-//! `partial/`, so the next one resumes without fetching it again.
+//! `partial/` (or, for a file already whole, in the store), so the next one resumes without
+//! fetching it again.
+//!
+//! Nothing waits that need not: a file's ranges are fetched as soon as it is planned (the next
+//! file is planned meanwhile), and each file is flushed, moved into the store and indexed as
+//! soon as it is whole, so the snapshot's commit has only the snapshot left to record. Run with
+//! `OUTPOST_LOG=outpost_actors::repo::sync=debug` to see each phase's time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,7 +32,7 @@ use tokio::task::JoinSet;
 use super::Fill;
 use crate::assembler::{self, Assembly, AssemblyError, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
-use crate::store::{ChunkLocation, FileInfo, PartialFile, Store, StoreError};
+use crate::store::{ChunkLocation, FileInfo, FinishedFile, PartialFile, Store, StoreError};
 use crate::transport::{self, Pace, TransportError};
 
 /// A bandwidth cap shared by every transfer of an edge.
@@ -154,6 +160,7 @@ pub async fn run(
     ctx: &SyncContext,
 ) -> Result<SyncOutcome, SyncError> {
     let received = |n: usize| ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(n as u64);
+    let started = Instant::now();
     let bytes =
         transport::fetch(connection, &Request::Snapshot { hash: head.hash }, MAX_SNAPSHOT_BYTES as u64, ctx.pace)
             .await?;
@@ -216,9 +223,15 @@ pub async fn run(
         }
     }
     let files: Vec<([u8; 32], FileInfo)> = files.into_iter().collect();
+    tracing::debug!(
+        records = records.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "sync: snapshot and records verified"
+    );
 
-    // The files this sync completes (their chunks are indexed with the commit; those of files
-    // held already were indexed when they came).
+    // The files this sync completes: each is indexed as soon as it is whole, while others are
+    // still fetched; the commit indexes those left (a file found stored but not indexed, left
+    // by a sync that stopped between the two). Files held already were indexed when they came.
     let mut complete: Vec<[u8; 32]> = Vec::new();
     if ctx.fill == Fill::Immediate {
         let (store, hashes) = (ctx.store.clone(), files.iter().map(|(h, _)| *h).collect::<Vec<_>>());
@@ -232,14 +245,17 @@ pub async fn run(
             Ok(new)
         })
         .await?;
-        let got = fetch_files(connection, upstream, &files, ctx).await?;
+        let (got, indexed) = fetch_files(connection, upstream, &files, ctx).await?;
+        complete.retain(|h| !indexed.contains(h));
         outcome.fetched = got.fetched;
         outcome.deduplicated = got.deduplicated;
         outcome.bytes += got.bytes;
     }
 
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "sync: files complete");
     let (store, sequence, signed2) = (ctx.store.clone(), snapshot.sequence, signed.clone());
     blocking(move || store.commit(&records, &files, &complete, Some((sequence, &signed2)))).await?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "sync: committed");
     export_usage(ctx);
     outcome.head = Some(snapshot.head(&signed));
     outcome.held = Some(snapshot.held(&signed));
@@ -313,6 +329,9 @@ const COPIES_IN_FLIGHT: usize = 2;
 /// A file waiting for its ranges and copies: how many are left, and the file.
 type Waiting = (usize, Arc<Assembly<PartialFile>>);
 
+/// What a file's index needs: its chunk list, and which chunks are indexed in other files.
+type ToIndex = (Arc<FileInfo>, Vec<bool>);
+
 /// A range to fetch: its file, where the bytes around it are stored here, the file being
 /// assembled, the range.
 type Job = (([u8; 32], Anchors), Arc<Assembly<PartialFile>>, Range);
@@ -340,14 +359,16 @@ struct CopyRun {
 }
 
 /// Makes every file of `files` complete in the store: chunks it has (left by an interrupted
-/// fetch, or in other files) are reused, the rest fetched from `connection`. Fetching starts
-/// as soon as every file's plan is made, while the reused runs are copied.
+/// fetch, or in other files) are reused, the rest fetched from `connection`. Files are planned
+/// one after the other and each one's ranges fetched and runs copied as soon as it is planned.
+/// Each file is indexed (chunk list and locations, not durable yet) as soon as it is complete;
+/// returns what was done and the files so indexed.
 pub async fn fetch_files(
     connection: &Connection,
     upstream: &str,
     files: &[([u8; 32], FileInfo)],
     ctx: &SyncContext,
-) -> Result<SyncOutcome, SyncError> {
+) -> Result<(SyncOutcome, HashSet<[u8; 32]>), SyncError> {
     let mut outcome = SyncOutcome::default();
     // Each file is flushed and moved into place as soon as its last range is written and its
     // reused runs are copied, while the others are still arriving: the final flush then has
@@ -357,14 +378,32 @@ pub async fn fetch_files(
     // Files with runs copied from other stored files (those runs were verified when their
     // files were written, maybe by another process: the store checks them again when serving).
     let copied: Mutex<HashSet<[u8; 32]>> = Mutex::new(HashSet::new());
+    // What each file's index needs once it is complete (its chunk list, and which chunks are
+    // indexed already in other files), the complete files not yet indexed (whichever finishing
+    // task finds some indexes them all in one transaction), and those indexed.
+    let to_index: Mutex<HashMap<[u8; 32], ToIndex>> = Mutex::new(HashMap::new());
+    let pending: Arc<Mutex<Vec<FinishedFile>>> = Arc::default();
+    let indexed: Arc<Mutex<HashSet<[u8; 32]>>> = Arc::default();
     let finish = |assembly: Arc<Assembly<PartialFile>>| {
         let store = ctx.store.clone();
-        let checked_here = !copied.lock().expect("not poisoned").contains(&assembly.file().hash());
+        let hash = assembly.file().hash();
+        let checked_here = !copied.lock().expect("not poisoned").contains(&hash);
+        let index = to_index.lock().expect("not poisoned").remove(&hash);
+        let (pending, indexed) = (pending.clone(), indexed.clone());
         finishing.lock().expect("not poisoned").spawn_blocking(move || {
             let partial =
                 Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
             partial.sync_data()?;
-            store.finish(partial, checked_here)
+            store.finish(partial, checked_here)?;
+            if let Some((info, known)) = index {
+                pending.lock().expect("not poisoned").push((hash, info, known));
+            }
+            let batch = std::mem::take(&mut *pending.lock().expect("not poisoned"));
+            if !batch.is_empty() {
+                store.index_finished(&batch)?;
+                indexed.lock().expect("not poisoned").extend(batch.iter().map(|(h, ..)| *h));
+            }
+            Ok::<_, StoreError>(())
         });
     };
     let done_one = |hash: &[u8; 32]| {
@@ -379,58 +418,68 @@ pub async fn fetch_files(
             }
         }
     };
-    let mut jobs = Vec::new();
-    let mut copies = Vec::new();
-    for (hash, info) in files {
-        if ctx.store.has_file(hash) {
-            continue;
+
+    // Planning, one file after the other; its ranges and copies are queued as it goes.
+    let (jobs, queued_jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let (copies, queued_copies) = tokio::sync::mpsc::unbounded_channel();
+    let (remaining_ref, to_index_ref, copied_ref, finish_ref) = (&remaining, &to_index, &copied, &finish);
+    // Moves the queues' senders in: they close when planning ends, however it ends.
+    let planning = async move {
+        let (remaining, to_index, copied, finish) = (remaining_ref, to_index_ref, copied_ref, finish_ref);
+        let mut deduplicated = 0u64;
+        for (hash, info) in files {
+            if ctx.store.has_file(hash) {
+                continue;
+            }
+            let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
+            let Plan { assembly, reused, runs, locations } = blocking(move || prepare(&store, h, i)).await?;
+            deduplicated += reused;
+            let known = locations.iter().map(Option::is_some).collect();
+            to_index.lock().expect("not poisoned").insert(*hash, (Arc::new(info.clone()), known));
+            let assembly = Arc::new(assembly);
+            let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
+            let waits = ranges.len() + usize::from(!runs.is_empty());
+            if waits == 0 {
+                finish(assembly);
+                continue;
+            }
+            remaining.lock().expect("not poisoned").insert(*hash, (waits, assembly.clone()));
+            if !runs.is_empty() {
+                copied.lock().expect("not poisoned").insert(*hash);
+                let _ = copies.send((*hash, assembly.clone(), runs));
+            }
+            for r in ranges {
+                let _ = jobs.send(((*hash, Anchors::of(r, assembly.chunks(), &locations)), assembly.clone(), r));
+            }
         }
-        let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
-        let Plan { assembly, reused, runs, locations } = blocking(move || prepare(&store, h, i)).await?;
-        outcome.deduplicated += reused;
-        let assembly = Arc::new(assembly);
-        let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
-        let waits = ranges.len() + usize::from(!runs.is_empty());
-        if waits == 0 {
-            finish(assembly);
-            continue;
-        }
-        remaining.lock().expect("not poisoned").insert(*hash, (waits, assembly.clone()));
-        if !runs.is_empty() {
-            copied.lock().expect("not poisoned").insert(*hash);
-            copies.push((*hash, assembly.clone(), runs));
-        }
-        let anchored = |r: Range| ((*hash, Anchors::of(r, assembly.chunks(), &locations)), assembly.clone(), r);
-        jobs.extend(ranges.into_iter().map(anchored));
-    }
-    ctx.metrics.chunks_deduplicated.inc_by(outcome.deduplicated);
+        ctx.metrics.chunks_deduplicated.inc_by(deduplicated);
+        tracing::debug!(files = files.len(), "sync: every file planned");
+        Ok::<_, SyncError>(deduplicated)
+    };
 
     // A run that cannot be copied (its file unreadable since) is fetched instead, after.
     let refetch = Mutex::new(Vec::new());
+    let started = Instant::now();
     let copying = async {
-        let mut tasks = JoinSet::new();
-        let mut queue = copies.into_iter();
-        loop {
-            while tasks.len() < COPIES_IN_FLIGHT {
-                let Some((hash, assembly, runs)) = queue.next() else { break };
-                tasks.spawn_blocking(move || {
-                    let mut failed = Vec::new();
-                    for run in runs {
-                        if let Err(e) = assembly.copy_in(run.first, &run.source, run.at, run.len) {
-                            tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
-                            failed.push(run.first..run.first + run.count);
-                        }
+        let start = |tasks: &mut JoinSet<_>,
+                     (hash, assembly, runs): ([u8; 32], Arc<Assembly<PartialFile>>, Vec<CopyRun>)| {
+            tasks.spawn_blocking(move || {
+                let mut failed = Vec::new();
+                for run in runs {
+                    if let Err(e) = assembly.copy_in(run.first, &run.source, run.at, run.len) {
+                        tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
+                        failed.push(run.first..run.first + run.count);
                     }
-                    (hash, assembly, failed)
-                });
-            }
-            let Some(done) = tasks.join_next().await else { break };
-            let (hash, assembly, failed) = done.map_err(|e| SyncError::Content(e.to_string()))?;
+                }
+                (hash, assembly, failed)
+            });
+        };
+        let done = |(hash, assembly, failed): ([u8; 32], Arc<Assembly<PartialFile>>, Vec<std::ops::Range<usize>>)| {
             if failed.is_empty() {
                 // The last reference but the file's own goes first: finishing takes the file.
                 drop(assembly);
                 done_one(&hash);
-                continue;
+                return Ok(());
             }
             let ranges = chunking::missing_ranges(assembly.chunks(), RANGE_BYTES.min(MAX_RANGE), |k| {
                 failed.iter().any(|run| run.contains(&k))
@@ -440,17 +489,25 @@ pub async fn fetch_files(
             }
             let whole = |r| ((hash, Anchors::default()), assembly.clone(), r);
             refetch.lock().expect("not poisoned").extend(ranges.into_iter().map(whole));
-        }
-        Ok::<_, SyncError>(())
+            Ok::<_, SyncError>(())
+        };
+        let copied = assembler::run_queued(queued_copies, COPIES_IN_FLIGHT, start, done).await;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "sync: copies done");
+        copied
     };
-    let fetching = fetch_ranges(connection, upstream, jobs, ctx, &done_one);
-    let (copied, fetched) = tokio::join!(copying, fetching);
-    let mut got = match (copied, fetched) {
-        (Ok(()), Ok(got)) => {
-            let again = std::mem::take(&mut *refetch.lock().expect("not poisoned"));
+    let fetching = async {
+        let fetched = fetch_ranges(connection, upstream, queued_jobs, ctx, &done_one).await;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "sync: ranges fetched");
+        fetched
+    };
+    let (planned, copied, fetched) = tokio::join!(planning, copying, fetching);
+    let mut got = match (planned, copied, fetched) {
+        (Ok(deduplicated), Ok(()), Ok(got)) => {
+            outcome.deduplicated = deduplicated;
+            let again = assembler::queue_of(std::mem::take(&mut *refetch.lock().expect("not poisoned")));
             fetch_ranges(connection, upstream, again, ctx, &done_one).await.map(|more| got + more)
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
     };
     // Files already finishing are finished even when a fetch failed: they are whole.
     let mut finishing = std::mem::take(&mut *finishing.lock().expect("not poisoned"));
@@ -471,20 +528,22 @@ pub async fn fetch_files(
     outcome.fetched = got.0;
     outcome.bytes = got.1;
     export_usage(ctx);
-    Ok(outcome)
+    let indexed = std::mem::take(&mut *indexed.lock().expect("not poisoned"));
+    Ok((outcome, indexed))
 }
 
-/// Fetches `jobs` from upstream (at most the sync's concurrency at once), each written as it
-/// arrives and counted with `done_one(file)`. Returns the chunks and bytes fetched.
+/// Fetches the queued jobs from upstream (at most the sync's concurrency at once), each
+/// written as it arrives and counted with `done_one(file)`. Returns the chunks and bytes
+/// fetched.
 async fn fetch_ranges(
     connection: &Connection,
     upstream: &str,
-    jobs: Vec<Job>,
+    jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     ctx: &SyncContext,
     done_one: &(dyn Fn(&[u8; 32]) + Sync),
 ) -> Result<Fetched, SyncError> {
     let mut got = Fetched(0, 0);
-    assembler::fetch_all(
+    assembler::fetch_queued(
         jobs,
         ctx.concurrency,
         |&(hash, anchors), assembly, range| {
@@ -712,7 +771,7 @@ impl Fetching {
         let me = self.clone();
         tokio::spawn(async move {
             let upstream = transport::peer_label(&connection);
-            let result = fetch_files(&connection, &upstream, &[(hash, info.clone())], &ctx).await;
+            let result = fetch_files(&connection, &upstream, &[(hash, info.clone())], &ctx).await.map(|(got, _)| got);
             match result {
                 Ok(_) => {
                     let store = ctx.store.clone();

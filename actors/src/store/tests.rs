@@ -165,3 +165,37 @@ fn golden_file_infos_still_decode() {
     outpost_protocol::hex::assert_golden("a file's chunk list", &info.encode(), golden);
     assert_eq!(FileInfo::decode(&outpost_protocol::hex::decode(golden).unwrap()).unwrap(), info);
 }
+
+#[test]
+fn files_indexed_while_a_sync_runs_are_found_at_once_and_kept_by_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (old, new) = (noise(200_000, 21), noise(200_000, 22));
+    let (old_hash, old_info) = info_of(&old);
+    store.put_file(&old_hash, &old_info, &mut old.as_slice()).unwrap();
+    store.add_complete(&[(old_hash, old_info.clone())]).unwrap();
+    // A new version sharing its first chunk with the old one: that chunk is known (indexed in
+    // the old file) and keeps its location; the others are indexed in the new file.
+    let mut data = old[..old_info.chunks[0].len as usize].to_vec();
+    data.extend_from_slice(&new);
+    let mut chunks = vec![old_info.chunks[0]];
+    chunks.extend(info_of(&new).1.chunks);
+    let (hash, info) = (*blake3::hash(&data).as_bytes(), FileInfo { size: data.len() as u64, chunks });
+    store.put_file(&hash, &info, &mut data.as_slice()).unwrap();
+    assert!(!store.has_indexed_file(&hash).unwrap());
+    let known = (0..info.chunks.len()).map(|i| i == 0).collect();
+    store.index_finished(&[(hash, Arc::new(info.clone()), known)]).unwrap();
+    assert!(store.has_indexed_file(&hash).unwrap());
+    let locations = store.chunk_locations(&info.chunks).unwrap();
+    assert_eq!(locations[0], Some((old_hash, 0)));
+    let offsets = chunking::offsets(&info.chunks);
+    for (i, location) in locations.iter().enumerate().skip(1) {
+        assert_eq!(*location, Some((hash, offsets[i])), "chunk {i}");
+    }
+    // The sync's commit (nothing left to index) makes it durable with the snapshot.
+    store.commit(&[], &[(hash, info.clone())], &[], None).unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.has_indexed_file(&hash).unwrap());
+    assert_eq!(store.chunk_locations(&info.chunks).unwrap(), locations);
+}

@@ -358,7 +358,8 @@ impl Bench {
         for var in ["OUTPOST_KEY_PASSWORD", "OUTPOST_CA_PASSWORD", "SOURCE_DATE_EPOCH"] {
             c.env_remove(var);
         }
-        c.env("OUTPOST_LOG", "info");
+        // The sync's phases (debug) go to the nodes' logs in the work folder.
+        c.env("OUTPOST_LOG", "info,outpost_actors::repo::sync=debug");
         c
     }
 
