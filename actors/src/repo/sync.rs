@@ -323,6 +323,11 @@ fn export_usage(ctx: &SyncContext) {
     ctx.metrics.blob_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
+/// Chunks indexed in one transaction while a sync runs: each transaction copies every page of
+/// the index it touches, and chunk hashes land all over it, so transactions of a file or two
+/// each would rewrite most of the index again and again.
+const INDEX_BATCH: usize = 16 * 1024;
+
 /// Copies of stored files running at once (the disk is their bound, not the processor).
 const COPIES_IN_FLIGHT: usize = 2;
 
@@ -379,10 +384,11 @@ pub async fn fetch_files(
     // files were written, maybe by another process: the store checks them again when serving).
     let copied: Mutex<HashSet<[u8; 32]>> = Mutex::new(HashSet::new());
     // What each file's index needs once it is complete (its chunk list, and which chunks are
-    // indexed already in other files), the complete files not yet indexed (whichever finishing
-    // task finds some indexes them all in one transaction), and those indexed.
+    // indexed already in other files), the complete files not yet indexed with the count of
+    // their chunks to index (the finishing task that brings it to [`INDEX_BATCH`] indexes them
+    // all in one transaction; those left are indexed at the end), and those indexed.
     let to_index: Mutex<HashMap<[u8; 32], ToIndex>> = Mutex::new(HashMap::new());
-    let pending: Arc<Mutex<Vec<FinishedFile>>> = Arc::default();
+    let pending: Arc<Mutex<(usize, Vec<FinishedFile>)>> = Arc::default();
     let indexed: Arc<Mutex<HashSet<[u8; 32]>>> = Arc::default();
     let finish = |assembly: Arc<Assembly<PartialFile>>| {
         let store = ctx.store.clone();
@@ -395,14 +401,20 @@ pub async fn fetch_files(
                 Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
             partial.sync_data()?;
             store.finish(partial, checked_here)?;
-            if let Some((info, known)) = index {
-                pending.lock().expect("not poisoned").push((hash, info, known));
-            }
-            let batch = std::mem::take(&mut *pending.lock().expect("not poisoned"));
-            if !batch.is_empty() {
-                store.index_finished(&batch)?;
-                indexed.lock().expect("not poisoned").extend(batch.iter().map(|(h, ..)| *h));
-            }
+            let batch = {
+                let mut pending = pending.lock().expect("not poisoned");
+                if let Some((info, known)) = index {
+                    pending.0 += known.iter().filter(|k| !**k).count();
+                    pending.1.push((hash, info, known));
+                }
+                if pending.0 < INDEX_BATCH {
+                    return Ok(());
+                }
+                pending.0 = 0;
+                std::mem::take(&mut pending.1)
+            };
+            store.index_finished(&batch)?;
+            indexed.lock().expect("not poisoned").extend(batch.iter().map(|(h, ..)| *h));
             Ok::<_, StoreError>(())
         });
     };
@@ -524,6 +536,13 @@ pub async fn fetch_files(
     let unfinished = remaining.lock().expect("not poisoned").len();
     if unfinished > 0 {
         return Err(SyncError::Content(format!("{unfinished} file(s) were left incomplete by the sync")));
+    }
+    // The files left under a batch's worth are indexed together.
+    let rest = std::mem::take(&mut pending.lock().expect("not poisoned").1);
+    if !rest.is_empty() {
+        let store = ctx.store.clone();
+        let rest = blocking(move || store.index_finished(&rest).map(|()| rest)).await?;
+        indexed.lock().expect("not poisoned").extend(rest.iter().map(|(h, ..)| *h));
     }
     outcome.fetched = got.0;
     outcome.bytes = got.1;
