@@ -238,25 +238,6 @@ impl<F: Positional> Assembly<F> {
     }
 }
 
-/// Fetches every range of `jobs`, at most `in_flight` at once, and writes each in its assembly
-/// as it arrives. `fetch` returns the range's bytes verified against the assembly's chunk list
-/// (with [`Assembly::verify`]); `written(key, range)` is called after each range is written,
-/// in the order they complete. The first error stops the rest; what was written stays.
-pub async fn fetch_all<K, F, E, Fut>(
-    jobs: Vec<(K, Arc<Assembly<F>>, Range)>,
-    in_flight: usize,
-    fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
-    written: impl FnMut(&K, Range) -> Result<(), E>,
-) -> Result<(), E>
-where
-    K: Send + 'static,
-    F: Positional,
-    E: From<AssemblyError> + Send + 'static,
-    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
-{
-    fetch_queued(queue_of(jobs), in_flight, fetch, written).await
-}
-
 /// A closed queue holding `items`.
 pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
     let (queue, received) = tokio::sync::mpsc::unbounded_channel();
@@ -266,9 +247,14 @@ pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
     received
 }
 
-/// [`fetch_all`] for jobs that arrive while others are fetched (the edge plans file after file
-/// and fetches the first file's ranges meanwhile); it ends when the queue is closed and empty.
-pub async fn fetch_queued<K, F, E, Fut>(
+/// Fetches every range queued in `jobs`, at most `in_flight` at once, and writes each in its
+/// assembly as it arrives; jobs may be queued while others are fetched (the edge plans file
+/// after file and fetches the first file's ranges meanwhile), and it ends when the queue is
+/// closed and empty ([`queue_of`] makes a closed queue of a list). `fetch` returns the range's
+/// bytes verified against the assembly's chunk list (with [`Assembly::verify`]);
+/// `written(key, range)` is called after each range is written, in the order they complete.
+/// The first error stops the rest; what was written stays.
+pub async fn fetch_all<K, F, E, Fut>(
     jobs: UnboundedReceiver<(K, Arc<Assembly<F>>, Range)>,
     in_flight: usize,
     fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
@@ -399,7 +385,7 @@ where
     }
     progress(done.reused, total);
     fetch_all(
-        jobs,
+        queue_of(jobs),
         in_flight,
         |hash, assembly, range| fetch(hash, assembly, range),
         |_, range| {

@@ -60,7 +60,7 @@ async fn an_interrupted_file_resumes_fetching_only_what_it_lacks() {
     let assembly = Arc::new(assembly);
     let jobs = missing.into_iter().map(|r| ((), assembly.clone(), r)).collect();
     let mut written = 0u64;
-    fetch_all(jobs, 3, from(data.clone(), asked.clone()), |_, r| {
+    fetch_all(queue_of(jobs), 3, from(data.clone(), asked.clone()), |_, r| {
         written += u64::from(r.len);
         Ok::<_, TestError>(())
     })
@@ -111,7 +111,8 @@ async fn bytes_that_do_not_verify_are_never_written() {
     let assembly = Arc::new(Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone()));
     let jobs = assembly.missing(RANGE_BYTES).into_iter().map(|r| ((), assembly.clone(), r)).collect();
     let asked = Arc::new(AtomicUsize::new(0));
-    let err = fetch_all(jobs, 2, from(Arc::new(forged), asked), |_, _| Ok::<_, TestError>(())).await.unwrap_err();
+    let err =
+        fetch_all(queue_of(jobs), 2, from(Arc::new(forged), asked), |_, _| Ok::<_, TestError>(())).await.unwrap_err();
     assert!(matches!(err, TestError::Mismatch(1)), "{err}");
     let on_disk = std::fs::read(dir.path().join("f")).unwrap();
     assert!(on_disk.iter().all(|&b| b == 0), "nothing of the forged range reached the file");

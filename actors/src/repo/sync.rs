@@ -562,7 +562,7 @@ async fn fetch_ranges(
     done_one: &(dyn Fn(&[u8; 32]) + Sync),
 ) -> Result<Fetched, SyncError> {
     let mut got = Fetched(0, 0);
-    assembler::fetch_queued(
+    assembler::fetch_all(
         jobs,
         ctx.concurrency,
         |&(hash, anchors), assembly, range| {
