@@ -206,6 +206,10 @@ impl crate::assembler::Positional for PartialFile {
 /// Where a chunk is stored: the file holding it and its offset there.
 pub type ChunkLocation = ([u8; 32], u64);
 
+/// [`Store::chunk_locations`] turns to the chunk list of another file at most once per this
+/// many chunks.
+const SOURCE_EVERY: usize = 64;
+
 /// How long a chunk this process verified (reading it, or writing it from verified bytes) is
 /// served again without being hashed again.
 pub const CHECKED_FOR: Duration = Duration::from_secs(3600);
@@ -473,11 +477,39 @@ impl Store {
         Ok(Some(buf))
     }
 
-    /// Where each of `chunks` is stored, if anywhere. One read transaction.
+    /// Where each of `chunks` is stored, if anywhere. A chunk found in a file is looked for
+    /// next in that file's chunk list (a new version of a file shares most of its chunks with
+    /// the old one, in order): the index is searched only for the chunks not found there,
+    /// instead of for every chunk. Every chunk of an indexed file is in the index (at that
+    /// file or at another holding it), so what is found either way is indexed. One read
+    /// transaction for the index.
     pub fn chunk_locations(&self, chunks: &[Chunk]) -> Result<Vec<Option<ChunkLocation>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(CHUNKS).map_err(db_err)?;
-        chunks.iter().map(|c| Ok(t.get(&c.hash).map_err(db_err)?.map(|loc| (*loc.value().0, loc.value().1)))).collect()
+        // The file the last chunk found in the index is in (none yet), and its chunks'
+        // offsets; switched at most once per [`SOURCE_EVERY`] chunks (reading a chunk list
+        // costs many look-ups).
+        let (mut source, mut offsets): ([u8; 32], HashMap<[u8; 32], u64>) = ([0; 32], HashMap::new());
+        let mut switches = chunks.len() / SOURCE_EVERY + 1;
+        let mut found = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            if let Some(&at) = offsets.get(&chunk.hash) {
+                found.push(Some((source, at)));
+                continue;
+            }
+            let location = t.get(&chunk.hash).map_err(db_err)?.map(|l| (*l.value().0, l.value().1));
+            if let Some((file, _)) = location
+                && switches > 0
+                && (offsets.is_empty() || source != file)
+                && let Some(info) = self.file_info(&file)?
+            {
+                switches -= 1;
+                source = file;
+                offsets = info.chunks.iter().map(|c| c.hash).zip(chunking::offsets(&info.chunks)).collect();
+            }
+            found.push(location);
+        }
+        Ok(found)
     }
 
     /// Forgets that this process verified `file`: its next reads are checked again.

@@ -99,6 +99,42 @@ fn a_new_version_sends_only_the_changed_chunks() {
     assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v3);
 }
 
+/// More files than the edge plans ahead of those it has finished (64): every one arrives, the
+/// first time and as a new version, and the new version's unchanged chunks are copied.
+#[test]
+fn a_package_of_many_files_is_synced_whole_and_updated_by_its_changes() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let v1: Vec<(String, Vec<u8>)> =
+        (0..150u64).map(|i| (format!("files/{i:03}.bin"), noise(80_000, 1_000 + i))).collect();
+    let seq = c.publish(&c.package("many", "1", &files_of(&v1)), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    assert_eq!(blob_files(&edge.data), 150);
+    let fetched_v1 = edge.metric("outpost_repo_chunks_fetched_total", "");
+    let mut v2 = v1;
+    for (i, (_, data)) in v2.iter_mut().enumerate() {
+        data[40_000..40_100].copy_from_slice(&noise(100, 5_000 + i as u64));
+    }
+    let seq = c.publish(&c.package("many", "2", &files_of(&v2)), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let fetched_v2 = edge.metric("outpost_repo_chunks_fetched_total", "") - fetched_v1;
+    assert!(
+        fetched_v2 < 0.6 * fetched_v1,
+        "{fetched_v2} chunks fetched for the change, {fetched_v1} for the first copy"
+    );
+    assert!(edge.metric("outpost_repo_chunks_deduplicated_total", "") > 0.3 * fetched_v1);
+    let pulled = c.client(&["repo", "pull", "many=2", "--out", "p2"], &edge.addr).ok();
+    for (name, data) in &v2 {
+        assert_eq!(&std::fs::read(c.dir().join(pulled.stdout.trim()).join(name)).unwrap(), data, "{name}");
+    }
+}
+
+/// Named contents as [`Cluster::package`] takes them.
+fn files_of(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    files.iter().map(|(name, data)| (name.as_str(), data.as_slice())).collect()
+}
+
 /// The edge's bytes received from `main` so far.
 fn received_from(edge: &Daemon, main: &Daemon) -> f64 {
     edge.metric("outpost_repo_received_bytes_total", &format!("{{peer=\"{}\"}}", main.addr))

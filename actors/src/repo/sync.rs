@@ -7,10 +7,11 @@
 //! `partial/` (or, for a file already whole, in the store), so the next one resumes without
 //! fetching it again.
 //!
-//! Nothing waits that need not: a file's ranges are fetched as soon as it is planned (the next
-//! file is planned meanwhile), and each file is flushed, moved into the store and indexed as
-//! soon as it is whole, so the snapshot's commit has only the snapshot left to record. Run with
-//! `OUTPOST_LOG=outpost_actors::repo::sync=debug` to see each phase's time.
+//! Nothing waits that need not: a file's ranges are fetched as soon as it is planned (two files
+//! are planned at a time meanwhile, at most 64 ahead of those finished), and each file is
+//! flushed, moved into the store and indexed as soon as it is whole, so the snapshot's commit
+//! has only the snapshot left to record. Run with `OUTPOST_LOG=outpost_actors::repo::sync=debug`
+//! to see each phase's time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot,
 use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::{Anchor, ErrorCode, Request};
 use quinn::Connection;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::Fill;
@@ -331,8 +333,19 @@ const INDEX_BATCH: usize = 16 * 1024;
 /// Copies of stored files running at once (the disk is their bound, not the processor).
 const COPIES_IN_FLIGHT: usize = 2;
 
-/// A file waiting for its ranges and copies: how many are left, and the file.
-type Waiting = (usize, Arc<Assembly<PartialFile>>);
+/// Files planned at once: a plan creates the file's partial copy and finds its chunks in the
+/// store (one file system operation and many look-ups), and planning is what the first ranges
+/// of a file wait for.
+const PLANNERS: usize = 2;
+
+/// Files planned and not yet finished, at most: each holds its partial file (and the stored
+/// files its runs are copied from) open until it is whole, so a sync of many thousands of
+/// files does not run out of file descriptors by planning far ahead of what arrives.
+const PLANNED_AHEAD: usize = 64;
+
+/// A file waiting for its ranges and copies: how many are left, the file, and its place among
+/// the [`PLANNED_AHEAD`].
+type Waiting = (usize, Arc<Assembly<PartialFile>>, OwnedSemaphorePermit);
 
 /// What a file's index needs: its chunk list, and which chunks are indexed in other files.
 type ToIndex = (Arc<FileInfo>, Vec<bool>);
@@ -390,7 +403,7 @@ pub async fn fetch_files(
     let to_index: Mutex<HashMap<[u8; 32], ToIndex>> = Mutex::new(HashMap::new());
     let pending: Arc<Mutex<(usize, Vec<FinishedFile>)>> = Arc::default();
     let indexed: Arc<Mutex<HashSet<[u8; 32]>>> = Arc::default();
-    let finish = |assembly: Arc<Assembly<PartialFile>>| {
+    let finish = |assembly: Arc<Assembly<PartialFile>>, planned: OwnedSemaphorePermit| {
         let store = ctx.store.clone();
         let hash = assembly.file().hash();
         let checked_here = !copied.lock().expect("not poisoned").contains(&hash);
@@ -401,6 +414,7 @@ pub async fn fetch_files(
                 Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
             partial.sync_data()?;
             store.finish(partial, checked_here)?;
+            drop(planned);
             let batch = {
                 let mut pending = pending.lock().expect("not poisoned");
                 if let Some((info, known)) = index {
@@ -423,45 +437,67 @@ pub async fn fetch_files(
         if let Some(entry) = remaining.get_mut(hash) {
             entry.0 -= 1;
             if entry.0 == 0
-                && let Some((_, assembly)) = remaining.remove(hash)
+                && let Some((_, assembly, planned)) = remaining.remove(hash)
             {
                 drop(remaining);
-                finish(assembly);
+                finish(assembly, planned);
             }
         }
     };
 
-    // Planning, one file after the other; its ranges and copies are queued as it goes.
+    // Planning, [`PLANNERS`] files at a time; each file's ranges and copies are queued as soon
+    // as it is planned. Copies that fail queue their chunks as ranges (the copying holds a
+    // sender too): the queue of ranges closes when both are done.
     let (jobs, queued_jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
     let (copies, queued_copies) = tokio::sync::mpsc::unbounded_channel();
+    let refetch = jobs.clone();
     let (remaining_ref, to_index_ref, copied_ref, finish_ref) = (&remaining, &to_index, &copied, &finish);
     // Moves the queues' senders in: they close when planning ends, however it ends.
     let planning = async move {
         let (remaining, to_index, copied, finish) = (remaining_ref, to_index_ref, copied_ref, finish_ref);
+        let ahead = Arc::new(Semaphore::new(PLANNED_AHEAD));
         let mut deduplicated = 0u64;
-        for (hash, info) in files {
-            if ctx.store.has_file(hash) {
-                continue;
+        let todo: Vec<&([u8; 32], FileInfo)> = files.iter().filter(|(hash, _)| !ctx.store.has_file(hash)).collect();
+        let mut next = 0;
+        let mut preparing = JoinSet::new();
+        loop {
+            while preparing.len() < PLANNERS && next < todo.len() {
+                // Waits for a file to finish only when no plan is ready to be queued (a plan
+                // left unqueued would never finish), and stops when ranges are no longer
+                // fetched (a fetch failed: nothing planned would finish).
+                let planned = match ahead.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) if preparing.is_empty() => tokio::select! {
+                        permit = ahead.clone().acquire_owned() => permit.expect("never closed"),
+                        () = jobs.closed() => break,
+                    },
+                    Err(_) => break,
+                };
+                let (hash, info) = todo[next];
+                next += 1;
+                let (store, h, i, info) = (ctx.store.clone(), *hash, info.clone(), Arc::new(info.clone()));
+                preparing.spawn_blocking(move || prepare(&store, h, i).map(|plan| (h, info, plan, planned)));
             }
-            let (store, h, i) = (ctx.store.clone(), *hash, info.clone());
-            let Plan { assembly, reused, runs, locations } = blocking(move || prepare(&store, h, i)).await?;
+            let Some(prepared) = preparing.join_next().await else { break };
+            let (hash, info, Plan { assembly, reused, runs, locations }, planned) =
+                prepared.map_err(|e| SyncError::Content(e.to_string()))??;
             deduplicated += reused;
             let known = locations.iter().map(Option::is_some).collect();
-            to_index.lock().expect("not poisoned").insert(*hash, (Arc::new(info.clone()), known));
+            to_index.lock().expect("not poisoned").insert(hash, (info, known));
             let assembly = Arc::new(assembly);
             let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
             let waits = ranges.len() + usize::from(!runs.is_empty());
             if waits == 0 {
-                finish(assembly);
+                finish(assembly, planned);
                 continue;
             }
-            remaining.lock().expect("not poisoned").insert(*hash, (waits, assembly.clone()));
+            remaining.lock().expect("not poisoned").insert(hash, (waits, assembly.clone(), planned));
             if !runs.is_empty() {
-                copied.lock().expect("not poisoned").insert(*hash);
-                let _ = copies.send((*hash, assembly.clone(), runs));
+                copied.lock().expect("not poisoned").insert(hash);
+                let _ = copies.send((hash, assembly.clone(), runs));
             }
             for r in ranges {
-                let _ = jobs.send(((*hash, Anchors::of(r, assembly.chunks(), &locations)), assembly.clone(), r));
+                let _ = jobs.send(((hash, Anchors::of(r, assembly.chunks(), &locations)), assembly.clone(), r));
             }
         }
         ctx.metrics.chunks_deduplicated.inc_by(deduplicated);
@@ -469,10 +505,12 @@ pub async fn fetch_files(
         Ok::<_, SyncError>(deduplicated)
     };
 
-    // A run that cannot be copied (its file unreadable since) is fetched instead, after.
-    let refetch = Mutex::new(Vec::new());
     let started = Instant::now();
-    let copying = async {
+    // A run that cannot be copied (its file unreadable since) is fetched instead. Moves the
+    // second sender of ranges in: it closes when copying ends.
+    let (remaining_ref, done_one_ref) = (&remaining, &done_one);
+    let copying = async move {
+        let (remaining, done_one) = (remaining_ref, done_one_ref);
         let start = |tasks: &mut JoinSet<_>,
                      (hash, assembly, runs): ([u8; 32], Arc<Assembly<PartialFile>>, Vec<CopyRun>)| {
             tasks.spawn_blocking(move || {
@@ -499,8 +537,9 @@ pub async fn fetch_files(
             if let Some(entry) = remaining.lock().expect("not poisoned").get_mut(&hash) {
                 entry.0 += ranges.len() - 1;
             }
-            let whole = |r| ((hash, Anchors::default()), assembly.clone(), r);
-            refetch.lock().expect("not poisoned").extend(ranges.into_iter().map(whole));
+            for r in ranges {
+                let _ = refetch.send(((hash, Anchors::default()), assembly.clone(), r));
+            }
             Ok::<_, SyncError>(())
         };
         let copied = assembler::run_queued(queued_copies, COPIES_IN_FLIGHT, start, done).await;
@@ -516,8 +555,7 @@ pub async fn fetch_files(
     let mut got = match (planned, copied, fetched) {
         (Ok(deduplicated), Ok(()), Ok(got)) => {
             outcome.deduplicated = deduplicated;
-            let again = assembler::queue_of(std::mem::take(&mut *refetch.lock().expect("not poisoned")));
-            fetch_ranges(connection, upstream, again, ctx, &done_one).await.map(|more| got + more)
+            Ok(got)
         }
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
     };

@@ -139,17 +139,35 @@ impl Store {
                 drop_keys(&mut txn.open_table(RECORDS).map_err(db_err)?, |k| !manifests.contains(k))?;
             report.metadata_dropped += drop_keys(&mut txn.open_table(FILES).map_err(db_err)?, |k| !files.contains(k))?;
             let mut t = txn.open_table(CHUNKS).map_err(db_err)?;
-            let stale: Vec<[u8; 32]> = t
+            let stale: HashSet<[u8; 32]> = t
                 .iter()
                 .map_err(db_err)?
                 .filter_map(Result::ok)
                 .filter(|(_, v)| !files.contains(v.value().0))
                 .map(|(k, _)| *k.value())
                 .collect();
-            for k in &stale {
-                t.remove(k).map_err(db_err)?;
+            // A chunk a kept file holds too is pointed at that file rather than dropped: every
+            // chunk of an indexed file stays in the index (`chunk_locations` counts on it).
+            let mut moved: HashMap<[u8; 32], ChunkLocation> = HashMap::new();
+            if !stale.is_empty() {
+                for entry in txn.open_table(FILES).map_err(db_err)?.iter().map_err(db_err)? {
+                    let (file, info) = entry.map_err(db_err)?;
+                    let Ok(info) = FileInfo::decode(info.value()) else { continue };
+                    for (c, at) in info.chunks.iter().zip(chunking::offsets(&info.chunks)) {
+                        if stale.contains(&c.hash) {
+                            moved.entry(c.hash).or_insert((*file.value(), at));
+                        }
+                    }
+                }
             }
-            report.metadata_dropped += stale.len() as u64;
+            for k in &stale {
+                match moved.get(k) {
+                    Some((file, at)) => t.insert(k, (file, *at)).map(drop),
+                    None => t.remove(k).map(drop),
+                }
+                .map_err(db_err)?;
+            }
+            report.metadata_dropped += (stale.len() - moved.len()) as u64;
         }
         txn.commit().map_err(db_err)?;
         self.infos.clear();

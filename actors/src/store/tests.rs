@@ -157,6 +157,37 @@ fn gc_drops_what_no_kept_snapshot_references() {
     assert_eq!(store.current().unwrap().unwrap().unverified().unwrap().sequence, 2);
 }
 
+/// Chunks a dropped version shared with a kept one stay in the index, at the kept file: a new
+/// version's sync finds them (and their neighbours through the kept file's chunk list).
+#[test]
+fn gc_keeps_the_shared_chunks_of_kept_files_indexed() {
+    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+    let old = noise(300_000, 51);
+    let mut new = old[..150_000].to_vec();
+    new.extend_from_slice(&noise(150_000, 52));
+    let (m1, f1) = package(&store, "app", &old);
+    let (m2, f2) = package(&store, "app", &new);
+    let new_info = store.file_info(&f2).unwrap().unwrap();
+    let before = locations_of(&store, &new_info.chunks);
+    assert!(before.iter().any(|l| l.is_some_and(|(file, _)| file == f1)), "shared chunks are indexed at the old file");
+    for (seq, m) in [(1u64, m1), (2, m2)] {
+        let mut snap = Snapshot::empty("main", seq, 0, 10);
+        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
+        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
+    }
+    let r = store.gc(1, Duration::ZERO).unwrap();
+    assert_eq!(r.blobs_removed, 1);
+    assert!(!store.has_file(&f1) && store.has_file(&f2));
+    let offsets = chunking::offsets(&new_info.chunks);
+    for (i, (chunk, location)) in new_info.chunks.iter().zip(locations_of(&store, &new_info.chunks)).enumerate() {
+        assert_eq!(location, Some((f2, offsets[i])), "chunk {i} is indexed at the kept file");
+        assert!(store.local_chunk(chunk).unwrap().is_some(), "chunk {i} is read from the kept file");
+    }
+}
+
 /// The chunk lists written by earlier versions, frozen: each must still decode to what it said.
 #[test]
 fn golden_file_infos_still_decode() {
@@ -186,7 +217,7 @@ fn files_indexed_while_a_sync_runs_are_found_at_once_and_kept_by_the_commit() {
     let known = (0..info.chunks.len()).map(|i| i == 0).collect();
     store.index_finished(&[(hash, Arc::new(info.clone()), known)]).unwrap();
     assert!(store.has_indexed_file(&hash).unwrap());
-    let locations = store.chunk_locations(&info.chunks).unwrap();
+    let locations = locations_of(&store, &info.chunks);
     assert_eq!(locations[0], Some((old_hash, 0)));
     let offsets = chunking::offsets(&info.chunks);
     for (i, location) in locations.iter().enumerate().skip(1) {
@@ -197,5 +228,53 @@ fn files_indexed_while_a_sync_runs_are_found_at_once_and_kept_by_the_commit() {
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert!(store.has_indexed_file(&hash).unwrap());
-    assert_eq!(store.chunk_locations(&info.chunks).unwrap(), locations);
+    assert_eq!(locations_of(&store, &info.chunks), locations);
+}
+
+/// Where each of `chunks` is stored.
+fn locations_of(store: &Store, chunks: &[Chunk]) -> Vec<Option<ChunkLocation>> {
+    store.chunk_locations(chunks).unwrap()
+}
+
+/// Chunks found through the chunk list of the file the previous chunk was in are where the
+/// index would have found them, or in another stored file that holds them: every location
+/// given holds the chunk, and exactly the indexed chunks are found.
+#[test]
+fn chunks_are_located_in_the_files_that_hold_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stored = |data: &[u8]| {
+        let (hash, info) = info_of(data);
+        store.put_file(&hash, &info, &mut &data[..]).unwrap();
+        store.add_complete(&[(hash, info.clone())]).unwrap();
+        (hash, info)
+    };
+    let (a, b) = (noise(400_000, 31), noise(400_000, 32));
+    let (a_hash, a_info) = stored(&a);
+    // A file that starts as `a` does and goes on as `b`: its chunks after the first from `b`
+    // are indexed in it (they were nowhere before), the shared ones stay at `a`.
+    let mut ab = a[..200_000].to_vec();
+    ab.extend_from_slice(&b);
+    let (ab_hash, _) = stored(&ab);
+    // A new version of `ab`, `a`'s start, new bytes, then `b`; and chunks that are nowhere.
+    let mut next = a[..200_000].to_vec();
+    next.extend_from_slice(&noise(100_000, 33));
+    next.extend_from_slice(&b);
+    let (_, next_info) = info_of(&next);
+    let mut chunks = next_info.chunks;
+    chunks.push(Chunk { hash: [0xEE; 32], len: 10 });
+    let located = locations_of(&store, &chunks);
+    let mut from = HashSet::new();
+    for (i, (chunk, location)) in chunks.iter().zip(&located).enumerate() {
+        let indexed = store.local_chunk(chunk).unwrap().is_some();
+        assert_eq!(location.is_some(), indexed, "chunk {i}: found exactly when indexed");
+        if let Some((file, at)) = location {
+            let bytes = store.read_stored(file, *at, chunk.len as usize).unwrap();
+            assert_eq!(blake3::hash(&bytes).as_bytes(), &chunk.hash, "chunk {i} is where it was said to be");
+            from.insert(*file);
+        }
+    }
+    assert_eq!(from, HashSet::from([a_hash, ab_hash]), "found in both files");
+    assert!(located.iter().filter(|l| l.is_some()).count() >= a_info.chunks.len() / 2 + 20);
+    assert!(located[located.len() - 1].is_none());
 }
