@@ -78,6 +78,14 @@ struct SyncDone {
 #[rtype(result = "()")]
 struct Tick;
 
+/// What the check at start found missing from the snapshot of `sequence`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Checked {
+    sequence: u64,
+    missing: Vec<String>,
+}
+
 /// The replicator actor.
 pub struct Replicator {
     config: ReplicatorConfig,
@@ -90,8 +98,9 @@ pub struct Replicator {
     link: Option<CancellationToken>,
     syncing: bool,
     current: Option<Head>,
-    /// The current snapshot lacks content (found at start): sync it again even if the upstream
-    /// serves the same head.
+    /// The current snapshot lacks content (found by the check at start, which runs beside the
+    /// first sync rather than before it): sync it again even if the upstream serves the same
+    /// head.
     repair: bool,
     /// What the edge serves, for the next sync's rollback checks (its lineage included).
     held: Option<Held>,
@@ -126,19 +135,6 @@ impl Replicator {
             ctx.metrics.snapshot_sequence.set(i64::try_from(h.sequence).unwrap_or(i64::MAX));
             ctx.metrics.snapshot_expiry.set(h.expires);
         }
-        // Content the current snapshot needs and the store lost (a deleted file, a database
-        // moved aside) is fetched again from upstream.
-        let repair = current.is_some() && ctx.fill == super::Fill::Immediate && {
-            let (missing, _) = ctx.store.completeness(false)?;
-            if !missing.is_empty() {
-                tracing::warn!(
-                    missing = missing.len(),
-                    first = missing[0],
-                    "the current snapshot lacks content; fetching it again from upstream"
-                );
-            }
-            !missing.is_empty()
-        };
         let (head, rx) = watch::channel(current);
         let upstream = Arc::new(Mutex::new(UpstreamState::default()));
         let choice = Upstreams::new(config.upstreams.len(), config.quarantine);
@@ -152,7 +148,7 @@ impl Replicator {
             link: None,
             syncing: false,
             current,
-            repair,
+            repair: false,
             held,
             started: Instant::now(),
             cancel,
@@ -269,6 +265,18 @@ impl Actor for Replicator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Content the current snapshot needs and the store lost (a deleted file, a database
+        // moved aside) is fetched again from upstream. Checked in the background: a newer
+        // snapshot's sync (which fetches whatever it lacks) need not wait for it.
+        if let Some(current) = self.current
+            && self.ctx.fill == super::Fill::Immediate
+        {
+            let (store, me) = (self.ctx.store.clone(), ctx.address());
+            tokio::task::spawn_blocking(move || match store.completeness(false) {
+                Ok((missing, _)) => me.do_send(Checked { sequence: current.sequence, missing }),
+                Err(e) => tracing::error!("checking that the current snapshot is whole failed: {e}"),
+            });
+        }
         self.update_lag();
         let effects = self.choice.start(Instant::now());
         self.apply(effects, ctx);
@@ -347,6 +355,24 @@ impl Handler<UpstreamHead> for Replicator {
         }
         self.upstream.lock().expect("not poisoned").head = Some(msg.head);
         self.update_lag();
+        self.maybe_sync(ctx);
+    }
+}
+
+impl Handler<Checked> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Checked, ctx: &mut Self::Context) {
+        // A newer snapshot synced meanwhile is whole: its sync fetched what it lacked.
+        if msg.missing.is_empty() || self.current.map(|c| c.sequence) != Some(msg.sequence) {
+            return;
+        }
+        tracing::warn!(
+            missing = msg.missing.len(),
+            first = msg.missing[0],
+            "the current snapshot lacks content; fetching it again from upstream"
+        );
+        self.repair = true;
         self.maybe_sync(ctx);
     }
 }
