@@ -25,6 +25,10 @@ use tokio::task::JoinSet;
 /// Bytes asked for in one range request.
 pub const RANGE_BYTES: u32 = 1024 * 1024;
 
+/// How many more ranges than [`fetch_all`]'s `in_flight` may be asked for at once when they
+/// are small (their bytes still within `in_flight` whole ranges').
+pub const SMALL_RANGES: usize = 4;
+
 /// A file on disk that is read and written at any offset.
 pub trait Positional: Send + Sync + 'static {
     /// Where it is (for messages).
@@ -247,10 +251,12 @@ pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
     received
 }
 
-/// Fetches every range queued in `jobs`, at most `in_flight` at once, and writes each in its
-/// assembly as it arrives; jobs may be queued while others are fetched (the edge plans file
-/// after file and fetches the first file's ranges meanwhile), and it ends when the queue is
-/// closed and empty ([`queue_of`] makes a closed queue of a list). `fetch` returns the range's
+/// Fetches every range queued in `jobs`, at most `in_flight` ranges' worth at once (as many
+/// bytes as `in_flight` ranges of [`RANGE_BYTES`], and up to [`SMALL_RANGES`] times as many
+/// smaller ranges: an update's changed ranges are a tenth of that size, and each costs a round
+/// trip), and writes each in its assembly as it arrives; jobs may be queued while others are
+/// fetched (the edge plans file after file and fetches the first file's ranges meanwhile), and
+/// it ends when the queue is closed and empty ([`queue_of`] makes a closed queue of a list). `fetch` returns the range's
 /// bytes verified against the assembly's chunk list (with [`Assembly::verify`]);
 /// `written(key, range)` is called after each range is written, in the order they complete.
 /// The first error stops the rest; what was written stays.
@@ -266,9 +272,16 @@ where
     E: From<AssemblyError> + Send + 'static,
     Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
 {
+    let in_flight = in_flight.max(1);
+    // In KiB: each range holds its size, rounded up, until it is written.
+    let budget = in_flight * (RANGE_BYTES as usize).div_ceil(1024);
+    let bytes = Arc::new(tokio::sync::Semaphore::new(budget));
     let start = |tasks: &mut JoinSet<Result<(K, Range), E>>, (key, assembly, range): (K, Arc<Assembly<F>>, Range)| {
         let fetched = fetch(&key, &assembly, range);
+        let kib = u32::try_from((range.len as usize).div_ceil(1024).clamp(1, budget)).unwrap_or(u32::MAX);
+        let bytes = bytes.clone();
         tasks.spawn(async move {
+            let _held = bytes.acquire_many_owned(kib).await.map_err(|e| AssemblyError::Task(e.to_string()))?;
             let verified = fetched.await?.into_inner();
             if verified.range != range {
                 return Err(AssemblyError::WrongRange {
@@ -284,7 +297,7 @@ where
             Ok::<_, E>((key, range))
         });
     };
-    run_queued(jobs, in_flight, start, |done: Result<(K, Range), E>| {
+    run_queued(jobs, in_flight * SMALL_RANGES, start, |done: Result<(K, Range), E>| {
         let (key, range) = done?;
         written(&key, range)
     })

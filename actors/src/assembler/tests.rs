@@ -230,3 +230,40 @@ async fn a_package_folder_is_whole_with_its_modes_and_control_file() {
     .unwrap();
     assert_eq!((again.fetched, again.reused), (0, ca.size + cb.size));
 }
+
+/// How many fetches [`fetch_all`] has under way at most, for a file cut into ranges of
+/// `range_bytes` with `in_flight` asked for: each fetch yields a few times before answering, so
+/// that every fetch allowed to start does.
+async fn most_at_once(data: &Arc<Vec<u8>>, range_bytes: u32, in_flight: usize) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let c = chunked(data);
+    let assembly = Arc::new(Assembly::new(open(dir.path(), "f", c.size), c.chunks.clone()));
+    let jobs = assembly.missing(range_bytes).into_iter().map(|r| ((), assembly.clone(), r)).collect();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let fetch = |_: &(), assembly: &Arc<Assembly<PlainFile>>, range: Range| {
+        let (assembly, data, now, most) = (assembly.clone(), data.clone(), now.clone(), most.clone());
+        async move {
+            most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            now.fetch_sub(1, Ordering::SeqCst);
+            let start = usize::try_from(range.offset).unwrap();
+            assembly.verify(range, data[start..start + range.len as usize].to_vec()).map_err(TestError::Mismatch)
+        }
+    };
+    fetch_all(queue_of(jobs), in_flight, fetch, |_, _| Ok::<_, TestError>(())).await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), **data, "the file is whole");
+    most.load(Ordering::SeqCst)
+}
+
+/// Whole ranges are fetched `in_flight` at a time; small ones (an update's) up to
+/// [`SMALL_RANGES`] times as many, their bytes within the same budget.
+#[tokio::test]
+async fn small_ranges_are_fetched_more_at_once_within_the_same_bytes() {
+    let data = Arc::new(noise(6 * RANGE_BYTES as usize, 2));
+    let whole = most_at_once(&data, RANGE_BYTES, 2).await;
+    assert!(whole <= 2, "{whole} whole ranges at once, 2 asked for");
+    let small = most_at_once(&data, RANGE_BYTES / 16, 2).await;
+    assert!(small > 2 && small <= 2 * SMALL_RANGES, "{small} small ranges at once");
+}

@@ -97,7 +97,8 @@ pub struct EdgeConfig {
     /// `immediate` (fetch everything before serving a snapshot) or `on-demand` (fetch each
     /// chunk the first time a client asks, then keep it).
     pub fill: String,
-    /// Chunk requests in flight during a sync.
+    /// Requests in flight during a sync, counted in ranges of 1 MiB (smaller ranges, as an
+    /// update's: up to four times as many, within the same bytes).
     pub concurrency: usize,
     /// Snapshots kept, with the content they reference.
     pub keep_snapshots: usize,
