@@ -273,8 +273,10 @@ where
     Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
 {
     let in_flight = in_flight.max(1);
-    // In KiB: each range holds its size, rounded up, until it is written.
-    let budget = in_flight * (RANGE_BYTES as usize).div_ceil(1024);
+    // In KiB: each range holds its size, rounded up, until it is written. A setting too large
+    // to count in is as good as no limit.
+    let budget =
+        in_flight.saturating_mul((RANGE_BYTES as usize).div_ceil(1024)).min(tokio::sync::Semaphore::MAX_PERMITS);
     let bytes = Arc::new(tokio::sync::Semaphore::new(budget));
     let start = |tasks: &mut JoinSet<Result<(K, Range), E>>, (key, assembly, range): (K, Arc<Assembly<F>>, Range)| {
         let fetched = fetch(&key, &assembly, range);
@@ -297,7 +299,7 @@ where
             Ok::<_, E>((key, range))
         });
     };
-    run_queued(jobs, in_flight * SMALL_RANGES, start, |done: Result<(K, Range), E>| {
+    run_queued(jobs, in_flight.saturating_mul(SMALL_RANGES), start, |done: Result<(K, Range), E>| {
         let (key, range) = done?;
         written(&key, range)
     })

@@ -266,4 +266,7 @@ async fn small_ranges_are_fetched_more_at_once_within_the_same_bytes() {
     assert!(whole <= 2, "{whole} whole ranges at once, 2 asked for");
     let small = most_at_once(&data, RANGE_BYTES / 16, 2).await;
     assert!(small > 2 && small <= 2 * SMALL_RANGES, "{small} small ranges at once");
+    // A setting too large to count in (a configuration's `concurrency`) is no limit, not a panic.
+    let unlimited = most_at_once(&data, RANGE_BYTES / 16, usize::MAX).await;
+    assert!(unlimited > 2 * SMALL_RANGES, "{unlimited} small ranges at once with no limit");
 }

@@ -461,7 +461,8 @@ pub async fn fetch_files(
         let mut next = 0;
         let mut preparing = JoinSet::new();
         loop {
-            while preparing.len() < PLANNERS && next < todo.len() {
+            // Once ranges are no longer fetched (a fetch failed), no more files are planned.
+            while preparing.len() < PLANNERS && next < todo.len() && !jobs.is_closed() {
                 // Waits for a file to finish only when no plan is ready to be queued (a plan
                 // left unqueued would never finish), and stops when ranges are no longer
                 // fetched (a fetch failed: nothing planned would finish).
