@@ -28,43 +28,7 @@ enum Op {
     /// `len` bytes of the base from `offset`.
     Copy { offset: u32, len: u32 },
     /// Bytes that follow.
-    Literal(#[serde(with = "raw")] Vec<u8>),
-}
-
-/// A literal's bytes written in one piece: postcard puts a byte sequence on the wire exactly as
-/// a sequence of `u8` (its length, then the bytes), so deltas are read and written as before,
-/// without a call per byte.
-mod raw {
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Bytes;
-        impl<'de> Visitor<'de> for Bytes {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_byte_buf(Bytes)
-    }
+    Literal(#[serde(with = "crate::raw")] Vec<u8>),
 }
 
 /// Why a delta could not be applied.

@@ -115,7 +115,14 @@ pub struct Held {
 
 #[derive(Serialize, Deserialize)]
 enum SignedWire {
-    V1 { snapshot: Vec<u8>, signature: Vec<u8>, chain: Vec<Vec<u8>> },
+    V1 {
+        #[serde(with = "crate::raw")]
+        snapshot: Vec<u8>,
+        #[serde(with = "crate::raw")]
+        signature: Vec<u8>,
+        #[serde(with = "crate::raw::list")]
+        chain: Vec<Vec<u8>>,
+    },
 }
 
 /// A snapshot with its signature, as sent and stored.

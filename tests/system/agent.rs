@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use outpost_actors::store::Store;
-use outpost_protocol::package::{Manifest, PackageArchive, PackageRecord};
+use outpost_protocol::package::{Manifest, PackageArchive};
 use outpost_protocol::pki;
-use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+use outpost_protocol::snapshot::Snapshot;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Daemon, next_ip, noise, wait_for};
+use crate::cluster::{Cluster, entry, next_ip, noise, rogue, wait_for};
 use crate::common::{Run, listing, outpost, run_in};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -237,33 +236,6 @@ fn the_agent_follows_its_host_unit_and_local_requests_with_hooks_in_order() {
     position(&log_lines(&log), "uninstall pinned 1");
     assert!(host.package("pinned").is_none());
     assert_eq!(host.status()["host_status"], "OK");
-}
-
-/// An edge seeded with `snapshot` signed by `signer` and these package records; it serves them
-/// to whoever asks (its own upstream does not answer).
-fn rogue(
-    c: &Cluster,
-    snapshot: &Snapshot,
-    records: &[([u8; 32], Vec<u8>)],
-    signer: (&Path, &Path),
-    tag: &str,
-) -> Daemon {
-    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
-    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
-    let signed = snapshot.sign(&key, &chain);
-    let data = c.dir().join(format!("rogue-{tag}"));
-    Store::open(&data).unwrap().commit(records, &[], &[], Some((snapshot.sequence, &signed))).unwrap();
-    c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
-}
-
-/// A snapshot entry for `record`.
-fn entry(record: &PackageRecord) -> SnapshotEntry {
-    let m = Manifest::decode(&record.manifest).unwrap();
-    SnapshotEntry {
-        control: m.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        manifest: record.hash(),
-        size: m.total_size(),
-    }
 }
 
 #[test]

@@ -8,6 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use outpost_actors::store::Store;
+use outpost_protocol::package::{Manifest, PackageRecord};
+use outpost_protocol::pki;
+use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+
 use crate::common::{Pki, Run, outpost, run_in};
 
 /// A loopback address of its own for each node (127.0.0.2 … 127.0.0.250), so that tests that
@@ -416,6 +421,33 @@ impl Cluster {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .unwrap()
+    }
+}
+
+/// An edge seeded with `snapshot` signed by `signer` and these package records; it serves them
+/// to whoever asks (its own upstream does not answer).
+pub fn rogue(
+    c: &Cluster,
+    snapshot: &Snapshot,
+    records: &[([u8; 32], Vec<u8>)],
+    signer: (&Path, &Path),
+    tag: &str,
+) -> Daemon {
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
+    let signed = snapshot.sign(&key, &chain);
+    let data = c.dir().join(format!("rogue-{tag}"));
+    Store::open(&data).unwrap().commit(records, &[], &[], Some((snapshot.sequence, &signed))).unwrap();
+    c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
+}
+
+/// A snapshot entry for `record`.
+pub fn entry(record: &PackageRecord) -> SnapshotEntry {
+    let m = Manifest::decode(&record.manifest).unwrap();
+    SnapshotEntry {
+        control: m.control.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        manifest: record.hash(),
+        size: m.total_size(),
     }
 }
 

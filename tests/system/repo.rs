@@ -5,11 +5,11 @@
 use outpost_actors::clock::unix_now as now;
 use std::time::Duration;
 
-use outpost_actors::store::Store;
+use outpost_protocol::package::{Manifest, PackageArchive};
 use outpost_protocol::pki;
 use outpost_protocol::snapshot::Snapshot;
 
-use crate::cluster::{Cluster, Daemon, blob_files, noise, wait_for};
+use crate::cluster::{Cluster, Daemon, blob_files, entry, noise, rogue, wait_for};
 use crate::common::{listing, run_in};
 
 const SYNC: Duration = Duration::from_secs(60);
@@ -261,17 +261,6 @@ fn a_damaged_blob_is_detected_and_fetched_again() {
     assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("app.bin")).unwrap(), payload);
 }
 
-/// An edge whose store was seeded with `snapshot` signed by `signer`: it serves that snapshot
-/// to whoever asks (its own upstream does not answer).
-fn rogue(c: &Cluster, snapshot: &Snapshot, signer: (&std::path::Path, &std::path::Path)) -> Daemon {
-    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
-    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
-    let signed = snapshot.sign(&key, &chain);
-    let data = c.dir().join(format!("rogue-{}", snapshot.sequence ^ snapshot.expires as u64));
-    Store::open(&data).unwrap().commit(&[], &[], &[], Some((snapshot.sequence, &signed))).unwrap();
-    c.edge(&["127.0.0.1:9"], &["--data", data.to_str().unwrap()])
-}
-
 #[test]
 fn forged_older_and_expired_snapshots_are_refused_and_the_last_good_one_served() {
     let c = Cluster::new();
@@ -286,11 +275,11 @@ fn forged_older_and_expired_snapshots_are_refused_and_the_last_good_one_served()
         |sequence, created, expires| Snapshot { sequence, created, expires, ..Snapshot::empty("rogue", 0, t, 0) };
     // Forged: signed by an edge certificate of the right CA (no snapshot-signing usage).
     let forged_signer = c.pki.issue("edge", "not-a-signer", &["--san", "127.0.0.1"]);
-    let forged = rogue(&c, &base(1000, t, t + 3600), (&forged_signer.0, &forged_signer.1));
+    let forged = rogue(&c, &base(1000, t, t + 3600), &[], (&forged_signer.0, &forged_signer.1), "forged");
     // Older: properly signed by the main's key, but behind what the edge holds.
-    let older = rogue(&c, &base(1, t, t + 3600), (&main.cert, &main.key));
+    let older = rogue(&c, &base(1, t, t + 3600), &[], (&main.cert, &main.key), "older");
     // Expired: properly signed, newer, but past its expiry.
-    let expired = rogue(&c, &base(1001, t - 7200, t - 3600), (&main.cert, &main.key));
+    let expired = rogue(&c, &base(1001, t - 7200, t - 3600), &[], (&main.cert, &main.key), "expired");
 
     edge.restart(&[("--upstream", &[&forged.addr, &older.addr, &expired.addr, &main.addr])]);
     wait_for(SYNC, "the edge to try every upstream and settle on the main", || {
@@ -306,6 +295,87 @@ fn forged_older_and_expired_snapshots_are_refused_and_the_last_good_one_served()
     }
     assert_eq!(c.status(&edge.addr).unwrap()["head"]["hash"], good, "still the last good snapshot");
     c.client(&["repo", "pull", "good", "--out", "p"], &edge.addr).ok();
+    // And replication goes on from the main.
+    let seq = c.publish(&c.package("next", "1", &[("b", b"b")]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+}
+
+#[test]
+fn forged_tampered_and_misfiled_package_records_are_refused_and_the_last_good_snapshot_served() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &["--poll", "1s"]);
+    // A package of many chunks: its record is held by the edge and checked again by each sync.
+    let held = c.package("held", "1", &[("big.bin", &noise(3_000_000, 5))]);
+    let seq = c.publish(&held, &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let good = c.status(&edge.addr).unwrap()["head"]["hash"].clone();
+    let record = |built: &std::path::Path| PackageArchive::open(std::fs::File::open(built).unwrap()).unwrap().record();
+    let held = record(&held);
+
+    // Tampered: the manifest changed after signing. Forged: signed by a certificate of the right
+    // CA without the package-signing usage. Misfiled: the upstream answers with another
+    // package's record than the one the snapshot names.
+    let mut tampered = record(&c.package("tampered", "1", &[("t", b"t")]));
+    let mut m = Manifest::decode(&tampered.manifest).unwrap();
+    m.control.set("description", "changed after signing");
+    tampered.manifest = m.encode();
+    let mut forged = record(&c.package("forged", "1", &[("f", b"f")]));
+    let signer = c.pki.issue("edge", "not-a-packager", &["--san", "127.0.0.1"]);
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&signer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(&signer.1).unwrap(), None).unwrap();
+    let info = pki::cert_info(&chain[0]).unwrap();
+    let mut m = Manifest::decode(&forged.manifest).unwrap();
+    m.control.set("signer", &info.subject);
+    m.control.set("signer_fingerprint", &info.fingerprint);
+    forged.manifest = m.encode();
+    forged.signature =
+        outpost_protocol::signing::sign(&key, outpost_protocol::signing::Domain::PackageManifest, &forged.manifest)
+            .to_vec();
+    forged.chain = chain.iter().map(|c| c.to_vec()).collect();
+    let named = record(&c.package("named", "1", &[("n", b"n")]));
+    let other = record(&c.package("other", "1", &[("o", b"o")]));
+
+    // Each snapshot is properly signed by the main's key and newer than the edge's.
+    let t = now();
+    let mut rogues = Vec::new();
+    for (i, (tag, listed, served)) in
+        [("tampered", &tampered, &tampered), ("forged", &forged, &forged), ("misfiled", &named, &other)]
+            .into_iter()
+            .enumerate()
+    {
+        let snapshot = Snapshot {
+            sequence: 1000 + i as u64,
+            entries: vec![entry(&held), entry(listed)],
+            ..Snapshot::empty("rogue", 0, t, 3600)
+        };
+        let records = [(held.hash(), held.encode()), (listed.hash(), served.encode())];
+        rogues.push((rogue(&c, &snapshot, &records, (&main.cert, &main.key), tag), listed.hash()));
+    }
+    let mut upstreams: Vec<&str> = rogues.iter().map(|(r, _)| r.addr.as_str()).collect();
+    upstreams.push(&main.addr);
+    edge.restart(&[("--upstream", &upstreams)]);
+    wait_for(SYNC, "the edge to try every upstream and settle on the main", || {
+        let s = c.status(&edge.addr)?;
+        (s["upstream"] == main.addr.as_str()).then_some(())
+    });
+    assert!(
+        edge.metric("outpost_repo_refusals_total", "{reason=\"package\"}") >= 3.0,
+        "three refused packages\n{}",
+        edge.log_text()
+    );
+    // Each refusal names the package and why.
+    let log = edge.log_text();
+    for ((_, manifest), why) in rogues.iter().zip(["signature", "package-signing usage", "does not match the snapshot"])
+    {
+        let line = log
+            .lines()
+            .find(|l| l.contains("sync failed") && l.contains(&outpost_protocol::hex::hex(manifest)))
+            .unwrap_or_else(|| panic!("no refusal names {}\n{log}", outpost_protocol::hex::hex(manifest)));
+        assert!(line.to_lowercase().contains(why), "{why}: {line}");
+    }
+    assert_eq!(c.status(&edge.addr).unwrap()["head"]["hash"], good, "still the last good snapshot");
+    c.client(&["repo", "pull", "held", "--out", "p"], &edge.addr).ok();
     // And replication goes on from the main.
     let seq = c.publish(&c.package("next", "1", &[("b", b"b")]), &main.addr);
     c.wait_sequence(&edge.addr, seq, SYNC);

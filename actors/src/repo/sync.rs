@@ -173,55 +173,83 @@ pub async fn run(
 
     // Package records, verified as of the snapshot's date (the main accepted them then). Those
     // not held are fetched a few at a time, each as a delta against the record of the
-    // package's version held now when there is one.
+    // package's version held now when there is one. Checking a record (decoding it, matching
+    // its hash, verifying its signature) takes milliseconds for a large package: those held are
+    // checked on [`RECORD_CHECKERS`] blocking tasks while the others are fetched, and each one
+    // fetched as soon as it arrives.
     let store = ctx.store.clone();
     let bases = blocking(move || bases(&store)).await?;
     let keys: HashMap<[u8; 32], BaseKey> = base_keys(&snapshot).into_iter().collect();
+    let mut manifests = Vec::new();
+    let mut seen = HashSet::new();
+    manifests.extend(snapshot.manifests().copied().filter(|m| seen.insert(*m)));
     // The records held already, read in one go (a snapshot lists thousands of host packages).
-    let (store, manifests) = (ctx.store.clone(), snapshot.manifests().copied().collect::<Vec<_>>());
+    let (store, listed) = (ctx.store.clone(), manifests.clone());
     let looked_up = blocking(move || {
-        manifests.into_iter().map(|m| Ok((m, store.record(&m)?))).collect::<Result<Vec<_>, StoreError>>()
+        listed.into_iter().map(|m| Ok((m, store.record(&m)?))).collect::<Result<Vec<_>, StoreError>>()
     })
     .await?;
+    let created = snapshot.created;
     let mut wanted = Vec::new();
-    let mut held_records = HashMap::new();
+    let mut held: Vec<Record> = Vec::new();
     for (m, record) in looked_up {
         match record {
-            Some(b) => {
-                held_records.insert(m, b);
-            }
+            Some(bytes) => held.push((m, bytes)),
             None => wanted.push((m, keys.get(&m).and_then(|k| bases.get(k)).copied())),
         }
+    }
+    // The held records in shares of about the same size, largest first.
+    held.sort_by_key(|(_, bytes)| std::cmp::Reverse(bytes.len()));
+    let mut shares: Vec<(usize, Vec<Record>)> = (0..RECORD_CHECKERS).map(|_| (0, Vec::new())).collect();
+    for record in held {
+        let share = shares.iter_mut().min_by_key(|(size, _)| *size).expect("there are checkers");
+        share.0 += record.1.len();
+        share.1.push(record);
+    }
+    let mut checking = JoinSet::new();
+    for (_, share) in shares.into_iter().filter(|(_, share)| !share.is_empty()) {
+        let trust = ctx.trust.clone();
+        checking.spawn_blocking(move || {
+            share
+                .into_iter()
+                .map(|(m, bytes)| Ok((m, record_files(m, &bytes, &trust, created)?)))
+                .collect::<Result<Vec<_>, SyncError>>()
+        });
     }
     let mut fetching = JoinSet::new();
     let mut wanted = wanted.into_iter();
     let mut records = Vec::new();
+    let mut checked = HashMap::new();
     loop {
         while fetching.len() < ctx.concurrency.max(1) {
             let Some((m, base)) = wanted.next() else { break };
             let (connection, ctx) = (connection.clone(), ctx.clone());
-            fetching.spawn(async move { fetch_record(&connection, m, base, &ctx).await.map(|(b, wire)| (m, b, wire)) });
+            fetching.spawn(async move {
+                let (bytes, wire) = fetch_record(&connection, m, base, &ctx).await?;
+                let trust = ctx.trust.clone();
+                tokio::task::spawn_blocking(move || {
+                    let files = record_files(m, &bytes, &trust, created)?;
+                    Ok::<_, SyncError>((m, bytes, wire, files))
+                })
+                .await
+                .map_err(|e| SyncError::Content(e.to_string()))?
+            });
         }
         let Some(done) = fetching.join_next().await else { break };
-        let (m, bytes, wire) = done.map_err(|e| SyncError::Content(e.to_string()))??;
+        let (m, bytes, wire, files) = done.map_err(|e| SyncError::Content(e.to_string()))??;
         received(wire);
         outcome.bytes += wire as u64;
         records.push((m, bytes));
+        checked.insert(m, files);
+    }
+    while let Some(done) = checking.join_next().await {
+        let share = done.map_err(|e| SyncError::Content(e.to_string()))??;
+        checked.extend(share);
     }
     let mut files: BTreeMap<[u8; 32], FileInfo> = BTreeMap::new();
-    let fetched: HashMap<[u8; 32], &Vec<u8>> = records.iter().map(|(m, b)| (*m, b)).collect();
-    for manifest in snapshot.manifests() {
-        let m = *manifest;
-        let bytes =
-            held_records.get(&m).or_else(|| fetched.get(&m).copied()).expect("every record was held or fetched");
-        let bad = |reason: String| SyncError::Package { manifest: hex(&m), reason };
-        let record = PackageRecord::decode(bytes).map_err(|e| bad(e.to_string()))?;
-        if record.hash() != m {
-            return Err(bad("the record does not match the snapshot's hash".into()));
-        }
-        let (manifest, _) = record.verify(&ctx.trust, snapshot.created).map_err(|e| bad(e.to_string()))?;
-        for f in &manifest.files {
-            files.insert(f.blake3, FileInfo { size: f.size, chunks: f.chunks.clone() });
+    for m in &manifests {
+        for (hash, info) in checked.remove(m).expect("every record was held or fetched") {
+            files.entry(hash).or_insert(info);
         }
     }
     let files: Vec<([u8; 32], FileInfo)> = files.into_iter().collect();
@@ -262,6 +290,28 @@ pub async fn run(
     outcome.head = Some(snapshot.head(&signed));
     outcome.held = Some(snapshot.held(&signed));
     Ok(outcome)
+}
+
+/// Checks the record of `manifest` (decodes it, matches its hash, verifies its signature as of
+/// `created`) and returns its files. Blocking: a record lists the chunks of every file.
+fn record_files(
+    manifest: [u8; 32],
+    bytes: &[u8],
+    trust: &TrustStore,
+    created: i64,
+) -> Result<Vec<([u8; 32], FileInfo)>, SyncError> {
+    let bad = |reason: String| SyncError::Package { manifest: hex(&manifest), reason };
+    let record = PackageRecord::decode(bytes).map_err(|e| bad(e.to_string()))?;
+    if record.hash() != manifest {
+        return Err(bad("the record does not match the snapshot's hash".into()));
+    }
+    let (verified, _) = record.verify(trust, created).map_err(|e| bad(e.to_string()))?;
+    Ok(verified
+        .into_inner()
+        .files
+        .into_iter()
+        .map(|f| (f.blake3, FileInfo { size: f.size, chunks: f.chunks }))
+        .collect())
 }
 
 /// What finds the earlier version of a package: its name, or a host package's name hash.
@@ -329,6 +379,12 @@ fn export_usage(ctx: &SyncContext) {
 /// the index it touches, and chunk hashes land all over it, so transactions of a file or two
 /// each would rewrite most of the index again and again.
 const INDEX_BATCH: usize = 16 * 1024;
+
+/// A package record: its manifest hash and its bytes.
+type Record = ([u8; 32], Vec<u8>);
+
+/// Blocking tasks that check the package records held already while a sync fetches the others.
+const RECORD_CHECKERS: usize = 2;
 
 /// Copies of stored files running at once (the disk is their bound, not the processor).
 const COPIES_IN_FLIGHT: usize = 2;
@@ -570,6 +626,7 @@ pub async fn fetch_files(
         }
     }
     let got = got?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "sync: files flushed");
     // Never expected: a file still waiting for a range or a copy is not in the store, and the
     // snapshot must not be served as if it were.
     let unfinished = remaining.lock().expect("not poisoned").len();
@@ -582,6 +639,7 @@ pub async fn fetch_files(
         let store = ctx.store.clone();
         let rest = blocking(move || store.index_finished(&rest).map(|()| rest)).await?;
         indexed.lock().expect("not poisoned").extend(rest.iter().map(|(h, ..)| *h));
+        tracing::debug!(files = rest.len(), seconds = started.elapsed().as_secs_f64(), "sync: last files indexed");
     }
     outcome.fetched = got.0;
     outcome.bytes = got.1;

@@ -33,8 +33,10 @@ pub(super) enum ReportWire {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReport {
     /// The encoded report.
+    #[serde(with = "crate::raw")]
     pub report: Vec<u8>,
     /// Ed25519 signature by the host key.
+    #[serde(with = "crate::raw")]
     pub signature: Vec<u8>,
 }
 

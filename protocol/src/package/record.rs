@@ -26,7 +26,14 @@ pub struct PackageRecord {
 
 #[derive(Serialize, Deserialize)]
 enum RecordWire {
-    V1 { manifest: Vec<u8>, signature: Vec<u8>, chain: Vec<Vec<u8>> },
+    V1 {
+        #[serde(with = "crate::raw")]
+        manifest: Vec<u8>,
+        #[serde(with = "crate::raw")]
+        signature: Vec<u8>,
+        #[serde(with = "crate::raw::list")]
+        chain: Vec<Vec<u8>>,
+    },
 }
 
 impl PackageRecord {
