@@ -85,6 +85,29 @@ async fn servers_grow_their_packets_toward_repository_nodes_only() {
     assert!(sizes[1] <= USUAL_UDP_PAYLOAD, "toward another client: {sizes:?}");
 }
 
+/// A client endpoint chooses connection IDs of [`CLIENT_CID_BYTES`] (every packet sent to it
+/// carries one): its first packet, a QUIC Initial, says the length of the ID it chose.
+#[tokio::test]
+async fn clients_choose_short_connection_ids() {
+    let (roots, _, host_id) = pki(Role::Host, "host.test");
+    let listener = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    for endpoint in [client(None, &host_id, &roots, b"test").unwrap(), bulk_client(&host_id, &roots, b"test").unwrap()]
+    {
+        let connecting = tokio::spawn({
+            let (endpoint, addr) = (endpoint.clone(), addr.clone());
+            async move { connect(&endpoint, &addr).await }
+        });
+        let mut packet = [0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv(&mut packet)).await.unwrap().unwrap();
+        // A long header: flags, version (4 bytes), destination ID length and ID, source ID length.
+        assert!(n > 7 && packet[0] & 0x80 != 0, "an Initial packet: {:?}", &packet[..n.min(16)]);
+        let scid_len = packet[6 + usize::from(packet[5])];
+        assert_eq!(usize::from(scid_len), CLIENT_CID_BYTES, "the client's connection ID length");
+        connecting.abort();
+    }
+}
+
 #[test]
 fn a_server_list_gives_every_entry_in_order_and_names_what_is_wrong() {
     let all = super::candidates("127.0.0.1:7002, [::1]:7003,localhost:7004").unwrap();
