@@ -229,6 +229,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             concurrency,
             limiter: (bandwidth > 0).then(|| Arc::new(Limiter::new(bandwidth))),
             pace,
+            checked: Arc::default(),
         };
         let endpoint = transport::server_with(socket, &identity, &ca, &[ALPN_REPO], false)
             .with_context(|| format!("listening on {}", c.listen))?;

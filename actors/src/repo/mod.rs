@@ -7,6 +7,7 @@
 //! tasks that serve clients read the store directly (blobs are immutable, redb takes
 //! concurrent readers) and learn the current head from a `watch` channel the actor updates.
 
+pub mod checked;
 pub mod client;
 pub mod publisher;
 pub mod replicator;

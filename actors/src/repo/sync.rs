@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use outpost_protocol::chunking::{self, Chunk, MAX_RANGE, Range, RangeBytes};
 use outpost_protocol::delta;
 use outpost_protocol::hex::hex;
-use outpost_protocol::package::PackageRecord;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
@@ -32,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::Fill;
+use super::checked::{Checked, CheckedRecords};
 use crate::assembler::{self, Assembly, AssemblyError, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
 use crate::store::{ChunkLocation, FileInfo, FinishedFile, PartialFile, Store, StoreError};
@@ -76,6 +76,8 @@ pub struct SyncContext {
     pub limiter: Option<Arc<Limiter>>,
     /// How fast the upstream must be: a slower one is a failed upstream.
     pub pace: Pace,
+    /// The package records verified already, not verified again by the next sync.
+    pub checked: Arc<CheckedRecords>,
 }
 
 /// What a sync did.
@@ -208,11 +210,11 @@ pub async fn run(
     }
     let mut checking = JoinSet::new();
     for (_, share) in shares.into_iter().filter(|(_, share)| !share.is_empty()) {
-        let trust = ctx.trust.clone();
+        let (trust, checked) = (ctx.trust.clone(), ctx.checked.clone());
         checking.spawn_blocking(move || {
             share
                 .into_iter()
-                .map(|(m, bytes)| Ok((m, record_files(m, &bytes, &trust, created)?)))
+                .map(|(m, bytes)| Ok((m, checked.check(m, &bytes, &trust, created)?)))
                 .collect::<Result<Vec<_>, SyncError>>()
         });
     }
@@ -226,9 +228,9 @@ pub async fn run(
             let (connection, ctx) = (connection.clone(), ctx.clone());
             fetching.spawn(async move {
                 let (bytes, wire) = fetch_record(&connection, m, base, &ctx).await?;
-                let trust = ctx.trust.clone();
+                let (trust, checked) = (ctx.trust.clone(), ctx.checked.clone());
                 tokio::task::spawn_blocking(move || {
-                    let files = record_files(m, &bytes, &trust, created)?;
+                    let files = checked.check(m, &bytes, &trust, created)?;
                     Ok::<_, SyncError>((m, bytes, wire, files))
                 })
                 .await
@@ -246,15 +248,19 @@ pub async fn run(
         let share = done.map_err(|e| SyncError::Content(e.to_string()))??;
         checked.extend(share);
     }
+    // Only this snapshot's records are worth remembering as verified.
+    ctx.checked.keep(&checked.values().map(|c: &Checked| c.key).collect());
+    let verified = checked.values().filter(|c| c.verified).count();
     let mut files: BTreeMap<[u8; 32], FileInfo> = BTreeMap::new();
     for m in &manifests {
-        for (hash, info) in checked.remove(m).expect("every record was held or fetched") {
+        for (hash, info) in checked.remove(m).expect("every record was held or fetched").files {
             files.entry(hash).or_insert(info);
         }
     }
     let files: Vec<([u8; 32], FileInfo)> = files.into_iter().collect();
     tracing::debug!(
         records = records.len(),
+        verified,
         seconds = started.elapsed().as_secs_f64(),
         "sync: snapshot and records verified"
     );
@@ -290,28 +296,6 @@ pub async fn run(
     outcome.head = Some(snapshot.head(&signed));
     outcome.held = Some(snapshot.held(&signed));
     Ok(outcome)
-}
-
-/// Checks the record of `manifest` (decodes it, matches its hash, verifies its signature as of
-/// `created`) and returns its files. Blocking: a record lists the chunks of every file.
-fn record_files(
-    manifest: [u8; 32],
-    bytes: &[u8],
-    trust: &TrustStore,
-    created: i64,
-) -> Result<Vec<([u8; 32], FileInfo)>, SyncError> {
-    let bad = |reason: String| SyncError::Package { manifest: hex(&manifest), reason };
-    let record = PackageRecord::decode(bytes).map_err(|e| bad(e.to_string()))?;
-    if record.hash() != manifest {
-        return Err(bad("the record does not match the snapshot's hash".into()));
-    }
-    let (verified, _) = record.verify(trust, created).map_err(|e| bad(e.to_string()))?;
-    Ok(verified
-        .into_inner()
-        .files
-        .into_iter()
-        .map(|f| (f.blake3, FileInfo { size: f.size, chunks: f.chunks }))
-        .collect())
 }
 
 /// What finds the earlier version of a package: its name, or a host package's name hash.
