@@ -32,7 +32,11 @@
 //!    versions were published (edge stopped meanwhile): bytes received by the edge
 //!    (`outpost_repo_received_bytes_total`), chunks fetched and deduplicated, wall time from
 //!    starting the edge again; rsync's `--stats` bytes; and whole-file sync as WAPT replicates
-//!    (every file whose SHA-256 changed, fetched with curl from nginx).
+//!    (every file whose SHA-256 changed, fetched with curl from nginx). Each version's packages
+//!    are published together (one snapshot). Beside it, an edge that keeps running, as edges
+//!    do: from when the main first serves the new snapshot until that edge serves it (it
+//!    learns of it from the main's pushed head; both `/metrics` polled every 10 ms from a
+//!    thread while the publish runs).
 //! 3. **Publish-to-edge latency** on main → region → site for a 4 KiB package: from just
 //!    before `outpost pkg publish` starts until the site's `/metrics` shows the new snapshot.
 //!
@@ -275,6 +279,114 @@ impl Node {
 
     fn pid(&self) -> u32 {
         self.daemon.pid()
+    }
+}
+
+/// Watches the main and a running edge from before a publish: when the main first serves each
+/// snapshot, and when the edge does, with both processes' CPU ticks and the loopback's bytes
+/// then. Polled every [`POLL`] on a thread of its own while the publish runs.
+struct LiveWatch {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One observation: which process (`true`: the edge), the sequence it served, when, the CPU
+/// ticks of both, the loopback's bytes, the edge's received bytes.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    edge: bool,
+    sequence: u64,
+    at: Instant,
+    main_ticks: u64,
+    edge_ticks: u64,
+    loopback: u64,
+    received: u64,
+}
+
+impl LiveWatch {
+    fn start(main: &Node, edge: &Node) -> Self {
+        let (main_metrics, edge_metrics) = (main.metrics.clone(), edge.metrics.clone());
+        let (main_pid, edge_pid) = (main.pid(), edge.pid());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last = (0u64, 0u64);
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let main_seq = procs::scrape(&main_metrics)
+                    .map(|t| procs::metric_sum(&t, "outpost_repo_snapshot_sequence") as u64)
+                    .unwrap_or(0);
+                let edge_text = procs::scrape(&edge_metrics).unwrap_or_default();
+                let edge_seq = procs::metric_sum(&edge_text, "outpost_repo_snapshot_sequence") as u64;
+                let received = procs::metric_sum(&edge_text, "outpost_repo_received_bytes_total") as u64;
+                let at = Instant::now();
+                let sample = |edge, sequence| Seen {
+                    edge,
+                    sequence,
+                    at,
+                    main_ticks: total_ticks(&[main_pid]),
+                    edge_ticks: total_ticks(&[edge_pid]),
+                    loopback: loopback_bytes(),
+                    received,
+                };
+                let mut out = seen2.lock().expect("not poisoned");
+                if out.is_empty() {
+                    // Where things stood before the publish.
+                    out.push(sample(false, main_seq));
+                    out.push(sample(true, edge_seq));
+                    last = (main_seq, edge_seq);
+                }
+                if main_seq > last.0 {
+                    out.push(sample(false, main_seq));
+                }
+                if edge_seq > last.1 {
+                    out.push(sample(true, edge_seq));
+                }
+                last = (last.0.max(main_seq), last.1.max(edge_seq));
+                drop(out);
+                std::thread::sleep(POLL);
+            }
+        });
+        Self { seen, stop, thread: Some(thread) }
+    }
+
+    /// Waits until the edge serves `head`, and measures from when the main first served it:
+    /// the running edge's whole sync of that snapshot. `cpu` turns ticks into seconds.
+    fn until(mut self, head: u64, cpu: impl Fn(u64) -> f64) -> Result<Sample> {
+        let find = |seen: &[Seen], edge: bool| seen.iter().find(|s| s.edge == edge && s.sequence >= head).copied();
+        let (from, to) = procs::wait_for(LIMIT, POLL, "the running edge to serve the new snapshot", || {
+            let seen = self.seen.lock().expect("not poisoned");
+            Some((find(&seen, false)?, find(&seen, true)?))
+        })?;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The edge's received bytes before this snapshot: its last observation before it.
+        let before = {
+            let seen = self.seen.lock().expect("not poisoned");
+            seen.iter().filter(|s| s.edge && s.sequence < head).map(|s| s.received).max().unwrap_or(0)
+        };
+        let (main_cpu, edge_cpu) =
+            (cpu(to.main_ticks.saturating_sub(from.main_ticks)), cpu(to.edge_ticks.saturating_sub(from.edge_ticks)));
+        Ok(Sample {
+            wall: to.at.saturating_duration_since(from.at).as_secs_f64(),
+            cpu: main_cpu + edge_cpu,
+            bytes: to.received.saturating_sub(before),
+            loopback: to.loopback.saturating_sub(from.loopback),
+            detail: format!("main {main_cpu:.2} s + edge {edge_cpu:.2} s"),
+            flush: 0.0,
+        })
+    }
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -541,10 +653,18 @@ impl Bench {
             files.push(self.build(&self.package_dir(p))?);
         }
         let built = started.elapsed().as_secs_f64();
+        // The archives just written are flushed first: on ext4 (`data=ordered`) the first flush
+        // of any file writes out every file's pending data, and the running edge's flush must
+        // not pay for this benchmark's own build output.
+        procs::sync_disks();
+        // One `pkg publish` of every package: one snapshot per version, as an operator
+        // releasing them together makes (and what a running edge then syncs at once).
         let started = Instant::now();
-        let mut head = 0;
+        let mut c = self.cmd();
+        c.env("OUTPOST_LOG", "warn").args(["pkg", "publish"]).args(&files);
+        self.client_args(&mut c, &main.addr);
+        let head = parse_sequence(&procs::run(&mut c)?)?;
         for f in &files {
-            head = self.publish(f, &main.addr)?;
             std::fs::remove_file(f)?;
         }
         Ok((head, built, started.elapsed().as_secs_f64()))
@@ -800,7 +920,15 @@ impl Bench {
             }
         }
 
+        // An edge that keeps running through the updates, as edges do: told of each new
+        // snapshot by the main's pushed head. Its first (fresh) sync is not measured.
+        let live_slot = self.slot(16, "edge")?;
+        let mut live = self.start_node("edge-live", &live_slot, &self.work.join("data-edge-live"), Some(&main.addr))?;
+        procs::wait_for(LIMIT, POLL, "the running edge's first sync", || (live.sequence() >= head).then_some(()))
+            .or_else(|e| live.daemon.check_alive().and(Err(e)))?;
+
         // Update syncs.
+        let mut u_live = Vec::new();
         let (mut u_outpost, mut u_rsync, mut u_whole) = (Vec::new(), Vec::new(), Vec::new());
         let (mut changed_total, mut u_extra, mut hash_seconds, mut u_publish) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -819,9 +947,16 @@ impl Bench {
                 .collect();
             digests = new_digests;
             changed_total.push(changed);
+            // Its data read into memory first, as every system's before its transfer (the
+            // publish's own reading and writing may push some of it out again).
+            self.warm(&self.work.join("data-edge-live"))?;
+            let watching = LiveWatch::start(&main, &live);
             let (h, _, published) = self.build_and_publish(&format!("1.0-{}", round + 2), &main)?;
             head = h;
             u_publish.push(published);
+            let s = watching.until(head, |ticks| self.cpu(ticks)).or_else(|e| live.daemon.check_alive().and(Err(e)))?;
+            eprintln!("  outpost, edge running: {:.2} s, {} MB received, cpu {}", s.wall, mb(s.bytes), s.detail);
+            u_live.push(s);
             self.warm(&self.work.join("data-main"))?;
             self.warm(&edge_data)?;
             let (s, extra) = self.outpost_sync("edge", &edge_slot, &edge_data, &main, head)?;
@@ -852,7 +987,7 @@ impl Bench {
             }
             std::fs::remove_dir_all(&dir)?;
         }
-        drop((rsync, nginx, quic));
+        drop((rsync, nginx, quic, live));
 
         // Latency on main → region → site.
         eprintln!("latency: main -> region -> site, {} rounds", o.latency_rounds);
@@ -869,6 +1004,7 @@ impl Bench {
             outpost_extra,
             publish_line,
             u_outpost,
+            u_live,
             u_rsync,
             u_whole,
             u_extra,
@@ -1042,6 +1178,7 @@ impl Bench {
             bytes
         };
         let ob = update(&mut s, "Outpost (edge restarted)", &r.u_outpost);
+        update(&mut s, "Outpost (edge running, told by the main's pushed head)", &r.u_live);
         let rb = update(&mut s, "rsync daemon (sent + received)", &r.u_rsync);
         let wb = update(&mut s, "whole-file (changed SHA-256, curl from nginx)", &r.u_whole);
         let mut lit: Vec<f64> = r.rsync_literal.iter().map(|&x| x as f64).collect();
@@ -1095,6 +1232,7 @@ struct Report {
     outpost_extra: String,
     publish_line: String,
     u_outpost: Vec<Sample>,
+    u_live: Vec<Sample>,
     u_rsync: Vec<Sample>,
     u_whole: Vec<Sample>,
     u_extra: Vec<String>,
