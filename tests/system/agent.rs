@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use outpost_protocol::package::{Manifest, PackageArchive};
+use outpost_protocol::package::PackageArchive;
 use outpost_protocol::pki;
 use outpost_protocol::snapshot::Snapshot;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, entry, next_ip, noise, rogue, wait_for};
+use crate::cluster::{Cluster, entry, next_ip, noise, rogue, signed_by, tampered, wait_for};
 use crate::common::{Run, listing, outpost, run_in};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -282,26 +282,9 @@ fn refused_snapshots_and_packages_install_nothing_and_the_status_says_why() {
         let built = c.package_with(name, "1", "", &[("setup.sh", &setup)]);
         PackageArchive::open(std::fs::File::open(built).unwrap()).unwrap().record()
     };
-    let mut tampered = pkg("tampered");
-    let mut m = Manifest::decode(&tampered.manifest).unwrap();
-    m.control.set("description", "changed after signing");
-    tampered.manifest = m.encode();
-    let mut unsigned_hook = pkg("unsigned-hook");
+    let tampered = tampered(pkg("tampered"));
     let deployer = c.pki.issue("deployer", "Helpdesk", &[]);
-    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&deployer.0).unwrap()).unwrap();
-    let key = pki::decode_private_key(&std::fs::read_to_string(&deployer.1).unwrap(), None).unwrap();
-    let info = pki::cert_info(&chain[0]).unwrap();
-    let mut m = Manifest::decode(&unsigned_hook.manifest).unwrap();
-    m.control.set("signer", &info.subject);
-    m.control.set("signer_fingerprint", &info.fingerprint);
-    unsigned_hook.manifest = m.encode();
-    unsigned_hook.signature = outpost_protocol::signing::sign(
-        &key,
-        outpost_protocol::signing::Domain::PackageManifest,
-        &unsigned_hook.manifest,
-    )
-    .to_vec();
-    unsigned_hook.chain = chain.iter().map(|c| c.to_vec()).collect();
+    let unsigned_hook = signed_by(pkg("unsigned-hook"), (&deployer.0, &deployer.1));
     let mut snapshot = base(2000, t, t + 3600);
     snapshot.entries = vec![entry(&tampered), entry(&unsigned_hook)];
     let records = [(tampered.hash(), tampered.encode()), (unsigned_hook.hash(), unsigned_hook.encode())];

@@ -451,6 +451,30 @@ pub fn entry(record: &PackageRecord) -> SnapshotEntry {
     }
 }
 
+/// `record` with its manifest changed after signing: its signature no longer matches.
+pub fn tampered(mut record: PackageRecord) -> PackageRecord {
+    let mut m = Manifest::decode(&record.manifest).unwrap();
+    m.control.set("description", "changed after signing");
+    record.manifest = m.encode();
+    record
+}
+
+/// `record` signed again by the certificate and key at `signer`, its manifest naming them.
+pub fn signed_by(mut record: PackageRecord, signer: (&Path, &Path)) -> PackageRecord {
+    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(signer.0).unwrap()).unwrap();
+    let key = pki::decode_private_key(&std::fs::read_to_string(signer.1).unwrap(), None).unwrap();
+    let info = pki::cert_info(&chain[0]).unwrap();
+    let mut m = Manifest::decode(&record.manifest).unwrap();
+    m.control.set("signer", &info.subject);
+    m.control.set("signer_fingerprint", &info.fingerprint);
+    record.manifest = m.encode();
+    record.signature =
+        outpost_protocol::signing::sign(&key, outpost_protocol::signing::Domain::PackageManifest, &record.manifest)
+            .to_vec();
+    record.chain = chain.iter().map(|c| c.to_vec()).collect();
+    record
+}
+
 /// Pseudo-random bytes (incompressible, reproducible).
 pub use outpost_protocol::chunking::noise;
 

@@ -5,11 +5,11 @@
 use outpost_actors::clock::unix_now as now;
 use std::time::Duration;
 
-use outpost_protocol::package::{Manifest, PackageArchive};
+use outpost_protocol::package::PackageArchive;
 use outpost_protocol::pki;
 use outpost_protocol::snapshot::Snapshot;
 
-use crate::cluster::{Cluster, Daemon, blob_files, entry, noise, rogue, wait_for};
+use crate::cluster::{Cluster, Daemon, blob_files, entry, noise, rogue, signed_by, tampered, wait_for};
 use crate::common::{listing, run_in};
 
 const SYNC: Duration = Duration::from_secs(60);
@@ -316,23 +316,9 @@ fn forged_tampered_and_misfiled_package_records_are_refused_and_the_last_good_sn
     // Tampered: the manifest changed after signing. Forged: signed by a certificate of the right
     // CA without the package-signing usage. Misfiled: the upstream answers with another
     // package's record than the one the snapshot names.
-    let mut tampered = record(&c.package("tampered", "1", &[("t", b"t")]));
-    let mut m = Manifest::decode(&tampered.manifest).unwrap();
-    m.control.set("description", "changed after signing");
-    tampered.manifest = m.encode();
-    let mut forged = record(&c.package("forged", "1", &[("f", b"f")]));
+    let tampered = tampered(record(&c.package("tampered", "1", &[("t", b"t")])));
     let signer = c.pki.issue("edge", "not-a-packager", &["--san", "127.0.0.1"]);
-    let chain = pki::parse_pem_certificates(&std::fs::read_to_string(&signer.0).unwrap()).unwrap();
-    let key = pki::decode_private_key(&std::fs::read_to_string(&signer.1).unwrap(), None).unwrap();
-    let info = pki::cert_info(&chain[0]).unwrap();
-    let mut m = Manifest::decode(&forged.manifest).unwrap();
-    m.control.set("signer", &info.subject);
-    m.control.set("signer_fingerprint", &info.fingerprint);
-    forged.manifest = m.encode();
-    forged.signature =
-        outpost_protocol::signing::sign(&key, outpost_protocol::signing::Domain::PackageManifest, &forged.manifest)
-            .to_vec();
-    forged.chain = chain.iter().map(|c| c.to_vec()).collect();
+    let forged = signed_by(record(&c.package("forged", "1", &[("f", b"f")])), (&signer.0, &signer.1));
     let named = record(&c.package("named", "1", &[("n", b"n")]));
     let other = record(&c.package("other", "1", &[("o", b"o")]));
 
