@@ -208,8 +208,9 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
         );
     }
     let (trust, ca) = daemon::trust(&c.ca)?;
-    let (keep, grace, concurrency) =
-        (cfg.keep_snapshots, config::duration("gc_grace", &cfg.gc_grace)?, cfg.concurrency);
+    let (keep, grace) = (cfg.keep_snapshots, config::duration("gc_grace", &cfg.gc_grace)?);
+    let concurrency =
+        config::count("concurrency", cfg.concurrency, 1..=1024, "ranges of 1 MiB in flight during a sync")?;
     let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
     let metrics_listener = daemon::bind_metrics(&c.metrics)?;
     daemon::run(move || async move {

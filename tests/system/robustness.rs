@@ -4,11 +4,12 @@
 //! named), never a panic (exit 101).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::agent::{Bg, Host};
 use crate::cluster::{Cluster, next_ip, tcp_port, udp_port, wait_for};
-use crate::common::{Run, run_env, run_in};
+use crate::common::{Run, outpost, run_env, run_in};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -31,8 +32,24 @@ fn node_args<'a>(c: &'a Cluster, role_args: &[&'a str], cert: &'a (PathBuf, Path
     v
 }
 
+/// Runs `outpost ARGS` in `dir`. A daemon that should have refused its settings but started
+/// runs on: it is stopped after [`LIMIT`], and the check that expected a refusal fails instead
+/// of waiting for ever.
 fn run_strings(dir: &Path, args: &[String]) -> Run {
-    run_in(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    let mut child = outpost()
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the outpost binary runs");
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().expect("the child can be waited for").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    Run::from(&child.wait_with_output().expect("the outpost binary runs"))
 }
 
 #[test]
@@ -115,6 +132,13 @@ fn values_too_large_or_meaningless_are_refused_with_the_field_named() {
         run_strings(c.dir(), &node_args(&c, &["repo", "edge", "--upstream", "127.0.0.1:9", "--poll", "0s"], &edge)),
         "poll: \"0s\" is too short",
     );
+    for concurrency in ["0", "100000"] {
+        let cfg = write("edge-c.toml", &format!("concurrency = {concurrency}\nupstreams = [\"127.0.0.1:9\"]\n"));
+        refused(
+            run_strings(c.dir(), &node_args(&c, &["repo", "edge", "--config", &cfg], &edge)),
+            &format!("concurrency: {concurrency} is out of range; it must be 1 to 1024"),
+        );
+    }
     let cfg = write("main0.toml", "resign_every = \"0s\"\n");
     refused(run_strings(c.dir(), &node_args(&c, &["repo", "main", "--config", &cfg], &server)), "resign_every");
     let host = Host::new(&c, "pc-zero.test", "update_every = \"0s\"");

@@ -98,7 +98,7 @@ pub struct EdgeConfig {
     /// chunk the first time a client asks, then keep it).
     pub fill: String,
     /// Requests in flight during a sync, counted in ranges of 1 MiB (smaller ranges, as an
-    /// update's: up to four times as many, within the same bytes).
+    /// update's: up to four times as many, within the same bytes); 1 to 1024.
     pub concurrency: usize,
     /// Snapshots kept, with the content they reference.
     pub keep_snapshots: usize,

@@ -31,6 +31,15 @@ pub fn duration_at_least(field: &str, value: &str, min: Duration) -> Result<Dura
     Ok(d)
 }
 
+/// A count field that must lie within `range`: outside it, a value is a typo or a setting
+/// the daemon would hold to at a cost nobody meant. `unit` says what is counted.
+pub fn count(field: &str, value: usize, range: std::ops::RangeInclusive<usize>, unit: &str) -> Result<usize> {
+    if !range.contains(&value) {
+        bail!("{field}: {value} is out of range; it must be {} to {} ({unit})", range.start(), range.end());
+    }
+    Ok(value)
+}
+
 /// A byte-size field.
 pub fn bytes(field: &str, value: &str) -> Result<u64> {
     parse_bytes(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
