@@ -359,10 +359,7 @@ impl LiveWatch {
             let seen = self.seen.lock().expect("not poisoned");
             Some((find(&seen, false)?, find(&seen, true)?))
         })?;
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
         // The edge's received bytes before this snapshot: its last observation before it.
         let before = {
             let seen = self.seen.lock().expect("not poisoned");
@@ -381,12 +378,19 @@ impl LiveWatch {
     }
 }
 
-impl Drop for LiveWatch {
-    fn drop(&mut self) {
+impl LiveWatch {
+    /// Stops the polling thread and waits for it.
+    fn halt(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
