@@ -61,6 +61,8 @@ pub struct RepoMetrics {
     pub datagrams: Family<Labels, Counter>,
     /// Bytes of those datagrams (QUIC's headers, acknowledgements and probes included).
     pub datagram_bytes: Family<Labels, Counter>,
+    /// Head checks over UDP, by result ([`crate::repo::check::RESULTS`]).
+    pub head_checks: Family<Labels, Counter>,
 }
 
 impl Default for RepoMetrics {
@@ -88,6 +90,7 @@ impl Default for RepoMetrics {
             requests: Family::default(),
             datagrams: Family::default(),
             datagram_bytes: Family::default(),
+            head_checks: Family::default(),
         }
     }
 }
@@ -109,6 +112,9 @@ impl RepoMetrics {
         }
         for result in ["retried", "refused"] {
             let _ = self.handshakes.get_or_create(&label("result", result));
+        }
+        for result in crate::repo::check::RESULTS {
+            let _ = self.head_checks.get_or_create(&label("result", result));
         }
         let r = registry.sub_registry_with_prefix("outpost_repo");
         r.register("snapshot_sequence", "Sequence number of the snapshot served", self.snapshot_sequence.clone());
@@ -150,6 +156,11 @@ impl RepoMetrics {
             "sent_datagram_bytes",
             "Bytes of the UDP datagrams sent to clients, by peer, counted when a connection ends",
             self.datagram_bytes.clone(),
+        );
+        r.register(
+            "head_checks",
+            "Head checks over UDP (one datagram each way, for agents holding a ticket), by result",
+            self.head_checks.clone(),
         );
         r.register(
             "handshakes",

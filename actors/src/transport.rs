@@ -182,7 +182,11 @@ fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
 fn endpoint_config(payload: u16, server: bool) -> quinn::EndpointConfig {
     let mut c = quinn::EndpointConfig::default();
     c.max_udp_payload_size(payload).expect("within QUIC's bounds");
-    if !server {
+    if server {
+        // Peers keep QUIC's fixed bit set (RFC 9287 greasing off): a datagram without it is
+        // not QUIC, and servers take head checks on the same port ([`checks`]).
+        c.grease_quic_bit(false);
+    } else {
         c.cid_generator(|| Box::new(ClientCids));
     }
     c
@@ -233,19 +237,47 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
     })
 }
 
+pub mod checks;
 mod plain_udp;
 
 /// An endpoint on `socket`: quinn's own socket set-up (segmentation offload, ECN, 4 MiB
 /// buffers) wherever it works; where the platform refuses its socket options (Wine, see
 /// [`plain_udp`]), a plain socket, said once in the log.
 fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket, payload: u16) -> Result<Endpoint, TransportError> {
-    let runtime = Arc::new(quinn::TokioRuntime);
+    let is_server = server.is_some();
+    endpoint_on(server, async_socket(socket, is_server)?, payload)
+}
+
+fn endpoint_on(
+    server: Option<quinn::ServerConfig>,
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    payload: u16,
+) -> Result<Endpoint, TransportError> {
+    let config = endpoint_config(payload, server.is_some());
+    Ok(Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))?)
+}
+
+/// An endpoint on a plain UDP socket ([`plain_udp::PlainUdp`]), as on systems that refuse
+/// quinn's socket options.
+#[cfg(test)]
+fn plain_endpoint(
+    server: Option<quinn::ServerConfig>,
+    socket: UdpSocket,
+    payload: u16,
+) -> Result<Endpoint, TransportError> {
+    endpoint_on(server, Arc::new(plain_udp::PlainUdp::new(socket)?), payload)
+}
+
+/// The socket quinn drives: quinn-udp's (segmentation offload, ECN) with large buffers, or
+/// where the system refuses its options, a plain one.
+fn async_socket(socket: UdpSocket, server: bool) -> Result<Arc<dyn quinn::AsyncUdpSocket>, TransportError> {
+    use quinn::Runtime;
     match quinn::udp::UdpSocketState::new((&socket).into()) {
         Ok(state) => {
             // Best effort: the kernel caps these at net.core.{r,w}mem_max.
             let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
             let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
-            if server.is_some()
+            if server
                 && let Ok(got) = state.recv_buffer_size((&socket).into())
                 && got < SOCKET_BUFFER
             {
@@ -258,28 +290,17 @@ fn endpoint(server: Option<quinn::ServerConfig>, socket: UdpSocket, payload: u16
                     );
                 });
             }
-            Ok(Endpoint::new(endpoint_config(payload, server.is_some()), server, socket, runtime)?)
+            Ok(quinn::TokioRuntime.wrap_udp_socket(socket)?)
         }
         Err(e) if cfg!(windows) => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::info!("this system refuses QUIC's socket options ({e}); using a plain UDP socket");
             });
-            plain_endpoint(server, socket, payload)
+            Ok(Arc::new(plain_udp::PlainUdp::new(socket)?))
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// An endpoint on a plain UDP socket ([`plain_udp::PlainUdp`]).
-fn plain_endpoint(
-    server: Option<quinn::ServerConfig>,
-    socket: UdpSocket,
-    payload: u16,
-) -> Result<Endpoint, TransportError> {
-    let socket = Arc::new(plain_udp::PlainUdp::new(socket)?);
-    let config = endpoint_config(payload, server.is_some());
-    Ok(Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))?)
 }
 
 /// A server endpoint on `addr` for `alpn`, requiring client certificates from `ca`.
@@ -309,6 +330,19 @@ pub fn server_with(
     anonymous_allowed: bool,
 ) -> Result<Endpoint, TransportError> {
     endpoint(Some(server_config(identity, ca, alpns, anonymous_allowed)?), socket, MAX_UDP_PAYLOAD)
+}
+
+/// A repository's server endpoint ([`server_with`]) whose socket also takes head checks
+/// ([`checks`], [`outpost_protocol::check`]): they are answered by the repository, not quinn.
+pub fn server_with_checks(
+    socket: UdpSocket,
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+    alpns: &[&[u8]],
+) -> Result<(Endpoint, checks::Checks), TransportError> {
+    let config = server_config(identity, ca, alpns, false)?;
+    let (socket, checks) = checks::split(async_socket(socket, true)?);
+    Ok((endpoint_on(Some(config), socket, MAX_UDP_PAYLOAD)?, checks))
 }
 
 fn server_config(

@@ -103,7 +103,7 @@ impl MainSetup {
             self.publisher,
             metrics.clone(),
         )?;
-        let endpoint = transport::server_with(self.socket, &self.identity, ca, &[ALPN_REPO], false)
+        let (endpoint, checks) = transport::server_with_checks(self.socket, &self.identity, ca, &[ALPN_REPO])
             .with_context(|| format!("listening on {}", c.listen))?;
         let publisher = publisher.start();
         let shared = Shared {
@@ -114,6 +114,7 @@ impl MainSetup {
             metrics,
             role: Role::Main { publisher: publisher.clone() },
             revoked,
+            tickets: Arc::default(),
         };
         eprintln!(
             "outpost repo main {:?} listening on {} (QUIC), data in {}",
@@ -122,7 +123,7 @@ impl MainSetup {
             c.data.display()
         );
         Ok(MainStarted {
-            serving: tokio::spawn(server::serve(endpoint, shared, cancel)),
+            serving: tokio::spawn(server::serve(endpoint, checks, shared, cancel)),
             publisher,
             revoked: in_snapshot,
         })
@@ -232,7 +233,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
             pace,
             checked: Arc::default(),
         };
-        let endpoint = transport::server_with(socket, &identity, &ca, &[ALPN_REPO], false)
+        let (endpoint, checks) = transport::server_with_checks(socket, &identity, &ca, &[ALPN_REPO])
             .with_context(|| format!("listening on {}", c.listen))?;
         let (replicator, head, upstream) = Replicator::new(replicator_config, client, ctx.clone(), cancel.clone())?;
         let _replicator = replicator.start();
@@ -250,6 +251,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
                 schedule,
             },
             revoked: Default::default(),
+            tickets: Arc::default(),
         };
         daemon::serve_metrics(metrics_listener, registry, cancel.clone())?;
         eprintln!(
@@ -271,7 +273,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
                 let _ = tokio::task::spawn_blocking(move || s.gc(keep, grace)).await;
             }
         });
-        let serving = tokio::spawn(server::serve(endpoint, shared, cancel.clone()));
+        let serving = tokio::spawn(server::serve(endpoint, checks, shared, cancel.clone()));
         daemon::shutdown_signal().await;
         eprintln!("stopping");
         cancel.cancel();

@@ -17,11 +17,13 @@
 //! * [`lineage`]: CA-signed lineage documents that move edges and agents to a new line of
 //!   snapshots (after a restore).
 //! * [`wire`]: the repository protocol's messages and limits.
+//! * [`check`]: the head check in one UDP datagram each way, for agents holding a ticket.
 //! * [`schedule`]: sync windows and the bandwidth token bucket.
 //! * [`hex`]: the one text form of hashes and fingerprints.
 //! * [`central`]: enrollment, signed inventory reports, actions and console queries.
 
 pub mod central;
+pub mod check;
 pub mod chunking;
 pub mod control;
 pub mod delta;

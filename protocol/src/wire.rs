@@ -76,6 +76,10 @@ pub enum Request {
     /// ([`Response::Checked`]); a damaged file is removed (an edge fetches it again). The
     /// client then asks once more.
     Damaged { file: [u8; 32], offset: u64, len: u32 },
+    /// A ticket for the head check over UDP ([`crate::check`]): the client asks for the head
+    /// in one datagram afterwards, at the same address ([`Response::CheckTicket`]). A
+    /// repository that predates it answers an error.
+    CheckTicket,
 }
 
 impl Request {
@@ -93,6 +97,7 @@ impl Request {
             Self::PackageDelta { .. } => "package_delta",
             Self::RangeAgainst { .. } => "range_delta",
             Self::Damaged { .. } => "damaged",
+            Self::CheckTicket => "check_ticket",
         }
     }
 }
@@ -129,6 +134,9 @@ pub enum Response {
     PublishedMany { sequence: u64, packages: Vec<PublishedPackage> },
     /// The answer to [`Request::Damaged`]: whether the file was found damaged (and removed).
     Checked { damaged: bool },
+    /// A ticket for the head check ([`crate::check`]) and its key, good until `expires` (Unix
+    /// seconds).
+    CheckTicket { ticket: Vec<u8>, key: crate::check::Key, expires: i64 },
 }
 
 /// One package of a [`Response::PublishedMany`].
@@ -357,6 +365,7 @@ mod golden {
                 Request::Damaged { file: [5; 32], offset: 1, len: 2 },
                 "000d05050505050505050505050505050505050505050505050505050505050505050102",
             ),
+            (Request::CheckTicket, "000e"),
         ];
         for (request, golden) in requests {
             assert_golden(&format!("{request:?}"), &encode_request(&request)[4..], golden);
@@ -383,6 +392,10 @@ mod golden {
                 "0007000000000000000000000000000000000000010aac02",
             ),
             (Response::Checked { damaged: true }, "000901"),
+            (
+                Response::CheckTicket { ticket: vec![1, 2], key: [3; 32], expires: 4 },
+                "000a020102030303030303030303030303030303030303030303030303030303030303030308",
+            ),
         ];
         for (response, golden) in responses {
             assert_golden(&format!("{response:?}"), &encode_response(&response)[4..], golden);

@@ -12,7 +12,7 @@ use outpost_protocol::pki;
 use outpost_protocol::snapshot::Snapshot;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, entry, next_ip, noise, rogue, signed_by, tampered, wait_for};
+use crate::cluster::{Cluster, Daemon, entry, next_ip, noise, rogue, signed_by, tampered, wait_for};
 use crate::common::{Run, listing, outpost, run_in};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -631,6 +631,82 @@ fn a_running_daemon_follows_pushed_heads_and_asks_nothing_while_unchanged() {
         (host.status()["last_update"]["repo"] == main.addr.as_str()).then_some(())
     });
     assert_eq!(main.metric("outpost_repo_subscribers", ""), 0.0, "a fallback is not followed");
+}
+
+#[test]
+fn an_unchanged_update_is_one_datagram_each_way_once_the_agent_holds_a_ticket() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &[]);
+    let first = c.publish(&c.package("check-a", "1", &[("a", b"a")]), &main.addr);
+    c.wait_sequence(&edge.addr, first, LIMIT);
+    let config = format!("repos = [{:?}]\nmain = {:?}", edge.addr, main.addr);
+    let host = Host::new(&c, "pc-check.test", &config);
+    let asked =
+        |edge: &Daemon, kind: &str| edge.metric("outpost_repo_requests_total", &format!("{{request=\"{kind}\"}}"));
+    let checks = |edge: &Daemon, result: &str| {
+        edge.metric("outpost_repo_head_checks_total", &format!("{{result=\"{result}\"}}"))
+    };
+
+    // The first update connects (QUIC) and takes a ticket on that connection.
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("New snapshot {first}")), "{}", out.stdout);
+    assert_eq!((asked(&edge, "head"), asked(&edge, "check_ticket")), (1.0, 1.0));
+
+    // Unchanged: one datagram each way, no connection (no head asked over QUIC).
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("Unchanged snapshot {first} from {}", edge.addr)), "{}", out.stdout);
+    assert_eq!(checks(&edge, "ok"), 1.0);
+    assert_eq!((asked(&edge, "head"), asked(&edge, "check_ticket")), (1.0, 1.0), "no connection made");
+
+    // Changed: the check says so, and the new snapshot comes over QUIC.
+    let second = c.publish(&c.package("check-b", "1", &[("b", b"b")]), &main.addr);
+    c.wait_sequence(&edge.addr, second, LIMIT);
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("New snapshot {second}")), "{}", out.stdout);
+    assert_eq!(checks(&edge, "ok"), 2.0);
+    assert_eq!(asked(&edge, "snapshot"), 2.0);
+    assert_eq!(asked(&edge, "head"), 1.0, "the head came from the check");
+
+    // Datagrams of the check's kind that are not genuine queries: a ticket this edge never
+    // gave is told so (unsealed, so the agent only learns to ask over QUIC); a query cut
+    // short, and one whose tag was not made with the ticket's key, get nothing.
+    let ip = edge.addr.rsplit_once(':').unwrap().0;
+    let raw = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ticket = vec![0u8; 80];
+    ticket[0] = 0x5a;
+    let q = outpost_protocol::check::query(&ticket, &[3; 32], [4; 12]);
+    raw.send_to(&q, &edge.addr).unwrap();
+    let mut buf = [0u8; 512];
+    let n = raw.recv(&mut buf).unwrap();
+    assert_eq!(
+        outpost_protocol::check::open_reply(&buf[..n], &[3; 32], [4; 12]),
+        Ok(outpost_protocol::check::Reply::Unknown)
+    );
+    raw.send_to(&q[..q.len() - 3], &edge.addr).unwrap();
+    wait_for(LIMIT, "the edge to count the malformed check", || (checks(&edge, "malformed") == 1.0).then_some(()));
+    assert_eq!(checks(&edge, "unknown_ticket"), 1.0);
+
+    // The edge restarts and knows no ticket: the agent is told, asks over QUIC, and takes a
+    // new ticket there; the next update is a check again.
+    edge.restart(&[]);
+    c.wait_sequence(&edge.addr, second, LIMIT);
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("Unchanged snapshot {second}")), "{}", out.stdout);
+    assert_eq!(checks(&edge, "unknown_ticket"), 1.0);
+    assert_eq!((asked(&edge, "head"), asked(&edge, "check_ticket")), (1.0, 1.0));
+    host.run(&["update"]).ok();
+    assert_eq!(checks(&edge, "ok"), 1.0);
+    assert_eq!(asked(&edge, "head"), 1.0, "no connection made");
+
+    // The edge stops: its check fails and so does a connection; the main, whose ticket the
+    // agent took with the edge's, answers its check.
+    edge.kill();
+    let heads = asked(&main, "head");
+    let out = host.run(&["update"]).ok();
+    assert!(out.stdout.contains(&format!("Unchanged snapshot {second} from {}", main.addr)), "{}", out.stdout);
+    assert_eq!(asked(&main, "head"), heads, "the main answered a check");
 }
 
 #[test]

@@ -2,14 +2,17 @@
 //! [`outpost_protocol::selection`] fed with DNS SRV answers (hickory-resolver) and with each
 //! candidate's health and round-trip time, measured by connecting and asking for its head.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use outpost_protocol::check::{self, Reply};
 use outpost_protocol::selection::{self, AgentFacts, Candidate, Rule, SrvRecord};
 use outpost_protocol::snapshot::Head;
 use quinn::Endpoint;
+use serde::{Deserialize, Serialize};
 
 use crate::repo::client::RepoClient;
 use crate::transport::Pace;
@@ -43,8 +46,90 @@ pub struct Probed {
     pub head: Option<Head>,
     /// Why it did not answer.
     pub error: Option<String>,
-    /// The connection, kept for use.
+    /// The connection, kept for use (`None` when the head came from a head check).
     pub client: Option<RepoClient>,
+    /// How its head check over UDP went.
+    pub checked: Checked,
+}
+
+/// How a candidate's head check over UDP ([`outpost_protocol::check`]) went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Checked {
+    /// Not tried (no ticket for it, or not an update).
+    #[default]
+    NotTried,
+    /// It answered: the head came in one datagram each way, no connection was made.
+    Answered,
+    /// It does not know the ticket (restarted, or expired): asked over QUIC.
+    Unknown,
+    /// No answer in time, or a refused one: asked over QUIC.
+    Failed,
+}
+
+/// A ticket for a repository's head check, kept in the agent's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadTicket {
+    /// The repository's address that gave it (a name may have several).
+    pub to: SocketAddr,
+    /// The ticket.
+    pub ticket: Vec<u8>,
+    /// Its key.
+    pub key: check::Key,
+    /// When it was given (Unix seconds).
+    pub issued: i64,
+    /// When it stops being accepted.
+    pub expires: i64,
+}
+
+impl HeadTicket {
+    /// Past half its life: a new one is asked for at the next connection.
+    pub fn due(&self, now: i64) -> bool {
+        now >= self.issued + (self.expires - self.issued) / 2
+    }
+}
+
+/// How long a head check waits for its answer, in all (the query is sent again once, after
+/// [`CHECK_RESEND`]); then the agent asks over QUIC.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// When an unanswered query is sent again.
+pub const CHECK_RESEND: Duration = Duration::from_millis(300);
+
+/// Asks `ticket`'s repository for its head in one datagram ([`outpost_protocol::check`]).
+pub async fn check_head(ticket: &HeadTicket, bind: Option<IpAddr>) -> Result<Reply, String> {
+    use ring::rand::SecureRandom;
+    let local = match (bind, ticket.to) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, SocketAddr::V4(_)) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        (None, SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("head check: {e}"))?;
+    socket.connect(ticket.to).await.map_err(|e| format!("head check to {}: {e}", ticket.to))?;
+    let mut nonce = [0u8; check::NONCE_BYTES];
+    ring::rand::SystemRandom::new().fill(&mut nonce).map_err(|_| "no random source".to_string())?;
+    let query = check::query(&ticket.ticket, &ticket.key, nonce);
+    let deadline = tokio::time::Instant::now() + CHECK_TIMEOUT;
+    let mut resend = Some(tokio::time::Instant::now() + CHECK_RESEND);
+    socket.send(&query).await.map_err(|e| format!("head check to {}: {e}", ticket.to))?;
+    let mut buf = [0u8; 512];
+    loop {
+        let until = resend.unwrap_or(deadline).min(deadline);
+        match tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => match check::open_reply(&buf[..n], &ticket.key, nonce) {
+                Ok(reply) => return Ok(reply),
+                // Not the answer to this query (a late one, or forged): wait on.
+                Err(e) => tracing::debug!(to = %ticket.to, "head check reply ignored: {e}"),
+            },
+            // An ICMP error (nothing listens there) ends it at once.
+            Ok(Err(e)) => return Err(format!("head check to {}: {e}", ticket.to)),
+            Err(_) if resend.is_some() && until < deadline => {
+                resend = None;
+                let _ = socket.send(&query).await;
+            }
+            Err(_) => {
+                return Err(format!("head check to {}: no answer within {} ms", ticket.to, CHECK_TIMEOUT.as_millis()));
+            }
+        }
+    }
 }
 
 /// Why DNS discovery failed.
@@ -122,13 +207,40 @@ pub async fn candidates(sources: &Sources, facts: &AgentFacts) -> (Vec<Candidate
 }
 
 /// Checks every candidate at once (connect, ask for the head) and returns them best first;
-/// the clients kept use `pace` for what follows.
-pub async fn probe(endpoint: &Endpoint, candidates: Vec<Candidate>, pace: Pace) -> Vec<Probed> {
+/// the clients kept use `pace` for what follows. A candidate with a ticket in `tickets` is
+/// asked with a head check first (from `bind`), and connected to only when that fails.
+pub async fn probe(
+    endpoint: &Endpoint,
+    candidates: Vec<Candidate>,
+    pace: Pace,
+    tickets: &BTreeMap<String, HeadTicket>,
+    bind: Option<IpAddr>,
+) -> Vec<Probed> {
+    let now = crate::clock::unix_now();
     let tasks: Vec<_> = candidates
         .into_iter()
         .map(|c| {
             let endpoint = endpoint.clone();
+            let ticket = tickets.get(&c.addr).filter(|t| t.expires > now).cloned();
             tokio::spawn(async move {
+                let mut checked = Checked::NotTried;
+                if let Some(ticket) = ticket {
+                    let started = Instant::now();
+                    match check_head(&ticket, bind).await {
+                        Ok(Reply::Head(head)) => {
+                            let mut candidate = c;
+                            candidate.healthy = Some(head.is_some());
+                            candidate.rtt = head.is_some().then(|| started.elapsed());
+                            let error = head.is_none().then(|| "it serves no snapshot yet".to_string());
+                            return Probed { candidate, head, error, client: None, checked: Checked::Answered };
+                        }
+                        Ok(Reply::Unknown) => checked = Checked::Unknown,
+                        Err(e) => {
+                            tracing::debug!(repo = c.addr, "{e}; asking over QUIC");
+                            checked = Checked::Failed;
+                        }
+                    }
+                }
                 let started = Instant::now();
                 let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
                     let client =
@@ -143,11 +255,11 @@ pub async fn probe(endpoint: &Endpoint, candidates: Vec<Candidate>, pace: Pace) 
                     Ok((client, head)) => {
                         candidate.healthy = Some(true);
                         candidate.rtt = Some(started.elapsed());
-                        Probed { candidate, head: Some(head), error: None, client: Some(client) }
+                        Probed { candidate, head: Some(head), error: None, client: Some(client), checked }
                     }
                     Err(e) => {
                         candidate.healthy = Some(false);
-                        Probed { candidate, head: None, error: Some(e), client: None }
+                        Probed { candidate, head: None, error: Some(e), client: None, checked }
                     }
                 }
             })

@@ -105,6 +105,15 @@ impl RepoClient {
         }
     }
 
+    /// A ticket for the head check over UDP ([`outpost_protocol::check`]): the ticket, its key
+    /// and when it expires. A repository that predates it answers an error.
+    pub async fn check_ticket(&self) -> Result<(Vec<u8>, outpost_protocol::check::Key, i64), ClientError> {
+        match transport::request(&self.connection, &Request::CheckTicket, self.pace).await?.2 {
+            Response::CheckTicket { ticket, key, expires } => Ok((ticket, key, expires)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// The repository's state.
     pub async fn status(&self) -> Result<RepoStatus, ClientError> {
         match transport::request(&self.connection, &Request::Status, self.pace).await?.2 {

@@ -1,12 +1,14 @@
 //! Repositories: the main repository publishes signed snapshots ([`publisher`]); edges
 //! replicate them from an ordered list of upstreams ([`replicator`], [`sync`], and the pure
 //! choice of upstream in [`upstreams`]); both serve
-//! clients over QUIC ([`server`]); [`client`] is the client side (status, pull, publish).
+//! clients over QUIC ([`server`]) and answer head checks on the same port ([`check`]);
+//! [`client`] is the client side (status, pull, publish).
 //!
 //! State lives in actors (the [`publisher::Publisher`] and [`replicator::Replicator`]); the
 //! tasks that serve clients read the store directly (blobs are immutable, redb takes
 //! concurrent readers) and learn the current head from a `watch` channel the actor updates.
 
+pub mod check;
 pub mod checked;
 pub mod client;
 pub mod publisher;
@@ -122,4 +124,6 @@ pub struct Shared {
     /// Fingerprints of revoked host certificates (from central, when it runs in the same
     /// process): their connections are refused.
     pub revoked: crate::central::Revoked,
+    /// The keys of the head check's tickets.
+    pub tickets: Arc<check::Tickets>,
 }

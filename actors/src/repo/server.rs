@@ -16,14 +16,17 @@ use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
 use crate::store::{FileInfo, StoreError};
+use crate::transport::checks::Checks;
 use crate::transport::{self, Admission, Admitted, Pace, StreamError, peer, read_frame, respond};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
 
-/// Accepts connections until `cancel` fires, then closes the endpoint and waits for it.
-pub async fn serve(endpoint: Endpoint, shared: Shared, cancel: CancellationToken) {
+/// Accepts connections until `cancel` fires, then closes the endpoint and waits for it; the
+/// head checks taken from its socket are answered meanwhile.
+pub async fn serve(endpoint: Endpoint, checks: Checks, shared: Shared, cancel: CancellationToken) {
     tokio::spawn(follow_revocations(shared.clone(), cancel.clone()));
+    tokio::spawn(super::check::answer_checks(checks, shared.clone(), cancel.clone()));
     let metrics = shared.metrics.clone();
     let seen = move |what: Admitted, why: &str| match what.turned_away() {
         Some(result) => {
@@ -145,6 +148,11 @@ async fn handle_stream(
     };
     shared.metrics.requests.get_or_create(&crate::metrics::label("request", request.kind())).inc();
     match request {
+        Request::CheckTicket => {
+            let grant = shared.tickets.issue(who, crate::clock::unix_now());
+            respond(&mut send, &Response::CheckTicket { ticket: grant.ticket, key: grant.key, expires: grant.expires })
+                .await
+        }
         Request::Head => {
             let head = *shared.head.borrow();
             let answer = head.map_or_else(|| error(ErrorCode::Unavailable, "no snapshot yet"), Response::Head);

@@ -152,3 +152,68 @@ async fn a_data_answer_comes_whole_or_is_an_error_saying_where_it_stopped() {
     connection.close(0u32.into(), b"done");
     serving.await.unwrap();
 }
+
+/// A repository's socket carries QUIC and head checks at once: the check datagrams sent
+/// during a transfer reach the repository's queue (none reaches quinn, which would drop them),
+/// in order, the transfer arrives whole, and an answer leaves through the same port. (Under
+/// Wine the plain socket's small buffers may drop some of those sent during the transfer, as
+/// UDP may: the agent then asks over QUIC. Those sent after it must all arrive.)
+#[tokio::test]
+async fn head_checks_share_the_quic_port_with_a_transfer_in_flight() {
+    let (roots, server_id, host_id) = pki(Role::Host, "host.test");
+    let (server, mut checks) =
+        server_with_checks(UdpSocket::bind("127.0.0.1:0").unwrap(), &server_id, &roots, &[b"test"]).unwrap();
+    let addr = server.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        let connection = server.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+        let got = recv.read_to_end(64 << 20).await.unwrap();
+        send.write_all(&blake3::hash(&got).as_bytes()[..]).await.unwrap();
+        send.finish().unwrap();
+        let _ = connection.closed().await;
+    });
+    let client = client(None, &host_id, &roots, b"test").unwrap();
+    let connection = connect(&client, &addr.to_string()).await.unwrap();
+    let sent: Vec<u8> = (0..8u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let prober = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let probe = |i: u32| {
+        let mut datagram = outpost_protocol::check::MAGIC.to_vec();
+        datagram.extend_from_slice(&i.to_le_bytes());
+        datagram
+    };
+    let (during, after) = (50u32, 60u32);
+    let transfer = async {
+        send.write_all(&sent).await.unwrap();
+        send.finish().unwrap();
+        recv.read_to_end(64).await.unwrap()
+    };
+    let probing = async {
+        for i in 0..during {
+            prober.send_to(&probe(i), addr).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    };
+    let (digest, ()) = tokio::join!(transfer, probing);
+    assert_eq!(digest, blake3::hash(&sent).as_bytes().to_vec(), "the transfer arrived whole");
+    for i in during..after {
+        prober.send_to(&probe(i), addr).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.last() != Some(&(after - 1)) {
+        let d = tokio::time::timeout(Duration::from_secs(10), checks.queries.recv()).await.unwrap().unwrap();
+        assert_eq!(d.from, prober.local_addr().unwrap());
+        seen.push(u32::from_le_bytes(d.bytes[6..10].try_into().unwrap()));
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert!((during..after).all(|i| seen.contains(&i)), "every check sent after the transfer: {seen:?}");
+    if cfg!(not(windows)) {
+        assert_eq!(seen, (0..after).collect::<Vec<_>>(), "every check");
+    }
+    checks.answer(prober.local_addr().unwrap(), None, b"\0OPHC\x01answer").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), prober.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!((&buf[..n], from), (&b"\0OPHC\x01answer"[..], addr));
+    connection.close(0u32.into(), b"done");
+    serving.await.unwrap();
+}

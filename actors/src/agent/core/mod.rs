@@ -211,6 +211,8 @@ const FAILURES: &str = "failures";
 const BYTES_BY_REPO: &str = "bytes_by_repo";
 /// Repositories left aside after they were too slow, and until when.
 const PROBATION: &str = "probation";
+/// Head-check tickets, by repository address ([`select::HeadTicket`]).
+const HEAD_TICKETS: &str = "head_tickets";
 
 /// How long an upgrade sent with the snapshot it needs waits for the best repository to serve
 /// it before it takes another that does (an edge follows its upstream within a second when it
@@ -313,7 +315,7 @@ impl Agent {
     pub async fn probe(&self) -> (Vec<Probed>, Option<String>) {
         let (mut candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
         self.probation().mark(&mut candidates, unix_now());
-        (select::probe(&self.endpoint, candidates, self.settings.pace).await, dns_error)
+        (select::probe(&self.endpoint, candidates, self.settings.pace, &BTreeMap::new(), None).await, dns_error)
     }
 
     /// The clients of the repositories that answered, best first.

@@ -3,17 +3,69 @@
 use outpost_protocol::selection::{self, Candidate};
 use outpost_protocol::snapshot::Head;
 
+use crate::agent::select::{Checked, HeadTicket};
+
 use super::*;
 
 impl Agent {
     /// `update`: fetch the head of the best repository (nothing more when unchanged), then the
     /// snapshot if newer; verify it; resolve; store the plan and statuses. A refused snapshot
     /// changes nothing; the next repository is tried.
+    ///
+    /// A repository this agent holds a ticket for is asked with a head check over UDP (one
+    /// datagram each way, no connection: [`outpost_protocol::check`]); it is connected to only
+    /// when the head changed or the check failed. Tickets are asked for on the connections made.
     pub async fn update(&self) -> Result<UpdateReport, AgentError> {
-        let (probed, dns_error) = self.probe().await;
+        let (mut candidates, dns_error) = select::candidates(&self.settings.sources, &self.facts()).await;
+        self.probation().mark(&mut candidates, unix_now());
+        let tickets = self.head_tickets();
+        let probed = select::probe(&self.endpoint, candidates, self.settings.pace, &tickets, self.settings.bind).await;
         let result = self.update_from(&probed).await;
         self.record_update(&result, dns_error.as_deref())?;
+        self.renew_tickets(tickets, &probed).await;
         result
+    }
+
+    /// The head-check tickets held, by repository address.
+    fn head_tickets(&self) -> BTreeMap<String, HeadTicket> {
+        self.state.kept(HEAD_TICKETS).ok().flatten().unwrap_or_default()
+    }
+
+    /// Asks a ticket of each repository connected to whose ticket is missing, past half its
+    /// life or refused; forgets those refused where no connection was made and those expired.
+    async fn renew_tickets(&self, held: BTreeMap<String, HeadTicket>, probed: &[Probed]) {
+        let now = unix_now();
+        let mut tickets = held.clone();
+        tickets.retain(|_, t| t.expires > now);
+        for p in probed {
+            let addr = &p.candidate.addr;
+            let Some(client) = &p.client else {
+                if p.checked == Checked::Unknown {
+                    tickets.remove(addr);
+                }
+                continue;
+            };
+            let refused = matches!(p.checked, Checked::Unknown | Checked::Failed);
+            if !refused && tickets.get(addr).is_some_and(|t| !t.due(now)) {
+                continue;
+            }
+            match client.check_ticket().await {
+                Ok((ticket, key, expires)) => {
+                    let to = client.connection.remote_address();
+                    tickets.insert(addr.clone(), HeadTicket { to, ticket, key, issued: now, expires });
+                }
+                Err(e) => {
+                    // A repository that predates head checks.
+                    tracing::debug!(repo = addr, "no head-check ticket: {e}");
+                    tickets.remove(addr);
+                }
+            }
+        }
+        if tickets != held
+            && let Err(e) = self.state.keep(HEAD_TICKETS, &tickets)
+        {
+            tracing::warn!("head-check tickets not kept: {e}");
+        }
     }
 
     /// `update` asked of a running daemon: the head of the repository it follows, asked on the
@@ -36,7 +88,13 @@ impl Agent {
             rtt: None,
             probation: false,
         };
-        let probed = [Probed { candidate, head: Some(head), error: None, client: Some(client.clone()) }];
+        let probed = [Probed {
+            candidate,
+            head: Some(head),
+            error: None,
+            client: Some(client.clone()),
+            checked: Checked::NotTried,
+        }];
         let result = self.update_from(&probed).await;
         self.record_update(&result, None)?;
         result
@@ -103,10 +161,11 @@ impl Agent {
         let first = probed.first().map(|p| p.candidate.addr.clone());
         for p in probed {
             let first_choice = first.as_ref() == Some(&p.candidate.addr);
-            let (Some(client), Some(head)) = (&p.client, p.head) else {
+            let Some(head) = p.head else {
                 unreachable.push(format!("{}: {}", p.candidate.addr, p.error.clone().unwrap_or_default()));
                 continue;
             };
+            let addr = &p.candidate.addr;
             if let Some(h) = &held
                 && h.hash() == head.hash
             {
@@ -114,15 +173,21 @@ impl Agent {
                 if snapshot.expires <= now {
                     // It serves the very snapshot held, expired: another may have a fresh one.
                     stale.get_or_insert((snapshot.sequence, snapshot.expires));
-                    unreachable.push(format!("{}: serves the same expired snapshot", client.addr));
+                    unreachable.push(format!("{addr}: serves the same expired snapshot"));
                     continue;
                 }
                 // Unchanged: one round trip, nothing more. (The plan is still made again: local
-                // requests or installs may have changed.)
-                let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                // requests or installs may have changed; a connection is made for it only when
+                // the head came from a check and a host package's record is not held.)
+                let repos: Vec<RepoClient> = match &p.client {
+                    Some(c) => vec![c.clone()],
+                    None if self.host_records_held(&snapshot)? => Vec::new(),
+                    None => self.connect_repo(addr).await.into_iter().collect(),
+                };
+                let plan = self.resolve(&snapshot, &repos).await?;
                 self.put_on_probation(&slow)?;
                 return Ok(UpdateReport {
-                    repo: client.addr.clone(),
+                    repo: addr.clone(),
                     sequence: head.sequence,
                     changed: false,
                     pending: plan.steps.len(),
@@ -131,11 +196,22 @@ impl Agent {
                     first_choice,
                 });
             }
+            // Changed: what the head check said is fetched over QUIC.
+            let client = match &p.client {
+                Some(c) => c.clone(),
+                None => match self.connect_repo(addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        unreachable.push(format!("{addr}: {e}"));
+                        continue;
+                    }
+                },
+            };
             match client.snapshot(&head, &self.trust, now, held_id).await {
                 Ok((signed, snapshot)) => {
                     self.state.put_snapshot(&signed)?;
                     self.keep_records_of(&snapshot)?;
-                    let plan = self.resolve(&snapshot, std::slice::from_ref(client)).await?;
+                    let plan = self.resolve(&snapshot, std::slice::from_ref(&client)).await?;
                     self.put_on_probation(&slow)?;
                     return Ok(UpdateReport {
                         repo: client.addr.clone(),
@@ -172,6 +248,19 @@ impl Agent {
         } else {
             unreachable.join("; ")
         }))
+    }
+
+    /// Whether the records of this host's host packages in `snapshot` are held (resolving
+    /// needs no repository for them).
+    fn host_records_held(&self, snapshot: &Snapshot) -> Result<bool, AgentError> {
+        for name in [&self.machine.uuid, &self.machine.fqdn] {
+            if let Some(h) = snapshot.host_package(name)
+                && self.state.record(&h.manifest)?.is_none()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Keeps the package records the new snapshot (or an installed package) still references;
