@@ -242,6 +242,37 @@ impl<F: Positional> Assembly<F> {
     }
 }
 
+/// What a fetch hands back: a range's verified bytes, to be written, or a range it wrote
+/// itself, every chunk verified before it was written ([`outpost_protocol::chunking::RangeCheck`]).
+#[derive(Debug)]
+pub enum Landed {
+    /// Bytes to write.
+    Bytes(Verified<RangeBytes>),
+    /// Already in place.
+    Written(Verified<Range>),
+}
+
+impl Landed {
+    fn range(&self) -> Range {
+        match self {
+            Self::Bytes(v) => v.range,
+            Self::Written(r) => **r,
+        }
+    }
+}
+
+impl From<Verified<RangeBytes>> for Landed {
+    fn from(v: Verified<RangeBytes>) -> Self {
+        Self::Bytes(v)
+    }
+}
+
+impl From<Verified<Range>> for Landed {
+    fn from(r: Verified<Range>) -> Self {
+        Self::Written(r)
+    }
+}
+
 /// A closed queue holding `items`.
 pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
     let (queue, received) = tokio::sync::mpsc::unbounded_channel();
@@ -260,7 +291,7 @@ pub fn queue_of<T>(items: Vec<T>) -> UnboundedReceiver<T> {
 /// bytes verified against the assembly's chunk list (with [`Assembly::verify`]);
 /// `written(key, range)` is called after each range is written, in the order they complete.
 /// The first error stops the rest; what was written stays.
-pub async fn fetch_all<K, F, E, Fut>(
+pub async fn fetch_all<K, F, E, L, Fut>(
     jobs: UnboundedReceiver<(K, Arc<Assembly<F>>, Range)>,
     in_flight: usize,
     fetch: impl Fn(&K, &Arc<Assembly<F>>, Range) -> Fut,
@@ -270,7 +301,8 @@ where
     K: Send + 'static,
     F: Positional,
     E: From<AssemblyError> + Send + 'static,
-    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
+    L: Into<Landed>,
+    Fut: Future<Output = Result<L, E>> + Send + 'static,
 {
     let in_flight = in_flight.max(1);
     // In KiB: each range holds its size, rounded up, until it is written. A setting too large
@@ -284,18 +316,20 @@ where
         let bytes = bytes.clone();
         tasks.spawn(async move {
             let _held = bytes.acquire_many_owned(kib).await.map_err(|e| AssemblyError::Task(e.to_string()))?;
-            let verified = fetched.await?.into_inner();
-            if verified.range != range {
+            let landed: Landed = fetched.await?.into();
+            if landed.range() != range {
                 return Err(AssemblyError::WrongRange {
                     path: assembly.file.path().to_path_buf(),
                     asked: range.offset,
-                    got: verified.range.offset,
+                    got: landed.range().offset,
                 }
                 .into());
             }
-            tokio::task::spawn_blocking(move || assembly.write(&verified))
-                .await
-                .map_err(|e| AssemblyError::Task(e.to_string()))??;
+            if let Landed::Bytes(verified) = landed {
+                tokio::task::spawn_blocking(move || assembly.write(&verified))
+                    .await
+                    .map_err(|e| AssemblyError::Task(e.to_string()))??;
+            }
             Ok::<_, E>((key, range))
         });
     };
@@ -364,7 +398,7 @@ pub struct Assembled {
 /// Makes `dir` hold every file of `manifest`, whole and verified, and its control file:
 /// what the folder already holds and verifies is kept, the rest fetched with `fetch` (at most
 /// `in_flight` ranges at once). `progress(done, total)` follows the bytes in place.
-pub async fn package_folder<E, Fut>(
+pub async fn package_folder<E, L, Fut>(
     dir: &Path,
     manifest: &Manifest,
     in_flight: usize,
@@ -373,7 +407,8 @@ pub async fn package_folder<E, Fut>(
 ) -> Result<Assembled, E>
 where
     E: From<AssemblyError> + Send + 'static,
-    Fut: Future<Output = Result<Verified<RangeBytes>, E>> + Send + 'static,
+    L: Into<Landed>,
+    Fut: Future<Output = Result<L, E>> + Send + 'static,
 {
     let io = |path: &Path| {
         let path = path.to_path_buf();

@@ -758,9 +758,51 @@ pub async fn fetch(
     limit: u64,
     pace: Pace,
 ) -> Result<Vec<u8>, TransportError> {
+    let (_send, mut recv, len) = data_answer(connection, request, limit, pace).await?;
+    within_pace(connection, pace, len, read_data(&mut recv, usize::try_from(len).expect("limited"))).await
+}
+
+/// As [`fetch`], handing the answer's bytes to `sink` as they come instead of keeping them
+/// (a client checks and writes a range while it is still in the processor's caches). The
+/// inner `Err` is the sink's, which stopped the transfer; `Ok` holds the bytes received.
+pub async fn fetch_into<E>(
+    connection: &Connection,
+    request: &Request,
+    limit: u64,
+    pace: Pace,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Result<u64, E>, TransportError> {
+    let (_send, mut recv, len) = data_answer(connection, request, limit, pace).await?;
+    let read = async {
+        let mut got = 0u64;
+        while got < len {
+            match recv.read_chunk(usize::try_from(len - got).unwrap_or(usize::MAX), true).await {
+                Ok(Some(chunk)) => {
+                    got += chunk.bytes.len() as u64;
+                    if let Err(e) = sink(&chunk.bytes) {
+                        return Ok(Err(e));
+                    }
+                }
+                Ok(None) => return Err(format!("the answer ended after {got} of its {len} bytes")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(Ok(got))
+    };
+    within_pace(connection, pace, len, read).await
+}
+
+/// Sends `request` and reads the header of its data answer: the streams and the announced
+/// length (at most `limit`).
+async fn data_answer(
+    connection: &Connection,
+    request: &Request,
+    limit: u64,
+    pace: Pace,
+) -> Result<(SendStream, RecvStream, u64), TransportError> {
     // A range's size is known (not only its limit): its answer may wait that long.
     let expected = if matches!(request, Request::Range { .. } | Request::RangeAgainst { .. }) { limit } else { 0 };
-    let (mut send, mut recv, response) = self::request_for(connection, request, pace, expected).await?;
+    let (mut send, recv, response) = self::request_for(connection, request, pace, expected).await?;
     let _ = send.finish();
     let Response::Data { len } = response else {
         return Err(TransportError::Unexpected { peer: peer_label(connection), what: format!("{response:?}") });
@@ -771,8 +813,18 @@ pub async fn fetch(
             what: format!("{len} bytes, more than the {limit} expected"),
         });
     }
+    Ok((send, recv, len))
+}
+
+/// Runs the reading of a `len`-byte answer within its deadline at `pace`.
+async fn within_pace<T>(
+    connection: &Connection,
+    pace: Pace,
+    len: u64,
+    read: impl Future<Output = Result<T, String>>,
+) -> Result<T, TransportError> {
     let within = pace.deadline(len);
-    match tokio::time::timeout(within, read_data(&mut recv, usize::try_from(len).expect("limited"))).await {
+    match tokio::time::timeout(within, read).await {
         Ok(Ok(data)) => Ok(data),
         Ok(Err(reason)) => Err(TransportError::Stream { peer: peer_label(connection), reason }),
         Err(_) => Err(TransportError::TooSlow {

@@ -169,6 +169,81 @@ pub fn verify_range(chunks: &[Chunk], range: Range, bytes: Vec<u8>) -> Result<Ve
     Ok(Verified::new(RangeBytes { range, bytes }))
 }
 
+/// Checks a range's bytes as they arrive, chunk by chunk, so that they can be written while
+/// they are still in the processor's caches: bytes are handed out ([`RangeCheck::ready`]) only
+/// once every chunk they belong to matched its signed hash; [`RangeCheck::finish`] says whether
+/// the whole range came. The same check as [`verify_range`].
+#[derive(Debug)]
+pub struct RangeCheck<'a> {
+    listed: &'a [Chunk],
+    range: Range,
+    /// Index in `listed` of the chunk being received.
+    next: usize,
+    /// Verified bytes not yet taken, then the bytes of the chunk being received.
+    pending: Vec<u8>,
+    /// How many bytes at the start of `pending` are verified.
+    verified: usize,
+    /// Bytes of the range taken so far.
+    taken: u64,
+}
+
+impl<'a> RangeCheck<'a> {
+    /// Starts checking `range` of a file whose chunk list is `chunks` (`Err`: the range is not
+    /// one of that list's).
+    pub fn new(chunks: &'a [Chunk], range: Range) -> Result<Self, usize> {
+        let listed = chunks.get(range.first..range.first.saturating_add(range.count)).ok_or(range.first)?;
+        if listed.iter().map(|c| u64::from(c.len)).sum::<u64>() != u64::from(range.len) {
+            return Err(range.first);
+        }
+        let biggest = listed.iter().map(|c| c.len as usize).max().unwrap_or(0);
+        Ok(Self { listed, range, next: 0, pending: Vec::with_capacity(biggest * 2), verified: 0, taken: 0 })
+    }
+
+    /// Takes more of the range's bytes; each chunk they complete is checked. `Err`: the index
+    /// (in the file's list) of a chunk that does not match, or of the last one when more bytes
+    /// come than the range holds.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), usize> {
+        while !bytes.is_empty() {
+            let Some(chunk) = self.listed.get(self.next) else {
+                return Err(self.range.first + self.listed.len().saturating_sub(1));
+            };
+            let want = chunk.len as usize - (self.pending.len() - self.verified);
+            let (piece, rest) = bytes.split_at(want.min(bytes.len()));
+            self.pending.extend_from_slice(piece);
+            bytes = rest;
+            if self.pending.len() - self.verified == chunk.len as usize {
+                if blake3::hash(&self.pending[self.verified..]).as_bytes() != &chunk.hash {
+                    return Err(self.range.first + self.next);
+                }
+                self.verified = self.pending.len();
+                self.next += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The verified bytes not yet taken, and the offset in the file where they go.
+    pub fn ready(&self) -> (u64, &[u8]) {
+        (self.range.offset + self.taken, &self.pending[..self.verified])
+    }
+
+    /// Forgets the bytes [`RangeCheck::ready`] gave (they were written).
+    pub fn taken(&mut self) {
+        self.taken += self.verified as u64;
+        self.pending.drain(..self.verified);
+        self.verified = 0;
+    }
+
+    /// The range, verified, once every chunk came and matched and every byte was taken
+    /// (`Err`: the index of the first chunk missing).
+    pub fn finish(self) -> Result<Verified<Range>, usize> {
+        if self.next != self.listed.len() || self.verified != 0 {
+            return Err(self.range.first + self.next);
+        }
+        Ok(Verified::new(self.range))
+    }
+}
+
 /// Reproducible, incompressible bytes (an xorshift stream from `seed`): payloads that chunk like
 /// real files, for the demo, benchmarks and tests.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -186,6 +261,80 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks `bytes` of `range` as `RangeCheck` does, arriving in pieces of the sizes given
+    /// (cycled), taking what is ready after each piece; returns what was taken, in order.
+    fn streamed(chunks: &[Chunk], range: Range, bytes: &[u8], pieces: &[usize]) -> Result<Vec<u8>, usize> {
+        let mut check = RangeCheck::new(chunks, range)?;
+        let mut out = Vec::new();
+        let mut at = 0;
+        for size in pieces.iter().cycle() {
+            if at >= bytes.len() {
+                break;
+            }
+            let end = (at + size.max(&1)).min(bytes.len());
+            check.push(&bytes[at..end])?;
+            let (offset, ready) = check.ready();
+            assert_eq!(offset, range.offset + out.len() as u64);
+            out.extend_from_slice(ready);
+            check.taken();
+            at = end;
+        }
+        check.finish()?;
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_range_checked_as_it_arrives_agrees_with_one_checked_whole(
+            seed in 0u64..1000,
+            pieces in proptest::collection::vec(1usize..20_000, 1..8),
+            damage in proptest::option::of(0usize..300_000),
+            cut in proptest::option::of(0usize..300_000),
+        ) {
+            let data = noise(300_000, seed);
+            let chunks = chunk(data.as_slice(), |_, _| Ok(())).unwrap().chunks;
+            let ranges = missing_ranges(&chunks, 100_000, |_| true);
+            for range in ranges {
+                let start = range.offset as usize;
+                let mut bytes = data[start..start + range.len as usize].to_vec();
+                if let Some(d) = damage.filter(|d| *d < bytes.len()) {
+                    bytes[d] ^= 1;
+                }
+                if let Some(c) = cut.filter(|c| *c < bytes.len()) {
+                    bytes.truncate(c);
+                }
+                let whole = verify_range(&chunks, range, bytes.clone());
+                let parts = streamed(&chunks, range, &bytes, &pieces);
+                match (whole, parts) {
+                    (Ok(v), Ok(out)) => proptest::prop_assert_eq!(&v.bytes, &out),
+                    (Err(_), Err(_)) => {}
+                    (w, p) => proptest::prop_assert!(false, "whole {:?}, streamed {:?}", w.map(|v| v.range), p.map(|o| o.len())),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_byte_of_a_chunk_that_does_not_match_is_handed_out() {
+        let data = noise(200_000, 7);
+        let chunks = chunk(data.as_slice(), |_, _| Ok(())).unwrap().chunks;
+        let range = missing_ranges(&chunks, 1 << 20, |_| true)[0];
+        let mut bytes = data.clone();
+        let second = chunks[0].len as usize + 5;
+        bytes[second] ^= 0xff;
+        let mut check = RangeCheck::new(&chunks, range).unwrap();
+        check.push(&bytes[..second - 5]).unwrap();
+        assert_eq!(check.ready(), (0, &data[..second - 5]), "the first chunk, verified");
+        check.taken();
+        assert_eq!(check.push(&bytes[second - 5..]), Err(1), "the second does not match");
+        assert_eq!(check.ready().1, &[] as &[u8], "nothing of it is ready");
+        // More bytes than the range holds.
+        let mut check = RangeCheck::new(&chunks, range).unwrap();
+        let mut more = data;
+        more.push(0);
+        assert_eq!(check.push(&more), Err(chunks.len() - 1));
+    }
 
     #[test]
     fn chunk_lists_describe_files_and_share_unchanged_chunks() {

@@ -561,7 +561,13 @@ fn any_repository_serves_byte_ranges_of_chunks() {
             let tail = transport::fetch(&client.connection, &range(4990, 10), 1000, pace).await.unwrap();
             assert_eq!(tail, content[4990..], "{repo}");
             let all = outpost_protocol::chunking::missing_ranges(&chunked.chunks, 1 << 20, |_| true);
-            assert_eq!(client.range(&hash, &chunked.chunks, &all[0]).await.unwrap().into_inner().bytes, content);
+            let mut got = vec![0u8; content.len()];
+            let mut write = |offset: u64, bytes: &[u8]| {
+                got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            };
+            let verified = client.range_into(&hash, &chunked.chunks, &all[0], &mut write).await.unwrap();
+            assert_eq!((*verified, &got), (all[0], &content), "{repo}");
             let past = transport::fetch(&client.connection, &range(4990, 20), 1000, pace).await;
             assert!(past.unwrap_err().to_string().contains("outside the file"), "{repo}");
             let missing =

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use outpost_protocol::chunking::{Chunk, Range, RangeBytes};
+use outpost_protocol::chunking::{Chunk, Range};
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::Manifest;
 use outpost_protocol::verified::Verified;
 
-use crate::assembler::{self, AssemblyError};
-use crate::repo::client::RepoClient;
+use crate::assembler::{self, AssemblyError, Positional};
+use crate::repo::client::{ClientError, RangeWriter, RepoClient};
 
 /// Ranges in flight per package.
 const IN_FLIGHT: usize = 8;
@@ -116,7 +116,7 @@ pub async fn ensure(
     let by_repo: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let preferred = Arc::new(AtomicUsize::new(0));
     let repos: Arc<Vec<RepoClient>> = Arc::new(repos.to_vec());
-    let assembled = assembler::package_folder::<DownloadError, _>(
+    let assembled = assembler::package_folder::<DownloadError, _, _>(
         &partial,
         manifest,
         IN_FLIGHT,
@@ -124,7 +124,13 @@ pub async fn ensure(
             let (repos, preferred, slow, by_repo, hash, assembly) =
                 (repos.clone(), preferred.clone(), slow.clone(), by_repo.clone(), *hash, assembly.clone());
             async move {
-                let (verified, from) = fetch(&repos, &preferred, &slow, &hash, assembly.chunks(), &range).await?;
+                let mut write = |offset, bytes: &[u8]| {
+                    let file = assembly.file();
+                    file.write_all_at(offset, bytes)
+                        .map_err(|error| ClientError::Io { path: file.path().to_path_buf(), error })
+                };
+                let (verified, from) =
+                    fetch(&repos, &preferred, &slow, &hash, assembly.chunks(), &range, &mut write).await?;
                 *by_repo.lock().expect("not poisoned").entry(from).or_default() += u64::from(range.len);
                 Ok(verified)
             }
@@ -153,9 +159,11 @@ fn first_damaged(dir: &Path, files: &[outpost_protocol::package::FileEntry]) -> 
     None
 }
 
-/// Fetches one range from the preferred repository, failing over to the next ones; returns it
-/// and the repository that sent it. A repository too slow for the range's deadline is marked in
-/// `slow` and tried again only when no other answers.
+/// Fetches one range from the preferred repository, failing over to the next ones, and writes
+/// it with `write` as it comes (every chunk verified first); returns it and the repository
+/// that sent it. A repository too slow for the range's deadline is marked in `slow` and tried
+/// again only when no other answers. A failed write stops the download (it is not the
+/// repository's fault).
 async fn fetch(
     repos: &[RepoClient],
     preferred: &AtomicUsize,
@@ -163,7 +171,8 @@ async fn fetch(
     file: &[u8; 32],
     chunks: &[Chunk],
     range: &Range,
-) -> Result<(Verified<RangeBytes>, String), DownloadError> {
+    write: &mut RangeWriter<'_>,
+) -> Result<(Verified<Range>, String), DownloadError> {
     let mut errors = Vec::new();
     let start = preferred.load(Ordering::Relaxed);
     let is_slow = |addr: &str| slow.lock().expect("not poisoned").contains(addr);
@@ -171,7 +180,8 @@ async fn fetch(
     let mut order: Vec<usize> = (0..repos.len()).map(|k| (start + k) % repos.len()).collect();
     order.sort_by_key(|&i| is_slow(&repos[i].addr));
     for i in order {
-        match repos[i].range(file, chunks, range).await {
+        match repos[i].range_into(file, chunks, range, write).await {
+            Err(ClientError::Io { path, error }) => return Err(DownloadError::Io { path, error }),
             Ok(bytes) => {
                 if i != start {
                     preferred.store(i, Ordering::Relaxed);

@@ -192,7 +192,7 @@ async fn a_package_folder_is_whole_with_its_modes_and_control_file() {
     let manifest = Manifest { control, files: vec![entry("bin/a", &ca, 0o755), entry("b.txt", &cb, 0o644)] };
     let sources = Arc::new([(ca.file, a.clone()), (cb.file, b.clone())]);
     let mut seen = Vec::new();
-    let done = package_folder::<TestError, _>(
+    let done = package_folder::<TestError, _, _>(
         dir.path(),
         &manifest,
         2,
@@ -219,7 +219,7 @@ async fn a_package_folder_is_whole_with_its_modes_and_control_file() {
     }
     assert_eq!(seen.last(), Some(&(ca.size + cb.size, ca.size + cb.size)), "progress reaches the total");
     // Again on the same folder: everything is found in place, nothing fetched.
-    let again = package_folder::<TestError, _>(
+    let again = package_folder::<TestError, Landed, _>(
         dir.path(),
         &manifest,
         2,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use outpost_protocol::chunking::{self, Chunk, Range, RangeBytes};
+use outpost_protocol::chunking::{Chunk, Range, RangeCheck};
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
@@ -16,7 +16,7 @@ use outpost_protocol::version::Version;
 use outpost_protocol::wire::{RepoStatus, RepoStatusV2, RepoStatusV3, Request, Response};
 use quinn::{Connection, Endpoint};
 
-use crate::assembler::{self, AssemblyError};
+use crate::assembler::{self, AssemblyError, Positional};
 use crate::transport::{self, Pace, TransportError};
 
 /// Why a client operation failed.
@@ -58,6 +58,9 @@ pub struct RepoClient {
     /// How fast the repository must answer: slower is a failed repository.
     pub pace: Pace,
 }
+
+/// Where [`RepoClient::range_into`] writes verified bytes: `(offset in the file, bytes)`.
+pub type RangeWriter<'a> = dyn FnMut(u64, &[u8]) -> Result<(), ClientError> + Send + 'a;
 
 /// A pulled package.
 #[derive(Debug, Clone)]
@@ -193,32 +196,66 @@ impl RepoClient {
         Ok((record, m, signer))
     }
 
-    /// A byte range of a file, verified against its chunk list.
-    pub async fn range(
+    /// Bytes `range` of `file` (by its BLAKE3), every chunk checked against `chunks` (the
+    /// signed chunk list), written with `write(offset, bytes)` as they come, each piece once
+    /// every chunk in it matched its signed hash (so they are written while still
+    /// in the processor's caches, not after the whole range arrived). A chunk that does not match
+    /// is never written; what was written before it is verified and stays.
+    pub async fn range_into(
         &self,
         file: &[u8; 32],
         chunks: &[Chunk],
         range: &Range,
-    ) -> Result<Verified<RangeBytes>, ClientError> {
+        write: &mut RangeWriter<'_>,
+    ) -> Result<Verified<Range>, ClientError> {
+        /// Verified bytes gathered before a write.
+        const WRITE_BYTES: usize = 64 * 1024;
+        enum Stop {
+            Mismatch(usize),
+            Write(ClientError),
+        }
         let mut reported = false;
         loop {
             let request = Request::Range { file: *file, offset: range.offset, len: range.len };
-            let bytes = transport::fetch(&self.connection, &request, u64::from(range.len), self.pace).await?;
-            match chunking::verify_range(chunks, *range, bytes) {
-                Ok(verified) => return Ok(verified),
-                // Once: the repository checks its copy (removing a damaged one, which an edge
-                // fetches again), then the range is asked again.
-                Err(_) if !reported && report_damaged(&self.connection, file, range, self.pace).await => {
-                    reported = true;
+            let mut check = RangeCheck::new(chunks, *range).map_err(|i| self.mismatch(file, i))?;
+            let mut sink = |bytes: &[u8]| {
+                check.push(bytes).map_err(Stop::Mismatch)?;
+                let (offset, ready) = check.ready();
+                if ready.len() >= WRITE_BYTES {
+                    write(offset, ready).map_err(Stop::Write)?;
+                    check.taken();
                 }
-                Err(i) => {
-                    return Err(ClientError::Refused(format!(
-                        "chunk {i} of file {} does not match its signed hash",
-                        hex(file)
-                    )));
-                }
+                Ok(())
+            };
+            let stopped =
+                match transport::fetch_into(&self.connection, &request, u64::from(range.len), self.pace, &mut sink)
+                    .await?
+                {
+                    Ok(_) => {
+                        let (offset, ready) = check.ready();
+                        if !ready.is_empty() {
+                            write(offset, ready)?;
+                            check.taken();
+                        }
+                        match check.finish() {
+                            Ok(verified) => return Ok(verified),
+                            Err(i) => i,
+                        }
+                    }
+                    Err(Stop::Write(e)) => return Err(e),
+                    Err(Stop::Mismatch(i)) => i,
+                };
+            // Once: the repository checks its copy (removing a damaged one, which an edge
+            // fetches again), then the range is asked again.
+            if reported || !report_damaged(&self.connection, file, range, self.pace).await {
+                return Err(self.mismatch(file, stopped));
             }
+            reported = true;
         }
+    }
+
+    fn mismatch(&self, file: &[u8; 32], i: usize) -> ClientError {
+        ClientError::Refused(format!("chunk {i} of file {} does not match its signed hash", hex(file)))
     }
 
     /// Sends a package archive; returns the answer (`Published`). The whole exchange has the
@@ -373,13 +410,20 @@ impl RepoClient {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(), ClientError> {
         const IN_FLIGHT: usize = 4;
-        assembler::package_folder::<ClientError, _>(
+        assembler::package_folder::<ClientError, _, _>(
             dir,
             manifest,
             IN_FLIGHT,
             |hash, assembly, range| {
                 let (me, hash, assembly) = (self.clone(), *hash, assembly.clone());
-                async move { me.range(&hash, assembly.chunks(), &range).await }
+                async move {
+                    let mut write = |offset, bytes: &[u8]| {
+                        let file = assembly.file();
+                        file.write_all_at(offset, bytes)
+                            .map_err(|error| ClientError::Io { path: file.path().to_path_buf(), error })
+                    };
+                    me.range_into(&hash, assembly.chunks(), &range, &mut write).await
+                }
             },
             progress,
         )
@@ -426,5 +470,104 @@ pub async fn follow_heads(connection: &Connection, pace: Pace, mut on_head: impl
             Ok(None) => return "the repository closed the subscription".into(),
             Err(e) => return e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_protocol::chunking::{chunk, missing_ranges, noise};
+    use outpost_protocol::pki::{IssueRequest, Role, create_ca, issue};
+    use outpost_protocol::wire::{self, Response};
+
+    use super::*;
+    use crate::transport::Identity;
+
+    fn identity(ca: &outpost_protocol::pki::Issued, role: Role, name: &str) -> Identity {
+        let request =
+            IssueRequest { role, name: name.into(), rights: vec![], alt_names: vec!["127.0.0.1".into()], days: 1 };
+        let issued = issue(&ca.cert, &ca.key, &request, crate::clock::unix_now()).unwrap();
+        Identity { chain: vec![issued.cert], key: issued.key.pkcs8_der().to_vec() }
+    }
+
+    /// A repository that serves `served` for every range asked (whatever it is) and says it
+    /// found nothing damaged when told.
+    async fn serving(server: Endpoint, served: Vec<u8>) {
+        let connection = server.accept().await.unwrap().await.unwrap();
+        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            let body = transport::read_frame(&mut recv, None).await.unwrap().unwrap();
+            match wire::decode_request(&body).unwrap() {
+                Request::Range { offset, len, .. } => {
+                    let bytes = &served[offset as usize..offset as usize + len as usize];
+                    transport::respond(&mut send, &Response::Data { len: u64::from(len) }).await.unwrap();
+                    send.write_all(bytes).await.unwrap();
+                }
+                Request::Damaged { .. } => {
+                    transport::respond(&mut send, &Response::Checked { damaged: false }).await.unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+            let _ = send.finish();
+        }
+    }
+
+    /// A range whose third chunk does not match: the client writes nothing of it or after it
+    /// (at most the verified chunks before it), tells the repository, and fails naming the
+    /// chunk.
+    #[tokio::test]
+    async fn a_range_is_written_as_it_comes_and_never_past_a_chunk_that_does_not_match() {
+        let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+        let roots = vec![ca.cert.clone()];
+        let server = transport::server(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity(&ca, Role::Server, "server.test"),
+            &roots,
+            wire::ALPN_REPO,
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let content = noise(400_000, 3);
+        let chunked = chunk(content.as_slice(), |_, _| Ok(())).unwrap();
+        let range = missing_ranges(&chunked.chunks, 1 << 20, |_| true)[0];
+        let bad_at = (chunked.chunks[0].len + chunked.chunks[1].len) as usize;
+        let mut served = content.clone();
+        served[bad_at + 7] ^= 1;
+        tokio::spawn(serving(server, served));
+
+        let endpoint =
+            transport::client(None, &identity(&ca, Role::Host, "host.test"), &roots, wire::ALPN_REPO).unwrap();
+        let client = RepoClient::connect(&endpoint, &addr).await.unwrap();
+        let mut written = vec![None; content.len()];
+        let mut write = |offset: u64, bytes: &[u8]| {
+            for (i, b) in bytes.iter().enumerate() {
+                written[offset as usize + i] = Some(*b);
+            }
+            Ok(())
+        };
+        let e = client.range_into(&chunked.file, &chunked.chunks, &range, &mut write).await.unwrap_err();
+        assert!(e.to_string().contains("chunk 2 of file"), "{e}");
+        assert!(
+            written[..bad_at].iter().zip(&content).all(|(w, c)| w.is_none_or(|w| w == *c)),
+            "what was written of the first two chunks is theirs"
+        );
+        assert!(written[bad_at..].iter().all(Option::is_none), "nothing from the chunk that does not match on");
+
+        // The same from a repository that serves it right: every byte, once verified.
+        let server = transport::server(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity(&ca, Role::Server, "server.test"),
+            &roots,
+            wire::ALPN_REPO,
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(serving(server, content.clone()));
+        let client = RepoClient::connect(&endpoint, &addr).await.unwrap();
+        let mut got = vec![0u8; content.len()];
+        let mut write = |offset: u64, bytes: &[u8]| {
+            got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        };
+        let verified = client.range_into(&chunked.file, &chunked.chunks, &range, &mut write).await.unwrap();
+        assert_eq!((*verified, got), (range, content));
     }
 }
