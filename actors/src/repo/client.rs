@@ -59,8 +59,11 @@ pub struct RepoClient {
     pub pace: Pace,
 }
 
-/// Where [`RepoClient::range_into`] writes verified bytes: `(offset in the file, bytes)`.
-pub type RangeWriter<'a> = dyn FnMut(u64, &[u8]) -> Result<(), ClientError> + Send + 'a;
+/// Where checked bytes of a range are written: `(offset in the file, bytes)`.
+pub type Writer<'a, E> = dyn FnMut(u64, &[u8]) -> Result<(), E> + Send + 'a;
+
+/// Where [`RepoClient::range_into`] writes verified bytes.
+pub type RangeWriter<'a> = Writer<'a, ClientError>;
 
 /// A pulled package.
 #[derive(Debug, Clone)]
@@ -197,10 +200,9 @@ impl RepoClient {
     }
 
     /// Bytes `range` of `file` (by its BLAKE3), every chunk checked against `chunks` (the
-    /// signed chunk list), written with `write(offset, bytes)` as they come, each piece once
-    /// every chunk in it matched its signed hash (so they are written while still
-    /// in the processor's caches, not after the whole range arrived). A chunk that does not match
-    /// is never written; what was written before it is verified and stays.
+    /// signed chunk list), written with `write(offset, bytes)` as they come ([`stream_range`]).
+    /// A chunk that does not match is never written; the repository is told once and asked
+    /// again.
     pub async fn range_into(
         &self,
         file: &[u8; 32],
@@ -208,43 +210,14 @@ impl RepoClient {
         range: &Range,
         write: &mut RangeWriter<'_>,
     ) -> Result<Verified<Range>, ClientError> {
-        /// Verified bytes gathered before a write.
-        const WRITE_BYTES: usize = 64 * 1024;
-        enum Stop {
-            Mismatch(usize),
-            Write(ClientError),
-        }
         let mut reported = false;
         loop {
-            let request = Request::Range { file: *file, offset: range.offset, len: range.len };
-            let mut check = RangeCheck::new(chunks, *range).map_err(|i| self.mismatch(file, i))?;
-            let mut sink = |bytes: &[u8]| {
-                check.push(bytes).map_err(Stop::Mismatch)?;
-                let (offset, ready) = check.ready();
-                if ready.len() >= WRITE_BYTES {
-                    write(offset, ready).map_err(Stop::Write)?;
-                    check.taken();
-                }
-                Ok(())
+            let stopped = match stream_range(&self.connection, self.pace, file, chunks, *range, write).await {
+                Ok(verified) => return Ok(verified),
+                Err(RangeFailure::Transport(e)) => return Err(e.into()),
+                Err(RangeFailure::Write(e)) => return Err(e),
+                Err(RangeFailure::Mismatch(i)) => i,
             };
-            let stopped =
-                match transport::fetch_into(&self.connection, &request, u64::from(range.len), self.pace, &mut sink)
-                    .await?
-                {
-                    Ok(_) => {
-                        let (offset, ready) = check.ready();
-                        if !ready.is_empty() {
-                            write(offset, ready)?;
-                            check.taken();
-                        }
-                        match check.finish() {
-                            Ok(verified) => return Ok(verified),
-                            Err(i) => i,
-                        }
-                    }
-                    Err(Stop::Write(e)) => return Err(e),
-                    Err(Stop::Mismatch(i)) => i,
-                };
             // Once: the repository checks its copy (removing a damaged one, which an edge
             // fetches again), then the range is asked again.
             if reported || !report_damaged(&self.connection, file, range, self.pace).await {
@@ -434,6 +407,55 @@ impl RepoClient {
 
 fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_alphanumeric() || "._+-=,".contains(c) { c } else { '_' }).collect()
+}
+
+/// Why [`stream_range`] stopped.
+#[derive(Debug)]
+pub(crate) enum RangeFailure<E> {
+    /// The transfer failed.
+    Transport(TransportError),
+    /// The chunk of this index (in the file's list) does not match its signed hash.
+    Mismatch(usize),
+    /// `write` failed.
+    Write(E),
+}
+
+/// Verified bytes gathered before [`stream_range`] writes them.
+const WRITE_BYTES: usize = 64 * 1024;
+
+/// Asks `connection` for bytes `range` of `file` and checks each chunk as its bytes arrive
+/// ([`RangeCheck`]), handing the checked bytes to `write(offset, bytes)` in pieces of about
+/// [`WRITE_BYTES`], so that they are written while still in the processor's caches (not a
+/// whole range later, from another thread). Bytes of a chunk that does not match are never
+/// handed out; those handed out before it are verified.
+pub(crate) async fn stream_range<E>(
+    connection: &Connection,
+    pace: Pace,
+    file: &[u8; 32],
+    chunks: &[Chunk],
+    range: Range,
+    write: &mut Writer<'_, E>,
+) -> Result<Verified<Range>, RangeFailure<E>> {
+    let mut check = RangeCheck::new(chunks, range).map_err(RangeFailure::Mismatch)?;
+    let request = Request::Range { file: *file, offset: range.offset, len: range.len };
+    let mut sink = |bytes: &[u8]| {
+        check.push(bytes).map_err(RangeFailure::Mismatch)?;
+        let (offset, ready) = check.ready();
+        if ready.len() >= WRITE_BYTES {
+            write(offset, ready).map_err(RangeFailure::Write)?;
+            check.taken();
+        }
+        Ok(())
+    };
+    transport::fetch_into(connection, &request, u64::from(range.len), pace, &mut sink)
+        .await
+        .map_err(RangeFailure::Transport)??;
+    let (offset, ready) = check.ready();
+    if !ready.is_empty() {
+        write(offset, ready).map_err(RangeFailure::Write)?;
+        check.taken();
+    }
+    check.finish().map_err(RangeFailure::Mismatch)
 }
 
 /// Tells the repository at `connection` that bytes of `range` of `file` it served did not

@@ -17,14 +17,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_protocol::chunking::{self, Chunk, MAX_RANGE, Range, RangeBytes};
+use outpost_protocol::chunking::{self, Chunk, MAX_RANGE, Range};
 use outpost_protocol::delta;
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
 use outpost_protocol::pki::TrustStore;
 use outpost_protocol::schedule::TokenBucket;
 use outpost_protocol::snapshot::{Head, Held, MAX_SNAPSHOT_BYTES, SignedSnapshot, SnapshotError};
-use outpost_protocol::verified::Verified;
 use outpost_protocol::wire::{Anchor, ErrorCode, Request};
 use quinn::Connection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,7 +31,8 @@ use tokio::task::JoinSet;
 
 use super::Fill;
 use super::checked::{Checked, CheckedRecords};
-use crate::assembler::{self, Assembly, AssemblyError, RANGE_BYTES};
+use super::client::{self, RangeFailure};
+use crate::assembler::{self, Assembly, AssemblyError, Landed, Positional, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
 use crate::store::{ChunkLocation, FileInfo, FinishedFile, PartialFile, Store, StoreError};
 use crate::transport::{self, Pace, TransportError};
@@ -649,7 +649,17 @@ async fn fetch_ranges(
         |&(hash, anchors), assembly, range| {
             let (connection, ctx, upstream, assembly) =
                 (connection.clone(), ctx.clone(), upstream.to_string(), assembly.clone());
-            async move { fetch_range(&connection, &upstream, &hash, assembly.chunks(), range, anchors, &ctx).await }
+            async move {
+                // Checked bytes are written as they come (see `client::stream_range`), in place:
+                // 64 KiB into the page cache; when writeback falls behind, the kernel slows the
+                // writer, which slows this sync to the disk's pace (the serving tasks go on).
+                let mut write = |offset: u64, bytes: &[u8]| {
+                    let file = assembly.file();
+                    file.write_all_at(offset, bytes)
+                        .map_err(|e| SyncError::Store(StoreError::Io { path: file.path().to_path_buf(), error: e }))
+                };
+                fetch_range(&connection, &upstream, (&hash, assembly.chunks()), range, anchors, &ctx, &mut write).await
+            }
         },
         |(hash, _), range| {
             // Counted once written: a chunk counted is a chunk a restart finds in place.
@@ -739,17 +749,18 @@ impl Anchors {
     }
 }
 
-/// Fetches one range of a file from upstream, verified against its chunk list: as a delta
-/// against the stored bytes around it when there are any, else whole.
+/// Fetches one range of a file (its hash and chunk list) from upstream, verified against its
+/// chunk list: as a delta against the stored bytes around it when there are any (the bytes are
+/// returned), else whole (written with `write` as they come, each piece checked first).
 async fn fetch_range(
     connection: &Connection,
     upstream: &str,
-    hash: &[u8; 32],
-    chunks: &[Chunk],
+    (hash, chunks): (&[u8; 32], &[Chunk]),
     range: Range,
     anchors: Anchors,
     ctx: &SyncContext,
-) -> Result<Verified<RangeBytes>, SyncError> {
+    write: &mut client::Writer<'_, SyncError>,
+) -> Result<Landed, SyncError> {
     let received = |n: usize| ctx.metrics.received_bytes.get_or_create(&label("peer", upstream)).inc_by(n as u64);
     if anchors.any() {
         let request = Request::RangeAgainst {
@@ -786,7 +797,7 @@ async fn fetch_range(
                 // A delta that does not rebuild the range (this side's or upstream's copy of a
                 // base differs) costs one more request: the range whole.
                 match rebuilt.map(|bytes| chunking::verify_range(chunks, range, bytes)) {
-                    Ok(Ok(verified)) => return Ok(verified),
+                    Ok(Ok(verified)) => return Ok(Landed::Bytes(verified)),
                     Ok(Err(i)) => tracing::warn!(
                         file = hex(hash),
                         "chunk {i} rebuilt from a delta does not match; fetching the range whole"
@@ -807,24 +818,29 @@ async fn fetch_range(
         if let Some(l) = &ctx.limiter {
             l.take(u64::from(range.len)).await;
         }
-        let request = Request::Range { file: *hash, offset: range.offset, len: range.len };
-        let bytes = transport::fetch(connection, &request, u64::from(range.len), ctx.pace).await?;
-        received(bytes.len());
-        match chunking::verify_range(chunks, range, bytes) {
-            Ok(verified) => return Ok(verified),
-            // Once: upstream checks its copy (removing a damaged one), then the range is asked
-            // again.
-            Err(_) if !reported && super::client::report_damaged(connection, hash, &range, ctx.pace).await => {
-                reported = true;
+        let stopped = match client::stream_range(connection, ctx.pace, hash, chunks, range, write).await {
+            Ok(verified) => {
+                received(range.len as usize);
+                return Ok(Landed::Written(verified));
             }
-            Err(i) => {
-                ctx.metrics.refused("chunk");
-                return Err(SyncError::Content(format!(
-                    "chunk {i} of file {} from {upstream} does not match its signed hash",
-                    hex(hash)
-                )));
+            Err(RangeFailure::Transport(e)) => return Err(e.into()),
+            Err(RangeFailure::Write(e)) => return Err(e),
+            Err(RangeFailure::Mismatch(i)) => {
+                received(range.len as usize);
+                i
             }
+        };
+        // Once: upstream checks its copy (removing a damaged one), then the range is asked
+        // again.
+        if !reported && client::report_damaged(connection, hash, &range, ctx.pace).await {
+            reported = true;
+            continue;
         }
+        ctx.metrics.refused("chunk");
+        return Err(SyncError::Content(format!(
+            "chunk {stopped} of file {} from {upstream} does not match its signed hash",
+            hex(hash)
+        )));
     }
 }
 
@@ -851,11 +867,21 @@ pub async fn fetch_range_for_client(
         len: u32::try_from(stop - start).map_err(|e| SyncError::Content(e.to_string()))?,
     };
     let upstream = transport::peer_label(connection);
-    let verified =
-        fetch_range(connection, &upstream, hash, &info.chunks, range, Anchors::default(), ctx).await?.into_inner();
+    let mut bytes = vec![0u8; range.len as usize];
+    let mut write = |at: u64, piece: &[u8]| {
+        let at = usize::try_from(at - start).expect("within the range");
+        bytes[at..at + piece.len()].copy_from_slice(piece);
+        Ok(())
+    };
+    let landed =
+        fetch_range(connection, &upstream, (hash, &info.chunks), range, Anchors::default(), ctx, &mut write).await?;
+    let bytes = match landed {
+        Landed::Bytes(verified) => verified.into_inner().bytes,
+        Landed::Written(_) => bytes,
+    };
     ctx.metrics.chunks_fetched.inc_by(range.count as u64);
     let skip = usize::try_from(offset - start).expect("within the range");
-    Ok(verified.bytes[skip..skip + len as usize].to_vec())
+    Ok(bytes[skip..skip + len as usize].to_vec())
 }
 
 /// Files being fetched in the background for clients, so each is fetched once.
