@@ -257,6 +257,60 @@ fn endpoint_on(
     Ok(Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))?)
 }
 
+/// Connections of a repository node to its upstreams, each on a client endpoint (a UDP socket)
+/// of its own that takes datagrams up to [`MAX_UDP_PAYLOAD`] and uses zero-length connection
+/// IDs: with one connection per socket, the socket's address tells the connection apart, so
+/// the packets the upstream sends (every byte of a sync) carry no ID (4 bytes fewer of each
+/// 1,472-byte datagram on a WAN link: 0.27% more of the link for the payload). RFC 9000
+/// allows zero-length IDs where the address and port identify the connection; a connection
+/// whose address changes (NAT rebinding) ends, and the node connects again.
+#[derive(Clone)]
+pub struct Dialer {
+    config: quinn::ClientConfig,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").finish_non_exhaustive()
+    }
+}
+
+impl Dialer {
+    /// Connections with `identity`, trusting `ca`, for `alpn`.
+    pub fn new(identity: &Identity, ca: &[CertificateDer<'static>], alpn: &[u8]) -> Result<Self, TransportError> {
+        Ok(Self { config: client_config(identity, ca, alpn)? })
+    }
+
+    /// Connects to `addr` from a socket of its own (closed when the connection is dropped).
+    pub async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
+        let (_, to) = resolve(addr)?;
+        let local: SocketAddr =
+            if to.is_ipv6() { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { ([0, 0, 0, 0], 0).into() };
+        let mut config = endpoint_config(MAX_UDP_PAYLOAD, false);
+        config.cid_generator(|| Box::new(NoCids));
+        let socket = async_socket(UdpSocket::bind(local)?, false)?;
+        let endpoint = Endpoint::new_with_abstract_socket(config, None, socket, Arc::new(quinn::TokioRuntime))?;
+        connect_with(&endpoint, self.config.clone(), addr).await
+    }
+}
+
+/// Zero-length connection IDs ([`Dialer`]).
+struct NoCids;
+
+impl quinn::ConnectionIdGenerator for NoCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&[])
+    }
+
+    fn cid_len(&self) -> usize {
+        0
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// An endpoint on a plain UDP socket ([`plain_udp::PlainUdp`]), as on systems that refuse
 /// quinn's socket options.
 #[cfg(test)]

@@ -222,7 +222,7 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         // Large datagrams from its upstream, where the path allows.
-        let client = transport::bulk_client(&identity, &ca, ALPN_REPO)?;
+        let client = transport::Dialer::new(&identity, &ca, ALPN_REPO)?;
         let ctx = SyncContext {
             store: store.clone(),
             trust: trust.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use outpost_protocol::snapshot::{Head, Held};
 use outpost_protocol::wire::{Request, Response};
-use quinn::{Connection, Endpoint};
+use quinn::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,7 @@ use super::sync::{self, SyncContext, SyncError, SyncOutcome};
 use super::upstreams::{Effect, Upstreams, Use};
 use crate::clock::unix_now;
 use crate::metrics::label;
-use crate::transport::{self, Pace};
+use crate::transport::{self, Dialer, Pace};
 
 /// The receiving side of a head channel.
 pub type HeadReceiver = watch::Receiver<Option<Head>>;
@@ -89,7 +89,7 @@ struct Checked {
 /// The replicator actor.
 pub struct Replicator {
     config: ReplicatorConfig,
-    endpoint: Endpoint,
+    dialer: Dialer,
     ctx: SyncContext,
     head: watch::Sender<Option<Head>>,
     upstream: Arc<Mutex<UpstreamState>>,
@@ -120,7 +120,7 @@ impl Replicator {
     /// Returns it with the head channel the server reads and the shared upstream state.
     pub fn new(
         config: ReplicatorConfig,
-        endpoint: Endpoint,
+        dialer: Dialer,
         ctx: SyncContext,
         cancel: CancellationToken,
     ) -> Result<(Self, HeadReceiver, Arc<Mutex<UpstreamState>>), crate::store::StoreError> {
@@ -140,7 +140,7 @@ impl Replicator {
         let choice = Upstreams::new(config.upstreams.len(), config.quarantine);
         let me = Self {
             config,
-            endpoint,
+            dialer,
             ctx,
             head,
             upstream: upstream.clone(),
@@ -173,9 +173,9 @@ impl Replicator {
     }
 
     fn connect(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let (endpoint, addr, me) = (self.endpoint.clone(), self.config.upstreams[index].clone(), ctx.address());
+        let (dialer, addr, me) = (self.dialer.clone(), self.config.upstreams[index].clone(), ctx.address());
         tokio::spawn(async move {
-            match transport::connect(&endpoint, &addr).await {
+            match dialer.connect(&addr).await {
                 Ok(connection) => me.do_send(Connected { index, connection }),
                 Err(e) => me.do_send(ConnectFailed { index, error: e.to_string() }),
             }

@@ -108,6 +108,56 @@ async fn clients_choose_short_connection_ids() {
     }
 }
 
+/// A repository node's upstream connections ([`Dialer`]) choose zero-length connection IDs,
+/// each on a socket of its own: two at once to the same server both carry their own data.
+#[tokio::test]
+async fn upstream_connections_have_sockets_of_their_own_and_no_connection_ids() {
+    let (roots, server_id, node_id) = pki(Role::Edge, "edge.test");
+    let dialer = Dialer::new(&node_id, &roots, b"test").unwrap();
+    let listener = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connecting = tokio::spawn({
+        let (dialer, addr) = (dialer.clone(), addr.clone());
+        async move { dialer.connect(&addr).await }
+    });
+    let mut packet = [0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv(&mut packet)).await.unwrap().unwrap();
+    assert!(n > 7 && packet[0] & 0x80 != 0, "an Initial packet: {:?}", &packet[..n.min(16)]);
+    assert_eq!(packet[6 + usize::from(packet[5])], 0, "a zero-length connection ID");
+    connecting.abort();
+
+    let server = server_with(UdpSocket::bind("127.0.0.1:0").unwrap(), &server_id, &roots, &[b"test"], false).unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let serving = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let connection = server.accept().await.unwrap().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+                let got = recv.read_to_end(1 << 20).await.unwrap();
+                send.write_all(&got).await.unwrap();
+                send.finish().unwrap();
+                let _ = connection.closed().await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let (a, b) = tokio::join!(dialer.connect(&addr), dialer.connect(&addr));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for (i, c) in [&a, &b].into_iter().enumerate() {
+        let sent = vec![i as u8 + 1; 300_000];
+        let (mut send, mut recv) = c.open_bi().await.unwrap();
+        send.write_all(&sent).await.unwrap();
+        send.finish().unwrap();
+        assert!(recv.read_to_end(1 << 20).await.unwrap() == sent, "connection {i} got its own bytes back");
+    }
+    a.close(0u32.into(), b"done");
+    b.close(0u32.into(), b"done");
+    serving.await.unwrap();
+}
+
 #[test]
 fn a_server_list_gives_every_entry_in_order_and_names_what_is_wrong() {
     let all = super::candidates("127.0.0.1:7002, [::1]:7003,localhost:7004").unwrap();
