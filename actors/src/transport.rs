@@ -25,8 +25,8 @@ pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
 /// receive and acknowledge) on loopback, jumbo-frame and tunnel paths. At most 6,500: quinn
 /// hands the kernel up to 10 packets in one segmentation-offload send, which must stay under
 /// 64 KiB. Only servers probe that high, and only toward endpoints that accept such datagrams
-/// ([`bulk_client`], [`bulk_endpoint`]: the repository nodes' upstream connections, and the
-/// connections agents and `repo pull` open for large downloads): the short exchanges of agents
+/// ([`Dialer`]: the repository nodes' upstream connections; [`bulk_client`], [`bulk_endpoint`]:
+/// publishes, and the connections agents and `repo pull` open for large downloads): the short exchanges of agents
 /// (head checks) and consoles keep QUIC's usual sizes, so they carry no large probes.
 pub const MAX_UDP_PAYLOAD: u16 = 6_500;
 /// What other endpoints accept (quinn's default).
