@@ -200,7 +200,8 @@ impl RepoClient {
     }
 
     /// Bytes `range` of `file` (by its BLAKE3), every chunk checked against `chunks` (the
-    /// signed chunk list), written with `write(offset, bytes)` as they come ([`stream_range`]).
+    /// signed chunk list), written with `write(offset, bytes)` as they come, each piece once
+    /// every chunk in it matched (so they are written while still in the processor's caches).
     /// A chunk that does not match is never written; the repository is told once and asked
     /// again.
     pub async fn range_into(
