@@ -513,8 +513,18 @@ mod tests {
     }
 
     /// A repository that serves `served` for every range asked (whatever it is) and says it
-    /// found nothing damaged when told.
-    async fn serving(server: Endpoint, served: Vec<u8>) {
+    /// found nothing damaged when told; its address.
+    fn serving(ca: &outpost_protocol::pki::Issued, served: Vec<u8>) -> String {
+        let id = identity(ca, Role::Server, "server.test");
+        let server =
+            transport::server("127.0.0.1:0".parse().unwrap(), &id, std::slice::from_ref(&ca.cert), wire::ALPN_REPO)
+                .unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(answer(server, served));
+        addr
+    }
+
+    async fn answer(server: Endpoint, served: Vec<u8>) {
         let connection = server.accept().await.unwrap().await.unwrap();
         while let Ok((mut send, mut recv)) = connection.accept_bi().await {
             let body = transport::read_frame(&mut recv, None).await.unwrap().unwrap();
@@ -540,21 +550,13 @@ mod tests {
     async fn a_range_is_written_as_it_comes_and_never_past_a_chunk_that_does_not_match() {
         let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
         let roots = vec![ca.cert.clone()];
-        let server = transport::server(
-            "127.0.0.1:0".parse().unwrap(),
-            &identity(&ca, Role::Server, "server.test"),
-            &roots,
-            wire::ALPN_REPO,
-        )
-        .unwrap();
-        let addr = server.local_addr().unwrap().to_string();
         let content = noise(400_000, 3);
         let chunked = chunk(content.as_slice(), |_, _| Ok(())).unwrap();
         let range = missing_ranges(&chunked.chunks, 1 << 20, |_| true)[0];
         let bad_at = (chunked.chunks[0].len + chunked.chunks[1].len) as usize;
         let mut served = content.clone();
         served[bad_at + 7] ^= 1;
-        tokio::spawn(serving(server, served));
+        let addr = serving(&ca, served);
 
         let endpoint =
             transport::client(None, &identity(&ca, Role::Host, "host.test"), &roots, wire::ALPN_REPO).unwrap();
@@ -575,15 +577,7 @@ mod tests {
         assert!(written[bad_at..].iter().all(Option::is_none), "nothing from the chunk that does not match on");
 
         // The same from a repository that serves it right: every byte, once verified.
-        let server = transport::server(
-            "127.0.0.1:0".parse().unwrap(),
-            &identity(&ca, Role::Server, "server.test"),
-            &roots,
-            wire::ALPN_REPO,
-        )
-        .unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        tokio::spawn(serving(server, content.clone()));
+        let addr = serving(&ca, content.clone());
         let client = RepoClient::connect(&endpoint, &addr).await.unwrap();
         let mut got = vec![0u8; content.len()];
         let mut write = |offset: u64, bytes: &[u8]| {
