@@ -12,7 +12,7 @@ use outpost_protocol::pki;
 use outpost_protocol::snapshot::Snapshot;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Daemon, entry, next_ip, noise, rogue, signed_by, tampered, wait_for};
+use crate::cluster::{Cluster, Daemon, Tmpfs, entry, is_root, next_ip, noise, rogue, signed_by, tampered, wait_for};
 use crate::common::{Run, listing, outpost, run_in};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -709,22 +709,13 @@ fn an_unchanged_update_is_one_datagram_each_way_once_the_agent_holds_a_ticket() 
     assert_eq!(asked(&main, "head"), heads, "the main answered a check");
 }
 
-/// Unmounts a file system when dropped.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The disk fills during a download (the agent's state on a 4 MiB tmpfs, a 6 MB package): the
 /// install fails naming the file and the cause, without trying other repositories for it;
 /// nothing is installed; with room again, the same install completes (every chunk verified).
 /// Needs root (mounting a tmpfs): skipped otherwise, saying so.
 #[test]
 fn a_disk_that_fills_during_a_download_fails_the_install_and_a_retry_completes() {
-    if !std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0") {
+    if !is_root() {
         eprintln!("SKIPPED: mounting a small tmpfs for the agent's state needs root");
         return;
     }
@@ -733,17 +724,7 @@ fn a_disk_that_fills_during_a_download_fails_the_install_and_a_retry_completes()
     let big = noise(6_000_000, 77);
     c.publish(&c.package("big-one", "1", &[("big.bin", &big)]), &main.addr);
     let host = Host::new(&c, "pc-full.test", &format!("repos = [{:?}]", main.addr));
-    std::fs::create_dir_all(&host.state).unwrap();
-    let mount = |options: &str| {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(&host.state)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -o {options}");
-    };
-    mount("size=4m");
-    let _mounted = Mounted(host.state.clone());
+    let disk = Tmpfs::mount(&host.state, "4m");
 
     let failed = host.run(&["install", "big-one"]);
     assert_eq!(failed.code, Some(1), "{failed:?}");
@@ -752,8 +733,7 @@ fn a_disk_that_fills_during_a_download_fails_the_install_and_a_retry_completes()
     assert!(!said.contains("no repository could provide"), "a full disk is not the repository's fault: {said}");
     assert_ne!(host.package("big-one").map(|p| p["status"].clone()), Some("OK".into()));
 
-    let status = std::process::Command::new("mount").args(["-o", "remount,size=64m"]).arg(&host.state).status();
-    assert!(status.unwrap().success());
+    disk.resize("64m");
     host.run(&["install", "big-one"]).ok();
     assert_eq!(host.package("big-one").unwrap()["status"], "OK");
 }

@@ -486,3 +486,36 @@ pub fn blob_files(data: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// True when the tests run as root.
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A tmpfs of `size` (`4m`) mounted on `dir` (made if missing), unmounted when dropped. Root
+/// only.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    #[track_caller]
+    pub fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).status();
+        assert!(status.unwrap().success(), "mounting a tmpfs on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    /// Gives it `size` instead.
+    #[track_caller]
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status();
+        assert!(status.unwrap().success(), "resizing the tmpfs on {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

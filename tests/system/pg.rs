@@ -46,10 +46,6 @@ fn bin_dir() -> Option<PathBuf> {
     versions.pop().map(|(_, b)| b)
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
 /// `program args…`, as the `postgres` user when root.
 fn as_owner(root: bool, program: &Path) -> Command {
     if root {
@@ -121,7 +117,7 @@ fn launch(bin: PathBuf, root: bool, dir: PathBuf, data: &Path, user: String) -> 
 /// A new server of its own (`name` tells its folder apart).
 pub fn start_named(name: &str) -> Result<PgServer, String> {
     let bin = bin_dir().ok_or("PostgreSQL is not installed (scripts/setup installs Debian's postgresql)")?;
-    let root = is_root();
+    let root = crate::cluster::is_root();
     let dir = owned_dir(root, name)?;
     let data = dir.join("data");
     let user = "outpost_test".to_string();

@@ -698,3 +698,39 @@ fn several_packages_are_published_in_one_snapshot_or_not_at_all() {
     assert_eq!(status["packages"], 4, "epsilon was not published: {status}");
     assert_eq!(status["head"]["sequence"], first + 1, "no new snapshot: {status}");
 }
+
+/// An edge whose disk fills during a sync (its data on a 6 MiB tmpfs, a 9 MB package): it says
+/// why in its status, keeps serving the last good snapshot whole, tries again, and completes
+/// once there is room (every chunk verified). Needs root (mounting a tmpfs): skipped otherwise,
+/// saying so.
+#[test]
+fn an_edge_whose_disk_fills_keeps_serving_the_last_snapshot_and_completes_with_room() {
+    if !crate::cluster::is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs for the edge's data needs root");
+        return;
+    }
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let data = c.dir().join("edge-on-tmpfs");
+    let disk = crate::cluster::Tmpfs::mount(&data, "6m");
+    let edge = c.edge(&[&main.addr], &["--data", data.to_str().unwrap()]);
+    let small = noise(200_000, 21);
+    let first = c.publish(&c.package("small-one", "1", &[("s.bin", &small)]), &main.addr);
+    c.wait_sequence(&edge.addr, first, SYNC);
+
+    let big = noise(9_000_000, 22);
+    let second = c.publish(&c.package("big-one", "1", &[("b.bin", &big)]), &main.addr);
+    let error = wait_for(SYNC, "the edge to say its disk is full", || {
+        let e = c.status(&edge.addr)?["last_error"].as_str()?.to_string();
+        e.contains("No space left on device").then_some(e)
+    });
+    assert!(error.contains("sync from"), "{error}");
+    assert_eq!(c.sequence(&edge.addr), first, "the last good snapshot is still served");
+    let pulled = c.client(&["repo", "pull", "small-one", "--out", "p1"], &edge.addr).ok();
+    assert!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("s.bin")).unwrap() == small);
+
+    disk.resize("64m");
+    c.wait_sequence(&edge.addr, second, SYNC);
+    let pulled = c.client(&["repo", "pull", "big-one", "--out", "p2"], &edge.addr).ok();
+    assert!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("b.bin")).unwrap() == big, "whole");
+}
