@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, Daemon, Tmpfs, entry, is_root, next_ip, noise, rogue, signed_by, tampered, wait_for};
 use crate::common::{Run, listing, outpost, run_in};
+use crate::relay::{Pacing, Relay};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -707,6 +708,35 @@ fn an_unchanged_update_is_one_datagram_each_way_once_the_agent_holds_a_ticket() 
     let out = host.run(&["update"]).ok();
     assert!(out.stdout.contains(&format!("Unchanged snapshot {second} from {}", main.addr)), "{}", out.stdout);
     assert_eq!(asked(&main, "head"), heads, "the main answered a check");
+}
+
+/// A path that lets QUIC through but drops head checks (a middlebox that knows QUIC only): the
+/// agent's updates still work (the check times out, it connects), and after two checks in a
+/// row without an answer it stops trying them until its ticket is renewed.
+#[test]
+fn where_the_path_drops_head_checks_the_agent_connects_and_stops_trying_them() {
+    let c = Cluster::new();
+    let ip = Relay::address();
+    let main = c.main_named(&[], &[&ip]);
+    let first = c.publish(&c.package("via-relay", "1", &[("a", b"a")]), &main.addr);
+    let relay = Relay::start(&ip, &main.addr, Pacing { free: u64::MAX, interval: Duration::ZERO, quic_only: true });
+    let host = Host::new(&c, "pc-relay.test", &format!("repos = [{:?}]", relay.addr));
+    let asked = |kind: &str| main.metric("outpost_repo_requests_total", &format!("{{request=\"{kind}\"}}"));
+
+    host.run(&["update"]).ok();
+    assert_eq!((asked("head"), asked("check_ticket")), (1.0, 1.0), "the first update connects and takes a ticket");
+    for round in 1..=2 {
+        let out = host.run(&["update"]).ok();
+        assert!(out.stdout.contains(&format!("Unchanged snapshot {first}")), "{}", out.stdout);
+        assert!(relay.dropped() >= round, "the check was sent and dropped");
+        assert_eq!(asked("head"), 1.0 + round as f64, "then the agent connected");
+    }
+    assert_eq!(main.metric("outpost_repo_head_checks_total", "{result=\"ok\"}"), 0.0);
+    let dropped = relay.dropped();
+    host.run(&["update"]).ok();
+    assert_eq!(relay.dropped(), dropped, "no check tried after two without an answer");
+    assert_eq!(asked("head"), 4.0);
+    assert_eq!(asked("check_ticket"), 1.0, "the ticket is kept (renewed at half its life)");
 }
 
 /// The disk fills during a download (the agent's state on a 4 MiB tmpfs, a 6 MB package): the

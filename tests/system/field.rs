@@ -195,7 +195,7 @@ fn big(c: &Cluster, name: &str, n: u64) -> std::path::PathBuf {
 }
 
 /// A link that passes the handshake, then one datagram every half second each way.
-const CRAWL: Pacing = Pacing { free: 40, interval: Duration::from_millis(500) };
+const CRAWL: Pacing = Pacing { free: 40, interval: Duration::from_millis(500), quic_only: false };
 
 #[test]
 fn no_peer_can_make_a_client_wait_forever() {

@@ -18,11 +18,15 @@ pub struct Pacing {
     pub free: u64,
     /// Then one datagram per this interval, in each direction.
     pub interval: Duration,
+    /// Toward the server, QUIC only: datagrams without QUIC's fixed bit (head checks) are
+    /// dropped, as a middlebox that knows QUIC and nothing else may do.
+    pub quic_only: bool,
 }
 
 struct Shared {
     stop: AtomicBool,
     passed: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// A relay on its own loopback address, forwarding to `target`.
@@ -49,7 +53,8 @@ impl Relay {
         let front = UdpSocket::bind((ip, 0)).unwrap();
         let addr = front.local_addr().unwrap().to_string();
         front.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), passed: AtomicU64::new(0) });
+        let shared =
+            Arc::new(Shared { stop: AtomicBool::new(false), passed: AtomicU64::new(0), dropped: AtomicU64::new(0) });
         // One back socket per client address, so that the server tells clients apart.
         let backs: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
         let up: Queue = Arc::default();
@@ -80,6 +85,10 @@ impl Relay {
                         std::thread::park_timeout(Duration::from_millis(2));
                         continue;
                     };
+                    if pacing.quic_only && towards_server && data.first().is_some_and(|b| b & 0x40 == 0) {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     if sent >= pacing.free {
                         let now = Instant::now();
                         if next > now {
@@ -123,6 +132,11 @@ impl Relay {
     /// Datagrams passed so far (both ways).
     pub fn passed(&self) -> u64 {
         self.shared.passed.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped so far ([`Pacing::quic_only`]).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -79,12 +79,25 @@ pub struct HeadTicket {
     pub issued: i64,
     /// When it stops being accepted.
     pub expires: i64,
+    /// Checks in a row that got no answer while a connection to the same repository worked
+    /// (something on the path lets QUIC through but not the check).
+    pub unanswered: u32,
 }
+
+/// Checks in a row without an answer (the repository reachable over QUIC) after which a
+/// ticket is not used until it is renewed: at most this many seconds are lost a day where the
+/// path drops checks.
+pub const UNANSWERED_LIMIT: u32 = 2;
 
 impl HeadTicket {
     /// Past half its life: a new one is asked for at the next connection.
     pub fn due(&self, now: i64) -> bool {
         now >= self.issued + (self.expires - self.issued) / 2
+    }
+
+    /// Whether a check is worth trying with it at `now`.
+    pub fn usable(&self, now: i64) -> bool {
+        self.expires > now && self.unanswered < UNANSWERED_LIMIT
     }
 }
 
@@ -221,7 +234,7 @@ pub async fn probe(
         .into_iter()
         .map(|c| {
             let endpoint = endpoint.clone();
-            let ticket = tickets.get(&c.addr).filter(|t| t.expires > now).cloned();
+            let ticket = tickets.get(&c.addr).filter(|t| t.usable(now)).cloned();
             tokio::spawn(async move {
                 let mut checked = Checked::NotTried;
                 if let Some(ticket) = ticket {

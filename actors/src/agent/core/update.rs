@@ -32,7 +32,9 @@ impl Agent {
     }
 
     /// Asks a ticket of each repository connected to whose ticket is missing, past half its
-    /// life or refused; forgets those refused where no connection was made and those expired.
+    /// life or unknown to it; forgets those it does not know where no connection was made, and
+    /// those expired. A check that got no answer where the connection then worked is counted:
+    /// after [`select::UNANSWERED_LIMIT`] in a row the ticket is left unused until renewed.
     async fn renew_tickets(&self, held: BTreeMap<String, HeadTicket>, probed: &[Probed]) {
         let now = unix_now();
         let mut tickets = held.clone();
@@ -40,19 +42,34 @@ impl Agent {
         for p in probed {
             let addr = &p.candidate.addr;
             let Some(client) = &p.client else {
-                if p.checked == Checked::Unknown {
-                    tickets.remove(addr);
+                match (p.checked, tickets.get_mut(addr)) {
+                    (Checked::Unknown, _) => {
+                        tickets.remove(addr);
+                    }
+                    (Checked::Answered, Some(t)) => t.unanswered = 0,
+                    _ => {}
                 }
                 continue;
             };
-            let refused = matches!(p.checked, Checked::Unknown | Checked::Failed);
-            if !refused && tickets.get(addr).is_some_and(|t| !t.due(now)) {
+            if p.checked == Checked::Failed
+                && let Some(t) = tickets.get_mut(addr)
+            {
+                t.unanswered += 1;
+                if t.unanswered == select::UNANSWERED_LIMIT {
+                    tracing::info!(
+                        repo = addr,
+                        "head checks get no answer where connections work: not used until the ticket is renewed"
+                    );
+                }
+            }
+            let unknown = p.checked == Checked::Unknown;
+            if !unknown && tickets.get(addr).is_some_and(|t| !t.due(now)) {
                 continue;
             }
             match client.check_ticket().await {
                 Ok((ticket, key, expires)) => {
                     let to = client.connection.remote_address();
-                    tickets.insert(addr.clone(), HeadTicket { to, ticket, key, issued: now, expires });
+                    tickets.insert(addr.clone(), HeadTicket { to, ticket, key, issued: now, expires, unanswered: 0 });
                 }
                 Err(e) => {
                     // A repository that predates head checks.
