@@ -92,7 +92,7 @@ pub const UNANSWERED_LIMIT: u32 = 2;
 impl HeadTicket {
     /// Past half its life: a new one is asked for at the next connection.
     pub fn due(&self, now: i64) -> bool {
-        now >= self.issued + (self.expires - self.issued) / 2
+        now >= self.issued.saturating_add(self.expires.saturating_sub(self.issued) / 2)
     }
 
     /// Whether a check is worth trying with it at `now`.
