@@ -301,3 +301,26 @@ pub fn agent_ips(addrs: &[String], bind: Option<IpAddr>) -> Vec<IpAddr> {
     }
     ips
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(issued: i64, expires: i64, unanswered: u32) -> HeadTicket {
+        HeadTicket { to: "127.0.0.1:1".parse().unwrap(), ticket: vec![1], key: [0; 32], issued, expires, unanswered }
+    }
+
+    #[test]
+    fn a_ticket_is_due_at_half_its_life_and_used_until_it_expires_or_goes_unanswered() {
+        let t = ticket(1000, 2000, 0);
+        assert!(!t.due(1499) && t.due(1500));
+        assert!(t.usable(1999) && !t.usable(2000));
+        assert!(!ticket(1000, 2000, UNANSWERED_LIMIT).usable(1500), "unanswered too often");
+        // Whatever expiry a repository gave, no overflow.
+        for expires in [i64::MIN, -1, i64::MAX] {
+            let _ = ticket(1000, expires, 0).due(i64::MAX);
+            let _ = ticket(i64::MIN, expires, 0).due(0);
+        }
+        assert!(ticket(1000, i64::MIN, 0).due(1000), "an expiry before it was given: due at once");
+    }
+}
