@@ -3,6 +3,7 @@
 //! console queries use (hosts by installed software and by Outpost package), so that a query
 //! over 100,000 hosts touches only the hosts that match. Full inventories stay in the database.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use outpost_protocol::central::{
@@ -59,6 +60,16 @@ pub struct Fleet {
     by_package: HashMap<u32, HashSet<u32>>,
 }
 
+/// `s` lower-cased as the indexes key it, without a copy when it is ASCII with no upper-case
+/// letter (UUIDs and host names almost always are: this runs for every report).
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
+}
+
 fn remove_from(index: &mut HashMap<String, Vec<u32>>, key: &str, id: u32) {
     if let Some(list) = index.get_mut(key) {
         list.retain(|x| *x != id);
@@ -80,9 +91,13 @@ impl Fleet {
     }
 
     fn intern(&mut self, name: &str) -> u32 {
-        let key = name.to_lowercase();
+        let key = lower(name);
+        if let Some(n) = self.names.get(key.as_ref()) {
+            return *n;
+        }
         let next = u32::try_from(self.names.len()).expect("fewer than 4 billion names");
-        *self.names.entry(key).or_insert(next)
+        self.names.insert(key.into_owned(), next);
+        next
     }
 
     /// The row of a certificate.
@@ -167,20 +182,22 @@ impl Fleet {
             self.rows[id as usize].packages = packages;
         }
         // The UUID a host reports may change (`agent reset-uuid`): the index follows.
-        let old_uuid = self.rows[id as usize].summary.uuid.to_lowercase();
-        if old_uuid != uuid.to_lowercase() {
+        let old_uuid = lower(&self.rows[id as usize].summary.uuid).into_owned();
+        if old_uuid != lower(uuid) {
             remove_from(&mut self.by_uuid, &old_uuid, id);
             self.by_uuid.entry(uuid.to_lowercase()).or_default().push(id);
         }
-        let old_fqdn = self.rows[id as usize].summary.fqdn.to_lowercase();
+        let old_fqdn = lower(&self.rows[id as usize].summary.fqdn).into_owned();
         let row = &mut self.rows[id as usize];
-        row.summary.uuid = uuid.to_string();
+        if row.summary.uuid != uuid {
+            row.summary.uuid = uuid.to_string();
+        }
         if let Some(h) = inventory.host() {
             row.summary.fqdn = h.fqdn.clone();
             row.summary.ou = h.ou.clone();
             row.summary.site = h.site.clone();
         }
-        let new_fqdn = row.summary.fqdn.to_lowercase();
+        let new_fqdn = lower(&row.summary.fqdn).into_owned();
         if changed.contains(&SectionKind::Audits) {
             row.audit = inventory.worst_audit();
         }
@@ -191,7 +208,9 @@ impl Fleet {
             row.status = inventory.host_status();
             row.summary.packages = u32::try_from(inventory.packages().len()).unwrap_or(u32::MAX);
         }
-        row.summary.status = status_text(row.status).to_string();
+        if row.summary.status != status_text(row.status) {
+            row.summary.status = status_text(row.status).to_string();
+        }
         row.summary.last_seen = seen;
         row.summary.sequence = sequence;
         if old_fqdn != new_fqdn {
@@ -285,7 +304,7 @@ impl Fleet {
     /// What clashes with this host: other live certificates claiming its UUID or FQDN, or its
     /// certificate in use by two machines. `None` when it is alone.
     pub fn clash(&self, row: &HostRow) -> Option<String> {
-        if row.summary.revoked {
+        if !self.clashes_for(row) {
             return None;
         }
         let others = |index: &HashMap<String, Vec<u32>>, key: &str| -> Vec<String> {
@@ -293,7 +312,7 @@ impl Fleet {
                 return Vec::new();
             }
             index
-                .get(&key.to_lowercase())
+                .get(lower(key).as_ref())
                 .into_iter()
                 .flatten()
                 .filter_map(|id| self.rows.get(*id as usize))
@@ -316,9 +335,52 @@ impl Fleet {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Hosts in a clash (for the metrics).
+    /// Whether [`Fleet::clash`] has something to say about `row`, without building the text
+    /// (checked for every report, before and after it is applied).
+    fn clashes_for(&self, row: &HostRow) -> bool {
+        if row.summary.revoked {
+            return false;
+        }
+        let claimed = |index: &HashMap<String, Vec<u32>>, key: &str| {
+            !key.is_empty()
+                && index.get(lower(key).as_ref()).is_some_and(|ids| {
+                    ids.iter()
+                        .filter_map(|id| self.rows.get(*id as usize))
+                        .any(|r| r.fingerprint() != row.fingerprint() && !r.summary.revoked)
+                })
+        };
+        row.shared.is_some() || claimed(&self.by_uuid, &row.summary.uuid) || claimed(&self.by_name, &row.summary.fqdn)
+    }
+
+    /// Hosts in a clash (for the metrics, every second): the rows of every UUID or name that
+    /// more than one live certificate claims, and the certificates in use by two machines;
+    /// found from the indexes' lists, without looking up every host.
     pub fn clashes(&self) -> i64 {
-        i64::try_from(self.rows.iter().filter(|r| self.clash(r).is_some()).count()).unwrap_or(i64::MAX)
+        let mut ids: HashSet<u32> = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.shared.is_some() && !r.summary.revoked)
+            .filter_map(|(id, _)| u32::try_from(id).ok())
+            .collect();
+        for index in [&self.by_uuid, &self.by_name] {
+            for (key, list) in index {
+                if key.is_empty() || list.len() < 2 {
+                    continue;
+                }
+                let live: Vec<(u32, &HostRow)> = list
+                    .iter()
+                    .filter_map(|id| self.rows.get(*id as usize).map(|r| (*id, r)))
+                    .filter(|(_, r)| !r.summary.revoked)
+                    .collect();
+                for (id, r) in &live {
+                    if live.iter().any(|(_, o)| o.fingerprint() != r.fingerprint()) {
+                        ids.insert(*id);
+                    }
+                }
+            }
+        }
+        i64::try_from(ids.len()).unwrap_or(i64::MAX)
     }
 
     /// A row's summary with its clash and online flags.
@@ -489,11 +551,11 @@ impl Fleet {
 
     /// Hosts by status (for the metrics).
     pub fn by_status(&self) -> BTreeMap<String, i64> {
-        let mut out = BTreeMap::new();
+        let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
         for r in &self.rows {
-            *out.entry(status_text(r.status).to_string()).or_default() += 1;
+            *counts.entry(status_text(r.status)).or_default() += 1;
         }
-        out
+        counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect()
     }
 
     /// Hosts whose snapshot had expired at their last report (for the metrics).
@@ -605,6 +667,51 @@ mod tests {
         // One certificate used by two machines at once.
         f.set_shared(&a, Some("in use from two addresses".into()));
         assert!(f.clash(f.by_fingerprint(&a).unwrap()).unwrap().contains("two addresses"));
+    }
+
+    /// What a clash is, from every row (no index): another live certificate claiming the same
+    /// UUID or name in any case, or the certificate in use by two machines.
+    fn clashes_by_scanning(f: &Fleet, row: &HostRow) -> bool {
+        let same = |a: &str, b: &str| !a.is_empty() && a.to_lowercase() == b.to_lowercase();
+        !row.summary.revoked
+            && (row.shared.is_some()
+                || f.rows().any(|o| {
+                    o.fingerprint() != row.fingerprint()
+                        && !o.summary.revoked
+                        && (same(&row.summary.uuid, &o.summary.uuid) || same(&row.summary.fqdn, &o.summary.fqdn))
+                }))
+    }
+
+    proptest::proptest! {
+        /// The clash count the metrics read every second (from the indexes' lists) and each
+        /// host's clash (checked for every report) agree with a scan of every host, whatever
+        /// certificates report which UUIDs and names in which case, are revoked or shared.
+        #[test]
+        fn clashes_found_from_the_indexes_agree_with_a_scan_of_every_host(
+            steps in proptest::collection::vec((0u8..6, 0u8..4, 0u8..4, 0u8..5, proptest::bool::ANY), 1..60)
+        ) {
+            let mut f = Fleet::default();
+            let uuids = ["uuid-1", "UUID-1", "uuid-2", "Ünïcode-3"];
+            let names = ["pc1.ex", "PC1.ex", "pc2.ex", ""];
+            for (fp, uuid, name, what, flag) in steps {
+                let fp = format!("{fp:0>64}");
+                match what {
+                    0 => {
+                        f.set_revoked(&fp, flag);
+                    }
+                    1 => f.set_shared(&fp, flag.then(|| "two machines".to_string())),
+                    _ => {
+                        let kinds: &[SectionKind] = if flag { &ALL } else { &[SectionKind::Packages] };
+                        f.update(&fp, uuids[uuid as usize], &inventory(names[name as usize], "OK", &["vim"]), kinds, 1, 1);
+                    }
+                }
+                let scanned = f.rows().filter(|r| clashes_by_scanning(&f, r)).count();
+                proptest::prop_assert_eq!(f.clashes(), i64::try_from(scanned).unwrap());
+                for r in f.rows() {
+                    proptest::prop_assert_eq!(f.clash(r).is_some(), clashes_by_scanning(&f, r), "{:?}", r.summary);
+                }
+            }
+        }
     }
 
     #[test]
