@@ -65,12 +65,39 @@ pub fn verify(public_key: &[u8], domain: Domain, message: &[u8], signature: &[u8
         .map_err(|_| SignatureError::Mismatch)
 }
 
-/// One signature to check in a batch: the signer's 32-byte public key, the signed bytes, the
+/// A signer's public key read once (its curve point decompressed) for the many signatures it
+/// will make: a host's key for every report on its connection.
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    key: Result<ed25519_dalek::VerifyingKey, SignatureError>,
+    weak: bool,
+    bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    /// Reads a 32-byte Ed25519 public key; one that is not is kept, and refuses every signature
+    /// as [`verify`] does.
+    pub fn new(public_key: &[u8]) -> Self {
+        let key = <[u8; 32]>::try_from(public_key)
+            .ok()
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or(SignatureError::BadKey);
+        let weak = key.as_ref().is_ok_and(ed25519_dalek::VerifyingKey::is_weak);
+        Self { key, weak, bytes: public_key.to_vec() }
+    }
+
+    /// The key's bytes, as given.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// One signature to check in a batch: the signer's public key, the signed bytes, the
 /// signature.
 #[derive(Debug)]
 pub struct ToVerify<'a> {
     /// The signer's public key.
-    pub public_key: &'a [u8],
+    pub public_key: &'a PublicKey,
     /// The signed bytes (without the domain's context).
     pub message: &'a [u8],
     /// The signature.
@@ -88,18 +115,14 @@ pub fn verify_batch(domain: Domain, items: &[ToVerify<'_>]) -> Vec<Result<(), Si
     let mut results: Vec<Option<Result<(), SignatureError>>> = vec![None; items.len()];
     let (mut keys, mut sigs, mut messages, mut index) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, item) in items.iter().enumerate() {
-        let parsed = <[u8; 32]>::try_from(item.public_key)
-            .ok()
-            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
-            .ok_or(SignatureError::BadKey)
-            .and_then(|k| {
-                let sig = <[u8; 64]>::try_from(item.signature)
-                    .map_err(|_| SignatureError::BadLength(item.signature.len()))?;
-                Ok((k, ed25519_dalek::Signature::from_bytes(&sig)))
-            });
+        let parsed = item.public_key.key.clone().and_then(|k| {
+            let sig =
+                <[u8; 64]>::try_from(item.signature).map_err(|_| SignatureError::BadLength(item.signature.len()))?;
+            Ok((k, ed25519_dalek::Signature::from_bytes(&sig)))
+        });
         match parsed {
-            Ok((key, _)) if key.is_weak() => {
-                results[i] = Some(verify(item.public_key, domain, item.message, item.signature));
+            Ok(_) if item.public_key.weak => {
+                results[i] = Some(verify(item.public_key.as_bytes(), domain, item.message, item.signature));
             }
             Ok((key, sig)) => {
                 keys.push(key);
@@ -147,8 +170,9 @@ mod tests {
             keys.iter().zip(&messages).map(|(k, m)| sign(k, Domain::InventoryReport, m).to_vec()).collect();
         let publics: Vec<Vec<u8>> = keys.iter().map(|k| k.public_key().to_vec()).collect();
         let batch = |sigs: &[Vec<u8>], publics: &[Vec<u8>], domain| {
+            let keys_read: Vec<PublicKey> = publics.iter().map(|p| PublicKey::new(p)).collect();
             let items: Vec<ToVerify<'_>> = (0..6)
-                .map(|i| ToVerify { public_key: &publics[i], message: &messages[i], signature: &sigs[i] })
+                .map(|i| ToVerify { public_key: &keys_read[i], message: &messages[i], signature: &sigs[i] })
                 .collect();
             verify_batch(domain, &items)
         };
@@ -180,7 +204,8 @@ mod tests {
         // A key of small order (the neutral point) is refused as alone.
         let mut neutral = [0u8; 32];
         neutral[0] = 1;
-        let items = [ToVerify { public_key: &neutral, message: b"x", signature: &[0u8; 64] }];
+        let neutral_read = PublicKey::new(&neutral);
+        let items = [ToVerify { public_key: &neutral_read, message: b"x", signature: &[0u8; 64] }];
         assert_eq!(
             verify_batch(Domain::InventoryReport, &items),
             vec![verify(&neutral, Domain::InventoryReport, b"x", &[0u8; 64])]

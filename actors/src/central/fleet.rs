@@ -157,12 +157,14 @@ impl Fleet {
         if changed.contains(&SectionKind::Software) {
             let names: Vec<u32> = inventory.software().iter().map(|s| self.intern(&s.name)).collect();
             let old = std::mem::take(&mut self.rows[id as usize].software);
-            for n in &old {
+            // The same names (most reports): the index already says so.
+            let same = old == names;
+            for n in old.iter().filter(|_| !same) {
                 if let Some(set) = self.by_software.get_mut(n) {
                     set.remove(&id);
                 }
             }
-            for n in &names {
+            for n in names.iter().filter(|_| !same) {
                 self.by_software.entry(*n).or_default().insert(id);
             }
             self.rows[id as usize].software = names;
@@ -171,12 +173,14 @@ impl Fleet {
             let packages: Vec<(u32, PackageStatus, Option<String>)> =
                 inventory.packages().iter().map(|p| (self.intern(&p.name), p.status, p.installed.clone())).collect();
             let old = std::mem::take(&mut self.rows[id as usize].packages);
-            for (n, _, _) in &old {
+            // The same packages, some in another state (most reports): the index stays.
+            let same = old.len() == packages.len() && old.iter().zip(&packages).all(|(o, p)| o.0 == p.0);
+            for (n, _, _) in old.iter().filter(|_| !same) {
                 if let Some(set) = self.by_package.get_mut(n) {
                     set.remove(&id);
                 }
             }
-            for (n, _, _) in &packages {
+            for (n, _, _) in packages.iter().filter(|_| !same) {
                 self.by_package.entry(*n).or_default().insert(id);
             }
             self.rows[id as usize].packages = packages;

@@ -11,6 +11,7 @@ use outpost_protocol::central::{
     self, ALPN_ENROLL, CentralRequest, CentralResponse, MAX_CENTRAL_FRAME, RepoLine, RepoView,
 };
 use outpost_protocol::pki::{Purpose, Right, Role};
+use outpost_protocol::signing::PublicKey;
 use outpost_protocol::wire::ErrorCode;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
@@ -93,16 +94,18 @@ async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: Cancellat
             return;
         }
     }
+    // The host's key is read once for every report it sends on this connection.
+    let key = peer.as_ref().map(|p| Arc::new(PublicKey::new(&p.info.public_key)));
     loop {
         let stream = tokio::select! {
             () = cancel.cancelled() => return,
             s = conn.accept_bi() => s,
         };
         let Ok((send, recv)) = stream else { return };
-        let (ctx, peer, cancel) = (ctx.clone(), peer.clone(), cancel.clone());
+        let (ctx, peer, cancel, key) = (ctx.clone(), peer.clone(), cancel.clone(), key.clone());
         let link = (id, conn.remote_address().to_string());
         tokio::spawn(async move {
-            if let Err(e) = handle_stream(send, recv, &ctx, peer, enroll, link, cancel).await {
+            if let Err(e) = handle_stream(send, recv, &ctx, peer.zip(key), enroll, link, cancel).await {
                 tracing::debug!("central stream ended: {}", outpost_protocol::text::causes(&e));
             }
         });
@@ -113,7 +116,7 @@ async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
     ctx: &ServerContext,
-    peer: Option<Peer>,
+    peer: Option<(Peer, Arc<PublicKey>)>,
     enroll: bool,
     link: (u64, String),
     cancel: CancellationToken,
@@ -145,23 +148,21 @@ async fn handle_stream(
         };
         return respond(&mut send, &answer).await;
     }
-    let peer = peer.expect("checked at connection");
+    let (peer, key) = peer.expect("checked at connection");
     let is_host = peer.info.role == Some(Role::Host);
     let right = |r: Right| peer.info.role == Some(Role::Admin) && peer.info.has(Purpose::Right(r));
     let answer = match request {
-        CentralRequest::Report(signed) if is_host => {
-            match ctx.reports.verify(peer.info.public_key.clone(), signed).await {
-                Ok(report) => ctx
-                    .central
-                    .send(HandleReport { peer, report })
-                    .await
-                    .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
-                Err(e) => {
-                    ctx.metrics.rejected(e.reason());
-                    error(ErrorCode::Refused, format!("report refused: {e}"))
-                }
+        CentralRequest::Report(signed) if is_host => match ctx.reports.verify(key, signed).await {
+            Ok(report) => ctx
+                .central
+                .send(HandleReport { peer, report })
+                .await
+                .unwrap_or_else(|e| error(ErrorCode::Internal, e.to_string())),
+            Err(e) => {
+                ctx.metrics.rejected(e.reason());
+                error(ErrorCode::Refused, format!("report refused: {e}"))
             }
-        }
+        },
         CentralRequest::Listen if is_host => return listen(send, recv, ctx, peer, link, cancel).await,
         r @ (CentralRequest::ActionResult { .. } | CentralRequest::Settings | CentralRequest::Enroll { .. })
             if is_host =>

@@ -10,14 +10,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use outpost_protocol::central::{Inventory, Section, SectionKind, Signed};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// Hosts by certificate fingerprint (one certificate, one host).
-const HOSTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts.v2");
-/// Their sections, by fingerprint and kind.
+/// Hosts (one certificate, one host) by certificate fingerprint and kind: each of its sections,
+/// and its record under [`RECORD`], beside them. A report rewrites one page of one table (its
+/// record and the sections it carries are neighbours), not a page of each of two.
 const SECTIONS: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections.v2");
+/// The kind under which a host's [`HostRecord`] is kept in [`SECTIONS`] (no section kind).
+const RECORD: u8 = u8::MAX;
+/// The records of the second layout, apart from the sections: moved to [`SECTIONS`] when found.
+const HOSTS_V2: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts.v2");
 /// The first layout, by UUID: moved to the tables above when found.
 const HOSTS_V1: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts");
 const SECTIONS_V1: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections");
@@ -347,7 +351,6 @@ impl CentralStore {
         })?;
         let txn = database.begin_write().map_err(db_error)?;
         {
-            txn.open_table(HOSTS).map_err(db_error)?;
             txn.open_table(SECTIONS).map_err(db_error)?;
             txn.open_table(TOKENS).map_err(db_error)?;
             txn.open_table(PENDING).map_err(db_error)?;
@@ -356,6 +359,7 @@ impl CentralStore {
             txn.open_table(SETTINGS).map_err(db_error)?;
             txn.open_table(ENROLLED).map_err(db_error)?;
             migrate_v1(&txn)?;
+            migrate_v2(&txn)?;
         }
         txn.commit().map_err(db_error)?;
         let database = Arc::new(database);
@@ -408,19 +412,22 @@ impl CentralStore {
         };
         let txn = db.begin_read().map_err(db_error)?;
         let mut out = Loaded::default();
-        let hosts = txn.open_table(HOSTS).map_err(db_error)?;
-        let sections = txn.open_table(SECTIONS).map_err(db_error)?;
-        for item in hosts.iter().map_err(db_error)? {
+        // One pass over the hosts in key order: each one's sections, then its record.
+        let indexed: Vec<u8> = INDEXED.iter().map(|k| kind_byte(*k)).collect();
+        let mut host: Option<(String, Inventory)> = None;
+        for item in txn.open_table(SECTIONS).map_err(db_error)?.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
-            let fp = k.value().to_string();
-            let record = decode_host(v.value())?;
-            let mut inv = Inventory::default();
-            for kind in INDEXED {
-                if let Some(s) = sections.get((fp.as_str(), kind_byte(kind))).map_err(db_error)? {
-                    inv.apply([dec::<Section>(s.value())?]);
-                }
+            let (fp, kind) = k.value();
+            if host.as_ref().is_none_or(|(f, _)| f != fp) {
+                host = Some((fp.to_string(), Inventory::default()));
             }
-            out.hosts.push((record, inv));
+            let (_, inv) = host.as_mut().expect("set above");
+            if kind == RECORD {
+                let (_, inv) = host.take().expect("set above");
+                out.hosts.push((decode_host(v.value())?, inv));
+            } else if indexed.contains(&kind) {
+                inv.apply([dec::<Section>(v.value())?]);
+            }
         }
         for item in txn.open_table(TOKENS).map_err(db_error)?.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
@@ -464,7 +471,7 @@ impl CentralStore {
         let txn = db.begin_read().map_err(db_error)?;
         let t = txn.open_table(SECTIONS).map_err(db_error)?;
         let mut inv = Inventory::default();
-        for item in t.range((fingerprint, 0u8)..=(fingerprint, u8::MAX)).map_err(db_error)? {
+        for item in t.range((fingerprint, 0u8)..(fingerprint, RECORD)).map_err(db_error)? {
             let (_, v) = item.map_err(db_error)?;
             inv.apply([dec::<Section>(v.value())?]);
         }
@@ -489,7 +496,7 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
         return Ok(());
     }
     let old_sections = txn.open_table(SECTIONS_V1).map_err(db_error)?;
-    let mut new_hosts = txn.open_table(HOSTS).map_err(db_error)?;
+    let mut new_hosts = txn.open_table(HOSTS_V2).map_err(db_error)?;
     let mut new_sections = txn.open_table(SECTIONS).map_err(db_error)?;
     for (uuid, r) in &hosts {
         let record = HostRecord {
@@ -509,6 +516,27 @@ fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
     txn.delete_table(HOSTS_V1).map_err(db_error)?;
     txn.delete_table(SECTIONS_V1).map_err(db_error)?;
     tracing::info!(hosts = hosts.len(), "central database moved to hosts keyed by certificate");
+    Ok(())
+}
+
+/// Moves the records of the second layout (a table of their own) beside their sections.
+fn migrate_v2(txn: &redb::WriteTransaction) -> Result<(), CentralDbError> {
+    let found = txn.list_tables().map_err(db_error)?.any(|t| t.name() == HOSTS_V2.name());
+    if !found {
+        return Ok(());
+    }
+    let mut moved = 0usize;
+    {
+        let old = txn.open_table(HOSTS_V2).map_err(db_error)?;
+        let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
+        for item in old.iter().map_err(db_error)? {
+            let (k, v) = item.map_err(db_error)?;
+            sections.insert((k.value(), RECORD), v.value()).map_err(db_error)?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(HOSTS_V2).map_err(db_error)?;
+    tracing::info!(hosts = moved, "central database: host records moved beside their sections");
     Ok(())
 }
 
@@ -542,7 +570,6 @@ fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
 fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
     let txn = database.begin_write().map_err(db_error)?;
     {
-        let mut hosts = txn.open_table(HOSTS).map_err(db_error)?;
         let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
         let mut tokens = txn.open_table(TOKENS).map_err(db_error)?;
         let mut pending = txn.open_table(PENDING).map_err(db_error)?;
@@ -555,13 +582,13 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
                 Op::Report { record, sections: new, full, .. } => {
                     let fp = record.fingerprint.as_str();
                     let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
-                    hosts.insert(fp, bytes.as_slice()).map_err(db_error)?;
                     if *full {
-                        sections.retain_in((fp, 0u8)..=(fp, u8::MAX), |_, _| false).map_err(db_error)?;
+                        sections.retain_in((fp, 0u8)..(fp, RECORD), |_, _| false).map_err(db_error)?;
                     }
                     for s in new {
                         sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
                     }
+                    sections.insert((fp, RECORD), bytes.as_slice()).map_err(db_error)?;
                 }
                 Op::Token { hash, record: Some(r) } | Op::TokenUse { hash, left: r } => {
                     tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
@@ -600,4 +627,101 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod tests {
+    use outpost_protocol::central::{HostFacts, Software};
+
+    use super::*;
+
+    fn host_facts(fqdn: &str) -> Section {
+        Section::Host(HostFacts { uuid: "u1".into(), fqdn: fqdn.into(), ..HostFacts::default() })
+    }
+
+    fn record(fp: &str, sequence: u64) -> HostRecord {
+        HostRecord { fingerprint: fp.into(), sequence, last_seen: 100 + sequence as i64, uuid: "u1".into() }
+    }
+
+    fn write(store: &CentralStore, ops: Vec<Op>) {
+        store.write(ops).blocking_recv().expect("answered").expect("written");
+    }
+
+    /// A database of the second layout (host records in a table of their own) opens with every
+    /// record moved beside its sections and that table gone; reports then follow on.
+    #[test]
+    fn records_of_the_second_layout_move_beside_their_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        {
+            let db = Database::create(dir.path().join("central.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut hosts = txn.open_table(HOSTS_V2).unwrap();
+                let mut sections = txn.open_table(SECTIONS).unwrap();
+                for (fp, fqdn) in [(&a, "pc-a.ex"), (&b, "pc-b.ex")] {
+                    let bytes = postcard::to_stdvec(&HostWire::V2(record(fp, 3))).unwrap();
+                    hosts.insert(fp.as_str(), bytes.as_slice()).unwrap();
+                    sections
+                        .insert((fp.as_str(), kind_byte(SectionKind::Host)), enc(&host_facts(fqdn)).as_slice())
+                        .unwrap();
+                    let software = Section::Software(vec![Software { name: "vim".into(), version: "9".into() }]);
+                    sections
+                        .insert((fp.as_str(), kind_byte(SectionKind::Software)), enc(&software).as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = CentralStore::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.hosts.len(), 2);
+        for (r, inv) in &loaded.hosts {
+            assert_eq!(*r, record(&r.fingerprint, 3));
+            let want = if r.fingerprint == a { "pc-a.ex" } else { "pc-b.ex" };
+            assert_eq!(inv.host().map(|h| h.fqdn.as_str()), Some(want), "its indexed sections come with it");
+            assert_eq!(inv.software().len(), 1);
+        }
+        let CentralStore::Redb(redb) = &store else { unreachable!() };
+        let txn = redb.db.begin_read().unwrap();
+        assert!(!txn.list_tables().unwrap().any(|t| t.name() == HOSTS_V2.name()), "the old table is gone");
+        drop(txn);
+        // A host's inventory is its sections only.
+        assert_eq!(store.inventory(&a).unwrap().host().map(|h| h.fqdn.clone()), Some("pc-a.ex".into()));
+
+        // A delta updates the record and keeps the other sections; a full report replaces the
+        // sections and keeps the record.
+        let delta = Section::Host(HostFacts { uuid: "u1".into(), fqdn: "pc-a2.ex".into(), ..HostFacts::default() });
+        write(&store, vec![Op::Report { record: record(&a, 4), sections: vec![delta], full: false, cn: None }]);
+        let inv = store.inventory(&a).unwrap();
+        assert_eq!(inv.host().map(|h| h.fqdn.as_str()), Some("pc-a2.ex"));
+        assert_eq!(inv.software().len(), 1, "untouched by the delta");
+        write(
+            &store,
+            vec![Op::Report { record: record(&b, 9), sections: vec![host_facts("pc-b.ex")], full: true, cn: None }],
+        );
+        assert!(store.inventory(&b).unwrap().software().is_empty(), "a full report replaces every section");
+        drop(store);
+        // The writer thread lets the file go once it sees the store dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match CentralStore::open(dir.path()) {
+                Err(CentralDbError::Open(e))
+                    if std::time::Instant::now() < deadline && e.to_string().contains("in use") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let mut hosts: Vec<(u64, String)> = store
+            .load()
+            .unwrap()
+            .hosts
+            .into_iter()
+            .map(|(r, inv)| (r.sequence, inv.host().map(|h| h.fqdn.clone()).unwrap_or_default()))
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, [(4, "pc-a2.ex".to_string()), (9, "pc-b.ex".to_string())]);
+    }
+}
 pub mod postgres;

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use outpost_protocol::central::{CentralError, Report, SignedReport};
+use outpost_protocol::signing::PublicKey;
 use outpost_protocol::verified::Verified;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A report's check: the report, or why it is refused.
 pub type Checked = Result<Verified<Report>, CentralError>;
 
-type Job = (Vec<u8>, SignedReport, oneshot::Sender<Checked>);
+type Job = (Arc<PublicKey>, SignedReport, oneshot::Sender<Checked>);
 
 /// Most reports checked in one batch.
 const BATCH: usize = 64;
@@ -35,12 +36,12 @@ impl ReportVerifier {
         Self { jobs }
     }
 
-    /// Checks `report`'s signature by `public_key` (the host certificate's key) and decodes it:
-    /// what [`SignedReport::verify`] answers.
-    pub async fn verify(&self, public_key: Vec<u8>, report: SignedReport) -> Checked {
+    /// Checks `report`'s signature by `public_key` (the host certificate's key, read once for
+    /// its connection) and decodes it: what [`SignedReport::verify`] answers.
+    pub async fn verify(&self, public_key: Arc<PublicKey>, report: SignedReport) -> Checked {
         let (tx, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError((key, report, _))) = self.jobs.send((public_key, report, tx)) {
-            return report.verify(&key);
+            return report.verify(key.as_bytes());
         }
         rx.await.unwrap_or_else(|_| {
             Err(CentralError::Decode { what: "inventory report", reason: "its check was interrupted".into() })
@@ -63,7 +64,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>) {
         }
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            let items: Vec<(&[u8], &SignedReport)> = batch.iter().map(|(k, s, _)| (k.as_slice(), s)).collect();
+            let items: Vec<(&PublicKey, &SignedReport)> = batch.iter().map(|(k, s, _)| (&**k, s)).collect();
             let answers = SignedReport::verify_many(&items);
             drop(items);
             for ((_, _, tx), answer) in batch.into_iter().zip(answers) {
@@ -88,7 +89,8 @@ mod tests {
                 Report { host: format!("uuid-{i}"), sequence: i as u64 + 1, full: true, created: 0, sections: vec![] };
             let signed = report.sign(key);
             // Every third is checked against another host's key: refused, alone.
-            let public = if i % 3 == 2 { keys[0].public_key().to_vec() } else { key.public_key().to_vec() };
+            let public = if i % 3 == 2 { keys[0].public_key() } else { key.public_key() };
+            let public = Arc::new(PublicKey::new(&public));
             let v = verifier.clone();
             tasks.spawn(async move { (i, v.verify(public, signed).await) });
         }

@@ -65,7 +65,7 @@ impl SignedReport {
     /// [`verify`](Self::verify) for many reports, each with its signer's public key: the
     /// signatures are checked as one batch ([`signing::verify_batch`]); each answer is what
     /// `verify` would give.
-    pub fn verify_many(items: &[(&[u8], &SignedReport)]) -> Vec<Result<Verified<Report>, CentralError>> {
+    pub fn verify_many(items: &[(&signing::PublicKey, &SignedReport)]) -> Vec<Result<Verified<Report>, CentralError>> {
         let what = "inventory report";
         let sized = |s: &SignedReport| s.report.len() <= MAX_REPORT_BYTES;
         let batch: Vec<signing::ToVerify<'_>> = items

@@ -35,9 +35,10 @@ fn reports_verified_together_get_the_answers_each_gets_alone() {
     signed.push(SignedReport { report: vec![0; MAX_REPORT_BYTES + 1], signature: vec![0; 64] });
     let publics: Vec<Vec<u8>> =
         keys.iter().map(|k| k.public_key().to_vec()).chain([keys[0].public_key().to_vec()]).collect();
-    let items: Vec<(&[u8], &SignedReport)> = publics.iter().map(Vec::as_slice).zip(&signed).collect();
+    let read: Vec<crate::signing::PublicKey> = publics.iter().map(|p| crate::signing::PublicKey::new(p)).collect();
+    let items: Vec<(&crate::signing::PublicKey, &SignedReport)> = read.iter().zip(&signed).collect();
     let together = SignedReport::verify_many(&items);
-    let alone: Vec<_> = items.iter().map(|(k, s)| s.verify(k)).collect();
+    let alone: Vec<_> = items.iter().map(|(k, s)| s.verify(k.as_bytes())).collect();
     let show = |r: &Vec<Result<crate::verified::Verified<Report>, CentralError>>| {
         r.iter().map(|x| x.as_ref().map(|v| v.sequence).map_err(ToString::to_string)).collect::<Vec<_>>()
     };
