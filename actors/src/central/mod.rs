@@ -104,8 +104,8 @@ impl Applied {
 /// Who is asking (from the TLS connection).
 #[derive(Clone, Debug)]
 pub struct Peer {
-    /// The certificate.
-    pub info: CertInfo,
+    /// The certificate (shared by every request of its connection).
+    pub info: Arc<CertInfo>,
 }
 
 struct Agent {

@@ -78,7 +78,7 @@ async fn connection(conn: Connection, ctx: Arc<ServerContext>, cancel: Cancellat
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.protocol.clone());
     let enroll = alpn.as_deref() == Some(ALPN_ENROLL);
-    let peer = transport::peer(&conn).map(|info| Peer { info });
+    let peer = transport::peer(&conn).map(|info| Peer { info: Arc::new(info) });
     if !enroll {
         let Some(p) = &peer else {
             conn.close(1u32.into(), b"a certificate from the organisation CA is needed");
