@@ -206,8 +206,21 @@ fn db_error(e: impl Into<redb::Error>) -> CentralDbError {
     CentralDbError::Db(e.into())
 }
 
-fn enc<T: Serialize + Clone>(v: &T) -> Vec<u8> {
-    postcard::to_stdvec(&Wire::V1(v.clone())).expect("encoding to a Vec cannot fail")
+/// The first variant of a versioned record, borrowed: the same bytes as `Wire::V1(v.clone())`
+/// (or any record enum's first variant holding `v`) without copying `v` (every report's
+/// sections and record are encoded by the writer).
+#[derive(Serialize)]
+enum FirstOf<'a, T> {
+    V1(&'a T),
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(&FirstOf::V1(v)).expect("encoding to a Vec cannot fail")
+}
+
+/// A host record as [`HostWire::V2`] (its first variant) encodes it.
+fn host_bytes(record: &HostRecord) -> Vec<u8> {
+    enc(record)
 }
 
 fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, CentralDbError> {
@@ -581,7 +594,7 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
             match op {
                 Op::Report { record, sections: new, full, .. } => {
                     let fp = record.fingerprint.as_str();
-                    let bytes = postcard::to_stdvec(&HostWire::V2(record.clone())).map_err(CentralDbError::Encode)?;
+                    let bytes = host_bytes(record);
                     if *full {
                         sections.retain_in((fp, 0u8)..(fp, RECORD), |_, _| false).map_err(db_error)?;
                     }

@@ -16,6 +16,7 @@ fn hosts_of_both_layouts_still_decode() {
     let host = HostRecord { fingerprint: "fp".into(), sequence: 3, last_seen: 9, uuid: "u".into() };
     let golden = "0002667003120175";
     assert_golden("a host (version 2)", &postcard::to_stdvec(&HostWire::V2(host.clone())).unwrap(), golden);
+    assert_eq!(host_bytes(&host), bytes(golden), "what the writer stores");
     assert_eq!(decode_host(&bytes(golden)).unwrap(), host);
     // The first layout (keyed by UUID): what `migrate_v1` reads.
     let golden = "000266700312";
