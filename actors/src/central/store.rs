@@ -20,6 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 const SECTIONS: TableDefinition<'static, (&str, u8), &[u8]> = TableDefinition::new("sections.v2");
 /// The kind under which a host's [`HostRecord`] is kept in [`SECTIONS`] (no section kind).
 const RECORD: u8 = u8::MAX;
+/// Facts about the file itself: its layout under `"layout"`.
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+/// The layout this version writes (1: hosts by UUID; 2: by certificate, records in a table of
+/// their own; 3: records beside their sections). A file of a later layout is refused.
+const LAYOUT: u64 = 3;
 /// The records of the second layout, apart from the sections: moved to [`SECTIONS`] when found.
 const HOSTS_V2: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("hosts.v2");
 /// The first layout, by UUID: moved to the tables above when found.
@@ -164,6 +169,13 @@ pub enum CentralDbError {
     /// The database file could not be opened.
     #[error(transparent)]
     Open(crate::db::OpenError),
+    /// The file was written by a later version, in a layout this one cannot read.
+    #[error(
+        "{} is in central's layout {found}, written by a newer Outpost (this version reads layouts up \
+         to {LAYOUT}): run that version again, or restore a backup taken before the upgrade",
+        path.display()
+    )]
+    NewerLayout { path: std::path::PathBuf, found: u64 },
     /// Its folder could not be made.
     #[error("{}", path.display())]
     Folder { path: std::path::PathBuf, source: std::io::Error },
@@ -364,6 +376,12 @@ impl CentralStore {
         })?;
         let txn = database.begin_write().map_err(db_error)?;
         {
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let found = meta.get("layout").map_err(db_error)?.map(|v| v.value());
+            if let Some(found) = found.filter(|f| *f > LAYOUT) {
+                // Nothing is written: the transaction is dropped.
+                return Err(CentralDbError::NewerLayout { path, found });
+            }
             txn.open_table(SECTIONS).map_err(db_error)?;
             txn.open_table(TOKENS).map_err(db_error)?;
             txn.open_table(PENDING).map_err(db_error)?;
@@ -373,6 +391,9 @@ impl CentralStore {
             txn.open_table(ENROLLED).map_err(db_error)?;
             migrate_v1(&txn)?;
             migrate_v2(&txn)?;
+            if found != Some(LAYOUT) {
+                meta.insert("layout", LAYOUT).map_err(db_error)?;
+            }
         }
         txn.commit().map_err(db_error)?;
         let database = Arc::new(database);
@@ -659,6 +680,33 @@ mod tests {
         store.write(ops).blocking_recv().expect("answered").expect("written");
     }
 
+    /// A file written by a later version is refused with its layout named, and left as it was;
+    /// a file this version opens says its layout.
+    #[test]
+    fn a_later_layout_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("central.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("layout", LAYOUT + 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let e = CentralStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("layout {}", LAYOUT + 1)) && e.contains("newer Outpost"), "{e}");
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.open_table(META).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT + 1);
+        assert!(txn.open_table(SECTIONS).is_err(), "nothing was created");
+        drop((txn, db));
+
+        let fresh = tempfile::tempdir().unwrap();
+        let store = CentralStore::open(fresh.path()).unwrap();
+        let CentralStore::Redb(redb) = &store else { unreachable!() };
+        let txn = redb.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(META).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT);
+    }
+
     /// A database of the second layout (host records in a table of their own) opens with every
     /// record moved beside its sections and that table gone; reports then follow on.
     #[test]
@@ -697,6 +745,7 @@ mod tests {
         let CentralStore::Redb(redb) = &store else { unreachable!() };
         let txn = redb.db.begin_read().unwrap();
         assert!(!txn.list_tables().unwrap().any(|t| t.name() == HOSTS_V2.name()), "the old table is gone");
+        assert_eq!(txn.open_table(META).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT);
         drop(txn);
         // A host's inventory is its sections only.
         assert_eq!(store.inventory(&a).unwrap().host().map(|h| h.fqdn.clone()), Some("pc-a.ex".into()));
