@@ -424,7 +424,8 @@ fn a_large_download_takes_large_datagrams_where_the_path_allows_and_a_small_one_
     host.json(&["install", "large"]);
     let (all, n) = sent(&|b| b > bytes + large.len() as f64);
     let (bytes, datagrams) = (all - bytes, n - datagrams);
-    assert!(bytes / datagrams > 4_000.0, "{bytes} bytes in {datagrams} datagrams");
+    // Loopback allows 64 KiB: past the 6,500 bytes of a segmentation-offload send of ten.
+    assert!(bytes / datagrams > 8_000.0, "{bytes} bytes in {datagrams} datagrams");
     assert_eq!(host.package("large").unwrap()["status"], "OK");
 }
 

@@ -81,7 +81,9 @@ async fn servers_grow_their_packets_toward_repository_nodes_only() {
         endpoint.wait_idle().await;
     }
     let sizes = serving.await.unwrap();
-    assert!(sizes[0] > USUAL_UDP_PAYLOAD && sizes[0] <= MAX_UDP_PAYLOAD, "toward a repository node: {sizes:?}");
+    // Loopback takes datagrams of 64 KiB: past 6,554 bytes, ten of them no longer fit in one
+    // segmentation-offload send, and still every byte arrived ([`gso`]).
+    assert!(sizes[0] > 32_000 && sizes[0] <= MAX_UDP_PAYLOAD, "toward a repository node: {sizes:?}");
     assert!(sizes[1] <= USUAL_UDP_PAYLOAD, "toward another client: {sizes:?}");
 }
 
