@@ -241,6 +241,44 @@ pub fn bind(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
     })
 }
 
+/// The methods of [`quinn::AsyncUdpSocket`] that a wrapping socket (with an `inner` socket)
+/// passes on unchanged; `recv` adds receiving.
+macro_rules! pass_to_inner {
+    (recv) => {
+        pass_to_inner!();
+
+        fn poll_recv(
+            &self,
+            cx: &mut Context<'_>,
+            bufs: &mut [IoSliceMut<'_>],
+            meta: &mut [RecvMeta],
+        ) -> Poll<io::Result<usize>> {
+            self.inner.poll_recv(cx, bufs, meta)
+        }
+    };
+    () => {
+        fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+            self.inner.clone().create_io_poller()
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.inner.local_addr()
+        }
+
+        fn max_transmit_segments(&self) -> usize {
+            self.inner.max_transmit_segments()
+        }
+
+        fn max_receive_segments(&self) -> usize {
+            self.inner.max_receive_segments()
+        }
+
+        fn may_fragment(&self) -> bool {
+            self.inner.may_fragment()
+        }
+    };
+}
+
 pub mod checks;
 mod gso;
 mod plain_udp;

@@ -54,9 +54,7 @@ fn parts<'a>(transmit: &Transmit<'a>) -> impl Iterator<Item = Transmit<'a>> {
 }
 
 impl AsyncUdpSocket for Gso {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
-    }
+    pass_to_inner!(recv);
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         for (i, part) in parts(transmit).enumerate() {
@@ -70,31 +68,6 @@ impl AsyncUdpSocket for Gso {
             }
         }
         Ok(())
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
     }
 }
 
