@@ -13,6 +13,7 @@
 //! * [`zone`]: time zones for schedules written in local time.
 
 pub mod agent;
+pub mod allocator;
 pub mod assembler;
 pub mod central;
 pub mod clock;

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     );
     init_logging(cli.verbose + u8::from(daemon));
     if matches!(cli.command, Command::Repo(_) | Command::Pkg(PkgCommand::Publish(_))) {
-        keep_freed_memory();
+        outpost_actors::allocator::keep_freed_memory();
     }
     let result = match &cli.command {
         Command::Pki(PkiCommand::Init(a)) => pki_cmd::init(a),
@@ -125,43 +125,4 @@ pub fn signing_time() -> i64 {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(outpost_actors::clock::unix_now)
-}
-
-/// Processes that move gigabytes (repositories serving and syncing, `repo pull`, publishes)
-/// allocate and free buffers of 64 KiB (each received datagram) to a few MiB (ranges) many
-/// times a second. With glibc's defaults the heap's free top goes back to the system as soon
-/// as it exceeds 128 KiB and is faulted in and zeroed again at the next allocation (7% of an
-/// edge's CPU in a fresh sync, measured with `perf`). Allocations up to 16 MiB stay on the
-/// heap, and up to 64 MiB of free heap is kept for reuse (bench/README.md, fresh sync).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only changes two thresholds of the allocator; called before the runtime
-    // starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
-mod tests {
-    /// Memory freed by a repository process stays on its heap for the next buffer: a 4 MiB
-    /// buffer (a range) comes from the heap, not a mapping of its own, and once freed it is
-    /// kept, not given back to the system (glibc's defaults map it, then unmap it).
-    #[test]
-    #[allow(unsafe_code)]
-    fn freed_buffers_stay_with_the_process() {
-        super::keep_freed_memory();
-        // SAFETY: mallinfo2 only reads the allocator's statistics.
-        let info = || unsafe { libc::mallinfo2() };
-        let mapped = info().hblkhd;
-        let buffer = std::hint::black_box(vec![1u8; 4 << 20]);
-        assert_eq!(info().hblkhd, mapped, "the buffer is on the heap, not mapped on its own");
-        drop(buffer);
-        assert!(info().fordblks >= 4 << 20, "the freed buffer is kept: {} bytes free on the heap", info().fordblks);
-    }
 }
