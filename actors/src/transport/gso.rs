@@ -110,6 +110,70 @@ mod tests {
         assert_eq!(sent, [(1_200, None)]);
     }
 
+    /// A socket that records what it is given and refuses the send numbered `refuse`.
+    #[derive(Debug, Default)]
+    struct Recording {
+        sent: std::sync::Mutex<Vec<usize>>,
+        refuse: Option<usize>,
+    }
+
+    #[derive(Debug)]
+    struct Ready;
+
+    impl UdpPoller for Ready {
+        fn poll_writable(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncUdpSocket for Recording {
+        fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+            Box::pin(Ready)
+        }
+
+        fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+            let mut sent = self.sent.lock().unwrap();
+            if self.refuse == Some(sent.len()) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            sent.push(transmit.contents.len());
+            Ok(())
+        }
+
+        fn poll_recv(
+            &self,
+            _: &mut Context<'_>,
+            _: &mut [IoSliceMut<'_>],
+            _: &mut [RecvMeta],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok(([127, 0, 0, 1], 9).into())
+        }
+    }
+
+    /// A batch refused at its first send is given back to quinn to try again whole; refused at
+    /// a later send, what was sent stays sent (never twice) and the rest is lost to QUIC's
+    /// recovery.
+    #[test]
+    fn a_refused_send_is_tried_again_only_when_nothing_of_the_batch_left() {
+        let bytes = vec![3u8; 10 * 16_000];
+        let batch = transmit(&bytes, Some(16_000));
+        let first = Arc::new(Recording { refuse: Some(0), ..Recording::default() });
+        let gso = Gso::new(first.clone());
+        assert_eq!(gso.try_send(&batch).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert!(first.sent.lock().unwrap().is_empty());
+        let later = Arc::new(Recording { refuse: Some(1), ..Recording::default() });
+        let gso = Gso::new(later.clone());
+        gso.try_send(&batch).unwrap();
+        assert_eq!(*later.sent.lock().unwrap(), [64_000], "the first part once, the rest dropped");
+        let all = Arc::new(Recording::default());
+        Gso::new(all.clone()).try_send(&batch).unwrap();
+        assert_eq!(*all.sent.lock().unwrap(), [64_000, 64_000, 32_000]);
+    }
+
     trait Concat {
         fn concat_bytes(&self) -> Vec<u8>;
     }
