@@ -119,7 +119,7 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     // Flushing a folder's entry list makes the rename durable; not every platform allows it.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();

@@ -392,6 +392,64 @@ fn reports_answered_before_central_is_killed_survive_it() {
     assert!(again.contains("not newer"), "{again}");
 }
 
+/// Central's disk fills (its data on a 16 MiB tmpfs): a report that cannot be made durable is
+/// answered with an error that names the journal and the full disk, and nothing answered
+/// before is lost; once there is room the same report applies, and everything answered
+/// survives a kill. Needs root (mounting a tmpfs): skipped otherwise, saying so; central on
+/// redb (on PostgreSQL the database's disk is not central's).
+#[test]
+fn a_full_disk_refuses_reports_without_losing_the_answered_ones() {
+    if !crate::cluster::is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs for central's data needs root");
+        return;
+    }
+    if std::env::var(crate::cluster::CENTRAL_BACKEND_ENV).is_ok() {
+        eprintln!("skipped: this central keeps its reports on PostgreSQL here, not on its disk");
+        return;
+    }
+    let c = Cluster::new();
+    let (mut server, central) = c.server(&["--no-repository"]);
+    let data = c.dir().join("central-on-tmpfs");
+    let _disk = crate::cluster::Tmpfs::mount(&data, "16m");
+    server.restart(&[("--data", &[data.to_str().unwrap()])]);
+    let (cert, key) = c.pki.issue("host", "h.full.test", &[]);
+    let host = RawHost::with_cert(&c, &central, &cert, &key);
+    // About 100 kB per report: each needs pages the disk no longer has.
+    let sw = |v: u64| {
+        Section::Software(
+            (0..2_000).map(|i| Software { name: format!("package-{i:05}"), version: format!("{v}.{i}") }).collect(),
+        )
+    };
+    let first = host.report("uuid-full", 1, true, vec![facts("uuid-full", "h.full.test"), sw(1)]);
+    assert!(matches!(first, Ok(CentralResponse::ReportApplied { sequence: 1 })), "{first:?}");
+
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+    }
+    let refused = host.report("uuid-full", 2, false, vec![sw(2)]).unwrap_err();
+    assert!(refused.contains("journal") && refused.contains("No space left"), "{refused}");
+    let admin = Console::new(&c, &central, "Alice", "view");
+    assert_eq!(status_of(&admin, "h.full.test"), Some(1), "the report answered before is there");
+
+    // Room again: the same report applies, and the next.
+    std::fs::remove_file(&filler).unwrap();
+    for seq in [2, 3] {
+        let applied = host.report("uuid-full", seq, false, vec![sw(seq)]);
+        assert!(matches!(applied, Ok(CentralResponse::ReportApplied { sequence }) if sequence == seq), "{applied:?}");
+    }
+    drop(host);
+    server.kill();
+    server.restart(&[]);
+    assert_eq!(status_of(&admin, "h.full.test"), Some(3));
+    let d = admin.json(&["host", "h.full.test"]);
+    assert!(d["inventory"].to_string().contains("\"3.1999\""), "the last report's software: {d}");
+}
+
 #[test]
 fn a_host_without_a_token_waits_for_approval_and_a_bad_token_is_refused() {
     let c = Cluster::new();

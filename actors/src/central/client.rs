@@ -48,6 +48,11 @@ impl CentralClient {
         Ok(Self { addr, connection })
     }
 
+    /// The connection's counters (datagrams, frames by type).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
+    }
+
     /// True while the connection is up.
     pub fn is_open(&self) -> bool {
         self.connection.close_reason().is_none()

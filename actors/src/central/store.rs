@@ -2,12 +2,14 @@
 //! tokens and waiting hosts, the certificates issued at enrollment, revoked certificates,
 //! actions with their results, and the signed agent settings.
 //!
-//! Writes go through one writer thread that commits whatever arrived together in one
-//! transaction (group commit): a report is answered only once it is durable, and thousands of
-//! reports per second cost tens of commits, not thousands.
+//! Writes go through one writer thread that writes whatever arrived together at once (group
+//! commit): a report is answered only once it is durable, and thousands of reports per second
+//! cost tens of flushes, not thousands. Reports are made durable in a journal and folded into
+//! the tables in large batches ([`journal`]); everything else is committed to the tables.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use outpost_protocol::central::{Inventory, Section, SectionKind, Signed};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
@@ -40,6 +42,20 @@ const SETTINGS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("set
 
 /// Most operations committed in one transaction.
 const GROUP: usize = 2048;
+/// The generation of the last journal segment folded into the tables (see [`journal`]).
+const FOLDED: &str = "journal_folded";
+/// The database's identity, which its journal's segments carry.
+const JOURNAL_ID: &str = "journal_id";
+/// Reports in a journal segment before it is folded (earlier if [`FOLD_AFTER`] passed and no
+/// fold is running).
+const FOLD_REPORTS: usize = 16_384;
+/// Age of the oldest report not folded after which the segment is folded, if no fold runs.
+const FOLD_AFTER: Duration = Duration::from_secs(1);
+/// A segment is folded at this many reports even while the last fold still runs (the tables
+/// falling behind: the journal and memory stay bounded by the folds queued).
+const FOLD_AT_MOST: usize = 8 * FOLD_REPORTS;
+/// Or at this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// What central keeps of a host (a certificate) besides its sections.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +213,9 @@ pub enum CentralDbError {
     /// PostgreSQL failed.
     #[error(transparent)]
     Postgres(postgres::PgError),
+    /// The journal could not be written.
+    #[error("central's journal {}", path.display())]
+    Journal { path: std::path::PathBuf, source: std::io::Error },
     /// Another central instance stored this host's report of that sequence, or a later one.
     #[error("another central instance already stored this report or a later one")]
     StaleReport,
@@ -322,6 +341,15 @@ pub type Written = Result<(), Arc<CentralDbError>>;
 
 type Job = (Vec<Op>, oneshot::Sender<Written>);
 
+/// What the redb writer thread is asked.
+#[derive(Debug)]
+enum ToWriter {
+    /// Operations to make durable.
+    Ops(Job),
+    /// Fold every report journalled so far into the tables; answered once done.
+    Fold(oneshot::Sender<()>),
+}
+
 /// The database and its writer: redb in central's folder (the default), or PostgreSQL.
 #[derive(Debug, Clone)]
 pub enum CentralStore {
@@ -331,11 +359,12 @@ pub enum CentralStore {
     Postgres(postgres::PgStore),
 }
 
-/// redb and its writer thread.
+/// redb, its writer thread, and the reports journalled but not yet in its tables.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
-    writer: mpsc::UnboundedSender<Job>,
+    writer: mpsc::UnboundedSender<ToWriter>,
+    overlay: Arc<Mutex<journal::Overlay>>,
 }
 
 /// Everything loaded at start.
@@ -394,19 +423,52 @@ impl CentralStore {
             if found != Some(LAYOUT) {
                 meta.insert("layout", LAYOUT).map_err(db_error)?;
             }
+            if meta.get(JOURNAL_ID).map_err(db_error)?.is_none() {
+                use ring::rand::SecureRandom;
+                let mut id = [0u8; 8];
+                ring::rand::SystemRandom::new().fill(&mut id).expect("the system's random source works");
+                meta.insert(JOURNAL_ID, u64::from_le_bytes(id)).map_err(db_error)?;
+            }
         }
         txn.commit().map_err(db_error)?;
+        let (journal_dir, segment) = recover_journal(&database, dir)?;
         let database = Arc::new(database);
+        let overlay = Arc::new(Mutex::new(journal::Overlay::default()));
+        let (fold_tx, fold_rx) = std::sync::mpsc::channel();
+        let (folder_db, folder_overlay, folder_dir) = (database.clone(), overlay.clone(), journal_dir.clone());
+        std::thread::Builder::new()
+            .name("central-folder".into())
+            .spawn(move || folder(&folder_db, &folder_overlay, &folder_dir, fold_rx))
+            .map_err(CentralDbError::Thread)?;
         // Unbounded on purpose: the central actor queues from synchronous handlers, and what it
         // queues is bounded upstream (a job per accepted request, requests bounded by the
         // connection and frame limits; group commits drain the queue faster than it fills).
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer_db = database.clone();
+        let writer = Writer {
+            db: database.clone(),
+            overlay: overlay.clone(),
+            dir: journal_dir,
+            id: journal_id(&database)?,
+            segment,
+            first_unfolded: None,
+            folder: fold_tx,
+        };
         std::thread::Builder::new()
             .name("central-writer".into())
-            .spawn(move || writer(&writer_db, rx))
+            .spawn(move || writer.run(rx))
             .map_err(CentralDbError::Thread)?;
-        Ok(Self::Redb(RedbStore { db: database, writer: tx }))
+        Ok(Self::Redb(RedbStore { db: database, writer: tx, overlay }))
+    }
+
+    /// Folds every report journalled so far into the tables (they are read the same before
+    /// and after: this only empties the journal). Waits for it.
+    pub async fn fold(&self) {
+        if let Self::Redb(r) = self {
+            let (tx, rx) = oneshot::channel();
+            if r.writer.send(ToWriter::Fold(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
     }
 
     /// Connects to PostgreSQL, migrates its schema and starts the writer.
@@ -432,7 +494,7 @@ impl CentralStore {
             Self::Postgres(p) => return p.write(ops),
         };
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, tx))) = writer.send((ops, tx)) {
+        if let Err(mpsc::error::SendError(ToWriter::Ops((_, tx)))) = writer.send(ToWriter::Ops((ops, tx))) {
             let _ = tx.send(Err(Arc::new(CentralDbError::WriterStopped)));
         }
         rx
@@ -440,10 +502,12 @@ impl CentralStore {
 
     /// Loads what the central actor keeps in memory.
     pub fn load(&self) -> Result<Loaded, CentralDbError> {
-        let db = match self {
-            Self::Redb(r) => &r.db,
+        let (db, overlay) = match self {
+            Self::Redb(r) => (&r.db, &r.overlay),
             Self::Postgres(p) => return p.load(),
         };
+        // Read with the reports not folded yet held still (a fold ends by dropping its layer).
+        let overlay = overlay.lock().expect("not poisoned");
         let txn = db.begin_read().map_err(db_error)?;
         let mut out = Loaded::default();
         // One pass over the hosts in key order: each one's sections, then its record.
@@ -463,6 +527,8 @@ impl CentralStore {
                 inv.apply([dec::<Section>(v.value())?]);
             }
         }
+        lay_over(&mut out.hosts, &overlay);
+        drop(overlay);
         for item in txn.open_table(TOKENS).map_err(db_error)?.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
             out.tokens.push((*k.value(), dec(v.value())?));
@@ -498,16 +564,24 @@ impl CentralStore {
 
     /// A host's whole inventory, by its certificate's fingerprint.
     pub fn inventory(&self, fingerprint: &str) -> Result<Inventory, CentralDbError> {
-        let db = match self {
-            Self::Redb(r) => &r.db,
+        let (db, overlay) = match self {
+            Self::Redb(r) => (&r.db, &r.overlay),
             Self::Postgres(p) => return p.inventory(fingerprint),
         };
-        let txn = db.begin_read().map_err(db_error)?;
-        let t = txn.open_table(SECTIONS).map_err(db_error)?;
+        // Read with the reports not folded yet held still (a fold ends by dropping its layer).
+        let overlay = overlay.lock().expect("not poisoned");
+        let pending = overlay.pending(fingerprint);
         let mut inv = Inventory::default();
-        for item in t.range((fingerprint, 0u8)..(fingerprint, RECORD)).map_err(db_error)? {
-            let (_, v) = item.map_err(db_error)?;
-            inv.apply([dec::<Section>(v.value())?]);
+        if !pending.as_ref().is_some_and(|(full, _)| *full) {
+            let txn = db.begin_read().map_err(db_error)?;
+            let t = txn.open_table(SECTIONS).map_err(db_error)?;
+            for item in t.range((fingerprint, 0u8)..(fingerprint, RECORD)).map_err(db_error)? {
+                let (_, v) = item.map_err(db_error)?;
+                inv.apply([dec::<Section>(v.value())?]);
+            }
+        }
+        if let Some((_, sections)) = pending {
+            inv.apply(sections.into_values());
         }
         Ok(inv)
     }
@@ -591,12 +665,267 @@ fn group(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Job> {
     jobs
 }
 
-fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let jobs = group(first, &mut rx);
-        let result = commit(db, jobs.iter().flat_map(|(ops, _)| ops.iter())).map_err(Arc::new);
-        for (_, tx) in jobs {
-            let _ = tx.send(result.clone());
+/// The journal's identity in `db`'s META table.
+fn journal_id(db: &Database) -> Result<u64, CentralDbError> {
+    let txn = db.begin_read().map_err(db_error)?;
+    let meta = txn.open_table(META).map_err(db_error)?;
+    Ok(meta.get(JOURNAL_ID).map_err(db_error)?.map_or(0, |v| v.value()))
+}
+
+/// Applies what the journal in `dir/journal` holds beyond the last fold to the tables, removes
+/// its segments, and starts the next one. Before anything is read.
+fn recover_journal(db: &Database, dir: &Path) -> Result<(PathBuf, journal::Segment), CentralDbError> {
+    let journal_dir = dir.join("journal");
+    let io = |source| CentralDbError::Folder { path: journal_dir.clone(), source };
+    let folded = {
+        let txn = db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        meta.get(FOLDED).map_err(db_error)?.map_or(0, |v| v.value())
+    };
+    let found = journal::recover(&journal_dir, journal_id(db)?, folded).map_err(io)?;
+    if found.layer.reports > 0 {
+        fold_layer(db, &found.layer)?;
+        tracing::info!(
+            reports = found.layer.reports,
+            hosts = found.layer.hosts.len(),
+            "central: the reports journalled before the last stop are in the tables"
+        );
+    }
+    for generation in &found.segments {
+        journal::remove(&journal_dir, *generation);
+    }
+    let segment = journal::Segment::create(&journal_dir, journal_id(db)?, found.last + 1).map_err(io)?;
+    Ok((journal_dir, segment))
+}
+
+/// Writes `layer`'s reports into the tables, and its generation as folded, in one durable
+/// transaction.
+fn fold_layer(db: &Database, layer: &journal::Layer) -> Result<(), CentralDbError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
+        // In key order: neighbouring hosts share their pages.
+        let mut hosts: Vec<(&String, &journal::Pending)> = layer.hosts.iter().collect();
+        hosts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (fp, p) in hosts {
+            let fp = fp.as_str();
+            if p.full {
+                sections.retain_in((fp, 0u8)..(fp, RECORD), |_, _| false).map_err(db_error)?;
+            }
+            for (kind, s) in &p.sections {
+                sections.insert((fp, *kind), enc(s).as_slice()).map_err(db_error)?;
+            }
+            sections.insert((fp, RECORD), host_bytes(&p.record).as_slice()).map_err(db_error)?;
+        }
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        meta.insert(FOLDED, layer.generation).map_err(db_error)?;
+    }
+    txn.commit().map_err(db_error)
+}
+
+/// Lays the reports not folded yet over `hosts` as read from the tables (with the sections
+/// the fleet index needs).
+fn lay_over(hosts: &mut Vec<(HostRecord, Inventory)>, overlay: &journal::Overlay) {
+    let mut at: std::collections::HashMap<String, usize> =
+        hosts.iter().enumerate().map(|(i, (r, _))| (r.fingerprint.clone(), i)).collect();
+    let indexed: Vec<u8> = INDEXED.iter().map(|k| kind_byte(*k)).collect();
+    for layer in overlay.layers() {
+        for (fp, p) in &layer.hosts {
+            let i = *at.entry(fp.clone()).or_insert_with(|| {
+                hosts.push((p.record.clone(), Inventory::default()));
+                hosts.len() - 1
+            });
+            let (record, inv) = &mut hosts[i];
+            *record = p.record.clone();
+            if p.full {
+                *inv = Inventory::default();
+            }
+            inv.apply(p.sections.iter().filter(|(k, _)| indexed.contains(k)).map(|(_, s)| s.clone()));
+        }
+    }
+}
+
+/// A layer to fold (none: only wait for the folds before), and whom to tell once it is folded.
+type ToFolder = (Option<Arc<journal::Layer>>, Option<oneshot::Sender<()>>);
+
+/// Folds the layers the writer hands over, in order, then drops each from the overlay and
+/// removes its segment. A fold that fails is tried again (its reports stay in the journal and
+/// in memory meanwhile); `done` senders are answered once everything before them is folded.
+fn folder(db: &Database, overlay: &Mutex<journal::Overlay>, dir: &Path, rx: std::sync::mpsc::Receiver<ToFolder>) {
+    for (layer, done) in rx {
+        if let Some(layer) = layer {
+            let started = Instant::now();
+            let mut tries = 0u32;
+            while let Err(e) = fold_layer(db, &layer) {
+                tries += 1;
+                tracing::error!(
+                    generation = layer.generation,
+                    tries,
+                    "folding the journal into central's tables failed (the reports stay journalled; trying again \
+                     in a second): {}",
+                    causes(&e)
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            {
+                let mut o = overlay.lock().expect("not poisoned");
+                if o.frozen.front().is_some_and(|f| f.generation == layer.generation) {
+                    o.frozen.pop_front();
+                }
+            }
+            journal::remove(dir, layer.generation);
+            tracing::debug!(
+                reports = layer.reports,
+                hosts = layer.hosts.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "central: journal segment folded"
+            );
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The redb writer thread: reports into the journal, everything else into the tables.
+struct Writer {
+    db: Arc<Database>,
+    overlay: Arc<Mutex<journal::Overlay>>,
+    dir: PathBuf,
+    id: u64,
+    segment: journal::Segment,
+    /// When the oldest report of the segment was written.
+    first_unfolded: Option<Instant>,
+    folder: std::sync::mpsc::Sender<ToFolder>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToWriter>) {
+        while let Some(first) = rx.blocking_recv() {
+            let first = match first {
+                ToWriter::Ops(job) => job,
+                ToWriter::Fold(done) => {
+                    self.rotate(Some(done));
+                    continue;
+                }
+            };
+            // `first` and the jobs already waiting behind it, up to [`GROUP`] operations.
+            let mut ops = first.0.len();
+            let mut jobs = vec![first];
+            let mut fold = None;
+            while ops < GROUP && fold.is_none() {
+                match rx.try_recv() {
+                    Ok(ToWriter::Ops(j)) => {
+                        ops += j.0.len();
+                        jobs.push(j);
+                    }
+                    Ok(ToWriter::Fold(done)) => fold = Some(done),
+                    Err(_) => break,
+                }
+            }
+            let result = self.write(&mut jobs).map_err(Arc::new);
+            for (_, tx) in jobs {
+                let _ = tx.send(result.clone());
+            }
+            if let Some(done) = fold {
+                self.rotate(Some(done));
+            } else {
+                self.maybe_rotate();
+            }
+        }
+    }
+
+    /// Makes `jobs` durable: their reports appended to the journal (then laid over the
+    /// tables), the rest committed to the tables.
+    fn write(&mut self, jobs: &mut [Job]) -> Result<(), CentralDbError> {
+        let is_report = |op: &Op| matches!(op, Op::Report { .. });
+        let reports: Vec<journal::ReportOut<'_>> = jobs
+            .iter()
+            .flat_map(|(ops, _)| ops.iter())
+            .filter_map(|op| match op {
+                Op::Report { record, sections, full, .. } => Some(journal::ReportOut { record, sections, full: *full }),
+                _ => None,
+            })
+            .collect();
+        let count = reports.len();
+        if count > 0 {
+            let payload = postcard::to_stdvec(&journal::RecordOut::V1(reports)).map_err(CentralDbError::Encode)?;
+            if let Err(source) = self.segment.append(&payload) {
+                let path = self.segment.path();
+                // Whatever the failure left in the segment, the next records go to a new one.
+                self.rotate(None);
+                return Err(CentralDbError::Journal { path, source });
+            }
+        }
+        if jobs.iter().flat_map(|(ops, _)| ops.iter()).any(|op| !is_report(op)) {
+            commit(&self.db, jobs.iter().flat_map(|(ops, _)| ops.iter()).filter(|op| !is_report(op)))?;
+        }
+        if count > 0 {
+            let mut overlay = self.overlay.lock().expect("not poisoned");
+            for op in jobs.iter_mut().flat_map(|(ops, _)| ops.iter_mut()) {
+                if let Op::Report { record, sections, full, .. } = op {
+                    overlay.active.apply(std::mem::take(record), std::mem::take(sections), *full);
+                }
+            }
+            self.first_unfolded.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Starts folding the segment when it is due.
+    fn maybe_rotate(&mut self) {
+        let (reports, folding) = {
+            let o = self.overlay.lock().expect("not poisoned");
+            (o.active.reports, !o.frozen.is_empty())
+        };
+        let due = reports > 0
+            && (reports >= FOLD_AT_MOST
+                || self.segment.len >= SEGMENT_BYTES
+                || (!folding
+                    && (reports >= FOLD_REPORTS || self.first_unfolded.is_some_and(|t| t.elapsed() >= FOLD_AFTER))));
+        if due {
+            self.rotate(None);
+        }
+    }
+
+    /// Starts the next segment and hands the reports of this one to the folder (with `done`
+    /// to answer once they, and all before them, are in the tables).
+    fn rotate(&mut self, done: Option<oneshot::Sender<()>>) {
+        let empty = self.overlay.lock().expect("not poisoned").active.reports == 0;
+        if empty && done.is_some() {
+            // Nothing to fold here: wait for the folds already handed over.
+            let _ = self.folder.send((None, done));
+            return;
+        }
+        match journal::Segment::create(&self.dir, self.id, self.segment.generation + 1) {
+            Ok(next) => {
+                let mut o = self.overlay.lock().expect("not poisoned");
+                let mut layer = std::mem::take(&mut o.active);
+                layer.generation = self.segment.generation;
+                let layer = Arc::new(layer);
+                o.frozen.push_back(layer.clone());
+                drop(o);
+                self.segment = next;
+                self.first_unfolded = None;
+                let _ = self.folder.send((Some(layer), done));
+            }
+            Err(e) => {
+                // The reports stay in this segment (and in memory); folding waits for a segment
+                // that can be made.
+                tracing::error!(dir = %self.dir.display(), "starting a journal segment: {e}");
+                let _ = self.folder.send((None, done));
+            }
         }
     }
 }
@@ -604,7 +933,6 @@ fn writer(db: &Database, mut rx: mpsc::UnboundedReceiver<Job>) {
 fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), CentralDbError> {
     let txn = database.begin_write().map_err(db_error)?;
     {
-        let mut sections = txn.open_table(SECTIONS).map_err(db_error)?;
         let mut tokens = txn.open_table(TOKENS).map_err(db_error)?;
         let mut pending = txn.open_table(PENDING).map_err(db_error)?;
         let mut revoked = txn.open_table(REVOKED).map_err(db_error)?;
@@ -613,17 +941,8 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
         let mut enrolled = txn.open_table(ENROLLED).map_err(db_error)?;
         for op in ops {
             match op {
-                Op::Report { record, sections: new, full, .. } => {
-                    let fp = record.fingerprint.as_str();
-                    let bytes = host_bytes(record);
-                    if *full {
-                        sections.retain_in((fp, 0u8)..(fp, RECORD), |_, _| false).map_err(db_error)?;
-                    }
-                    for s in new {
-                        sections.insert((fp, kind_byte(s.kind())), enc(s).as_slice()).map_err(db_error)?;
-                    }
-                    sections.insert((fp, RECORD), bytes.as_slice()).map_err(db_error)?;
-                }
+                // Journalled, then folded in ([`Writer::write`]).
+                Op::Report { .. } => {}
                 Op::Token { hash, record: Some(r) } | Op::TokenUse { hash, left: r } => {
                     tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
                 }
@@ -658,6 +977,8 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
     }
     txn.commit().map_err(db_error)
 }
+
+mod journal;
 
 #[cfg(test)]
 mod golden;
@@ -772,6 +1093,127 @@ mod tests {
             .collect();
         hosts.sort();
         assert_eq!(hosts, [(4, "pc-a2.ex".to_string()), (9, "pc-b.ex".to_string())]);
+    }
+
+    fn fold(store: &CentralStore) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.fold());
+    }
+
+    fn report(fp: &str, sequence: u64, fqdn: &str, software: &str, full: bool) -> Op {
+        let sw = Section::Software(vec![Software { name: software.into(), version: "1".into() }]);
+        let sections = if full { vec![host_facts(fqdn), sw] } else { vec![sw] };
+        Op::Report { record: record(fp, sequence), sections, full, cn: None }
+    }
+
+    /// The journal segments in `dir` (central's folder).
+    fn segments(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A copy of central's folder as a power cut would leave it (taken while nothing is
+    /// written: the writer answered, no fold runs).
+    fn crash_image(from: &Path) -> tempfile::TempDir {
+        let to = tempfile::tempdir().unwrap();
+        std::fs::copy(from.join("central.redb"), to.path().join("central.redb")).unwrap();
+        std::fs::create_dir(to.path().join("journal")).unwrap();
+        for name in segments(from) {
+            std::fs::copy(from.join("journal").join(&name), to.path().join("journal").join(&name)).unwrap();
+        }
+        to
+    }
+
+    fn software_of(store: &CentralStore, fp: &str) -> Vec<String> {
+        store.inventory(fp).unwrap().software().iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn sequence_in_tables(store: &CentralStore, fp: &str) -> Option<u64> {
+        let CentralStore::Redb(redb) = store else { unreachable!() };
+        let txn = redb.db.begin_read().unwrap();
+        let t = txn.open_table(SECTIONS).unwrap();
+        t.get((fp, RECORD)).unwrap().map(|v| decode_host(v.value()).unwrap().sequence)
+    }
+
+    /// Reports answered are read back at once (from the journal, before any fold), and a
+    /// central stopped before folding them finds them all at its next start, in the tables,
+    /// with its journal emptied.
+    #[test]
+    fn answered_reports_survive_a_stop_before_their_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CentralStore::open(dir.path()).unwrap();
+        write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true)]);
+        write(&store, vec![report("fa", 2, "", "emacs", false), report("fb", 1, "pc-b.ex", "nano", true)]);
+        assert_eq!(sequence_in_tables(&store, "fa"), None, "not folded yet");
+        assert_eq!(software_of(&store, "fa"), ["emacs"]);
+        assert_eq!(store.inventory("fa").unwrap().host().map(|h| h.fqdn.as_str()), Some("pc-a.ex"));
+        let mut loaded: Vec<(String, u64)> =
+            store.load().unwrap().hosts.into_iter().map(|(r, _)| (r.fingerprint, r.sequence)).collect();
+        loaded.sort();
+        assert_eq!(loaded, [("fa".to_string(), 2), ("fb".to_string(), 1)]);
+
+        let image = crash_image(dir.path());
+        let again = CentralStore::open(image.path()).unwrap();
+        assert_eq!(sequence_in_tables(&again, "fa"), Some(2), "applied to the tables at the start");
+        assert_eq!(sequence_in_tables(&again, "fb"), Some(1));
+        assert_eq!(software_of(&again, "fa"), ["emacs"]);
+        assert_eq!(again.inventory("fa").unwrap().host().map(|h| h.fqdn.as_str()), Some("pc-a.ex"));
+        assert_eq!(segments(image.path()).len(), 1, "only the new segment is left: {:?}", segments(image.path()));
+        // Reports go on from there.
+        write(&again, vec![report("fa", 3, "", "ed", false)]);
+        assert_eq!(software_of(&again, "fa"), ["ed"]);
+    }
+
+    /// A folded segment is never applied again, even where its removal was lost: an older
+    /// report would otherwise overwrite a newer one.
+    #[test]
+    fn a_folded_segment_found_again_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CentralStore::open(dir.path()).unwrap();
+        write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true)]);
+        let old = segments(dir.path());
+        assert_eq!(old.len(), 1);
+        let old_bytes = std::fs::read(dir.path().join("journal").join(&old[0])).unwrap();
+        fold(&store);
+        assert_eq!(sequence_in_tables(&store, "fa"), Some(1));
+        assert!(!segments(dir.path()).contains(&old[0]), "removed once folded");
+        write(&store, vec![report("fa", 2, "", "emacs", false)]);
+        fold(&store);
+        assert_eq!(sequence_in_tables(&store, "fa"), Some(2));
+
+        let image = crash_image(dir.path());
+        std::fs::write(image.path().join("journal").join(&old[0]), &old_bytes).unwrap();
+        let again = CentralStore::open(image.path()).unwrap();
+        assert_eq!(sequence_in_tables(&again, "fa"), Some(2));
+        assert_eq!(software_of(&again, "fa"), ["emacs"]);
+        assert!(!segments(image.path()).contains(&old[0]), "removed at the start");
+    }
+
+    /// Past [`FOLD_REPORTS`] the segment is folded while reports go on: the tables get the
+    /// newest of each host (a full report's sections replaced, a delta's laid over).
+    #[test]
+    fn a_full_segment_is_folded_into_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CentralStore::open(dir.path()).unwrap();
+        write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true), report("fz", 1, "pc-z.ex", "vim", true)]);
+        fold(&store);
+        let mut ops: Vec<Op> =
+            (2..FOLD_REPORTS as u64 + 2).map(|s| report("fa", s, "", &format!("v{s}"), false)).collect();
+        ops.push(report("fz", 2, "pc-z2.ex", "joe", true));
+        write(&store, ops);
+        let newest = FOLD_REPORTS as u64 + 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(sequence_in_tables(&store, "fa") == Some(newest) && segments(dir.path()).len() == 1) {
+            assert!(Instant::now() < deadline, "the segment was not folded within 60 s: {:?}", segments(dir.path()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(software_of(&store, "fa"), [format!("v{newest}")]);
+        assert_eq!(sequence_in_tables(&store, "fz"), Some(2));
+        assert_eq!(store.inventory("fz").unwrap().host().map(|h| h.fqdn.as_str()), Some("pc-z2.ex"));
+        assert_eq!(software_of(&store, "fz"), ["joe"]);
     }
 }
 pub mod postgres;

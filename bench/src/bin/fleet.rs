@@ -235,6 +235,64 @@ struct Deltas {
     latencies: Vec<f64>,
     /// How many deltas each connection sent (its host's sequence goes on from there).
     sent: Vec<u64>,
+    /// What the connections sent and received meanwhile (the fleet's side).
+    quic: Quic,
+}
+
+/// QUIC counters of the fleet's connections over a phase: datagrams each way and the frames
+/// that are not the requests and answers themselves.
+#[derive(Debug, Default, Clone, Copy)]
+struct Quic {
+    sent: u64,
+    received: u64,
+    acks_sent: u64,
+    acks_received: u64,
+    /// MAX_STREAMS, MAX_DATA and MAX_STREAM_DATA received: credit central grants.
+    credit_received: u64,
+}
+
+impl Quic {
+    fn of(s: &quinn::ConnectionStats) -> Self {
+        let f = &s.frame_rx;
+        Self {
+            sent: s.udp_tx.datagrams,
+            received: s.udp_rx.datagrams,
+            acks_sent: s.frame_tx.acks,
+            acks_received: f.acks,
+            credit_received: f.max_streams_bidi + f.max_data + f.max_stream_data,
+        }
+    }
+
+    fn add(&mut self, o: Self) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.acks_sent += o.acks_sent;
+        self.acks_received += o.acks_received;
+        self.credit_received += o.credit_received;
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            sent: self.sent - before.sent,
+            received: self.received - before.received,
+            acks_sent: self.acks_sent - before.acks_sent,
+            acks_received: self.acks_received - before.acks_received,
+            credit_received: self.credit_received - before.credit_received,
+        }
+    }
+
+    /// Per delta, for the report.
+    fn per(self, deltas: u64) -> String {
+        let d = deltas.max(1) as f64;
+        format!(
+            "datagrams per delta: {:.2} sent + {:.2} received; ACK frames {:.2} sent, {:.2} received; credit frames received {:.2}",
+            self.sent as f64 / d,
+            self.received as f64 / d,
+            self.acks_sent as f64 / d,
+            self.acks_received as f64 / d,
+            self.credit_received as f64 / d
+        )
+    }
 }
 
 /// Sends the signed deltas, one in flight per connection, for `window`. Without a rate each
@@ -253,6 +311,7 @@ async fn send_deltas(
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (client, deltas)) in clients.into_iter().zip(presigned).enumerate() {
         tasks.spawn(async move {
+            let before = Quic::of(&client.stats());
             let (mut applied, mut errors, mut lat, mut sent) = (0u64, 0u64, Vec::new(), 0u64);
             let mut exhausted = true;
             for (k, request) in deltas.iter().enumerate() {
@@ -277,14 +336,23 @@ async fn send_deltas(
                     _ => errors += 1,
                 }
             }
+            let stats = Quic::of(&client.stats()).since(before);
             client.close();
-            (i, applied, errors, exhausted, lat, sent)
+            (i, applied, errors, exhausted, lat, sent, stats)
         });
     }
-    let mut out =
-        Deltas { applied: 0, errors: 0, exhausted: 0, measured: 0.0, latencies: Vec::new(), sent: vec![0; n] };
+    let mut out = Deltas {
+        applied: 0,
+        errors: 0,
+        exhausted: 0,
+        measured: 0.0,
+        latencies: Vec::new(),
+        sent: vec![0; n],
+        quic: Quic::default(),
+    };
     while let Some(r) = tasks.join_next().await {
-        let (i, applied, errors, exhausted, lat, sent) = r?;
+        let (i, applied, errors, exhausted, lat, sent, stats) = r?;
+        out.quic.add(stats);
         out.sent[i] = sent;
         out.applied += applied;
         out.errors += errors;
@@ -580,7 +648,7 @@ fn run(o: &Options, outpost: &Path, work: &Path, rt: &tokio::runtime::Runtime) -
     let central_writes = server_writes() - writes_before;
     let (applied, measured, errors) = (closed.applied, closed.measured, closed.errors);
     let lat = closed.latencies;
-    eprintln!("{applied} deltas in {measured:.1} s, {errors} errors");
+    eprintln!("{applied} deltas in {measured:.1} s, {errors} errors; {}", closed.quic.per(applied));
     anyhow::ensure!(closed.exhausted == 0, "{} connections sent every delta signed for them", closed.exhausted);
     // The same at a fixed offered rate: latency counted from when each delta was due.
     let paced = match o.rate {
