@@ -34,7 +34,7 @@ pub mod lineage;
 pub mod package;
 pub mod pem;
 pub mod pki;
-mod raw;
+pub mod raw;
 pub mod request;
 pub mod resolver;
 pub mod schedule;

@@ -87,14 +87,19 @@ struct Applied {
 }
 
 impl Applied {
-    /// What `report` from `peer` becomes once applied at `now`.
+    /// What `report` from `peer` becomes once applied at `now` (its sections are cloned).
     fn of(peer: &Peer, report: &Report, now: i64) -> Self {
+        Self::taking(peer, report, report.sections.clone(), now)
+    }
+
+    /// The same, taking `sections` (the report's).
+    fn taking(peer: &Peer, report: &Report, sections: Vec<Section>, now: i64) -> Self {
         Self {
             uuid: report.host.clone(),
             subject: peer.info.subject.clone(),
             fingerprint: peer.info.fingerprint.clone(),
-            changed: kinds(&report.sections),
-            partial: Inventory::from_sections(report.sections.clone()),
+            changed: kinds(&sections),
+            partial: Inventory::from_sections(sections),
             seen: now,
             sequence: report.sequence,
         }
@@ -432,19 +437,17 @@ impl Central {
             ReportDecision::Apply => {
                 let now = unix_now();
                 self.inflight.insert(fp.clone(), report.sequence);
-                let applied = Applied::of(peer, &report, now);
-                let op = Op::Report {
-                    record: HostRecord {
-                        fingerprint: fp,
-                        sequence: report.sequence,
-                        last_seen: now,
-                        uuid: report.host,
-                    },
-                    sections: report.sections,
-                    full: report.full,
-                    cn: None,
+                // The sections are written encoded, and kept for the index without a copy.
+                let record = HostRecord {
+                    fingerprint: fp,
+                    sequence: report.sequence,
+                    last_seen: now,
+                    uuid: report.host.clone(),
                 };
-                Ok((applied, vec![op]))
+                let op = Op::encoded(record, &report.sections, report.full);
+                let mut report = report;
+                let sections = std::mem::take(&mut report.sections);
+                Ok((Applied::taking(peer, &report, sections, now), vec![op]))
             }
         }
     }

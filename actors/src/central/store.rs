@@ -305,6 +305,11 @@ fn kind_byte(k: SectionKind) -> u8 {
     k as u8
 }
 
+/// `s` as the sections table keeps it.
+fn encode_section(s: &Section) -> EncodedSection {
+    EncodedSection { kind: kind_byte(s.kind()), bytes: enc(s) }
+}
+
 /// One change to the database.
 #[derive(Debug)]
 pub enum Op {
@@ -313,6 +318,8 @@ pub enum Op {
     /// sequence follows the stored one, or a full report is newer); `cn`, when set, is the
     /// certificate's name that the stored FQDN must be (the report did not say its name).
     Report { record: HostRecord, sections: Vec<Section>, full: bool, cn: Option<String> },
+    /// A report on redb, its sections already encoded ([`Op::encoded`]).
+    Encoded { record: HostRecord, sections: Vec<EncodedSection>, full: bool },
     /// A token (or its new use count).
     Token { hash: [u8; 32], record: Option<TokenRecord> },
     /// One use of a token, `left` after it. On PostgreSQL the use is taken only if one is left
@@ -334,6 +341,14 @@ pub enum Op {
     Session { fingerprint: String, on: bool },
     /// A host's result for an action (PostgreSQL only: redb rewrites the action's record).
     ActionResult { nonce: [u8; 16], fingerprint: String, ok: bool, message: String, seconds: f64 },
+}
+
+impl Op {
+    /// A report for redb: its sections encoded here, so that the caller keeps them (the central
+    /// actor's index takes them once the report is durable) without a copy of each.
+    pub fn encoded(record: HostRecord, sections: &[Section], full: bool) -> Self {
+        Op::Encoded { record, sections: sections.iter().map(encode_section).collect(), full }
+    }
 }
 
 /// What the writer answers: one result for every job of a group commit, hence shared.
@@ -527,7 +542,7 @@ impl CentralStore {
                 inv.apply([dec::<Section>(v.value())?]);
             }
         }
-        lay_over(&mut out.hosts, &overlay);
+        lay_over(&mut out.hosts, &overlay)?;
         drop(overlay);
         for item in txn.open_table(TOKENS).map_err(db_error)?.iter().map_err(db_error)? {
             let (k, v) = item.map_err(db_error)?;
@@ -581,7 +596,9 @@ impl CentralStore {
             }
         }
         if let Some((_, sections)) = pending {
-            inv.apply(sections.into_values());
+            for bytes in sections.values() {
+                inv.apply([dec::<Section>(bytes)?]);
+            }
         }
         Ok(inv)
     }
@@ -712,8 +729,8 @@ fn fold_layer(db: &Database, layer: &journal::Layer) -> Result<(), CentralDbErro
             if p.full {
                 sections.retain_in((fp, 0u8)..(fp, RECORD), |_, _| false).map_err(db_error)?;
             }
-            for (kind, s) in &p.sections {
-                sections.insert((fp, *kind), enc(s).as_slice()).map_err(db_error)?;
+            for (kind, bytes) in &p.sections {
+                sections.insert((fp, *kind), bytes.as_slice()).map_err(db_error)?;
             }
             sections.insert((fp, RECORD), host_bytes(&p.record).as_slice()).map_err(db_error)?;
         }
@@ -725,7 +742,7 @@ fn fold_layer(db: &Database, layer: &journal::Layer) -> Result<(), CentralDbErro
 
 /// Lays the reports not folded yet over `hosts` as read from the tables (with the sections
 /// the fleet index needs).
-fn lay_over(hosts: &mut Vec<(HostRecord, Inventory)>, overlay: &journal::Overlay) {
+fn lay_over(hosts: &mut Vec<(HostRecord, Inventory)>, overlay: &journal::Overlay) -> Result<(), CentralDbError> {
     let mut at: std::collections::HashMap<String, usize> =
         hosts.iter().enumerate().map(|(i, (r, _))| (r.fingerprint.clone(), i)).collect();
     let indexed: Vec<u8> = INDEXED.iter().map(|k| kind_byte(*k)).collect();
@@ -740,9 +757,12 @@ fn lay_over(hosts: &mut Vec<(HostRecord, Inventory)>, overlay: &journal::Overlay
             if p.full {
                 *inv = Inventory::default();
             }
-            inv.apply(p.sections.iter().filter(|(k, _)| indexed.contains(k)).map(|(_, s)| s.clone()));
+            for (_, bytes) in p.sections.iter().filter(|(k, _)| indexed.contains(k)) {
+                inv.apply([dec::<Section>(bytes)?]);
+            }
         }
     }
+    Ok(())
 }
 
 /// A layer to fold (none: only wait for the folds before), and whom to tell once it is folded.
@@ -849,12 +869,18 @@ impl Writer {
     /// Makes `jobs` durable: their reports appended to the journal (then laid over the
     /// tables), the rest committed to the tables.
     fn write(&mut self, jobs: &mut [Job]) -> Result<(), CentralDbError> {
-        let is_report = |op: &Op| matches!(op, Op::Report { .. });
+        let is_report = |op: &Op| matches!(op, Op::Report { .. } | Op::Encoded { .. });
+        // Reports made elsewhere than by the central actor (tests): encoded here.
+        for op in jobs.iter_mut().flat_map(|(ops, _)| ops.iter_mut()) {
+            if let Op::Report { record, sections, full, .. } = op {
+                *op = Op::encoded(std::mem::take(record), sections, *full);
+            }
+        }
         let reports: Vec<journal::ReportOut<'_>> = jobs
             .iter()
             .flat_map(|(ops, _)| ops.iter())
             .filter_map(|op| match op {
-                Op::Report { record, sections, full, .. } => Some(journal::ReportOut { record, sections, full: *full }),
+                Op::Encoded { record, sections, full } => Some(journal::ReportOut { record, sections, full: *full }),
                 _ => None,
             })
             .collect();
@@ -874,7 +900,7 @@ impl Writer {
         if count > 0 {
             let mut overlay = self.overlay.lock().expect("not poisoned");
             for op in jobs.iter_mut().flat_map(|(ops, _)| ops.iter_mut()) {
-                if let Op::Report { record, sections, full, .. } = op {
+                if let Op::Encoded { record, sections, full } = op {
                     overlay.active.apply(std::mem::take(record), std::mem::take(sections), *full);
                 }
             }
@@ -942,7 +968,7 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
         for op in ops {
             match op {
                 // Journalled, then folded in ([`Writer::write`]).
-                Op::Report { .. } => {}
+                Op::Report { .. } | Op::Encoded { .. } => {}
                 Op::Token { hash, record: Some(r) } | Op::TokenUse { hash, left: r } => {
                     tokens.insert(hash, enc(r).as_slice()).map_err(db_error)?;
                 }
@@ -979,6 +1005,7 @@ fn commit<'a>(database: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<
 }
 
 mod journal;
+pub use journal::EncodedSection;
 
 #[cfg(test)]
 mod golden;

@@ -25,10 +25,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use outpost_protocol::central::Section;
 use serde::{Deserialize, Serialize};
 
-use super::{HostRecord, kind_byte};
+use super::HostRecord;
 
 /// The first bytes of a segment.
 const MAGIC: &[u8; 16] = b"OUTPOST-JOURNAL1";
@@ -38,6 +37,17 @@ const HEADER: usize = 16 + 8 + 8;
 const RECORD_HEADER: usize = 4 + 16;
 /// Largest payload read back (a group of reports; a full report is at most a few MiB).
 const MAX_PAYLOAD: usize = 1 << 30;
+
+/// A section as the tables keep it: its kind and its encoding (made by the central actor, which
+/// keeps the section itself for its index: written, journalled and folded without another copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedSection {
+    /// Its kind (`SectionKind as u8`).
+    pub kind: u8,
+    /// Its encoding in the sections table.
+    #[serde(with = "outpost_protocol::raw")]
+    pub bytes: Vec<u8>,
+}
 
 /// A group of reports as journalled, borrowed from the writer's jobs.
 #[derive(Serialize)]
@@ -49,7 +59,7 @@ pub(super) enum RecordOut<'a> {
 #[derive(Serialize)]
 pub(super) struct ReportOut<'a> {
     pub record: &'a HostRecord,
-    pub sections: &'a [Section],
+    pub sections: &'a [EncodedSection],
     pub full: bool,
 }
 
@@ -61,17 +71,17 @@ enum RecordIn {
 #[derive(Deserialize)]
 struct ReportIn {
     record: HostRecord,
-    sections: Vec<Section>,
+    sections: Vec<EncodedSection>,
     full: bool,
 }
 
 /// A host's reports not folded yet, merged: its newest record, whether a full report replaced
-/// every section it had, and the newest section of each kind since.
+/// every section it had, and the newest section of each kind since (encoded).
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
     pub record: HostRecord,
     pub full: bool,
-    pub sections: BTreeMap<u8, Section>,
+    pub sections: BTreeMap<u8, Vec<u8>>,
 }
 
 /// The reports of one segment, by host (certificate fingerprint).
@@ -86,7 +96,7 @@ pub(super) struct Layer {
 
 impl Layer {
     /// Merges a report in (after the ones merged before).
-    pub fn apply(&mut self, record: HostRecord, sections: Vec<Section>, full: bool) {
+    pub fn apply(&mut self, record: HostRecord, sections: Vec<EncodedSection>, full: bool) {
         self.reports += 1;
         let entry = self.hosts.entry(record.fingerprint.clone());
         let pending = match entry {
@@ -104,7 +114,7 @@ impl Layer {
             pending.sections.clear();
         }
         for s in sections {
-            pending.sections.insert(kind_byte(s.kind()), s);
+            pending.sections.insert(s.kind, s.bytes);
         }
     }
 }
@@ -125,8 +135,8 @@ impl Overlay {
 
     /// What `fingerprint`'s tables lack: whether its stored sections are all replaced, and the
     /// sections laid over them (kind → section), oldest layer first.
-    pub fn pending(&self, fingerprint: &str) -> Option<(bool, BTreeMap<u8, Section>)> {
-        let mut out: Option<(bool, BTreeMap<u8, Section>)> = None;
+    pub fn pending(&self, fingerprint: &str) -> Option<(bool, BTreeMap<u8, Vec<u8>>)> {
+        let mut out: Option<(bool, BTreeMap<u8, Vec<u8>>)> = None;
         for p in self.layers().filter_map(|l| l.hosts.get(fingerprint)) {
             let (full, sections) = out.get_or_insert_with(|| (false, BTreeMap::new()));
             if p.full {
@@ -298,7 +308,7 @@ fn read_records(mut bytes: &[u8], mut each: impl FnMut(Vec<ReportIn>)) -> (usize
 
 #[cfg(test)]
 mod tests {
-    use outpost_protocol::central::{HostFacts, Software};
+    use outpost_protocol::central::{HostFacts, Section, Software};
 
     use super::*;
 
@@ -314,7 +324,15 @@ mod tests {
         Section::Software(vec![Software { name: name.into(), ..Software::default() }])
     }
 
-    fn payload(reports: &[(HostRecord, Vec<Section>, bool)]) -> Vec<u8> {
+    fn encoded(sections: &[Section]) -> Vec<EncodedSection> {
+        sections.iter().map(super::super::encode_section).collect()
+    }
+
+    fn bytes(sections: &[Section]) -> Vec<Vec<u8>> {
+        encoded(sections).into_iter().map(|s| s.bytes).collect()
+    }
+
+    fn payload(reports: &[(HostRecord, Vec<EncodedSection>, bool)]) -> Vec<u8> {
         let out = reports.iter().map(|(record, sections, full)| ReportOut { record, sections, full: *full }).collect();
         postcard::to_stdvec(&RecordOut::V1(out)).unwrap()
     }
@@ -324,16 +342,16 @@ mod tests {
     #[test]
     fn layers_merge_reports_in_order() {
         let mut older = Layer::default();
-        older.apply(record("a", 1), vec![host("a1"), software("x")], true);
-        older.apply(record("a", 2), vec![host("a2")], false);
+        older.apply(record("a", 1), encoded(&[host("a1"), software("x")]), true);
+        older.apply(record("a", 2), encoded(&[host("a2")]), false);
         let mut overlay = Overlay { frozen: VecDeque::from([Arc::new(older)]), active: Layer::default() };
         let (full, s) = overlay.pending("a").unwrap();
         assert!(full);
-        assert_eq!(s.values().cloned().collect::<Vec<_>>(), [host("a2"), software("x")]);
-        overlay.active.apply(record("a", 3), vec![host("a3")], true);
+        assert_eq!(s.into_values().collect::<Vec<_>>(), bytes(&[host("a2"), software("x")]));
+        overlay.active.apply(record("a", 3), encoded(&[host("a3")]), true);
         let (full, s) = overlay.pending("a").unwrap();
         assert!(full);
-        assert_eq!(s.values().cloned().collect::<Vec<_>>(), [host("a3")], "the full report dropped the software");
+        assert_eq!(s.into_values().collect::<Vec<_>>(), bytes(&[host("a3")]), "the full report dropped the software");
         assert!(overlay.pending("b").is_none());
         assert_eq!(overlay.active.hosts["a"].record.sequence, 3);
     }
@@ -344,8 +362,9 @@ mod tests {
     fn records_read_back_up_to_the_first_damaged_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 7, 1).unwrap();
-        seg.append(&payload(&[(record("a", 1), vec![host("a1")], true)])).unwrap();
-        seg.append(&payload(&[(record("b", 1), vec![host("b1")], true), (record("a", 2), vec![], false)])).unwrap();
+        seg.append(&payload(&[(record("a", 1), encoded(&[host("a1")]), true)])).unwrap();
+        seg.append(&payload(&[(record("b", 1), encoded(&[host("b1")]), true), (record("a", 2), vec![], false)]))
+            .unwrap();
         let whole = fs::read(seg.path()).unwrap();
         let got = recover(dir.path(), 7, 0).unwrap();
         assert_eq!((got.layer.reports, got.segments.clone(), got.last), (3, vec![1], 1));
@@ -376,7 +395,7 @@ mod tests {
     fn a_segment_of_another_database_is_not_applied() {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = Segment::create(dir.path(), 7, 3).unwrap();
-        seg.append(&payload(&[(record("a", 1), vec![host("a1")], true)])).unwrap();
+        seg.append(&payload(&[(record("a", 1), encoded(&[host("a1")]), true)])).unwrap();
         let got = recover(dir.path(), 8, 0).unwrap();
         assert_eq!((got.layer.reports, got.segments.len(), got.last), (0, 0, 0));
         assert!(!seg.path().exists());

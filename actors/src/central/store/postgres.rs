@@ -471,7 +471,7 @@ fn instance() -> &'static str {
 /// `INSTANCE KIND KEY`: what changed, for the other instances to read back.
 fn notice(op: &Op) -> String {
     let (kind, key) = match op {
-        Op::Report { record, .. } => ("host", record.fingerprint.clone()),
+        Op::Report { record, .. } | Op::Encoded { record, .. } => ("host", record.fingerprint.clone()),
         Op::Token { hash, .. } | Op::TokenUse { hash, .. } => ("token", hex(hash)),
         Op::Pending { uuid, .. } => ("pending", uuid.clone()),
         Op::Revoked { fingerprint, .. } => ("revoked", fingerprint.clone()),
@@ -502,8 +502,8 @@ fn seq_col(n: u64) -> i64 {
 /// Writes one change other than a report; false when it was refused (a token used up).
 async fn apply(txn: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<bool, PgError> {
     match op {
-        // Written a group at a time (`batch`).
-        Op::Report { .. } => {}
+        // Written a group at a time (`batch`); encoded reports are redb's.
+        Op::Report { .. } | Op::Encoded { .. } => {}
         Op::TokenUse { hash, .. } => {
             let taken = txn
                 .execute(
