@@ -365,6 +365,13 @@ fn plain_endpoint(
     endpoint_on(server, Arc::new(plain_udp::PlainUdp::new(socket)?), payload)
 }
 
+/// The buffer size granted, from what the system reports for a socket: Linux reports twice
+/// the size it granted (the other half is its bookkeeping), and caps what it grants at
+/// `net.core.rmem_max`, the figure an administrator compares with.
+fn granted_buffer(reported: usize) -> usize {
+    if cfg!(target_os = "linux") { reported / 2 } else { reported }
+}
+
 /// The socket quinn drives: quinn-udp's (segmentation offload, ECN) with large buffers, or
 /// where the system refuses its options, a plain one.
 fn async_socket(socket: UdpSocket, server: bool) -> Result<Arc<dyn quinn::AsyncUdpSocket>, TransportError> {
@@ -375,7 +382,8 @@ fn async_socket(socket: UdpSocket, server: bool) -> Result<Arc<dyn quinn::AsyncU
             let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
             let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
             if server
-                && let Ok(got) = state.recv_buffer_size((&socket).into())
+                && let Ok(reported) = state.recv_buffer_size((&socket).into())
+                && let got = granted_buffer(reported)
                 && got < SOCKET_BUFFER
             {
                 static SAID: std::sync::Once = std::sync::Once::new();

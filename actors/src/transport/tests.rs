@@ -269,3 +269,17 @@ async fn head_checks_share_the_quic_port_with_a_transfer_in_flight() {
     connection.close(0u32.into(), b"done");
     serving.await.unwrap();
 }
+
+/// The buffer size a server compares with what it asked is the one granted, as an
+/// administrator's sysctl says it, not the doubled figure Linux reports: a buffer granted in
+/// full (64 KiB, under Linux's default `net.core.rmem_max`) reads as 64 KiB.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_granted_buffer_reads_as_the_size_asked() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state = quinn::udp::UdpSocketState::new((&socket).into()).unwrap();
+    let asked = 64 << 10;
+    state.set_recv_buffer_size((&socket).into(), asked).unwrap();
+    let reported = state.recv_buffer_size((&socket).into()).unwrap();
+    assert_eq!(granted_buffer(reported), asked, "reported {reported}");
+}
