@@ -783,7 +783,7 @@ fn folder(db: &Database, overlay: &Mutex<journal::Overlay>, dir: &Path, rx: std:
                     tries,
                     "folding the journal into central's tables failed (the reports stay journalled; trying again \
                      in a second): {}",
-                    causes(&e)
+                    outpost_protocol::text::causes(&e)
                 );
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -805,17 +805,6 @@ fn folder(db: &Database, overlay: &Mutex<journal::Overlay>, dir: &Path, rx: std:
             let _ = done.send(());
         }
     }
-}
-
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The redb writer thread: reports into the journal, everything else into the tables.

@@ -548,7 +548,7 @@ mod tests {
     /// chunk.
     #[tokio::test]
     async fn a_range_is_written_as_it_comes_and_never_past_a_chunk_that_does_not_match() {
-        let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+        let ca = create_ca("Test", crate::clock::unix_now(), 2).unwrap();
         let roots = vec![ca.cert.clone()];
         let content = noise(400_000, 3);
         let chunked = chunk(content.as_slice(), |_, _| Ok(())).unwrap();

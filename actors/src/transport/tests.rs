@@ -10,7 +10,7 @@ fn identity(ca: &outpost_protocol::pki::Issued, role: Role, name: &str) -> Ident
 
 /// A CA's root, a server's identity and a client's (of `role`).
 fn pki(role: Role, name: &str) -> (Vec<CertificateDer<'static>>, Identity, Identity) {
-    let ca = create_ca("Test", crate::clock::unix_now(), 1).unwrap();
+    let ca = create_ca("Test", crate::clock::unix_now(), 2).unwrap();
     (vec![ca.cert.clone()], identity(&ca, Role::Server, "server.test"), identity(&ca, role, name))
 }
 
