@@ -883,9 +883,7 @@ impl Writer {
                 return Err(CentralDbError::Journal { path, source });
             }
         }
-        if jobs.iter().flat_map(|(ops, _)| ops.iter()).any(|op| !is_report(op)) {
-            commit(&self.db, jobs.iter().flat_map(|(ops, _)| ops.iter()).filter(|op| !is_report(op)))?;
-        }
+        // Durable: readers see them from now on, whatever happens to the rest of the group.
         if count > 0 {
             let mut overlay = self.overlay.lock().expect("not poisoned");
             for op in jobs.iter_mut().flat_map(|(ops, _)| ops.iter_mut()) {
@@ -894,6 +892,9 @@ impl Writer {
                 }
             }
             self.first_unfolded.get_or_insert_with(Instant::now);
+        }
+        if jobs.iter().flat_map(|(ops, _)| ops.iter()).any(|op| !is_report(op)) {
+            commit(&self.db, jobs.iter().flat_map(|(ops, _)| ops.iter()).filter(|op| !is_report(op)))?;
         }
         Ok(())
     }

@@ -161,6 +161,9 @@ pub(super) struct Segment {
     file: File,
     /// Bytes in it (where the next record goes).
     pub len: u64,
+    /// A failed write could not be cut back: what follows it would not be read back, so
+    /// nothing more is appended (the writer starts another segment).
+    broken: bool,
 }
 
 impl Segment {
@@ -179,12 +182,17 @@ impl Segment {
             return Err(e);
         }
         crate::disk::sync_dir(dir);
-        Ok(Self { dir: dir.to_path_buf(), generation, file, len: HEADER as u64 })
+        Ok(Self { dir: dir.to_path_buf(), generation, file, len: HEADER as u64, broken: false })
     }
 
     /// Appends one record and flushes it. On failure the segment is cut back to where it was
     /// (as far as the disk allows; a record left half-written ends the segment when read).
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier write to this segment failed and could not be undone (a new segment could not be made)",
+            ));
+        }
         let mut record = Vec::with_capacity(RECORD_HEADER + payload.len());
         let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("a journal record over 4 GiB"))?;
         record.extend_from_slice(&len.to_le_bytes());
@@ -197,7 +205,7 @@ impl Segment {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.len);
+                self.broken = self.file.set_len(self.len).is_err();
                 Err(e)
             }
         }
