@@ -38,6 +38,8 @@ pub struct CentralMetrics {
     /// Hosts whose certificate clashes with another's (same UUID or name), or is used by two
     /// machines at once.
     pub identity_clashes: Gauge,
+    /// Reports durable in the journal and not yet folded into the tables (redb).
+    pub unfolded: Gauge,
 }
 
 impl Default for CentralMetrics {
@@ -56,6 +58,7 @@ impl Default for CentralMetrics {
             snapshot_expired: Gauge::default(),
             handshakes: Family::default(),
             identity_clashes: Gauge::default(),
+            unfolded: Gauge::default(),
         }
     }
 }
@@ -99,6 +102,11 @@ impl CentralMetrics {
             "identity_clashes",
             "Hosts whose certificate clashes with another's (same UUID or name: a cloned machine, a second enrollment) or is used by two machines at once",
             self.identity_clashes.clone(),
+        );
+        r.register(
+            "journal_reports",
+            "Reports durable in central's journal and not yet folded into its tables (redb; folded every second or 16,384 reports: a figure that keeps growing means folds fail, see the log)",
+            self.unfolded.clone(),
         );
         r.register(
             "hosts_snapshot_expired",

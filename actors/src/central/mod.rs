@@ -367,6 +367,7 @@ impl Central {
             self.metrics.hosts.get_or_create(&label("status", status)).set(*n);
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
+        self.metrics.unfolded.set(i64::try_from(self.store.unfolded()).unwrap_or(i64::MAX));
         self.metrics.snapshot_expired.set(self.fleet.snapshot_expired());
         self.metrics.identity_clashes.set(self.fleet.clashes());
     }

@@ -475,6 +475,14 @@ impl CentralStore {
         Ok(Self::Redb(RedbStore { db: database, writer: tx, overlay }))
     }
 
+    /// Reports durable in the journal and not yet folded into the tables (0 on PostgreSQL).
+    pub fn unfolded(&self) -> usize {
+        match self {
+            Self::Redb(r) => r.overlay.lock().expect("not poisoned").layers().map(|l| l.reports).sum(),
+            Self::Postgres(_) => 0,
+        }
+    }
+
     /// Folds every report journalled so far into the tables (they are read the same before
     /// and after: this only empties the journal). Waits for it.
     pub async fn fold(&self) {
@@ -1165,6 +1173,7 @@ mod tests {
         write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true)]);
         write(&store, vec![report("fa", 2, "", "emacs", false), report("fb", 1, "pc-b.ex", "nano", true)]);
         assert_eq!(sequence_in_tables(&store, "fa"), None, "not folded yet");
+        assert_eq!(store.unfolded(), 3);
         assert_eq!(software_of(&store, "fa"), ["emacs"]);
         assert_eq!(store.inventory("fa").unwrap().host().map(|h| h.fqdn.as_str()), Some("pc-a.ex"));
         let mut loaded: Vec<(String, u64)> =
@@ -1196,6 +1205,7 @@ mod tests {
         let old_bytes = std::fs::read(dir.path().join("journal").join(&old[0])).unwrap();
         fold(&store);
         assert_eq!(sequence_in_tables(&store, "fa"), Some(1));
+        assert_eq!(store.unfolded(), 0);
         assert!(!segments(dir.path()).contains(&old[0]), "removed once folded");
         write(&store, vec![report("fa", 2, "", "emacs", false)]);
         fold(&store);
