@@ -149,6 +149,20 @@ fn scheduled_audits_run_by_themselves_and_reach_the_console() {
     assert!(watched["message"].as_str().unwrap().contains("exit code 2"), "{watched}");
 }
 
+/// Starts a program just copied: another test thread forking meanwhile holds the copy's write
+/// descriptor until its child runs its own program ("text file busy"), so it is tried again
+/// until then.
+#[cfg(target_os = "linux")]
+fn spawn_copied(command: &mut std::process::Command) -> std::process::Child {
+    crate::cluster::wait_for(std::time::Duration::from_secs(60), "a copied program to start", || {
+        match command.spawn() {
+            Ok(child) => Some(child),
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+            Err(e) => panic!("starting {:?}: {e}", command.get_program()),
+        }
+    })
+}
+
 /// `impacted_process`: the processes a package names are closed before it is installed (asked
 /// first, stopped after the time limit when they do not close), and its output says so.
 #[cfg(target_os = "linux")]
@@ -162,9 +176,9 @@ fn impacted_processes_are_closed_before_the_install_and_it_says_so() {
     let stubborn = c.dir().join("stubborn-x");
     std::fs::copy("/bin/sleep", &polite).unwrap();
     std::fs::copy("/bin/sh", &stubborn).unwrap();
-    let mut p = std::process::Command::new(&polite).arg("300").spawn().unwrap();
+    let mut p = spawn_copied(std::process::Command::new(&polite).arg("300"));
     let mut s =
-        std::process::Command::new(&stubborn).args(["-c", "trap '' TERM; while :; do sleep 1; done"]).spawn().unwrap();
+        spawn_copied(std::process::Command::new(&stubborn).args(["-c", "trap '' TERM; while :; do sleep 1; done"]));
     c.publish(
         &c.package_with(
             "tis-app",
@@ -245,7 +259,7 @@ fn with_the_postpone_policy_a_step_waits_for_the_program_to_stop() {
     let log = c.dir().join("hooks.log");
     let busy = c.dir().join("busy-y");
     std::fs::copy("/bin/sleep", &busy).unwrap();
-    let mut running = std::process::Command::new(&busy).arg("300").spawn().unwrap();
+    let mut running = spawn_copied(std::process::Command::new(&busy).arg("300"));
     c.publish(
         &c.package_with(
             "tis-wait",
