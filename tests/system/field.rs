@@ -202,7 +202,9 @@ fn no_peer_can_make_a_client_wait_forever() {
     let c = Cluster::new();
     let (pull_ip, sync_ip) = (Relay::address(), Relay::address());
     let main = c.main_named(&[], &[&pull_ip, &sync_ip]);
-    let seq = c.publish(&big(&c, "big", 4), &main.addr);
+    // 5.6 MB: more than the relay's free datagrams carry even at the largest size a path to a
+    // repository node grows to (40 of 65,000 bytes), so that each client meets the crawl.
+    let seq = c.publish(&big(&c, "big", 8), &main.addr);
     // One relay per client: each starts with the handshake let through.
     let slow_main = Relay::start(&pull_ip, &main.addr, CRAWL);
 
