@@ -214,7 +214,11 @@ pub enum CentralDbError {
     #[error(transparent)]
     Postgres(postgres::PgError),
     /// The journal could not be written.
-    #[error("central's journal {}", path.display())]
+    #[error(
+        "central's journal {} could not be written (reports are refused until it can: free space on its disk, \
+         or see the system log for a failing disk)",
+        path.display()
+    )]
     Journal { path: std::path::PathBuf, source: std::io::Error },
     /// Another central instance stored this host's report of that sequence, or a later one.
     #[error("another central instance already stored this report or a later one")]
@@ -1219,24 +1223,31 @@ mod tests {
         assert!(!segments(image.path()).contains(&old[0]), "removed at the start");
     }
 
-    /// Past [`FOLD_REPORTS`] the segment is folded while reports go on: the tables get the
-    /// newest of each host (a full report's sections replaced, a delta's laid over).
+    /// Past [`FOLD_REPORTS`] the segment is handed to the folder on its own while reports go on
+    /// in the next one; the tables then get the newest of each host (a full report's sections
+    /// replaced, a delta's laid over).
     #[test]
     fn a_full_segment_is_folded_into_the_tables() {
         let dir = tempfile::tempdir().unwrap();
         let store = CentralStore::open(dir.path()).unwrap();
         write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true), report("fz", 1, "pc-z.ex", "vim", true)]);
         fold(&store);
+        let before = segments(dir.path());
         let mut ops: Vec<Op> =
             (2..FOLD_REPORTS as u64 + 2).map(|s| report("fa", s, "", &format!("v{s}"), false)).collect();
         ops.push(report("fz", 2, "pc-z2.ex", "joe", true));
         write(&store, ops);
+        // Groups are written in order: once this one is answered, the full segment was handed
+        // over and a new one started.
         let newest = FOLD_REPORTS as u64 + 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(sequence_in_tables(&store, "fa") == Some(newest) && segments(dir.path()).len() == 1) {
-            assert!(Instant::now() < deadline, "the segment was not folded within 60 s: {:?}", segments(dir.path()));
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        write(&store, vec![report("fb", 1, "pc-b.ex", "ed", true)]);
+        let after = segments(dir.path());
+        assert!(after.last() > before.last(), "a new segment after {FOLD_REPORTS} reports: {before:?} then {after:?}");
+        assert_eq!(sequence_in_tables(&store, "fb"), None, "the newest report is in the new segment");
+        // Waits for the folds handed over (and folds the new segment).
+        fold(&store);
+        assert_eq!(sequence_in_tables(&store, "fa"), Some(newest));
+        assert_eq!(segments(dir.path()).len(), 1);
         assert_eq!(software_of(&store, "fa"), [format!("v{newest}")]);
         assert_eq!(sequence_in_tables(&store, "fz"), Some(2));
         assert_eq!(store.inventory("fz").unwrap().host().map(|h| h.fqdn.as_str()), Some("pc-z2.ex"));
