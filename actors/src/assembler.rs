@@ -243,7 +243,7 @@ impl<F: Positional> Assembly<F> {
 }
 
 /// What a fetch hands back: a range's verified bytes, to be written, or a range it wrote
-/// itself, every chunk verified before it was written ([`outpost_protocol::chunking::RangeCheck`]).
+/// itself as its bytes came, every chunk verified ([`outpost_protocol::chunking::RangeCheck`]).
 #[derive(Debug)]
 pub enum Landed {
     /// Bytes to write.

@@ -160,7 +160,7 @@ fn first_damaged(dir: &Path, files: &[outpost_protocol::package::FileEntry]) -> 
 }
 
 /// Fetches one range from the preferred repository, failing over to the next ones, and writes
-/// it with `write` as it comes (every chunk verified first); returns it and the repository
+/// it with `write` as it comes (it counts once every chunk is verified); returns it and the repository
 /// that sent it. A repository too slow for the range's deadline is marked in `slow` and tried
 /// again only when no other answers. A failed write stops the download (it is not the
 /// repository's fault).

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use outpost_protocol::chunking::{Chunk, Range, RangeCheck};
+use outpost_protocol::chunking::{Chunk, Range, RangeCheck, RangeStop};
 use outpost_protocol::entry::PackageEntry;
 use outpost_protocol::hex::hex;
 use outpost_protocol::package::record::MAX_RECORD_BYTES;
@@ -59,10 +59,10 @@ pub struct RepoClient {
     pub pace: Pace,
 }
 
-/// Where checked bytes of a range are written: `(offset in the file, bytes)`.
+/// Where a range's bytes are written as they come: `(offset in the file, bytes)`.
 pub type Writer<'a, E> = dyn FnMut(u64, &[u8]) -> Result<(), E> + Send + 'a;
 
-/// Where [`RepoClient::range_into`] writes verified bytes.
+/// Where [`RepoClient::range_into`] writes a range's bytes.
 pub type RangeWriter<'a> = Writer<'a, ClientError>;
 
 /// A pulled package.
@@ -200,10 +200,10 @@ impl RepoClient {
     }
 
     /// Bytes `range` of `file` (by its BLAKE3), every chunk checked against `chunks` (the
-    /// signed chunk list), written with `write(offset, bytes)` as they come, each piece once
-    /// every chunk in it matched (so they are written while still in the processor's caches).
-    /// A chunk that does not match is never written; the repository is told once and asked
-    /// again.
+    /// signed chunk list), written with `write(offset, bytes)` as they come (so they are
+    /// written while still in the processor's caches; see [`stream_range`]): what was written
+    /// counts only once the range is verified (`Ok`). When a chunk does not match, the
+    /// repository is told once and the range asked again.
     pub async fn range_into(
         &self,
         file: &[u8; 32],
@@ -421,14 +421,12 @@ pub(crate) enum RangeFailure<E> {
     Write(E),
 }
 
-/// Verified bytes gathered before [`stream_range`] writes them.
-const WRITE_BYTES: usize = 64 * 1024;
-
 /// Asks `connection` for bytes `range` of `file` and checks each chunk as its bytes arrive
-/// ([`RangeCheck`]), handing the checked bytes to `write(offset, bytes)` in pieces of about
-/// [`WRITE_BYTES`], so that they are written while still in the processor's caches (not a
-/// whole range later, from another thread). Bytes of a chunk that does not match are never
-/// handed out; those handed out before it are verified.
+/// ([`RangeCheck`]), handing them to `write(offset, bytes)` as they come (small pieces
+/// gathered up to 64 KiB), so that they are written while still in the processor's caches
+/// and without a copy. A file written this way holds bytes not checked yet until the range is
+/// verified (`Ok`); a piece that ends a chunk that does not match is not written, and the
+/// caller counts nothing of a range that fails.
 pub(crate) async fn stream_range<E>(
     connection: &Connection,
     pace: Pace,
@@ -437,26 +435,19 @@ pub(crate) async fn stream_range<E>(
     range: Range,
     write: &mut Writer<'_, E>,
 ) -> Result<Verified<Range>, RangeFailure<E>> {
+    let stopped = |stop| match stop {
+        RangeStop::Mismatch(i) => RangeFailure::Mismatch(i),
+        RangeStop::Out(e) => RangeFailure::Write(e),
+    };
     let mut check = RangeCheck::new(chunks, range).map_err(RangeFailure::Mismatch)?;
     let request = Request::Range { file: *file, offset: range.offset, len: range.len };
-    let mut sink = |bytes: &[u8]| {
-        check.push(bytes).map_err(RangeFailure::Mismatch)?;
-        let (offset, ready) = check.ready();
-        if ready.len() >= WRITE_BYTES {
-            write(offset, ready).map_err(RangeFailure::Write)?;
-            check.taken();
-        }
-        Ok(())
-    };
+    let mut out = |offset: u64, bytes: &[u8]| write(offset, bytes);
+    let mut sink = |bytes: &[u8]| check.push(bytes, &mut out);
     transport::fetch_into(connection, &request, u64::from(range.len), pace, &mut sink)
         .await
-        .map_err(RangeFailure::Transport)??;
-    let (offset, ready) = check.ready();
-    if !ready.is_empty() {
-        write(offset, ready).map_err(RangeFailure::Write)?;
-        check.taken();
-    }
-    check.finish().map_err(RangeFailure::Mismatch)
+        .map_err(RangeFailure::Transport)?
+        .map_err(stopped)?;
+    check.finish(&mut out).map_err(stopped)
 }
 
 /// Tells the repository at `connection` that bytes of `range` of `file` it served did not
@@ -548,12 +539,14 @@ mod tests {
     /// chunk.
     #[tokio::test]
     async fn a_range_is_written_as_it_comes_and_never_past_a_chunk_that_does_not_match() {
+        // Verified only whole: what is written counts once the range is verified.
         let ca = create_ca("Test", crate::clock::unix_now(), 2).unwrap();
         let roots = vec![ca.cert.clone()];
         let content = noise(400_000, 3);
         let chunked = chunk(content.as_slice(), |_, _| Ok(())).unwrap();
         let range = missing_ranges(&chunked.chunks, 1 << 20, |_| true)[0];
         let bad_at = (chunked.chunks[0].len + chunked.chunks[1].len) as usize;
+        let bad_end = bad_at + chunked.chunks[2].len as usize;
         let mut served = content.clone();
         served[bad_at + 7] ^= 1;
         let addr = serving(&ca, served);
@@ -574,7 +567,7 @@ mod tests {
             written[..bad_at].iter().zip(&content).all(|(w, c)| w.is_none_or(|w| w == *c)),
             "what was written of the first two chunks is theirs"
         );
-        assert!(written[bad_at..].iter().all(Option::is_none), "nothing from the chunk that does not match on");
+        assert!(written[bad_end..].iter().all(Option::is_none), "nothing past the chunk that does not match");
 
         // The same from a repository that serves it right: every byte, once verified.
         let addr = serving(&ca, content.clone());

@@ -650,8 +650,8 @@ async fn fetch_ranges(
             let (connection, ctx, upstream, assembly) =
                 (connection.clone(), ctx.clone(), upstream.to_string(), assembly.clone());
             async move {
-                // Checked bytes are written as they come (see `client::stream_range`), in place:
-                // 64 KiB into the page cache; when writeback falls behind, the kernel slows the
+                // Bytes are written as they come (see `client::stream_range`), in place, and
+                // count once their range is verified: into the page cache; when writeback falls behind, the kernel slows the
                 // writer, which slows this sync to the disk's pace (the serving tasks go on).
                 let mut write = |offset: u64, bytes: &[u8]| {
                     let file = assembly.file();
