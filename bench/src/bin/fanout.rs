@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Flags: `--clients 100`, `--mib 100` (the package's one file), `--runs 3` (median reported),
-//! `--work DIR`, `--keep`, `--no-setup`, `--no-build`, `--outpost PATH`.
+//! `--work DIR`, `--keep`, `--no-setup`, `--no-build`, `--outpost PATH`, `--no-prime` (no
+//! memory ballast; see `outpost_bench::Ballast`).
 //!
 //! What it measures: a main and an edge (`outpost repo main`, `outpost repo edge`) on
 //! loopback addresses; a package of one file of incompressible data published and replicated
@@ -18,8 +19,10 @@
 //! written) start at once against the edge, each into a folder of its own; the wall time runs
 //! until the last has exited, and the edge's CPU seconds (utime + stime) over that time give
 //! its CPU per GiB served. Peer: nginx (2 workers, TLS 1.3) and as many `curl --http1.1`
-//! processes started at once, each writing the file. Every file is read into the page cache
-//! first; the clients' folders are removed (and `sync` run) between runs.
+//! processes started at once, each writing the file. Before each system's run the clients'
+//! folders are removed (and `sync` run), the memory ballast is read (the clients' writes take
+//! pages the kernel holds, not pages the virtual machine gave back to its host) and every file
+//! served is read into the page cache; the two systems take turns going first, run by run.
 
 #[allow(dead_code)]
 #[path = "replication/procs.rs"]
@@ -45,18 +48,21 @@ struct Options {
     clients: usize,
     mib: usize,
     runs: usize,
+    prime: bool,
     common: outpost_bench::CommonFlags,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
-        let mut o = Self { clients: 100, mib: 100, runs: 3, common: outpost_bench::CommonFlags::default() };
+        let mut o =
+            Self { clients: 100, mib: 100, runs: 3, prime: true, common: outpost_bench::CommonFlags::default() };
         let mut common = o.common.clone();
         outpost_bench::parse_flags(args, &mut common, "bench/src/bin/fanout.rs", |flag, value| {
             match flag {
                 "--clients" => o.clients = value()?.parse()?,
                 "--mib" => o.mib = value()?.parse()?,
                 "--runs" => o.runs = value()?.parse()?,
+                "--no-prime" => o.prime = false,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -177,6 +183,7 @@ impl Bench {
         procs::run(self.cmd().args(["pki", "init", "--dir", "pki", "--org", "Bench Org", "--no-password"]))?;
         let signer = self.issue("signer", "packager", None)?;
         let client = self.issue("host", "fanout-client.example.org", None)?;
+        let ballast = if o.prime { outpost_bench::Ballast::create(&self.work)? } else { None };
 
         // The package: one file of incompressible data.
         let src = self.work.join("src/fanout");
@@ -221,8 +228,20 @@ impl Bench {
         let out = self.work.join("out");
         for run in 0..o.runs {
             eprintln!("run {} of {}", run + 1, o.runs);
-            for (system, samples) in [("outpost", &mut outpost), ("nginx", &mut peer)] {
+            let mut order = [("outpost", &mut outpost), ("nginx", &mut peer)];
+            // Turns at going first: what one system leaves (dirty pages being written back,
+            // memory given back to the host) falls on each alike.
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for (system, samples) in order {
                 Self::clean(&out)?;
+                if let Some(b) = &ballast {
+                    let t = b.read()?;
+                    if t > 1.0 {
+                        eprintln!("  (memory primed again in {t:.1} s)");
+                    }
+                }
                 Self::warm(&self.work.join("data-edge/blobs"))?;
                 Self::warm(&www)?;
                 let server: Vec<u32> = if system == "outpost" { vec![edge_pid] } else { nginx_pids.clone() };

@@ -15,7 +15,7 @@
 //! `--files 16` (per package), `--file-mib 8`, `--change-percent 5`, `--regions 4` (changed
 //! regions per file), `--latency-rounds 10`, `--work DIR` (default: a folder in the temporary
 //! folder, removed at the end unless `--keep`), `--no-setup`, `--no-build`, `--outpost PATH`,
-//! `--no-prime` (no memory ballast; see `Bench::ballast`), `--fs xfs` (root only: the work
+//! `--no-prime` (no memory ballast; see `outpost_bench::Ballast`), `--fs xfs` (root only: the work
 //! folder on a fresh XFS file system with reflinks, on a loop device with direct I/O, so that
 //! an edge's unchanged ranges are shared with `copy_file_range` instead of written again;
 //! every system's files are on it alike; see [`XfsMount`]).
@@ -418,13 +418,8 @@ struct Bench {
     ca: PathBuf,
     signer: (PathBuf, PathBuf),
     names: Vec<String>,
-    /// A sparse file as large as the memory less 6 GiB, read before every transfer. Virtual
-    /// machines like the one of the recorded results give free and cold memory back to their
-    /// host (balloon free-page reporting, DAMON page-out); the first touch of such a page
-    /// costs the process that allocates it, about 2 s of system time per GiB there, which made
-    /// the early runs up to 3x slower than the late ones. With the page cache full of clean
-    /// ballast pages, every system's writes take pages the kernel already holds.
-    ballast: Option<PathBuf>,
+    /// See [`outpost_bench::Ballast`].
+    ballast: Option<outpost_bench::Ballast>,
 }
 
 impl Bench {
@@ -444,26 +439,8 @@ impl Bench {
         b.ca = b.work.join("pki/ca.crt");
         b.signer = b.issue("signer", "packager", None)?;
         if b.o.prime {
-            let total = std::fs::read_to_string("/proc/meminfo")
-                .ok()
-                .and_then(|m| {
-                    m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()
-                })
-                .unwrap_or(0u64)
-                * 1024;
-            let size = total.saturating_sub(6 << 30);
-            if size >= 1 << 30 {
-                let path = b.work.join("ballast");
-                std::fs::File::create(&path)?.set_len(size)?;
-                b.ballast = Some(path);
-                let started = Instant::now();
-                b.warm(&b.work.join("pki"))?;
-                eprintln!(
-                    "memory primed: {:.1} GiB in {:.1} s",
-                    size as f64 / f64::from(1 << 30),
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            b.ballast = outpost_bench::Ballast::create(&b.work)?;
+            b.warm(&b.work.join("pki"))?;
         }
         Ok(b)
     }
@@ -805,10 +782,7 @@ impl Bench {
     fn warm(&self, dir: &Path) -> Result<()> {
         let mut buf = vec![0u8; 1 << 20];
         if let Some(ballast) = &self.ballast {
-            let started = Instant::now();
-            let mut f = std::fs::File::open(ballast)?;
-            while std::io::Read::read(&mut f, &mut buf)? > 0 {}
-            let t = started.elapsed().as_secs_f64();
+            let t = ballast.read()?;
             if t > 1.0 {
                 eprintln!("  (memory primed again in {t:.1} s)");
             }
