@@ -422,11 +422,7 @@ impl Store {
             Err(e) => return Err(StoreError::Io { path, error: e }),
         };
         // The chunks covering the range.
-        let offsets = chunking::offsets(&info.chunks);
-        let end = offset + u64::from(len);
-        let first = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
-        let last = offsets.partition_point(|&o| o < end);
-        let (start, stop) = (offsets.get(first).copied().unwrap_or(0), offsets.get(last).copied().unwrap_or(info.size));
+        let (first, start, last, stop) = chunking::covering(&info.chunks, offset, offset + u64::from(len));
         // Read into a buffer that is not zeroed first (the file is this call's own: its cursor
         // is free to move).
         let want = usize::try_from(stop - start).expect("at most a range and two chunks");

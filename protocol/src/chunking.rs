@@ -85,6 +85,29 @@ pub fn check(chunks: &[Chunk], size: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The chunks that cover bytes `offset..end` of a file, found without building every chunk's
+/// offset (a range request on a file of 12,800 chunks did): `(first, where it starts, last
+/// (excluded), where chunk last starts or the file ends)`. The same as searching
+/// [`offsets`]: `first` is the chunk holding `offset`, `last` the first chunk starting at or
+/// after `end`.
+pub fn covering(chunks: &[Chunk], offset: u64, end: u64) -> (usize, u64, usize, u64) {
+    let mut at = 0u64;
+    let mut first = None;
+    for (i, c) in chunks.iter().enumerate() {
+        let next = at + u64::from(c.len);
+        if first.is_none() && next > offset {
+            first = Some((i, at));
+        }
+        if at >= end {
+            let (f, start) = first.unwrap_or((i.saturating_sub(1), at));
+            return (f, start, i, at);
+        }
+        at = next;
+    }
+    let (f, start) = first.unwrap_or((chunks.len().saturating_sub(1), at));
+    (f, start, chunks.len(), at)
+}
+
 /// Offsets of each chunk in its file.
 pub fn offsets(chunks: &[Chunk]) -> Vec<u64> {
     let mut at = 0u64;
@@ -371,6 +394,25 @@ mod tests {
                     (Err(_), Err(_)) => {}
                     (w, p) => proptest::prop_assert!(false, "whole {:?}, streamed {:?}", w.map(|v| v.range), p.map(|o| o.len())),
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_chunks_covering_a_span_are_those_the_offsets_give() {
+        let data = noise(120_000, 11);
+        let chunks = chunk(data.as_slice(), |_, _| Ok(())).unwrap().chunks;
+        let starts = offsets(&chunks);
+        let size = data.len() as u64;
+        let by_offsets = |offset: u64, end: u64| {
+            let first = starts.partition_point(|&o| o <= offset).saturating_sub(1);
+            let last = starts.partition_point(|&o| o < end);
+            (first, starts[first], last, starts.get(last).copied().unwrap_or(size))
+        };
+        for offset in (0..size).step_by(997).chain(starts.iter().copied()).chain([size - 1]) {
+            for len in [0, 1, 2_000, 8_192, 40_000, size] {
+                let end = (offset + len).min(size);
+                assert_eq!(covering(&chunks, offset, end), by_offsets(offset, end), "{offset}..{end}");
             }
         }
     }

@@ -854,12 +854,7 @@ pub async fn fetch_range_for_client(
     len: u32,
     ctx: &SyncContext,
 ) -> Result<Vec<u8>, SyncError> {
-    let offsets = chunking::offsets(&info.chunks);
-    let first = offsets.partition_point(|&o| o <= offset).saturating_sub(1);
-    let end = offset + u64::from(len);
-    let last = offsets.partition_point(|&o| o < end);
-    let start = offsets.get(first).copied().unwrap_or(0);
-    let stop = offsets.get(last).copied().unwrap_or(info.size);
+    let (first, start, last, stop) = chunking::covering(&info.chunks, offset, offset + u64::from(len));
     let range = Range {
         first,
         count: last - first,
