@@ -251,7 +251,9 @@ impl<'a> RangeCheck<'a> {
         bytes: &[u8],
         out: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), RangeStop<E>> {
-        if self.gathered.is_empty() && bytes.len() >= DIRECT_BYTES {
+        if bytes.len() >= DIRECT_BYTES {
+            // What was gathered goes first, in order; the large piece is not copied.
+            self.flush(out)?;
             return self.hand_out(bytes, out);
         }
         if self.gathered.capacity() == 0 {
