@@ -33,6 +33,8 @@ pub struct RepoMetrics {
     pub chunks_deduplicated: Counter,
     /// Byte ranges served to clients.
     pub ranges_served: Counter,
+    /// Byte ranges served from memory: read for another client asking for the same bytes.
+    pub ranges_shared: Counter,
     /// Files found damaged on disk (removed, fetched again).
     pub damaged_blobs: Counter,
     /// Duration of successful syncs.
@@ -77,6 +79,7 @@ impl Default for RepoMetrics {
             chunks_fetched: Counter::default(),
             chunks_deduplicated: Counter::default(),
             ranges_served: Counter::default(),
+            ranges_shared: Counter::default(),
             damaged_blobs: Counter::default(),
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             syncs: Family::default(),
@@ -138,6 +141,11 @@ impl RepoMetrics {
             self.chunks_deduplicated.clone(),
         );
         r.register("ranges_served", "Byte ranges of files served to clients", self.ranges_served.clone());
+        r.register(
+            "ranges_shared",
+            "Byte ranges served from memory, read once for the clients asking for the same bytes",
+            self.ranges_shared.clone(),
+        );
         r.register("damaged_blobs", "Files found damaged on disk", self.damaged_blobs.clone());
         r.register("sync_duration_seconds", "Duration of successful syncs", self.sync_duration.clone());
         r.register("syncs", "Syncs, by result", self.syncs.clone());

@@ -276,6 +276,7 @@ pub struct Store {
     bytes: AtomicU64,
     checked: Checked,
     infos: infos::Infos,
+    ranges: ranges::Ranges,
 }
 
 impl Store {
@@ -310,6 +311,7 @@ impl Store {
             bytes: AtomicU64::new(0),
             checked: Checked::default(),
             infos: infos::Infos::default(),
+            ranges: ranges::Ranges::default(),
         };
         let (mut count, mut bytes) = (0, 0);
         store.for_each_blob(|_, _, meta| {
@@ -508,9 +510,22 @@ impl Store {
         Ok(found)
     }
 
-    /// Forgets that this process verified `file`: its next reads are checked again.
+    /// The ranges served most recently, held in memory for the clients asking for the same
+    /// bytes (see [`Ranges`]).
+    pub fn ranges(&self) -> &Ranges {
+        &self.ranges
+    }
+
+    /// The chunk list of `file` when it is at hand in memory (no database read).
+    pub fn cached_file_info(&self, file: &[u8; 32]) -> Option<Arc<FileInfo>> {
+        self.infos.get(file)
+    }
+
+    /// Forgets that this process verified `file` (and the ranges of it held in memory): its
+    /// next reads are checked again.
     pub fn recheck(&self, file: &[u8; 32]) {
         self.checked.forget(file);
+        self.ranges.forget(file);
     }
 
     /// True when `file` is stored whole and its chunks are indexed (a sync that stopped between
@@ -540,6 +555,7 @@ impl Store {
 
     fn remove_blob(&self, hash: &[u8; 32]) -> u64 {
         self.checked.forget(hash);
+        self.ranges.forget(hash);
         let path = self.blob_path(hash);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if fs::remove_file(&path).is_ok() {
@@ -734,6 +750,8 @@ impl Store {
 pub type FinishedFile = ([u8; 32], Arc<FileInfo>, Vec<bool>);
 
 mod infos;
+mod ranges;
+pub use ranges::Ranges;
 mod maintenance;
 
 #[cfg(test)]

@@ -509,6 +509,28 @@ fn sync_windows_hold_replication_until_they_open_and_say_when() {
 }
 
 #[test]
+fn clients_downloading_the_same_file_share_the_edges_reads_of_it() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &[]);
+    let payload = noise(3_000_000, 21);
+    let seq = c.publish(&c.package("shared", "1", &[("s.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let (served, shared) = ("outpost_repo_ranges_served_total", "outpost_repo_ranges_shared_total");
+    let pull = |out: &str| {
+        let pulled = c.client(&["repo", "pull", "shared", "--out", out], &edge.addr).ok();
+        assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("s.bin")).unwrap(), payload);
+    };
+    pull("p1");
+    let first = edge.metric(served, "");
+    assert!(first >= 3.0, "3 MB in ranges of at most 1 MiB: {first}");
+    assert_eq!(edge.metric(shared, ""), 0.0, "the first download reads every range");
+    pull("p2");
+    assert_eq!(edge.metric(served, ""), 2.0 * first);
+    assert_eq!(edge.metric(shared, ""), first, "every range of the second download came from memory");
+}
+
+#[test]
 fn clients_get_reasons_not_the_servers_paths() {
     let c = Cluster::new();
     let mut main = c.main(&[]);

@@ -3,6 +3,7 @@
 //! and head subscriptions; the main repository also takes publishes and unpublishes from
 //! certificates that may sign packages.
 
+use bytes::Bytes;
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
 use outpost_protocol::wire::{
@@ -262,11 +263,17 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Db(e.to_string()))?
 }
 
-async fn send_data(send: &mut SendStream, data: Vec<u8>, shared: &Shared, label: &str) -> Result<(), StreamError> {
+async fn send_data(
+    send: &mut SendStream,
+    data: impl Into<Bytes>,
+    shared: &Shared,
+    label: &str,
+) -> Result<(), StreamError> {
+    let data = data.into();
     let len = data.len() as u64;
     respond(send, &Response::Data { len }).await?;
     // Handed to QUIC as is: no copy of the bytes.
-    send.write_chunk(bytes::Bytes::from(data)).await?;
+    send.write_chunk(data).await?;
     send.finish()?;
     shared.metrics.sent_bytes.get_or_create(&label_peer(label)).inc_by(len);
     shared.metrics.served_bytes.inc_by(len);
@@ -280,16 +287,33 @@ fn label_peer(peer: &str) -> crate::metrics::Labels {
 /// A byte range of a file from the store, its chunks verified; on an edge, a file that is
 /// missing (on-demand fill) or found damaged is served from upstream and fetched in the
 /// background to be kept.
-async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result<Vec<u8>, Response> {
-    let store = shared.store.clone();
-    let info = match blocking(move || store.file_info(&file)).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(error(ErrorCode::NotFound, format!("no file {}", hex(&file)))),
-        Err(e) => return Err(internal(&e, &format!("reading the chunk list of file {}", hex(&file)))),
+async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result<Bytes, Response> {
+    let info = match shared.store.cached_file_info(&file) {
+        Some(info) => info,
+        None => {
+            let store = shared.store.clone();
+            match blocking(move || store.file_info(&file)).await {
+                Ok(Some(info)) => info,
+                Ok(None) => return Err(error(ErrorCode::NotFound, format!("no file {}", hex(&file)))),
+                Err(e) => return Err(internal(&e, &format!("reading the chunk list of file {}", hex(&file)))),
+            }
+        }
     };
-    let (store, i) = (shared.store.clone(), info.clone());
-    match blocking(move || store.read_range(&file, &i, offset, len)).await {
-        Ok(Some(bytes)) => return Ok(bytes),
+    // Clients asking for the same range at once (a site's agents downloading one package) share
+    // one read of it, and those that come soon after find it in memory.
+    let mut read_here = false;
+    let read = shared.store.ranges().get_or_read(file, offset, len, || {
+        read_here = true;
+        let (store, i) = (shared.store.clone(), info.clone());
+        blocking(move || Ok(store.read_range(&file, &i, offset, len)?.map(Bytes::from)))
+    });
+    match read.await {
+        Ok(Some(bytes)) => {
+            if !read_here {
+                shared.metrics.ranges_shared.inc();
+            }
+            return Ok(bytes);
+        }
         Ok(None) => {}
         Err(StoreError::Damaged(h)) => found_damaged(shared, &h),
         Err(StoreError::BadRange(m)) => return Err(error(ErrorCode::BadRequest, m)),
@@ -308,7 +332,8 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
         }
     };
     fetching.start(connection.clone(), file, FileInfo::clone(&info), sync.clone());
-    super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await.map_err(|e| {
+    let fetched = super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await;
+    fetched.map(Bytes::from).map_err(|e| {
         tracing::warn!(upstream = addr, file = hex(&file), "fetching for a client failed: {e}");
         error(ErrorCode::Unavailable, format!("fetching from upstream {addr} failed: {}", e.public_reason()))
     })
