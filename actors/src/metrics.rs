@@ -35,6 +35,8 @@ pub struct RepoMetrics {
     pub ranges_served: Counter,
     /// Byte ranges served from memory: read for another client asking for the same bytes.
     pub ranges_shared: Counter,
+    /// Byte ranges relayed from a file still being fetched from upstream.
+    pub ranges_relayed: Counter,
     /// Files found damaged on disk (removed, fetched again).
     pub damaged_blobs: Counter,
     /// Duration of successful syncs.
@@ -80,6 +82,7 @@ impl Default for RepoMetrics {
             chunks_deduplicated: Counter::default(),
             ranges_served: Counter::default(),
             ranges_shared: Counter::default(),
+            ranges_relayed: Counter::default(),
             damaged_blobs: Counter::default(),
             sync_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             syncs: Family::default(),
@@ -145,6 +148,11 @@ impl RepoMetrics {
             "ranges_shared",
             "Byte ranges served from memory, read once for the clients asking for the same bytes",
             self.ranges_shared.clone(),
+        );
+        r.register(
+            "ranges_relayed",
+            "Byte ranges served from a file still being fetched from upstream, as soon as they landed",
+            self.ranges_relayed.clone(),
         );
         r.register("damaged_blobs", "Files found damaged on disk", self.damaged_blobs.clone());
         r.register("sync_duration_seconds", "Duration of successful syncs", self.sync_duration.clone());

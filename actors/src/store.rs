@@ -277,6 +277,7 @@ pub struct Store {
     checked: Checked,
     infos: infos::Infos,
     ranges: ranges::Ranges,
+    landings: landings::Landings,
 }
 
 impl Store {
@@ -312,6 +313,7 @@ impl Store {
             checked: Checked::default(),
             infos: infos::Infos::default(),
             ranges: ranges::Ranges::default(),
+            landings: landings::Landings::default(),
         };
         let (mut count, mut bytes) = (0, 0);
         store.for_each_blob(|_, _, meta| {
@@ -514,6 +516,39 @@ impl Store {
     /// bytes (see [`Ranges`]).
     pub fn ranges(&self) -> &Ranges {
         &self.ranges
+    }
+
+    /// The files being fetched in the background for clients, and which of their chunks have
+    /// landed in their partial copies (see [`Landings`]).
+    pub fn landings(&self) -> &Landings {
+        &self.landings
+    }
+
+    /// Reads `len` bytes at `offset` of `file`'s partial copy, whose chunks there have landed
+    /// (checked against the chunk list when they were written: [`Landings::wait`]). `None`
+    /// when the partial copy is gone (made whole and moved into place since).
+    pub fn read_landed(
+        &self,
+        file: &[u8; 32],
+        info: &FileInfo,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if len > MAX_RANGE || offset.checked_add(u64::from(len)).is_none_or(|end| end > info.size) {
+            return Err(StoreError::BadRange(format!(
+                "range {offset}+{len} is outside the file ({} bytes)",
+                info.size
+            )));
+        }
+        let path = self.root.join("partial").join(hex(file));
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io { path, error: e }),
+        };
+        let mut buf = vec![0u8; len as usize];
+        crate::disk::read_exact_at(&f, offset, &mut buf).map_err(io_err(&path))?;
+        Ok(Some(buf))
     }
 
     /// The chunk list of `file` when it is at hand in memory (no database read).
@@ -750,7 +785,9 @@ impl Store {
 pub type FinishedFile = ([u8; 32], Arc<FileInfo>, Vec<bool>);
 
 mod infos;
+mod landings;
 mod ranges;
+pub use landings::{Landings, Wait};
 pub use ranges::Ranges;
 mod maintenance;
 

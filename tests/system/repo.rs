@@ -531,6 +531,37 @@ fn clients_downloading_the_same_file_share_the_edges_reads_of_it() {
 }
 
 #[test]
+fn an_on_demand_edge_relays_a_file_it_is_fetching_to_every_client_asking_for_it() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    // Slow enough upstream that the clients ask while the edge is still fetching the file.
+    let edge = c.edge(&[&main.addr], &["--fill", "on-demand", "--bandwidth", "2MB"]);
+    let payload = noise(4_000_000, 31);
+    let seq = c.publish(&c.package("relayed", "1", &[("r.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let sent = || main.metric("outpost_repo_sent_bytes_total", &format!("{{peer=\"{}\"}}", cn(&edge)));
+    let before = sent();
+    std::thread::scope(|s| {
+        let pulls: Vec<_> = (0..4)
+            .map(|i| {
+                let c = &c;
+                let edge = &edge.addr;
+                s.spawn(move || c.client(&["repo", "pull", "relayed", "--out", &format!("p{i}")], edge).ok())
+            })
+            .collect();
+        for pull in pulls {
+            let pulled = pull.join().unwrap();
+            assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("r.bin")).unwrap(), payload);
+        }
+    });
+    let crossed = sent() - before;
+    let size = payload.len() as f64;
+    assert!(crossed < 1.25 * size, "four clients at once, one copy over the link: {crossed} bytes for {size}");
+    assert!(edge.metric("outpost_repo_ranges_relayed_total", "") > 0.0, "ranges were relayed as they landed");
+    wait_for(SYNC, "the edge to keep the file", || (blob_files(&edge.data) == 1).then_some(()));
+}
+
+#[test]
 fn clients_get_reasons_not_the_servers_paths() {
     let c = Cluster::new();
     let mut main = c.main(&[]);

@@ -3,7 +3,11 @@
 //! and head subscriptions; the main repository also takes publishes and unpublishes from
 //! certificates that may sign packages.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
+use outpost_protocol::chunking;
 use outpost_protocol::hex::hex;
 use outpost_protocol::pki::{CertInfo, Purpose, Right};
 use outpost_protocol::wire::{
@@ -16,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::publisher::{Publish, PublishError, Unpublish};
 use super::{Role, Shared};
 use crate::metrics::label;
-use crate::store::{FileInfo, StoreError};
+use crate::store::{FileInfo, StoreError, Wait};
 use crate::transport::checks::Checks;
 use crate::transport::{self, Admission, Admitted, Pace, StreamError, peer, read_frame, respond};
 
@@ -304,16 +308,35 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
     let mut read_here = false;
     let read = shared.store.ranges().get_or_read(file, offset, len, || {
         read_here = true;
+        fill(shared, file, info, offset, len)
+    });
+    let bytes = read.await?.ok_or_else(|| error(ErrorCode::Internal, "no bytes were read"))?;
+    if !read_here {
+        shared.metrics.ranges_shared.inc();
+    }
+    Ok(bytes)
+}
+
+/// How long a client's range waits for a background fetch that lands nothing before it is
+/// fetched from upstream for this client alone.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Reads a range from the store; on an edge, a file not here (on-demand fill) or found damaged
+/// is fetched in the background to be kept, and the range is relayed from it as soon as its
+/// chunks land (fetched from upstream for this client alone when that fetch stalls).
+async fn fill(
+    shared: &Shared,
+    file: [u8; 32],
+    info: Arc<FileInfo>,
+    offset: u64,
+    len: u32,
+) -> Result<Option<Bytes>, Response> {
+    let stored = || {
         let (store, i) = (shared.store.clone(), info.clone());
         blocking(move || Ok(store.read_range(&file, &i, offset, len)?.map(Bytes::from)))
-    });
-    match read.await {
-        Ok(Some(bytes)) => {
-            if !read_here {
-                shared.metrics.ranges_shared.inc();
-            }
-            return Ok(bytes);
-        }
+    };
+    match stored().await {
+        Ok(Some(bytes)) => return Ok(Some(bytes)),
         Ok(None) => {}
         Err(StoreError::Damaged(h)) => found_damaged(shared, &h),
         Err(StoreError::BadRange(m)) => return Err(error(ErrorCode::BadRequest, m)),
@@ -332,11 +355,38 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
         }
     };
     fetching.start(connection.clone(), file, FileInfo::clone(&info), sync.clone());
+    let (first, _, last, _) = chunking::covering(&info.chunks, offset, offset + u64::from(len));
+    match shared.store.landings().wait(&file, first, last, STALL).await {
+        Wait::Landed => {
+            let (store, i) = (shared.store.clone(), info.clone());
+            match blocking(move || store.read_landed(&file, &i, offset, len)).await {
+                Ok(Some(bytes)) => {
+                    shared.metrics.ranges_relayed.inc();
+                    return Ok(Some(Bytes::from(bytes)));
+                }
+                // Made whole and moved into place since.
+                Ok(None) => {
+                    if let Ok(Some(bytes)) = stored().await {
+                        return Ok(Some(bytes));
+                    }
+                }
+                Err(e) => tracing::warn!(file = hex(&file), "reading a file being fetched failed: {e}"),
+            }
+        }
+        // Its fetch ended: the file may be in place now.
+        Wait::NotFetching => {
+            if let Ok(Some(bytes)) = stored().await {
+                return Ok(Some(bytes));
+            }
+        }
+        Wait::Stalled => {}
+    }
     let fetched = super::sync::fetch_range_for_client(&connection, &file, &info, offset, len, sync).await;
-    fetched.map(Bytes::from).map_err(|e| {
+    let bytes = fetched.map_err(|e| {
         tracing::warn!(upstream = addr, file = hex(&file), "fetching for a client failed: {e}");
         error(ErrorCode::Unavailable, format!("fetching from upstream {addr} failed: {}", e.public_reason()))
-    })
+    })?;
+    Ok(Some(Bytes::from(bytes)))
 }
 
 fn found_damaged(shared: &Shared, file: &str) {

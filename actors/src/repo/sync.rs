@@ -526,6 +526,14 @@ pub async fn fetch_files(
             let known = locations.iter().map(Option::is_some).collect();
             to_index.lock().expect("not poisoned").insert(hash, (info, known));
             let assembly = Arc::new(assembly);
+            if ctx.store.landings().fetching(&hash) {
+                // What an interrupted fetch left, checked again: clients may be served it now.
+                for i in (0..assembly.chunks().len()).filter(|&i| assembly.has(i)) {
+                    if !runs.iter().any(|run| (run.first..run.first + run.count).contains(&i)) {
+                        ctx.store.landings().land(&hash, i, 1);
+                    }
+                }
+            }
             let ranges = assembly.missing(RANGE_BYTES.min(MAX_RANGE));
             let waits = ranges.len() + usize::from(!runs.is_empty());
             if waits == 0 {
@@ -554,12 +562,16 @@ pub async fn fetch_files(
         let (remaining, done_one) = (remaining_ref, done_one_ref);
         let start = |tasks: &mut JoinSet<_>,
                      (hash, assembly, runs): ([u8; 32], Arc<Assembly<PartialFile>>, Vec<CopyRun>)| {
+            let store = ctx.store.clone();
             tasks.spawn_blocking(move || {
                 let mut failed = Vec::new();
                 for run in runs {
-                    if let Err(e) = assembly.copy_in(run.first, &run.source, run.at, run.len) {
-                        tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
-                        failed.push(run.first..run.first + run.count);
+                    match assembly.copy_in(run.first, &run.source, run.at, run.len) {
+                        Ok(()) => store.landings().land(&hash, run.first, run.count),
+                        Err(e) => {
+                            tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
+                            failed.push(run.first..run.first + run.count);
+                        }
                     }
                 }
                 (hash, assembly, failed)
@@ -664,6 +676,7 @@ async fn fetch_ranges(
         |(hash, _), range| {
             // Counted once written: a chunk counted is a chunk a restart finds in place.
             ctx.metrics.chunks_fetched.inc_by(range.count as u64);
+            ctx.store.landings().land(hash, range.first, range.count);
             got.0 += range.count as u64;
             got.1 += u64::from(range.len);
             done_one(hash);
@@ -889,6 +902,8 @@ impl Fetching {
         if !self.0.lock().expect("not poisoned").insert(hash) {
             return;
         }
+        // Clients asking for its ranges meanwhile are answered as they land.
+        ctx.store.landings().expect(hash, info.chunks.len());
         let me = self.clone();
         tokio::spawn(async move {
             let upstream = transport::peer_label(&connection);
@@ -902,6 +917,7 @@ impl Fetching {
                 }
                 Err(e) => tracing::warn!(file = hex(&hash), "fetching a file for a client failed: {e}"),
             }
+            ctx.store.landings().end(&hash);
             me.0.lock().expect("not poisoned").remove(&hash);
         });
     }

@@ -90,7 +90,8 @@ pub struct RepoEdgeArgs {
     #[arg(long = "upstream", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<String>,
-    /// immediate or on-demand.
+    /// immediate (hold every file before serving a snapshot) or on-demand (serve the snapshot
+    /// at once; fetch a file when a client first asks, relaying its ranges as they land).
     #[arg(long, value_parser = ["immediate", "on-demand"])]
     pub fill: Option<String>,
     /// Bandwidth cap, like 10MB (per second).

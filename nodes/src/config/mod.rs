@@ -94,8 +94,9 @@ pub struct EdgeConfig {
     pub time_zone: String,
     /// Deprecated: a fixed offset like `+01:00` (use `time_zone`).
     pub utc_offset: String,
-    /// `immediate` (fetch everything before serving a snapshot) or `on-demand` (fetch each
-    /// chunk the first time a client asks, then keep it).
+    /// `immediate` (fetch everything before serving a snapshot) or `on-demand` (serve the
+    /// snapshot at once; fetch a file the first time a client asks for it, keep it, and relay
+    /// its ranges to every client asking meanwhile as soon as they land).
     pub fill: String,
     /// Requests in flight during a sync, counted in ranges of 1 MiB (smaller ranges, as an
     /// update's: up to four times as many, within the same bytes); 1 to 1024.
