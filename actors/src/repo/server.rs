@@ -318,7 +318,8 @@ async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result
 }
 
 /// How long a client's range waits for a background fetch that lands nothing before it is
-/// fetched from upstream for this client alone.
+/// fetched from upstream for this client alone (it also waits half the time its own bytes may
+/// take at the minimum rate at most).
 const STALL: Duration = Duration::from_secs(10);
 
 /// Reads a range from the store; on an edge, a file not here (on-demand fill) or found damaged
@@ -356,7 +357,9 @@ async fn fill(
     };
     fetching.start(connection.clone(), file, FileInfo::clone(&info), sync.clone());
     let (first, _, last, _) = chunking::covering(&info.chunks, offset, offset + u64::from(len));
-    match shared.store.landings().wait(&file, first, last, STALL).await {
+    // Half the time the range's own bytes may take at the minimum rate, at most.
+    let within = sync.pace.deadline(u64::from(len)) / 2;
+    match shared.store.landings().wait(&file, first, last, STALL, within).await {
         Wait::Landed => {
             let (store, i) = (shared.store.clone(), info.clone());
             match blocking(move || store.read_landed(&file, &i, offset, len)).await {

@@ -69,8 +69,10 @@ impl Landings {
     }
 
     /// Waits until chunks `first..last` of `file` have landed, as long as its fetch runs and
-    /// lands something at least every `stall`.
-    pub async fn wait(&self, file: &[u8; 32], first: usize, last: usize, stall: Duration) -> Wait {
+    /// lands something at least every `stall`, and for `within` at most (a client far ahead of
+    /// the fetch on a slow link is better served by a fetch of its own than by a timeout).
+    pub async fn wait(&self, file: &[u8; 32], first: usize, last: usize, stall: Duration, within: Duration) -> Wait {
+        let end = tokio::time::Instant::now() + within;
         loop {
             let Some(landing) = self.get(file) else { return Wait::NotFetching };
             let changed = landing.changed.notified();
@@ -83,7 +85,8 @@ impl Landings {
                     return Wait::Landed;
                 }
             }
-            if tokio::time::timeout(stall, changed).await.is_err() {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || tokio::time::timeout(stall.min(left), changed).await.is_err() {
                 return Wait::Stalled;
             }
         }
@@ -95,15 +98,16 @@ mod tests {
     use super::*;
 
     const FILE: [u8; 32] = [5; 32];
+    const LONG: Duration = Duration::from_secs(60);
 
     #[tokio::test]
     async fn a_wait_ends_when_its_chunks_land_or_the_fetch_ends_or_stalls() {
         let landings = Arc::new(Landings::default());
-        assert_eq!(landings.wait(&FILE, 0, 1, Duration::from_secs(5)).await, Wait::NotFetching);
+        assert_eq!(landings.wait(&FILE, 0, 1, Duration::from_secs(5), LONG).await, Wait::NotFetching);
         landings.expect(FILE, 10);
         let waiter = {
             let landings = landings.clone();
-            tokio::spawn(async move { landings.wait(&FILE, 2, 6, Duration::from_secs(30)).await })
+            tokio::spawn(async move { landings.wait(&FILE, 2, 6, Duration::from_secs(30), LONG).await })
         };
         tokio::task::yield_now().await;
         landings.land(&FILE, 0, 4);
@@ -114,7 +118,7 @@ mod tests {
 
         let waiter = {
             let landings = landings.clone();
-            tokio::spawn(async move { landings.wait(&FILE, 8, 10, Duration::from_secs(30)).await })
+            tokio::spawn(async move { landings.wait(&FILE, 8, 10, Duration::from_secs(30), LONG).await })
         };
         tokio::task::yield_now().await;
         landings.end(&FILE);
@@ -122,10 +126,25 @@ mod tests {
         assert!(!landings.fetching(&FILE));
 
         landings.expect(FILE, 10);
-        let stalled = landings.wait(&FILE, 0, 1, Duration::from_millis(20)).await;
+        let stalled = landings.wait(&FILE, 0, 1, Duration::from_millis(20), LONG).await;
         assert_eq!(stalled, Wait::Stalled);
+        // A fetch that lands other chunks all the time, but not these, within the time given.
+        let waiting = {
+            let landings = landings.clone();
+            tokio::spawn(
+                async move { landings.wait(&FILE, 0, 1, Duration::from_secs(30), Duration::from_millis(50)).await },
+            )
+        };
+        let (give_up, mut other) = (std::time::Instant::now() + Duration::from_secs(10), 1);
+        while !waiting.is_finished() {
+            assert!(std::time::Instant::now() < give_up, "the wait did not end within the time given");
+            landings.land(&FILE, other % 8 + 1, 1);
+            other += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(waiting.await.unwrap(), Wait::Stalled);
         // Landing past the end of the list (a bad count) marks what exists and nothing else.
         landings.land(&FILE, 8, 5);
-        assert_eq!(landings.wait(&FILE, 8, 10, Duration::from_millis(20)).await, Wait::Landed);
+        assert_eq!(landings.wait(&FILE, 8, 10, Duration::from_millis(20), LONG).await, Wait::Landed);
     }
 }
