@@ -150,13 +150,14 @@ pub fn server(args: &ServerArgs) -> Result<()> {
                     cancel.clone(),
                 ));
             }
+            let reports = outpost_actors::central::verifier::ReportVerifier::start(metrics.batches_redone.clone());
             let ctx = Arc::new(ServerContext {
                 central,
                 metrics,
                 revoked: revoked.clone(),
                 repos,
                 repo_client: Some(transport::client(None, &identity, &ca, ALPN_REPO)?),
-                reports: outpost_actors::central::verifier::ReportVerifier::start(),
+                reports,
             });
             eprintln!("outpost central listening on {} (QUIC), data in {place}", endpoint.local_addr()?);
             tasks.push(tokio::spawn(serve(endpoint, ctx, cancel.clone())));

@@ -350,6 +350,9 @@ fn bad_reports_are_rejected_or_answered_with_a_full_report_request_and_store_not
     }
     assert_eq!(metric(&server, "outpost_central_full_report_requests_total", ""), 1.0);
     assert_eq!(metric(&server, "outpost_central_reports_total", "{result=\"applied\"}"), 2.0);
+    // The forged report came alone: it spoiled no batch of others' reports.
+    let scraped = server.scrape_opt().unwrap_or_default();
+    assert!(scraped.lines().any(|l| l == "outpost_central_report_batches_redone_total 0"), "{scraped}");
 }
 
 /// Reports answered before central is killed (SIGKILL, as a crash or a power cut) are all there

@@ -40,6 +40,8 @@ pub struct CentralMetrics {
     pub identity_clashes: Gauge,
     /// Reports durable in the journal and not yet folded into the tables (redb).
     pub unfolded: Gauge,
+    /// Batches of report signatures that did not verify and were checked again one by one.
+    pub batches_redone: Counter,
 }
 
 impl Default for CentralMetrics {
@@ -59,6 +61,7 @@ impl Default for CentralMetrics {
             handshakes: Family::default(),
             identity_clashes: Gauge::default(),
             unfolded: Gauge::default(),
+            batches_redone: Counter::default(),
         }
     }
 }
@@ -82,6 +85,11 @@ impl CentralMetrics {
         r.register("hosts", "Hosts by status (as last reported)", self.hosts.clone());
         r.register("reports", "Inventory reports by result", self.reports.clone());
         r.register("report_rejections", "Rejected inventory reports by reason", self.rejections.clone());
+        r.register(
+            "report_batches_redone",
+            "Batches of report signatures that did not verify and were checked again one by one (a forged report in them)",
+            self.batches_redone.clone(),
+        );
         r.register("full_report_requests", "Full inventory reports asked for", self.full_requests.clone());
         r.register("actions_sent", "Actions relayed to agents (one per host)", self.actions_sent.clone());
         r.register("action_results", "Action results by result", self.action_results.clone());

@@ -15,12 +15,12 @@
 //! makes central redo a batch once, not at every report.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use outpost_protocol::central::{CentralError, Report, SignedReport};
 use outpost_protocol::signing::{PublicKey, SignatureError};
 use outpost_protocol::verified::Verified;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A report's check: the report, or why it is refused.
@@ -38,23 +38,23 @@ const SUSPECTS: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct ReportVerifier {
     jobs: mpsc::UnboundedSender<Job>,
-    redone: Arc<AtomicU64>,
+    redone: Counter,
 }
 
 impl ReportVerifier {
-    /// Starts the checker on the current runtime.
-    pub fn start() -> Self {
+    /// Starts the checker on the current runtime; `redone` counts the batches that did not
+    /// verify (`outpost_central_report_batches_redone_total`).
+    pub fn start(redone: Counter) -> Self {
         // Unbounded on purpose: what is queued is bounded upstream (one report per stream,
         // streams and connections limited, frames size-limited), and batches drain it.
         let (jobs, rx) = mpsc::unbounded_channel();
-        let redone = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(rx, redone.clone()));
         Self { jobs, redone }
     }
 
     /// Batches that did not verify and were checked again one signature at a time.
     pub fn batches_redone(&self) -> u64 {
-        self.redone.load(Ordering::Relaxed)
+        self.redone.get()
     }
 
     /// Checks `report`'s signature by `public_key` (the host certificate's key, read once for
@@ -70,7 +70,7 @@ impl ReportVerifier {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Job>, redone: Arc<AtomicU64>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Job>, redone: Counter) {
     let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let slots = Arc::new(Semaphore::new(parallel));
     let suspects: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
@@ -97,7 +97,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Job>, redone: Arc<AtomicU64>) {
             let spoiled =
                 |a: &Checked| matches!(a, Err(CentralError::Signature { error: SignatureError::Mismatch, .. }));
             if together.len() > 1 && answers.iter().any(spoiled) {
-                redone.fetch_add(1, Ordering::Relaxed);
+                redone.inc();
             }
             // The keys that failed are known before anyone hears the answer (and sends again).
             let failed: Vec<Vec<u8>> = together
@@ -130,7 +130,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reports_checked_at_once_get_each_its_own_answer() {
-        let verifier = ReportVerifier::start();
+        let verifier = ReportVerifier::start(Counter::default());
         let keys: Vec<PrivateKey> = (0..40).map(|_| PrivateKey::generate().unwrap()).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, key) in keys.iter().enumerate() {
@@ -182,7 +182,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_key_that_signed_a_forged_report_has_its_later_reports_checked_outside_the_batches() {
-        let verifier = ReportVerifier::start();
+        let verifier = ReportVerifier::start(Counter::default());
         let keys: Vec<PrivateKey> = (0..30).map(|_| PrivateKey::generate().unwrap()).collect();
         let public = |k: &PrivateKey| Arc::new(PublicKey::new(&k.public_key()));
         let forger = PrivateKey::generate().unwrap();
