@@ -786,7 +786,7 @@ pub type FinishedFile = ([u8; 32], Arc<FileInfo>, Vec<bool>);
 
 mod infos;
 mod landings;
-mod ranges;
+pub mod ranges;
 pub use landings::{Landings, Wait};
 pub use ranges::Ranges;
 mod maintenance;

@@ -32,6 +32,7 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub async fn serve(endpoint: Endpoint, checks: Checks, shared: Shared, cancel: CancellationToken) {
     tokio::spawn(follow_revocations(shared.clone(), cancel.clone()));
     tokio::spawn(super::check::answer_checks(checks, shared.clone(), cancel.clone()));
+    tokio::spawn(trim_ranges(shared.clone(), cancel.clone()));
     let metrics = shared.metrics.clone();
     let seen = move |what: Admitted, why: &str| match what.turned_away() {
         Some(result) => {
@@ -48,6 +49,17 @@ pub async fn serve(endpoint: Endpoint, checks: Checks, shared: Shared, cancel: C
         connection_loop(connection, shared.clone(), serve_cancel.clone())
     })
     .await;
+}
+
+/// Drops the ranges held in memory that no client asked for lately.
+async fn trim_ranges(shared: Shared, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(crate::store::ranges::IDLE / 4);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => shared.store.ranges().trim(crate::store::ranges::IDLE),
+        }
+    }
 }
 
 /// Adds the revocations of each new snapshot served to the certificates refused here.

@@ -6,11 +6,14 @@
 //! A range being read is a slot the other askers wait on, so a burst of clients asking for the
 //! same range at once causes one read. Bytes in the cache were checked against their file's
 //! chunk list when they were read, and files never change (they are named by their hash); a
-//! file that is removed, or that a client found damaged, is forgotten here at once.
+//! file that is removed, or that a client found damaged, is forgotten here at once. Ranges
+//! read more than [`IDLE`] ago are dropped (the repository's server trims them every few
+//! seconds): after a rollout an idle edge gives the memory back.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -18,6 +21,10 @@ use tokio::sync::OnceCell;
 /// Most bytes held (ranges of up to 4 MiB, usually 1 MiB): a hundred clients of one file
 /// stay within this window of each other when they start together.
 const BUDGET: usize = 64 * 1024 * 1024;
+
+/// Ranges read longer ago than this are dropped at the next trim: clients of one rollout ask
+/// for the same ranges within seconds of each other.
+pub const IDLE: Duration = Duration::from_secs(30);
 
 /// A range: its file, offset and length.
 type Key = ([u8; 32], u64, u32);
@@ -32,9 +39,20 @@ pub struct Ranges {
 #[derive(Debug, Default)]
 struct Inner {
     slots: HashMap<Key, Slot>,
-    /// The ranges read, oldest first (the order in which they are dropped).
-    order: VecDeque<Key>,
+    /// The ranges read and when, oldest first (the order in which they are dropped).
+    order: VecDeque<(Key, Instant)>,
     bytes: usize,
+}
+
+impl Inner {
+    /// Drops the range read first; false when there is none.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((oldest, _)) = self.order.pop_front() else { return false };
+        if let Some(old) = self.slots.remove(&oldest) {
+            self.bytes -= old.get().map_or(0, Bytes::len);
+        }
+        true
+    }
 }
 
 impl Default for Ranges {
@@ -101,20 +119,27 @@ impl Ranges {
     fn settle(&self, key: Key, slot: &Slot, len: usize) {
         let mut inner = self.inner();
         let Some(current) = inner.slots.get(&key) else { return };
-        if !Arc::ptr_eq(current, slot) || inner.order.contains(&key) {
+        if !Arc::ptr_eq(current, slot) || inner.order.iter().any(|(k, _)| *k == key) {
             return;
         }
         if len > self.budget {
             inner.slots.remove(&key);
             return;
         }
-        inner.order.push_back(key);
+        inner.order.push_back((key, Instant::now()));
         inner.bytes += len;
         while inner.bytes > self.budget {
-            let Some(oldest) = inner.order.pop_front() else { break };
-            if let Some(old) = inner.slots.remove(&oldest) {
-                inner.bytes -= old.get().map_or(0, Bytes::len);
+            if !inner.drop_oldest() {
+                break;
             }
+        }
+    }
+
+    /// Drops the ranges read more than `idle` ago.
+    pub fn trim(&self, idle: Duration) {
+        let mut inner = self.inner();
+        while inner.order.front().is_some_and(|(_, read)| read.elapsed() > idle) {
+            inner.drop_oldest();
         }
     }
 
@@ -137,7 +162,7 @@ impl Ranges {
                 true
             }
         });
-        inner.order.retain(|k| &k.0 != file);
+        inner.order.retain(|(k, _)| &k.0 != file);
         inner.bytes -= freed;
     }
 
@@ -214,5 +239,12 @@ mod tests {
         assert_eq!(ranges.bytes(), 2);
         ask(&ranges, &reads, 3, 8, vec![6; 4]).await;
         assert_eq!(reads.load(Ordering::SeqCst), 6, "a forgotten file's range is read again");
+        // Trimmed: those read longer ago than given are dropped, the others kept.
+        ranges.trim(Duration::from_secs(3600));
+        assert_eq!(ranges.bytes(), 6);
+        ranges.trim(Duration::ZERO);
+        assert_eq!(ranges.bytes(), 0);
+        ask(&ranges, &reads, 3, 8, vec![6; 4]).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 7, "a trimmed range is read again");
     }
 }
