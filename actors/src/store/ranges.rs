@@ -88,10 +88,11 @@ impl Ranges {
         if let Some(bytes) = slot.get() {
             return Ok(Some(bytes.clone()));
         }
-        let mut outcome = None;
-        let mine = &mut outcome;
+        let (mut outcome, mut ran) = (None, false);
+        let (mine, ran_here) = (&mut outcome, &mut ran);
         let read = slot
             .get_or_try_init(|| async move {
+                *ran_here = true;
                 match read().await {
                     Ok(Some(bytes)) => Ok(bytes),
                     failed => {
@@ -104,7 +105,9 @@ impl Ranges {
         match read {
             Ok(bytes) => {
                 let bytes = bytes.clone();
-                self.settle(key, &slot, bytes.len());
+                if ran {
+                    self.settle(key, &slot, bytes.len());
+                }
                 Ok(Some(bytes))
             }
             Err(()) => {
@@ -114,12 +117,12 @@ impl Ranges {
         }
     }
 
-    /// Counts a slot just read (once: its reader and those who waited for it all come here),
-    /// dropping the oldest ranges beyond the budget.
+    /// Counts a slot its caller just read, dropping the oldest ranges beyond the budget.
     fn settle(&self, key: Key, slot: &Slot, len: usize) {
         let mut inner = self.inner();
         let Some(current) = inner.slots.get(&key) else { return };
-        if !Arc::ptr_eq(current, slot) || inner.order.iter().any(|(k, _)| *k == key) {
+        // Forgotten meanwhile (its file removed): not kept.
+        if !Arc::ptr_eq(current, slot) {
             return;
         }
         if len > self.budget {
