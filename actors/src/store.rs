@@ -413,12 +413,7 @@ impl Store {
         offset: u64,
         len: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        if len > MAX_RANGE || offset.checked_add(u64::from(len)).is_none_or(|end| end > info.size) {
-            return Err(StoreError::BadRange(format!(
-                "range {offset}+{len} is outside the file ({} bytes)",
-                info.size
-            )));
-        }
+        check_range(info, offset, len)?;
         let path = self.blob_path(hash);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -534,12 +529,7 @@ impl Store {
         offset: u64,
         len: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        if len > MAX_RANGE || offset.checked_add(u64::from(len)).is_none_or(|end| end > info.size) {
-            return Err(StoreError::BadRange(format!(
-                "range {offset}+{len} is outside the file ({} bytes)",
-                info.size
-            )));
-        }
+        check_range(info, offset, len)?;
         let path = self.root.join("partial").join(hex(file));
         let f = match File::open(&path) {
             Ok(f) => f,
@@ -778,6 +768,14 @@ impl Store {
     pub fn snapshot_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SignedSnapshot>, StoreError> {
         Ok(self.snapshots()?.into_iter().rev().map(|(_, s)| s).find(|s| &s.hash() == hash))
     }
+}
+
+/// A range asked of a file: at most [`MAX_RANGE`] bytes, within the file.
+fn check_range(info: &FileInfo, offset: u64, len: u32) -> Result<(), StoreError> {
+    if len > MAX_RANGE || offset.checked_add(u64::from(len)).is_none_or(|end| end > info.size) {
+        return Err(StoreError::BadRange(format!("range {offset}+{len} is outside the file ({} bytes)", info.size)));
+    }
+    Ok(())
 }
 
 /// A file just made whole, to index: its hash, chunk list, and which of its chunks are
