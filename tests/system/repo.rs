@@ -562,6 +562,42 @@ fn an_on_demand_edge_relays_a_file_it_is_fetching_to_every_client_asking_for_it(
 }
 
 #[test]
+fn an_on_demand_edge_whose_upstream_dies_mid_file_refuses_with_the_reason_and_resumes_from_what_landed() {
+    let c = Cluster::new();
+    let mut main = c.main(&[]);
+    let edge = c.edge(&[&main.addr], &["--fill", "on-demand", "--bandwidth", "1MB"]);
+    let payload = noise(4_000_000, 33);
+    let seq = c.publish(&c.package("halfway", "1", &[("h.bin", &payload)]), &main.addr);
+    c.wait_sequence(&edge.addr, seq, SYNC);
+    let from_main =
+        |main: &Daemon| main.metric("outpost_repo_sent_bytes_total", &format!("{{peer=\"{}\"}}", cn(&edge)));
+    let size = payload.len() as f64;
+    let before_kill = std::thread::scope(|s| {
+        let pull = s.spawn(|| c.client(&["repo", "pull", "halfway", "--out", "p1"], &edge.addr));
+        wait_for(SYNC, "a third of the file to cross", || (from_main(&main) > size / 3.0).then_some(()));
+        let sent = from_main(&main);
+        main.kill();
+        let failed = pull.join().unwrap().fails_with("upstream");
+        assert!(!failed.stderr.contains(edge.data.to_str().unwrap()), "{}", failed.stderr);
+        sent
+    });
+    assert!(!c.dir().join("p1").join("halfway_1").exists(), "nothing unpacked from an incomplete file");
+    main.restart(&[]);
+    // The edge reconnects; the next pull completes the file from what landed before.
+    let pulled = wait_for(SYNC, "a pull to succeed once the main is back", || {
+        let r = c.client(&["repo", "pull", "halfway", "--out", "p2"], &edge.addr);
+        (r.code == Some(0)).then_some(r)
+    });
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("h.bin")).unwrap(), payload);
+    let again = from_main(&main);
+    assert!(
+        again < size - before_kill / 2.0,
+        "what landed before the main died was kept: {before_kill} bytes before, {again} after, {size} in all"
+    );
+    wait_for(SYNC, "the edge to keep the file", || (blob_files(&edge.data) == 1).then_some(()));
+}
+
+#[test]
 fn clients_get_reasons_not_the_servers_paths() {
     let c = Cluster::new();
     let mut main = c.main(&[]);
