@@ -140,7 +140,7 @@ mod tests {
             assert!(std::time::Instant::now() < give_up, "the wait did not end within the time given");
             landings.land(&FILE, other % 8 + 1, 1);
             other += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::task::yield_now().await;
         }
         assert_eq!(waiting.await.unwrap(), Wait::Stalled);
         // Landing past the end of the list (a bad count) marks what exists and nothing else.
