@@ -300,9 +300,9 @@ fn label_peer(peer: &str) -> crate::metrics::Labels {
     label("peer", peer)
 }
 
-/// A byte range of a file from the store, its chunks verified; on an edge, a file that is
-/// missing (on-demand fill) or found damaged is served from upstream and fetched in the
-/// background to be kept.
+/// A byte range of a file from the store (or from memory: [`crate::store::Ranges`]), its
+/// chunks verified; on an edge, a file that is missing (on-demand fill) or found damaged is
+/// fetched in the background to be kept, and the range relayed as it lands ([`fill`]).
 async fn range(shared: &Shared, file: [u8; 32], offset: u64, len: u32) -> Result<Bytes, Response> {
     let info = match shared.store.cached_file_info(&file) {
         Some(info) => info,
