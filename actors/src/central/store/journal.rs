@@ -237,6 +237,9 @@ pub(super) struct Recovered {
     pub segments: Vec<u64>,
     /// The newest generation found or folded.
     pub last: u64,
+    /// Segments damaged before their end (generation, bytes not read after the damage): the
+    /// reports after the damage are lost (see [`recover`]).
+    pub damaged: Vec<(u64, usize)>,
 }
 
 /// Reads the segments of database `id` in `dir` (made if missing): those above `folded`
@@ -275,13 +278,28 @@ pub(super) fn recover(dir: &Path, id: u64, folded: u64) -> io::Result<Recovered>
         if generation <= folded {
             continue;
         }
-        let (reports, rest) = read_records(&bytes[HEADER..], |reports| {
+        let read = read_records(&bytes[HEADER..], |reports| {
             for r in reports {
                 out.layer.apply(r.record, r.sections, r.full);
             }
         });
         out.layer.generation = generation;
-        if rest > 0 {
+        let (reports, rest) = (read.reports, read.rest);
+        if read.damaged {
+            // Not a crash's unfinished tail: a whole record that does not match its hash, with
+            // more after it. The reports after it were answered and are lost; each host that
+            // sent one is asked for a full report at its next report (its sequence no longer
+            // follows the one applied here), so the inventory mends itself.
+            tracing::error!(
+                path = %path.display(),
+                reports,
+                "a journal segment is damaged {} bytes from its start (a record that does not match its hash, \
+                 {rest} bytes before the end): the reports after it are lost; their hosts are asked for a full \
+                 report at their next report. Check the disk.",
+                bytes.len() - rest
+            );
+            out.damaged.push((generation, rest));
+        } else if rest > 0 {
             tracing::warn!(
                 path = %path.display(),
                 reports,
@@ -293,25 +311,40 @@ pub(super) fn recover(dir: &Path, id: u64, folded: u64) -> io::Result<Recovered>
     Ok(out)
 }
 
+/// What [`read_records`] read.
+struct Read {
+    /// Reports handed out.
+    reports: usize,
+    /// Bytes left unread.
+    rest: usize,
+    /// Whether reading stopped at a whole record that is not intact with bytes after it (damage,
+    /// not a record a crash left unfinished at the end).
+    damaged: bool,
+}
+
 /// Hands each whole, intact record of `bytes` to `each`, in order, up to the first one that
-/// is not; returns the reports read and the bytes left unread.
-fn read_records(mut bytes: &[u8], mut each: impl FnMut(Vec<ReportIn>)) -> (usize, usize) {
+/// is not.
+fn read_records(mut bytes: &[u8], mut each: impl FnMut(Vec<ReportIn>)) -> Read {
     let mut reports = 0;
+    let mut damaged = false;
     while bytes.len() >= RECORD_HEADER {
         let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
         if len > MAX_PAYLOAD || bytes.len() < RECORD_HEADER + len {
             break;
         }
         let payload = &bytes[RECORD_HEADER..RECORD_HEADER + len];
-        if blake3::hash(payload).as_bytes()[..16] != bytes[4..RECORD_HEADER] {
+        let group = (blake3::hash(payload).as_bytes()[..16] == bytes[4..RECORD_HEADER])
+            .then(|| postcard::from_bytes::<RecordIn>(payload).ok())
+            .flatten();
+        let Some(RecordIn::V1(group)) = group else {
+            damaged = bytes.len() > RECORD_HEADER + len;
             break;
-        }
-        let Ok(RecordIn::V1(group)) = postcard::from_bytes::<RecordIn>(payload) else { break };
+        };
         reports += group.len();
         each(group);
         bytes = &bytes[RECORD_HEADER + len..];
     }
-    (reports, bytes.len())
+    Read { reports, rest: bytes.len(), damaged }
 }
 
 #[cfg(test)]
@@ -385,12 +418,24 @@ mod tests {
         assert_eq!(got.layer.hosts["a"].record.sequence, 1);
         assert!(!got.layer.hosts.contains_key("b"));
 
+        assert!(got.damaged.is_empty(), "a crash's unfinished tail is not damage");
+
         // A byte of the last record changed: the same.
         let mut changed = whole.clone();
         let at = changed.len() - 2;
         changed[at] ^= 1;
         fs::write(seg.path(), &changed).unwrap();
-        assert_eq!(recover(dir.path(), 7, 0).unwrap().layer.reports, 1);
+        let got = recover(dir.path(), 7, 0).unwrap();
+        assert_eq!((got.layer.reports, got.damaged.len()), (1, 0));
+
+        // A byte of the first record changed, the second intact after it: damage, said as such
+        // (the second record's reports, answered, are lost with it).
+        let mut changed = whole.clone();
+        changed[HEADER + RECORD_HEADER + 3] ^= 1;
+        fs::write(seg.path(), &changed).unwrap();
+        let got = recover(dir.path(), 7, 0).unwrap();
+        assert_eq!(got.layer.reports, 0);
+        assert_eq!(got.damaged, vec![(1, whole.len() - HEADER)]);
 
         // Folded already: found, not applied.
         fs::write(seg.path(), &whole).unwrap();
