@@ -200,10 +200,11 @@ impl<F: Positional> Assembly<F> {
         found
     }
 
-    /// Copies `len` bytes of `source` at `source_offset` to where chunk `first` starts, without
-    /// reading them into this process ([`crate::disk::copy_range`]). Blocking.
-    pub fn copy_in(&self, first: usize, source: &File, source_offset: u64, len: u64) -> Result<(), AssemblyError> {
-        crate::disk::copy_range(source, source_offset, self.file.file(), self.offsets[first], len).map_err(self.io())
+    /// Copies `len` bytes of `source` at `source_offset` to offset `to` of this file (within
+    /// chunks counted with [`Assembly::plan_copy`]), without reading them into this process
+    /// ([`crate::disk::copy_range`]). Blocking.
+    pub fn copy_in(&self, to: u64, source: &File, source_offset: u64, len: u64) -> Result<(), AssemblyError> {
+        crate::disk::copy_range(source, source_offset, self.file.file(), to, len).map_err(self.io())
     }
 
     /// The ranges still missing, coalesced up to `max` bytes each.

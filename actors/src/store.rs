@@ -4,13 +4,15 @@
 //!
 //! Layout of a data folder:
 //! ```text
-//! blobs/ab/ab12…ef    complete files, named by BLAKE3 (first byte as folder)
+//! blobs/ab/ab12…ef    complete files, named by BLAKE3 (first byte as folder); a file that
+//!                     borrows bytes from others holds their links after its last byte
+//!                     ([`links`])
 //! partial/ab12…ef     files being fetched (kept across restarts: a sync resumes)
 //! tmp/                uploads being received
 //! state.redb          records, chunk lists, chunk locations, snapshots, current snapshot
 //! ```
-//! A file is assembled in `partial/` from verified chunks (fetched, or copied from files the
-//! store already has), renamed into `blobs/` when complete, and made durable in one batch
+//! A file is assembled in `partial/` from verified chunks (fetched, copied from files the
+//! store already has, or linked to them: see [`links`]), renamed into `blobs/` when complete, and made durable in one batch
 //! ([`Store::sync`]) before the snapshot that needs it becomes current: a crash at any instant
 //! leaves the old current snapshot or the new one, never a mix. Chunks are verified when they
 //! are read, unless this process wrote them from verified bytes or read and verified them
@@ -18,7 +20,8 @@
 //! too; this check finds a file damaged on the disk, and finds it again within that time); a
 //! damaged file is removed (and fetched again by an edge). The store is
 //! shared (`Arc`) between the actors and the tasks that serve clients: redb takes concurrent
-//! readers and one writer; blobs are immutable once in place.
+//! readers and one writer; a blob's bytes never change once in place (garbage collection may
+//! write into a file the bytes it borrowed, the same bytes, and then cut its links off).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -133,6 +136,8 @@ pub struct FsckReport {
     pub bytes: u64,
     /// Files whose content does not match their name.
     pub damaged: Vec<String>,
+    /// Files that borrow bytes from other files ([`links`]).
+    pub linked: u64,
     /// Damaged files removed (`--repair`).
     pub removed: u64,
     /// Stray files in the blob folders (not named like a blob).
@@ -158,8 +163,11 @@ pub struct GcReport {
     pub blobs_removed: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
-    /// Unreferenced files kept because they are younger than the grace period.
+    /// Unreferenced files kept because they are younger than the grace period (or a sync
+    /// is linking to them).
     pub blobs_in_grace: u64,
+    /// Files given back the bytes they borrowed from files removed ([`links`]).
+    pub files_made_whole: u64,
 }
 
 /// A file being assembled in `partial/`.
@@ -188,6 +196,12 @@ impl PartialFile {
         self.hash
     }
 
+    /// Records that the file borrows the bytes of `links` from other stored files: their trailer
+    /// goes after the file's last byte (see [`links`]). Once, when every other byte is written.
+    pub fn append_links(&self, links: &Links) -> Result<(), StoreError> {
+        crate::disk::write_at(&self.file, links.size, &links.trailer()).map_err(io_err(&self.path))
+    }
+
     /// Writes the file's data to disk now (so that the final flush has little left to do).
     pub fn sync_data(&self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(io_err(&self.path))
@@ -205,6 +219,13 @@ impl crate::assembler::Positional for PartialFile {
 
 /// Where a chunk is stored: the file holding it and its offset there.
 pub type ChunkLocation = ([u8; 32], u64);
+
+/// Bytes a stored file holds itself: the file, the offset and the length ([`Store::resolve`]).
+pub type ChunkLocationRun = ([u8; 32], u64, u64);
+
+/// Where a stored file's bytes are held, and the pins that keep those files
+/// ([`Store::resolve`]).
+pub type Resolved = (Vec<ChunkLocationRun>, Vec<Pin>);
 
 /// [`Store::chunk_locations`] turns to the chunk list of another file at most once per this
 /// many chunks.
@@ -278,6 +299,16 @@ pub struct Store {
     infos: infos::Infos,
     ranges: ranges::Ranges,
     landings: landings::Landings,
+    /// The links of files that have some, read once ([`links`]).
+    linked: Mutex<HashMap<[u8; 32], Arc<Links>>>,
+    pins: Arc<Pins>,
+}
+
+/// A stored file opened for reading, with its links when it has any.
+#[derive(Debug)]
+struct Blob {
+    file: File,
+    links: Option<Arc<Links>>,
 }
 
 impl Store {
@@ -314,6 +345,8 @@ impl Store {
             infos: infos::Infos::default(),
             ranges: ranges::Ranges::default(),
             landings: landings::Landings::default(),
+            linked: Mutex::default(),
+            pins: Arc::default(),
         };
         let (mut count, mut bytes) = (0, 0);
         store.for_each_blob(|_, _, meta| {
@@ -405,7 +438,8 @@ impl Store {
 
     /// Reads `len` bytes at `offset` of a stored file, verifying every chunk they touch
     /// against `info`. A damaged file is removed and reported as [`StoreError::Damaged`]; an
-    /// absent one is `None`.
+    /// absent one is `None`. The bytes a file borrows from others ([`links`]) are read there; a
+    /// chunk that does not match then removes the files it was read from too.
     pub fn read_range(
         &self,
         hash: &[u8; 32],
@@ -414,26 +448,37 @@ impl Store {
         len: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         check_range(info, offset, len)?;
-        let path = self.blob_path(hash);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { path, error: e }),
-        };
+        let Some(blob) = self.open_blob(hash, Some(info.size))? else { return Ok(None) };
         // The chunks covering the range.
         let (first, start, last, stop) = chunking::covering(&info.chunks, offset, offset + u64::from(len));
-        // Read into a buffer that is not zeroed first (the file is this call's own: its cursor
-        // is free to move).
         let want = usize::try_from(stop - start).expect("at most a range and two chunks");
-        let mut buf = Vec::with_capacity(want);
-        let read =
-            (&file).seek(io::SeekFrom::Start(start)).and_then(|_| (&file).take(want as u64).read_to_end(&mut buf));
-        if let Err(e) = read {
-            return Err(StoreError::Io { path, error: e });
-        }
+        let buf = match &blob.links {
+            None => {
+                // Read into a buffer that is not zeroed first (the file is this call's own: its
+                // cursor is free to move).
+                let path = self.blob_path(hash);
+                let mut buf = Vec::with_capacity(want);
+                let file = &blob.file;
+                let read = (&*file)
+                    .seek(io::SeekFrom::Start(start))
+                    .and_then(|_| (&*file).take(want as u64).read_to_end(&mut buf));
+                if let Err(e) = read {
+                    return Err(StoreError::Io { path, error: e });
+                }
+                buf
+            }
+            Some(_) => {
+                let mut buf = vec![0u8; want];
+                if !self.read_blob(hash, Some(info.size), start, &mut buf)? {
+                    // A source it links to is gone: as damaged as a missing byte.
+                    buf.clear();
+                }
+                buf
+            }
+        };
         if buf.len() < want {
             // Shorter than its chunk list says: damaged like a changed byte.
-            drop(file);
+            drop(blob);
             self.remove_blob(hash);
             return Err(StoreError::Damaged(hex(hash)));
         }
@@ -442,7 +487,16 @@ impl Store {
         for (c, known) in info.chunks[first..last].iter().zip(known) {
             let piece = &buf[at..at + c.len as usize];
             if !known && blake3::hash(piece).as_bytes() != &c.hash {
-                drop(file);
+                if let Some(links) = &blob.links {
+                    // The bad bytes may be a source's: it goes too (the files linking to it are
+                    // found damaged in turn, and fetched again).
+                    for p in links.pieces(start + at as u64, u64::from(c.len)) {
+                        if let Some(source) = p.source {
+                            self.remove_blob(&source);
+                        }
+                    }
+                }
+                drop(blob);
                 self.remove_blob(hash);
                 return Err(StoreError::Damaged(hex(hash)));
             }
@@ -456,6 +510,135 @@ impl Store {
         Ok(Some(buf[skip..skip + len as usize].to_vec()))
     }
 
+    /// Opens a stored file with its links (`size`, when known, tells a file with links by its
+    /// length alone). `None` when it is not stored; a file whose links do not read back is
+    /// removed as damaged.
+    fn open_blob(&self, hash: &[u8; 32], size: Option<u64>) -> Result<Option<Blob>, StoreError> {
+        let path = self.blob_path(hash);
+        let mut retried = false;
+        loop {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(StoreError::Io { path, error: e }),
+            };
+            let len = file.metadata().map_err(io_err(&path))?.len();
+            if size.is_some_and(|s| len <= s) {
+                return Ok(Some(Blob { file, links: None }));
+            }
+            if let Some(links) = self.linked_files().get(hash).filter(|l| size.is_none_or(|s| s == l.size)) {
+                return Ok(Some(Blob { file, links: Some(links.clone()) }));
+            }
+            match Links::read(&file, len, size) {
+                Ok(None) => return Ok(Some(Blob { file, links: None })),
+                Ok(Some(links)) => {
+                    let links = Arc::new(links);
+                    self.linked_files().insert(*hash, links.clone());
+                    return Ok(Some(Blob { file, links: Some(links) }));
+                }
+                Err(LinksError::Io(e)) => return Err(StoreError::Io { path, error: e }),
+                // Garbage collection may have just made the file whole (its trailer cut off):
+                // opened again, it reads as it is now.
+                Err(LinksError::Damaged(_)) if !retried => retried = true,
+                Err(e) => {
+                    tracing::error!(file = hex(hash), "{}: {e}; removing it", path.display());
+                    drop(file);
+                    self.remove_blob(hash);
+                    return Err(StoreError::Damaged(hex(hash)));
+                }
+            }
+        }
+    }
+
+    fn linked_files(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Links>>> {
+        self.linked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of a stored file, unchecked, the bytes it borrows
+    /// read from their sources. `false` when the file, or a source it links to, is not stored.
+    fn read_blob(&self, hash: &[u8; 32], size: Option<u64>, offset: u64, buf: &mut [u8]) -> Result<bool, StoreError> {
+        // Twice at most: garbage collection may make the file whole and remove a source between
+        // reading the links and reading the source.
+        for attempt in 0..2 {
+            let Some(blob) = self.open_blob(hash, size)? else { return Ok(false) };
+            let Some(links) = &blob.links else {
+                let path = self.blob_path(hash);
+                return match crate::disk::read_exact_at(&blob.file, offset, buf) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+                    Err(error) => Err(StoreError::Io { path, error }),
+                };
+            };
+            let mut at = 0usize;
+            let mut gone = false;
+            for p in links.pieces(offset, buf.len() as u64) {
+                let n = usize::try_from(p.len).expect("within the buffer");
+                let (file, path) = match p.source {
+                    None => (None, self.blob_path(hash)),
+                    Some(source) => (Some(source), self.blob_path(&source)),
+                };
+                let read = match file {
+                    None => crate::disk::read_exact_at(&blob.file, p.at, &mut buf[at..at + n]),
+                    Some(_) => {
+                        File::open(&path).and_then(|f| crate::disk::read_exact_at(&f, p.at, &mut buf[at..at + n]))
+                    }
+                };
+                match read {
+                    Ok(()) => at += n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => {
+                        gone = true;
+                        break;
+                    }
+                    Err(error) => return Err(StoreError::Io { path, error }),
+                }
+            }
+            if !gone {
+                return Ok(true);
+            }
+            if attempt == 0 {
+                self.linked_files().remove(hash);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Where bytes `at..at + len` of stored `file` are held: pieces of the file itself and of
+    /// the files it links to (`(file, offset, len)` in order), each of those files pinned
+    /// against garbage collection while the pins are kept. `None` when the file is not stored,
+    /// or it or a source is being removed.
+    pub fn resolve(&self, file: &[u8; 32], at: u64, len: u64) -> Result<Option<Resolved>, StoreError> {
+        let Some(pin) = self.pins.pin(*file) else { return Ok(None) };
+        let size = self.file_info(file)?.map(|i| i.size);
+        let Some(blob) = self.open_blob(file, size)? else { return Ok(None) };
+        // The bytes a file holds itself end at its size (before its links), or at its end.
+        let held = |f: &File| f.metadata().map(|m| m.len()).unwrap_or(0);
+        let own_end = blob.links.as_ref().map_or_else(|| held(&blob.file), |l| l.size.min(held(&blob.file)));
+        let Some(links) = &blob.links else {
+            // A file cut short since its chunks were recorded does not hold them.
+            return Ok((at + len <= own_end).then(|| (vec![(*file, at, len)], vec![pin])));
+        };
+        let mut pins = vec![pin];
+        let mut pieces = Vec::new();
+        for p in links.pieces(at, len) {
+            let source = match p.source {
+                None if p.at + p.len <= own_end => *file,
+                None => return Ok(None),
+                Some(source) => {
+                    if !pins.iter().any(|pin| pin.file() == &source) {
+                        let Some(pin) = self.pins.pin(source) else { return Ok(None) };
+                        pins.push(pin);
+                    }
+                    match File::open(self.blob_path(&source)) {
+                        Ok(f) if p.at + p.len <= held(&f) => source,
+                        _ => return Ok(None),
+                    }
+                }
+            };
+            pieces.push((source, p.at, p.len));
+        }
+        Ok(Some((pieces, pins)))
+    }
+
     /// Reads a chunk from wherever the store has it (another file sharing it), verified.
     pub fn local_chunk(&self, chunk: &Chunk) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
@@ -463,10 +646,9 @@ impl Store {
         let Some(loc) = t.get(&chunk.hash).map_err(db_err)? else { return Ok(None) };
         let (file, offset) = (*loc.value().0, loc.value().1);
         drop(t);
-        let path = self.blob_path(&file);
-        let Ok(f) = File::open(&path) else { return Ok(None) };
         let mut buf = vec![0u8; chunk.len as usize];
-        if crate::disk::read_exact_at(&f, offset, &mut buf).is_err() || blake3::hash(&buf).as_bytes() != &chunk.hash {
+        let read = self.read_blob(&file, None, offset, &mut buf);
+        if !matches!(read, Ok(true)) || blake3::hash(&buf).as_bytes() != &chunk.hash {
             return Ok(None);
         }
         Ok(Some(buf))
@@ -564,23 +746,23 @@ impl Store {
         Ok(t.get(file).map_err(db_err)?.is_some())
     }
 
-    /// Opens a stored file for reading (`None` when it is not stored).
+    /// Opens a stored file for reading its own bytes (`None` when it is not stored): only the
+    /// pieces [`Store::resolve`] says it holds are its bytes.
     pub fn open_stored(&self, file: &[u8; 32]) -> Option<File> {
         File::open(self.blob_path(file)).ok()
     }
 
-    /// Reads `len` bytes of a stored file at `offset`, unchecked (the caller checks chunk
-    /// hashes). `None` when the file is not stored or too short.
+    /// Reads `len` bytes of a stored file at `offset` (through its links), unchecked (the
+    /// caller checks chunk hashes). `None` when the file is not stored or too short.
     pub fn read_stored(&self, file: &[u8; 32], offset: u64, len: usize) -> Option<Vec<u8>> {
-        let f = File::open(self.blob_path(file)).ok()?;
         let mut buf = vec![0u8; len];
-        crate::disk::read_exact_at(&f, offset, &mut buf).ok()?;
-        Some(buf)
+        matches!(self.read_blob(file, None, offset, &mut buf), Ok(true)).then_some(buf)
     }
 
     fn remove_blob(&self, hash: &[u8; 32]) -> u64 {
         self.checked.forget(hash);
         self.ranges.forget(hash);
+        self.linked_files().remove(hash);
         let path = self.blob_path(hash);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if fs::remove_file(&path).is_ok() {
@@ -784,6 +966,9 @@ pub type FinishedFile = ([u8; 32], Arc<FileInfo>, Vec<bool>);
 
 mod infos;
 mod landings;
+pub mod links;
+pub use links::{Link, Links, Pin};
+use links::{LinksError, Pins};
 pub mod ranges;
 pub use landings::{Landings, Wait};
 pub use ranges::Ranges;

@@ -453,7 +453,7 @@ pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
     if args.json {
         crate::out!(
             "{}",
-            serde_json::json!({"checked": report.checked, "bytes": report.bytes, "damaged": report.damaged, "removed": report.removed,
+            serde_json::json!({"checked": report.checked, "bytes": report.bytes, "damaged": report.damaged, "removed": report.removed, "linked": report.linked,
                 "missing": report.missing, "not_fetched": report.not_fetched, "role": report.role,
                 "stray": report.stray.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()})
         );
@@ -473,6 +473,12 @@ pub fn fsck(args: &RepoFsckArgs) -> Result<()> {
         }
         if report.not_fetched > 0 {
             crate::out!("  {} file(s) not fetched yet (on-demand edge: normal)", report.not_fetched);
+        }
+        if report.linked > 0 {
+            crate::out!(
+                "  {} file(s) borrow their unchanged bytes from other versions stored here (checked there)",
+                report.linked
+            );
         }
         for s in &report.stray {
             crate::out!("  stray file: {}", s.display());
@@ -510,13 +516,19 @@ pub fn gc(args: &RepoGcArgs) -> Result<()> {
     let store = open_for_maintenance(&args.data, false)?;
     let r = store.gc(args.keep, grace)?;
     crate::out!(
-        "dropped {} snapshot(s) and {} metadata record(s); removed {} blob(s), freed {}; {} unreferenced blob(s) within the grace period",
+        "dropped {} snapshot(s) and {} metadata record(s); removed {} blob(s), freed {}; {} unreferenced blob(s) within the grace period or in use",
         r.snapshots_dropped,
         r.metadata_dropped,
         r.blobs_removed,
         human_bytes(r.bytes_freed),
         r.blobs_in_grace
     );
+    if r.files_made_whole > 0 {
+        crate::out!(
+            "copied the bytes {} file(s) borrowed from removed blobs into them (they hold every byte again)",
+            r.files_made_whole
+        );
+    }
     Ok(())
 }
 

@@ -99,6 +99,82 @@ fn a_new_version_sends_only_the_changed_chunks() {
     assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v3);
 }
 
+/// A new version's unchanged bytes are not written again on an edge: the new file borrows them
+/// from the version held (its links after its last byte), is served whole from there, to
+/// clients and to the edges below, and gets them back when the old version is collected.
+#[test]
+fn a_new_version_borrows_its_unchanged_bytes_and_gets_them_back_when_the_old_one_is_collected() {
+    let c = Cluster::new();
+    let main = c.main(&[]);
+    let mut edge = c.edge(&[&main.addr], &[]);
+    let site = c.edge(&[&edge.addr], &[]);
+    let v1 = noise(4_000_000, 41);
+    let seq = c.publish(&c.package("big", "1", &[("big.bin", &v1)]), &main.addr);
+    c.wait_sequence(&site.addr, seq, SYNC);
+    let mut v2 = v1.clone();
+    for k in 0..4 {
+        let at = 400_000 + k * 900_000;
+        v2[at..at + 50_000].copy_from_slice(&noise(50_000, 42 + k as u64));
+    }
+    let seq = c.publish(&c.package("big", "2", &[("big.bin", &v2)]), &main.addr);
+    c.wait_sequence(&site.addr, seq, SYNC);
+    let blob = |data: &std::path::Path, content: &[u8]| {
+        let hash = outpost_protocol::hex::hex(blake3::hash(content).as_bytes());
+        data.join("blobs").join(&hash[..2]).join(hash)
+    };
+    for node in [&edge, &site] {
+        let meta = std::fs::metadata(blob(&node.data, &v2)).unwrap();
+        assert!(meta.len() > v2.len() as u64, "the links follow the bytes: {} bytes", meta.len());
+        #[cfg(unix)]
+        {
+            let written = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+            assert!(written < 1_000_000, "{written} bytes written for a 200 kB change of 4 MB");
+        }
+    }
+    // Served whole, from the site (which fetched from the edge's borrowed bytes) and the edge.
+    for node in [&site, &edge] {
+        let pulled = c.client(&["repo", "pull", "big=2", "--out", "p2"], &node.addr).ok();
+        assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v2);
+        std::fs::remove_dir_all(c.dir().join(pulled.stdout.trim())).unwrap();
+    }
+    // A third version, changed elsewhere: built from both versions held.
+    let mut v3 = v2.clone();
+    v3[2_000_000..2_020_000].copy_from_slice(&noise(20_000, 49));
+    let seq = c.publish(&c.package("big", "3", &[("big.bin", &v3)]), &main.addr);
+    c.wait_sequence(&site.addr, seq, SYNC);
+    let pulled = c.client(&["repo", "pull", "big=3", "--out", "p3"], &site.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v3);
+
+    // Versions 1 and 2 unpublished. Maintenance on the stopped edge: fsck checks the borrowed
+    // bytes where they are; gc removes versions 1 and 2, having copied what version 3 borrows
+    // from them into it.
+    c.client(&["pkg", "unpublish", "big=1"], &main.addr).ok();
+    c.client(&["pkg", "unpublish", "big=2"], &main.addr).ok();
+    c.wait_sequence(&edge.addr, seq + 2, SYNC);
+    edge.stop();
+    let data = edge.data.to_string_lossy().to_string();
+    let checked = run_in(c.dir(), &["repo", "fsck", "--data", &data]).ok();
+    assert!(
+        checked.stdout.contains("checked 3 blobs") && checked.stdout.contains("2 file(s) borrow"),
+        "{}",
+        checked.stdout
+    );
+    let collected = run_in(c.dir(), &["repo", "gc", "--data", &data, "--keep", "1", "--grace", "0s"]).ok();
+    assert!(collected.stdout.contains("removed 2 blob(s)"), "{}", collected.stdout);
+    assert!(collected.stdout.contains("bytes 1 file(s) borrowed"), "{}", collected.stdout);
+    assert!(!blob(&edge.data, &v1).exists() && !blob(&edge.data, &v2).exists());
+    assert_eq!(std::fs::metadata(blob(&edge.data, &v3)).unwrap().len(), v3.len() as u64, "whole, no links");
+    let checked = run_in(c.dir(), &["repo", "fsck", "--data", &data]).ok();
+    assert!(
+        checked.stdout.contains("checked 1 blobs (3.8 MiB): 0 damaged") && !checked.stdout.contains("borrow"),
+        "{}",
+        checked.stdout
+    );
+    edge.restart(&[]);
+    let pulled = c.client(&["repo", "pull", "big=3", "--out", "p3e"], &edge.addr).ok();
+    assert_eq!(std::fs::read(c.dir().join(pulled.stdout.trim()).join("big.bin")).unwrap(), v3);
+}
+
 /// More files than the edge plans ahead of those it has finished (64): every one arrives, the
 /// first time and as a new version, and the new version's unchanged chunks are copied.
 #[test]

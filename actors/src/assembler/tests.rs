@@ -137,7 +137,7 @@ fn runs_copied_from_a_stored_file_land_in_place_and_are_not_fetched() {
     let found = assembly.plan_copy(2, 4);
     assert_eq!(found, Found { chunks: 4, bytes: end - start });
     assert_eq!(assembly.plan_copy(2, 4), Found::default(), "planned once");
-    assembly.copy_in(2, &source, start - 5, end - start).unwrap();
+    assembly.copy_in(assembly.offset(2), &source, start - 5, end - start).unwrap();
     let on_disk = std::fs::read(dir.path().join("f")).unwrap();
     let (s, e) = (usize::try_from(start).unwrap(), usize::try_from(end).unwrap());
     assert_eq!(on_disk[s..e], new[s..e], "the run is in place");
@@ -147,7 +147,7 @@ fn runs_copied_from_a_stored_file_land_in_place_and_are_not_fetched() {
     assert!(covered.contains(&0) && covered.contains(&6) && !(2..6).any(|i| covered.contains(&i)));
     // A source too short for the run is an error, not a file silently holding zeros.
     let short = std::fs::File::open(dir.path().join("old")).unwrap();
-    assert!(assembly.copy_in(2, &short, old.len() as u64 - 10, end - start).is_err());
+    assert!(assembly.copy_in(assembly.offset(2), &short, old.len() as u64 - 10, end - start).is_err());
 }
 
 #[test]

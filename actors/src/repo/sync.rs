@@ -34,7 +34,7 @@ use super::checked::{Checked, CheckedRecords};
 use super::client::{self, RangeFailure};
 use crate::assembler::{self, Assembly, AssemblyError, Landed, Positional, RANGE_BYTES};
 use crate::metrics::{RepoMetrics, label};
-use crate::store::{ChunkLocation, FileInfo, FinishedFile, PartialFile, Store, StoreError};
+use crate::store::{ChunkLocation, FileInfo, FinishedFile, Link, Links, PartialFile, Pin, Store, StoreError};
 use crate::transport::{self, Pace, TransportError};
 
 /// A bandwidth cap shared by every transfer of an edge.
@@ -281,7 +281,7 @@ pub async fn run(
             Ok(new)
         })
         .await?;
-        let (got, indexed) = fetch_files(connection, upstream, &files, ctx).await?;
+        let (got, indexed) = fetch_files(connection, upstream, &files, true, ctx).await?;
         complete.retain(|h| !indexed.contains(h));
         outcome.fetched = got.fetched;
         outcome.deduplicated = got.deduplicated;
@@ -387,6 +387,10 @@ const PLANNED_AHEAD: usize = 64;
 /// the [`PLANNED_AHEAD`].
 type Waiting = (usize, Arc<Assembly<PartialFile>>, OwnedSemaphorePermit);
 
+/// The bytes a file borrows from other files, and the files it copies from or links to
+/// (pinned until the file is in place).
+type Borrowed = (Option<Links>, Vec<Pin>);
+
 /// What a file's index needs: its chunk list, and which chunks are indexed in other files.
 type ToIndex = (Arc<FileInfo>, Vec<bool>);
 
@@ -402,17 +406,30 @@ struct Plan {
     reused: u64,
     /// The copies to make.
     runs: Vec<CopyRun>,
+    /// Or the bytes to borrow from other files.
+    links: Option<Links>,
+    /// The files copied from or linked to, pinned until the file is in place.
+    pins: Vec<Pin>,
+    /// The chunks planned as copies or links (not in the partial copy yet).
+    planned: Vec<std::ops::Range<usize>>,
     /// Where each chunk is stored in other files, if anywhere.
     locations: Vec<Option<ChunkLocation>>,
 }
 
-/// Runs of chunks another stored file holds one after the other, to be copied in.
+/// Runs of chunks other stored files hold one after the other, to be copied in.
 #[derive(Debug)]
 struct CopyRun {
     first: usize,
     count: usize,
+    pieces: Vec<CopyPiece>,
+}
+
+/// Bytes of a stored file to copy in: from `at` of `source` to `to`.
+#[derive(Debug)]
+struct CopyPiece {
     source: Arc<std::fs::File>,
     at: u64,
+    to: u64,
     len: u64,
 }
 
@@ -425,6 +442,7 @@ pub async fn fetch_files(
     connection: &Connection,
     upstream: &str,
     files: &[([u8; 32], FileInfo)],
+    link: bool,
     ctx: &SyncContext,
 ) -> Result<(SyncOutcome, HashSet<[u8; 32]>), SyncError> {
     let mut outcome = SyncOutcome::default();
@@ -436,6 +454,9 @@ pub async fn fetch_files(
     // Files with runs copied from other stored files (those runs were verified when their
     // files were written, maybe by another process: the store checks them again when serving).
     let copied: Mutex<HashSet<[u8; 32]>> = Mutex::new(HashSet::new());
+    // The bytes each file borrows from other files, and the files it copies from or links to,
+    // pinned until it is in place.
+    let borrowed: Mutex<HashMap<[u8; 32], Borrowed>> = Mutex::new(HashMap::new());
     // What each file's index needs once it is complete (its chunk list, and which chunks are
     // indexed already in other files), the complete files not yet indexed with the count of
     // their chunks to index (the finishing task that brings it to [`INDEX_BATCH`] indexes them
@@ -448,13 +469,17 @@ pub async fn fetch_files(
         let hash = assembly.file().hash();
         let checked_here = !copied.lock().expect("not poisoned").contains(&hash);
         let index = to_index.lock().expect("not poisoned").remove(&hash);
+        let (links, pins) = borrowed.lock().expect("not poisoned").remove(&hash).unwrap_or_default();
         let (pending, indexed) = (pending.clone(), indexed.clone());
         finishing.lock().expect("not poisoned").spawn_blocking(move || {
             let partial =
                 Arc::try_unwrap(assembly).map_err(|_| StoreError::Db("a file is still in use".into()))?.into_file();
+            if let Some(links) = &links {
+                partial.append_links(links)?;
+            }
             partial.sync_data()?;
             store.finish(partial, checked_here)?;
-            drop(planned);
+            drop((planned, pins));
             let batch = {
                 let mut pending = pending.lock().expect("not poisoned");
                 if let Some((info, known)) = index {
@@ -491,10 +516,12 @@ pub async fn fetch_files(
     let (jobs, queued_jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
     let (copies, queued_copies) = tokio::sync::mpsc::unbounded_channel();
     let refetch = jobs.clone();
-    let (remaining_ref, to_index_ref, copied_ref, finish_ref) = (&remaining, &to_index, &copied, &finish);
+    let (remaining_ref, to_index_ref, copied_ref, borrowed_ref, finish_ref) =
+        (&remaining, &to_index, &copied, &borrowed, &finish);
     // Moves the queues' senders in: they close when planning ends, however it ends.
     let planning = async move {
-        let (remaining, to_index, copied, finish) = (remaining_ref, to_index_ref, copied_ref, finish_ref);
+        let (remaining, to_index, copied, borrowed, finish) =
+            (remaining_ref, to_index_ref, copied_ref, borrowed_ref, finish_ref);
         let ahead = Arc::new(Semaphore::new(PLANNED_AHEAD));
         let mut deduplicated = 0u64;
         let todo: Vec<&([u8; 32], FileInfo)> = files.iter().filter(|(hash, _)| !ctx.store.has_file(hash)).collect();
@@ -517,19 +544,23 @@ pub async fn fetch_files(
                 let (hash, info) = todo[next];
                 next += 1;
                 let (store, h, i, info) = (ctx.store.clone(), *hash, info.clone(), Arc::new(info.clone()));
-                preparing.spawn_blocking(move || prepare(&store, h, i).map(|plan| (h, info, plan, planned)));
+                preparing.spawn_blocking(move || prepare(&store, h, i, link).map(|plan| (h, info, plan, planned)));
             }
             let Some(prepared) = preparing.join_next().await else { break };
-            let (hash, info, Plan { assembly, reused, runs, locations }, planned) =
+            let (hash, info, Plan { assembly, reused, runs, links, pins, planned: borrows, locations }, planned) =
                 prepared.map_err(|e| SyncError::Content(e.to_string()))??;
             deduplicated += reused;
+            if !borrows.is_empty() {
+                copied.lock().expect("not poisoned").insert(hash);
+            }
+            borrowed.lock().expect("not poisoned").insert(hash, (links, pins));
             let known = locations.iter().map(Option::is_some).collect();
             to_index.lock().expect("not poisoned").insert(hash, (info, known));
             let assembly = Arc::new(assembly);
             if ctx.store.landings().fetching(&hash) {
                 // What an interrupted fetch left, checked again: clients may be served it now.
                 for i in (0..assembly.chunks().len()).filter(|&i| assembly.has(i)) {
-                    if !runs.iter().any(|run| (run.first..run.first + run.count).contains(&i)) {
+                    if !borrows.iter().any(|run| run.contains(&i)) {
                         ctx.store.landings().land(&hash, i, 1);
                     }
                 }
@@ -542,7 +573,6 @@ pub async fn fetch_files(
             }
             remaining.lock().expect("not poisoned").insert(hash, (waits, assembly.clone(), planned));
             if !runs.is_empty() {
-                copied.lock().expect("not poisoned").insert(hash);
                 let _ = copies.send((hash, assembly.clone(), runs));
             }
             for r in ranges {
@@ -566,7 +596,8 @@ pub async fn fetch_files(
             tasks.spawn_blocking(move || {
                 let mut failed = Vec::new();
                 for run in runs {
-                    match assembly.copy_in(run.first, &run.source, run.at, run.len) {
+                    let copy = run.pieces.iter().try_for_each(|p| assembly.copy_in(p.to, &p.source, p.at, p.len));
+                    match copy {
                         Ok(()) => store.landings().land(&hash, run.first, run.count),
                         Err(e) => {
                             tracing::warn!(file = hex(&hash), "copying stored chunks failed, fetching them: {e}");
@@ -702,8 +733,11 @@ impl std::ops::Add for Fetched {
 ///
 /// What an interrupted fetch left in the partial copy is kept (read and checked again: it was
 /// written by a process that may have stopped half-way), then chunks other stored files hold
-/// at consecutive offsets (the unchanged parts of a new version) are planned as runs to copy.
-fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<Plan, StoreError> {
+/// at consecutive offsets (the unchanged parts of a new version) are planned as links to those
+/// files (`link`: the new file borrows the bytes, see [`crate::store::links`]) or as runs to
+/// copy. Either way the bytes are taken from where they are held ([`Store::resolve`]: a file
+/// with links of its own is not linked to through them), and those files stay pinned.
+fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<Plan, StoreError> {
     let (partial, existed) = store.partial(&hash, info.size)?;
     let mut assembly = Assembly::new(partial, info.chunks);
     let mut reused = 0u64;
@@ -712,7 +746,7 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<Plan, StoreE
     }
     let locations = store.chunk_locations(assembly.chunks())?;
     let mut sources: HashMap<[u8; 32], Option<Arc<std::fs::File>>> = HashMap::new();
-    let mut runs = Vec::new();
+    let (mut runs, mut links, mut pins, mut planned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut i = 0;
     while i < locations.len() {
         let Some((source, at)) = locations[i].filter(|_| !assembly.has(i)) else {
@@ -727,14 +761,40 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo) -> Result<Plan, StoreE
             end += u64::from(chunks[j].len);
             j += 1;
         }
-        // A file gone since its chunks were recorded is simply not used: they are fetched.
-        if let Some(file) = sources.entry(source).or_insert_with(|| store.open_stored(&source).map(Arc::new)) {
-            reused += assembly.plan_copy(i, j - i).chunks;
-            runs.push(CopyRun { first: i, count: j - i, source: file.clone(), at, len: end - at });
+        // A file gone since its chunks were recorded (or being removed) is simply not used:
+        // its chunks are fetched.
+        let Some((pieces, pinned)) = store.resolve(&source, at, end - at)? else {
+            i = j;
+            continue;
+        };
+        let mut dest = assembly.offset(i);
+        let mut copies = Vec::new();
+        for (file, from, len) in pieces {
+            if link {
+                links.push(Link { at: dest, len, source: file, source_at: from });
+            } else {
+                let Some(open) = sources.entry(file).or_insert_with(|| store.open_stored(&file).map(Arc::new)) else {
+                    break;
+                };
+                copies.push(CopyPiece { source: open.clone(), at: from, to: dest, len });
+            }
+            dest += len;
+        }
+        if !link && copies.iter().map(|c| c.len).sum::<u64>() != end - at {
+            i = j;
+            continue;
+        }
+        reused += assembly.plan_copy(i, j - i).chunks;
+        pins.extend(pinned);
+        planned.push(i..j);
+        if !link {
+            runs.push(CopyRun { first: i, count: j - i, pieces: copies });
         }
         i = j;
     }
-    Ok(Plan { assembly, reused, runs, locations })
+    let size = assembly.chunks().iter().map(|c| u64::from(c.len)).sum();
+    let links = (!links.is_empty()).then(|| Links::new(size, links));
+    Ok(Plan { assembly, reused, runs, links, pins, planned, locations })
 }
 
 /// Where the bytes around a missing range are stored here: the delta a range is asked as.
@@ -907,7 +967,9 @@ impl Fetching {
         let me = self.clone();
         tokio::spawn(async move {
             let upstream = transport::peer_label(&connection);
-            let result = fetch_files(&connection, &upstream, &[(hash, info.clone())], &ctx).await.map(|(got, _)| got);
+            // Copies, not links: clients are answered from the partial copy as its chunks land.
+            let result =
+                fetch_files(&connection, &upstream, &[(hash, info.clone())], false, &ctx).await.map(|(got, _)| got);
             match result {
                 Ok(_) => {
                     let store = ctx.store.clone();

@@ -84,19 +84,49 @@ impl Store {
         let mut report = FsckReport { stray, role: role.clone(), ..FsckReport::default() };
         let mut buf = vec![0u8; 1 << 20];
         for (hash, path) in blobs {
-            let mut file = File::open(&path).map_err(io_err(&path))?;
+            let size = self.file_info(&hash)?.map(|i| i.size);
+            // Through its links: the bytes it borrows are hashed where they are.
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path, error: e }),
+            };
+            let on_disk = file.metadata().map_err(io_err(&path))?.len();
+            let links = match Links::read(&file, on_disk, size) {
+                Ok(links) => links,
+                Err(LinksError::Io(e)) => return Err(StoreError::Io { path, error: e }),
+                Err(e) => {
+                    tracing::error!(file = hex(&hash), "{}: {e}", path.display());
+                    report.checked += 1;
+                    report.damaged.push(hex(&hash));
+                    if repair {
+                        self.remove_blob(&hash);
+                        report.removed += 1;
+                    }
+                    continue;
+                }
+            };
+            drop(file);
+            let len: io::Result<u64> = Ok(links.as_ref().map_or(on_disk, |l| l.size));
+            let len = len.map_err(io_err(&path))?;
+            report.linked += u64::from(links.is_some());
             let mut hasher = blake3::Hasher::new();
-            loop {
-                let n = file.read(&mut buf).map_err(io_err(&path))?;
-                if n == 0 {
+            let mut at = 0u64;
+            let mut whole = true;
+            while at < len {
+                let n = usize::try_from((len - at).min(buf.len() as u64)).expect("at most the buffer");
+                if !self.read_blob(&hash, size.or(links.as_ref().map(|l| l.size)), at, &mut buf[..n])? {
+                    // Gone meanwhile, or a source it links to is.
+                    whole = false;
                     break;
                 }
                 hasher.update(&buf[..n]);
+                at += n as u64;
                 report.bytes += n as u64;
                 progress(report.bytes);
             }
             report.checked += 1;
-            if hasher.finalize().as_bytes() != &hash {
+            if !whole || hasher.finalize().as_bytes() != &hash {
                 report.damaged.push(hex(&hash));
                 if repair {
                     self.remove_blob(&hash);
@@ -187,10 +217,41 @@ impl Store {
                 report.blobs_in_grace += 1;
             }
         })?;
-        for hash in victims {
-            report.bytes_freed += self.remove_blob(&hash);
+        // Files that files kept link to are made unneeded first: the linked bytes are copied
+        // into the files borrowing them. A victim a sync is linking to right now is spared.
+        let unpinned = self.pins.doom(victims.clone());
+        report.blobs_in_grace += (victims.len() - unpinned.len()) as u64;
+        let doomed: HashSet<[u8; 32]> = unpinned.iter().copied().collect();
+        let mut kept_for = HashSet::new();
+        let mut borrowers = Vec::new();
+        self.for_each_blob(|hash, _, _| {
+            if !doomed.contains(&hash) {
+                borrowers.push(hash);
+            }
+        })?;
+        for hash in borrowers {
+            let size = self.file_info(&hash)?.map(|i| i.size);
+            let Ok(Some(Blob { links: Some(links), .. })) = self.open_blob(&hash, size) else { continue };
+            let sources: Vec<[u8; 32]> = links.sources().into_iter().filter(|s| doomed.contains(s)).collect();
+            if sources.is_empty() {
+                continue;
+            }
+            match self.make_whole(&hash) {
+                Ok(()) => report.files_made_whole += 1,
+                Err(e) => {
+                    tracing::warn!(
+                        file = hex(&hash),
+                        "copying the bytes a file borrows into it failed, keeping their files: {e}"
+                    );
+                    kept_for.extend(sources);
+                }
+            }
+        }
+        for hash in unpinned.iter().filter(|h| !kept_for.contains(*h)) {
+            report.bytes_freed += self.remove_blob(hash);
             report.blobs_removed += 1;
         }
+        self.pins.spare(&unpinned);
         // Partial files nothing needs any more.
         if let Ok(entries) = fs::read_dir(self.root.join("partial")) {
             for e in entries.filter_map(Result::ok) {
@@ -208,6 +269,34 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+impl Store {
+    /// Copies the bytes a stored file borrows ([`links`]) into it, then cuts off its links: it
+    /// holds every byte again. Each step leaves a file that reads the same (the links are cut
+    /// only once the copies are on the disk).
+    pub(super) fn make_whole(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        let path = self.blob_path(hash);
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        let size = self.file_info(hash)?.map(|i| i.size);
+        let Some(links) = Links::read(&file, len, size)
+            .map_err(|e| StoreError::Io { path: path.clone(), error: io::Error::other(e.to_string()) })?
+        else {
+            return Ok(());
+        };
+        for l in links.links() {
+            let source = self.blob_path(&l.source);
+            let from = File::open(&source).map_err(io_err(&source))?;
+            crate::disk::copy_range(&from, l.source_at, &file, l.at, l.len).map_err(io_err(&path))?;
+        }
+        file.sync_data().map_err(io_err(&path))?;
+        file.set_len(links.size).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        self.linked_files().remove(hash);
+        self.bytes.fetch_sub(len - links.size, Ordering::Relaxed);
+        Ok(())
     }
 }
 

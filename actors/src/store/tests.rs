@@ -115,10 +115,16 @@ fn partial_files_survive_a_restart() {
 }
 
 fn package(store: &Store, name: &str, content: &[u8]) -> ([u8; 32], [u8; 32]) {
-    use outpost_protocol::control::Control;
-    use outpost_protocol::package::FileEntry;
     let (hash, info) = info_of(content);
     store.put_file(&hash, &info, &mut &content[..]).unwrap();
+    (record_of(store, name, &hash, &info), hash)
+}
+
+/// Records a package of one stored file; returns its manifest hash.
+fn record_of(store: &Store, name: &str, hash: &[u8; 32], info: &FileInfo) -> [u8; 32] {
+    use outpost_protocol::control::Control;
+    use outpost_protocol::package::FileEntry;
+    let (hash, info) = (*hash, info.clone());
     let control =
         Control::parse(&format!("package: {name}\nversion: 1\narchitecture: all\nsection: base\npriority: optional\n"))
             .unwrap();
@@ -126,7 +132,7 @@ fn package(store: &Store, name: &str, content: &[u8]) -> ([u8; 32], [u8; 32]) {
     let manifest = Manifest { control, files: vec![file] }.encode();
     let record = PackageRecord { manifest, signature: vec![], chain: vec![] };
     store.commit(&[(record.hash(), record.encode())], &[(hash, info)], &[hash], None).unwrap();
-    (record.hash(), hash)
+    record.hash()
 }
 
 #[test]
@@ -277,4 +283,130 @@ fn chunks_are_located_in_the_files_that_hold_them() {
     assert_eq!(from, HashSet::from([a_hash, ab_hash]), "found in both files");
     assert!(located.iter().filter(|l| l.is_some()).count() >= a_info.chunks.len() / 2 + 20);
     assert!(located[located.len() - 1].is_none());
+}
+
+/// Stores `new`, which differs from the stored `old` only in `changed`, as a sync does: the
+/// changed bytes written, the rest linked to `old`.
+fn linked_version(store: &Store, old: &[u8; 32], new: &[u8], changed: std::ops::Range<usize>) -> ([u8; 32], FileInfo) {
+    let (hash, info) = info_of(new);
+    let (partial, _) = store.partial(&hash, info.size).unwrap();
+    partial.write_at(changed.start as u64, &new[changed.clone()]).unwrap();
+    let links = Links::new(
+        info.size,
+        vec![
+            Link { at: 0, len: changed.start as u64, source: *old, source_at: 0 },
+            Link {
+                at: changed.end as u64,
+                len: (new.len() - changed.end) as u64,
+                source: *old,
+                source_at: changed.end as u64,
+            },
+        ],
+    );
+    partial.append_links(&links).unwrap();
+    partial.sync_data().unwrap();
+    store.finish(partial, false).unwrap();
+    store.add_complete(&[(hash, info.clone())]).unwrap();
+    (hash, info)
+}
+
+/// Bytes of the disk a stored file takes.
+#[cfg(unix)]
+fn allocated(store: &Store, hash: &[u8; 32]) -> u64 {
+    std::os::unix::fs::MetadataExt::blocks(&fs::metadata(store.blob_path(hash)).unwrap()) * 512
+}
+
+#[test]
+fn a_file_borrowing_bytes_from_another_reads_whole_and_is_checked_through_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let old = noise(600_000, 61);
+    let (old_hash, old_info) = info_of(&old);
+    store.put_file(&old_hash, &old_info, &mut old.as_slice()).unwrap();
+    store.add_complete(&[(old_hash, old_info)]).unwrap();
+    let mut new = old;
+    new[200_000..220_000].copy_from_slice(&noise(20_000, 62));
+    let (hash, info) = linked_version(&store, &old_hash, &new, 200_000..220_000);
+    let on_disk = fs::metadata(store.blob_path(&hash)).unwrap().len();
+    assert!(on_disk > info.size, "the links follow the file's bytes");
+    #[cfg(unix)]
+    assert!(allocated(&store, &hash) < 100_000, "only the changed bytes are written: {}", allocated(&store, &hash));
+
+    // Every way of reading it gives the new version's bytes.
+    for (offset, len) in [(0u64, 600_000u32), (190_000, 40_000), (219_999, 2), (599_000, 1000)] {
+        let got = store.read_range(&hash, &info, offset, len).unwrap().unwrap();
+        assert_eq!(got, new[offset as usize..(offset + u64::from(len)) as usize], "{offset}+{len}");
+    }
+    assert_eq!(store.read_stored(&hash, 100_000, 150_000).unwrap(), new[100_000..250_000]);
+    let report = store.fsck(false, &mut |_| {}).unwrap();
+    assert_eq!((report.checked, report.damaged.len(), report.linked), (2, 0, 1));
+    assert_eq!(report.bytes, 1_200_000, "the file's own size, not its trailer, is hashed");
+
+    // What a sync copying or linking from the new file is given: where the bytes really are.
+    let (pieces, pins) = store.resolve(&hash, 150_000, 100_000).unwrap().unwrap();
+    assert_eq!(pieces, vec![(old_hash, 150_000, 50_000), (hash, 200_000, 20_000), (old_hash, 220_000, 30_000)]);
+    assert_eq!(pins.len(), 2);
+    // A file cut short does not hold what its chunks said.
+    assert!(store.resolve(&old_hash, 500_000, 200_000).unwrap().is_none());
+
+    // Its links damaged on the disk: fsck says so (and leaves it without --repair); a read
+    // refuses it and removes it.
+    let path = store.blob_path(&hash);
+    let mut bytes = fs::read(&path).unwrap();
+    let k = bytes.len() - 30;
+    bytes[k] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    store.linked_files().clear();
+    let report = store.fsck(false, &mut |_| {}).unwrap();
+    assert_eq!(report.damaged, vec![hex(&hash)]);
+    assert!(store.has_file(&hash), "fsck without --repair removes nothing");
+    assert!(matches!(store.read_range(&hash, &info, 0, 10), Err(StoreError::Damaged(_))));
+    assert!(!store.has_file(&hash) && store.has_file(&old_hash));
+
+    // The file it borrows from gone: reads of the borrowed bytes find it damaged.
+    let (hash, info) = linked_version(&store, &old_hash, &new, 200_000..220_000);
+    assert_eq!(store.read_range(&hash, &info, 200_000, 1000).unwrap().unwrap(), new[200_000..201_000]);
+    fs::remove_file(store.blob_path(&old_hash)).unwrap();
+    assert_eq!(store.fsck(false, &mut |_| {}).unwrap().damaged, vec![hex(&hash)]);
+    assert!(store.read_stored(&hash, 0, 100).is_none());
+    assert!(matches!(store.read_range(&hash, &info, 0, 10), Err(StoreError::Damaged(_))));
+    assert!(!store.has_file(&hash));
+}
+
+#[test]
+fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync_holds_it() {
+    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+    let old = noise(500_000, 71);
+    let (m1, old_hash) = package(&store, "app", &old);
+    let mut new = old;
+    new[300_000..310_000].copy_from_slice(&noise(10_000, 72));
+    let (hash, info) = linked_version(&store, &old_hash, &new, 300_000..310_000);
+    let m2 = record_of(&store, "app", &hash, &info);
+    for (seq, m) in [(1u64, m1), (2, m2)] {
+        let mut snap = Snapshot::empty("main", seq, 0, 10);
+        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
+        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
+    }
+    // A sync linking to the old file right now: it stays, and so do the links.
+    let held = store.resolve(&old_hash, 0, 1000).unwrap().unwrap();
+    let r = store.gc(1, Duration::ZERO).unwrap();
+    assert_eq!((r.blobs_removed, r.blobs_in_grace, r.files_made_whole), (0, 1, 0));
+    assert!(store.has_file(&old_hash));
+    assert!(fs::metadata(store.blob_path(&hash)).unwrap().len() > info.size);
+    drop(held);
+
+    let r = store.gc(1, Duration::ZERO).unwrap();
+    assert_eq!((r.blobs_removed, r.files_made_whole), (1, 1));
+    assert!(!store.has_file(&old_hash));
+    assert_eq!(fs::metadata(store.blob_path(&hash)).unwrap().len(), info.size, "no links left");
+    assert_eq!(store.read_range(&hash, &info, 0, 500_000).unwrap().unwrap(), new);
+    store.recheck(&hash);
+    assert_eq!(store.read_range(&hash, &info, 0, 500_000).unwrap().unwrap(), new, "checked from the disk");
+    let report = store.fsck(false, &mut |_| {}).unwrap();
+    assert_eq!((report.checked, report.damaged.len(), report.linked), (1, 0, 0));
+    // Once removed, a file cannot be linked to.
+    assert!(store.resolve(&old_hash, 0, 1000).unwrap().is_none());
 }
