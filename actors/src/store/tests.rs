@@ -410,3 +410,32 @@ fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync
     // Once removed, a file cannot be linked to.
     assert!(store.resolve(&old_hash, 0, 1000).unwrap().is_none());
 }
+
+/// A file whose borrowed bytes cannot be copied back (here its source was cut short on the
+/// disk; a full disk fails the same way) keeps its links, and garbage collection keeps the
+/// source: nothing a kept snapshot needs is removed.
+#[test]
+fn gc_keeps_a_source_whose_bytes_could_not_be_given_back() {
+    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+    let old = noise(400_000, 91);
+    let (m1, old_hash) = package(&store, "app", &old);
+    let mut new = old;
+    new[100_000..110_000].copy_from_slice(&noise(10_000, 92));
+    let (hash, info) = linked_version(&store, &old_hash, &new, 100_000..110_000);
+    let m2 = record_of(&store, "app", &hash, &info);
+    for (seq, m) in [(1u64, m1), (2, m2)] {
+        let mut snap = Snapshot::empty("main", seq, 0, 10);
+        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
+        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
+    }
+    fs::OpenOptions::new().write(true).open(store.blob_path(&old_hash)).unwrap().set_len(300_000).unwrap();
+    let r = store.gc(1, Duration::ZERO).unwrap();
+    assert_eq!((r.blobs_removed, r.files_made_whole), (0, 0));
+    assert!(store.has_file(&old_hash), "the source stays");
+    assert!(fs::metadata(store.blob_path(&hash)).unwrap().len() > info.size, "the links stay");
+    // The file is still read through its links (what its source lost is found damaged there).
+    assert_eq!(store.read_range(&hash, &info, 0, 200_000).unwrap().unwrap(), new[..200_000]);
+}
