@@ -135,22 +135,27 @@ fn record_of(store: &Store, name: &str, hash: &[u8; 32], info: &FileInfo) -> [u8
     record.hash()
 }
 
+/// Commits a snapshot of each package of `manifests` in turn (sequences 1, 2, …).
+fn snapshots_of(store: &Store, manifests: &[[u8; 32]]) {
+    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
+    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
+    for (seq, m) in (1u64..).zip(manifests) {
+        let mut snap = Snapshot::empty("main", seq, 0, 10);
+        snap.entries.push(SnapshotEntry { control: vec![], manifest: *m, size: 1 });
+        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
+    }
+}
+
 #[test]
 fn gc_drops_what_no_kept_snapshot_references() {
-    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
     let (m1, f1) = package(&store, "one", b"first package content");
     let (m2, f2) = package(&store, "two", b"second package content");
     let orphan = b"orphan".to_vec();
     let (oh, oi) = info_of(&orphan);
     store.put_file(&oh, &oi, &mut orphan.as_slice()).unwrap();
-    for (seq, m) in [(1u64, m1), (2, m2)] {
-        let mut snap = Snapshot::empty("main", seq, 0, 10);
-        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
-        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
-    }
+    snapshots_of(&store, &[m1, m2]);
     let r = store.gc(1, Duration::from_secs(3600)).unwrap();
     assert_eq!((r.snapshots_dropped, r.blobs_removed, r.blobs_in_grace), (1, 0, 2));
     assert!(store.has_file(&f1) && store.has_file(&oh));
@@ -167,10 +172,8 @@ fn gc_drops_what_no_kept_snapshot_references() {
 /// version's sync finds them (and their neighbours through the kept file's chunk list).
 #[test]
 fn gc_keeps_the_shared_chunks_of_kept_files_indexed() {
-    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
     let old = noise(300_000, 51);
     let mut new = old[..150_000].to_vec();
     new.extend_from_slice(&noise(150_000, 52));
@@ -179,11 +182,7 @@ fn gc_keeps_the_shared_chunks_of_kept_files_indexed() {
     let new_info = store.file_info(&f2).unwrap().unwrap();
     let before = locations_of(&store, &new_info.chunks);
     assert!(before.iter().any(|l| l.is_some_and(|(file, _)| file == f1)), "shared chunks are indexed at the old file");
-    for (seq, m) in [(1u64, m1), (2, m2)] {
-        let mut snap = Snapshot::empty("main", seq, 0, 10);
-        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
-        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
-    }
+    snapshots_of(&store, &[m1, m2]);
     let r = store.gc(1, Duration::ZERO).unwrap();
     assert_eq!(r.blobs_removed, 1);
     assert!(!store.has_file(&f1) && store.has_file(&f2));
@@ -375,21 +374,15 @@ fn a_file_borrowing_bytes_from_another_reads_whole_and_is_checked_through_them()
 
 #[test]
 fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync_holds_it() {
-    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
     let old = noise(500_000, 71);
     let (m1, old_hash) = package(&store, "app", &old);
     let mut new = old;
     new[300_000..310_000].copy_from_slice(&noise(10_000, 72));
     let (hash, info) = linked_version(&store, &old_hash, &new, 300_000..310_000);
     let m2 = record_of(&store, "app", &hash, &info);
-    for (seq, m) in [(1u64, m1), (2, m2)] {
-        let mut snap = Snapshot::empty("main", seq, 0, 10);
-        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
-        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
-    }
+    snapshots_of(&store, &[m1, m2]);
     // A sync linking to the old file right now: it stays, and so do the links.
     let held = store.resolve(&old_hash, 0, 1000).unwrap().unwrap();
     let r = store.gc(1, Duration::ZERO).unwrap();
@@ -416,21 +409,15 @@ fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync
 /// source: nothing a kept snapshot needs is removed.
 #[test]
 fn gc_keeps_a_source_whose_bytes_could_not_be_given_back() {
-    use outpost_protocol::snapshot::{Snapshot, SnapshotEntry};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let key = outpost_protocol::pki::PrivateKey::generate().unwrap();
     let old = noise(400_000, 91);
     let (m1, old_hash) = package(&store, "app", &old);
     let mut new = old;
     new[100_000..110_000].copy_from_slice(&noise(10_000, 92));
     let (hash, info) = linked_version(&store, &old_hash, &new, 100_000..110_000);
     let m2 = record_of(&store, "app", &hash, &info);
-    for (seq, m) in [(1u64, m1), (2, m2)] {
-        let mut snap = Snapshot::empty("main", seq, 0, 10);
-        snap.entries.push(SnapshotEntry { control: vec![], manifest: m, size: 1 });
-        store.commit(&[], &[], &[], Some((seq, &snap.sign(&key, &[])))).unwrap();
-    }
+    snapshots_of(&store, &[m1, m2]);
     fs::OpenOptions::new().write(true).open(store.blob_path(&old_hash)).unwrap().set_len(300_000).unwrap();
     let r = store.gc(1, Duration::ZERO).unwrap();
     assert_eq!((r.blobs_removed, r.files_made_whole), (0, 0));
