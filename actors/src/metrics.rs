@@ -31,6 +31,8 @@ pub struct RepoMetrics {
     pub chunks_fetched: Counter,
     /// Chunks a sync needed that were already stored.
     pub chunks_deduplicated: Counter,
+    /// Bytes new files borrow from the files held instead of holding a copy.
+    pub borrowed_bytes: Counter,
     /// Byte ranges served to clients.
     pub ranges_served: Counter,
     /// Byte ranges served from memory: read for another client asking for the same bytes.
@@ -80,6 +82,7 @@ impl Default for RepoMetrics {
             received_bytes: Family::default(),
             chunks_fetched: Counter::default(),
             chunks_deduplicated: Counter::default(),
+            borrowed_bytes: Counter::default(),
             ranges_served: Counter::default(),
             ranges_shared: Counter::default(),
             ranges_relayed: Counter::default(),
@@ -142,6 +145,11 @@ impl RepoMetrics {
             "chunks_deduplicated",
             "Chunks a sync needed and found locally (in other files, or left by an interrupted sync)",
             self.chunks_deduplicated.clone(),
+        );
+        r.register(
+            "borrowed_bytes",
+            "Bytes of new files a sync left in the files held (linked, not copied or written again)",
+            self.borrowed_bytes.clone(),
         );
         r.register("ranges_served", "Byte ranges of files served to clients", self.ranges_served.clone());
         r.register(

@@ -324,6 +324,8 @@ fn an_edge_killed_during_an_update_resumes_it_and_borrows_the_unchanged_bytes() 
     assert!(reused >= had + 0.4 * total, "kept {had} fetched before the kill and the unchanged half ({reused} reused)");
     let path = blob(&edge.data, &v2);
     assert!(std::fs::metadata(&path).unwrap().len() > v2.len() as u64, "it borrows bytes");
+    let borrowed = edge.metric("outpost_repo_borrowed_bytes_total", "");
+    assert!((3_800_000.0..4_000_000.0).contains(&borrowed), "the unchanged half is borrowed: {borrowed} bytes");
     let written = allocated(&path);
     assert!(written.is_none_or(|w| w < 5_000_000), "{written:?} bytes written for 4 MB changed of 8 MB");
     let pulled = c.client(&["repo", "pull", "app=2", "--out", "p"], &edge.addr).ok();

@@ -470,6 +470,7 @@ pub async fn fetch_files(
         let checked_here = !copied.lock().expect("not poisoned").contains(&hash);
         let index = to_index.lock().expect("not poisoned").remove(&hash);
         let (links, pins) = borrowed.lock().expect("not poisoned").remove(&hash).unwrap_or_default();
+        let borrowed_bytes = ctx.metrics.borrowed_bytes.clone();
         let (pending, indexed) = (pending.clone(), indexed.clone());
         finishing.lock().expect("not poisoned").spawn_blocking(move || {
             let partial =
@@ -480,6 +481,7 @@ pub async fn fetch_files(
             partial.sync_data()?;
             store.finish(partial, checked_here)?;
             drop((planned, pins));
+            borrowed_bytes.inc_by(links.as_ref().map_or(0, Links::linked_bytes));
             let batch = {
                 let mut pending = pending.lock().expect("not poisoned");
                 if let Some((info, known)) = index {
