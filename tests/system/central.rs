@@ -353,6 +353,12 @@ fn bad_reports_are_rejected_or_answered_with_a_full_report_request_and_store_not
     // The forged report came alone: it spoiled no batch of others' reports.
     let scraped = server.scrape_opt().unwrap_or_default();
     assert!(scraped.lines().any(|l| l == "outpost_central_report_batches_redone_total 0"), "{scraped}");
+    // The journal's troubles are exported (none here).
+    for troubles in
+        ["outpost_central_journal_fold_failures_total 0", "outpost_central_journal_damaged_segments_total 0"]
+    {
+        assert!(scraped.lines().any(|l| l == troubles), "{troubles}: {scraped}");
+    }
 }
 
 /// Reports answered before central is killed (SIGKILL, as a crash or a power cut) are all there

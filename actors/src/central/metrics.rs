@@ -38,6 +38,10 @@ pub struct CentralMetrics {
     /// Hosts whose certificate clashes with another's (same UUID or name), or is used by two
     /// machines at once.
     pub identity_clashes: Gauge,
+    /// Folds of the journal into the tables that failed (redb; each tried again).
+    pub fold_failures: Counter,
+    /// Journal segments found damaged before their end at the start (redb).
+    pub damaged_segments: Counter,
     /// Reports durable in the journal and not yet folded into the tables (redb).
     pub unfolded: Gauge,
     /// Batches of report signatures that did not verify and were checked again one by one.
@@ -61,6 +65,8 @@ impl Default for CentralMetrics {
             handshakes: Family::default(),
             identity_clashes: Gauge::default(),
             unfolded: Gauge::default(),
+            fold_failures: Counter::default(),
+            damaged_segments: Counter::default(),
             batches_redone: Counter::default(),
         }
     }
@@ -115,6 +121,16 @@ impl CentralMetrics {
             "journal_reports",
             "Reports durable in central's journal and not yet folded into its tables (redb; folded every second or 16,384 reports: a figure that keeps growing means folds fail, see the log)",
             self.unfolded.clone(),
+        );
+        r.register(
+            "journal_fold_failures",
+            "Folds of central's journal into its tables that failed (redb; each tried again a second later, the reports kept in the journal meanwhile: see the log)",
+            self.fold_failures.clone(),
+        );
+        r.register(
+            "journal_damaged_segments",
+            "Journal segments central found damaged before their end at its start (redb; the reports after the damage were lost and their hosts asked for full reports: check the disk)",
+            self.damaged_segments.clone(),
         );
         r.register(
             "hosts_snapshot_expired",

@@ -368,6 +368,9 @@ impl Central {
         }
         self.metrics.connected.set(i64::try_from(self.agents.len()).unwrap_or(i64::MAX));
         self.metrics.unfolded.set(i64::try_from(self.store.unfolded()).unwrap_or(i64::MAX));
+        let (failed_folds, damaged) = self.store.journal_troubles();
+        self.metrics.fold_failures.inc_by(failed_folds.saturating_sub(self.metrics.fold_failures.get()));
+        self.metrics.damaged_segments.inc_by(damaged.saturating_sub(self.metrics.damaged_segments.get()));
         self.metrics.snapshot_expired.set(self.fleet.snapshot_expired());
         self.metrics.identity_clashes.set(self.fleet.clashes());
     }

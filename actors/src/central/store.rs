@@ -8,6 +8,7 @@
 //! the tables in large batches ([`journal`]); everything else is committed to the tables.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -384,6 +385,11 @@ pub struct RedbStore {
     db: Arc<Database>,
     writer: mpsc::UnboundedSender<ToWriter>,
     overlay: Arc<Mutex<journal::Overlay>>,
+    /// Folds of the journal into the tables that failed (each tried again a second later).
+    fold_failures: Arc<AtomicU64>,
+    /// Journal segments found damaged before their end at the start (the reports after the
+    /// damage lost; their hosts asked for full reports).
+    damaged_segments: u64,
 }
 
 /// Everything loaded at start.
@@ -450,14 +456,16 @@ impl CentralStore {
             }
         }
         txn.commit().map_err(db_error)?;
-        let (journal_dir, segment) = recover_journal(&database, dir)?;
+        let (journal_dir, segment, damaged_segments) = recover_journal(&database, dir)?;
         let database = Arc::new(database);
         let overlay = Arc::new(Mutex::new(journal::Overlay::default()));
         let (fold_tx, fold_rx) = std::sync::mpsc::channel();
-        let (folder_db, folder_overlay, folder_dir) = (database.clone(), overlay.clone(), journal_dir.clone());
+        let fold_failures = Arc::new(AtomicU64::new(0));
+        let (folder_db, folder_overlay, folder_dir, failures) =
+            (database.clone(), overlay.clone(), journal_dir.clone(), fold_failures.clone());
         std::thread::Builder::new()
             .name("central-folder".into())
-            .spawn(move || folder(&folder_db, &folder_overlay, &folder_dir, fold_rx))
+            .spawn(move || folder(&folder_db, &folder_overlay, &folder_dir, fold_rx, &failures))
             .map_err(CentralDbError::Thread)?;
         // Unbounded on purpose: the central actor queues from synchronous handlers, and what it
         // queues is bounded upstream (a job per accepted request, requests bounded by the
@@ -476,7 +484,7 @@ impl CentralStore {
             .name("central-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(CentralDbError::Thread)?;
-        Ok(Self::Redb(RedbStore { db: database, writer: tx, overlay }))
+        Ok(Self::Redb(RedbStore { db: database, writer: tx, overlay, fold_failures, damaged_segments }))
     }
 
     /// Reports durable in the journal and not yet folded into the tables (0 on PostgreSQL).
@@ -484,6 +492,15 @@ impl CentralStore {
         match self {
             Self::Redb(r) => r.overlay.lock().expect("not poisoned").layers().map(|l| l.reports).sum(),
             Self::Postgres(_) => 0,
+        }
+    }
+
+    /// The journal's troubles so far: folds that failed (each tried again), and segments found
+    /// damaged before their end at the start (none on PostgreSQL).
+    pub fn journal_troubles(&self) -> (u64, u64) {
+        match self {
+            Self::Redb(r) => (r.fold_failures.load(Ordering::Relaxed), r.damaged_segments),
+            Self::Postgres(_) => (0, 0),
         }
     }
 
@@ -702,8 +719,9 @@ fn journal_id(db: &Database) -> Result<u64, CentralDbError> {
 }
 
 /// Applies what the journal in `dir/journal` holds beyond the last fold to the tables, removes
-/// its segments, and starts the next one. Before anything is read.
-fn recover_journal(db: &Database, dir: &Path) -> Result<(PathBuf, journal::Segment), CentralDbError> {
+/// its segments, and starts the next one. Before anything is read. Returns the journal's
+/// folder, the new segment, and how many segments were found damaged before their end.
+fn recover_journal(db: &Database, dir: &Path) -> Result<(PathBuf, journal::Segment, u64), CentralDbError> {
     let journal_dir = dir.join("journal");
     let io = |source| CentralDbError::Folder { path: journal_dir.clone(), source };
     let folded = {
@@ -724,7 +742,7 @@ fn recover_journal(db: &Database, dir: &Path) -> Result<(PathBuf, journal::Segme
         journal::remove(&journal_dir, *generation);
     }
     let segment = journal::Segment::create(&journal_dir, journal_id(db)?, found.last + 1).map_err(io)?;
-    Ok((journal_dir, segment))
+    Ok((journal_dir, segment, found.damaged.len() as u64))
 }
 
 /// Writes `layer`'s reports into the tables, and its generation as folded, in one durable
@@ -783,13 +801,20 @@ type ToFolder = (Option<Arc<journal::Layer>>, Option<oneshot::Sender<()>>);
 /// Folds the layers the writer hands over, in order, then drops each from the overlay and
 /// removes its segment. A fold that fails is tried again (its reports stay in the journal and
 /// in memory meanwhile); `done` senders are answered once everything before them is folded.
-fn folder(db: &Database, overlay: &Mutex<journal::Overlay>, dir: &Path, rx: std::sync::mpsc::Receiver<ToFolder>) {
+fn folder(
+    db: &Database,
+    overlay: &Mutex<journal::Overlay>,
+    dir: &Path,
+    rx: std::sync::mpsc::Receiver<ToFolder>,
+    failures: &AtomicU64,
+) {
     for (layer, done) in rx {
         if let Some(layer) = layer {
             let started = Instant::now();
             let mut tries = 0u32;
             while let Err(e) = fold_layer(db, &layer) {
                 tries += 1;
+                failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     generation = layer.generation,
                     tries,
@@ -1195,6 +1220,40 @@ mod tests {
         // Reports go on from there.
         write(&again, vec![report("fa", 3, "", "ed", false)]);
         assert_eq!(software_of(&again, "fa"), ["ed"]);
+    }
+
+    /// A segment damaged before its end is counted (`outpost_central_journal_damaged_segments`):
+    /// what follows the damage is lost, what precedes it applied; a crash's unfinished tail is
+    /// not counted.
+    #[test]
+    fn a_segment_damaged_before_its_end_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CentralStore::open(dir.path()).unwrap();
+        assert_eq!(store.journal_troubles(), (0, 0));
+        write(&store, vec![report("fa", 1, "pc-a.ex", "vim", true)]);
+        let first = std::fs::metadata(dir.path().join("journal").join(&segments(dir.path())[0])).unwrap().len();
+        write(&store, vec![report("fb", 1, "pc-b.ex", "nano", true)]);
+        write(&store, vec![report("fc", 1, "pc-c.ex", "ed", true)]);
+        let image = crash_image(dir.path());
+        let segment = image.path().join("journal").join(&segments(image.path())[0]);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        // Within the second record's payload (the first ends where the segment ended then).
+        let k = usize::try_from(first).unwrap() + 30;
+        bytes[k] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let again = CentralStore::open(image.path()).unwrap();
+        assert_eq!(again.journal_troubles(), (0, 1));
+        assert_eq!(sequence_in_tables(&again, "fa"), Some(1), "before the damage: applied");
+        assert_eq!(sequence_in_tables(&again, "fb"), None, "lost");
+        assert_eq!(sequence_in_tables(&again, "fc"), None, "after the damage: lost");
+        // A tail cut short, as a crash leaves it: not damage.
+        let image = crash_image(dir.path());
+        let segment = image.path().join("journal").join(&segments(image.path())[0]);
+        let len = std::fs::metadata(&segment).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 5).unwrap();
+        let again = CentralStore::open(image.path()).unwrap();
+        assert_eq!(again.journal_troubles(), (0, 0));
+        assert_eq!(sequence_in_tables(&again, "fb"), Some(1));
     }
 
     /// A folded segment is never applied again, even where its removal was lost: an older
