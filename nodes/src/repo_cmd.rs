@@ -45,6 +45,8 @@ pub struct MainSetup {
     pub key: outpost_protocol::pki::PrivateKey,
     /// The QUIC socket, bound before anything starts.
     pub socket: std::net::UdpSocket,
+    /// Bytes of the ranges served last kept in memory.
+    pub range_memory: usize,
 }
 
 impl MainSetup {
@@ -75,8 +77,9 @@ impl MainSetup {
             );
         }
         let key = outpost_protocol::pki::PrivateKey::from_pkcs8_der(&identity.key)?;
+        let range_memory = config::range_memory("range_memory", &c.range_memory)?;
         let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
-        Ok(Self { cfg, publisher, identity, key, socket })
+        Ok(Self { cfg, publisher, identity, key, socket, range_memory })
     }
 
     /// Starts the publisher and the server inside a running actix system; returns the task
@@ -91,6 +94,7 @@ impl MainSetup {
     ) -> Result<MainStarted> {
         let c = self.cfg;
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        store.ranges().set_budget(self.range_memory);
         store.set_role("main")?;
         let in_snapshot = store.current()?.and_then(|s| s.unverified().ok()).map(|s| s.revoked).unwrap_or_default();
         let metrics = Arc::new(RepoMetrics::default());
@@ -212,11 +216,13 @@ pub fn edge(args: &RepoEdgeArgs) -> Result<()> {
     let (keep, grace) = (cfg.keep_snapshots, config::duration("gc_grace", &cfg.gc_grace)?);
     let concurrency =
         config::count("concurrency", cfg.concurrency, 1..=1024, "ranges of 1 MiB in flight during a sync")?;
+    let range_memory = config::range_memory("range_memory", &cfg.range_memory)?;
     let socket = transport::bind(listen_addr("listen", &c.listen)?)?;
     let metrics_listener = daemon::bind_metrics(&c.metrics)?;
     daemon::run(move || async move {
         let cancel = CancellationToken::new();
         let store = Arc::new(Store::open(&c.data).with_context(|| format!("opening {}", c.data.display()))?);
+        store.ranges().set_budget(range_memory);
         store.set_role(&format!("edge {}", fill.as_str()))?;
         let metrics = Arc::new(RepoMetrics::default());
         let mut registry = Registry::default();

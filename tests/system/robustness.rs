@@ -131,6 +131,11 @@ fn values_too_large_or_meaningless_are_refused_with_the_field_named() {
         let cfg = write("edge.toml", &format!("{field} = {huge:?}\nupstreams = [\"127.0.0.1:9\"]\n"));
         refused(run_strings(c.dir(), &node_args(&c, &["repo", "edge", "--config", &cfg], &edge)), field);
     }
+    // Memory a repository keeps for the ranges it served: a size it could never hold.
+    let cfg = write("edge.toml", "range_memory = \"99TiB\"\nupstreams = [\"127.0.0.1:9\"]\n");
+    refused(run_strings(c.dir(), &node_args(&c, &["repo", "edge", "--config", &cfg], &edge)), "range_memory");
+    let cfg = write("main.toml", "range_memory = \"lots\"\n");
+    refused(run_strings(c.dir(), &node_args(&c, &["repo", "main", "--config", &cfg], &server)), "range_memory");
     for field in ["update_every", "hook_timeout"] {
         let host = Host::new(&c, &format!("pc-{field}.test"), &format!("{field} = {huge:?}"));
         refused(host.run(&["status"]), field);

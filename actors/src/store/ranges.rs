@@ -8,18 +8,20 @@
 //! chunk list when they were read, and files never change (they are named by their hash); a
 //! file that is removed, or that a client found damaged, is forgotten here at once. Ranges
 //! read more than [`IDLE`] ago are dropped (the repository's server trims them every few
-//! seconds): after a rollout an idle edge gives the memory back.
+//! seconds): after a rollout an idle edge gives the memory back. At most 64 MiB by default;
+//! repositories set it with `range_memory` ([`Ranges::set_budget`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-/// Most bytes held (ranges of up to 4 MiB, usually 1 MiB): a hundred clients of one file
-/// stay within this window of each other when they start together.
+/// Most bytes held by default (ranges of up to 4 MiB, usually 1 MiB): a hundred clients of one
+/// file stay within this window of each other when they start together.
 const BUDGET: usize = 64 * 1024 * 1024;
 
 /// Ranges read longer ago than this are dropped at the next trim: clients of one rollout ask
@@ -33,7 +35,7 @@ type Slot = Arc<OnceCell<Bytes>>;
 #[derive(Debug)]
 pub struct Ranges {
     inner: Mutex<Inner>,
-    budget: usize,
+    budget: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +65,18 @@ impl Default for Ranges {
 
 impl Ranges {
     pub(super) fn with_budget(budget: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), budget }
+        Self { inner: Mutex::new(Inner::default()), budget: AtomicUsize::new(budget) }
+    }
+
+    /// Holds at most `budget` bytes from now on (0: none; every read is the caller's own).
+    pub fn set_budget(&self, budget: usize) {
+        self.budget.store(budget, Ordering::Relaxed);
+        let mut inner = self.inner();
+        while inner.bytes > budget {
+            if !inner.drop_oldest() {
+                break;
+            }
+        }
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -125,13 +138,14 @@ impl Ranges {
         if !Arc::ptr_eq(current, slot) {
             return;
         }
-        if len > self.budget {
+        let budget = self.budget.load(Ordering::Relaxed);
+        if len > budget {
             inner.slots.remove(&key);
             return;
         }
         inner.order.push_back((key, Instant::now()));
         inner.bytes += len;
-        while inner.bytes > self.budget {
+        while inner.bytes > budget {
             if !inner.drop_oldest() {
                 break;
             }
@@ -253,5 +267,15 @@ mod tests {
         assert_eq!(ranges.bytes(), 0);
         ask(&ranges, &reads, 3, 8, vec![6; 4]).await;
         assert_eq!(reads.load(Ordering::SeqCst), 7, "a trimmed range is read again");
+        // A smaller budget set (`range_memory`) drops what is beyond it at once; none keeps nothing.
+        ask(&ranges, &reads, 5, 0, vec![7; 4]).await;
+        assert_eq!(ranges.bytes(), 8);
+        ranges.set_budget(5);
+        assert_eq!(ranges.bytes(), 4, "the oldest dropped");
+        ranges.set_budget(0);
+        assert_eq!(ranges.bytes(), 0);
+        ask(&ranges, &reads, 5, 0, vec![7; 4]).await;
+        ask(&ranges, &reads, 5, 0, vec![7; 4]).await;
+        assert_eq!((reads.load(Ordering::SeqCst), ranges.bytes()), (10, 0), "every ask reads");
     }
 }

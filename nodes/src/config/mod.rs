@@ -17,6 +17,9 @@ pub use values::*;
 /// Default port of the repository protocol.
 pub const REPO_PORT: u16 = 7443;
 
+/// A repository's memory for the ranges served last, by default.
+pub const DEFAULT_RANGE_MEMORY: &str = "64MiB";
+
 /// `outpost repo main` settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +46,10 @@ pub struct MainConfig {
     pub keep_snapshots: usize,
     /// Unreferenced blobs younger than this are not collected.
     pub gc_grace: String,
+    /// Memory for the byte ranges served last, shared by the clients asking for the same bytes
+    /// at once, like `64MiB` (each range dropped 30 s after it was read); `0` keeps none (clients
+    /// asking at the very same time still share one read).
+    pub range_memory: String,
 }
 
 impl Default for MainConfig {
@@ -59,6 +66,7 @@ impl Default for MainConfig {
             resign_every: "1d".into(),
             keep_snapshots: 10,
             gc_grace: "1h".into(),
+            range_memory: DEFAULT_RANGE_MEMORY.into(),
         }
     }
 }
@@ -110,6 +118,10 @@ pub struct EdgeConfig {
     /// The slowest transfer accepted from an upstream, like `16KiB` (per second): a slower
     /// upstream is abandoned for the next one (what was verified is kept).
     pub min_rate: String,
+    /// Memory for the byte ranges served last, shared by the clients asking for the same bytes
+    /// at once, like `64MiB` (each range dropped 30 s after it was read); `0` keeps none (clients
+    /// asking at the very same time still share one read).
+    pub range_memory: String,
 }
 
 impl Default for EdgeConfig {
@@ -134,6 +146,7 @@ impl Default for EdgeConfig {
             gc_grace: "1h".into(),
             quarantine: "10m".into(),
             min_rate: "16KiB".into(),
+            range_memory: DEFAULT_RANGE_MEMORY.into(),
         }
     }
 }
@@ -180,6 +193,10 @@ pub struct ServerConfig {
     pub keep_snapshots: usize,
     /// Unreferenced blobs younger than this are not collected.
     pub gc_grace: String,
+    /// Memory for the byte ranges served last, shared by the clients asking for the same bytes
+    /// at once, like `64MiB` (each range dropped 30 s after it was read); `0` keeps none (clients
+    /// asking at the very same time still share one read).
+    pub range_memory: String,
     /// PostgreSQL for central's state (empty: redb in `data/central`).
     pub database: String,
     /// A streaming replica for reports (empty: the database).
@@ -212,6 +229,7 @@ impl Default for ServerConfig {
             resign_every: m.resign_every,
             keep_snapshots: m.keep_snapshots,
             gc_grace: m.gc_grace,
+            range_memory: m.range_memory,
             database: String::new(),
             database_read: String::new(),
             database_password_file: PathBuf::new(),
@@ -235,6 +253,7 @@ impl ServerConfig {
             resign_every: self.resign_every.clone(),
             keep_snapshots: self.keep_snapshots,
             gc_grace: self.gc_grace.clone(),
+            range_memory: self.range_memory.clone(),
         }
     }
 }
@@ -378,6 +397,8 @@ mod tests {
         assert_eq!(edge.upstreams.len(), 2);
         duration("poll", &edge.poll).unwrap();
         bytes("bandwidth", &edge.bandwidth).unwrap();
+        assert_eq!(bytes("range_memory", &edge.range_memory).unwrap(), 64 << 20);
+        assert_eq!(bytes("range_memory", &main.range_memory).unwrap(), 64 << 20);
         windows(&edge.sync_windows).unwrap();
         zone(&edge.time_zone, &edge.utc_offset).unwrap();
         assert!(["immediate", "on-demand"].contains(&edge.fill.as_str()));

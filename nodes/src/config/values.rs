@@ -45,6 +45,17 @@ pub fn bytes(field: &str, value: &str) -> Result<u64> {
     parse_bytes(value).map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }
 
+/// A repository's memory for the ranges served last (`range_memory`): at most 16 GiB.
+pub fn range_memory(field: &str, value: &str) -> Result<usize> {
+    let n = bytes(field, value)?;
+    if n > 16 << 30 {
+        bail!(
+            "{field}: {value:?} is too large; at most 16GiB (the default, 64MiB, serves a hundred clients of one file)"
+        );
+    }
+    Ok(usize::try_from(n)?)
+}
+
 /// A minimum transfer rate field (bytes per second, at least 1 KiB/s).
 pub fn min_rate(field: &str, value: &str) -> Result<outpost_actors::transport::Pace> {
     let rate = bytes(field, value)?;
