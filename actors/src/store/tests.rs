@@ -372,17 +372,29 @@ fn a_file_borrowing_bytes_from_another_reads_whole_and_is_checked_through_them()
     assert!(!store.has_file(&hash));
 }
 
+/// A package of `size` bytes in a first snapshot, and its next version, changed in `changed`
+/// and borrowing the rest from the first, in a second: the first file's hash, the second's
+/// hash and chunk list, and its bytes.
+fn two_versions(
+    store: &Store,
+    size: usize,
+    changed: std::ops::Range<usize>,
+) -> ([u8; 32], ([u8; 32], FileInfo), Vec<u8>) {
+    let old = noise(size, size as u64);
+    let (m1, old_hash) = package(store, "app", &old);
+    let mut new = old;
+    new[changed.clone()].copy_from_slice(&noise(changed.len(), size as u64 + 1));
+    let (hash, info) = linked_version(store, &old_hash, &new, changed);
+    let m2 = record_of(store, "app", &hash, &info);
+    snapshots_of(store, &[m1, m2]);
+    (old_hash, (hash, info), new)
+}
+
 #[test]
 fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync_holds_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let old = noise(500_000, 71);
-    let (m1, old_hash) = package(&store, "app", &old);
-    let mut new = old;
-    new[300_000..310_000].copy_from_slice(&noise(10_000, 72));
-    let (hash, info) = linked_version(&store, &old_hash, &new, 300_000..310_000);
-    let m2 = record_of(&store, "app", &hash, &info);
-    snapshots_of(&store, &[m1, m2]);
+    let (old_hash, (hash, info), new) = two_versions(&store, 500_000, 300_000..310_000);
     // A sync linking to the old file right now: it stays, and so do the links.
     let held = store.resolve(&old_hash, 0, 1000).unwrap().unwrap();
     let r = store.gc(1, Duration::ZERO).unwrap();
@@ -411,13 +423,7 @@ fn gc_gives_a_file_the_bytes_it_borrows_before_removing_their_file_unless_a_sync
 fn gc_keeps_a_source_whose_bytes_could_not_be_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let old = noise(400_000, 91);
-    let (m1, old_hash) = package(&store, "app", &old);
-    let mut new = old;
-    new[100_000..110_000].copy_from_slice(&noise(10_000, 92));
-    let (hash, info) = linked_version(&store, &old_hash, &new, 100_000..110_000);
-    let m2 = record_of(&store, "app", &hash, &info);
-    snapshots_of(&store, &[m1, m2]);
+    let (old_hash, (hash, info), new) = two_versions(&store, 400_000, 100_000..110_000);
     fs::OpenOptions::new().write(true).open(store.blob_path(&old_hash)).unwrap().set_len(300_000).unwrap();
     let r = store.gc(1, Duration::ZERO).unwrap();
     assert_eq!((r.blobs_removed, r.files_made_whole), (0, 0));
