@@ -373,6 +373,10 @@ const RECORD_CHECKERS: usize = 2;
 /// Copies of stored files running at once (the disk is their bound, not the processor).
 const COPIES_IN_FLIGHT: usize = 2;
 
+/// Most links a file may have (about 56 bytes each, kept after its last byte, and read back
+/// whole): a file changed in more places is assembled by copying instead.
+const MAX_LINKS: usize = 65_536;
+
 /// Files planned at once: a plan creates the file's partial copy and finds its chunks in the
 /// store (one file system operation and many look-ups), and planning is what the first ranges
 /// of a file wait for.
@@ -740,6 +744,17 @@ impl std::ops::Add for Fetched {
 /// copy. Either way the bytes are taken from where they are held ([`Store::resolve`]: a file
 /// with links of its own is not linked to through them), and those files stay pinned.
 fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<Plan, StoreError> {
+    prepare_at_most(store, hash, info, link, MAX_LINKS)
+}
+
+/// [`prepare`], with links only when the file needs at most `max_links`.
+fn prepare_at_most(
+    store: &Store,
+    hash: [u8; 32],
+    info: FileInfo,
+    link: bool,
+    max_links: usize,
+) -> Result<Plan, StoreError> {
     let (partial, existed) = store.partial(&hash, info.size)?;
     let mut assembly = Assembly::new(partial, info.chunks);
     let mut reused = 0u64;
@@ -747,15 +762,14 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<
         reused += assembly.keep_verified()?.chunks;
     }
     let locations = store.chunk_locations(assembly.chunks())?;
-    let mut sources: HashMap<[u8; 32], Option<Arc<std::fs::File>>> = HashMap::new();
-    let (mut runs, mut links, mut pins, mut planned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The runs of chunks stored one after the other in the same file, where their bytes are.
+    let mut found = Vec::new();
     let mut i = 0;
     while i < locations.len() {
         let Some((source, at)) = locations[i].filter(|_| !assembly.has(i)) else {
             i += 1;
             continue;
         };
-        // The longest run of chunks stored one after the other in the same file.
         let chunks = assembly.chunks();
         let mut j = i + 1;
         let mut end = at + u64::from(chunks[i].len);
@@ -765,10 +779,16 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<
         }
         // A file gone since its chunks were recorded (or being removed) is simply not used:
         // its chunks are fetched.
-        let Some((pieces, pinned)) = store.resolve(&source, at, end - at)? else {
-            i = j;
-            continue;
-        };
+        if let Some((pieces, pinned)) = store.resolve(&source, at, end - at)? {
+            found.push((i, j, pieces, pinned));
+        }
+        i = j;
+    }
+    // A file changed in so many places that its links would be too many to keep is copied.
+    let link = link && found.iter().map(|(_, _, pieces, _)| pieces.len()).sum::<usize>() <= max_links;
+    let mut sources: HashMap<[u8; 32], Option<Arc<std::fs::File>>> = HashMap::new();
+    let (mut runs, mut links, mut pins, mut planned) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, j, pieces, pinned) in found {
         let mut dest = assembly.offset(i);
         let mut copies = Vec::new();
         for (file, from, len) in pieces {
@@ -782,8 +802,8 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<
             }
             dest += len;
         }
-        if !link && copies.iter().map(|c| c.len).sum::<u64>() != end - at {
-            i = j;
+        if dest != assembly.offset(i) + (i..j).map(|k| u64::from(assembly.chunks()[k].len)).sum::<u64>() {
+            // A source that could not be opened: those chunks are fetched.
             continue;
         }
         reused += assembly.plan_copy(i, j - i).chunks;
@@ -792,7 +812,6 @@ fn prepare(store: &Store, hash: [u8; 32], info: FileInfo, link: bool) -> Result<
         if !link {
             runs.push(CopyRun { first: i, count: j - i, pieces: copies });
         }
-        i = j;
     }
     let size = assembly.chunks().iter().map(|c| u64::from(c.len)).sum();
     let links = (!links.is_empty()).then(|| Links::new(size, links));
@@ -984,5 +1003,48 @@ impl Fetching {
             ctx.store.landings().end(&hash);
             me.0.lock().expect("not poisoned").remove(&hash);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::chunking::noise;
+
+    fn stored(store: &Store, data: &[u8]) -> ([u8; 32], FileInfo) {
+        let c = chunking::chunk(data, |_, _| Ok(())).unwrap();
+        let info = FileInfo { size: c.size, chunks: c.chunks };
+        store.put_file(&c.file, &info, &mut &data[..]).unwrap();
+        store.add_complete(&[(c.file, info.clone())]).unwrap();
+        (c.file, info)
+    }
+
+    /// A new version's unchanged runs are planned as links, or as copies when linking is off
+    /// or the file would need more links than allowed; the same chunks are reused either way.
+    #[test]
+    fn unchanged_runs_are_linked_unless_there_would_be_too_many_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = noise(600_000, 1);
+        stored(&store, &old);
+        let mut new = old;
+        for k in 0..4 {
+            new[50_000 + k * 150_000..50_000 + k * 150_000 + 100].copy_from_slice(&noise(100, 2 + k as u64));
+        }
+        let c = chunking::chunk(new.as_slice(), |_, _| Ok(())).unwrap();
+        let info = FileInfo { size: c.size, chunks: c.chunks };
+        let plan = |link, max| prepare_at_most(&store, c.file, info.clone(), link, max).unwrap();
+        let linked = plan(true, MAX_LINKS);
+        let links = linked.links.as_ref().expect("linked");
+        assert!(links.links().len() >= 5 && linked.runs.is_empty(), "{} links", links.links().len());
+        assert!(linked.reused > 0);
+        drop(linked);
+        for (link, max) in [(true, 4), (false, MAX_LINKS)] {
+            let copied = plan(link, max);
+            assert!(copied.links.is_none() && copied.runs.len() >= 5, "link {link}, at most {max}");
+            let reused = copied.reused;
+            drop(copied);
+            assert_eq!(reused, plan(true, MAX_LINKS).reused, "the same chunks reused");
+        }
     }
 }

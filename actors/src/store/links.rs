@@ -32,8 +32,8 @@ const MARKER: &[u8; 8] = b"OPLINKS1";
 /// The trailer after the encoded links: their BLAKE3 (32), their length (4), the file's size
 /// (8) and the marker (8).
 const FIXED: u64 = 32 + 4 + 8 + 8;
-/// Longest encoded links accepted (a file of 8 GiB changed every 64 KiB has 131,072 links of
-/// 56 bytes: 7 MiB).
+/// Longest encoded links accepted (a sync gives a file at most 65,536 links, about 3 MiB
+/// encoded, and copies instead beyond that).
 const MAX_ENCODED: u32 = 64 << 20;
 
 /// Bytes `at..at + len` of a file are the bytes of `source` from `source_at`.
